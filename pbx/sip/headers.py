@@ -1,0 +1,212 @@
+"""Header fields: case-insensitive names, compact forms, repeated and comma-separated values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pbx.sip.grammar import split_outside_quotes
+
+# Compact forms (RFC 3261 section 7.3.3 and later RFCs) -> long names.
+COMPACT = {
+    "i": "Call-ID",
+    "m": "Contact",
+    "e": "Content-Encoding",
+    "l": "Content-Length",
+    "c": "Content-Type",
+    "f": "From",
+    "s": "Subject",
+    "k": "Supported",
+    "t": "To",
+    "v": "Via",
+    "o": "Event",
+    "r": "Refer-To",
+    "b": "Referred-By",
+    "u": "Allow-Events",
+    "x": "Session-Expires",
+    "y": "Identity",
+    "a": "Accept-Contact",
+    "j": "Reject-Contact",
+    "d": "Request-Disposition",
+}
+# Canonical spelling of the headers we emit or read, keyed by lower-case name.
+_CANONICAL = {
+    name.lower(): name
+    for name in (
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Allow-Events",
+        "Authentication-Info",
+        "Authorization",
+        "Call-ID",
+        "Call-Info",
+        "Contact",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Content-Length",
+        "Content-Type",
+        "CSeq",
+        "Date",
+        "Error-Info",
+        "Event",
+        "Expires",
+        "From",
+        "In-Reply-To",
+        "Max-Forwards",
+        "Min-Expires",
+        "MIME-Version",
+        "Organization",
+        "P-Asserted-Identity",
+        "P-Preferred-Identity",
+        "Path",
+        "Priority",
+        "Privacy",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Require",
+        "RAck",
+        "Reason",
+        "Record-Route",
+        "Refer-To",
+        "Referred-By",
+        "Remote-Party-ID",
+        "Reply-To",
+        "Require",
+        "Retry-After",
+        "Route",
+        "RSeq",
+        "Server",
+        "Session-Expires",
+        "Subject",
+        "Supported",
+        "Timestamp",
+        "To",
+        "Unsupported",
+        "User-Agent",
+        "Via",
+        "Warning",
+        "WWW-Authenticate",
+        "Diversion",
+        "History-Info",
+        "Min-SE",
+    )
+}
+# Headers whose grammar is a comma-separated list, so "A, B" is two values (RFC 3261 section 7.3.1).
+LIST_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Allow-Events",
+        "Call-Info",
+        "Contact",
+        "Content-Encoding",
+        "Content-Language",
+        "Error-Info",
+        "In-Reply-To",
+        "Path",
+        "Proxy-Require",
+        "Record-Route",
+        "Require",
+        "Route",
+        "Supported",
+        "Unsupported",
+        "Via",
+        "Warning",
+        "P-Asserted-Identity",
+        "Diversion",
+        "History-Info",
+    )
+)
+
+
+def canonical_name(name: str) -> str:
+    low = name.lower()
+    if low in COMPACT:
+        return COMPACT[low]
+    return _CANONICAL.get(low, name)
+
+
+class Headers:
+    """Ordered header fields. Lookups are case-insensitive and see compact forms as long ones.
+
+    Unknown headers are preserved as received, so a B2BUA can decide what to copy.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
+        self._items: list[tuple[str, str]] = []
+        for name, value in items or []:
+            self.add(name, value)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        key = canonical_name(name).lower()
+        return any(n.lower() == key for n, _ in self._items)
+
+    def copy(self) -> Headers:
+        h = Headers()
+        h._items = list(self._items)
+        return h
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append((canonical_name(name), value))
+
+    def prepend(self, name: str, value: str) -> None:
+        self._items.insert(0, (canonical_name(name), value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace all fields of this name by one, at the position of the first."""
+        canon = canonical_name(name)
+        key = canon.lower()
+        for i, (n, _) in enumerate(self._items):
+            if n.lower() == key:
+                self._items[i] = (canon, value)
+                self._items = [
+                    item for j, item in enumerate(self._items) if j <= i or item[0].lower() != key
+                ]
+                return
+        self._items.append((canon, value))
+
+    def remove(self, name: str) -> None:
+        key = canonical_name(name).lower()
+        self._items = [(n, v) for n, v in self._items if n.lower() != key]
+
+    def get(self, name: str) -> str | None:
+        """The first field's raw value (not split at commas)."""
+        key = canonical_name(name).lower()
+        for n, v in self._items:
+            if n.lower() == key:
+                return v
+        return None
+
+    def fields(self, name: str) -> list[str]:
+        """Every field's raw value, in order."""
+        key = canonical_name(name).lower()
+        return [v for n, v in self._items if n.lower() == key]
+
+    def values(self, name: str) -> list[str]:
+        """All values; list headers are split at top-level commas."""
+        out: list[str] = []
+        split = canonical_name(name).lower() in LIST_HEADERS
+        for raw in self.fields(name):
+            if split:
+                out.extend(v.strip() for v in split_outside_quotes(raw, ",") if v.strip())
+            else:
+                out.append(raw)
+        return out
+
+    def to_lines(self) -> list[str]:
+        return [f"{n}: {v}" for n, v in self._items]

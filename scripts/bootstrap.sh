@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs everything the service and its tests need on a fresh Debian machine:
+# Debian tools (sipp, espeak-ng, sox, ffmpeg, graphviz) and a virtualenv in .venv.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_deb=()
+command -v sipp >/dev/null      || need_deb+=(sip-tester)
+command -v espeak-ng >/dev/null || need_deb+=(espeak-ng)
+command -v sox >/dev/null       || need_deb+=(sox)
+command -v ffmpeg >/dev/null    || need_deb+=(ffmpeg)
+command -v dot >/dev/null       || need_deb+=(graphviz)
+if ((${#need_deb[@]})); then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    echo "bootstrap: installing Debian packages: ${need_deb[*]}" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_deb[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+    echo "bootstrap: creating .venv with $("$PY" --version)" >&2
+    [ -x .venv/bin/python ] || "$PY" -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+    rm -f .venv/.installed-*; touch "$stamp"
+fi
