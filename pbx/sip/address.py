@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from pbx.sip.errors import SipParseError
-from pbx.sip.grammar import WS, format_params, parse_params, quote, read_quoted
+from pbx.sip.grammar import WS, format_params, is_token, parse_params, quote, read_quoted
 from pbx.sip.uri import OtherUri, Uri, parse_uri
 
 
@@ -26,7 +26,7 @@ class Address:
     def __str__(self) -> str:
         if self.wildcard:
             return "*"
-        display = f"{quote(self.display)} " if self.display else ""
+        display = f"{quote(self.display)} " if self.display is not None else ""
         return f"{display}<{self.uri}>{format_params(self.params)}"
 
 
@@ -34,32 +34,43 @@ def parse_address(value: str) -> Address:
     text = value.strip(WS)
     if text == "*":
         return _wildcard()
+    if not text:
+        raise SipParseError("Bad Request - Empty address")
     display: str | None = None
-    i = 0
     if text.startswith('"'):
-        display, i = read_quoted(text, 0)
-        rest = text[i:].lstrip(WS)
-        if not rest.startswith("<"):
+        display, end = read_quoted(text, 0)
+        text = text[end:].lstrip(WS)
+        if not text.startswith("<"):
             raise SipParseError("Bad Request - Malformed name-addr")
-        text = rest
-        i = 0
-    lt = text.find("<")
+        lt = 0
+    else:
+        lt = text.find("<")
+        if lt > 0:
+            # display-name = *(token LWS): RFC 4475 3.1.2.15 (an unquoted comma) must not pass
+            words = text[:lt].replace("\t", " ").split(" ")
+            words = [w for w in words if w]
+            if not all(is_token(w) for w in words):
+                raise SipParseError("Bad Request - Non-token characters in display name")
+            display = " ".join(words) if words else None
     if lt >= 0:
-        before = text[:lt].strip(WS)
-        if before:
-            if '"' in before:
-                raise SipParseError("Bad Request - Malformed display name")
-            display = " ".join(before.split())
         gt = text.find(">", lt)
         if gt < 0:
             raise SipParseError("Bad Request - Unterminated <URI>")
-        uri = parse_uri(text[lt + 1 : gt])
-        tail = text[gt + 1 :].strip(WS)
+        inner = text[lt + 1 : gt]
+        if not inner or inner[0] in WS or inner[-1] in WS:
+            # RFC 4475 3.1.2.14: LAQUOT/RAQUOT allow no whitespace inside the brackets
+            raise SipParseError("Bad Request - Whitespace inside <URI>")
+        uri = parse_uri(inner)
+        tail = text[gt + 1 :].lstrip(WS)
     else:
-        # addr-spec: parameters after the URI belong to the header, not to the URI.
+        # addr-spec: parameters after the URI belong to the header, not to the URI (RFC 3261
+        # section 20.10), so a URI with ';', '?' or ',' of its own must be in <> (RFC 4475 3.1.2.13).
         spec, semi, tail = text.partition(";")
-        if any(c in spec.strip(WS) for c in WS):
+        spec = spec.rstrip(WS)
+        if any(c in WS for c in spec):
             raise SipParseError("Bad Request - Malformed addr-spec")
+        if "?" in spec or "," in spec:
+            raise SipParseError("Bad Request - URI with headers must be enclosed in <>")
         uri = parse_uri(spec)
         tail = semi + tail
     if tail and not tail.startswith(";"):

@@ -9,97 +9,133 @@ from pbx.sip.errors import SipParseError
 # token characters (RFC 3261 section 25.1)
 TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-.!%*_+`'~")
 WS = " \t"
+_DIGITS = frozenset(string.digits)
+# gen-value = token / host / quoted-string; host adds ':' and '[' ']' for IPv6 references.
+_HOST_VALUE_CHARS = TOKEN_CHARS | frozenset("[]:")
+# Characters that may never appear in an unquoted parameter value: they delimit or break the field.
+_VALUE_BREAKERS = frozenset(' \t"<>,;\\\r\n\x00')
 
 
 def is_token(value: str) -> bool:
     return bool(value) and all(c in TOKEN_CHARS for c in value)
 
 
+def is_digits(value: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²' and other scripts' digits."""
+    return bool(value) and all(c in _DIGITS for c in value)
+
+
+def parse_uint(value: str, limit: int) -> int | None:
+    """1*DIGIT (leading zeros allowed) not above `limit`; None when malformed or too large.
+
+    Never calls int() on an unbounded string: Python refuses >4300 digits with ValueError.
+    """
+    if not is_digits(value):
+        return None
+    digits = value.lstrip("0") or "0"
+    if len(digits) > len(str(limit)):
+        return None
+    number = int(digits)
+    return number if number <= limit else None
+
+
 def split_outside_quotes(value: str, sep: str) -> list[str]:
     """Split on `sep`, ignoring separators inside quoted strings and <...> brackets."""
+    if '"' not in value and "<" not in value:
+        return value.split(sep)  # the common case, without a per-character loop
     parts: list[str] = []
-    current: list[str] = []
-    in_quotes = False
+    start = 0
+    i = 0
+    n = len(value)
     in_angle = False
-    escaped = False
-    for ch in value:
-        if escaped:
-            current.append(ch)
-            escaped = False
+    while i < n:
+        ch = value[i]
+        if ch == '"' and not in_angle:
+            i = _skip_quoted(value, i)
             continue
-        if in_quotes:
-            if ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_quotes = False
-            current.append(ch)
-            continue
-        if ch == '"':
-            in_quotes = True
-        elif ch == "<":
+        if ch == "<":
             in_angle = True
         elif ch == ">":
             in_angle = False
         elif ch == sep and not in_angle:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(ch)
-    if in_quotes:
-        raise SipParseError("Bad Request - Unterminated quoted string")
-    parts.append("".join(current))
+            parts.append(value[start:i])
+            start = i + 1
+        i += 1
+    parts.append(value[start:])
     return parts
 
 
-def read_quoted(value: str, start: int) -> tuple[str, int]:
-    """Read the quoted-string at value[start]; return (unescaped text, index after it)."""
-    assert value[start] == '"'
-    out: list[str] = []
+def _skip_quoted(value: str, start: int) -> int:
+    """Index just after the quoted-string that opens at value[start]."""
     i = start + 1
-    while i < len(value):
+    n = len(value)
+    while i < n:
         ch = value[i]
         if ch == "\\":
-            if i + 1 >= len(value):
-                break
-            out.append(value[i + 1])
             i += 2
             continue
         if ch == '"':
-            return "".join(out), i + 1
-        out.append(ch)
+            return i + 1
         i += 1
     raise SipParseError("Bad Request - Unterminated quoted string")
 
 
+def read_quoted(value: str, start: int) -> tuple[str, int]:
+    """Read the quoted-string at value[start]; return (unescaped text, index after it)."""
+    if value[start : start + 1] != '"':
+        raise SipParseError("Bad Request - Expected quoted string")
+    end = _skip_quoted(value, start)
+    inner = value[start + 1 : end - 1]
+    if "\\" not in inner:
+        return inner, end
+    out: list[str] = []
+    i = 0
+    while i < len(inner):
+        ch = inner[i]
+        if ch == "\\" and i + 1 < len(inner):
+            out.append(inner[i + 1])
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out), end
+
+
 def quote(text: str) -> str:
+    """A quoted-string for `text`. CR and LF cannot be expressed (not even as quoted-pair), so
+    they become spaces: a value can never inject a header line."""
+    text = text.replace("\r", " ").replace("\n", " ")
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def parse_params(text: str, what: str) -> dict[str, str | None]:
-    """Parse ';name=value;flag' parameter lists. Names are case-insensitive (kept lowercased)."""
+    """Parse 'name=value;flag' parameter lists (the part after the first ';').
+
+    Names are case-insensitive (kept lowercased); quoted values are stored unquoted.
+    """
     params: dict[str, str | None] = {}
-    if not text.strip():
-        return params
+    if not text.strip(WS):
+        raise SipParseError(f"Bad Request - Empty parameter in {what}")
     for raw in split_outside_quotes(text, ";"):
         item = raw.strip(WS)
         if not item:
             raise SipParseError(f"Bad Request - Empty parameter in {what}")
-        if "=" in item:
-            name, _, val = item.partition("=")
-            name = name.strip(WS)
-            val = val.strip(WS)
-            if val.startswith('"'):
-                unq, end = read_quoted(val, 0)
-                if val[end:].strip(WS):
-                    raise SipParseError(f"Bad Request - Malformed parameter in {what}")
-                val = unq
-            params_name = name.lower()
-        else:
-            params_name, val = item.lower(), None
-            name = item
+        name, eq, val = item.partition("=")
+        name = name.rstrip(WS)
         if not is_token(name):
             raise SipParseError(f"Bad Request - Malformed parameter in {what}")
-        params[params_name] = val
+        value: str | None = None
+        if eq:
+            val = val.lstrip(WS)
+            if val.startswith('"'):
+                value, end = read_quoted(val, 0)
+                if val[end:].strip(WS):
+                    raise SipParseError(f"Bad Request - Malformed parameter in {what}")
+            elif any(c in _VALUE_BREAKERS for c in val):
+                raise SipParseError(f"Bad Request - Malformed parameter in {what}")
+            else:
+                value = val
+        params[name.lower()] = value
     return params
 
 
@@ -108,12 +144,8 @@ def format_params(params: dict[str, str | None]) -> str:
     for name, val in params.items():
         if val is None:
             out.append(f";{name}")
-        elif val == "" or is_token(val) or _is_host_like(val):
+        elif val == "" or all(c in _HOST_VALUE_CHARS for c in val):
             out.append(f";{name}={val}")
         else:
             out.append(f";{name}={quote(val)}")
     return "".join(out)
-
-
-def _is_host_like(val: str) -> bool:
-    return all(c in TOKEN_CHARS or c in "[]:" for c in val)

@@ -5,18 +5,32 @@ from __future__ import annotations
 import ipaddress
 import string
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from urllib.parse import unquote
 
 from pbx.sip.errors import SipParseError
-from pbx.sip.grammar import format_params
+from pbx.sip.grammar import parse_uint
 
 _HOST_CHARS = frozenset(string.ascii_letters + string.digits + "-._")
+_SCHEME_FIRST = frozenset(string.ascii_letters)
 _SCHEME_CHARS = frozenset(string.ascii_letters + string.digits + "+-.")
+# Never part of a URI as written on the wire (RFC 3986 excluded characters and delimiters of the
+# surrounding SIP syntax). Everything else in user/password/params/headers is accepted as sent:
+# real phones put unescaped '#' or '*' in the user part, and rejecting them helps nobody.
+_NEVER_IN_URI = frozenset(' \t\r\n<>"\x00\x7f') | frozenset(chr(c) for c in range(0x20))
+# paramchar = param-unreserved / unreserved / escaped (RFC 3261 section 25.1); others are escaped
+# when a parameter is written out, so a decoded '%' or ';' survives a round trip.
+_PARAM_SAFE = frozenset(string.ascii_letters + string.digits + "-_.!~*'()[]/:&+$")
+_HEX = frozenset(string.hexdigits)
 
 
 @dataclass(frozen=True)
 class SipUri:
-    """sip: / sips: URI. `user` is kept as written (escaped); `user_unescaped` decodes %HH."""
+    """sip: / sips: URI. `user` is kept as written (escaped); `user_unescaped` decodes %HH.
+
+    URI parameter names and values are stored unescaped (so "transport=%74cp" reads "tcp") and
+    re-escaped by __str__.
+    """
 
     host: str
     user: str | None = None
@@ -53,7 +67,10 @@ class SipUri:
         out.append(self.host)
         if self.port is not None:
             out.append(f":{self.port}")
-        out.append(format_params(self.params))
+        for name, value in self.params.items():
+            out.append(";" + _escape_param(name))
+            if value is not None:
+                out.append("=" + _escape_param(value))
         if self.headers:
             out.append("?" + self.headers)
         return "".join(out)
@@ -74,16 +91,17 @@ Uri = SipUri | OtherUri
 
 
 def parse_uri(text: str) -> Uri:
-    text = text.strip()
+    """Parse an absolute URI exactly as written (no surrounding whitespace or brackets)."""
+    if not text or any(c in _NEVER_IN_URI for c in text):
+        raise SipParseError("Bad Request - Malformed URI")
     scheme, sep, rest = text.partition(":")
     if (
         not sep
+        or not rest
         or not scheme
+        or scheme[0] not in _SCHEME_FIRST
         or not all(c in _SCHEME_CHARS for c in scheme)
-        or not scheme[0].isalpha()
     ):
-        raise SipParseError("Bad Request - Malformed URI")
-    if any(c in text for c in " \t\r\n<>"):
         raise SipParseError("Bad Request - Malformed URI")
     low = scheme.lower()
     if low not in ("sip", "sips"):
@@ -99,20 +117,24 @@ def parse_sip_uri(text: str) -> SipUri:
 
 
 def _parse_sip(scheme: str, rest: str) -> SipUri:
-    rest, _, headers = rest.partition("?")
+    # userinfo may itself contain ';', '?', ':' and ',' (RFC 3261 user-unreserved, see RFC 4475
+    # 3.1.1.2 and 3.1.1.9) but never an unescaped '@', which therefore ends it.
     user: str | None = None
     password: str | None = None
     if "@" in rest:
-        userinfo, _, rest = rest.rpartition("@")
-        if ":" in userinfo:
-            user, _, password = userinfo.partition(":")
-        else:
-            user = userinfo
+        userinfo, _, rest = rest.partition("@")
+        if "@" in rest:
+            raise SipParseError("Bad Request - Malformed URI user part")
+        user, colon, pw = userinfo.partition(":")
+        password = pw if colon else None
         if not user:
             raise SipParseError("Bad Request - Malformed URI user part")
-    hostport, _, param_text = rest.partition(";")
+    rest, qmark, headers = rest.partition("?")
+    if qmark and not headers:
+        raise SipParseError("Bad Request - Malformed URI headers")
+    hostport, semi, param_text = rest.partition(";")
     host, port = parse_hostport(hostport)
-    params = _parse_uri_params(param_text) if param_text or rest.endswith(";") else {}
+    params = _parse_uri_params(param_text) if semi else {}
     return SipUri(
         host=host,
         user=user,
@@ -127,26 +149,52 @@ def _parse_sip(scheme: str, rest: str) -> SipUri:
 def _parse_uri_params(text: str) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
     for item in text.split(";"):
-        if not item:
-            raise SipParseError("Bad Request - Empty URI parameter")
         name, eq, value = item.partition("=")
         if not name:
             raise SipParseError("Bad Request - Malformed URI parameter")
-        params[unquote(name).lower()] = unquote(value) if eq else None
+        params[_unescape(name).lower()] = _unescape(value) if eq else None
     return params
+
+
+def _unescape(text: str) -> str:
+    if "%" not in text:
+        return text
+    # only well-formed %HH are escapes; a stray '%' stays itself, as urllib.parse.unquote does
+    return unquote(text, errors="surrogateescape")
+
+
+def _escape_param(text: str) -> str:
+    if all(c in _PARAM_SAFE for c in text):
+        return text
+    out = []
+    for ch in text:
+        if ch in _PARAM_SAFE:
+            out.append(ch)
+        else:
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogateescape"))
+    return "".join(out)
 
 
 def parse_hostport(text: str) -> tuple[str, int | None]:
     """Parse host[:port]; IPv6 references must be bracketed. Host is lowercased."""
+    return _parse_hostport_cached(text)
+
+
+@lru_cache(maxsize=1024)
+def _parse_hostport_cached(text: str) -> tuple[str, int | None]:
     if not text:
         raise SipParseError("Bad Request - Missing host")
+    port_text: str | None
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
             raise SipParseError("Bad Request - Malformed IPv6 reference")
         host = text[: end + 1]
+        address = host[1:-1]
+        if not all(c in _HEX or c in ":." for c in address):
+            raise SipParseError("Bad Request - Malformed IPv6 reference")
         try:
-            ipaddress.IPv6Address(host[1:-1])
+            ipaddress.IPv6Address(address)
         except ValueError:
             raise SipParseError("Bad Request - Malformed IPv6 reference") from None
         tail = text[end + 1 :]
@@ -154,13 +202,13 @@ def parse_hostport(text: str) -> tuple[str, int | None]:
             raise SipParseError("Bad Request - Malformed host")
         port_text = tail[1:] if tail else None
     else:
-        host, colon, port_text_raw = text.partition(":")
-        port_text = port_text_raw if colon else None
+        host, colon, port_raw = text.partition(":")
+        port_text = port_raw if colon else None
         if not host or not all(c in _HOST_CHARS for c in host):
             raise SipParseError("Bad Request - Malformed host")
     port: int | None = None
     if port_text is not None:
-        if not port_text.isdigit() or len(port_text) > 5 or not 0 < int(port_text) < 65536:
+        port = parse_uint(port_text, 65535)
+        if port is None or port == 0 or len(port_text) > 5:
             raise SipParseError("Bad Request - Invalid port")
-        port = int(port_text)
     return host.lower(), port

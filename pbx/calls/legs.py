@@ -1,0 +1,290 @@
+"""Call legs of the B2BUA: the caller's side (we are the UAS) and the volunteer's (we are the UAC).
+
+Each leg owns one dialog. The legs know SIP only; the application (IVR, queues) drives them and
+decides what is said to whom. Neither leg ever copies anything from the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from pbx.sip.address import Address
+from pbx.sip.dialog import Dialog, DialogState, new_call_id, new_tag
+from pbx.sip.headers import Headers
+from pbx.sip.message import Request, Response, make_response
+from pbx.sip.peer import Peer
+from pbx.sip.stack import IncomingRequest, SipStack
+from pbx.sip.transaction import TransactionId
+from pbx.sip.uri import SipUri
+
+log = structlog.get_logger("pbx.calls")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
+SDP = "application/sdp"
+
+
+class LegState(enum.Enum):
+    NEW = "new"
+    RINGING = "ringing"  # early dialog
+    ANSWERED = "answered"  # 2xx sent or received, waiting for/sending ACK
+    CONFIRMED = "confirmed"
+    ENDED = "ended"
+
+
+OfferHandler = Callable[[bytes], Awaitable[bytes | None]]  # re-INVITE offer -> answer (None: 488)
+
+
+@dataclass
+class Leg:
+    stack: SipStack
+    ref: str  # our call reference, for logs
+    contact: SipUri  # our Contact for this leg
+    state: LegState = LegState.NEW
+    dialog: Dialog | None = None
+    end_reason: str = ""
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    on_reinvite: OfferHandler | None = None
+    on_info: Callable[[Request], None] | None = None
+    on_end: Callable[[Leg], None] | None = None
+    remote_sdp: bytes = b""
+
+    def _finish(self, reason: str) -> None:
+        if self.state is LegState.ENDED:
+            return
+        self.state = LegState.ENDED
+        self.end_reason = reason
+        if self.dialog is not None:
+            self.dialog.state = DialogState.TERMINATED
+        self.ended.set()
+        log.info("leg_ended", call=self.ref, reason=reason)
+        if self.on_end is not None:
+            self.on_end(self)
+
+    async def hangup(self, reason: str = "hangup") -> None:
+        """BYE a confirmed dialog; an unanswered leg is handled by its subclass."""
+        if self.state is LegState.ENDED or self.dialog is None:
+            self._finish(reason)
+            return
+        bye = self.dialog.request("BYE")
+        self._finish(reason)
+        await self.stack.request(bye, self.dialog.peer)
+
+    # --- in-dialog requests from the other side (dispatched by the core) -------------------------
+    def handle_in_dialog(self, incoming: IncomingRequest) -> None:
+        request = incoming.request
+        assert self.dialog is not None
+        if not self.dialog.accept_remote(request):
+            incoming.respond(500, "Server Internal Error - CSeq out of order")
+            return
+        method = request.method
+        if method == "BYE":
+            incoming.respond(200)
+            self._finish("remote_bye")
+        elif method == "INVITE":
+            asyncio.create_task(self._reinvite(incoming))
+        elif method == "INFO":
+            incoming.respond(200)
+            if self.on_info is not None:
+                self.on_info(request)
+        elif method == "OPTIONS":
+            incoming.respond(200, headers=[("Allow", ALLOW), ("Accept", SDP)])
+        elif method == "ACK":
+            self.on_ack(request)
+        else:
+            incoming.respond(405, headers=[("Allow", ALLOW)])
+
+    def on_ack(self, request: Request) -> None:
+        if self.state is LegState.ANSWERED:
+            self.state = LegState.CONFIRMED
+
+    async def _reinvite(self, incoming: IncomingRequest) -> None:
+        assert self.dialog is not None
+        request = incoming.request
+        self.dialog.update_target(request)
+        answer: bytes | None = self.remote_sdp and b""
+        if self.on_reinvite is not None and request.body:
+            answer = await self.on_reinvite(request.body)
+        if answer is None:
+            incoming.respond(488, "Not Acceptable Here - Cannot use the offered media")
+            return
+        self.remote_sdp = request.body or self.remote_sdp
+        incoming.respond(
+            200,
+            to_tag=self.dialog.local.tag,
+            headers=[("Contact", f"<{self.contact}>"), ("Allow", ALLOW)],
+            body=answer,
+            content_type=SDP if answer else None,
+        )
+
+
+@dataclass
+class InboundLeg(Leg):
+    """The caller's side: an INVITE that reached us from a trunk (we are the UAS)."""
+
+    incoming: IncomingRequest | None = None
+    on_cancel: Callable[[], None] | None = None
+    _acked: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def accept(cls, incoming: IncomingRequest, ref: str, contact: SipUri) -> InboundLeg:
+        leg = cls(stack=incoming.stack, ref=ref, contact=contact, incoming=incoming)
+        leg.dialog = Dialog.as_uas(incoming.request, new_tag(), incoming.source)
+        leg.remote_sdp = incoming.request.body
+        return leg
+
+    @property
+    def invite(self) -> Request:
+        assert self.incoming is not None
+        return self.incoming.request
+
+    def _respond(self, status: int, reason: str | None = None, body: bytes = b"") -> None:
+        assert self.incoming is not None and self.dialog is not None
+        self.incoming.respond(
+            status,
+            reason,
+            to_tag=self.dialog.local.tag,
+            headers=[("Contact", f"<{self.contact}>"), ("Allow", ALLOW)],
+            body=body,
+            content_type=SDP if body else None,
+        )
+
+    def ring(self) -> None:
+        if self.state is LegState.NEW:
+            self.state = LegState.RINGING
+            self._respond(180)
+
+    def progress(self, sdp: bytes) -> None:
+        """183 with SDP: early media (prompts before answer) where a trunk wants it."""
+        if self.state in (LegState.NEW, LegState.RINGING):
+            self.state = LegState.RINGING
+            self._respond(183, body=sdp)
+
+    def reject(self, status: int, reason: str | None = None) -> None:
+        if self.state in (LegState.NEW, LegState.RINGING):
+            self._respond(status, reason)
+            self._finish(f"rejected_{status}")
+
+    async def answer(self, sdp: bytes) -> bool:
+        """Send 200 OK, retransmitted until the ACK (RFC 3261 13.3.1.4). False: no ACK, BYE sent."""
+        if self.state not in (LegState.NEW, LegState.RINGING):
+            return False
+        assert self.dialog is not None and self.incoming is not None
+        self.state = LegState.ANSWERED
+        self.dialog.state = DialogState.CONFIRMED
+        response = make_response(
+            self.invite, 200, to_tag=self.dialog.local.tag, body=sdp, content_type=SDP
+        )
+        response.headers.add("Contact", f"<{self.contact}>")
+        response.headers.add("Allow", ALLOW)
+        self.stack.respond(self.incoming, response)
+        timers = self.stack.timers
+        interval = timers.t1
+        waited = 0.0
+        while waited < 64 * timers.t1:
+            try:
+                await asyncio.wait_for(self._acked.wait(), interval)
+                return True
+            except TimeoutError:
+                waited += interval
+                if self.state is LegState.ENDED:
+                    return False
+                if not self.dialog.peer.reliable:
+                    self.stack.send_stateless(response, self.incoming.source, new_via=False)
+                interval = min(interval * 2, timers.t2)
+        log.warning("no_ack", call=self.ref)
+        await self.hangup("no_ack")
+        return False
+
+    def on_ack(self, request: Request) -> None:
+        super().on_ack(request)
+        self._acked.set()
+
+    def cancelled(self) -> None:
+        """The caller hung up before we answered (CANCEL): 487 to the INVITE."""
+        if self.state in (LegState.NEW, LegState.RINGING):
+            self._respond(487)
+            self._finish("caller_cancel")
+            if self.on_cancel is not None:
+                self.on_cancel()
+
+
+@dataclass
+class OutboundLeg(Leg):
+    """The volunteer's side: a call we place to a registered handset (we are the UAC)."""
+
+    invite_request: Request | None = None
+    transaction: TransactionId | None = None
+    ringing: asyncio.Event = field(default_factory=asyncio.Event)
+    final: Response | None = None
+    _cancel_requested: bool = False
+
+    async def call(
+        self,
+        target: SipUri,
+        peer: Peer,
+        *,
+        from_user: str,
+        from_display: str,
+        to: str,
+        sdp: bytes,
+        extra_headers: list[tuple[str, str]] | None = None,
+    ) -> Response:
+        """Place the INVITE; returns the final response (a 2xx is ACKed here)."""
+        local_tag = new_tag()
+        from_addr = Address(
+            uri=SipUri(host=self.stack.public_host, user=from_user), display=from_display
+        ).with_tag(local_tag)
+        headers = Headers()
+        headers.add("Max-Forwards", "70")
+        headers.add("From", str(from_addr))
+        headers.add("To", to)
+        headers.add("Call-ID", new_call_id(self.stack.public_host))
+        headers.add("CSeq", "1 INVITE")
+        headers.add("Contact", f"<{self.contact}>")
+        headers.add("Allow", ALLOW)
+        headers.add("Content-Type", SDP)
+        for name, value in extra_headers or []:
+            headers.add(name, value)
+        invite = Request("INVITE", target, headers, sdp)
+        self.invite_request = invite
+        self.state = LegState.RINGING
+
+        def provisional(response: Response) -> None:
+            if response.status in (180, 183):
+                self.ringing.set()
+
+        def got_txn(txn: TransactionId) -> None:
+            self.transaction = txn
+
+        response = await self.stack.request(invite, peer, provisional, got_txn)
+        self.final = response
+        if 200 <= response.status < 300:
+            self.dialog = Dialog.as_uac(invite, response, peer)
+            self.remote_sdp = response.body
+            self.send_ack()
+            self.state = LegState.CONFIRMED
+            if self._cancel_requested:  # CANCEL lost the race with the 200
+                await self.hangup("cancelled_after_answer")
+        else:
+            self._finish(f"final_{response.status}")
+        return response
+
+    def send_ack(self) -> None:
+        assert self.dialog is not None and self.invite_request is not None
+        ack = self.dialog.ack(self.invite_request.cseq.number)
+        self.stack.send_stateless(ack, self.dialog.peer)
+
+    def cancel(self) -> None:
+        """Stop ringing the handset (the caller left, or ring-no-answer)."""
+        self._cancel_requested = True
+        if self.transaction is not None and self.state is LegState.RINGING:
+            self.stack.cancel(self.transaction)
+
+    def on_retransmitted_2xx(self) -> None:
+        if self.dialog is not None and self.state is not LegState.ENDED:
+            self.send_ack()

@@ -1,0 +1,130 @@
+"""Service settings: defaults, then an optional TOML file, then HELPLINE_* environment variables.
+
+The defaults are the embedded ones: an embedded PostgreSQL under state_dir, the dialplan.yaml,
+SIP on UDP/TCP 5060 and TLS 5061, and only 127.0.0.1 trusted as the carrier trunk.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Settings:
+    sip_host: str = "0.0.0.0"  # bind address for SIP (all transports)
+    sip_port: int = 5060  # UDP and TCP
+    tls_port: int | None = 5061  # None disables TLS
+    tls_cert: Path | None = None  # PEM; a self-signed pair is generated under state_dir when unset
+    tls_key: Path | None = None
+    advertise_host: str | None = (
+        None  # address put in Via/Contact/SDP; default: sip_host or 127.0.0.1
+    )
+    realm: str = "helpline"
+    trunk_sources: list[str] = field(default_factory=lambda: ["127.0.0.1/32"])
+    trunk_credentials: dict[str, str] = field(default_factory=dict)  # username -> password
+    database_url: str | None = None  # None: embedded PostgreSQL under state_dir
+    state_dir: Path = REPO_ROOT / "var"
+    dialplan: Path = REPO_ROOT / "dialplan.yaml"
+    recordings: Path = REPO_ROOT / "recordings"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = 9160  # Prometheus /metrics; None disables
+    rtp_port_min: int = 20000
+    rtp_port_max: int = 29999
+    registration_min_expires: int = 60
+    registration_max_expires: int = 3600
+    registration_default_expires: int = 600
+    keepalive_interval: float = 25.0  # OPTIONS to UDP handsets, keeps home NAT pinholes open
+    max_message_size: int = 65535
+    max_transactions: int = 20000
+    max_dialogs: int = 5000
+    max_connections: int = 2000
+    connection_idle_timeout: float = 120.0  # idle TCP/TLS connections are closed after this
+    nonce_lifetime: float = 300.0
+    log_level: str = "info"
+    log_format: str = "json"  # json or console
+
+    @property
+    def public_host(self) -> str:
+        if self.advertise_host:
+            return self.advertise_host
+        return "127.0.0.1" if self.sip_host in ("0.0.0.0", "::", "") else self.sip_host
+
+    def validate(self) -> None:
+        for net in self.trunk_sources:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"trunk_sources: {net!r} is not an address range: {exc}"
+                ) from None
+        if not 0 < self.sip_port < 65536:
+            raise ConfigError(f"sip_port {self.sip_port} is not a port number")
+        if self.rtp_port_min >= self.rtp_port_max:
+            raise ConfigError("rtp_port_min must be below rtp_port_max")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key must be given together")
+        if not (
+            0
+            < self.registration_min_expires
+            <= self.registration_default_expires
+            <= self.registration_max_expires
+        ):
+            raise ConfigError("registration expiries must satisfy 0 < min <= default <= max")
+
+
+def _coerce(name: str, raw: Any, current: Any, annotation: str) -> Any:
+    try:
+        if isinstance(raw, str) and "list" in annotation:
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        if isinstance(raw, str) and "dict" in annotation:
+            pairs = (item.split(":", 1) for item in raw.split(",") if item.strip())
+            return {k.strip(): v.strip() for k, v in pairs}
+        if raw in ("", "none", "None") and "None" in annotation:
+            return None
+        if "Path" in annotation:
+            return Path(raw)
+        if "int" in annotation and "float" not in annotation:
+            return int(raw)
+        if "float" in annotation:
+            return float(raw)
+        return raw
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: cannot use {raw!r}: {exc}") from None
+
+
+def load_settings(
+    file: Path | None = None, env: dict[str, str] | None = None, **overrides: Any
+) -> Settings:
+    settings = Settings()
+    known = {f.name: str(f.type) for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{file}: {exc}") from None
+        for key, val in data.items():
+            if key not in known:
+                raise ConfigError(f"{file}: unknown setting {key!r}")
+            values[key] = val
+    env = dict(os.environ) if env is None else env
+    for key in known:
+        raw = env.get(f"HELPLINE_{key.upper()}")
+        if raw is not None:
+            values[key] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key, val in values.items():
+        setattr(settings, key, _coerce(key, val, getattr(settings, key), known[key]))
+    settings.validate()
+    return settings

@@ -1,0 +1,157 @@
+"""The embedded PostgreSQL server (pgserver) that runs when no external database is configured.
+
+pgserver runs the server on a Unix socket inside the data directory (as user `pgserver` when we
+are root, since postgres refuses to run as root) and keeps a list of the processes using it in
+`.handle_pids.json`. A server left running by an earlier run is reused. We never let pgserver
+stop it at exit: `stop()` does that explicitly, and only when no other live process (the
+service while the CLI runs, or the other way round) still uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import structlog
+
+log = structlog.get_logger()
+
+_START_ATTEMPTS = 3
+
+
+def _is_live_postgres(pid: int, pgdata: Path) -> bool:
+    """Whether `pid` is a running (not zombie) postgres serving `pgdata`."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE or str(proc.name()) != "postgres":
+            return False
+        try:
+            cmdline = " ".join(proc.cmdline())
+        except psutil.AccessDenied:
+            return True
+        return str(pgdata) in cmdline
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _is_live(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _clear_stale_lock(pgdata: Path) -> None:
+    """Remove postmaster.pid and the socket lock when the process they name is gone.
+
+    pgserver (and postgres itself) treat any existing pid as a running server, which is wrong
+    for a zombie or a pid reused by an unrelated process after a crash or reboot.
+    """
+    pidfile = pgdata / "postmaster.pid"
+    try:
+        lines = pidfile.read_text().splitlines()
+    except FileNotFoundError:
+        return
+    try:
+        pid = int(lines[0])
+    except (IndexError, ValueError):
+        pid = 0
+    if pid and _is_live_postgres(pid, pgdata):
+        # Running; if it is still starting up, give it a moment to become ready.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            lines = pidfile.read_text().splitlines() if pidfile.exists() else []
+            if len(lines) >= 8 and lines[7].strip() == "ready":
+                return
+            time.sleep(0.2)
+        return
+    log.warning("db.embedded.stale_pidfile", pid=pid)
+    if len(lines) >= 5 and lines[4].strip() and lines[3].strip():
+        sock = Path(lines[4].strip()) / f".s.PGSQL.{lines[3].strip()}"
+        for path in (sock, sock.with_name(sock.name + ".lock")):
+            path.unlink(missing_ok=True)
+    pidfile.unlink(missing_ok=True)
+
+
+def _import_pgserver() -> Any:
+    # platformdirs warns about XDG_RUNTIME_DIR at import; pgserver copes, so keep stderr clean.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+    return pgserver
+
+
+@dataclass
+class EmbeddedPostgres:
+    pgdata: Path
+    url: str
+    system_user: str | None
+
+    def _handles(self) -> Path:
+        return self.pgdata / ".handle_pids.json"
+
+    def _other_live_users(self) -> list[int]:
+        """Prune our pid and dead ones from pgserver's handle list; return the rest."""
+        path = self._handles()
+        try:
+            pids = [int(p) for p in json.loads(path.read_text())]
+        except (FileNotFoundError, ValueError, TypeError):
+            pids = []
+        others = [p for p in pids if p != os.getpid() and _is_live(p)]
+        path.write_text(json.dumps(others))
+        return others
+
+    def stop(self, force: bool = False) -> bool:
+        """Stop the server unless another live process uses it (or `force`); True if stopped."""
+        pgserver = _import_pgserver()
+        with pgserver.PostgresServer._lock:
+            pgserver.PostgresServer._instances.pop(self.pgdata, None)
+            others = self._other_live_users()
+            if others and not force:
+                log.info("db.embedded.left_running", users=len(others))
+                return False
+            pg_ctl = pgserver.postgres_server.POSTGRES_BIN_PATH / "pg_ctl"
+            result = subprocess.run(
+                [str(pg_ctl), "-D", str(self.pgdata), "-w", "-m", "fast", "stop"],
+                user=self.system_user,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+                check=False,
+            )
+            # Non-zero: it was not running, which is what we want anyway.
+            log.info("db.embedded.stopped", exit_code=result.returncode)
+            return True
+
+
+def start_embedded(state_dir: Path) -> EmbeddedPostgres:
+    """Start (or attach to an already running) PostgreSQL with its data in `state_dir/pg`."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = (state_dir / "pg").resolve()
+    pgserver = _import_pgserver()
+    last_error: Exception | None = None
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        if pgdata.exists():
+            _clear_stale_lock(pgdata)
+        # A cached handle from an earlier start in this process may describe a stopped server.
+        pgserver.PostgresServer._instances.pop(pgdata, None)
+        try:
+            server = pgserver.get_server(pgdata, cleanup_mode=None)
+            url = str(server.get_uri())
+            log.info("db.embedded.ready", pgdata=str(pgdata))
+            return EmbeddedPostgres(pgdata=pgdata, url=url, system_user=server.system_user)
+        except (subprocess.SubprocessError, AssertionError, OSError) as exc:
+            # e.g. backends of a killed server still hold its shared memory for a moment.
+            last_error = exc
+            log.warning("db.embedded.start_failed", attempt=attempt, error=type(exc).__name__)
+            time.sleep(attempt)
+    raise RuntimeError(f"could not start embedded PostgreSQL in {pgdata}") from last_error

@@ -1,0 +1,58 @@
+"""Versioned, idempotent schema migrations (table schema_version)."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger()
+
+# (version, SQL file in this package). Append new versions; never edit an applied one.
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "schema.sql"),)
+
+# Serialises concurrent migrators (service and CLI starting at once); any constant will do.
+_LOCK_KEY = 0x68656C70  # "help"
+
+
+def _sql(name: str) -> str:
+    return resources.files("pbx.db").joinpath(name).read_text(encoding="utf-8")
+
+
+async def current_version(conn: asyncpg.Connection) -> int:
+    exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+    if not exists:
+        return 0
+    version = await conn.fetchval("SELECT max(version) FROM schema_version")
+    return int(version or 0)
+
+
+async def migrate(conn: asyncpg.Connection) -> int:
+    """Bring the schema up to the newest version; returns the version now in place.
+
+    Each migration runs in its own transaction together with its schema_version row, so a
+    failure leaves the previous version intact and a rerun is a no-op.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_version (
+                   version    integer PRIMARY KEY,
+                   applied_at timestamptz NOT NULL DEFAULT now()
+               )"""
+        )
+    version = await current_version(conn)
+    for number, name in MIGRATIONS:
+        if number <= version:
+            continue
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            # Another process may have applied it while we waited for the lock.
+            if await current_version(conn) >= number:
+                continue
+            await conn.execute(_sql(name))
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
+        log.info("db.migrated", version=number)
+        version = number
+    return max(version, await current_version(conn))

@@ -1,0 +1,287 @@
+"""RTP endpoint: one UDP socket from the port pool, symmetric RTP, media timeout.
+
+Symmetric RTP (RFC 4961 style "latching"): handsets behind NAT announce a private
+address in SDP, so we send where their valid RTP really comes from. Latching is the
+classic RTP-hijack vector (anyone spraying RTP at our port range could steal the
+stream), so it is deliberately conservative:
+
+- until the first acceptable packet we send to the SDP address;
+- we latch once per (re)negotiation, to the first source of valid RTP with a
+  negotiated payload type (``set_remote`` starts a new negotiation);
+- a packet from exactly the SDP address always wins (the signalled peer outranks a
+  stranger who was quicker);
+- any other new source is only adopted after ``relatch_after`` consecutive packets of
+  one SSRC from it, spanning at least ``relatch_min_seconds`` during which the latched
+  source sent nothing (a real NAT rebinding silences the old source; an attacker
+  cannot silence the real peer). Until then its packets are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from pbx.media.ports import AllocatedPort, PortPool
+from pbx.media.rtp import RtpError, RtpPacket, is_rtcp
+
+__all__ = ["Address", "EndpointStats", "RtpEndpoint"]
+
+Address = tuple[Any, ...]  # (host, port) for IPv4, (host, port, flow, scope) for IPv6
+PacketHandler = Callable[[RtpPacket], None]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class EndpointStats:
+    rx_packets: int = 0
+    rx_bytes: int = 0
+    tx_packets: int = 0
+    tx_bytes: int = 0
+    malformed: int = 0  # not parseable as RTP
+    rtcp: int = 0  # RTCP multiplexed onto the RTP port (RFC 5761)
+    unexpected_pt: int = 0  # valid RTP with a payload type that was not negotiated
+    foreign: int = 0  # valid RTP from a source we have not (yet) accepted
+    tx_dropped: int = 0  # nowhere to send yet (no SDP address) or already closed
+    send_errors: int = 0  # ICMP errors reported by the kernel (peer port closed, ...)
+    relatches: int = 0  # switches of the latched source after the first latch
+    timeouts: int = 0
+
+
+class RtpEndpoint(asyncio.DatagramProtocol):
+    """An asyncio datagram protocol on one allocated RTP port."""
+
+    def __init__(
+        self,
+        port: AllocatedPort,
+        *,
+        on_packet: PacketHandler | None = None,
+        media_timeout: float | None = 30.0,
+        on_timeout: Callable[[RtpEndpoint], None] | None = None,
+        relatch_after: int = 5,
+        relatch_min_seconds: float = 0.1,
+    ) -> None:
+        self.port = port
+        self.on_packet = on_packet
+        self.on_timeout = on_timeout
+        self.on_closed: Callable[[RtpEndpoint], None] | None = None
+        self.relatch_after = max(1, relatch_after)
+        self.relatch_min_seconds = relatch_min_seconds
+        self.stats = EndpointStats()
+        self.last_rx: float | None = None  # loop.time() of the last accepted packet
+        self._media_timeout = media_timeout
+        self._transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._closed_future: asyncio.Future[None] | None = None
+        self._sdp_address: Address | None = None
+        self._payload_types: frozenset[int] | None = None
+        self._latched: Address | None = None
+        self._send_to: Address | None = None
+        self._candidate: Address | None = None
+        self._candidate_ssrc = 0
+        self._candidate_count = 0
+        self._candidate_since = 0.0
+        self._timeout_handle: asyncio.TimerHandle | None = None
+        self._timeout_since = 0.0
+        self._timed_out = False
+
+    # ----------------------------------------------------------------- lifecycle
+    @classmethod
+    async def open(cls, pool: PortPool, **kwargs: Any) -> RtpEndpoint:
+        """Allocate a port from ``pool`` and start receiving on it."""
+        port = pool.allocate()
+        endpoint = cls(port, **kwargs)
+        try:
+            loop = asyncio.get_running_loop()
+            await loop.create_datagram_endpoint(lambda: endpoint, sock=port.rtp_socket)
+        except BaseException:
+            port.close()
+            raise
+        return endpoint
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self._closed_future = self._loop.create_future()
+        self._timeout_since = self._loop.time()
+        self._arm_timeout()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._finish_close()
+
+    def close(self) -> None:
+        """Stop receiving and sending and release the port pair; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._cancel_timeout()
+        if self._transport is not None:
+            self._transport.close()  # connection_lost follows on the next loop pass
+        else:
+            self._finish_close()
+
+    def _finish_close(self) -> None:
+        self._closed = True
+        self._cancel_timeout()
+        if not self.port.closed:
+            self.port.close()
+        if self._closed_future is not None and not self._closed_future.done():
+            self._closed_future.set_result(None)
+            if self.on_closed is not None:
+                self.on_closed(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def wait_closed(self) -> None:
+        if self._closed_future is not None:
+            await asyncio.shield(self._closed_future)
+
+    # ---------------------------------------------------------------- addressing
+    @property
+    def local_address(self) -> tuple[str, int]:
+        return self.port.host, self.port.port
+
+    @property
+    def latched(self) -> Address | None:
+        """The source we accepted RTP from in this negotiation, if any."""
+        return self._latched
+
+    @property
+    def remote_address(self) -> Address | None:
+        """Where ``send`` goes: the latched source, else the SDP address."""
+        return self._send_to
+
+    def set_remote(
+        self, host: str, port: int, payload_types: Collection[int] | None = None
+    ) -> None:
+        """Start a (re)negotiation: new SDP address, accepted payload types, latch anew.
+
+        ``payload_types=None`` accepts any payload type.
+        """
+        self._sdp_address = (host, port)
+        self._payload_types = None if payload_types is None else frozenset(payload_types)
+        self._latched = None
+        self._candidate = None
+        self._send_to = self._sdp_address if port else None  # port 0: stream disabled
+
+    # ------------------------------------------------------------------- receive
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        if is_rtcp(data):
+            self.stats.rtcp += 1
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpError:
+            self.stats.malformed += 1
+            return
+        stats = self.stats
+        if self._payload_types is not None and packet.payload_type not in self._payload_types:
+            stats.unexpected_pt += 1
+            return
+        if addr == self._latched:
+            self._candidate = None  # the latched source is alive: no switching
+        elif not self._accept_source(addr, packet):
+            stats.foreign += 1
+            return
+        stats.rx_packets += 1
+        stats.rx_bytes += len(data)
+        self.last_rx = now = self._loop.time() if self._loop else 0.0
+        if self._timed_out:
+            self._timed_out = False
+            self._timeout_since = now
+            self._arm_timeout()
+        if self.on_packet is not None:
+            self.on_packet(packet)
+
+    def _accept_source(self, addr: Address, packet: RtpPacket) -> bool:
+        if self._latched is None or addr == self._sdp_address:
+            if self._latched is not None:
+                self.stats.relatches += 1
+            self._latch(addr)
+            return True
+        now = self._loop.time() if self._loop else 0.0
+        if addr != self._candidate or packet.ssrc != self._candidate_ssrc:
+            self._candidate = addr
+            self._candidate_ssrc = packet.ssrc
+            self._candidate_count = 1
+            self._candidate_since = now
+            return False
+        self._candidate_count += 1
+        if (
+            self._candidate_count >= self.relatch_after
+            and now - self._candidate_since >= self.relatch_min_seconds
+        ):
+            self.stats.relatches += 1
+            self._latch(addr)
+            return True
+        return False
+
+    def _latch(self, addr: Address) -> None:
+        self._latched = self._send_to = addr
+        self._candidate = None
+
+    def error_received(self, exc: Exception) -> None:
+        self.stats.send_errors += 1
+
+    # ---------------------------------------------------------------------- send
+    def send(self, packet: RtpPacket | bytes) -> bool:
+        """Send to the latched/SDP address; False if there is nowhere to send."""
+        addr = self._send_to
+        transport = self._transport
+        if addr is None or transport is None or self._closed:
+            self.stats.tx_dropped += 1
+            return False
+        data = packet if isinstance(packet, bytes) else packet.to_bytes()
+        transport.sendto(data, addr)
+        self.stats.tx_packets += 1
+        self.stats.tx_bytes += len(data)
+        return True
+
+    # ------------------------------------------------------------- media timeout
+    @property
+    def media_timeout(self) -> float | None:
+        return self._media_timeout
+
+    def set_media_timeout(self, seconds: float | None) -> None:
+        """Change (None: disable, e.g. while the peer holds us inactive) and restart it."""
+        self._media_timeout = seconds
+        self._cancel_timeout()
+        self._timed_out = False
+        if self._loop is not None:
+            self._timeout_since = self._loop.time()
+            self._arm_timeout()
+
+    def _arm_timeout(self) -> None:
+        # One timer per timeout period, re-armed lazily, never one per packet.
+        if self._media_timeout is None or self._closed or self._loop is None:
+            return
+        reference = max(self.last_rx or 0.0, self._timeout_since)
+        self._timeout_handle = self._loop.call_at(
+            reference + self._media_timeout, self._check_timeout
+        )
+
+    def _check_timeout(self) -> None:
+        self._timeout_handle = None
+        if self._media_timeout is None or self._closed or self._loop is None:
+            return
+        reference = max(self.last_rx or 0.0, self._timeout_since)
+        if self._loop.time() - reference < self._media_timeout - 1e-3:
+            self._arm_timeout()
+            return
+        self._timed_out = True
+        self.stats.timeouts += 1
+        if self.on_timeout is not None:
+            self.on_timeout(self)
+
+    def _cancel_timeout(self) -> None:
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+            self._timeout_handle = None

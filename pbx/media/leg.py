@@ -1,0 +1,295 @@
+"""MediaLeg: one call party's media as the rest of the service sees it.
+
+A leg binds an RtpEndpoint to what SDP negotiated: codec, telephone-event payload
+type, hold state. It owns the outgoing RTP stream (one SSRC, contiguous sequence
+numbers and timestamps whatever feeds it: prompts, music on hold, the bridge, DTMF),
+turns RFC 4733 events into digits and hands received audio to listeners.
+
+Who may send: at most one *claimant* (a prompt player) owns the leg at a time; while
+a leg is claimed, audio from anybody else (music on hold, the bridge) is dropped, and
+the first packet after every change of source carries the marker bit, so the far
+end's jitter buffer resynchronises on the new talk-spurt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from pbx.media import g711
+from pbx.media.dtmf import DtmfDetector, dtmf_packets
+from pbx.media.endpoint import RtpEndpoint
+from pbx.media.g711 import Codec
+from pbx.media.ports import PortPool
+from pbx.media.rtp import RtpPacket, RtpSender
+from pbx.media.sdp import NegotiatedMedia
+from pbx.media.ticker import Ticker, ticker_for
+
+__all__ = ["AudioListener", "DtmfListener", "MediaLeg"]
+
+AudioListener = Callable[[bytes, Codec], None]
+DtmfListener = Callable[[str], None]
+CloseListener = Callable[["MediaLeg"], None]
+
+COMFORT_NOISE_PT = 13  # RFC 3389: accepted and ignored
+_MAX_TS_GAP = 8000  # a timestamp jump above 1 s is a new stream, not lost packets
+
+log = logging.getLogger(__name__)
+
+
+class MediaLeg:
+    """Endpoint + negotiated codec + RtpSender + DtmfDetector + hold state."""
+
+    def __init__(
+        self,
+        endpoint: RtpEndpoint,
+        media: NegotiatedMedia | None = None,
+        *,
+        on_dtmf: DtmfListener | None = None,
+        ticker: Ticker | None = None,
+        sender: RtpSender | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.sender = sender or RtpSender()
+        self.ticker = ticker or ticker_for()
+        self.on_dtmf = on_dtmf
+        self.media: NegotiatedMedia | None = None
+        self.codec: Codec | None = None
+        self.telephone_event_pt: int | None = None
+        # Timing of the audio packet being delivered to listeners (valid during the call):
+        # samples since the previous packet, and whether it starts a talk-spurt.
+        self.rx_samples = 160
+        self.rx_marker = False
+        self.suppressed = 0  # audio frames dropped because another source owned the leg
+        self._media_timeout = endpoint.media_timeout  # restored when a held peer resumes
+        self._sending = False
+        self._audio_listeners: list[AudioListener] = []
+        self._dtmf_listeners: list[DtmfListener] = []
+        self._close_listeners: list[CloseListener] = []
+        self._detector = DtmfDetector()
+        self._claimant: object | None = None
+        self._need_marker = True
+        self._rx_ssrc = -1
+        self._rx_ts = 0
+        self._dtmf_out: deque[tuple[RtpPacket, asyncio.Future[bool] | None]] = deque()
+        self._closed = False
+        endpoint.on_packet = self._on_packet
+        endpoint.on_closed = self._on_endpoint_closed
+        if media is not None:
+            self.update(media)
+
+    @classmethod
+    async def open(
+        cls,
+        pool: PortPool,
+        media: NegotiatedMedia | None = None,
+        *,
+        media_timeout: float | None = 30.0,
+        on_timeout: Callable[[RtpEndpoint], None] | None = None,
+        on_dtmf: DtmfListener | None = None,
+        **endpoint_options: Any,
+    ) -> MediaLeg:
+        """Allocate a port and create a leg; pass ``media`` now or ``update`` it later."""
+        endpoint = await RtpEndpoint.open(
+            pool, media_timeout=media_timeout, on_timeout=on_timeout, **endpoint_options
+        )
+        return cls(endpoint, media, on_dtmf=on_dtmf)
+
+    # --------------------------------------------------------------- negotiation
+    @property
+    def local_address(self) -> tuple[str, int]:
+        return self.endpoint.local_address
+
+    @property
+    def on_hold(self) -> bool:
+        """The remote holds us (sendonly/inactive): we send nothing to it."""
+        return self.media is not None and self.media.on_hold
+
+    @property
+    def sending(self) -> bool:
+        return self._sending
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def update(self, media: NegotiatedMedia) -> None:
+        """Apply a (re)negotiation: INVITE answer, re-INVITE for hold/resume or a new address."""
+        previous = self.media
+        self.media = media
+        self.codec = media.codec
+        self.telephone_event_pt = media.telephone_event_pt
+        was_sending = self._sending
+        self._sending = media.direction.receives and media.remote_port != 0
+        if self._sending and not was_sending:
+            self._need_marker = True
+        if previous is None or (previous.remote_host, previous.remote_port) != (
+            media.remote_host,
+            media.remote_port,
+        ):
+            # New address: a new negotiation, latch anew. A pure hold/resume keeps the latch.
+            pts = {int(media.codec), COMFORT_NOISE_PT}
+            if media.telephone_event_pt is not None:
+                pts.add(media.telephone_event_pt)
+            self.endpoint.set_remote(media.remote_host, media.remote_port, pts)
+        # A peer that does not send (inactive/recvonly) must not trip the media timeout.
+        if previous is None or previous.direction.sends != media.direction.sends:
+            self.endpoint.set_media_timeout(
+                self._media_timeout if media.direction.sends else None
+            )
+
+    # ----------------------------------------------------------------- listeners
+    def add_audio_listener(self, listener: AudioListener) -> None:
+        """``listener(payload, codec)`` for every received audio packet (bridge, recorder)."""
+        self._audio_listeners.append(listener)
+
+    def remove_audio_listener(self, listener: AudioListener) -> None:
+        if listener in self._audio_listeners:
+            self._audio_listeners.remove(listener)
+
+    def add_dtmf_listener(self, listener: DtmfListener) -> None:
+        self._dtmf_listeners.append(listener)
+
+    def remove_dtmf_listener(self, listener: DtmfListener) -> None:
+        if listener in self._dtmf_listeners:
+            self._dtmf_listeners.remove(listener)
+
+    def add_close_listener(self, listener: CloseListener) -> None:
+        self._close_listeners.append(listener)
+
+    def remove_close_listener(self, listener: CloseListener) -> None:
+        if listener in self._close_listeners:
+            self._close_listeners.remove(listener)
+
+    # ------------------------------------------------------------------- receive
+    def _on_packet(self, packet: RtpPacket) -> None:
+        pt = packet.payload_type
+        codec = self.codec
+        if codec is not None and pt == codec:
+            payload = packet.payload
+            delta = (packet.timestamp - self._rx_ts) & 0xFFFFFFFF
+            self.rx_samples = (
+                delta if packet.ssrc == self._rx_ssrc and 0 < delta <= _MAX_TS_GAP
+                else len(payload)
+            )
+            self.rx_marker = packet.marker or packet.ssrc != self._rx_ssrc
+            self._rx_ts = packet.timestamp
+            self._rx_ssrc = packet.ssrc
+            for listener in self._audio_listeners:
+                listener(payload, codec)
+        elif pt == self.telephone_event_pt and pt is not None:
+            digit = self._detector.feed(packet)
+            if digit is not None:
+                self._dispatch_digit(digit)
+
+    def _dispatch_digit(self, digit: str) -> None:
+        # Listeners (a player doing barge-in) first, so they stop before the owner reacts.
+        for listener in tuple(self._dtmf_listeners):
+            listener(digit)
+        if self.on_dtmf is not None:
+            self.on_dtmf(digit)
+
+    # ---------------------------------------------------------------------- send
+    def claim(self, owner: object) -> object | None:
+        """Make ``owner`` the only source of audio; returns the previous claimant."""
+        previous, self._claimant = self._claimant, owner
+        self._need_marker = True
+        return previous
+
+    def release(self, owner: object) -> None:
+        """Give the leg back to background sources (music on hold, the bridge)."""
+        if self._claimant is owner:
+            self._claimant = None
+            self._need_marker = True
+
+    @property
+    def claimant(self) -> object | None:
+        return self._claimant
+
+    def send_audio(
+        self,
+        data: bytes,
+        *,
+        encoded: bool = False,
+        marker: bool = False,
+        samples: int | None = None,
+        owner: object | None = None,
+    ) -> bool:
+        """Send one packet of audio: 16-bit PCM, or ``encoded`` bytes in the leg's codec.
+
+        ``samples`` is the timestamp advance (default: the packet's length). Dropped
+        (False) before negotiation, on hold, while sending DTMF or when the leg is
+        claimed by somebody other than ``owner``.
+        """
+        codec = self.codec
+        if not self._sending or codec is None or self._closed:
+            return False
+        if (self._claimant is not None and owner is not self._claimant) or self._dtmf_out:
+            self.suppressed += 1
+            return False
+        payload = data if encoded else g711.encode(codec, data)
+        if self._need_marker:
+            marker = True
+            self._need_marker = False
+        packet = self.sender.packet(payload, codec, samples or len(payload), marker)
+        return self.endpoint.send(packet)
+
+    def send_dtmf(self, digit: str, duration_ms: int = 100) -> asyncio.Future[bool]:
+        """Send an RFC 4733 key press, paced at 20 ms, instead of audio while it lasts.
+
+        The future resolves True when all packets went out, False if the peer did not
+        negotiate telephone-event or we may not send. Raises ValueError for a non-digit.
+        """
+        future: asyncio.Future[bool] = self.ticker.loop.create_future()
+        pt = self.telephone_event_pt
+        if pt is None or not self._sending or self._closed:
+            packets = dtmf_packets(digit, RtpSender(), 101, duration_ms)  # validates the digit
+            future.set_result(False)
+            return future
+        packets = dtmf_packets(digit, self.sender, pt, duration_ms)
+        if not self._dtmf_out:
+            self.ticker.subscribe(self._dtmf_tick)
+        for index, packet in enumerate(packets):
+            self._dtmf_out.append((packet, future if index == len(packets) - 1 else None))
+        return future
+
+    def _dtmf_tick(self, tick: int) -> None:
+        packet, future = self._dtmf_out.popleft()
+        self.endpoint.send(packet)
+        if future is not None and not future.done():
+            future.set_result(True)
+        if not self._dtmf_out:
+            self.ticker.unsubscribe(self._dtmf_tick)
+            self._need_marker = True
+
+    # -------------------------------------------------------------------- close
+    def close(self) -> None:
+        """Release the port and tell every listener (players, bridge, recorder)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sending = False
+        if self._dtmf_out:
+            self.ticker.unsubscribe(self._dtmf_tick)
+            for _, future in self._dtmf_out:
+                if future is not None and not future.done():
+                    future.set_result(False)
+            self._dtmf_out.clear()
+        self.endpoint.close()
+        for listener in tuple(self._close_listeners):
+            try:
+                listener(self)
+            except Exception:
+                log.exception("media leg close listener failed")
+        self._close_listeners.clear()
+        self._audio_listeners.clear()
+        self._dtmf_listeners.clear()
+
+    def _on_endpoint_closed(self, endpoint: RtpEndpoint) -> None:
+        self.close()
+
+    async def wait_closed(self) -> None:
+        await self.endpoint.wait_closed()

@@ -1,0 +1,244 @@
+"""The asyncio adapter that runs the sans-IO transaction layer over the transports.
+
+It turns transaction effects into I/O (sends, timers, deliveries to the core) and gives the core an
+awaitable API: `request()` for client transactions and `respond()` for server transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from pbx.sip.headers import Headers
+from pbx.sip.message import Message, Request, Response, make_response
+from pbx.sip.peer import Peer, TransportKind
+from pbx.sip.transaction import (
+    Deliver,
+    Effect,
+    Send,
+    Terminated,
+    TimedOut,
+    Timers,
+    TransactionId,
+    TransactionLayer,
+)
+from pbx.sip.transport import SipTransports, TransportLimits, request_summary
+from pbx.sip.via import MAGIC_COOKIE
+
+log = structlog.get_logger("pbx.sip.stack")
+
+ProvisionalHandler = Callable[[Response], None]
+
+
+@dataclass
+class IncomingRequest:
+    """A request delivered to the core, with what is needed to answer it."""
+
+    request: Request
+    source: Peer
+    transaction: TransactionId | None  # None for an ACK to a 2xx (no transaction)
+    stack: SipStack
+    cancelled_invite: TransactionId | None = None  # for a CANCEL: the INVITE it matched
+
+    def respond(
+        self,
+        status: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Response:
+        response = make_response(
+            self.request, status, reason, to_tag=to_tag, body=body, content_type=content_type
+        )
+        for name, value in headers or []:
+            response.headers.add(name, value)
+        self.stack.respond(self, response)
+        return response
+
+
+RequestHandler = Callable[[IncomingRequest], None]
+ResponseHandler = Callable[[Response, Peer], None]
+TimeoutHandler = Callable[[TransactionId, Request], None]
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[Response]
+    on_provisional: ProvisionalHandler | None
+
+
+@dataclass
+class SipStack:
+    on_request: RequestHandler
+    on_stray_response: ResponseHandler = lambda response, peer: None
+    on_server_timeout: TimeoutHandler = lambda txn, request: None
+    timers: Timers = field(default_factory=Timers)
+    limits: TransportLimits = field(default_factory=TransportLimits)
+    max_transactions: int = 20000
+    public_host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        self.layer = TransactionLayer(self.timers, max_transactions=self.max_transactions)
+        self.transports = SipTransports(self._on_message, self.limits)
+        self._pending: dict[TransactionId, _Pending] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    async def start(
+        self, host: str, port: int, tls_port: int | None = None, tls_context: object = None
+    ) -> None:
+        import ssl
+
+        self._loop = asyncio.get_running_loop()
+        await self.transports.start_udp(host, port)
+        await self.transports.start_stream(TransportKind.TCP, host, port)
+        if tls_port is not None and isinstance(tls_context, ssl.SSLContext):
+            await self.transports.start_stream(TransportKind.TLS, host, tls_port, tls_context)
+        self._register_sent_by()
+
+    def _register_sent_by(self) -> None:
+        ours: set[tuple[str, int]] = set()
+        for kind in TransportKind:
+            local = self.transports.local_address(kind)
+            if local is not None:
+                ours.add((self.public_host, local[1]))
+                ours.add(local)
+        set_ours = getattr(self.layer, "set_local_sent_by", None)
+        if callable(set_ours):
+            set_ours(ours)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.cancel()
+        await self.transports.close()
+
+    def port(self, kind: TransportKind) -> int:
+        local = self.transports.local_address(kind)
+        if local is None:
+            raise RuntimeError(f"{kind.value} transport is not running")
+        return local[1]
+
+    @property
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    # --- effects ----------------------------------------------------------------------------------
+    def _on_message(self, message: Message, peer: Peer) -> None:
+        self._apply(self.layer.receive(message, peer, self.now))
+
+    def _apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            try:
+                self._apply_one(effect)
+            except Exception:
+                log.exception("effect_failed", effect=type(effect).__name__)
+        self._schedule()
+
+    def _apply_one(self, effect: Effect) -> None:
+        if isinstance(effect, Send):
+            self.transports.send(effect.message, effect.peer)
+        elif isinstance(effect, Deliver):
+            message = effect.message
+            if isinstance(message, Request):
+                cancelled = getattr(effect, "cancelled", None)
+                self.on_request(
+                    IncomingRequest(message, effect.source, effect.transaction, self, cancelled)
+                )
+            elif effect.transaction is not None and effect.transaction in self._pending:
+                pending = self._pending[effect.transaction]
+                if message.status < 200:
+                    if pending.on_provisional is not None:
+                        pending.on_provisional(message)
+                elif not pending.future.done():
+                    pending.future.set_result(message)
+                else:
+                    self.on_stray_response(message, effect.source)
+            else:
+                self.on_stray_response(message, effect.source)
+        elif isinstance(effect, TimedOut):
+            pending_req = self._pending.get(effect.transaction)
+            if pending_req is not None:
+                if not pending_req.future.done():
+                    timeout = make_response(effect.request, 408, "Request Timeout - No response")
+                    pending_req.future.set_result(timeout)
+            else:
+                self.on_server_timeout(effect.transaction, effect.request)
+        elif isinstance(effect, Terminated):
+            pending_t = self._pending.pop(effect.transaction, None)
+            if pending_t is not None and not pending_t.future.done():
+                pending_t.future.set_result(
+                    Response(408, "Request Timeout - Transaction ended", Headers())
+                )
+
+    def _schedule(self) -> None:
+        deadline = self.layer.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            loop = self._loop or asyncio.get_running_loop()
+            self._timer = loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._apply(self.layer.on_timer(self.now))
+
+    # --- API for the core ----------------------------------------------------------------------
+    def via_for(self, transport: TransportKind) -> str:
+        port = self.port(transport)
+        branch = MAGIC_COOKIE + secrets.token_hex(10)
+        return f"SIP/2.0/{transport.via_name} {self.public_host}:{port};branch={branch};rport"
+
+    def respond(self, incoming: IncomingRequest, response: Response) -> None:
+        if incoming.transaction is None:
+            # no transaction (e.g. an ACK): nothing to answer
+            return
+        self._apply(self.layer.send_response(incoming.transaction, response, self.now))
+
+    async def request(
+        self,
+        request: Request,
+        peer: Peer,
+        on_provisional: ProvisionalHandler | None = None,
+        on_transaction: Callable[[TransactionId], None] | None = None,
+    ) -> Response:
+        """Send a request in a new client transaction; the final response (408 on timeout)."""
+        request.headers.prepend("Via", self.via_for(peer.transport))
+        txn, effects = self.layer.send_request(request, peer, self.now)
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._pending[txn] = _Pending(future, on_provisional)
+        if on_transaction is not None:
+            on_transaction(txn)
+        self._apply(effects)
+        try:
+            return await future
+        finally:
+            if future.done():
+                self._pending.pop(txn, None)
+
+    def cancel(self, transaction: TransactionId) -> None:
+        self._apply(self.layer.cancel(transaction, self.now))
+
+    def send_stateless(self, message: Message, peer: Peer, *, new_via: bool = True) -> None:
+        """ACKs for 2xx and 2xx retransmissions go outside transactions (RFC 3261 section 17)."""
+        if new_via and isinstance(message, Request):
+            message.headers.remove("Via")
+            message.headers.prepend("Via", self.via_for(peer.transport))
+        log.debug("send_stateless", what=request_summary(message), peer=str(peer))
+        self.transports.send(message, peer)

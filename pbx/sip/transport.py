@@ -1,0 +1,289 @@
+"""asyncio adapters for SIP over UDP, TCP and TLS (RFC 3261 section 18).
+
+Bytes in, parsed messages out to one handler; messages out to a Peer. Malformed requests are
+answered statelessly with their specific 400 reason when enough of them could be read; everything
+else that is malformed is dropped and counted. Nothing raised by a peer's bytes leaves this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from pbx.sip.headers import Headers
+from pbx.sip.message import Message, Request, Response
+from pbx.sip.parser import ParseFailure, StreamFramer, parse_message
+from pbx.sip.peer import Peer, TransportKind
+
+log = structlog.get_logger("pbx.sip.transport")
+
+MessageHandler = Callable[[Message, Peer], None]
+
+
+@dataclass
+class TransportLimits:
+    max_message_size: int = 65535
+    max_connections: int = 2000
+    idle_timeout: float = 120.0
+
+
+@dataclass
+class TransportStats:
+    received: int = 0
+    sent: int = 0
+    malformed: int = 0
+    rejected_400: int = 0
+    connections_refused: int = 0
+    connections_closed_idle: int = 0
+    send_failures: int = 0
+
+
+def error_response(failure: ParseFailure) -> Response | None:
+    """A stateless answer to a malformed request, or None when it cannot be answered."""
+    h = failure.headers
+    if not failure.is_request or h is None:
+        return None
+    if not all(name in h for name in ("Via", "From", "To", "Call-ID", "CSeq")):
+        return None
+    if (h.get("CSeq") or "").split()[-1:] == ["ACK"]:
+        return None  # an ACK is never answered
+    headers = Headers()
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        for value in h.fields(name):
+            headers.add(name, value)
+    reason = failure.reason if failure.status == 400 else None
+    return Response(failure.status, reason, headers)
+
+
+class _Datagram(asyncio.DatagramProtocol):
+    def __init__(self, owner: SipTransports) -> None:
+        self.owner = owner
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        host, port = str(addr[0]), int(addr[1])
+        peer = Peer(TransportKind.UDP, host, port)
+        if not data.strip(b"\r\n\x00"):
+            return  # CRLF keepalive
+        if len(data) > self.owner.limits.max_message_size:
+            self.owner.stats.malformed += 1
+            return
+        try:
+            message = parse_message(data, datagram=True)
+        except ParseFailure as failure:
+            self.owner.on_malformed(failure, peer)
+            return
+        self.owner.deliver(message, peer)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable etc.
+        log.debug("udp_error", error=str(exc))
+
+
+class _Stream(asyncio.Protocol):
+    def __init__(self, owner: SipTransports, kind: TransportKind) -> None:
+        self.owner = owner
+        self.kind = kind
+        self.id = next(owner._ids)
+        self.framer = StreamFramer(max_size=owner.limits.max_message_size)
+        self.transport: asyncio.Transport | None = None
+        self.peer: Peer | None = None
+        self.last_activity = asyncio.get_running_loop().time()
+        self.ready = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        host, port = transport.get_extra_info("peername")[:2]
+        self.peer = Peer(self.kind, str(host), int(port), self.id)
+        if len(self.owner._connections) >= self.owner.limits.max_connections:
+            self.owner.stats.connections_refused += 1
+            transport.abort()
+            return
+        self.owner._connections[self.id] = self
+        self.owner._by_address[(self.kind, self.peer.host, self.peer.port)] = self
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = asyncio.get_running_loop().time()
+        assert self.peer is not None
+        for item in self.framer.feed(data):
+            if isinstance(item, ParseFailure):
+                self.owner.on_malformed(item, self.peer)
+            else:
+                self.owner.deliver(item, self.peer)
+        if self.framer.broken and self.transport is not None:
+            # the stream cannot be re-synchronised after a framing error (RFC 4475 3.1.2.2/3.1.2.3)
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._forget(self)
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("connection lost"))
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.last_activity = asyncio.get_running_loop().time()
+            self.transport.write(data)
+
+
+@dataclass
+class SipTransports:
+    handler: MessageHandler
+    limits: TransportLimits = field(default_factory=TransportLimits)
+    stats: TransportStats = field(default_factory=TransportStats)
+    client_ssl: ssl.SSLContext | None = None
+
+    def __post_init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._udp: _Datagram | None = None
+        self._servers: list[asyncio.base_events.Server] = []
+        self._connections: dict[int, _Stream] = {}
+        self._by_address: dict[tuple[TransportKind, str, int], _Stream] = {}
+        self._local: dict[TransportKind, tuple[str, int]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    # --- listening -----------------------------------------------------------------------------
+    async def start_udp(self, host: str, port: int) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: _Datagram(self), local_addr=(host, port)
+        )
+        self._udp = protocol
+        bound = transport.get_extra_info("sockname")[:2]
+        self._local[TransportKind.UDP] = (str(bound[0]), int(bound[1]))
+        return self._local[TransportKind.UDP]
+
+    async def start_stream(
+        self, kind: TransportKind, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: _Stream(self, kind), host, port, ssl=ssl_context, reuse_address=True
+        )
+        self._servers.append(server)
+        bound = server.sockets[0].getsockname()[:2]
+        self._local[kind] = (str(bound[0]), int(bound[1]))
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_idle())
+        return self._local[kind]
+
+    def local_address(self, kind: TransportKind) -> tuple[str, int] | None:
+        return self._local.get(kind)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    # --- inbound ---------------------------------------------------------------------------------
+    def deliver(self, message: Message, peer: Peer) -> None:
+        self.stats.received += 1
+        try:
+            self.handler(message, peer)
+        except Exception:  # a bug above must not take the transport down
+            log.exception("handler_failed", peer=str(peer))
+
+    def on_malformed(self, failure: ParseFailure, peer: Peer) -> None:
+        self.stats.malformed += 1
+        answer = error_response(failure)
+        log.info("malformed_message", peer=str(peer), reason=failure.reason, answered=bool(answer))
+        if answer is not None:
+            self.stats.rejected_400 += 1
+            self.send(answer, peer)
+
+    # --- outbound --------------------------------------------------------------------------------
+    def send(self, message: Message, peer: Peer) -> None:
+        data = message.to_bytes()
+        if len(data) > self.limits.max_message_size and peer.transport is TransportKind.UDP:
+            log.warning("message_too_large_for_udp", size=len(data), peer=str(peer))
+            self.stats.send_failures += 1
+            return
+        self.send_bytes(data, peer)
+
+    def send_bytes(self, data: bytes, peer: Peer) -> None:
+        self.stats.sent += 1
+        if peer.transport is TransportKind.UDP:
+            if self._udp is None or self._udp.transport is None:
+                self.stats.send_failures += 1
+                return
+            self._udp.transport.sendto(data, (peer.host, peer.port))
+            return
+        conn = self._connections.get(peer.connection_id or -1) or self._by_address.get(
+            (peer.transport, peer.host, peer.port)
+        )
+        if conn is not None:
+            conn.send(data)
+            return
+        task = asyncio.create_task(self._connect_and_send(data, peer))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _connect_and_send(self, data: bytes, peer: Peer) -> None:
+        loop = asyncio.get_running_loop()
+        ssl_ctx = self.client_ssl if peer.transport is TransportKind.TLS else None
+        try:
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Stream(self, peer.transport), peer.host, peer.port, ssl=ssl_ctx
+                ),
+                timeout=5.0,
+            )
+            await proto.ready
+            proto.send(data)
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            self.stats.send_failures += 1
+            log.info("connect_failed", peer=str(peer), error=str(exc))
+
+    def send_keepalive(self, peer: Peer) -> None:
+        """Double-CRLF ping (RFC 5626 section 3.5.1) on a connection or to a UDP address."""
+        self.send_bytes(b"\r\n\r\n", peer)
+
+    # --- housekeeping ----------------------------------------------------------------------------
+    def _forget(self, conn: _Stream) -> None:
+        self._connections.pop(conn.id, None)
+        if conn.peer is not None:
+            key = (conn.kind, conn.peer.host, conn.peer.port)
+            if self._by_address.get(key) is conn:
+                del self._by_address[key]
+
+    async def _sweep_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = max(0.2, min(10.0, self.limits.idle_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            deadline = loop.time() - self.limits.idle_timeout
+            for conn in list(self._connections.values()):
+                if conn.last_activity < deadline and conn.transport is not None:
+                    self.stats.connections_closed_idle += 1
+                    conn.transport.close()
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for server in self._servers:
+            server.close()
+        for conn in list(self._connections.values()):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for server in self._servers:
+            await server.wait_closed()
+        if self._udp is not None and self._udp.transport is not None:
+            self._udp.transport.close()
+
+
+def request_summary(message: Message) -> str:
+    """For logs: method or status and CSeq; never From/To/Contact, which may hold a number."""
+    if isinstance(message, Request):
+        return f"{message.method} {message.headers.get('CSeq')}"
+    return f"{message.status} {message.headers.get('CSeq')}"
