@@ -53,6 +53,10 @@ class Leg:
     on_end: Callable[[Leg], None] | None = None
     remote_sdp: bytes = b""
 
+    @property
+    def is_ended(self) -> bool:
+        return self.state is LegState.ENDED
+
     def _finish(self, reason: str) -> None:
         if self.state is LegState.ENDED:
             return
@@ -232,10 +236,13 @@ class OutboundLeg(Leg):
         from_display: str,
         to: str,
         sdp: bytes,
+        call_id: str | None = None,
+        local_tag: str | None = None,
         extra_headers: list[tuple[str, str]] | None = None,
     ) -> Response:
         """Place the INVITE; returns the final response (a 2xx is ACKed here)."""
-        local_tag = new_tag()
+        local_tag = local_tag or new_tag()
+        call_id = call_id or new_call_id(self.stack.public_host)
         from_addr = Address(
             uri=SipUri(host=self.stack.public_host, user=from_user), display=from_display
         ).with_tag(local_tag)
@@ -243,7 +250,7 @@ class OutboundLeg(Leg):
         headers.add("Max-Forwards", "70")
         headers.add("From", str(from_addr))
         headers.add("To", to)
-        headers.add("Call-ID", new_call_id(self.stack.public_host))
+        headers.add("Call-ID", call_id)
         headers.add("CSeq", "1 INVITE")
         headers.add("Contact", f"<{self.contact}>")
         headers.add("Allow", ALLOW)

@@ -11,9 +11,9 @@ import io
 import math
 from pathlib import Path
 
-from pydub import AudioSegment  # type: ignore[import-untyped]
-from pydub.exceptions import CouldntDecodeError  # type: ignore[import-untyped]
-from pydub.silence import detect_leading_silence  # type: ignore[import-untyped]
+from pydub import AudioSegment
+from pydub.exceptions import CouldntDecodeError
+from pydub.silence import detect_leading_silence
 
 TELEPHONY_RATE = 8000
 TELEPHONY_CHANNELS = 1
@@ -76,9 +76,12 @@ def _resample_for_telephony(segment: AudioSegment, src: Path) -> AudioSegment:
             buffer,
             format="wav",
             parameters=[
-                "-ar", str(TELEPHONY_RATE),
-                "-ac", str(TELEPHONY_CHANNELS),
-                "-acodec", "pcm_s16le",
+                "-ar",
+                str(TELEPHONY_RATE),
+                "-ac",
+                str(TELEPHONY_CHANNELS),
+                "-acodec",
+                "pcm_s16le",
             ],
         )
     except CouldntDecodeError as exc:  # pragma: no cover - ffmpeg failing on its own PCM

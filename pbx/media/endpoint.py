@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pbx.media.ports import AllocatedPort, PortPool
 from pbx.media.rtp import RtpError, RtpPacket, is_rtcp
@@ -104,8 +104,8 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         return endpoint
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        # The selector loop's datagram transport does not subclass DatagramTransport.
+        self._transport = cast(asyncio.DatagramTransport, transport)
         self._loop = asyncio.get_running_loop()
         self._closed_future = self._loop.create_future()
         self._timeout_since = self._loop.time()

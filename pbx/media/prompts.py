@@ -164,7 +164,9 @@ class PromptLibrary:
             text = self._texts.get(candidate, {}).get(name)
             if text is not None:
                 return text
-        raise KeyError(f"no text for prompt {name!r} in language {lang!r} nor {FALLBACK_LANGUAGE!r}")
+        raise KeyError(
+            f"no text for prompt {name!r} in language {lang!r} nor {FALLBACK_LANGUAGE!r}"
+        )
 
     def number(self, lang: str, n: int) -> list[bytes]:
         """A playlist saying `n`; values are clamped to 0..MAX_SPOKEN_NUMBER."""
@@ -172,7 +174,7 @@ class PromptLibrary:
         return [self.get(lang, f"digit_{n}")]
 
     def position(self, lang: str, n: int) -> list[bytes]:
-        """"You are number n in line"; n <= 1 says "you are next".
+        """Playlist "you are number n in line"; n <= 1 says "you are next".
 
         Beyond MAX_SPOKEN_NUMBER a number would be a lie, so it says the wait is unknown.
         """
@@ -187,7 +189,7 @@ class PromptLibrary:
         ]
 
     def wait_time(self, lang: str, minutes: int | None) -> list[bytes]:
-        """"The expected waiting time is about n minutes", with each language's noun form.
+        """Playlist "the expected waiting time is about n minutes", in each language's grammar.
 
         None or more than MAX_SPOKEN_NUMBER minutes says the wait is unknown (honest rather
         than a clamped figure); less than a minute is spoken as one minute.

@@ -162,7 +162,7 @@ class SessionDescription:
             "v=0",
             f"o={o.username} {o.session_id} {o.session_version} IN "
             f"{_addrtype(o.address)} {o.address}",
-            f"s={self.session_name or '-'}",
+            f"s={self.session_name}",
         ]
         other = list(self.other)
         if not any(kind == "t" for kind, _ in other):
@@ -258,7 +258,7 @@ def _parse_address(addrtype: str, address: str, line: str) -> str:
 
 
 def _parse_connection(value: str, line: str) -> str:
-    parts = value.split(" ")
+    parts = value.split()
     if len(parts) != 3:
         raise SdpError(f"c= needs 3 fields: {line!r}")
     nettype, addrtype, address = parts
@@ -343,7 +343,7 @@ class _Parser:
 
     @staticmethod
     def _origin(value: str, line: str) -> Origin:
-        parts = value.split(" ")
+        parts = value.split()
         if len(parts) != 6:
             raise SdpError(f"o= needs 6 fields: {line[:80]!r}")
         username, sess_id, sess_version, nettype, addrtype, address = parts
@@ -360,8 +360,8 @@ class _Parser:
 
     @staticmethod
     def _media(value: str, line: str) -> MediaDescription:
-        parts = value.split(" ")
-        if len(parts) < 4 or not all(parts):
+        parts = value.split()
+        if len(parts) < 4:
             raise SdpError(f"m= needs media, port, proto and formats: {line[:80]!r}")
         media, port_text, proto, *formats = parts
         if not _TOKEN.fullmatch(media) or not re.fullmatch(r"[A-Za-z0-9/._\-]+", proto):
@@ -381,6 +381,8 @@ class _Parser:
     @staticmethod
     def _attribute(value: str, line: str) -> tuple[str, str | None]:
         name, colon, attr_value = value.partition(":")
+        if not colon:
+            name = name.rstrip(" \t")  # tolerate "a=sendrecv " from sloppy peers
         if not _TOKEN.fullmatch(name):
             raise SdpError(f"invalid attribute name: {line[:80]!r}")
         if not colon:

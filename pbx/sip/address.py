@@ -64,7 +64,7 @@ def parse_address(value: str) -> Address:
         tail = text[gt + 1 :].lstrip(WS)
     else:
         # addr-spec: parameters after the URI belong to the header, not to the URI (RFC 3261
-        # section 20.10), so a URI with ';', '?' or ',' of its own must be in <> (RFC 4475 3.1.2.13).
+        # section 20.10), so a URI with its own ';', '?' or ',' must be in <> (RFC 4475 3.1.2.13).
         spec, semi, tail = text.partition(";")
         spec = spec.rstrip(WS)
         if any(c in WS for c in spec):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pbx.sip.grammar import split_outside_quotes
+from pbx.sip.grammar import WS, split_outside_quotes
 
 # Compact forms (RFC 3261 section 7.3.3 and later RFCs) -> long names.
 COMPACT = {
@@ -133,28 +133,48 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(low, name)
 
 
+def _checked(name: str, value: str) -> tuple[str, str, str]:
+    """(lookup key, canonical name, value); CR/LF would let a value forge header lines."""
+    if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name or not name:
+        raise ValueError(f"invalid header field {name!r}")
+    canon = canonical_name(name)
+    return canon.lower(), canon, value
+
+
 class Headers:
     """Ordered header fields. Lookups are case-insensitive and see compact forms as long ones.
 
-    Unknown headers are preserved as received, so a B2BUA can decide what to copy.
+    Unknown headers are preserved as received, so a B2BUA can decide what to copy. Names and
+    values containing CR or LF are refused (ValueError) so that no value can inject a header.
     """
 
     __slots__ = ("_items",)
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
-        self._items: list[tuple[str, str]] = []
+        # (lower-case canonical name, canonical name, value): the key saves a lower() per lookup
+        self._items: list[tuple[str, str, str]] = []
         for name, value in items or []:
             self.add(name, value)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._items)
+        return ((n, v) for _, n, v in self._items)
 
     def __len__(self) -> int:
         return len(self._items)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(k, v) for k, _, v in self._items] == [(k, v) for k, _, v in other._items]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"
+
     def __contains__(self, name: str) -> bool:
         key = canonical_name(name).lower()
-        return any(n.lower() == key for n, _ in self._items)
+        return any(k == key for k, _, _ in self._items)
 
     def copy(self) -> Headers:
         h = Headers()
@@ -162,51 +182,55 @@ class Headers:
         return h
 
     def add(self, name: str, value: str) -> None:
-        self._items.append((canonical_name(name), value))
+        self._items.append(_checked(name, value))
 
     def prepend(self, name: str, value: str) -> None:
-        self._items.insert(0, (canonical_name(name), value))
+        self._items.insert(0, _checked(name, value))
 
     def set(self, name: str, value: str) -> None:
         """Replace all fields of this name by one, at the position of the first."""
-        canon = canonical_name(name)
-        key = canon.lower()
-        for i, (n, _) in enumerate(self._items):
-            if n.lower() == key:
-                self._items[i] = (canon, value)
+        item = _checked(name, value)
+        key = item[0]
+        for i, (k, _, _) in enumerate(self._items):
+            if k == key:
                 self._items = [
-                    item for j, item in enumerate(self._items) if j <= i or item[0].lower() != key
+                    item if j == i else old
+                    for j, old in enumerate(self._items)
+                    if j <= i or old[0] != key
                 ]
                 return
-        self._items.append((canon, value))
+        self._items.append(item)
 
     def remove(self, name: str) -> None:
         key = canonical_name(name).lower()
-        self._items = [(n, v) for n, v in self._items if n.lower() != key]
+        self._items = [item for item in self._items if item[0] != key]
 
     def get(self, name: str) -> str | None:
         """The first field's raw value (not split at commas)."""
         key = canonical_name(name).lower()
-        for n, v in self._items:
-            if n.lower() == key:
+        for k, _, v in self._items:
+            if k == key:
                 return v
         return None
 
     def fields(self, name: str) -> list[str]:
         """Every field's raw value, in order."""
         key = canonical_name(name).lower()
-        return [v for n, v in self._items if n.lower() == key]
+        return [v for k, _, v in self._items if k == key]
 
     def values(self, name: str) -> list[str]:
-        """All values; list headers are split at top-level commas."""
+        """All values; list headers are split at top-level commas (empty elements dropped)."""
+        key = canonical_name(name).lower()
+        raw = [v for k, _, v in self._items if k == key]
+        if key not in LIST_HEADERS:
+            return raw
         out: list[str] = []
-        split = canonical_name(name).lower() in LIST_HEADERS
-        for raw in self.fields(name):
-            if split:
-                out.extend(v.strip() for v in split_outside_quotes(raw, ",") if v.strip())
-            else:
-                out.append(raw)
+        for field_value in raw:
+            for v in split_outside_quotes(field_value, ","):
+                v = v.strip(WS)
+                if v:
+                    out.append(v)
         return out
 
     def to_lines(self) -> list[str]:
-        return [f"{n}: {v}" for n, v in self._items]
+        return [f"{n}: {v}" for _, n, v in self._items]

@@ -6,11 +6,14 @@ from dataclasses import dataclass, field
 
 from pbx.sip.address import Address, parse_address
 from pbx.sip.errors import SipParseError
+from pbx.sip.grammar import WS, is_digits, is_token, parse_uint
 from pbx.sip.headers import Headers
 from pbx.sip.uri import Uri
 from pbx.sip.via import Via, parse_via
 
-MAX_CSEQ = 2**31 - 1  # RFC 3261 section 8.1.1.5: CSeq must be less than 2**31
+# RFC 3261 section 8.1.1.5: the number must fit in 32 bits unsigned (a UAC *starts* below 2**31,
+# but a long dialog may go past it); RFC 4475 3.1.2.4 refuses anything larger.
+MAX_CSEQ = 2**32 - 1
 
 REASONS = {
     100: "Trying",
@@ -60,11 +63,12 @@ class CSeq:
 
 
 def parse_cseq(value: str) -> CSeq:
-    parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit():
+    parts = value.replace("\t", " ").split(" ")
+    parts = [p for p in parts if p]
+    if len(parts) != 2 or not is_digits(parts[0]) or not is_token(parts[1]):
         raise SipParseError("Bad Request - Invalid CSeq")
-    number = int(parts[0])
-    if number > MAX_CSEQ:
+    number = parse_uint(parts[0], MAX_CSEQ)
+    if number is None:
         raise SipParseError("Bad Request - CSeq out of range")
     return CSeq(number, parts[1])
 
@@ -155,8 +159,12 @@ class Request(_Message):
     @property
     def max_forwards(self) -> int:
         raw = self.headers.get("Max-Forwards")
-        # Leading zeros are legal ("0068"); values over 255 are clamped rather than refused.
-        return 70 if raw is None else min(int(raw), 255)
+        if raw is None:
+            return 70
+        # Leading zeros are legal ("0068"); values over 255 are clamped rather than refused
+        # (RFC 4475 3.1.2.4 allows ignoring an overlarge Max-Forwards).
+        value = parse_uint(raw.strip(WS), 2**64)
+        return 255 if value is None else min(value, 255)
 
     def to_bytes(self) -> bytes:
         return self._serialize(f"{self.method} {self.uri} {self.version}")

@@ -1,129 +1,34 @@
 """Turning bytes into SIP messages: datagrams (UDP) and Content-Length framing on streams (TCP/TLS).
 
 parse_message() validates everything a transaction or the core relies on, so that later layers can
-use the typed accessors without re-checking. Errors are SipParseError with a reason phrase fit for a
+use the typed accessors without re-checking. Errors are ParseFailure with a reason phrase fit for a
 400 response; `error.headers` carries what could be read so the transport can still answer.
+Whatever the bytes, nothing but ParseFailure leaves parse_message() or StreamFramer.feed().
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from pbx.sip.address import parse_address
 from pbx.sip.errors import SipParseError
-from pbx.sip.grammar import WS, is_token
+from pbx.sip.grammar import WS, is_digits, is_token, parse_uint
 from pbx.sip.headers import Headers
 from pbx.sip.message import Message, Request, Response, parse_cseq
-from pbx.sip.uri import parse_uri
+from pbx.sip.uri import SipUri, parse_uri
 from pbx.sip.via import parse_via
 
 MAX_MESSAGE_SIZE = 64 * 1024  # bytes; larger UDP datagrams or stream messages are refused (513)
 MAX_HEADERS = 200
 MANDATORY_REQUEST_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
+_MAX_CONTENT_LENGTH = 2**31 - 1
+# The empty line ending the header section; bare LF is tolerated wherever CRLF is expected.
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+# Headers whose values the core reads through typed accessors, so they are checked here once.
+_ADDRESS_LIST_HEADERS = ("Contact", "Route", "Record-Route")
 
-
-class ParseFailure(SipParseError):
-    """A SipParseError that knows whether the bytes were a request and which headers were read."""
-
-    def __init__(self, reason: str, status: int, is_request: bool, headers: Headers | None) -> None:
-        super().__init__(reason, status)
-        self.is_request = is_request
-        self.headers = headers
-
-
-def parse_message(data: bytes, *, datagram: bool = True) -> Message:
-    """Parse one complete message. With datagram=True a missing Content-Length means 'the rest'."""
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise ParseFailure("Message Too Large", 513, not data.startswith(b"SIP/"), None)
-    data = data.lstrip(b"\r\n")
-    head, sep, rest = data.partition(b"\r\n\r\n")
-    if not sep:
-        head, sep, rest = data.partition(b"\n\n")  # tolerate bare-LF peers
-    text = head.decode("utf-8", "surrogateescape")
-    lines = text.replace("\r\n", "\n").split("\n")
-    is_request = not lines[0].startswith("SIP/")
-    headers: Headers | None = None
-    try:
-        if not sep:
-            raise SipParseError("Bad Request - Incomplete header section")
-        headers = _parse_headers(lines[1:])
-        body = _body(headers, rest, datagram)
-        if is_request:
-            return _request(lines[0], headers, body)
-        return _response(lines[0], headers, body)
-    except ParseFailure:
-        raise
-    except SipParseError as exc:
-        raise ParseFailure(exc.reason, exc.status, is_request, headers) from None
-
-
-def _parse_headers(lines: list[str]) -> Headers:
-    unfolded: list[str] = []
-    for line in lines:
-        if line[:1] in (" ", "\t"):
-            if not unfolded:
-                raise SipParseError("Bad Request - Continuation line without header")
-            unfolded[-1] += " " + line.strip(WS)
-        elif line:
-            unfolded.append(line)
-    if len(unfolded) > MAX_HEADERS:
-        raise SipParseError("Bad Request - Too many header fields")
-    headers = Headers()
-    for line in unfolded:
-        name, colon, value = line.partition(":")
-        name = name.rstrip(WS)
-        if not colon or not is_token(name):
-            raise SipParseError("Bad Request - Malformed header field")
-        headers.add(name, value.strip(WS))
-    return headers
-
-
-def _body(headers: Headers, rest: bytes, datagram: bool) -> bytes:
-    lengths = headers.fields("Content-Length")
-    if not lengths:
-        if datagram:
-            return rest
-        raise SipParseError("Bad Request - Missing Content-Length")
-    if len(set(lengths)) > 1:
-        raise SipParseError("Bad Request - Conflicting Content-Length")
-    raw = lengths[0].strip(WS)
-    if not raw.isdigit() or len(raw) > 9:
-        raise SipParseError("Bad Request - Invalid Content-Length")
-    length = int(raw)
-    if length > len(rest):
-        raise SipParseError("Bad Request - Content-Length larger than message")
-    return rest[:length]  # trailing bytes of a datagram are ignored (RFC 3261 section 18.3)
-
-
-def _check_version(version: str) -> None:
-    if version.upper() != "SIP/2.0":
-        raise SipParseError("Version Not Supported", status=505)
-
-
-def _request(start: str, headers: Headers, body: bytes) -> Request:
-    parts = start.split(" ")
-    if len(parts) != 3 or not all(parts):
-        raise SipParseError("Bad Request - Malformed Request-Line")
-    method, raw_uri, version = parts
-    if not is_token(method):
-        raise SipParseError("Bad Request - Malformed method")
-    _check_version(version)
-    uri = parse_uri(raw_uri)
-    for name in MANDATORY_REQUEST_HEADERS:
-        if name not in headers:
-            raise SipParseError(f"Bad Request - Missing {name}")
-    _check_common(headers)
-    cseq = parse_cseq(headers.get("CSeq") or "")
-    if cseq.method != method:
-        status = 400 if is_token(cseq.method) and method in _KNOWN else 501
-        raise SipParseError("Bad Request - CSeq method does not match Request-Line", status)
-    mf = headers.get("Max-Forwards")
-    if mf is not None and (not mf.strip().isdigit() or len(mf.strip()) > 10):
-        raise SipParseError("Bad Request - Invalid Max-Forwards")
-    return Request(method, uri, headers, body, version=version, raw_uri=raw_uri)
-
-
-_KNOWN = frozenset(
+KNOWN_METHODS = frozenset(
     (
         "INVITE",
         "ACK",
@@ -141,39 +46,190 @@ _KNOWN = frozenset(
         "PUBLISH",
     )
 )
+_KNOWN = KNOWN_METHODS  # former private name
 
 
-def _response(start: str, headers: Headers, body: bytes) -> Response:
+class ParseFailure(SipParseError):
+    """A SipParseError that knows whether the bytes were a request and which headers were read."""
+
+    def __init__(self, reason: str, status: int, is_request: bool, headers: Headers | None) -> None:
+        super().__init__(reason, status)
+        self.is_request = is_request
+        self.headers = headers
+
+
+def is_keepalive(data: bytes) -> bool:
+    """A CRLF keepalive (RFC 5626 section 3.5.1) rather than a message: only CR/LF octets."""
+    return not data.strip(b"\r\n")
+
+
+def parse_message(data: bytes, *, datagram: bool = True) -> Message:
+    """Parse one complete message. With datagram=True a missing Content-Length means 'the rest'."""
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise ParseFailure("Message Too Large", 513, not data.startswith(b"SIP/"), None)
+    data = data.lstrip(b"\r\n")
+    is_request = not data.startswith(b"SIP/")
+    headers: Headers | None = None
+    try:
+        end = _HEAD_END.search(data)
+        if end is not None:
+            head, rest = data[: end.start()], data[end.end() :]
+        elif datagram and data.endswith(b"\n"):
+            # the datagram's end also ends the header section (tolerated: RFC 4475 3.1.2.15's
+            # archived copy lacks the final empty line, and nothing else could follow anyway)
+            head, rest = data[:-2] if data.endswith(b"\r\n") else data[:-1], b""
+        else:
+            raise SipParseError("Bad Request - Incomplete header section")
+        lines = head.decode("utf-8", "surrogateescape").split("\n")
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        # headers first, so that a 400 for a bad start line can still be answered
+        headers, header_error = _parse_headers(lines[1:])
+        if is_request:
+            method, raw_uri, version = _request_line(lines[0])
+        else:
+            version, code, reason = _status_line(lines[0])
+        if header_error is not None:
+            raise header_error
+        body = _body(headers, rest, datagram)
+        if is_request:
+            return _request(method, raw_uri, version, headers, body)
+        return _response(version, code, reason, headers, body)
+    except SipParseError as exc:
+        raise ParseFailure(exc.reason, exc.status, is_request, headers) from None
+
+
+def _request_line(start: str) -> tuple[str, str, str]:
+    # Request-Line = Method SP Request-URI SP SIP-Version: exactly single spaces, no trailing
+    # whitespace (RFC 4475 3.1.2.8-3.1.2.10 may be rejected; we do, so nothing is forwarded).
+    parts = start.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise SipParseError("Bad Request - Malformed Request-Line")
+    method, raw_uri, version = parts
+    if not is_token(method):
+        raise SipParseError("Bad Request - Malformed method")
+    _check_version(version)
+    return method, raw_uri, version
+
+
+def _status_line(start: str) -> tuple[str, int, str]:
     version, _, rest = start.partition(" ")
     code, _, reason = rest.partition(" ")
     _check_version(version)
-    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+    if len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
         raise SipParseError("Bad Response - Invalid status code")
-    for name in MANDATORY_REQUEST_HEADERS:
-        if name not in headers:
-            raise SipParseError(f"Bad Response - Missing {name}")
+    if "\r" in reason:
+        raise SipParseError("Bad Response - Malformed reason phrase")
+    return version, int(code), reason
+
+
+def _check_version(version: str) -> None:
+    if version.upper() != "SIP/2.0":
+        raise SipParseError("Version Not Supported", status=505)
+
+
+def _parse_headers(lines: list[str]) -> tuple[Headers, SipParseError | None]:
+    """All well-formed header fields, and the first problem met (reading goes on past it, so a
+    400 can still be built from the fields that were fine)."""
+    headers = Headers()
+    error: SipParseError | None = None
+    fields: list[list[str]] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if not fields:
+                error = error or SipParseError("Bad Request - Continuation line without header")
+                continue
+            fields[-1].append(line.strip(WS))  # folding: the line break becomes one space
+        elif line:
+            fields.append([line])
+        else:
+            error = error or SipParseError("Bad Request - Empty line in header section")
+    if len(fields) > MAX_HEADERS:
+        return headers, SipParseError("Bad Request - Too many header fields")
+    for parts in fields:
+        line = parts[0] if len(parts) == 1 else " ".join(parts)
+        name, colon, value = line.partition(":")
+        name = name.rstrip(WS)
+        if not colon or not is_token(name):
+            error = error or SipParseError("Bad Request - Malformed header field")
+            continue
+        if "\r" in line:
+            error = error or SipParseError("Bad Request - Bare CR in header field")
+            continue
+        headers.add(name, value.strip(WS))
+    return headers, error
+
+
+def _body(headers: Headers, rest: bytes, datagram: bool) -> bytes:
+    lengths = headers.fields("Content-Length")
+    if not lengths:
+        if datagram:
+            return rest
+        raise SipParseError("Bad Request - Missing Content-Length")
+    if len({v.lstrip("0") for v in lengths}) > 1:
+        raise SipParseError("Bad Request - Conflicting Content-Length")  # RFC 4475 3.3.9
+    length = parse_uint(lengths[0], _MAX_CONTENT_LENGTH)
+    if length is None:
+        raise SipParseError("Bad Request - Invalid Content-Length")  # e.g. negative, 4475 3.1.2.3
+    if length > len(rest):
+        raise SipParseError("Bad Request - Content-Length larger than message")
+    return rest[:length]  # trailing bytes of a datagram are ignored (RFC 3261 section 18.3)
+
+
+def _request(method: str, raw_uri: str, version: str, headers: Headers, body: bytes) -> Request:
+    if raw_uri.startswith("<"):
+        raise SipParseError("Bad Request - Request-URI enclosed in <>")  # RFC 4475 3.1.2.7
+    uri = parse_uri(raw_uri)
+    if isinstance(uri, SipUri) and uri.headers is not None:
+        # RFC 3261 section 19.1.1: headers are not allowed in a Request-URI (RFC 4475 3.1.2.11)
+        raise SipParseError("Bad Request - Headers in Request-URI")
+    missing = [name for name in MANDATORY_REQUEST_HEADERS if name not in headers]
+    if missing:
+        raise SipParseError(f"Bad Request - Missing {', '.join(missing)}")
+    _check_common(headers)
+    cseq = parse_cseq(headers.get("CSeq") or "")
+    if cseq.method != method:
+        # RFC 4475 3.1.2.17/3.1.2.18: 400, but 501 when the method itself is unknown
+        if method in KNOWN_METHODS:
+            raise SipParseError("Bad Request - CSeq method does not match Request-Line")
+        raise SipParseError("Not Implemented", 501)
+    for mf in headers.fields("Max-Forwards"):
+        if not is_digits(mf):
+            raise SipParseError("Bad Request - Invalid Max-Forwards")
+    if len(headers.fields("Max-Forwards")) > 1:
+        raise SipParseError("Bad Request - Multiple Max-Forwards headers")
+    return Request(method, uri, headers, body, version=version, raw_uri=raw_uri)
+
+
+def _response(version: str, code: int, reason: str, headers: Headers, body: bytes) -> Response:
+    missing = [name for name in MANDATORY_REQUEST_HEADERS if name not in headers]
+    if missing:
+        raise SipParseError(f"Bad Response - Missing {', '.join(missing)}")
     _check_common(headers)
     parse_cseq(headers.get("CSeq") or "")
-    return Response(int(code), reason, headers, body, version=version)
+    return Response(code, reason, headers, body, version=version)
 
 
 def _check_common(headers: Headers) -> None:
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        if len(headers.fields(name)) != 1:
+            raise SipParseError(f"Bad Request - Multiple {name} headers")  # RFC 4475 3.3.8
     vias = headers.values("Via")
     if not vias:
         raise SipParseError("Bad Request - Missing Via")
     for v in vias:
         parse_via(v)
     for name in ("From", "To"):
-        fields = headers.fields(name)
-        if len(fields) != 1:
-            raise SipParseError(f"Bad Request - Multiple {name} headers")
-        parse_address(fields[0])
-    if len(headers.fields("Call-ID")) != 1 or not (headers.get("Call-ID") or "").strip():
+        if parse_address(headers.fields(name)[0]).wildcard:
+            raise SipParseError(f"Bad Request - Malformed {name}")
+    call_id = headers.fields("Call-ID")[0]
+    if not call_id or any(c in WS for c in call_id):
         raise SipParseError("Bad Request - Invalid Call-ID")
-    if len(headers.fields("CSeq")) != 1:
-        raise SipParseError("Bad Request - Multiple CSeq headers")
-    for value in headers.values("Contact"):
-        parse_address(value)
+    for name in _ADDRESS_LIST_HEADERS:
+        values = headers.values(name)
+        for value in values:
+            address = parse_address(value)
+            if address.wildcard and (name != "Contact" or len(values) > 1):
+                raise SipParseError(f"Bad Request - Malformed {name}")
 
 
 @dataclass
@@ -181,63 +237,119 @@ class StreamFramer:
     """Splits a TCP/TLS byte stream into messages by Content-Length (RFC 3261 section 18.3).
 
     feed() returns parsed messages and parse failures in order. After a framing error the stream
-    can no longer be trusted: `broken` is set and the connection must be closed.
+    can no longer be trusted: `broken` is set and the connection must be closed. Work per byte
+    fed is bounded: the search for the end of a header section resumes where it stopped.
     """
 
     max_size: int = MAX_MESSAGE_SIZE
     _buffer: bytearray = field(default_factory=bytearray)
     broken: bool = False
+    _scan_from: int = 0  # where the search for the empty line resumes
+    _newlines: int = 0  # LFs seen between messages, for RFC 5626 double-CRLF pings
+    _pings: int = 0
 
     def feed(self, data: bytes) -> list[Message | ParseFailure]:
         if self.broken:
             return []
-        self._buffer += data
+        buf = self._buffer
+        buf += data
         out: list[Message | ParseFailure] = []
-        while True:
-            # CRLF keepalives (RFC 5626 section 3.5.1) between messages
-            while self._buffer[:2] == b"\r\n":
-                del self._buffer[:2]
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > self.max_size:
-                    out.append(ParseFailure("Message Too Large", 513, True, None))
-                    self.broken = True
-                return out
-            head = bytes(self._buffer[:end])
-            length = _stream_content_length(head)
-            if length is None or end + 4 + length > self.max_size:
-                reason = "Bad Request - Missing or invalid Content-Length"
-                status = 400
-                if length is not None:
-                    reason, status = "Message Too Large", 513
+        pos = 0
+        try:
+            while pos < len(buf):
+                if pos == self._scan_from:
+                    pos = self._skip_keepalives(pos)
+                    self._scan_from = pos
+                    if pos >= len(buf):
+                        break
+                end = _HEAD_END.search(buf, self._scan_from)
+                if end is None:
+                    self._scan_from = max(pos, len(buf) - 3)
+                    if len(buf) - pos > self.max_size:
+                        is_request = buf[pos : pos + 4] != b"SIP/"
+                        out.append(ParseFailure("Message Too Large", 513, is_request, None))
+                        self._break()
+                    break
+                head = bytes(buf[pos : end.start()])
+                length, problem = _stream_content_length(head)
+                if length is None or end.end() + length - pos > self.max_size:
+                    out.append(self._framing_failure(head, length, problem))
+                    self._break()
+                    break
+                total = end.end() + length
+                if len(buf) < total:
+                    self._scan_from = end.start()  # found again at once when more data comes
+                    break
+                chunk = bytes(buf[pos:total])
+                pos = self._scan_from = total
+                self._newlines = 0
                 try:
-                    parse_message(head + b"\r\n\r\n", datagram=False)
+                    out.append(parse_message(chunk, datagram=False))
                 except ParseFailure as exc:
-                    out.append(ParseFailure(reason, status, exc.is_request, exc.headers))
-                else:
-                    out.append(ParseFailure(reason, status, True, None))
-                self.broken = True
-                return out
-            total = end + 4 + length
-            if len(self._buffer) < total:
-                return out
-            chunk = bytes(self._buffer[:total])
-            del self._buffer[:total]
-            try:
-                out.append(parse_message(chunk, datagram=False))
-            except ParseFailure as exc:
-                out.append(exc)
+                    out.append(exc)
+        finally:
+            if self.broken:
+                buf.clear()
+                self._scan_from = 0
+            elif pos:
+                del buf[:pos]
+                self._scan_from = max(0, self._scan_from - pos)
+        return out
 
     def keepalive_pending(self) -> bool:
-        return False
+        """True once after each RFC 5626 double-CRLF ping: answer it with a single CRLF."""
+        pending = self._pings > 0
+        self._pings = 0
+        return pending
+
+    def _skip_keepalives(self, pos: int) -> int:
+        buf = self._buffer
+        while pos < len(buf) and buf[pos] in (0x0D, 0x0A):
+            if buf[pos] == 0x0A:
+                self._newlines += 1
+                if self._newlines == 2:
+                    self._pings += 1
+                    self._newlines = 0
+            pos += 1
+        return pos
+
+    def _break(self) -> None:
+        self.broken = True
+
+    def _framing_failure(self, head: bytes, length: int | None, problem: str) -> ParseFailure:
+        if length is not None:
+            reason, status = "Message Too Large", 513
+        else:
+            reason, status = problem, 400
+        # Parse the header section alone to learn what it was and which headers can be answered.
+        try:
+            message = parse_message(head + b"\r\n\r\n", datagram=True)
+        except ParseFailure as exc:
+            return ParseFailure(reason, status, exc.is_request, exc.headers)
+        return ParseFailure(reason, status, isinstance(message, Request), message.headers)
 
 
-def _stream_content_length(head: bytes) -> int | None:
-    for line in head.split(b"\r\n")[1:]:
+def _stream_content_length(head: bytes) -> tuple[int | None, str]:
+    """The Content-Length of a header section, or None and why framing is impossible."""
+    found: list[bytes] = []
+    lines = head.split(b"\n")
+    for i, line in enumerate(lines[1:], start=1):
+        if line[:1] in (b" ", b"\t"):
+            continue
         name, colon, value = line.partition(b":")
-        if colon and name.strip().lower() in (b"content-length", b"l"):
-            raw = value.strip()
-            if raw.isdigit() and len(raw) <= 9:
-                return int(raw)
-            return None
-    return None
+        if colon and name.strip(b" \t").lower() in (b"content-length", b"l"):
+            parts = [value]
+            for cont in lines[i + 1 :]:
+                if cont[:1] not in (b" ", b"\t"):
+                    break
+                parts.append(cont)
+            found.append(b" ".join(parts).strip(b" \t\r"))
+    if not found:
+        return None, "Bad Request - Missing Content-Length"
+    if len({v.lstrip(b"0") for v in found}) > 1:
+        return None, "Bad Request - Conflicting Content-Length"
+    raw = found[0]
+    length = parse_uint(raw.decode("ascii", "replace"), _MAX_CONTENT_LENGTH)
+    if length is None:
+        return None, "Bad Request - Invalid Content-Length"
+    return length, ""

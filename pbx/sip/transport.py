@@ -143,6 +143,7 @@ class SipTransports:
     limits: TransportLimits = field(default_factory=TransportLimits)
     stats: TransportStats = field(default_factory=TransportStats)
     client_ssl: ssl.SSLContext | None = None
+    observe: Callable[[str, Message], None] | None = None  # metrics hook: ("in"|"out", message)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)
@@ -190,6 +191,8 @@ class SipTransports:
     def deliver(self, message: Message, peer: Peer) -> None:
         self.stats.received += 1
         try:
+            if self.observe is not None:
+                self.observe("in", message)
             self.handler(message, peer)
         except Exception:  # a bug above must not take the transport down
             log.exception("handler_failed", peer=str(peer))
@@ -204,6 +207,8 @@ class SipTransports:
 
     # --- outbound --------------------------------------------------------------------------------
     def send(self, message: Message, peer: Peer) -> None:
+        if self.observe is not None:
+            self.observe("out", message)
         data = message.to_bytes()
         if len(data) > self.limits.max_message_size and peer.transport is TransportKind.UDP:
             log.warning("message_too_large_for_udp", size=len(data), peer=str(peer))

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from pbx.sip.errors import SipParseError
-from pbx.sip.grammar import WS, format_params, is_token, parse_params
+from pbx.sip.grammar import WS, format_params, is_digits, is_token, parse_params
 from pbx.sip.uri import parse_hostport
 
 MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 branch prefix
+
+# sent-protocol LWS sent-by: LWS is allowed around the slashes and the colon (RFC 3261 25.1,
+# exercised by RFC 4475 3.1.1.1). Each part is a run of non-separator characters, so the
+# pattern cannot backtrack badly on long input.
+_VIA = re.compile(
+    r"([^/ \t]+)[ \t]*/[ \t]*([^/ \t]+)[ \t]*/[ \t]*([^/ \t;:]+)[ \t]+"
+    r"(\[[^\]]*\]|[^ \t;:\[]+)(?:[ \t]*:[ \t]*([^ \t;]*))?[ \t]*(;.*)?"
+)
 
 
 @dataclass(frozen=True)
@@ -36,40 +45,20 @@ class Via:
 
 
 def parse_via(value: str) -> Via:
-    text = value.strip(WS)
-    proto_part, sep, rest = _split_sent_protocol(text)
-    if not sep:
+    match = _VIA.fullmatch(value.strip(WS))
+    if match is None:
         raise SipParseError("Bad Request - Malformed Via")
-    pieces = [p.strip(WS) for p in proto_part.split("/")]
-    if len(pieces) != 3 or not all(is_token(p) for p in pieces):
+    name, version, transport, host_text, port_text, param_text = match.groups()
+    if not (is_token(name) and is_token(version) and is_token(transport)):
         raise SipParseError("Bad Request - Malformed Via protocol")
-    name, version, transport = pieces
     if name.upper() != "SIP" or version != "2.0":
-        raise SipParseError("SIP Version Not Supported", status=505)
-    rest = rest.strip(WS)
-    hostport, semi, param_text = rest.partition(";")
-    hostport = "".join(hostport.split())  # LWS is allowed around the colon
+        raise SipParseError("Version Not Supported", status=505)
+    hostport = host_text if port_text is None else f"{host_text}:{port_text}"
     host, port = parse_hostport(hostport)
-    params = parse_params(param_text, "Via") if semi else {}
+    params = parse_params(param_text[1:], "Via") if param_text else {}
     if "received" in params and not params["received"]:
         raise SipParseError("Bad Request - Malformed Via received")
+    rport = params.get("rport")
+    if rport is not None and not is_digits(rport):
+        raise SipParseError("Bad Request - Malformed Via rport")
     return Via(transport=transport.upper(), host=host, port=port, params=params)
-
-
-def _split_sent_protocol(text: str) -> tuple[str, str, str]:
-    """Split 'SIP / 2.0 / UDP host...' into protocol and the rest; LWS may surround the slashes."""
-    slashes = 0
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "/":
-            slashes += 1
-        elif ch in WS and slashes == 2:
-            # after the transport token: the first whitespace not followed by '/' ends it
-            j = i
-            while j < len(text) and text[j] in WS:
-                j += 1
-            if j < len(text) and text[j] != "/" and text[i - 1] != "/":
-                return text[:i], " ", text[j:]
-        i += 1
-    return text, "", ""

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import os
+import re
 import shutil
 import signal
 import socket
@@ -126,12 +126,11 @@ class SippResult:
     def messages(self) -> list[tuple[str, str]]:
         """(direction, message text) for every traced message, in order."""
         out: list[tuple[str, str]] = []
-        chunks = self.messages_log.split("----------------------------------------------- ")
-        for chunk in chunks[1:]:
-            head, _, body = chunk.partition("\n")
-            if "message sent" in head or "message received" in head:
-                direction = "sent" if "sent" in head else "received"
-                out.append((direction, body.strip("\n")))
+        for chunk in re.split(r"^-{20,} .*$", self.messages_log, flags=re.M)[1:]:
+            head, _, body = chunk.lstrip("\n").partition("\n")
+            if " message sent" in head or " message received" in head:
+                direction = "sent" if " sent" in head else "received"
+                out.append((direction, body.strip("\r\n")))
         return out
 
     def describe(self, limit: int = 12000) -> str:
@@ -229,14 +228,40 @@ def _collect(cmd: list[str], run_dir: Path, returncode: int, stdout: str, stderr
     )
 
 
+_DEFAULT_KEY = re.compile(r"^\s*key\s+([A-Za-z_][\w-]*)\s*=\s*(.*?)\s*$", re.M)
+_PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][\w-]*)\}\}")
+
+
+def scenario_defaults(text: str) -> dict[str, str]:
+    """The ``key name = value`` lines of a scenario's header comment."""
+    return {m.group(1): m.group(2) for m in _DEFAULT_KEY.finditer(text.split("<scenario", 1)[0])}
+
+
+def render_scenario(text: str, keys: Mapping[str, str]) -> str:
+    """Fills ``{{name}}`` placeholders: sipp reads some attributes (response codes, pause
+    lengths, pcap names) when it loads the scenario, where its own [keywords] do not apply."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1) not in keys:
+            raise KeyError(f"scenario needs key {m.group(1)!r} (pass keys={{...}})")
+        return str(keys[m.group(1)])
+
+    return _PLACEHOLDER.sub(sub, text)
+
+
 def _prepare(scenario: str | Path, files: Mapping[str, Path | str] | None,
-             run_dir: Path | None) -> tuple[Path, Path]:
+             run_dir: Path | None, keys: Mapping[str, str] | None
+             ) -> tuple[Path, Path, dict[str, str]]:
     sc = scenario_path(scenario)
     rd = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"sipp-{sc.stem}-"))
     rd.mkdir(parents=True, exist_ok=True)
     for name, src in (files or {}).items():
         shutil.copyfile(src, rd / name)
-    return sc, rd
+    text = sc.read_text()
+    all_keys = {**scenario_defaults(text), **{k: str(v) for k, v in (keys or {}).items()}}
+    rendered = rd / sc.name
+    rendered.write_text(render_scenario(text, all_keys))
+    return rendered, rd, all_keys
 
 
 class SippProcess:
@@ -338,12 +363,12 @@ def start_sipp(scenario: str | Path, target: str | None = None, *, local_ip: str
                run_dir: Path | None = None, wait_listening: bool = True) -> SippProcess:
     """Starts sipp in the background (a UAS, or a UAC to drive concurrently with other peers).
     Returns once its SIP socket is bound (``wait_listening``)."""
-    sc, rd = _prepare(scenario, files, run_dir)
+    sc, rd, all_keys = _prepare(scenario, files, run_dir, keys)
     port = local_port if local_port is not None else find_free_port(local_ip)
     cmd = _build_command(sc, target, rd, local_ip=local_ip, local_port=port,
                          transport=transport, calls=calls, rate=rate,
                          max_concurrent=max_concurrent, timeout_s=timeout_s, extra=extra,
-                         keys=keys, service=service, inf_file=inf_file, media_port=media_port,
+                         keys=all_keys, service=service, inf_file=inf_file, media_port=media_port,
                          rtp_echo=rtp_echo, pause_ms=pause_ms)
     proc = SippProcess(cmd, rd, timeout_s, calls, port, local_ip)
     if wait_listening:
@@ -389,6 +414,6 @@ def write_inf(path: Path, rows: Sequence[Sequence[str]], mode: str = "SEQUENTIAL
 
 
 __all__ = [
-    "SCENARIOS", "SippProcess", "SippResult", "find_free_port", "os", "run_sipp",
+    "SCENARIOS", "SippProcess", "SippResult", "find_free_port", "render_scenario", "run_sipp",
     "run_sipp_async", "scenario_path", "start_sipp", "write_inf",
 ]

@@ -1,0 +1,180 @@
+"""The core's own call application: a trunk call rings a registered volunteer handset.
+
+It is what the service runs before the IVR and language queues take over routing, and the
+reference for how they use the legs: the caller is answered only when a volunteer answers, media
+is anchored in a bridge, and either side hanging up ends both. The volunteer's handset shows
+"Hulplijn" and never anything of the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from pbx.anonymity import CallerContext
+from pbx.calls.legs import InboundLeg, LegState, OfferHandler, OutboundLeg
+from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
+from pbx.media.bridge import Bridge
+from pbx.sip.registrar import Binding
+from pbx.switchboard import Switchboard
+
+log = structlog.get_logger("pbx.calls.direct")
+
+
+@dataclass
+class DirectRouter:
+    switchboard: Switchboard
+    media: MediaFactory
+    ring_timeout: float = 20.0
+    display_name: str = "Hulplijn"
+    busy: set[str] = field(default_factory=set)
+    last_call_end: dict[str, float] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def inbound_call(self, leg: InboundLeg, caller: CallerContext) -> None:
+        task = asyncio.create_task(self._connect(leg, caller))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def volunteer_call(self, leg: InboundLeg, username: str, dialed: str) -> None:
+        leg.reject(404, "Not Found - No such feature code")
+
+    def _candidates(self) -> list[str]:
+        now = self.switchboard.wall_clock()
+        users = self.switchboard.registrar.registered_users(now) - self.busy
+        return sorted(users, key=lambda u: self.last_call_end.get(u, 0.0))  # longest idle first
+
+    async def _connect(self, leg: InboundLeg, caller: CallerContext) -> None:
+        try:
+            caller_media = await self.media.open()
+        except MediaError as exc:
+            leg.reject(exc.status, exc.reason)
+            return
+        try:
+            caller_sdp = caller_media.answer(leg.remote_sdp) if leg.remote_sdp else None
+        except MediaError as exc:
+            caller_media.close()
+            leg.reject(exc.status, exc.reason)
+            return
+        leg.on_reinvite = _reinvite_handler(caller_media)
+        try:
+            await self._ring_volunteers(leg, caller, caller_media, caller_sdp)
+        finally:
+            caller_media.close()
+
+    async def _ring_volunteers(
+        self,
+        leg: InboundLeg,
+        caller: CallerContext,
+        caller_media: AnchoredMedia,
+        caller_sdp: bytes | None,
+    ) -> None:
+        leg.ring()
+        for username in self._candidates():
+            for binding in self.switchboard.volunteer_bindings(username):
+                if leg.state is LegState.ENDED:
+                    return
+                attempt = _Attempt(leg, caller_media, caller_sdp, username, binding)
+                self.busy.add(username)
+                try:
+                    answered = await self._try(attempt, caller.call_ref)
+                finally:
+                    self.busy.discard(username)
+                    self.last_call_end[username] = time.time()
+                if answered or leg.is_ended:
+                    return
+        leg.reject(480, "Temporarily Unavailable - No volunteer available")
+
+    async def _try(self, attempt: _Attempt, ref: str) -> bool:
+        """Ring one handset; True when the call was connected (or the caller is gone)."""
+        try:
+            vol_media = await self.media.open()
+        except MediaError as exc:
+            attempt.leg.reject(exc.status, exc.reason)
+            return True
+        out, call_id, tag = self.switchboard.new_outbound_leg(attempt.binding, ref)
+        out.on_reinvite = _reinvite_handler(vol_media)
+        try:
+            invite = asyncio.create_task(
+                out.call(
+                    attempt.binding.contact,
+                    attempt.binding.source,
+                    from_user="hulplijn",
+                    from_display=self.display_name,
+                    to=f"<sip:{attempt.username}@{self.switchboard.stack.public_host}>",
+                    sdp=vol_media.offer(),
+                    call_id=call_id,
+                    local_tag=tag,
+                )
+            )
+            caller_gone = asyncio.create_task(attempt.leg.ended.wait())
+            done, _ = await asyncio.wait(
+                {invite, caller_gone},
+                timeout=self.ring_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            caller_gone.cancel()
+            if invite not in done:
+                out.cancel()  # the caller left, or nobody picked up in time
+            response = await invite
+            if not 200 <= response.status < 300:
+                log.info("volunteer_not_answering", call=ref, status=response.status)
+                return attempt.leg.is_ended
+            if attempt.leg.is_ended:
+                await out.hangup("caller_gone")
+                return True
+            try:
+                vol_media.accept_answer(out.remote_sdp)
+            except MediaError:
+                await out.hangup("bad_sdp")
+                return False
+            await self._talk(attempt, out, vol_media)
+            return True
+        finally:
+            vol_media.close()
+
+    async def _talk(self, attempt: _Attempt, out: OutboundLeg, vol_media: AnchoredMedia) -> None:
+        leg = attempt.leg
+        caller_sdp = attempt.caller_sdp or attempt.caller_media.offer()
+        if not await leg.answer(caller_sdp):
+            await out.hangup("caller_no_ack")
+            return
+        bridge = Bridge(attempt.caller_media.leg, vol_media.leg).start()
+        log.info("call_connected", call=leg.ref, volunteer=attempt.username)
+        waits: set[asyncio.Future[Any]] = {
+            asyncio.create_task(leg.ended.wait()),
+            asyncio.create_task(out.ended.wait()),
+            asyncio.ensure_future(bridge.done),
+        }
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        bridge.stop()
+        if leg.state is not LegState.ENDED:
+            await leg.hangup("volunteer_hangup")
+        if out.state is not LegState.ENDED:
+            await out.hangup("caller_hangup")
+        log.info("call_ended", call=leg.ref, reason=leg.end_reason)
+
+
+@dataclass
+class _Attempt:
+    leg: InboundLeg
+    caller_media: AnchoredMedia
+    caller_sdp: bytes | None
+    username: str
+    binding: Binding
+
+
+def _reinvite_handler(media: AnchoredMedia) -> OfferHandler:
+    async def handle(offer: bytes) -> bytes | None:
+        try:
+            return media.answer(offer)
+        except MediaError:
+            return None
+
+    return handle

@@ -1,0 +1,91 @@
+"""SDP offer/answer for a call leg, bound to an anchored RTP endpoint of ours.
+
+The service always puts its own address in the SDP it sends, so caller and volunteer only ever see
+the service: neither learns the other's address.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from pbx.media.leg import MediaLeg
+from pbx.media.ports import PortPool, PortsExhausted
+from pbx.media.sdp import (
+    NoCommonCodec,
+    SdpError,
+    SessionDescription,
+    answer_offer,
+    build_offer,
+    parse_answer,
+)
+
+__all__ = ["MediaError", "MediaFactory", "NoCommonCodec", "PortsExhausted"]
+
+_session_ids = itertools.count(1000)
+
+
+class MediaError(Exception):
+    """A media problem that maps to a SIP status (488 bad/unsupported SDP, 503 no ports)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class AnchoredMedia:
+    leg: MediaLeg
+    host: str
+    session_id: int = field(default_factory=lambda: next(_session_ids))
+    version: int = 0
+    our_offer: SessionDescription | None = None
+
+    def answer(self, offer_body: bytes) -> bytes:
+        """Answer an offer (INVITE or re-INVITE): updates the media leg, returns our SDP."""
+        try:
+            offer = SessionDescription.parse(offer_body)
+            self.version += 1
+            answer, negotiated = answer_offer(
+                offer, self.host, self.leg.local_address[1], session_id=self.session_id,
+                version=self.version,
+            )  # fmt: skip
+        except NoCommonCodec as exc:
+            raise MediaError(488, "Not Acceptable Here - No common codec") from exc
+        except SdpError as exc:
+            raise MediaError(488, f"Not Acceptable Here - Bad SDP: {exc}"[:100]) from exc
+        self.leg.update(negotiated)
+        return answer.to_bytes()
+
+    def offer(self) -> bytes:
+        self.version += 1
+        self.our_offer = build_offer(
+            self.host, self.leg.local_address[1], session_id=self.session_id, version=self.version
+        )
+        return self.our_offer.to_bytes()
+
+    def accept_answer(self, answer_body: bytes) -> None:
+        assert self.our_offer is not None
+        try:
+            negotiated = parse_answer(SessionDescription.parse(answer_body), self.our_offer)
+        except SdpError as exc:
+            raise MediaError(488, f"Not Acceptable Here - Bad SDP answer: {exc}"[:100]) from exc
+        self.leg.update(negotiated)
+
+    def close(self) -> None:
+        self.leg.close()
+
+
+@dataclass
+class MediaFactory:
+    pool: PortPool
+    host: str  # the address we advertise in SDP
+    media_timeout: float | None = 60.0
+
+    async def open(self) -> AnchoredMedia:
+        try:
+            leg = await MediaLeg.open(self.pool, media_timeout=self.media_timeout)
+        except PortsExhausted as exc:
+            raise MediaError(503, "Service Unavailable - No media ports") from exc
+        return AnchoredMedia(leg, self.host)

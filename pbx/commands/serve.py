@@ -1,0 +1,78 @@
+"""`helpline serve`: run the service until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+
+from pbx.config import ConfigError, Settings, load_settings
+from pbx.logs import configure_logging
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the helpline service",
+        description="Run the SIP service. Settings: --config FILE (TOML), HELPLINE_* variables, "
+        "then these flags.",
+    )
+    p.add_argument("--config", type=Path, help="TOML settings file")
+    p.add_argument("--sip-host", help="bind address for SIP (default 0.0.0.0)")
+    p.add_argument("--sip-port", type=int, help="UDP and TCP port (default 5060)")
+    p.add_argument("--tls-port", type=int, help="TLS port (default 5061; 0 disables TLS)")
+    p.add_argument("--advertise-host", help="address put in Via/Contact/SDP")
+    p.add_argument("--database-url", help="PostgreSQL URL (default: embedded server)")
+    p.add_argument("--state-dir", type=Path, help="data directory (default ./var)")
+    p.add_argument("--dialplan", type=Path, help="dialplan file (default ./dialplan.yaml)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (default 9160; 0 disables)")
+    p.add_argument("--log-format", choices=["json", "console"])
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "sip_host": args.sip_host,
+        "sip_port": args.sip_port,
+        "advertise_host": args.advertise_host,
+        "database_url": args.database_url,
+        "state_dir": args.state_dir,
+        "dialplan": args.dialplan,
+        "log_format": args.log_format,
+    }
+    settings = load_settings(args.config, **overrides)
+    if args.tls_port is not None:
+        settings.tls_port = args.tls_port or None
+    if args.metrics_port is not None:
+        settings.metrics_port = args.metrics_port or None
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        print(f"helpline: configuration error: {exc}")
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> int:
+    from pbx.app import build_service
+
+    service = build_service(settings)
+    try:
+        await service.start()
+    except OSError as exc:
+        print(f"helpline: cannot start: {exc}")
+        await service.stop()
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await service.stop()
+    return 0

@@ -1,0 +1,69 @@
+"""Prometheus metrics. Labels are closed sets (method names, status classes, outcomes, queue and
+language names from the dialplan): never a number, a username of a caller or a Call-ID."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+METHOD_LABELS = frozenset(
+    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK",
+     "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH")
+)  # fmt: skip
+
+
+def method_label(method: str) -> str:
+    return method if method in METHOD_LABELS else "other"
+
+
+class _LiveGauges(Collector):
+    """Gauges read from live in-memory state at scrape time (no bookkeeping on the hot path)."""
+
+    def __init__(self, sources: dict[str, tuple[str, Callable[[], float]]]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterable[Metric]:
+        for name, (doc, read) in self.sources.items():
+            family = GaugeMetricFamily(name, doc)
+            try:
+                family.add_metric([], float(read()))
+            except Exception:  # a scrape must never fail because one reading did
+                continue
+            yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sip_requests = Counter(
+            "helpline_sip_requests_received", "SIP requests received", ["method"], registry=r
+        )
+        self.sip_responses = Counter(
+            "helpline_sip_responses_sent", "SIP responses sent by status class", ["cls"], registry=r
+        )
+        self.sip_malformed = Counter(
+            "helpline_sip_malformed_messages", "Malformed SIP messages received", registry=r
+        )
+        self.invites_refused = Counter(
+            "helpline_sip_invites_refused",
+            "INVITEs refused before a call was placed",
+            ["reason"],
+            registry=r,
+        )
+        self.calls = Counter(
+            "helpline_calls", "Calls that ended, by outcome", ["outcome"], registry=r
+        )
+        self.registrations_changes = Counter(
+            "helpline_registration_changes", "Registrar binding changes", ["change"], registry=r
+        )
+        self.build = Gauge("helpline_build_info", "Build information", ["version"], registry=r)
+        self.build.labels(version="0.1.0").set(1)
+        self._live: dict[str, tuple[str, Callable[[], float]]] = {}
+        r.register(_LiveGauges(self._live))
+
+    def live(self, name: str, doc: str, read: Callable[[], float]) -> None:
+        self._live[name] = (doc, read)

@@ -1,0 +1,300 @@
+"""The running service: wires settings, persistence, the SIP stack, the switchboard and metrics.
+
+Start-up order matters for the "live calls never depend on the database" rule: credentials and
+registrations are loaded into memory once (from the database, or from the last snapshot when the
+database is unreachable); from then on the database is only written behind and re-read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+from prometheus_client import start_http_server
+
+from pbx.config import Settings
+from pbx.db.database import Database, open_database
+from pbx.db.events import event_op
+from pbx.db.registrations import RegistrationRepository, StoredBinding, delete_op, save_op
+from pbx.db.volunteers import VolunteerRepository
+from pbx.db.writebehind import WriteBehind
+from pbx.metrics import Metrics, method_label
+from pbx.sip.digest import Credential, NonceManager
+from pbx.sip.message import Message, Request, Response
+from pbx.sip.peer import Peer, TransportKind
+from pbx.sip.registrar import Binding, Change, Registrar, RegistrarConfig
+from pbx.sip.stack import SipStack
+from pbx.sip.tls import client_context, ensure_self_signed, server_context
+from pbx.sip.transport import TransportLimits
+from pbx.sip.trunk import TrunkPolicy
+from pbx.sip.uri import parse_sip_uri
+from pbx.switchboard import CallApplication, Switchboard
+
+log = structlog.get_logger("pbx.service")
+
+CREDENTIALS_SNAPSHOT = "credentials.snapshot.json"
+REFRESH_SECONDS = 15.0
+EXPIRY_SWEEP_SECONDS = 2.0
+
+
+@dataclass
+class HelplineService:
+    settings: Settings
+    app: CallApplication | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        self.db: Database | None = None
+        self.writer: WriteBehind | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._metrics_server: object | None = None
+        self.stopped = asyncio.Event()
+        s = self.settings
+        self.nonces = NonceManager(secrets.token_bytes(32), lifetime=s.nonce_lifetime)
+        self.registrar = Registrar(
+            RegistrarConfig(
+                realm=s.realm,
+                min_expires=s.registration_min_expires,
+                max_expires=s.registration_max_expires,
+                default_expires=s.registration_default_expires,
+            ),
+            credentials={},
+            nonces=self.nonces,
+            on_change=self._binding_changed,
+        )
+        self.trunk = TrunkPolicy.build(s.trunk_sources, s.realm, s.trunk_credentials, self.nonces)
+        self.stack = SipStack(
+            on_request=lambda incoming: None,
+            limits=TransportLimits(
+                s.max_message_size, s.max_connections, s.connection_idle_timeout
+            ),
+            max_transactions=s.max_transactions,
+            public_host=s.public_host,
+        )
+        self.stack.transports.observe = self._observe
+        self.switchboard = Switchboard(
+            self.stack, self.registrar, self.trunk, self.app, max_dialogs=s.max_dialogs
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        await self._open_database()
+        tls_ctx = None
+        if s.tls_port is not None:
+            cert, key = (s.tls_cert, s.tls_key)
+            if cert is None or key is None:
+                cert, key = ensure_self_signed(s.state_dir / "tls", s.public_host)
+            tls_ctx = server_context(cert, key)
+            self.stack.transports.client_ssl = client_context()
+        await self.stack.start(s.sip_host, s.sip_port, s.tls_port, tls_ctx)
+        self._register_gauges()
+        if s.metrics_port is not None:
+            self._metrics_server = start_http_server(
+                s.metrics_port, addr=s.metrics_host, registry=self.metrics.registry
+            )
+        self._tasks = [
+            asyncio.create_task(self._sweep_expired()),
+            asyncio.create_task(self._keepalive()),
+            asyncio.create_task(self._refresh_credentials()),
+        ]
+        log.info(
+            "service_started",
+            sip=f"{s.sip_host}:{self.stack.port(TransportKind.UDP)}",
+            tls_port=s.tls_port,
+            metrics_port=s.metrics_port,
+            database="embedded" if s.database_url is None else "external",
+            volunteers=len(self.registrar.credentials),
+            bindings=sum(len(b) for b in self.registrar.bindings.values()),
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.stack.close()
+        if self.writer is not None:
+            await self.writer.close(timeout=5.0)
+        if self.db is not None:
+            await self.db.close()
+        if self._metrics_server is not None:
+            server = self._metrics_server
+            shutdown = getattr(server, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            elif isinstance(server, tuple):
+                server[0].shutdown()
+        self.stopped.set()
+        log.info("service_stopped")
+
+    # --- persistence ------------------------------------------------------------------------------
+    async def _open_database(self) -> None:
+        s = self.settings
+        try:
+            self.db = await asyncio.wait_for(open_database(s.database_url, s.state_dir), 60)
+        except (OSError, TimeoutError, Exception) as exc:  # the service runs on without it
+            log.error("database_unavailable", error=str(exc)[:200])
+            self.registrar.credentials = self._read_snapshot()
+            return
+        self.writer = WriteBehind(self.db.url, s.state_dir)
+        self.writer.start()
+        await self._load_credentials()
+        stored = await RegistrationRepository(self.db.pool).load_active(datetime.now(UTC))
+        for row in stored:
+            try:
+                self.registrar.restore(_binding_from_row(row))
+            except ValueError:
+                log.warning("stored_binding_unusable", aor=row.aor)
+
+    async def _load_credentials(self) -> None:
+        if self.db is None:
+            return
+        creds = await VolunteerRepository(self.db.pool).load_credentials()
+        self.registrar.credentials = creds
+        self._write_snapshot(creds)
+
+    def _write_snapshot(self, creds: dict[str, Credential]) -> None:
+        path = self.settings.state_dir / CREDENTIALS_SNAPSHOT
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({u: asdict(c) for u, c in creds.items()}))
+        os.chmod(tmp, 0o600)
+        tmp.replace(path)
+
+    def _read_snapshot(self) -> dict[str, Credential]:
+        path = self.settings.state_dir / CREDENTIALS_SNAPSHOT
+        try:
+            data = json.loads(path.read_text())
+            return {u: Credential(**c) for u, c in data.items()}
+        except (OSError, ValueError, TypeError):
+            return {}
+
+    def record_event(self, kind: str, **data: object) -> None:
+        """An anonymous event (no caller data) written behind to the events table."""
+        if self.writer is not None:
+            self.writer.submit(event_op(kind, data, datetime.now(UTC)))
+
+    def _binding_changed(self, change: Change, binding: Binding) -> None:
+        self.metrics.registrations_changes.labels(change=change.value).inc()
+        log.info(
+            "registration",
+            change=change.value,
+            user=binding.username,
+            transport=binding.source.transport.value,
+        )
+        if self.writer is None:
+            return
+        if change in (Change.ADDED, Change.REFRESHED):
+            self.writer.submit(save_op(_binding_to_row(binding)))
+        else:
+            self.writer.submit(delete_op(binding.username, binding.key))
+        self.record_event(f"registration.{change.value}", user=binding.username)
+
+    # --- background work --------------------------------------------------------------------------
+    async def _sweep_expired(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
+            self.registrar.expire(time.time())
+
+    async def _keepalive(self) -> None:
+        """OPTIONS to every UDP handset keeps home NAT pinholes open and shows it is alive."""
+        while True:
+            await asyncio.sleep(self.settings.keepalive_interval)
+            for binding in [b for bs in self.registrar.bindings.values() for b in bs.values()]:
+                if binding.source.reliable:
+                    self.stack.transports.send_keepalive(binding.source)
+                else:
+                    asyncio.create_task(self._qualify(binding))
+
+    async def _qualify(self, binding: Binding) -> None:
+        from pbx.sip.dialog import new_call_id, new_tag
+        from pbx.sip.headers import Headers
+
+        headers = Headers()
+        headers.add("Max-Forwards", "70")
+        headers.add("From", f"<sip:keepalive@{self.stack.public_host}>;tag={new_tag()}")
+        headers.add("To", f"<{binding.contact}>")
+        headers.add("Call-ID", new_call_id(self.stack.public_host))
+        headers.add("CSeq", "1 OPTIONS")
+        await self.stack.request(Request("OPTIONS", binding.contact, headers), binding.source)
+
+    async def _refresh_credentials(self) -> None:
+        """Pick up `helpline volunteers add/disable` without a restart."""
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            try:
+                await self._load_credentials()
+            except Exception as exc:
+                log.warning("credentials_refresh_failed", error=str(exc)[:200])
+
+    # --- metrics ----------------------------------------------------------------------------------
+    def _observe(self, direction: str, message: Message) -> None:
+        if direction == "in" and isinstance(message, Request):
+            self.metrics.sip_requests.labels(method=method_label(message.method)).inc()
+        elif direction == "out" and isinstance(message, Response):
+            self.metrics.sip_responses.labels(cls=f"{message.status // 100}xx").inc()
+
+    def _register_gauges(self) -> None:
+        m = self.metrics
+        m.live("helpline_sip_transactions", "Live SIP transactions", lambda: len(self.stack.layer))
+        m.live("helpline_sip_dialog_legs", "Live call legs", lambda: len(self.switchboard.legs))
+        m.live(
+            "helpline_sip_connections",
+            "Open TCP/TLS connections",
+            lambda: self.stack.transports.connection_count,
+        )
+        m.live(
+            "helpline_registered_handsets",
+            "Live registrar bindings",
+            lambda: sum(len(b) for b in self.registrar.bindings.values()),
+        )
+        m.live(
+            "helpline_sip_malformed_total_live",
+            "Malformed SIP messages since start",
+            lambda: self.stack.transports.stats.malformed,
+        )
+        m.live(
+            "helpline_db_writes_pending",
+            "Records waiting to be written to the database",
+            lambda: self.writer.pending if self.writer is not None else 0,
+        )
+
+
+def _binding_to_row(b: Binding) -> StoredBinding:
+    return StoredBinding(
+        aor=b.username,
+        contact_uri=b.key,
+        received_host=b.source.host,
+        received_port=b.source.port,
+        transport=b.source.transport.value,
+        expires_at=datetime.fromtimestamp(b.expires_at, UTC),
+        call_id=b.call_id,
+        cseq=b.cseq,
+        instance_id=str(b.contact),  # the contact URI itself (key may be the instance id)
+        user_agent=b.user_agent,
+    )
+
+
+def _binding_from_row(row: StoredBinding) -> Binding:
+    contact = parse_sip_uri(row.instance_id or row.contact_uri)
+    instance = row.contact_uri if row.instance_id and row.contact_uri != row.instance_id else None
+    return Binding(
+        username=row.aor,
+        contact=contact,
+        source=Peer(TransportKind(row.transport), row.received_host, row.received_port),
+        expires_at=row.expires_at.timestamp(),
+        call_id=row.call_id,
+        cseq=row.cseq,
+        instance=instance if instance and not instance.startswith("sip") else None,
+        user_agent=row.user_agent,
+    )
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("HELPLINE_STATE_DIR", "var"))

@@ -1,0 +1,193 @@
+"""Server transactions (RFC 3261 17.2, with RFC 6026's Accepted state for INVITE)."""
+
+from __future__ import annotations
+
+import enum
+
+from pbx.sip.errors import SipParseError
+from pbx.sip.message import Request, Response, make_response
+from pbx.sip.peer import Peer
+from pbx.sip.timers import Timers
+from pbx.sip.transactions.effects import (
+    Deliver,
+    Effect,
+    Send,
+    Terminated,
+    TimedOut,
+    TransactionId,
+)
+from pbx.sip.transactions.matching import ServerKey
+from pbx.sip.transactions.timer_queue import TimerQueue
+
+
+class ServerState(enum.Enum):
+    TRYING = "trying"  # non-INVITE only
+    PROCEEDING = "proceeding"
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"  # INVITE only
+    ACCEPTED = "accepted"  # INVITE only, RFC 6026
+    TERMINATED = "terminated"
+
+
+class ServerTransaction:
+    state: ServerState
+
+    def __init__(
+        self,
+        tid: TransactionId,
+        key: ServerKey,
+        request: Request,
+        peer: Peer,
+        timers: Timers,
+        queue: TimerQueue[TransactionId],
+    ) -> None:
+        self.id = tid
+        self.key = key
+        self.ack_key: ServerKey | None = None  # RFC 2543 INVITEs are also found by their ACK
+        self.request = request
+        self.peer = peer  # where responses go (response_peer of the latest copy of the request)
+        self.timers = timers
+        self.queue = queue
+        self.reliable = peer.reliable
+        self.last_response: Response | None = None
+
+    def _arm(self, name: str, delay: float, now: float) -> None:
+        self.queue.set(self.id, name, now + delay)
+
+    def _terminate(self) -> list[Effect]:
+        self.state = ServerState.TERMINATED
+        self.queue.cancel_all(self.id)
+        return [Terminated(self.id)]
+
+    def _send(self, response: Response) -> Send:
+        self.last_response = response
+        return Send(response, self.peer)
+
+    def start(self, now: float) -> list[Effect]:
+        return []
+
+    def on_retransmission(self, peer: Peer, now: float) -> list[Effect]:
+        raise NotImplementedError
+
+    def send_response(self, response: Response, now: float) -> list[Effect]:
+        raise NotImplementedError
+
+    def on_timer(self, name: str, now: float) -> list[Effect]:
+        raise NotImplementedError
+
+
+class ServerInviteTransaction(ServerTransaction):
+    def __init__(
+        self,
+        tid: TransactionId,
+        key: ServerKey,
+        request: Request,
+        peer: Peer,
+        timers: Timers,
+        queue: TimerQueue[TransactionId],
+    ) -> None:
+        super().__init__(tid, key, request, peer, timers, queue)
+        self.state = ServerState.PROCEEDING
+        self.final_to_tag: str | None = None
+        self.retransmit_interval = 0.0
+
+    def start(self, now: float) -> list[Effect]:
+        # 17.2.1 asks for 100 Trying only if the TU will take over 200 ms; sending it at once
+        # always stops the caller's INVITE retransmissions without guessing about the TU.
+        return [self._send(make_response(self.request, 100))]
+
+    def on_retransmission(self, peer: Peer, now: float) -> list[Effect]:
+        self.peer = peer
+        if self.state in (ServerState.PROCEEDING, ServerState.COMPLETED):
+            assert self.last_response is not None
+            return [Send(self.last_response, peer)]
+        return []  # Confirmed, and Accepted per RFC 6026 8.7: absorbed, never to the TU
+
+    def send_response(self, response: Response, now: float) -> list[Effect]:
+        status = response.status
+        if self.state is ServerState.ACCEPTED:
+            # retransmissions of the 2xx (or further 2xx) from the TU go out (RFC 6026 8.7)
+            return [self._send(response)] if 200 <= status < 300 else []
+        if self.state is not ServerState.PROCEEDING:
+            return []
+        if status < 200:
+            return [self._send(response)]
+        if status < 300:
+            self.state = ServerState.ACCEPTED
+            self._arm("L", self.timers.l, now)
+            return [self._send(response)]
+        self.state = ServerState.COMPLETED
+        try:
+            self.final_to_tag = response.to.tag
+        except SipParseError:
+            self.final_to_tag = None
+        interval = self.timers.g(self.reliable)
+        if interval is not None:
+            self.retransmit_interval = interval
+            self._arm("G", interval, now)
+        self._arm("H", self.timers.h, now)
+        return [self._send(response)]
+
+    def on_ack(self, ack: Request, source: Peer, now: float) -> list[Effect]:
+        if self.state is ServerState.COMPLETED:
+            self.queue.cancel_all(self.id)
+            self.state = ServerState.CONFIRMED
+            linger = self.timers.i(self.reliable)
+            if linger <= 0:
+                return self._terminate()
+            self._arm("I", linger, now)
+            return []
+        if self.state is ServerState.ACCEPTED:
+            return [Deliver(ack, self.id, source)]  # RFC 6026 8.7: the ACK is the TU's business
+        return []  # Confirmed: retransmitted ACK; Proceeding: an ACK before any final is bogus
+
+    def on_timer(self, name: str, now: float) -> list[Effect]:
+        if name == "G" and self.state is ServerState.COMPLETED:
+            assert self.last_response is not None
+            self.retransmit_interval = min(2 * self.retransmit_interval, self.timers.t2)
+            self._arm("G", self.retransmit_interval, now)
+            return [Send(self.last_response, self.peer)]
+        if name == "H" and self.state is ServerState.COMPLETED:
+            return [TimedOut(self.id, self.request), *self._terminate()]
+        if name in ("I", "L"):
+            return self._terminate()
+        return []
+
+
+class ServerNonInviteTransaction(ServerTransaction):
+    def __init__(
+        self,
+        tid: TransactionId,
+        key: ServerKey,
+        request: Request,
+        peer: Peer,
+        timers: Timers,
+        queue: TimerQueue[TransactionId],
+    ) -> None:
+        super().__init__(tid, key, request, peer, timers, queue)
+        self.state = ServerState.TRYING
+
+    def on_retransmission(self, peer: Peer, now: float) -> list[Effect]:
+        self.peer = peer
+        if self.state is ServerState.TRYING or self.last_response is None:
+            return []  # nothing to repeat yet
+        return [Send(self.last_response, peer)]
+
+    def send_response(self, response: Response, now: float) -> list[Effect]:
+        if self.state not in (ServerState.TRYING, ServerState.PROCEEDING):
+            return []
+        if response.status < 200:
+            self.state = ServerState.PROCEEDING
+            return [self._send(response)]
+        self.state = ServerState.COMPLETED
+        effects: list[Effect] = [self._send(response)]
+        linger = self.timers.j(self.reliable)
+        if linger <= 0:
+            return effects + self._terminate()
+        self._arm("J", linger, now)
+        return effects
+
+    def on_timer(self, name: str, now: float) -> list[Effect]:
+        if name == "J":
+            return self._terminate()
+        return []
