@@ -1,4 +1,4 @@
-"""G.711 throughput, in "streams' worth": 160-byte (20 ms) frames per second / 50.
+"""G.711 (and RTP packet) throughput, in "streams' worth": 160-byte (20 ms) frames per second / 50.
 
 Run: .venv/bin/python bench/bench_g711.py [--seconds 1.0]
 One stream needs 50 frames/s in each direction; a relay that transcodes needs one
@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from pbx.media import g711
 from pbx.media.g711 import Codec
+from pbx.media.rtp import RtpPacket, RtpSender
 from pbx.media.tones import dual_tone
 
 FRAME_SAMPLES = 160
@@ -50,6 +51,12 @@ def main() -> None:
         ("alaw_decode", g711.alaw_decode, alaw),
         ("transcode PCMA->PCMU", lambda d: g711.transcode(d, Codec.PCMA, Codec.PCMU), alaw),
         ("transcode PCMU->PCMA", lambda d: g711.transcode(d, Codec.PCMU, Codec.PCMA), ulaw),
+    ]
+    sender = RtpSender()
+    wire = sender.packet(alaw, Codec.PCMA, FRAME_SAMPLES).to_bytes()
+    cases += [
+        ("RtpPacket.parse", lambda d: RtpPacket.parse(d).payload, wire),
+        ("RtpSender.packet_bytes", lambda d: sender.packet_bytes(d, 8, FRAME_SAMPLES, False), alaw),
     ]
     print(f"{'operation':<22} {'frames/s':>12} {'us/frame':>9} {'streams':>9}  (one core)")
     for name, fn, frame in cases:

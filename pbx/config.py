@@ -31,6 +31,9 @@ class Settings:
         None  # address put in Via/Contact/SDP; default: sip_host or 127.0.0.1
     )
     realm: str = "helpline"
+    # Digest challenges in preference order (RFC 8760). Handsets that only read the first
+    # challenge and know only MD5 (sipp 3.6.1, many older desk phones) need "MD5" first.
+    digest_algorithms: list[str] = field(default_factory=lambda: ["SHA-256", "MD5"])
     trunk_sources: list[str] = field(default_factory=lambda: ["127.0.0.1/32"])
     trunk_credentials: dict[str, str] = field(default_factory=dict)  # username -> password
     database_url: str | None = None  # None: embedded PostgreSQL under state_dir
@@ -51,6 +54,8 @@ class Settings:
     max_connections: int = 2000
     connection_idle_timeout: float = 120.0  # idle TCP/TLS connections are closed after this
     nonce_lifetime: float = 300.0
+    sip_t1: float = 0.5  # RFC 3261 timer T1 (RTT estimate); every other timer derives from it
+    sip_t2: float = 4.0
     log_level: str = "info"
     log_format: str = "json"  # json or console
 
@@ -68,6 +73,9 @@ class Settings:
                 raise ConfigError(
                     f"trunk_sources: {net!r} is not an address range: {exc}"
                 ) from None
+        known = {"SHA-256", "MD5"}
+        if not self.digest_algorithms or not set(self.digest_algorithms) <= known:
+            raise ConfigError(f"digest_algorithms must be a non-empty subset of {sorted(known)}")
         if not 0 < self.sip_port < 65536:
             raise ConfigError(f"sip_port {self.sip_port} is not a port number")
         if self.rtp_port_min >= self.rtp_port_max:

@@ -26,11 +26,12 @@ from pbx.db.registrations import RegistrationRepository, StoredBinding, delete_o
 from pbx.db.volunteers import VolunteerRepository
 from pbx.db.writebehind import WriteBehind
 from pbx.metrics import Metrics, method_label
-from pbx.sip.digest import Credential, NonceManager
+from pbx.sip.digest import Algorithm, Credential, NonceManager
 from pbx.sip.message import Message, Request, Response
 from pbx.sip.peer import Peer, TransportKind
 from pbx.sip.registrar import Binding, Change, Registrar, RegistrarConfig
 from pbx.sip.stack import SipStack
+from pbx.sip.timers import Timers
 from pbx.sip.tls import client_context, ensure_self_signed, server_context
 from pbx.sip.transport import TransportLimits
 from pbx.sip.trunk import TrunkPolicy
@@ -57,6 +58,7 @@ class HelplineService:
         self._metrics_server: object | None = None
         self.stopped = asyncio.Event()
         s = self.settings
+        algorithms = tuple(Algorithm.parse(a) for a in s.digest_algorithms)
         self.nonces = NonceManager(secrets.token_bytes(32), lifetime=s.nonce_lifetime)
         self.registrar = Registrar(
             RegistrarConfig(
@@ -64,12 +66,14 @@ class HelplineService:
                 min_expires=s.registration_min_expires,
                 max_expires=s.registration_max_expires,
                 default_expires=s.registration_default_expires,
+                algorithms=algorithms,
             ),
             credentials={},
             nonces=self.nonces,
             on_change=self._binding_changed,
         )
         self.trunk = TrunkPolicy.build(s.trunk_sources, s.realm, s.trunk_credentials, self.nonces)
+        self.trunk.algorithms = algorithms
         self.stack = SipStack(
             on_request=lambda incoming: None,
             limits=TransportLimits(
@@ -77,6 +81,7 @@ class HelplineService:
             ),
             max_transactions=s.max_transactions,
             public_host=s.public_host,
+            timers=Timers(t1=s.sip_t1, t2=s.sip_t2),
         )
         self.stack.transports.observe = self._observe
         self.switchboard = Switchboard(
@@ -145,7 +150,7 @@ class HelplineService:
             return
         self.writer = WriteBehind(self.db.url, s.state_dir)
         self.writer.start()
-        await self._load_credentials()
+        await self.reload_credentials()
         stored = await RegistrationRepository(self.db.pool).load_active(datetime.now(UTC))
         for row in stored:
             try:
@@ -153,7 +158,7 @@ class HelplineService:
             except ValueError:
                 log.warning("stored_binding_unusable", aor=row.aor)
 
-    async def _load_credentials(self) -> None:
+    async def reload_credentials(self) -> None:
         if self.db is None:
             return
         creds = await VolunteerRepository(self.db.pool).load_credentials()
@@ -229,7 +234,7 @@ class HelplineService:
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
             try:
-                await self._load_credentials()
+                await self.reload_credentials()
             except Exception as exc:
                 log.warning("credentials_refresh_failed", error=str(exc)[:200])
 

@@ -25,7 +25,7 @@ from pbx.sip.message import Response, make_response
 from pbx.sip.peer import Peer
 from pbx.sip.registrar import Binding, Registrar
 from pbx.sip.stack import IncomingRequest, SipStack
-from pbx.sip.transaction import TransactionId
+from pbx.sip.transactions import TransactionId
 from pbx.sip.trunk import TrunkPolicy, TrunkVerdict
 from pbx.sip.uri import SipUri
 
@@ -210,7 +210,8 @@ class Switchboard:
     def _proxy_challenge(self, incoming: IncomingRequest, stale: bool) -> Response:
         response = make_response(incoming.request, 407)
         nonce = self.registrar.nonces.issue(self.wall_clock())
-        for value in challenge_headers(self.registrar.config.realm, nonce, stale=stale):
+        config = self.registrar.config
+        for value in challenge_headers(config.realm, nonce, stale, config.algorithms):
             response.headers.add("Proxy-Authenticate", value)
         return response
 

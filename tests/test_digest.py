@@ -1,4 +1,4 @@
-"""Digest authentication (pbx/sip/digest.py): RFC vectors, independent hashlib checks, real clients."""
+"""Digest auth (pbx/sip/digest.py): RFC vectors, independent hashlib checks, real clients."""
 
 from __future__ import annotations
 
@@ -78,8 +78,15 @@ def test_rfc2617_md5_example() -> None:
 
 
 def hashlib_response(
-    hname: str, user: str, realm: str, pw: str, method: str, uri: str, nonce: str,
-    nc: str | None, cnonce: str | None,
+    hname: str,
+    user: str,
+    realm: str,
+    pw: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    nc: str | None,
+    cnonce: str | None,
 ) -> str:
     """The RFC 7616 formula, written out independently of the module under test."""
 
@@ -93,14 +100,26 @@ def hashlib_response(
 
 
 def sip_authorization(
-    alg: Algorithm, user: str, realm: str, pw: str, method: str, uri: str, nonce: str,
-    nc: str | None = "00000001", cnonce: str | None = "abc123", realm_in_header: str | None = None,
+    alg: Algorithm,
+    user: str,
+    realm: str,
+    pw: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    nc: str | None = "00000001",
+    cnonce: str | None = "abc123",
+    realm_in_header: str | None = None,
 ) -> str:
     hname = "md5" if alg is Algorithm.MD5 else "sha256"
     response = hashlib_response(hname, user, realm, pw, method, uri, nonce, nc, cnonce)
     parts = [
-        f'username="{user}"', f'realm="{realm_in_header or realm}"', f'nonce="{nonce}"',
-        f'uri="{uri}"', f'response="{response}"', f"algorithm={alg.value}",
+        f'username="{user}"',
+        f'realm="{realm_in_header or realm}"',
+        f'nonce="{nonce}"',
+        f'uri="{uri}"',
+        f'response="{response}"',
+        f"algorithm={alg.value}",
     ]
     if nc is not None:
         parts += ["qop=auth", f"nc={nc}", f'cnonce="{cnonce}"']
@@ -124,8 +143,15 @@ def test_verify_accepts_right_password(
 ) -> None:
     nonce = nonces.issue(NOW)
     header = sip_authorization(
-        alg, "anna", "helpline", "correct horse battery", "REGISTER", "sip:helpline",
-        nonce, nc="00000001" if qop else None, cnonce="c1" if qop else None,
+        alg,
+        "anna",
+        "helpline",
+        "correct horse battery",
+        "REGISTER",
+        "sip:helpline",
+        nonce,
+        nc="00000001" if qop else None,
+        cnonce="c1" if qop else None,
     )
     assert verify(parse_authorization(header), "REGISTER", anna, nonces, NOW + 1) is AuthResult.OK
 
@@ -135,13 +161,23 @@ def test_verify_rejects_wrong_password_method_user_realm(
     alg: Algorithm, nonces: NonceManager, anna: Credential
 ) -> None:
     nonce = nonces.issue(NOW)
-    wrong = sip_authorization(alg, "anna", "helpline", "wrong password!", "REGISTER", "sip:h", nonce)
+    wrong = sip_authorization(
+        alg, "anna", "helpline", "wrong password!", "REGISTER", "sip:h", nonce
+    )
     assert verify(parse_authorization(wrong), "REGISTER", anna, nonces, NOW) is (
         AuthResult.BAD_PASSWORD
     )
     right = parse_authorization(
-        sip_authorization(alg, "anna", "helpline", "correct horse battery", "REGISTER", "sip:h",
-                          nonce, nc="00000002")
+        sip_authorization(
+            alg,
+            "anna",
+            "helpline",
+            "correct horse battery",
+            "REGISTER",
+            "sip:h",
+            nonce,
+            nc="00000002",
+        )
     )
     # The response covers the method: the same credentials for an INVITE do not verify.
     assert verify(right, "INVITE", anna, nonces, NOW) is AuthResult.BAD_PASSWORD
@@ -149,8 +185,16 @@ def test_verify_rejects_wrong_password_method_user_realm(
     other = Credential.from_password("bob", "helpline", "correct horse battery")
     assert verify(right, "REGISTER", other, nonces, NOW) is AuthResult.UNKNOWN_USER
     realm_mismatch = parse_authorization(
-        sip_authorization(alg, "anna", "helpline", "correct horse battery", "REGISTER", "sip:h",
-                          nonce, realm_in_header="elsewhere")
+        sip_authorization(
+            alg,
+            "anna",
+            "helpline",
+            "correct horse battery",
+            "REGISTER",
+            "sip:h",
+            nonce,
+            realm_in_header="elsewhere",
+        )
     )
     assert verify(realm_mismatch, "REGISTER", anna, nonces, NOW) is AuthResult.BAD_REALM
     disabled = Credential(anna.username, anna.realm, anna.ha1_md5, anna.ha1_sha256, disabled=True)
@@ -171,18 +215,33 @@ def test_nonce_expiry_and_forgery(nonces: NonceManager, anna: Credential) -> Non
     assert nonces.check("", NOW) is NonceState.INVALID
     # Right password with an expired nonce: STALE (re-challenge with stale=true), wrong: BAD.
     good = parse_authorization(
-        sip_authorization(Algorithm.SHA256, "anna", "helpline", "correct horse battery",
-                          "REGISTER", "sip:h", nonce)
+        sip_authorization(
+            Algorithm.SHA256,
+            "anna",
+            "helpline",
+            "correct horse battery",
+            "REGISTER",
+            "sip:h",
+            nonce,
+        )
     )
     result = verify(good, "REGISTER", anna, nonces, NOW + 400)
     assert result is AuthResult.STALE and result.rechallenge_stale
     bad = parse_authorization(
-        sip_authorization(Algorithm.SHA256, "anna", "helpline", "nope nope nope",
-                          "REGISTER", "sip:h", nonce)
+        sip_authorization(
+            Algorithm.SHA256, "anna", "helpline", "nope nope nope", "REGISTER", "sip:h", nonce
+        )
     )
     assert verify(bad, "REGISTER", anna, nonces, NOW + 400) is AuthResult.BAD_PASSWORD
-    forged = sip_authorization(Algorithm.MD5, "anna", "helpline", "correct horse battery",
-                               "REGISTER", "sip:h", "forged-nonce")
+    forged = sip_authorization(
+        Algorithm.MD5,
+        "anna",
+        "helpline",
+        "correct horse battery",
+        "REGISTER",
+        "sip:h",
+        "forged-nonce",
+    )
     assert verify(parse_authorization(forged), "REGISTER", anna, nonces, NOW) is (
         AuthResult.BAD_NONCE
     )
@@ -192,8 +251,16 @@ def test_nonce_count_replay_is_refused(nonces: NonceManager, anna: Credential) -
     nonce = nonces.issue(NOW)
 
     def attempt(nc: str) -> AuthResult:
-        header = sip_authorization(Algorithm.MD5, "anna", "helpline", "correct horse battery",
-                                   "REGISTER", "sip:h", nonce, nc=nc)
+        header = sip_authorization(
+            Algorithm.MD5,
+            "anna",
+            "helpline",
+            "correct horse battery",
+            "REGISTER",
+            "sip:h",
+            nonce,
+            nc=nc,
+        )
         return verify(parse_authorization(header), "REGISTER", anna, nonces, NOW)
 
     assert attempt("00000001") is AuthResult.OK
@@ -241,24 +308,42 @@ def test_parser_handles_quoting_case_and_whitespace() -> None:
 @pytest.mark.parametrize(
     ("header", "message"),
     [
-        ('Basic dXNlcjpwYXNz', "unsupported authentication scheme"),
+        ("Basic dXNlcjpwYXNz", "unsupported authentication scheme"),
         ('Digest username="a", realm="r", nonce="n", uri="u"', "missing parameter 'response'"),
         ('Digest username="a", username="b"', "duplicate parameter 'username'"),
         ('Digest username="a', "unterminated quoted string"),
-        ('Digest username', "has no value"),
-        ('Digest username=', "empty or malformed value"),
+        ("Digest username", "has no value"),
+        ("Digest username=", "empty or malformed value"),
         ('Digest username="a" realm="r"', "expected ','"),
-        ('Digest =x', "expected a parameter name"),
-        ('Digest username="a", realm="r", nonce="n", uri="u", response="'
-         + "0" * 32 + '", algorithm=SHA-512', "unsupported digest algorithm"),
-        ('Digest username="a", realm="r", nonce="n", uri="u", response="'
-         + "0" * 32 + '", algorithm=SHA-256', "response must be 64 hex digits"),
-        ('Digest username="a", realm="r", nonce="n", uri="u", response="xyz"',
-         "response must be 32 hex digits"),
-        ('Digest username="a", realm="r", nonce="n", uri="u", response="'
-         + "0" * 32 + '", qop=auth, cnonce="c"', "qop given without nc"),
-        ('Digest username="a", realm="r", nonce="n", uri="u", response="'
-         + "0" * 32 + '", qop=auth, nc=1, cnonce="c"', "nc must be 8 hex digits"),
+        ("Digest =x", "expected a parameter name"),
+        (
+            'Digest username="a", realm="r", nonce="n", uri="u", response="'
+            + "0" * 32
+            + '", algorithm=SHA-512',
+            "unsupported digest algorithm",
+        ),
+        (
+            'Digest username="a", realm="r", nonce="n", uri="u", response="'
+            + "0" * 32
+            + '", algorithm=SHA-256',
+            "response must be 64 hex digits",
+        ),
+        (
+            'Digest username="a", realm="r", nonce="n", uri="u", response="xyz"',
+            "response must be 32 hex digits",
+        ),
+        (
+            'Digest username="a", realm="r", nonce="n", uri="u", response="'
+            + "0" * 32
+            + '", qop=auth, cnonce="c"',
+            "qop given without nc",
+        ),
+        (
+            'Digest username="a", realm="r", nonce="n", uri="u", response="'
+            + "0" * 32
+            + '", qop=auth, nc=1, cnonce="c"',
+            "nc must be 8 hex digits",
+        ),
     ],
 )
 def test_parser_errors_are_specific(header: str, message: str) -> None:
@@ -267,8 +352,16 @@ def test_parser_errors_are_specific(header: str, message: str) -> None:
 
 
 def test_auth_int_is_not_accepted(nonces: NonceManager, anna: Credential) -> None:
-    resp = DigestResponse("anna", "helpline", nonces.issue(NOW), "sip:h", "0" * 32,
-                          qop="auth-int", nc="00000001", cnonce="c")
+    resp = DigestResponse(
+        "anna",
+        "helpline",
+        nonces.issue(NOW),
+        "sip:h",
+        "0" * 32,
+        qop="auth-int",
+        nc="00000001",
+        cnonce="c",
+    )
     assert verify(resp, "REGISTER", anna, nonces, NOW) is AuthResult.BAD_QOP
 
 
@@ -396,11 +489,31 @@ async def test_sipp_qop_auth_response_verifies(
         client_port = s.getsockname()[1]
     try:
         proc = await asyncio.create_subprocess_exec(
-            "sipp", f"127.0.0.1:{port}", "-sf", str(scenario), "-m", "1", "-s", "vol42",
-            "-au", "vol42", "-ap", password, "-i", "127.0.0.1", "-p", str(client_port),
-            "-timeout", "10", "-timeout_error", "-nostdin", "-trace_err",
-            "-error_file", str(tmp_path / "err.log"),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            "sipp",
+            f"127.0.0.1:{port}",
+            "-sf",
+            str(scenario),
+            "-m",
+            "1",
+            "-s",
+            "vol42",
+            "-au",
+            "vol42",
+            "-ap",
+            password,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(client_port),
+            "-timeout",
+            "10",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err",
+            "-error_file",
+            str(tmp_path / "err.log"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
             cwd=tmp_path,
         )
         code = await asyncio.wait_for(proc.wait(), 30)

@@ -191,9 +191,7 @@ def test_port_pool_allocates_even_pairs_skips_busy_and_exhausts() -> None:
 
 
 # ------------------------------------------------------------------------ endpoint
-async def test_symmetric_rtp_latches_to_the_real_source(
-    pool: PortPool, peers: list[Peer]
-) -> None:
+async def test_symmetric_rtp_latches_to_the_real_source(pool: PortPool, peers: list[Peer]) -> None:
     sdp_peer = await Peer.open()  # where SDP says the handset is (its private address)
     nat_peer = await Peer.open()  # where its packets really come from
     peers += [sdp_peer, nat_peer]
@@ -228,14 +226,45 @@ async def test_latched_stream_is_not_hijacked_by_a_burst_from_elsewhere(
         for _ in range(3):
             await stream(attacker, leg.local_address, tones.silence(200), Codec.PCMU, fake)
             await stream(handset, leg.local_address, tones.silence(20), Codec.PCMU, real)
-        await wait_until(lambda: leg.endpoint.stats.foreign >= 30)
+        stats = leg.endpoint.stats
+        await wait_until(lambda: stats.foreign == 30 and stats.rx_packets == 4)
         assert leg.endpoint.latched == (HOST, handset.port)
-        assert leg.endpoint.stats.rx_packets == 4
 
         # A real NAT rebinding: the old source falls silent, the new one keeps sending.
         await stream(attacker, leg.local_address, tones.silence(300), Codec.PCMU, fake, 0.02)
         assert leg.endpoint.latched == (HOST, attacker.port)
         assert leg.endpoint.stats.relatches == 1
+    finally:
+        leg.close()
+
+
+async def test_reinvite_changes_codec_in_place_and_a_new_address_relatches(
+    pool: PortPool, peers: list[Peer]
+) -> None:
+    leg, peer = await leg_and_peer(pool, peers)
+    moved = await Peer.open()
+    peers.append(moved)
+    heard: list[Codec] = []
+    leg.add_audio_listener(lambda payload, codec: heard.append(codec))
+    try:
+        sender = RtpSender()
+        await stream(peer, leg.local_address, tones.silence(20), Codec.PCMU, sender)
+        await wait_until(lambda: heard == [Codec.PCMU])
+
+        leg.update(media_for(peer.port, Codec.PCMA))  # same address: keeps the latch
+        assert leg.endpoint.latched == (HOST, peer.port)
+        await stream(peer, leg.local_address, tones.silence(20), Codec.PCMU, sender)
+        await stream(peer, leg.local_address, tones.silence(20), Codec.PCMA, sender)
+        await wait_until(lambda: heard == [Codec.PCMU, Codec.PCMA])
+        assert leg.endpoint.stats.unexpected_pt == 1  # PCMU is no longer negotiated
+        assert leg.send_audio(tones.silence(20))
+        await wait_until(lambda: len(peer.packets) == 1)
+        assert peer.packets[0].payload_type == Codec.PCMA
+
+        leg.update(media_for(moved.port, Codec.PCMA))  # the handset moved: latch anew
+        assert leg.endpoint.latched is None
+        assert leg.send_audio(tones.silence(20))
+        await wait_until(lambda: len(moved.packets) == 1)
     finally:
         leg.close()
 
@@ -340,10 +369,14 @@ async def test_prompt_plays_complete_and_well_formed(pool: PortPool, peers: list
         audio = decoded(packets)
         original = prompt_a + prompt_b
         assert audio[: len(original)] == g711.decode(Codec.PCMA, g711.encode(Codec.PCMA, original))
-        error = [abs(x - y) for x, y in zip(
-            memoryview(audio).cast("h"), memoryview(original).cast("h"), strict=False)]
+        error = [
+            abs(x - y)
+            for x, y in zip(
+                memoryview(audio).cast("h"), memoryview(original).cast("h"), strict=False
+            )
+        ]
         assert max(error) <= 600  # A-law step is 512 at the 0.3 full-scale peak
-        assert tones.rms(audio[len(original):]) < 20  # padding is silence
+        assert tones.rms(audio[len(original) :]) < 20  # padding is silence
     finally:
         leg.close()
 
@@ -403,9 +436,7 @@ async def test_music_on_hold_one_stream_many_listeners_each_own_rtp(
     pool: PortPool, peers: list[Peer]
 ) -> None:
     moh = MusicOnHold("default", tones.sine(400, 1000))
-    pairs = [
-        await leg_and_peer(pool, peers, codec=c) for c in (Codec.PCMU, Codec.PCMU, Codec.PCMA)
-    ]
+    pairs = [await leg_and_peer(pool, peers, codec=c) for c in (Codec.PCMU, Codec.PCMU, Codec.PCMA)]
     try:
         for leg, _ in pairs:
             moh.subscribe(leg)
@@ -414,7 +445,7 @@ async def test_music_on_hold_one_stream_many_listeners_each_own_rtp(
             moh.unsubscribe(leg)
         assert len(moh) == 0
         ssrcs = set()
-        for (leg, peer), codec in zip(pairs, (Codec.PCMU, Codec.PCMU, Codec.PCMA), strict=True):
+        for (_leg, peer), codec in zip(pairs, (Codec.PCMU, Codec.PCMU, Codec.PCMA), strict=True):
             packets = peer.packets
             assert {p.payload_type for p in packets} == {codec}
             assert packets[0].marker
@@ -472,10 +503,12 @@ async def test_bridge_transcodes_both_ways_and_hides_addresses(
     bridge = Bridge(leg_a, leg_b).start()
     try:
         await asyncio.gather(
-            stream(peer_a, leg_a.local_address, tones.sine(1000, 400), Codec.PCMA, RtpSender(),
-                   0.002),
-            stream(peer_b, leg_b.local_address, tones.sine(400, 400), Codec.PCMU, RtpSender(),
-                   0.002),
+            stream(
+                peer_a, leg_a.local_address, tones.sine(1000, 400), Codec.PCMA, RtpSender(), 0.002
+            ),
+            stream(
+                peer_b, leg_b.local_address, tones.sine(400, 400), Codec.PCMU, RtpSender(), 0.002
+            ),
         )
         await wait_until(lambda: len(peer_a.packets) == 20 and len(peer_b.packets) == 20)
 
@@ -514,18 +547,28 @@ async def test_bridge_keeps_dtmf_to_itself_by_default(pool: PortPool, peers: lis
     assert await bridge.done is BridgeEnd.STOPPED
 
 
-async def test_injected_tone_is_heard_by_one_side_only(
-    pool: PortPool, peers: list[Peer]
-) -> None:
+async def test_injected_tone_is_heard_by_one_side_only(pool: PortPool, peers: list[Peer]) -> None:
     caller, caller_peer = await leg_and_peer(pool, peers, codec=Codec.PCMA)
     volunteer, volunteer_peer = await leg_and_peer(pool, peers, codec=Codec.PCMU)
     bridge = Bridge(caller, volunteer).start()
     try:
         talk = asyncio.gather(
-            stream(caller_peer, caller.local_address, tones.sine(400, 1200), Codec.PCMA,
-                   RtpSender(), 0.02),
-            stream(volunteer_peer, volunteer.local_address, tones.sine(400, 1200), Codec.PCMU,
-                   RtpSender(), 0.02),
+            stream(
+                caller_peer,
+                caller.local_address,
+                tones.sine(400, 1200),
+                Codec.PCMA,
+                RtpSender(),
+                0.02,
+            ),
+            stream(
+                volunteer_peer,
+                volunteer.local_address,
+                tones.sine(400, 1200),
+                Codec.PCMU,
+                RtpSender(),
+                0.02,
+            ),
         )
         await wait_until(lambda: len(volunteer_peer.packets) >= 5)
         await asyncio.wait_for(bridge.inject_tone(Side.B, tones.sine(1000, 300)), 3)
@@ -550,16 +593,21 @@ async def test_mixed_tone_keeps_the_other_party_audible(pool: PortPool, peers: l
     volunteer, volunteer_peer = await leg_and_peer(pool, peers)
     bridge = Bridge(caller, volunteer).start()
     try:
-        talk = stream(caller_peer, caller.local_address, tones.sine(400, 600, 0.2), Codec.PCMU,
-                      RtpSender(), 0.02)
+        talk = stream(
+            caller_peer,
+            caller.local_address,
+            tones.sine(400, 600, 0.2),
+            Codec.PCMU,
+            RtpSender(),
+            0.02,
+        )
         tone = bridge.inject_tone(volunteer, tones.sine(1000, 200, 0.2), mix=True)
         await asyncio.gather(talk, tone)
         await asyncio.sleep(0.1)
-        mixed = [
-            g711.decode(Codec.PCMU, p.payload) for p in volunteer_peer.packets
-        ]
+        mixed = [g711.decode(Codec.PCMU, p.payload) for p in volunteer_peer.packets]
         both = [
-            f for f in mixed
+            f
+            for f in mixed
             if tones.goertzel_power(f, 1000) > 0.005 and tones.goertzel_power(f, 400) > 0.005
         ]
         assert len(both) >= 5
@@ -581,8 +629,7 @@ async def test_recorder_stops_at_max_length(
     leg, peer = await leg_and_peer(pool, peers)
     try:
         recorder = Recorder(leg, tmp_path / "max.wav", max_seconds=0.5).start()
-        await stream(peer, leg.local_address, tones.sine(400, 1000), Codec.PCMU, RtpSender(),
-                     0.002)
+        await stream(peer, leg.local_address, tones.sine(400, 1000), Codec.PCMU, RtpSender(), 0.002)
         result = await asyncio.wait_for(recorder, 3)
         assert result.reason is RecordingEnd.MAX_LENGTH
         assert result.duration == 0.5
@@ -599,11 +646,12 @@ async def test_recorder_stops_on_silence_and_drops_the_silent_tail(
     leg, peer = await leg_and_peer(pool, peers)
     try:
         recorder = Recorder(leg, tmp_path / "quiet.wav", silence_seconds=0.4).start()
-        speech = tones.silence(100) + tones.sine(400, 300) + tones.silence(60) + tones.sine(
-            400, 100
+        speech = (
+            tones.silence(100) + tones.sine(400, 300) + tones.silence(60) + tones.sine(400, 100)
         )
-        await stream(peer, leg.local_address, speech + tones.silence(600), Codec.PCMU,
-                     RtpSender(), 0.002)
+        await stream(
+            peer, leg.local_address, speech + tones.silence(600), Codec.PCMU, RtpSender(), 0.002
+        )
         result = await asyncio.wait_for(recorder, 3)
         assert result.reason is RecordingEnd.SILENCE
         nframes, audio = wav_samples(result.path)

@@ -19,7 +19,7 @@ from pbx.sip.headers import Headers
 from pbx.sip.message import Request, Response, make_response
 from pbx.sip.peer import Peer
 from pbx.sip.stack import IncomingRequest, SipStack
-from pbx.sip.transaction import TransactionId
+from pbx.sip.transactions import TransactionId
 from pbx.sip.uri import SipUri
 
 log = structlog.get_logger("pbx.calls")

@@ -23,6 +23,9 @@ from pbx.db.volunteers import (
     Volunteer,
     VolunteerError,
     VolunteerRepository,
+    check_password,
+    check_pin,
+    check_username,
 )
 
 EXIT_OK = 0
@@ -151,6 +154,10 @@ async def _run(action: Action, args: argparse.Namespace) -> int:
     args.stdin_lines = _stdin_lines(args)
     _check_secrets_given(args)
     try:
+        _precheck(args)
+    except InvalidValue as exc:
+        return _fail(exc, EXIT_INVALID)
+    try:
         db = await open_database(url, state_dir)
     except Exception as exc:
         print(
@@ -196,6 +203,18 @@ def _check_secrets_given(args: argparse.Namespace) -> None:
             raise UsageError("give the password with --password-stdin (or --password)")
     if args.action == "set-pin" and not (args.pin_stdin or args.clear):
         raise UsageError("give the PIN with --pin-stdin, or --clear")
+
+
+def _precheck(args: argparse.Namespace) -> None:
+    """Refuse bad input before starting a database server for it."""
+    if args.action in ("add", "set-password") and (
+        args.password_stdin or args.password is not None
+    ):
+        check_password(args.username, _password(args))
+    if args.action == "add":
+        check_username(args.username)
+    if getattr(args, "pin_stdin", False):
+        check_pin(str(_pin(args)))
 
 
 def _password(args: argparse.Namespace) -> str:

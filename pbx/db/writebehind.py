@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import re
 import uuid
@@ -189,7 +190,9 @@ class _Journal:
 
     def append(self, op: DataOp, batch_id: str | None = None) -> None:
         if self.writer is None:
-            self.writer = self.path.open("a", encoding="utf-8")
+            # Owner-only: registrations hold volunteers' addresses.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self.writer = os.fdopen(fd, "a", encoding="utf-8")
         if batch_id is None:
             if not self._chunk_id or self._chunk_len >= _JOURNAL_CHUNK:
                 self._chunk_id, self._chunk_len = str(uuid.uuid4()), 0
@@ -202,6 +205,8 @@ class _Journal:
 
     def seal(self) -> None:
         if self.writer is not None:
+            # Each line is flushed to the OS when written; sync once the file is complete.
+            os.fsync(self.writer.fileno())
             self.writer.close()
             self.writer = None
 
@@ -314,7 +319,7 @@ class WriteBehind:
         self.backoff_max = backoff_max
         self.command_timeout = command_timeout
         self.journal_dir = state_dir / "writebehind"
-        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        self.journal_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._segments: deque[_Segment] = deque()
         self._in_memory = 0
         self._journaled = 0

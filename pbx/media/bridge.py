@@ -65,6 +65,15 @@ class _Tone:
         self.pending: deque[tuple[bytes, Codec]] = deque(maxlen=3)  # relayed audio to mix
 
 
+def _transcode_table(src: Codec, dst: Codec) -> bytes:
+    # transcode() is a byte-wise table lookup; applying it to all 256 codes yields the
+    # table itself, so the hot path is a single bytes.translate with no enum handling.
+    return g711.transcode(bytes(range(256)), src, dst)
+
+
+_TABLES = {(s, d): _transcode_table(s, d) for s in Codec for d in Codec if s is not d}
+
+
 def _mix(tone: bytes, other: bytes) -> bytes:
     a = array("h", tone)
     b = array("h", other)
@@ -128,9 +137,9 @@ class Bridge:
     def leg(self, side: Side) -> MediaLeg:
         return self.a if side is Side.A else self.b
 
-    def inject_tone(self, side: Side | MediaLeg, pcm: bytes, *, mix: bool = False) -> (
-        asyncio.Future[None]
-    ):
+    def inject_tone(
+        self, side: Side | MediaLeg, pcm: bytes, *, mix: bool = False
+    ) -> asyncio.Future[None]:
         """Play ``pcm`` towards ``side`` only, replacing (or ``mix``-ing with) the relayed
         audio for the tone's duration. Resolves when the tone has been sent (or the
         bridge stopped); a new tone towards the same side replaces the previous one."""
@@ -183,7 +192,7 @@ class Bridge:
                 return
         dst_codec = dst.codec
         if dst_codec is not None and dst_codec != codec:
-            payload = g711.transcode(payload, codec, dst_codec)
+            payload = payload.translate(_TABLES[codec, dst_codec])
             stats.transcoded += 1
         if dst.send_audio(payload, encoded=True, samples=src.rx_samples, marker=src.rx_marker):
             stats.relayed += 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +29,7 @@ from pbx.media.rtp import RtpPacket, RtpSender
 from pbx.media.sdp import NegotiatedMedia
 from pbx.media.ticker import Ticker, ticker_for
 
-__all__ = ["AudioListener", "DtmfListener", "MediaLeg"]
+__all__ = ["AudioListener", "DtmfListener", "LegSender", "MediaLeg"]
 
 AudioListener = Callable[[bytes, Codec], None]
 DtmfListener = Callable[[str], None]
@@ -38,6 +39,30 @@ COMFORT_NOISE_PT = 13  # RFC 3389: accepted and ignored
 _MAX_TS_GAP = 8000  # a timestamp jump above 1 s is a new stream, not lost packets
 
 log = logging.getLogger(__name__)
+
+_RTP_HEADER = struct.Struct("!BBHII")
+
+
+class LegSender(RtpSender):
+    """RtpSender that serialises plain media packets straight to bytes.
+
+    The relay path sends ~50 packets/s per direction per call; skipping the frozen
+    RtpPacket and its generic to_bytes() roughly halves the cost of a send.
+    """
+
+    __slots__ = ()
+
+    def packet_bytes(self, payload: bytes, payload_type: int, samples: int, marker: bool) -> bytes:
+        header = _RTP_HEADER.pack(
+            0x80,
+            (payload_type | 0x80) if marker else payload_type,
+            self._sequence,
+            self._timestamp,
+            self.ssrc,
+        )
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        self._timestamp = (self._timestamp + samples) & 0xFFFFFFFF
+        return header + payload
 
 
 class MediaLeg:
@@ -50,10 +75,10 @@ class MediaLeg:
         *,
         on_dtmf: DtmfListener | None = None,
         ticker: Ticker | None = None,
-        sender: RtpSender | None = None,
+        sender: LegSender | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.sender = sender or RtpSender()
+        self.sender = sender or LegSender()
         self.ticker = ticker or ticker_for()
         self.on_dtmf = on_dtmf
         self.media: NegotiatedMedia | None = None
@@ -126,20 +151,21 @@ class MediaLeg:
         self._sending = media.direction.receives and media.remote_port != 0
         if self._sending and not was_sending:
             self._need_marker = True
+        pts = {int(media.codec), COMFORT_NOISE_PT}
+        if media.telephone_event_pt is not None:
+            pts.add(media.telephone_event_pt)
         if previous is None or (previous.remote_host, previous.remote_port) != (
             media.remote_host,
             media.remote_port,
         ):
-            # New address: a new negotiation, latch anew. A pure hold/resume keeps the latch.
-            pts = {int(media.codec), COMFORT_NOISE_PT}
-            if media.telephone_event_pt is not None:
-                pts.add(media.telephone_event_pt)
+            # New address: a new negotiation, latch anew. A pure hold/resume keeps the latch
+            # (no fresh window for a hijacker every time a NAT'd handset puts us on hold).
             self.endpoint.set_remote(media.remote_host, media.remote_port, pts)
+        else:
+            self.endpoint.set_payload_types(pts)
         # A peer that does not send (inactive/recvonly) must not trip the media timeout.
         if previous is None or previous.direction.sends != media.direction.sends:
-            self.endpoint.set_media_timeout(
-                self._media_timeout if media.direction.sends else None
-            )
+            self.endpoint.set_media_timeout(self._media_timeout if media.direction.sends else None)
 
     # ----------------------------------------------------------------- listeners
     def add_audio_listener(self, listener: AudioListener) -> None:
@@ -172,8 +198,7 @@ class MediaLeg:
             payload = packet.payload
             delta = (packet.timestamp - self._rx_ts) & 0xFFFFFFFF
             self.rx_samples = (
-                delta if packet.ssrc == self._rx_ssrc and 0 < delta <= _MAX_TS_GAP
-                else len(payload)
+                delta if packet.ssrc == self._rx_ssrc and 0 < delta <= _MAX_TS_GAP else len(payload)
             )
             self.rx_marker = packet.marker or packet.ssrc != self._rx_ssrc
             self._rx_ts = packet.timestamp
@@ -234,8 +259,9 @@ class MediaLeg:
         if self._need_marker:
             marker = True
             self._need_marker = False
-        packet = self.sender.packet(payload, codec, samples or len(payload), marker)
-        return self.endpoint.send(packet)
+        return self.endpoint.send(
+            self.sender.packet_bytes(payload, codec, samples or len(payload), marker)
+        )
 
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> asyncio.Future[bool]:
         """Send an RFC 4733 key press, paced at 20 ms, instead of audio while it lasts.

@@ -142,9 +142,7 @@ class Player:
         self.done.set_result(PlaybackResult(reason, digit, self._frames))
 
 
-async def play(
-    leg: MediaLeg, prompts: Sequence[bytes], *, barge_in: bool = True
-) -> PlaybackResult:
+async def play(leg: MediaLeg, prompts: Sequence[bytes], *, barge_in: bool = True) -> PlaybackResult:
     """Play and wait; cancelling the awaiting task cancels the playback."""
     player = Player(leg, prompts, barge_in=barge_in).start()
     try:

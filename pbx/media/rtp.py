@@ -36,6 +36,8 @@ class RtpPacket:
         if size < 12:
             raise RtpError(f"RTP packet too short: {size} bytes")
         b0, b1, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
+        if b0 == 0x80:  # fast path: the usual packet, no CSRCs, extension or padding
+            return cls(b1 & 0x7F, sequence, timestamp, ssrc, bytes(data[12:]), b1 > 0x7F)
         if b0 >> 6 != RTP_VERSION:
             raise RtpError(f"unsupported RTP version {b0 >> 6}")
         offset = 12
@@ -135,6 +137,23 @@ class RtpSender:
         self._sequence = (self._sequence + 1) & 0xFFFF
         self._timestamp = (self._timestamp + samples) & 0xFFFFFFFF
         return pkt
+
+    def packet_bytes(self, payload: bytes, payload_type: int, samples: int, marker: bool) -> bytes:
+        """Like ``packet(...).to_bytes()`` for a plain media packet, without the dataclass.
+
+        The relay hot path (~50 packets/s per direction per call) skips building an
+        RtpPacket; payload_type must be 0..127 (struct raises otherwise).
+        """
+        header = _HEADER.pack(
+            0x80,
+            payload_type | 0x80 if marker else payload_type,
+            self._sequence,
+            self._timestamp,
+            self.ssrc,
+        )
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        self._timestamp = (self._timestamp + samples) & 0xFFFFFFFF
+        return header + payload
 
     def event_packet(
         self, payload: bytes, payload_type: int, marker: bool, timestamp: int

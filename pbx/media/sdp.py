@@ -54,7 +54,7 @@ class SdpError(ValueError):
     """Malformed or unusable session description."""
 
 
-class NoCommonCodec(SdpError):  # noqa: N818 - name fixed by the media API
+class NoCommonCodec(SdpError):
     """No audio stream offers a codec we support: answer the INVITE with 488."""
 
 
@@ -278,6 +278,10 @@ class _Parser:
                 raise SdpError(f"SDP is not valid UTF-8: {exc}") from None
         elif isinstance(data, str):
             text = data
+            try:
+                text.encode("utf-8")  # lone surrogates would only fail later, in to_bytes
+            except UnicodeEncodeError as exc:
+                raise SdpError(f"SDP text is not encodable as UTF-8: {exc}") from None
         else:
             raise SdpError(f"SDP must be bytes or str, not {type(data).__name__}")
         if len(text) > MAX_SDP_SIZE:

@@ -95,9 +95,7 @@ class Ticker:
             self._handle = None
 
 
-_TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Ticker] = (
-    weakref.WeakKeyDictionary()
-)
+_TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Ticker] = weakref.WeakKeyDictionary()
 
 
 def ticker_for(loop: asyncio.AbstractEventLoop | None = None) -> Ticker:

@@ -67,7 +67,7 @@ def parse_address(value: str) -> Address:
         # section 20.10), so a URI with its own ';', '?' or ',' must be in <> (RFC 4475 3.1.2.13).
         spec, semi, tail = text.partition(";")
         spec = spec.rstrip(WS)
-        if any(c in WS for c in spec):
+        if " " in spec or "\t" in spec:
             raise SipParseError("Bad Request - Malformed addr-spec")
         if "?" in spec or "," in spec:
             raise SipParseError("Bad Request - URI with headers must be enclosed in <>")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 
 from pbx.sip.errors import SipParseError
@@ -9,20 +10,23 @@ from pbx.sip.errors import SipParseError
 # token characters (RFC 3261 section 25.1)
 TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-.!%*_+`'~")
 WS = " \t"
-_DIGITS = frozenset(string.digits)
 # gen-value = token / host / quoted-string; host adds ':' and '[' ']' for IPv6 references.
 _HOST_VALUE_CHARS = TOKEN_CHARS | frozenset("[]:")
 # Characters that may never appear in an unquoted parameter value: they delimit or break the field.
 _VALUE_BREAKERS = frozenset(' \t"<>,;\\\r\n\x00')
 
 
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_DIGITS_RE = re.compile(r"[0-9]+")
+
+
 def is_token(value: str) -> bool:
-    return bool(value) and all(c in TOKEN_CHARS for c in value)
+    return _TOKEN_RE.fullmatch(value) is not None
 
 
 def is_digits(value: str) -> bool:
     """ASCII digits only: str.isdigit() also accepts '²' and other scripts' digits."""
-    return bool(value) and all(c in _DIGITS for c in value)
+    return _DIGITS_RE.fullmatch(value) is not None
 
 
 def parse_uint(value: str, limit: int) -> int | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
 
 from pbx.sip.grammar import WS, split_outside_quotes
 
@@ -126,6 +127,7 @@ LIST_HEADERS = frozenset(
 )
 
 
+@lru_cache(maxsize=1024)
 def canonical_name(name: str) -> str:
     low = name.lower()
     if low in COMPACT:
@@ -139,6 +141,17 @@ def _checked(name: str, value: str) -> tuple[str, str, str]:
         raise ValueError(f"invalid header field {name!r}")
     canon = canonical_name(name)
     return canon.lower(), canon, value
+
+
+def split_list(fields: Sequence[str]) -> list[str]:
+    """The values of a list header's fields, split at top-level commas, empty elements dropped."""
+    out: list[str] = []
+    for field_value in fields:
+        for v in split_outside_quotes(field_value, ","):
+            v = v.strip(WS)
+            if v:
+                out.append(v)
+    return out
 
 
 class Headers:
@@ -184,6 +197,11 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         self._items.append(_checked(name, value))
 
+    def _add_parsed(self, name: str, value: str) -> None:
+        """add() for the parser, whose names are tokens and values have no CR/LF already."""
+        canon = canonical_name(name)
+        self._items.append((canon.lower(), canon, value))
+
     def prepend(self, name: str, value: str) -> None:
         self._items.insert(0, _checked(name, value))
 
@@ -222,15 +240,14 @@ class Headers:
         """All values; list headers are split at top-level commas (empty elements dropped)."""
         key = canonical_name(name).lower()
         raw = [v for k, _, v in self._items if k == key]
-        if key not in LIST_HEADERS:
-            return raw
-        out: list[str] = []
-        for field_value in raw:
-            for v in split_outside_quotes(field_value, ","):
-                v = v.strip(WS)
-                if v:
-                    out.append(v)
-        return out
+        return split_list(raw) if key in LIST_HEADERS else raw
+
+    def _index(self) -> dict[str, list[str]]:
+        """Raw values by lower-case canonical name, for checking many headers in one pass."""
+        index: dict[str, list[str]] = {}
+        for k, _, v in self._items:
+            index.setdefault(k, []).append(v)
+        return index
 
     def to_lines(self) -> list[str]:
         return [f"{n}: {v}" for _, n, v in self._items]

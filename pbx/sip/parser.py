@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pbx.sip.address import parse_address
 from pbx.sip.errors import SipParseError
 from pbx.sip.grammar import WS, is_digits, is_token, parse_uint
-from pbx.sip.headers import Headers
-from pbx.sip.message import Message, Request, Response, parse_cseq
+from pbx.sip.headers import Headers, split_list
+from pbx.sip.message import CSeq, Message, Request, Response, parse_cseq
 from pbx.sip.uri import SipUri, parse_uri
 from pbx.sip.via import parse_via
 
@@ -25,6 +25,8 @@ MANDATORY_REQUEST_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 _MAX_CONTENT_LENGTH = 2**31 - 1
 # The empty line ending the header section; bare LF is tolerated wherever CRLF is expected.
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+# field-name HCOLON: a token, optional SP/HTAB, then the colon (RFC 3261 section 25.1)
+_HEADER_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:")
 # Headers whose values the core reads through typed accessors, so they are checked here once.
 _ADDRESS_LIST_HEADERS = ("Contact", "Route", "Record-Route")
 
@@ -147,15 +149,14 @@ def _parse_headers(lines: list[str]) -> tuple[Headers, SipParseError | None]:
         return headers, SipParseError("Bad Request - Too many header fields")
     for parts in fields:
         line = parts[0] if len(parts) == 1 else " ".join(parts)
-        name, colon, value = line.partition(":")
-        name = name.rstrip(WS)
-        if not colon or not is_token(name):
+        match = _HEADER_LINE.match(line)
+        if match is None:
             error = error or SipParseError("Bad Request - Malformed header field")
             continue
         if "\r" in line:
             error = error or SipParseError("Bad Request - Bare CR in header field")
             continue
-        headers.add(name, value.strip(WS))
+        headers._add_parsed(match[1], line[match.end() :].strip(WS))
     return headers, error
 
 
@@ -182,54 +183,52 @@ def _request(method: str, raw_uri: str, version: str, headers: Headers, body: by
     if isinstance(uri, SipUri) and uri.headers is not None:
         # RFC 3261 section 19.1.1: headers are not allowed in a Request-URI (RFC 4475 3.1.2.11)
         raise SipParseError("Bad Request - Headers in Request-URI")
-    missing = [name for name in MANDATORY_REQUEST_HEADERS if name not in headers]
-    if missing:
-        raise SipParseError(f"Bad Request - Missing {', '.join(missing)}")
-    _check_common(headers)
-    cseq = parse_cseq(headers.get("CSeq") or "")
+    index = headers._index()
+    cseq = _check_common(index, "Bad Request")
     if cseq.method != method:
         # RFC 4475 3.1.2.17/3.1.2.18: 400, but 501 when the method itself is unknown
         if method in KNOWN_METHODS:
             raise SipParseError("Bad Request - CSeq method does not match Request-Line")
         raise SipParseError("Not Implemented", 501)
-    for mf in headers.fields("Max-Forwards"):
-        if not is_digits(mf):
-            raise SipParseError("Bad Request - Invalid Max-Forwards")
-    if len(headers.fields("Max-Forwards")) > 1:
+    max_forwards = index.get("max-forwards", ())
+    if len(max_forwards) > 1:
         raise SipParseError("Bad Request - Multiple Max-Forwards headers")
+    if max_forwards and not is_digits(max_forwards[0]):
+        raise SipParseError("Bad Request - Invalid Max-Forwards")
     return Request(method, uri, headers, body, version=version, raw_uri=raw_uri)
 
 
 def _response(version: str, code: int, reason: str, headers: Headers, body: bytes) -> Response:
-    missing = [name for name in MANDATORY_REQUEST_HEADERS if name not in headers]
-    if missing:
-        raise SipParseError(f"Bad Response - Missing {', '.join(missing)}")
-    _check_common(headers)
-    parse_cseq(headers.get("CSeq") or "")
+    _check_common(headers._index(), "Bad Response")
     return Response(code, reason, headers, body, version=version)
 
 
-def _check_common(headers: Headers) -> None:
+def _check_common(index: dict[str, list[str]], kind: str) -> CSeq:
+    """Checks of what every request and response must have; returns the CSeq."""
+    missing = [name for name in MANDATORY_REQUEST_HEADERS if name.lower() not in index]
+    if missing:
+        raise SipParseError(f"{kind} - Missing {', '.join(missing)}")
     for name in ("From", "To", "Call-ID", "CSeq"):
-        if len(headers.fields(name)) != 1:
-            raise SipParseError(f"Bad Request - Multiple {name} headers")  # RFC 4475 3.3.8
-    vias = headers.values("Via")
+        if len(index[name.lower()]) != 1:
+            raise SipParseError(f"{kind} - Multiple {name} headers")  # RFC 4475 3.3.8
+    vias = split_list(index["via"])
     if not vias:
-        raise SipParseError("Bad Request - Missing Via")
+        raise SipParseError(f"{kind} - Missing Via")
     for v in vias:
         parse_via(v)
     for name in ("From", "To"):
-        if parse_address(headers.fields(name)[0]).wildcard:
-            raise SipParseError(f"Bad Request - Malformed {name}")
-    call_id = headers.fields("Call-ID")[0]
-    if not call_id or any(c in WS for c in call_id):
-        raise SipParseError("Bad Request - Invalid Call-ID")
+        if parse_address(index[name.lower()][0]).wildcard:
+            raise SipParseError(f"{kind} - Malformed {name}")
+    call_id = index["call-id"][0]
+    if not call_id or " " in call_id or "\t" in call_id:
+        raise SipParseError(f"{kind} - Invalid Call-ID")
     for name in _ADDRESS_LIST_HEADERS:
-        values = headers.values(name)
+        values = split_list(index.get(name.lower(), ()))
         for value in values:
             address = parse_address(value)
             if address.wildcard and (name != "Contact" or len(values) > 1):
-                raise SipParseError(f"Bad Request - Malformed {name}")
+                raise SipParseError(f"{kind} - Malformed {name}")
+    return parse_cseq(index["cseq"][0])
 
 
 @dataclass

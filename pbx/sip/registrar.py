@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from pbx.sip.address import Address, parse_address
 from pbx.sip.digest import (
+    Algorithm,
     AuthResult,
     Credential,
     DigestError,
@@ -61,6 +62,7 @@ class RegistrarConfig:
     min_expires: int = 60
     max_expires: int = 3600
     default_expires: int = 600
+    algorithms: tuple[Algorithm, ...] = (Algorithm.SHA256, Algorithm.MD5)
 
 
 @dataclass
@@ -118,7 +120,8 @@ class Registrar:
 
     def _challenge(self, request: Request, now: float, stale: bool) -> Response:
         response = make_response(request, 401)
-        for value in challenge_headers(self.config.realm, self.nonces.issue(now), stale=stale):
+        nonce = self.nonces.issue(now)
+        for value in challenge_headers(self.config.realm, nonce, stale, self.config.algorithms):
             response.headers.add("WWW-Authenticate", value)
         return response
 

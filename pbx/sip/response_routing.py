@@ -7,14 +7,14 @@ to whatever the client claimed in sent-by: that is what makes NATed phones work.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
-from pbx.sip.errors import SipParseError
 from pbx.sip.grammar import split_outside_quotes
 from pbx.sip.headers import Headers
 from pbx.sip.message import Request
 from pbx.sip.peer import Peer, TransportKind
-from pbx.sip.via import Via, parse_via
+from pbx.sip.via import Via
 
 DEFAULT_PORT = 5060
 DEFAULT_TLS_PORT = 5061
@@ -30,6 +30,7 @@ def bare_host(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
+@functools.lru_cache(maxsize=4096)  # hosts repeat; ipaddress parsing is the slow part
 def normalize_host(host: str) -> str:
     """Canonical text for comparing hosts: lower case, no brackets, IPv6 compressed."""
     text = bare_host(host).lower()
@@ -63,6 +64,10 @@ def stamp_via(via: Via, source: Peer) -> Via:
 
 def replace_top_via(request: Request, via: Via) -> None:
     """Rewrite the first Via value in place, keeping every other field where it was."""
+    fields = request.headers.fields("Via")
+    if len(fields) == 1 and "," not in fields[0]:
+        request.headers.set("Via", str(via))  # the usual single Via: replaced where it stands
+        return
     items = list(request.headers)
     for index, (name, value) in enumerate(items):
         if name.lower() != "via":
@@ -75,7 +80,7 @@ def replace_top_via(request: Request, via: Via) -> None:
 
 
 def stamp_request(request: Request, source: Peer) -> Via:
-    """Stamp the request's top Via (RFC 3581) and return the stamped Via."""
+    """Stamp the request's top Via (RFC 3581) and return it; SipParseError if it is unreadable."""
     original = request.top_via
     stamped = stamp_via(original, source)
     if stamped is not original:
@@ -98,14 +103,3 @@ def response_peer(request_source: Peer, via: Via) -> Peer:
     host = via.params.get("received") or via.host
     port = via.port if via.port is not None else DEFAULT_PORT
     return Peer(TransportKind.UDP, bare_host(host), port)
-
-
-def top_via_or_none(request: Request) -> Via | None:
-    """The parsed top Via, or None when it is missing or malformed."""
-    values = request.headers.values("Via")
-    if not values:
-        return None
-    try:
-        return parse_via(values[0])
-    except SipParseError:
-        return None

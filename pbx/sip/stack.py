@@ -16,13 +16,13 @@ import structlog
 from pbx.sip.headers import Headers
 from pbx.sip.message import Message, Request, Response, make_response
 from pbx.sip.peer import Peer, TransportKind
-from pbx.sip.transaction import (
+from pbx.sip.timers import Timers
+from pbx.sip.transactions import (
     Deliver,
     Effect,
     Send,
     Terminated,
     TimedOut,
-    Timers,
     TransactionId,
     TransactionLayer,
 )
@@ -112,9 +112,7 @@ class SipStack:
             if local is not None:
                 ours.add((self.public_host, local[1]))
                 ours.add(local)
-        set_ours = getattr(self.layer, "set_local_sent_by", None)
-        if callable(set_ours):
-            set_ours(ours)
+        self.layer.set_sent_by(ours)
 
     async def close(self) -> None:
         if self._timer is not None:
@@ -152,9 +150,10 @@ class SipStack:
         elif isinstance(effect, Deliver):
             message = effect.message
             if isinstance(message, Request):
-                cancelled = getattr(effect, "cancelled", None)
                 self.on_request(
-                    IncomingRequest(message, effect.source, effect.transaction, self, cancelled)
+                    IncomingRequest(
+                        message, effect.source, effect.transaction, self, effect.cancels
+                    )
                 )
             elif effect.transaction is not None and effect.transaction in self._pending:
                 pending = self._pending[effect.transaction]

@@ -37,7 +37,7 @@ class Timers:
 
     @property
     def m(self) -> float:
-        """RFC 6026: how long an Accepted client INVITE transaction passes 2xx retransmissions up."""
+        """RFC 6026: how long an Accepted client INVITE transaction passes 2xx responses up."""
         return self.transaction_timeout
 
     # --- client non-INVITE ---
@@ -66,7 +66,7 @@ class Timers:
 
     @property
     def l(self) -> float:  # noqa: E743 - the RFC's name for it
-        """RFC 6026: how long an Accepted server INVITE transaction absorbs INVITE retransmissions."""
+        """RFC 6026: how long an Accepted server INVITE transaction absorbs INVITE copies."""
         return self.transaction_timeout
 
     # --- server non-INVITE ---

@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from pbx.sip.digest import (
+    Algorithm,
     Credential,
     DigestError,
     NonceManager,
@@ -34,6 +35,7 @@ class TrunkPolicy:
     realm: str
     credentials: dict[str, Credential]
     nonces: NonceManager
+    algorithms: tuple[Algorithm, ...] = (Algorithm.SHA256, Algorithm.MD5)
 
     @classmethod
     def build(
@@ -76,6 +78,6 @@ class TrunkPolicy:
                 )
         response = make_response(request, 407)
         stale = value is not None
-        for v in challenge_headers(self.realm, self.nonces.issue(now), stale=stale):
+        for v in challenge_headers(self.realm, self.nonces.issue(now), stale, self.algorithms):
             response.headers.add("Proxy-Authenticate", v)
         return TrunkVerdict.CHALLENGED, response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import string
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -11,13 +12,13 @@ from urllib.parse import unquote
 from pbx.sip.errors import SipParseError
 from pbx.sip.grammar import parse_uint
 
-_HOST_CHARS = frozenset(string.ascii_letters + string.digits + "-._")
 _SCHEME_FIRST = frozenset(string.ascii_letters)
 _SCHEME_CHARS = frozenset(string.ascii_letters + string.digits + "+-.")
 # Never part of a URI as written on the wire (RFC 3986 excluded characters and delimiters of the
 # surrounding SIP syntax). Everything else in user/password/params/headers is accepted as sent:
 # real phones put unescaped '#' or '*' in the user part, and rejecting them helps nobody.
-_NEVER_IN_URI = frozenset(' \t\r\n<>"\x00\x7f') | frozenset(chr(c) for c in range(0x20))
+_NEVER_IN_URI = re.compile(r'[\x00-\x20<>"\x7f]')
+_HOSTNAME = re.compile(r"[A-Za-z0-9\-._]+")
 # paramchar = param-unreserved / unreserved / escaped (RFC 3261 section 25.1); others are escaped
 # when a parameter is written out, so a decoded '%' or ';' survives a round trip.
 _PARAM_SAFE = frozenset(string.ascii_letters + string.digits + "-_.!~*'()[]/:&+$")
@@ -92,7 +93,7 @@ Uri = SipUri | OtherUri
 
 def parse_uri(text: str) -> Uri:
     """Parse an absolute URI exactly as written (no surrounding whitespace or brackets)."""
-    if not text or any(c in _NEVER_IN_URI for c in text):
+    if not text or _NEVER_IN_URI.search(text):
         raise SipParseError("Bad Request - Malformed URI")
     scheme, sep, rest = text.partition(":")
     if (
@@ -204,7 +205,7 @@ def _parse_hostport_cached(text: str) -> tuple[str, int | None]:
     else:
         host, colon, port_raw = text.partition(":")
         port_text = port_raw if colon else None
-        if not host or not all(c in _HOST_CHARS for c in host):
+        if _HOSTNAME.fullmatch(host) is None:
             raise SipParseError("Bad Request - Malformed host")
     port: int | None = None
     if port_text is not None:

@@ -58,8 +58,17 @@ class PhoneEvent:
 
 
 _HEADER_LINE = re.compile(r"^([A-Za-z0-9!%'*+.^_`|~-]+)\s*:\s*(.*)$")
-_COMPACT = {"f": "from", "t": "to", "i": "call-id", "m": "contact", "v": "via",
-            "l": "content-length", "c": "content-type", "k": "supported", "s": "subject"}
+_COMPACT = {
+    "f": "from",
+    "t": "to",
+    "i": "call-id",
+    "m": "contact",
+    "v": "via",
+    "l": "content-length",
+    "c": "content-type",
+    "k": "supported",
+    "s": "subject",
+}
 
 
 def parse_headers(raw: str) -> dict[str, list[str]]:
@@ -130,8 +139,14 @@ class IncomingCall:
 class PjsuaPhone:
     """One pjsua2 handset (one SIP transport, optionally one registration, N calls)."""
 
-    def __init__(self, name: str = "phone", *, log_dir: Path | str | None = None,
-                 max_life: float = 300.0, log_level: int = 4) -> None:
+    def __init__(
+        self,
+        name: str = "phone",
+        *,
+        log_dir: Path | str | None = None,
+        max_life: float = 300.0,
+        log_level: int = 4,
+    ) -> None:
         self.name = name
         self.max_life = max_life
         self.log_level = log_level
@@ -157,8 +172,9 @@ class PjsuaPhone:
         self._spawn()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def _spawn(self) -> None:
@@ -168,8 +184,12 @@ class PjsuaPhone:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._proc = subprocess.Popen(
             [sys.executable, str(WORKER), "--max-life", str(self.max_life)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            text=True, bufsize=1, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            bufsize=1,
+            env=env,
         )
         self._reader = threading.Thread(target=self._read, name=f"pjsua-{self.name}", daemon=True)
         self._reader.start()
@@ -251,8 +271,10 @@ class PjsuaPhone:
                 self._cond.wait(left)
             msg = self._responses.pop(mid)
         if not msg.get("ok"):
-            raise PjsuaError(f"{self.name}: {cmd} failed: {msg.get('error')}"
-                             f"{chr(10) + msg['trace'] if 'trace' in msg else ''}")
+            raise PjsuaError(
+                f"{self.name}: {cmd} failed: {msg.get('error')}"
+                f"{chr(10) + msg['trace'] if 'trace' in msg else ''}"
+            )
         return msg.get("result")
 
     # -- events ----------------------------------------------------------------------------------
@@ -262,9 +284,13 @@ class PjsuaPhone:
         with self._cond:
             return [e for e in self._events if kind is None or e.kind == kind]
 
-    def wait_event(self, kind: str, timeout: float = 10.0,
-                   pred: Callable[[PhoneEvent], bool] | None = None,
-                   after: int = 0) -> PhoneEvent:
+    def wait_event(
+        self,
+        kind: str,
+        timeout: float = 10.0,
+        pred: Callable[[PhoneEvent], bool] | None = None,
+        after: int = 0,
+    ) -> PhoneEvent:
         """First event of ``kind`` (from index ``after`` in the event list) matching ``pred``."""
         end = time.monotonic() + timeout
         with self._cond:
@@ -274,22 +300,40 @@ class PjsuaPhone:
                         return e
                 left = end - time.monotonic()
                 if left <= 0 or self._dead:
-                    raise PjsuaError(f"{self.name}: no {kind!r} event within {timeout}s; "
-                                     f"events: {[(e.kind, e.data) for e in self._events][-15:]}")
+                    raise PjsuaError(
+                        f"{self.name}: no {kind!r} event within {timeout}s; "
+                        f"events: {[(e.kind, e.data) for e in self._events][-15:]}"
+                    )
                 self._cond.wait(left)
 
     # -- commands ----------------------------------------------------------------------------------
 
-    def start(self, local_port: int, transport: Literal["udp", "tcp"] = "udp", *,
-              bind: str = "127.0.0.1", user: str | None = None, rtp_port: int = 0,
-              codecs: tuple[str, ...] = ("PCMU", "PCMA"), auto_ringing: bool = True) -> int:
+    def start(
+        self,
+        local_port: int,
+        transport: Literal["udp", "tcp"] = "udp",
+        *,
+        bind: str = "127.0.0.1",
+        user: str | None = None,
+        rtp_port: int = 0,
+        codecs: tuple[str, ...] = ("PCMU", "PCMA"),
+        auto_ringing: bool = True,
+    ) -> int:
         """Opens the SIP transport on bind:local_port. Incoming INVITEs are answered 180
         at once when ``auto_ringing`` (as a real handset rings). Returns the port."""
         self.user = user or self.name
         res = self._request(
-            "start", 20, port=local_port, transport=transport, bind=bind, user=self.user,
-            rtp_port=rtp_port, codecs=list(codecs), auto_ringing=auto_ringing,
-            log_path=str(self.log_dir / "pjsua.log"), log_level=self.log_level,
+            "start",
+            20,
+            port=local_port,
+            transport=transport,
+            bind=bind,
+            user=self.user,
+            rtp_port=rtp_port,
+            codecs=list(codecs),
+            auto_ringing=auto_ringing,
+            log_path=str(self.log_dir / "pjsua.log"),
+            log_level=self.log_level,
         )
         self.port, self.transport, self.bind = local_port, transport, bind
         del res
@@ -301,28 +345,65 @@ class PjsuaPhone:
         tp = ";transport=tcp" if self.transport == "tcp" else ""
         return f"sip:{self.user}@{self.bind}:{self.port}{tp}"
 
-    def register(self, registrar_host: str, registrar_port: int, username: str, password: str,
-                 realm: str = "*", expires: int = 300, *, display: str | None = None,
-                 timeout: float = 10.0) -> int:
+    def register(
+        self,
+        registrar_host: str,
+        registrar_port: int,
+        username: str,
+        password: str,
+        realm: str = "*",
+        expires: int = 300,
+        *,
+        display: str | None = None,
+        timeout: float = 10.0,
+    ) -> int:
         """REGISTERs (answering a digest challenge); returns the final status code."""
-        res = self._request("register", timeout, host=registrar_host, port=registrar_port,
-                            username=username, password=password, realm=realm,
-                            expires=expires, display=display, timeout=timeout)
+        res = self._request(
+            "register",
+            timeout,
+            host=registrar_host,
+            port=registrar_port,
+            username=username,
+            password=password,
+            realm=realm,
+            expires=expires,
+            display=display,
+            timeout=timeout,
+        )
         return int(res["code"])
 
     def unregister(self, timeout: float = 10.0) -> int:
         """REGISTER with Expires 0; returns the final status code."""
         return int(self._request("unregister", timeout, timeout=timeout)["code"])
 
-    def wait_incoming(self, timeout: float = 10.0) -> IncomingCall:
-        """Next INVITE not yet returned by an earlier wait_incoming."""
+    def wait_incoming(self, timeout: float = 10.0, *, include_ended: bool = False) -> IncomingCall:
+        """Next INVITE not returned by an earlier wait_incoming. Calls that already ended
+        (e.g. CANCELled while ringing) are skipped unless ``include_ended``."""
         seen = getattr(self, "_incoming_seen", 0)
-        ev = self.wait_event("incoming", timeout, after=seen)
-        self._incoming_seen = self._events.index(ev) + 1
+
+        def wanted(e: PhoneEvent) -> bool:
+            return include_ended or not self._ended(int(e.data["call"]))
+
+        ev = self.wait_event("incoming", timeout, pred=wanted, after=seen)
+        with self._cond:
+            self._incoming_seen = self._events.index(ev) + 1
         d = ev.data
-        return IncomingCall(call=int(d["call"]), remote_uri=d["remote_uri"],
-                            local_uri=d["local_uri"], remote_contact=d["remote_contact"],
-                            invite=d["invite"], headers=parse_headers(d["invite"]))
+        return IncomingCall(
+            call=int(d["call"]),
+            remote_uri=d["remote_uri"],
+            local_uri=d["local_uri"],
+            remote_contact=d["remote_contact"],
+            invite=d["invite"],
+            headers=parse_headers(d["invite"]),
+        )
+
+    def _ended(self, handle: int) -> bool:
+        return any(
+            e.kind == "call_state"
+            and e.data["call"] == handle
+            and e.data["state"] == "DISCONNECTED"
+            for e in self._events
+        )
 
     def answer(self, code: int = 200, *, call: int | None = None, timeout: float = 5.0) -> str:
         """Answers the newest live call (or ``call``) with ``code``; returns the call state."""
@@ -330,27 +411,35 @@ class PjsuaPhone:
 
     def hangup(self, code: int = 0, *, call: int | None = None, timeout: float = 5.0) -> int:
         """BYE / CANCEL / reject (with ``code``); waits for DISCONNECTED; returns last status."""
-        return int(self._request("hangup", timeout, code=code, call=call,
-                                 timeout=timeout)["status"])
+        return int(
+            self._request("hangup", timeout, code=code, call=call, timeout=timeout)["status"]
+        )
 
-    def make_call(self, uri: str, *, wait: bool = True, timeout: float = 15.0,
-                  headers: dict[str, str] | None = None) -> int:
+    def make_call(
+        self,
+        uri: str,
+        *,
+        wait: bool = True,
+        timeout: float = 15.0,
+        headers: dict[str, str] | None = None,
+    ) -> int:
         """INVITEs ``uri`` (through the registrar account if registered, else directly).
         With ``wait`` returns the final status (200 once media is up, or the failure code);
         without, returns 0 at once (use wait_state)."""
-        res = self._request("make_call", timeout, uri=uri, wait=wait, timeout=timeout,
-                            headers=headers)
+        res = self._request(
+            "make_call", timeout, uri=uri, wait=wait, timeout=timeout, headers=headers
+        )
         return int(res["status"])
 
     def wait_state(self, state: str, timeout: float = 10.0, *, call: int | None = None) -> str:
         """Waits until the call reaches ``state`` (CONFIRMED, EARLY...) or DISCONNECTED."""
-        return str(self._request("wait_state", timeout, state=state, call=call,
-                                 timeout=timeout)["state"])
+        return str(
+            self._request("wait_state", timeout, state=state, call=call, timeout=timeout)["state"]
+        )
 
     def wait_disconnected(self, timeout: float = 10.0, *, call: int | None = None) -> int:
         """Waits until the call ends (e.g. the far end hung up); returns its last status."""
-        res = self._request("wait_state", timeout, state="DISCONNECTED", call=call,
-                            timeout=timeout)
+        res = self._request("wait_state", timeout, state="DISCONNECTED", call=call, timeout=timeout)
         if res["state"] != "DISCONNECTED":
             raise PjsuaError(f"{self.name}: call still {res['state']}")
         return int(res["status"])
@@ -358,11 +447,18 @@ class PjsuaPhone:
     def call_info(self, *, call: int | None = None) -> dict[str, Any]:
         return dict(self._request("call_info", 5, call=call))
 
-    def send_dtmf(self, digits: str, method: Literal["rfc4733", "sip_info"] = "rfc4733", *,
-                  duration_ms: int = 160, call: int | None = None) -> None:
+    def send_dtmf(
+        self,
+        digits: str,
+        method: Literal["rfc4733", "sip_info"] = "rfc4733",
+        *,
+        duration_ms: int = 160,
+        call: int | None = None,
+    ) -> None:
         """Sends digits in the call: RFC 4733 telephone-events (default) or SIP INFO."""
-        self._request("send_dtmf", 5, digits=digits, method=method, duration_ms=duration_ms,
-                      call=call)
+        self._request(
+            "send_dtmf", 5, digits=digits, method=method, duration_ms=duration_ms, call=call
+        )
 
     def received_digits(self) -> str:
         """All digits the handset received (any call, either method), in order."""
@@ -372,8 +468,9 @@ class PjsuaPhone:
         end = time.monotonic() + timeout
         while len(self.received_digits()) < count:
             if time.monotonic() > end:
-                raise PjsuaError(f"{self.name}: got digits {self.received_digits()!r}, "
-                                 f"wanted {count}")
+                raise PjsuaError(
+                    f"{self.name}: got digits {self.received_digits()!r}, wanted {count}"
+                )
             with self._cond:
                 self._cond.wait(0.1)
         return self.received_digits()
@@ -419,6 +516,20 @@ class AsyncPjsuaPhone:
     @property
     def uri(self) -> str:
         return self.sync.uri
+
+    @property
+    def port(self) -> int:
+        return self.sync.port
+
+    # Non-blocking accessors stay synchronous (no await needed).
+    def events(self, kind: str | None = None) -> list[PhoneEvent]:
+        return self.sync.events(kind)
+
+    def received_digits(self) -> str:
+        return self.sync.received_digits()
+
+    def log_text(self, tail: int = 20000) -> str:
+        return self.sync.log_text(tail)
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
         fn = getattr(self.sync, name)

@@ -122,8 +122,13 @@ class WorkerAccount(pj.Account):  # type: ignore[misc]
     def onRegState(self, prm: pj.OnRegStateParam) -> None:  # noqa: N802
         self.reg_code = int(prm.code)
         self.reg_expires = int(prm.expiration)
-        event("reg_state", account=self.name, code=self.reg_code, expires=self.reg_expires,
-              reason=prm.reason)
+        event(
+            "reg_state",
+            account=self.name,
+            code=self.reg_code,
+            expires=self.reg_expires,
+            reason=prm.reason,
+        )
 
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
         call = WorkerCall(self.worker, self, prm.callId)
@@ -203,11 +208,20 @@ class Worker:
 
     # -- commands --------------------------------------------------------------------------------
 
-    def cmd_start(self, port: int, transport: str = "udp", bind: str = "127.0.0.1",
-                  rtp_port: int = 0, rtp_port_range: int = 100, log_path: str | None = None,
-                  log_level: int = 4, codecs: list[str] | None = None,
-                  user_agent: str = "helpline-test-pjsua", auto_ringing: bool = True,
-                  user: str = "phone") -> dict[str, Any]:
+    def cmd_start(
+        self,
+        port: int,
+        transport: str = "udp",
+        bind: str = "127.0.0.1",
+        rtp_port: int = 0,
+        rtp_port_range: int = 100,
+        log_path: str | None = None,
+        log_level: int = 4,
+        codecs: list[str] | None = None,
+        user_agent: str = "helpline-test-pjsua",
+        auto_ringing: bool = True,
+        user: str = "phone",
+    ) -> dict[str, Any]:
         if self.ep is not None:
             raise CommandError("already started")
         self.auto_ringing = auto_ringing
@@ -284,9 +298,17 @@ class Worker:
         acc.create(acfg or self.base_account_config(id_uri), name == "local")
         return acc
 
-    def cmd_register(self, host: str, port: int, username: str, password: str,
-                     realm: str = "*", expires: int = 300, timeout: float = 10.0,
-                     display: str | None = None) -> dict[str, Any]:
+    def cmd_register(
+        self,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        realm: str = "*",
+        expires: int = 300,
+        timeout: float = 10.0,
+        display: str | None = None,
+    ) -> dict[str, Any]:
         if self.ep is None:
             raise CommandError("not started")
         params = f";transport={self.transport}" if self.transport != "udp" else ""
@@ -303,8 +325,11 @@ class Worker:
         acc = WorkerAccount(self, "registrar")
         acc.create(acfg, True)
         self.reg_acc = acc
-        self.pump_until(lambda: acc.reg_code is not None and acc.reg_code >= 200, timeout,
-                        "REGISTER final response")
+        self.pump_until(
+            lambda: acc.reg_code is not None and acc.reg_code >= 200,
+            timeout,
+            "REGISTER final response",
+        )
         return {"code": acc.reg_code, "expires": acc.reg_expires}
 
     def cmd_unregister(self, timeout: float = 10.0) -> dict[str, Any]:
@@ -313,12 +338,20 @@ class Worker:
             raise CommandError("not registered")
         acc.reg_code = None
         acc.setRegistration(False)
-        self.pump_until(lambda: acc.reg_code is not None and acc.reg_code >= 200, timeout,
-                        "un-REGISTER final response")
+        self.pump_until(
+            lambda: acc.reg_code is not None and acc.reg_code >= 200,
+            timeout,
+            "un-REGISTER final response",
+        )
         return {"code": acc.reg_code, "expires": acc.reg_expires}
 
-    def cmd_make_call(self, uri: str, wait: bool = True, timeout: float = 15.0,
-                      headers: dict[str, str] | None = None) -> dict[str, Any]:
+    def cmd_make_call(
+        self,
+        uri: str,
+        wait: bool = True,
+        timeout: float = 15.0,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         acc = self.reg_acc or self.local_acc
         if acc is None:
             raise CommandError("not started")
@@ -332,25 +365,29 @@ class Worker:
         call.makeCall(uri, op)
         if not wait:
             return {"call": handle, "status": 0}
-        self.pump_until(lambda: call.state in ("CONFIRMED", "DISCONNECTED"), timeout,
-                        "call answer or failure")
+        self.pump_until(
+            lambda: call.state in ("CONFIRMED", "DISCONNECTED"), timeout, "call answer or failure"
+        )
         if call.state == "CONFIRMED":
             self.pump_until(lambda: call.media_active, 5.0, "call media")
         return {"call": handle, "status": call.last_status, "state": call.state}
 
-    def cmd_answer(self, code: int = 200, call: int | None = None,
-                   timeout: float = 5.0) -> dict[str, Any]:
+    def cmd_answer(
+        self, code: int = 200, call: int | None = None, timeout: float = 5.0
+    ) -> dict[str, Any]:
         c = self.call(call)
         op = pj.CallOpParam()
         op.statusCode = code
         c.answer(op)
         if code == 200:
-            self.pump_until(lambda: c.media_active or c.state == "DISCONNECTED", timeout,
-                            "media after answer")
+            self.pump_until(
+                lambda: c.media_active or c.state == "DISCONNECTED", timeout, "media after answer"
+            )
         return {"call": c.handle, "state": c.state}
 
-    def cmd_hangup(self, code: int = 0, call: int | None = None,
-                   timeout: float = 5.0) -> dict[str, Any]:
+    def cmd_hangup(
+        self, code: int = 0, call: int | None = None, timeout: float = 5.0
+    ) -> dict[str, Any]:
         c = self.call(call)
         if c.state != "DISCONNECTED":
             op = pj.CallOpParam()
@@ -360,8 +397,9 @@ class Worker:
             self.pump_until(lambda: c.state == "DISCONNECTED", timeout, "call to end")
         return {"call": c.handle, "state": c.state, "status": c.last_status}
 
-    def cmd_wait_state(self, state: str, call: int | None = None,
-                       timeout: float = 10.0) -> dict[str, Any]:
+    def cmd_wait_state(
+        self, state: str, call: int | None = None, timeout: float = 10.0
+    ) -> dict[str, Any]:
         c = self.call(call) if call is not None else None
         if c is None:
             # The newest call, whatever its state (it may already be DISCONNECTED).
@@ -369,23 +407,31 @@ class Worker:
                 raise CommandError("no call")
             c = self.calls[max(self.calls)]
         target = c
-        self.pump_until(lambda: target.state == state or target.state == "DISCONNECTED",
-                        timeout, f"call state {state}")
+        self.pump_until(
+            lambda: target.state == state or target.state == "DISCONNECTED",
+            timeout,
+            f"call state {state}",
+        )
         return {"call": target.handle, "state": target.state, "status": target.last_status}
 
-    def cmd_send_dtmf(self, digits: str, method: str = "rfc4733", duration_ms: int = 160,
-                      call: int | None = None) -> dict[str, Any]:
+    def cmd_send_dtmf(
+        self, digits: str, method: str = "rfc4733", duration_ms: int = 160, call: int | None = None
+    ) -> dict[str, Any]:
         c = self.call(call)
         prm = pj.CallSendDtmfParam()
         prm.digits = digits
         prm.duration = duration_ms
-        prm.method = {"rfc4733": pj.PJSUA_DTMF_METHOD_RFC2833, "rfc2833": pj.PJSUA_DTMF_METHOD_RFC2833,
-                      "sip_info": pj.PJSUA_DTMF_METHOD_SIP_INFO}[method]
+        prm.method = {
+            "rfc4733": pj.PJSUA_DTMF_METHOD_RFC2833,
+            "rfc2833": pj.PJSUA_DTMF_METHOD_RFC2833,
+            "sip_info": pj.PJSUA_DTMF_METHOD_SIP_INFO,
+        }[method]
         c.sendDtmf(prm)
         return {"call": c.handle}
 
-    def cmd_play_tone(self, freq_hz: int, freq2_hz: int = 0, volume: int = 0,
-                      call: int | None = None) -> dict[str, Any]:
+    def cmd_play_tone(
+        self, freq_hz: int, freq2_hz: int = 0, volume: int = 0, call: int | None = None
+    ) -> dict[str, Any]:
         c = self.call(call)
         self._stop_sources(c)
         tone = pj.ToneGenerator()
@@ -403,7 +449,9 @@ class Worker:
         c.tone = tone
         return {"call": c.handle}
 
-    def cmd_play_wav(self, path: str, loop: bool = False, call: int | None = None) -> dict[str, Any]:
+    def cmd_play_wav(
+        self, path: str, loop: bool = False, call: int | None = None
+    ) -> dict[str, Any]:
         c = self.call(call)
         self._stop_sources(c)
         player = pj.AudioMediaPlayer()
@@ -451,12 +499,21 @@ class Worker:
 
     def cmd_call_info(self, call: int | None = None) -> dict[str, Any]:
         c = self.call(call) if call is not None else self.calls[max(self.calls)]
-        out: dict[str, Any] = {"call": c.handle, "state": c.state, "status": c.last_status,
-                               "digits": "".join(c.digits), "media_active": c.media_active}
+        out: dict[str, Any] = {
+            "call": c.handle,
+            "state": c.state,
+            "status": c.last_status,
+            "digits": "".join(c.digits),
+            "media_active": c.media_active,
+        }
         if c.state != "DISCONNECTED":
             ci = c.getInfo()
-            out.update(remote_uri=ci.remoteUri, local_uri=ci.localUri,
-                       remote_contact=ci.remoteContact, call_id=ci.callIdString)
+            out.update(
+                remote_uri=ci.remoteUri,
+                local_uri=ci.localUri,
+                remote_contact=ci.remoteContact,
+                call_id=ci.callIdString,
+            )
         return out
 
     def cmd_ping(self) -> str:
@@ -529,8 +586,14 @@ class Worker:
         except pj.Error as exc:
             emit({"id": mid, "ok": False, "error": f"pjsua2: {exc.info()}"})
         except Exception as exc:  # report, keep serving: the parent decides what to do
-            emit({"id": mid, "ok": False, "error": f"{type(exc).__name__}: {exc}",
-                  "trace": traceback.format_exc()})
+            emit(
+                {
+                    "id": mid,
+                    "ok": False,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "trace": traceback.format_exc(),
+                }
+            )
 
     def _read_stdin(self) -> None:
         for line in sys.stdin:

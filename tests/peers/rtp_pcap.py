@@ -37,8 +37,12 @@ class RtpOut:
 
     def encode(self) -> bytes:
         b1 = (0x80 if self.marker else 0) | self.payload_type
-        return struct.pack("!BBHII", 0x80, b1, self.seq & 0xFFFF, self.timestamp & 0xFFFFFFFF,
-                           self.ssrc) + self.payload
+        return (
+            struct.pack(
+                "!BBHII", 0x80, b1, self.seq & 0xFFFF, self.timestamp & 0xFFFFFFFF, self.ssrc
+            )
+            + self.payload
+        )
 
 
 def linear_to_ulaw(sample: int) -> int:
@@ -63,8 +67,9 @@ def linear_to_alaw(sample: int) -> int:
     return (sign | code) ^ 0x55
 
 
-def tone_samples(freq_hz: float, duration_ms: int, amplitude: float = 0.3,
-                 freq2_hz: float | None = None) -> list[int]:
+def tone_samples(
+    freq_hz: float, duration_ms: int, amplitude: float = 0.3, freq2_hz: float | None = None
+) -> list[int]:
     n = 8 * duration_ms
     peak = amplitude * 32767 / (2 if freq2_hz else 1)
     out = []
@@ -76,20 +81,42 @@ def tone_samples(freq_hz: float, duration_ms: int, amplitude: float = 0.3,
     return out
 
 
-def g711_packets(samples: Sequence[int], *, payload_type: int = PT_PCMU, start_ms: float = 0,
-                 seq: int = 1000, timestamp: int = 0) -> list[RtpOut]:
+def g711_packets(
+    samples: Sequence[int],
+    *,
+    payload_type: int = PT_PCMU,
+    start_ms: float = 0,
+    seq: int = 1000,
+    timestamp: int = 0,
+) -> list[RtpOut]:
     enc = linear_to_ulaw if payload_type == PT_PCMU else linear_to_alaw
     pkts = []
     for k in range(0, len(samples) - _FRAME + 1, _FRAME):
-        body = bytes(enc(s) for s in samples[k:k + _FRAME])
-        pkts.append(RtpOut(start_ms + 20 * (k // _FRAME), payload_type, seq + k // _FRAME,
-                           timestamp + k, k == 0, body))
+        body = bytes(enc(s) for s in samples[k : k + _FRAME])
+        pkts.append(
+            RtpOut(
+                start_ms + 20 * (k // _FRAME),
+                payload_type,
+                seq + k // _FRAME,
+                timestamp + k,
+                k == 0,
+                body,
+            )
+        )
     return pkts
 
 
-def dtmf_packets(digits: str, *, payload_type: int = PT_TELEPHONE_EVENT, start_ms: float = 0,
-                 seq: int = 5000, timestamp: int = 80000, tone_ms: int = 160,
-                 gap_ms: int = 200, volume: int = 10) -> list[RtpOut]:
+def dtmf_packets(
+    digits: str,
+    *,
+    payload_type: int = PT_TELEPHONE_EVENT,
+    start_ms: float = 0,
+    seq: int = 5000,
+    timestamp: int = 80000,
+    tone_ms: int = 160,
+    gap_ms: int = 200,
+    volume: int = 10,
+) -> list[RtpOut]:
     """RFC 4733 events: per digit a marker packet, updates every 20 ms, three end packets."""
     pkts: list[RtpOut] = []
     at = start_ms
@@ -110,8 +137,9 @@ def dtmf_packets(digits: str, *, payload_type: int = PT_TELEPHONE_EVENT, start_m
     return pkts
 
 
-def write_pcap(path: Path | str, packets: Iterable[RtpOut], *, src_port: int = 6000,
-               dst_port: int = 7000) -> Path:
+def write_pcap(
+    path: Path | str, packets: Iterable[RtpOut], *, src_port: int = 6000, dst_port: int = 7000
+) -> Path:
     """Ethernet/IPv4/UDP pcap (libpcap classic format) of the RTP packets, 127.0.0.1 both ways."""
     path = Path(path)
     out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
@@ -119,8 +147,19 @@ def write_pcap(path: Path | str, packets: Iterable[RtpOut], *, src_port: int = 6
     for p in sorted(packets, key=lambda p: p.at_ms):
         rtp = p.encode()
         udp = struct.pack("!HHHH", src_port, dst_port, 8 + len(rtp), 0) + rtp
-        ip_hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
-                             bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]))
+        ip_hdr = struct.pack(
+            "!BBHHHBBH4s4s",
+            0x45,
+            0,
+            20 + len(udp),
+            0,
+            0x4000,
+            64,
+            17,
+            0,
+            bytes([127, 0, 0, 1]),
+            bytes([127, 0, 0, 1]),
+        )
         csum = _ip_checksum(ip_hdr)
         ip_hdr = ip_hdr[:10] + struct.pack("!H", csum) + ip_hdr[12:]
         frame = b"\x00" * 12 + b"\x08\x00" + ip_hdr + udp
@@ -133,28 +172,35 @@ def write_pcap(path: Path | str, packets: Iterable[RtpOut], *, src_port: int = 6
 
 
 def _ip_checksum(hdr: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
+    total: int = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
 
 
-def media_pcap(path: Path | str, *, tone_hz: float | None = 1000, tone_ms: int = 1000,
-               digits: str = "", payload_type: int = PT_PCMU,
-               event_payload_type: int = PT_TELEPHONE_EVENT, lead_ms: int = 0) -> Path:
+def media_pcap(
+    path: Path | str,
+    *,
+    tone_hz: float | None = 1000,
+    tone_ms: int = 1000,
+    digits: str = "",
+    payload_type: int = PT_PCMU,
+    event_payload_type: int = PT_TELEPHONE_EVENT,
+    lead_ms: int = 0,
+) -> Path:
     """One pcap with an optional G.711 tone followed by RFC 4733 digits: what a caller does
     in an IVR (speaks/plays, then presses keys). Total length: ``pcap_duration_ms``."""
     pkts: list[RtpOut] = []
     at = float(lead_ms)
     ts = 0
     if tone_hz:
-        pkts += g711_packets(tone_samples(tone_hz, tone_ms), payload_type=payload_type,
-                             start_ms=at)
+        pkts += g711_packets(tone_samples(tone_hz, tone_ms), payload_type=payload_type, start_ms=at)
         at += tone_ms
         ts += 8 * tone_ms
     if digits:
-        pkts += dtmf_packets(digits, payload_type=event_payload_type, start_ms=at + 100,
-                             timestamp=ts + 800)
+        pkts += dtmf_packets(
+            digits, payload_type=event_payload_type, start_ms=at + 100, timestamp=ts + 800
+        )
     if not pkts:
         raise ValueError("nothing to play: no tone and no digits")
     return write_pcap(path, pkts)
@@ -165,9 +211,16 @@ def pcap_duration_ms(path: Path | str) -> float:
     data = Path(path).read_bytes()
     off, first, last = 24, None, 0.0
     while off + 16 <= len(data):
-        sec, usec, incl, _ = struct.unpack("<IIII", data[off:off + 16])
+        sec, usec, incl, _ = struct.unpack("<IIII", data[off : off + 16])
         t = sec * 1000 + usec / 1000
         first = t if first is None else first
         last = t
         off += 16 + incl
     return 0.0 if first is None else last - first
+
+
+def write_ulaw(path: Path | str, samples: Sequence[int]) -> Path:
+    """Raw G.711 mu-law file (no header) for sipp's rtp_stream (uac_call_rtpstream.xml)."""
+    path = Path(path)
+    path.write_bytes(bytes(linear_to_ulaw(s) for s in samples))
+    return path

@@ -23,10 +23,11 @@ Media support in this sipp build (``SIPp v3.6.1-SCTP-PCAP-RTPSTREAM``), as tried
 
 Retransmissions: over UDP sipp retransmits a request it sent with ``retrans="500"`` (or by
 default T1=500 ms doubling) until it gets a response; ``SippResult.retransmissions`` counts
-them. To provoke one, make the answering side slow: e.g. a UAS scenario with a ``<pause>``
-before its 200 (uas_answer.xml takes ``-key answer_delay_ms``... see that file) makes the
-UAC resend its INVITE until a response arrives; a missing response for 64*T1 fails the call
-(FailedMaxUDPRetrans).
+them. To provoke one, make the answering side slow: uas_answer.xml with
+``keys={"first_response_delay_ms": "1200"}`` sends nothing for 1.2 s, so a UAC resends its
+INVITE at 0.5 s (and 1.5 s): ``SippResult.retransmissions >= 1``. Any 1xx stops INVITE
+retransmission; a request left unanswered for 64*T1 fails the call (FailedMaxUDPRetrans,
+see ``stat()``). Retransmissions sipp *receives* are absorbed by sipp and not counted.
 """
 
 from __future__ import annotations
@@ -110,18 +111,28 @@ class SippResult:
 
     @property
     def ok(self) -> bool:
-        return (self.returncode == 0 and self.failed == 0 and not self.timed_out
-                and self.successful >= self.expected_calls)
+        return (
+            self.returncode == 0
+            and self.failed == 0
+            and not self.timed_out
+            and self.successful >= self.expected_calls
+        )
 
     def received(self, first_line_prefix: str) -> list[str]:
         """Messages in the trace that sipp received whose first line starts with the prefix,
         e.g. ``received("SIP/2.0 200")`` or ``received("INVITE")``."""
-        return [m for direction, m in self.messages() if direction == "received"
-                and m.lstrip().startswith(first_line_prefix)]
+        return [
+            m
+            for direction, m in self.messages()
+            if direction == "received" and m.lstrip().startswith(first_line_prefix)
+        ]
 
     def sent(self, first_line_prefix: str) -> list[str]:
-        return [m for direction, m in self.messages() if direction == "sent"
-                and m.lstrip().startswith(first_line_prefix)]
+        return [
+            m
+            for direction, m in self.messages()
+            if direction == "sent" and m.lstrip().startswith(first_line_prefix)
+        ]
 
     def messages(self) -> list[tuple[str, str]]:
         """(direction, message text) for every traced message, in order."""
@@ -140,7 +151,7 @@ class SippResult:
             f"{' KILLED (hung)' if self.timed_out else ''}\n"
             f"command: {' '.join(self.command)}\nrun dir: {self.run_dir}\n"
             f"--- stderr ---\n{self.stderr[-2000:]}\n"
-            f"--- errors log ---\n{self.errors[-limit // 3:]}\n"
+            f"--- errors log ---\n{self.errors[-limit // 3 :]}\n"
             f"--- messages ---\n{self.messages_log[-limit:]}"
         )
 
@@ -150,27 +161,68 @@ class SippResult:
         return self
 
 
-def _build_command(scenario: Path, target: str | None, run_dir: Path, *, local_ip: str,
-                   local_port: int | None, transport: Transport, calls: int, rate: float,
-                   max_concurrent: int | None, timeout_s: float, extra: Sequence[str],
-                   keys: Mapping[str, str] | None, service: str | None,
-                   inf_file: Path | None, media_port: int | None, rtp_echo: bool,
-                   pause_ms: int | None) -> list[str]:
+def _build_command(
+    scenario: Path,
+    target: str | None,
+    run_dir: Path,
+    *,
+    local_ip: str,
+    local_port: int | None,
+    transport: Transport,
+    calls: int,
+    rate: float,
+    max_concurrent: int | None,
+    timeout_s: float,
+    extra: Sequence[str],
+    keys: Mapping[str, str] | None,
+    service: str | None,
+    inf_file: Path | None,
+    media_port: int | None,
+    rtp_echo: bool,
+    pause_ms: int | None,
+) -> list[str]:
     cmd = [
-        SIPP, "-sf", str(scenario),
-        "-i", local_ip, "-bind_local",
-        "-p", str(local_port if local_port is not None else find_free_port(local_ip)),
-        "-t", transport,
-        "-m", str(calls), "-r", str(rate),
-        "-timeout", f"{timeout_s:g}s", "-timeout_error",
+        SIPP,
+        "-sf",
+        str(scenario),
+        "-i",
+        local_ip,
+        "-bind_local",
+        "-p",
+        str(local_port if local_port is not None else find_free_port(local_ip)),
+        "-t",
+        transport,
+        "-m",
+        str(calls),
+        "-r",
+        str(rate),
+        "-timeout",
+        f"{timeout_s:g}s",
+        "-timeout_error",
         "-nostdin",
-        "-mi", local_ip, "-mp", str(media_port or find_free_port(local_ip)),
-        "-ci", local_ip, "-cp", str(find_free_port(local_ip)),
-        "-trace_stat", "-stf", str(run_dir / "stats.csv"),
-        "-trace_err", "-error_file", str(run_dir / "errors.log"),
-        "-trace_msg", "-message_file", str(run_dir / "messages.log"),
-        "-trace_screen", "-screen_file", str(run_dir / "screen.log"),
-        "-trace_logs", "-log_file", str(run_dir / "logs.log"),
+        "-mi",
+        local_ip,
+        "-mp",
+        str(media_port or find_free_port(local_ip)),
+        "-ci",
+        local_ip,
+        "-cp",
+        str(find_free_port(local_ip)),
+        "-trace_stat",
+        "-stf",
+        str(run_dir / "stats.csv"),
+        "-trace_err",
+        "-error_file",
+        str(run_dir / "errors.log"),
+        "-trace_msg",
+        "-message_file",
+        str(run_dir / "messages.log"),
+        "-trace_screen",
+        "-screen_file",
+        str(run_dir / "screen.log"),
+        "-trace_logs",
+        "-log_file",
+        str(run_dir / "logs.log"),
     ]
     if max_concurrent is not None:
         cmd += ["-l", str(max_concurrent)]
@@ -194,8 +246,15 @@ def _read(p: Path) -> str:
     return p.read_text(errors="replace") if p.exists() else ""
 
 
-def _collect(cmd: list[str], run_dir: Path, returncode: int, stdout: str, stderr: str,
-             timed_out: bool, calls: int) -> SippResult:
+def _collect(
+    cmd: list[str],
+    run_dir: Path,
+    returncode: int,
+    stdout: str,
+    stderr: str,
+    timed_out: bool,
+    calls: int,
+) -> SippResult:
     stats: dict[str, str] = {}
     stat_file = run_dir / "stats.csv"
     if stat_file.exists():
@@ -249,9 +308,12 @@ def render_scenario(text: str, keys: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(sub, text)
 
 
-def _prepare(scenario: str | Path, files: Mapping[str, Path | str] | None,
-             run_dir: Path | None, keys: Mapping[str, str] | None
-             ) -> tuple[Path, Path, dict[str, str]]:
+def _prepare(
+    scenario: str | Path,
+    files: Mapping[str, Path | str] | None,
+    run_dir: Path | None,
+    keys: Mapping[str, str] | None,
+) -> tuple[Path, Path, dict[str, str]]:
     sc = scenario_path(scenario)
     rd = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"sipp-{sc.stem}-"))
     rd.mkdir(parents=True, exist_ok=True)
@@ -268,8 +330,9 @@ class SippProcess:
     """A sipp running in the background (typically a UAS). ``wait()`` for its result,
     ``stop()`` to end it early (SIGUSR1 = sipp's soft quit, then kill)."""
 
-    def __init__(self, cmd: list[str], run_dir: Path, timeout_s: float, calls: int,
-                 port: int, local_ip: str) -> None:
+    def __init__(
+        self, cmd: list[str], run_dir: Path, timeout_s: float, calls: int, port: int, local_ip: str
+    ) -> None:
         self.cmd = cmd
         self.run_dir = run_dir
         self.timeout_s = timeout_s
@@ -278,8 +341,9 @@ class SippProcess:
         self.local_ip = local_ip
         self._out = open(run_dir / "stdout.log", "w")  # noqa: SIM115
         self._err = open(run_dir / "stderr.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=run_dir, stdin=subprocess.DEVNULL,
-                                     stdout=self._out, stderr=self._err)
+        self.proc = subprocess.Popen(
+            cmd, cwd=run_dir, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err
+        )
         self.started = time.monotonic()
         self._result: SippResult | None = None
 
@@ -302,8 +366,11 @@ class SippProcess:
     def wait(self, timeout: float | None = None) -> SippResult:
         if self._result is not None:
             return self._result
-        budget = timeout if timeout is not None else (
-            self.timeout_s + _KILL_MARGIN_S - (time.monotonic() - self.started))
+        budget = (
+            timeout
+            if timeout is not None
+            else (self.timeout_s + _KILL_MARGIN_S - (time.monotonic() - self.started))
+        )
         timed_out = False
         try:
             self.proc.wait(timeout=max(0.1, budget))
@@ -329,9 +396,15 @@ class SippProcess:
     def _finish(self, timed_out: bool) -> SippResult:
         self._out.close()
         self._err.close()
-        self._result = _collect(self.cmd, self.run_dir, self.proc.returncode or 0,
-                                _read(self.run_dir / "stdout.log"),
-                                _read(self.run_dir / "stderr.log"), timed_out, self.calls)
+        self._result = _collect(
+            self.cmd,
+            self.run_dir,
+            self.proc.returncode or 0,
+            _read(self.run_dir / "stdout.log"),
+            _read(self.run_dir / "stderr.log"),
+            timed_out,
+            self.calls,
+        )
         if self.proc.returncode is not None and self.proc.returncode < 0:
             self._result.returncode = self.proc.returncode
         return self._result
@@ -353,37 +426,78 @@ def _port_bound(ip: str, port: int) -> bool:
     return False
 
 
-def start_sipp(scenario: str | Path, target: str | None = None, *, local_ip: str = "127.0.0.1",
-               local_port: int | None = None, transport: Transport = "u1", calls: int = 1,
-               rate: float = 10, max_concurrent: int | None = None, timeout_s: float = 30,
-               extra: Sequence[str] = (), keys: Mapping[str, str] | None = None,
-               service: str | None = None, inf_file: Path | None = None,
-               files: Mapping[str, Path | str] | None = None, media_port: int | None = None,
-               rtp_echo: bool = False, pause_ms: int | None = None,
-               run_dir: Path | None = None, wait_listening: bool = True) -> SippProcess:
+def start_sipp(
+    scenario: str | Path,
+    target: str | None = None,
+    *,
+    local_ip: str = "127.0.0.1",
+    local_port: int | None = None,
+    transport: Transport = "u1",
+    calls: int = 1,
+    rate: float = 10,
+    max_concurrent: int | None = None,
+    timeout_s: float = 30,
+    extra: Sequence[str] = (),
+    keys: Mapping[str, str] | None = None,
+    service: str | None = None,
+    inf_file: Path | None = None,
+    files: Mapping[str, Path | str] | None = None,
+    media_port: int | None = None,
+    rtp_echo: bool = False,
+    pause_ms: int | None = None,
+    run_dir: Path | None = None,
+    wait_listening: bool = True,
+) -> SippProcess:
     """Starts sipp in the background (a UAS, or a UAC to drive concurrently with other peers).
     Returns once its SIP socket is bound (``wait_listening``)."""
     sc, rd, all_keys = _prepare(scenario, files, run_dir, keys)
     port = local_port if local_port is not None else find_free_port(local_ip)
-    cmd = _build_command(sc, target, rd, local_ip=local_ip, local_port=port,
-                         transport=transport, calls=calls, rate=rate,
-                         max_concurrent=max_concurrent, timeout_s=timeout_s, extra=extra,
-                         keys=all_keys, service=service, inf_file=inf_file, media_port=media_port,
-                         rtp_echo=rtp_echo, pause_ms=pause_ms)
+    cmd = _build_command(
+        sc,
+        target,
+        rd,
+        local_ip=local_ip,
+        local_port=port,
+        transport=transport,
+        calls=calls,
+        rate=rate,
+        max_concurrent=max_concurrent,
+        timeout_s=timeout_s,
+        extra=extra,
+        keys=all_keys,
+        service=service,
+        inf_file=inf_file,
+        media_port=media_port,
+        rtp_echo=rtp_echo,
+        pause_ms=pause_ms,
+    )
     proc = SippProcess(cmd, rd, timeout_s, calls, port, local_ip)
     if wait_listening:
         proc.wait_listening()
     return proc
 
 
-def run_sipp(scenario: str | Path, target: str, *, local_ip: str = "127.0.0.1",
-             local_port: int | None = None, transport: Transport = "u1", calls: int = 1,
-             rate: float = 10, max_concurrent: int | None = None, timeout_s: float = 30,
-             extra: Sequence[str] = (), keys: Mapping[str, str] | None = None,
-             service: str | None = None, inf_file: Path | None = None,
-             files: Mapping[str, Path | str] | None = None, media_port: int | None = None,
-             rtp_echo: bool = False, pause_ms: int | None = None,
-             run_dir: Path | None = None) -> SippResult:
+def run_sipp(
+    scenario: str | Path,
+    target: str,
+    *,
+    local_ip: str = "127.0.0.1",
+    local_port: int | None = None,
+    transport: Transport = "u1",
+    calls: int = 1,
+    rate: float = 10,
+    max_concurrent: int | None = None,
+    timeout_s: float = 30,
+    extra: Sequence[str] = (),
+    keys: Mapping[str, str] | None = None,
+    service: str | None = None,
+    inf_file: Path | None = None,
+    files: Mapping[str, Path | str] | None = None,
+    media_port: int | None = None,
+    rtp_echo: bool = False,
+    pause_ms: int | None = None,
+    run_dir: Path | None = None,
+) -> SippResult:
     """Runs sipp to completion (``calls`` calls, at most ``timeout_s``) and parses its output.
 
     ``target`` is ``host:port`` of the peer. ``pause_ms`` sets ``-d`` (the length of a bare
@@ -391,12 +505,27 @@ def run_sipp(scenario: str | Path, target: str, *, local_ip: str = "127.0.0.1",
     the Request-URI). ``inf_file`` is a CSV for ``-inf`` (``[field0]``...; first line
     SEQUENTIAL/RANDOM/USER).
     """
-    proc = start_sipp(scenario, target, local_ip=local_ip, local_port=local_port,
-                      transport=transport, calls=calls, rate=rate,
-                      max_concurrent=max_concurrent, timeout_s=timeout_s, extra=extra, keys=keys,
-                      service=service, inf_file=inf_file, files=files, media_port=media_port,
-                      rtp_echo=rtp_echo, pause_ms=pause_ms, run_dir=run_dir,
-                      wait_listening=False)
+    proc = start_sipp(
+        scenario,
+        target,
+        local_ip=local_ip,
+        local_port=local_port,
+        transport=transport,
+        calls=calls,
+        rate=rate,
+        max_concurrent=max_concurrent,
+        timeout_s=timeout_s,
+        extra=extra,
+        keys=keys,
+        service=service,
+        inf_file=inf_file,
+        files=files,
+        media_port=media_port,
+        rtp_echo=rtp_echo,
+        pause_ms=pause_ms,
+        run_dir=run_dir,
+        wait_listening=False,
+    )
     return proc.wait()
 
 
@@ -414,6 +543,14 @@ def write_inf(path: Path, rows: Sequence[Sequence[str]], mode: str = "SEQUENTIAL
 
 
 __all__ = [
-    "SCENARIOS", "SippProcess", "SippResult", "find_free_port", "render_scenario", "run_sipp",
-    "run_sipp_async", "scenario_path", "start_sipp", "write_inf",
+    "SCENARIOS",
+    "SippProcess",
+    "SippResult",
+    "find_free_port",
+    "render_scenario",
+    "run_sipp",
+    "run_sipp_async",
+    "scenario_path",
+    "start_sipp",
+    "write_inf",
 ]

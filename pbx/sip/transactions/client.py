@@ -87,7 +87,7 @@ class ClientTransaction:
         self.retransmit_interval = 0.0
 
     def _arm(self, name: str, delay: float, now: float) -> None:
-        self.queue.set(self.id, name, now + delay)
+        self.queue.arm(self.id, name, now + delay)
 
     def _terminate(self) -> list[Effect]:
         self.state = ClientState.TERMINATED

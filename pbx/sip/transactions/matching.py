@@ -16,7 +16,9 @@ ClientKey = tuple[str, str]
 
 def is_rfc3261_branch(branch: str | None) -> bool:
     """A branch that starts with the magic cookie and has something after it (RFC 4475 3.2.1)."""
-    return branch is not None and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE)
+    return (
+        branch is not None and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE)
+    )
 
 
 def server_key(request: Request, via: Via, cseq: CSeq, method: str) -> ServerKey:

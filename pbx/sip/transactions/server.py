@@ -52,7 +52,7 @@ class ServerTransaction:
         self.last_response: Response | None = None
 
     def _arm(self, name: str, delay: float, now: float) -> None:
-        self.queue.set(self.id, name, now + delay)
+        self.queue.arm(self.id, name, now + delay)
 
     def _terminate(self) -> list[Effect]:
         self.state = ServerState.TERMINATED
@@ -112,15 +112,15 @@ class ServerInviteTransaction(ServerTransaction):
             return []
         if status < 200:
             return [self._send(response)]
+        try:
+            self.final_to_tag = response.to.tag  # what an RFC 2543 ACK will carry
+        except SipParseError:
+            self.final_to_tag = None
         if status < 300:
             self.state = ServerState.ACCEPTED
             self._arm("L", self.timers.l, now)
             return [self._send(response)]
         self.state = ServerState.COMPLETED
-        try:
-            self.final_to_tag = response.to.tag
-        except SipParseError:
-            self.final_to_tag = None
         interval = self.timers.g(self.reliable)
         if interval is not None:
             self.retransmit_interval = interval

@@ -1,4 +1,4 @@
-"""Named deadlines per owner, kept in a heap; cancelling is lazy (stale heap entries are skipped)."""
+"""Named deadlines per owner in a heap; cancelling is lazy (stale heap entries are skipped)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class TimerQueue(Generic[K]):
         self._live: dict[K, dict[str, int]] = {}  # owner -> timer name -> sequence of its entry
         self._seq = itertools.count()
 
-    def set(self, owner: K, name: str, at: float) -> None:
+    def arm(self, owner: K, name: str, at: float) -> None:
         """Arm (or re-arm) `name` for `owner`; an earlier setting of the same name is dropped."""
         seq = next(self._seq)
         self._live.setdefault(owner, {})[name] = seq

@@ -1,0 +1,232 @@
+"""How many concurrent bridged calls does this machine relay?
+
+The service side (this process, one asyncio loop, the real MediaLeg/Bridge code) bridges
+N calls: caller legs in PCMA, volunteer legs in PCMU, so every packet is transcoded.
+A separate load-generator process plays both handsets of every call over loopback: it
+sends one 20 ms packet per stream per tick and receives what the bridge relays,
+measuring loss and delay (receive time minus the tick at which the packet's source was
+sent). N grows until loss or lateness appears, the service CPU saturates, or the time
+budget (~60 s) runs out. Prints figures, asserts nothing.
+
+    .venv/bin/python bench/bench_media_relay.py [--budget 60] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import select
+import socket
+import statistics
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pbx.media import g711  # noqa: E402
+from pbx.media.bridge import Bridge  # noqa: E402
+from pbx.media.g711 import Codec  # noqa: E402
+from pbx.media.leg import MediaLeg  # noqa: E402
+from pbx.media.ports import PortPool  # noqa: E402
+from pbx.media.sdp import Direction, NegotiatedMedia  # noqa: E402
+
+HOST = "127.0.0.1"
+PERIOD = 0.02
+LATE = 0.040  # a packet more than two periods behind its source is useless to a jitter buffer
+HEADER = struct.Struct("!BBHII")
+
+
+@dataclass
+class LevelResult:
+    calls: int
+    sent: int
+    received: int
+    delays: list[float]
+    generator_cpu: float  # fraction of one core
+    service_cpu: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def loss(self) -> float:
+        return 1 - self.received / self.sent if self.sent else 0.0
+
+    @property
+    def late(self) -> float:
+        return sum(d > LATE for d in self.delays) / len(self.delays) if self.delays else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.delays:
+            return float("nan")
+        ordered = sorted(self.delays)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+# ----------------------------------------------------------------- load generator
+def generator(conn: Connection, seconds: float) -> None:
+    """Both handsets of every call: two sockets (all callers, all volunteers)."""
+    socks = []
+    for _ in range(2):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        sock.bind((HOST, 0))
+        sock.setblocking(False)
+        socks.append(sock)
+    conn.send([s.getsockname()[1] for s in socks])
+    calls: list[tuple[tuple[str, int], tuple[str, int], int, int]] = conn.recv()
+
+    # Stream 2i: caller i -> leg a (PCMA); stream 2i+1: volunteer i -> leg b (PCMU).
+    # The bridge re-sends stream 2i from leg b (SSRC ssrc_b) and 2i+1 from leg a.
+    payloads = {
+        Codec.PCMA: g711.encode(Codec.PCMA, bytes(320)),
+        Codec.PCMU: g711.encode(Codec.PCMU, bytes(320)),
+    }
+    streams = []
+    by_ssrc: dict[int, int] = {}
+    for i, (addr_a, addr_b, ssrc_a, ssrc_b) in enumerate(calls):
+        streams.append((socks[0], addr_a, Codec.PCMA, 0x1000 + 2 * i))
+        streams.append((socks[1], addr_b, Codec.PCMU, 0x1000 + 2 * i + 1))
+        by_ssrc[ssrc_b] = 2 * i
+        by_ssrc[ssrc_a] = 2 * i + 1
+    base_ts: dict[int, int] = {}
+    tick_times: list[float] = []
+    delays: list[float] = []
+    received = 0
+
+    def drain(until: float) -> None:
+        nonlocal received
+        while True:
+            timeout = until - time.monotonic()
+            if timeout <= 0:
+                return
+            ready, _, _ = select.select(socks, [], [], timeout)
+            for sock in ready:
+                while True:
+                    try:
+                        data = sock.recv(2048)
+                    except BlockingIOError:
+                        break
+                    now = time.monotonic()
+                    _, _, _, ts, ssrc = HEADER.unpack_from(data)
+                    stream = by_ssrc.get(ssrc)
+                    if stream is None:
+                        continue
+                    base = base_ts.setdefault(stream, ts)
+                    index = ((ts - base) & 0xFFFFFFFF) // 160
+                    received += 1
+                    if index < len(tick_times):
+                        delays.append(now - tick_times[index])
+
+    cpu0 = time.process_time()
+    start = time.monotonic()
+    ticks = int(seconds / PERIOD)
+    for k in range(ticks):
+        deadline = start + k * PERIOD
+        drain(deadline)
+        tick_times.append(time.monotonic())
+        for sock, addr, codec, ssrc in streams:
+            header = HEADER.pack(0x80, int(codec), k & 0xFFFF, (k * 160) & 0xFFFFFFFF, ssrc)
+            try:
+                sock.sendto(header + payloads[codec], addr)
+            except BlockingIOError:
+                pass  # counted as loss
+    drain(time.monotonic() + 0.3)
+    cpu = (time.process_time() - cpu0) / (time.monotonic() - start)
+    conn.send((ticks * len(streams), received, delays, cpu))
+    for sock in socks:
+        sock.close()
+
+
+# ------------------------------------------------------------------------ service
+async def run_level(pool: PortPool, calls: int, seconds: float) -> LevelResult:
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=generator, args=(child, seconds), daemon=True)
+    proc.start()
+    loop = asyncio.get_running_loop()
+    port_a, port_b = await loop.run_in_executor(None, parent.recv)
+    legs: list[MediaLeg] = []
+    bridges = []
+    description = []
+    for _ in range(calls):
+        a = await MediaLeg.open(
+            pool, NegotiatedMedia(HOST, port_a, Codec.PCMA, None, 20, Direction.SENDRECV),
+            media_timeout=None,
+        )
+        b = await MediaLeg.open(
+            pool, NegotiatedMedia(HOST, port_b, Codec.PCMU, None, 20, Direction.SENDRECV),
+            media_timeout=None,
+        )
+        legs += [a, b]
+        bridges.append(Bridge(a, b).start())
+        description.append((a.local_address, b.local_address, a.sender.ssrc, b.sender.ssrc))
+    parent.send(description)
+    cpu0, t0 = time.process_time(), time.monotonic()
+    sent, received, delays, gen_cpu = await loop.run_in_executor(None, parent.recv)
+    elapsed = time.monotonic() - t0
+    service_cpu = (time.process_time() - cpu0) / elapsed
+    proc.join(5)
+    for leg in legs:
+        leg.close()
+    await asyncio.sleep(0.05)
+    return LevelResult(calls, sent, received, delays, gen_cpu, service_cpu, elapsed)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=60.0, help="total seconds, roughly")
+    parser.add_argument("--seconds", type=float, default=5.0, help="streaming time per level")
+    parser.add_argument("--start", type=int, default=50, help="first number of calls")
+    args = parser.parse_args()
+
+    pool = PortPool(HOST, 30000, 39999)
+    print(f"media relay bench: {os.cpu_count()} CPUs, {args.seconds:.0f} s per level, "
+          "PCMA<->PCMU transcoding on every packet")
+    print(f"{'calls':>6} {'pkt/s':>7} {'loss%':>6} {'late%':>6} {'p50ms':>6} {'p99ms':>7} "
+          f"{'svcCPU%':>7} {'us/pkt':>7} {'CPU%/call':>9} {'genCPU%':>7}")
+    begin = time.monotonic()
+    calls = args.start
+    best: LevelResult | None = None
+    last: LevelResult | None = None
+    while time.monotonic() - begin + args.seconds + 2 < args.budget:
+        r = await run_level(pool, calls, args.seconds)
+        last = r
+        pps = r.received / r.seconds
+        us_per_pkt = r.service_cpu * r.seconds / max(1, r.received) * 1e6
+        print(f"{r.calls:>6} {pps:>7.0f} {100 * r.loss:>6.2f} {100 * r.late:>6.2f} "
+              f"{r.pct(0.5):>6.1f} {r.pct(0.99):>7.1f} {100 * r.service_cpu:>7.1f} "
+              f"{us_per_pkt:>7.1f} {100 * r.service_cpu / r.calls:>9.3f} "
+              f"{100 * r.generator_cpu:>7.1f}", flush=True)
+        healthy = r.loss < 0.005 and r.late < 0.05
+        if healthy:
+            best = r
+        if not healthy or r.service_cpu > 0.95:
+            break
+        if r.generator_cpu > 0.9:
+            print("load generator saturated its core: the service limit is higher than shown")
+            break
+        # Aim the next level at ~85% of one core, but at most double.
+        per_call = r.service_cpu / r.calls
+        calls = max(calls + 25, min(2 * calls, int(0.85 / per_call) if per_call else 2 * calls))
+    if best is not None:
+        per_call = best.service_cpu / best.calls
+        print(f"\nrelayed cleanly: {best.calls} calls ({2 * best.calls} streams), "
+              f"p99 delay {best.pct(0.99):.1f} ms")
+        print(f"service CPU per call: {100 * per_call:.3f}% of a core "
+              f"({100 * per_call / 2:.3f}% per stream direction)")
+        print(f"extrapolated: ~{int(1 / per_call)} calls saturate one core (one media process "
+              "per core; the other core also carries SIP and the load generator here)")
+    if last is not None and last is not best:
+        print(f"degraded at {last.calls} calls: loss {100 * last.loss:.2f}%, "
+              f"late {100 * last.late:.2f}%, service CPU {100 * last.service_cpu:.0f}%")
+    print(f"mean delay at the best level: "
+          f"{statistics.fmean(best.delays) * 1000 if best and best.delays else float('nan'):.2f} ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

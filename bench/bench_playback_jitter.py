@@ -1,0 +1,123 @@
+"""Pacing quality of N simultaneous prompts driven by the one shared 20 ms ticker.
+
+The service side (this process) plays the same prompt on N legs at once; a separate
+receiver process timestamps every packet and reports the inter-packet interval
+deviation from 20 ms (p50/p99/max), the RFC 3550 interarrival jitter, how many ticks
+the clock had to skip, and the service CPU per stream. Prints figures, asserts nothing.
+
+    .venv/bin/python bench/bench_playback_jitter.py [--streams 100 300 500] [--seconds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import socket
+import struct
+import sys
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pbx.media import tones  # noqa: E402
+from pbx.media.g711 import Codec  # noqa: E402
+from pbx.media.leg import MediaLeg  # noqa: E402
+from pbx.media.player import Player  # noqa: E402
+from pbx.media.ports import PortPool  # noqa: E402
+from pbx.media.sdp import Direction, NegotiatedMedia  # noqa: E402
+from pbx.media.ticker import ticker_for  # noqa: E402
+
+HOST = "127.0.0.1"
+HEADER = struct.Struct("!BBHII")
+
+
+def receiver(conn: Connection) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sock.bind((HOST, 0))
+    conn.send(sock.getsockname()[1])
+    sock.settimeout(5.0)  # until the first packet
+    arrivals: dict[int, list[tuple[float, int]]] = {}
+    try:
+        while True:
+            data = sock.recv(2048)
+            now = time.monotonic()
+            _, _, _, ts, ssrc = HEADER.unpack_from(data)
+            arrivals.setdefault(ssrc, []).append((now, ts))
+            sock.settimeout(0.5)  # the end: nothing for half a second
+    except TimeoutError:
+        pass
+    deviations: list[float] = []
+    jitters: list[float] = []
+    packets = 0
+    for series in arrivals.values():
+        packets += len(series)
+        jitter = 0.0
+        for (t0, ts0), (t1, ts1) in zip(series, series[1:], strict=False):
+            deviations.append(abs((t1 - t0) - 0.02))
+            # RFC 3550 A.8: J += (|D| - J) / 16, D = arrival spacing - timestamp spacing.
+            d = (t1 - t0) - ((ts1 - ts0) & 0xFFFFFFFF) / 8000
+            jitter += (abs(d) - jitter) / 16
+        jitters.append(jitter)
+    conn.send((len(arrivals), packets, deviations, jitters))
+    sock.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def run(pool: PortPool, streams: int, seconds: float) -> None:
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=receiver, args=(child,), daemon=True)
+    proc.start()
+    loop = asyncio.get_running_loop()
+    port = await loop.run_in_executor(None, parent.recv)
+    media = NegotiatedMedia(HOST, port, Codec.PCMA, None, 20, Direction.SENDRECV)
+    legs = [await MediaLeg.open(pool, media, media_timeout=None) for _ in range(streams)]
+    prompt = tones.sine(440, int(seconds * 1000))
+    ticker = ticker_for()
+    skipped0 = ticker.skipped
+    cpu0, t0 = time.process_time(), time.monotonic()
+    players = [Player(leg, [prompt]).start() for leg in legs]
+    await asyncio.gather(*(p.done for p in players))
+    cpu, elapsed = time.process_time() - cpu0, time.monotonic() - t0
+    skipped = ticker.skipped - skipped0
+    n_streams, packets, deviations, jitters = await loop.run_in_executor(None, parent.recv)
+    proc.join(5)
+    for leg in legs:
+        leg.close()
+    expected = streams * -(-len(prompt) // 320)
+    print(f"{streams:>7} {packets:>8}/{expected:<8} {pct(deviations, 0.5):>6.2f} "
+          f"{pct(deviations, 0.99):>6.2f} {pct(deviations, 1.0):>7.2f} "
+          f"{pct(jitters, 0.5):>7.2f} {pct(jitters, 1.0):>7.2f} {skipped:>5} "
+          f"{100 * cpu / elapsed:>6.1f} {100 * cpu / elapsed / streams:>9.4f}", flush=True)
+    if n_streams != streams:
+        print(f"        (only {n_streams} of {streams} streams arrived)")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, nargs="+", default=[100, 300, 500])
+    parser.add_argument("--seconds", type=float, default=4.0, help="prompt length")
+    args = parser.parse_args()
+    pool = PortPool(HOST, 30000, 39999)
+    print(f"playback jitter bench: {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.2f}, {args.seconds:.0f} s prompt per stream (PCMA)")
+    print("interval deviation = |inter-arrival - 20 ms|; jitter = RFC 3550 estimate per stream")
+    print(f"{'streams':>7} {'packets/expected':>17} {'dev50':>6} {'dev99':>6} {'devmax':>7} "
+          f"{'jit50':>7} {'jitmax':>7} {'skip':>5} {'CPU%':>6} {'CPU%/strm':>9}   (ms)")
+    for streams in args.streams:
+        await run(pool, streams, args.seconds)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,70 @@
+"""Shared fixtures: one embedded PostgreSQL for the session, and the service on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from pbx.db.embedded import start_embedded
+from pbx.logs import configure_logging
+from tests.service_fixture import Running, running_service
+
+configure_logging("warning", "console")
+os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    # Not under pytest's tmp dir: as root, pgserver runs PostgreSQL as its own system user,
+    # which cannot enter pytest's private (0700) directories.
+    state = Path(tempfile.mkdtemp(prefix="helpline-test-pg-"))
+    state.chmod(0o755)
+    server = start_embedded(state)
+    yield server.url
+    server.stop()
+    shutil.rmtree(state, ignore_errors=True)
+
+
+async def _clean(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        exists = await conn.fetchval("select to_regclass('volunteers') is not null")
+        if exists:
+            await conn.execute(
+                "truncate volunteers, registrations, events restart identity cascade"
+            )
+    finally:
+        await conn.close()
+
+
+MakeHelpline = Callable[..., AbstractAsyncContextManager[Running]]
+
+
+@pytest.fixture
+def make_helpline(tmp_path: Path, pg_url: str) -> MakeHelpline:
+    """Starts the service with an empty database and the given setting overrides."""
+    counter = iter(range(1000))
+
+    @asynccontextmanager
+    async def make(**overrides: Any) -> AsyncIterator[Running]:
+        await _clean(pg_url)
+        state = tmp_path / f"state{next(counter)}"
+        async with running_service(state, pg_url, **{"sip_t1": 0.1, **overrides}) as running:
+            yield running
+
+    return make
+
+
+@pytest.fixture
+async def helpline(make_helpline: MakeHelpline) -> AsyncIterator[Running]:
+    """The service on its defaults (only 127.0.0.1 is a trusted trunk), fast SIP timers."""
+    async with make_helpline() as running:
+        yield running

@@ -1,0 +1,85 @@
+"""Runs the real helpline service in the test's event loop, on loopback, with the real database.
+
+Peers (sipp, pjsua2) are driven through asyncio.to_thread so the service keeps serving while a
+blocking peer talks to it.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pbx.app import build_service
+from pbx.config import Settings
+from pbx.db.volunteers import VolunteerRepository
+from pbx.service import HelplineService
+from pbx.sip.peer import TransportKind
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP (SIP listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((host, 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind((host, port))
+                except OSError:
+                    continue
+            return int(port)
+    raise RuntimeError("no free port")
+
+
+@dataclass
+class Running:
+    service: HelplineService
+    settings: Settings
+
+    @property
+    def host(self) -> str:
+        return self.settings.sip_host
+
+    @property
+    def port(self) -> int:
+        return self.service.stack.port(TransportKind.UDP)
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def add_volunteer(self, username: str, password: str, **kwargs: Any) -> None:
+        assert self.service.db is not None
+        repo = VolunteerRepository(self.service.db.pool)
+        await repo.create(username, password, self.settings.realm, **kwargs)
+        await self.service.reload_credentials()
+
+
+@asynccontextmanager
+async def running_service(
+    state_dir: Path, database_url: str | None, **overrides: Any
+) -> AsyncIterator[Running]:
+    base = 20000 + (free_port() % 400) * 100  # a private RTP range per service instance
+    settings = Settings(
+        sip_host="127.0.0.1",
+        sip_port=free_port(),
+        tls_port=free_port(),
+        metrics_port=None,
+        database_url=database_url,
+        state_dir=state_dir,
+        rtp_port_min=base,
+        rtp_port_max=base + 98,
+        log_format="console",
+    )
+    for key, value in overrides.items():
+        setattr(settings, key, value)
+    service = build_service(settings)
+    await service.start()
+    try:
+        yield Running(service, settings)
+    finally:
+        await service.stop()

@@ -1,0 +1,159 @@
+"""`helpline volunteers` end to end, as a subprocess against the embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from pbx.db.embedded import EmbeddedPostgres, start_embedded
+from pbx.sip.digest import Credential
+
+HELPLINE = str(Path(sys.executable).with_name("helpline"))
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("clistate")
+
+
+@pytest.fixture(scope="module")
+def server(state_dir: Path) -> Iterator[EmbeddedPostgres]:
+    """Keep the embedded server up while the CLI runs attach to it (as with a running service)."""
+    pg = start_embedded(state_dir)
+    yield pg
+    pg.stop(force=True)
+
+
+def helpline(
+    state_dir: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("HELPLINE_")}
+    environ["HELPLINE_STATE_DIR"] = str(state_dir)
+    environ.update(env or {})
+    return subprocess.run(
+        [HELPLINE, "volunteers", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+    )
+
+
+async def stored_credential(url: str, username: str) -> Credential:
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT username, realm, ha1_md5, ha1_sha256, disabled FROM volunteers"
+            " WHERE username = $1",
+            username,
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    return Credential(**dict(row))
+
+
+async def test_add_list_disable_enable(server: EmbeddedPostgres, state_dir: Path) -> None:
+    added = helpline(
+        state_dir,
+        "add",
+        "anna",
+        "--password-stdin",
+        "--pin-stdin",
+        "--name",
+        "Anna B",
+        "--languages",
+        "nl,ar",
+        "--region",
+        "Utrecht",
+        "--skills",
+        "113",
+        stdin="correct horse battery\n4321\n",
+    )
+    assert added.returncode == 0, added.stderr
+    assert "correct horse battery" not in added.stdout + added.stderr
+    assert await stored_credential(server.url, "anna") == Credential.from_password(
+        "anna", "helpline", "correct horse battery"
+    )
+
+    listed = helpline(state_dir, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [doc] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert doc["username"] == "anna" and doc["name"] == "Anna B"
+    assert (doc["languages"], doc["region"], doc["skills"]) == (["nl", "ar"], "Utrecht", ["113"])
+    assert (doc["disabled"], doc["pin"]) == (False, True)
+
+    assert helpline(state_dir, "disable", "anna").returncode == 0
+    table = helpline(state_dir, "list").stdout.splitlines()
+    assert table[0].split() == [
+        "USERNAME",
+        "NAME",
+        "LANGUAGES",
+        "REGION",
+        "SKILLS",
+        "STATUS",
+        "PIN",
+    ]
+    assert "disabled" in table[1].split()
+    assert (await stored_credential(server.url, "anna")).disabled
+    assert helpline(state_dir, "enable", "anna").returncode == 0
+    assert not (await stored_credential(server.url, "anna")).disabled
+    assert server.url  # the server the CLI attached to is still up for the next test
+
+
+async def test_errors_have_distinct_exit_codes(server: EmbeddedPostgres, state_dir: Path) -> None:
+    ok = helpline(state_dir, "add", "dup", "--password", "first good password")
+    assert ok.returncode == 0, ok.stderr
+    dup = helpline(state_dir, "add", "dup", "--password-stdin", stdin="another good one\n")
+    assert (dup.returncode, "already exists" in dup.stderr) == (3, True)
+    unknown = helpline(state_dir, "disable", "nobody")
+    assert (unknown.returncode, "no volunteer 'nobody'" in unknown.stderr) == (4, True)
+    weak = helpline(state_dir, "add", "weak", "--password-stdin", stdin="short\n")
+    assert (weak.returncode, "shorter than" in weak.stderr) == (5, True)
+    empty = helpline(state_dir, "add", "weak", "--password-stdin", stdin="\n")
+    assert (empty.returncode, "empty" in empty.stderr) == (5, True)
+    no_password = helpline(state_dir, "add", "weak")
+    assert (no_password.returncode, "--password-stdin" in no_password.stderr) == (2, True)
+    bad_pin = helpline(state_dir, "set-pin", "dup", "--pin-stdin", stdin="12\n")
+    assert bad_pin.returncode == 5
+    no_db = helpline(
+        state_dir, "list", env={"HELPLINE_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"}
+    )
+    assert (no_db.returncode, "database unavailable" in no_db.stderr) == (6, True)
+
+
+async def test_set_password_uses_realm_and_set_pin(
+    server: EmbeddedPostgres, state_dir: Path
+) -> None:
+    assert helpline(state_dir, "add", "bob", "--password", "initial password here!").returncode == 0
+    changed = helpline(
+        state_dir,
+        "set-password",
+        "bob",
+        "--password-stdin",
+        stdin="the new secret phrase\n",
+        env={"HELPLINE_SIP_REALM": "luisterlijn"},
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert await stored_credential(server.url, "bob") == Credential.from_password(
+        "bob", "luisterlijn", "the new secret phrase"
+    )
+    assert helpline(state_dir, "set-pin", "bob", "--pin-stdin", stdin="9876\n").returncode == 0
+    assert '"pin": true' in helpline(state_dir, "list", "--json").stdout.split("bob")[1]
+    assert helpline(state_dir, "set-pin", "bob", "--clear").returncode == 0
+
+
+def test_cli_alone_starts_and_stops_its_server(tmp_path: Path) -> None:
+    done = helpline(tmp_path, "add", "solo", "--password", "a long enough password")
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "pg" / "postmaster.pid").exists()  # nobody else uses it: stopped
+    listed = helpline(tmp_path, "list", "--json")
+    assert json.loads(listed.stdout)["username"] == "solo"
