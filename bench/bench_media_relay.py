@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import os
 import select
@@ -51,6 +52,8 @@ class LevelResult:
     generator_cpu: float  # fraction of one core
     service_cpu: float = 0.0
     seconds: float = 0.0
+    runqueue: float = 0.0  # fraction of the time the service was runnable but not running
+    loop_lag_p99: float = 0.0  # ms
 
     @property
     def loss(self) -> float:
@@ -131,10 +134,8 @@ def generator(conn: Connection, seconds: float) -> None:
         tick_times.append(time.monotonic())
         for sock, addr, codec, ssrc in streams:
             header = HEADER.pack(0x80, int(codec), k & 0xFFFF, (k * 160) & 0xFFFFFFFF, ssrc)
-            try:
+            with contextlib.suppress(BlockingIOError):  # a dropped send shows up as loss
                 sock.sendto(header + payloads[codec], addr)
-            except BlockingIOError:
-                pass  # counted as loss
     drain(time.monotonic() + 0.3)
     cpu = (time.process_time() - cpu0) / (time.monotonic() - start)
     conn.send((ticks * len(streams), received, delays, cpu))
@@ -166,15 +167,42 @@ async def run_level(pool: PortPool, calls: int, seconds: float) -> LevelResult:
         bridges.append(Bridge(a, b).start())
         description.append((a.local_address, b.local_address, a.sender.ssrc, b.sender.ssrc))
     parent.send(description)
-    cpu0, t0 = time.process_time(), time.monotonic()
+    lags: list[float] = []
+    probe = asyncio.create_task(loop_lag_probe(lags))
+    cpu0, t0, wait0 = time.process_time(), time.monotonic(), runqueue_wait()
     sent, received, delays, gen_cpu = await loop.run_in_executor(None, parent.recv)
     elapsed = time.monotonic() - t0
+    waited = (runqueue_wait() - wait0) / elapsed
+    probe.cancel()
     service_cpu = (time.process_time() - cpu0) / elapsed
     proc.join(5)
     for leg in legs:
         leg.close()
     await asyncio.sleep(0.05)
-    return LevelResult(calls, sent, received, delays, gen_cpu, service_cpu, elapsed)
+    result = LevelResult(calls, sent, received, delays, gen_cpu, service_cpu, elapsed, waited)
+    result.loop_lag_p99 = sorted(lags)[int(0.99 * len(lags))] * 1000 if lags else float("nan")
+    return result
+
+
+def runqueue_wait() -> float:
+    """Seconds this process's threads spent waiting for a CPU (Linux schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
+
+
+async def loop_lag_probe(lags: list[float]) -> None:
+    """How late the service's own event loop runs a 10 ms timer: if this is large while
+    the service CPU is low, the OS did not schedule us (other load), not our code."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + 0.01
+        await asyncio.sleep(0.01)
+        lags.append(loop.time() - due)
 
 
 async def main() -> None:
@@ -185,10 +213,11 @@ async def main() -> None:
     args = parser.parse_args()
 
     pool = PortPool(HOST, 30000, 39999)
-    print(f"media relay bench: {os.cpu_count()} CPUs, {args.seconds:.0f} s per level, "
+    print(f"media relay bench: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
+          f"(other work on the machine skews delays), {args.seconds:.0f} s per level, "
           "PCMA<->PCMU transcoding on every packet")
     print(f"{'calls':>6} {'pkt/s':>7} {'loss%':>6} {'late%':>6} {'p50ms':>6} {'p99ms':>7} "
-          f"{'svcCPU%':>7} {'us/pkt':>7} {'CPU%/call':>9} {'genCPU%':>7}")
+          f"{'svcCPU%':>7} {'us/pkt':>7} {'CPU%/call':>9} {'genCPU%':>7} {'lag99ms':>7} {'runq%':>5}")
     begin = time.monotonic()
     calls = args.start
     best: LevelResult | None = None
@@ -201,7 +230,8 @@ async def main() -> None:
         print(f"{r.calls:>6} {pps:>7.0f} {100 * r.loss:>6.2f} {100 * r.late:>6.2f} "
               f"{r.pct(0.5):>6.1f} {r.pct(0.99):>7.1f} {100 * r.service_cpu:>7.1f} "
               f"{us_per_pkt:>7.1f} {100 * r.service_cpu / r.calls:>9.3f} "
-              f"{100 * r.generator_cpu:>7.1f}", flush=True)
+              f"{100 * r.generator_cpu:>7.1f} {r.loop_lag_p99:>7.1f} "
+              f"{100 * r.runqueue:>5.0f}", flush=True)
         healthy = r.loss < 0.005 and r.late < 0.05
         if healthy:
             best = r
@@ -224,8 +254,8 @@ async def main() -> None:
     if last is not None and last is not best:
         print(f"degraded at {last.calls} calls: loss {100 * last.loss:.2f}%, "
               f"late {100 * last.late:.2f}%, service CPU {100 * last.service_cpu:.0f}%")
-    print(f"mean delay at the best level: "
-          f"{statistics.fmean(best.delays) * 1000 if best and best.delays else float('nan'):.2f} ms")
+    if best is not None and best.delays:
+        print(f"mean delay at the best level: {statistics.fmean(best.delays) * 1000:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -689,17 +689,16 @@ async def test_ticker_skips_missed_ticks_instead_of_bursting() -> None:
 
     def on_tick(tick: int) -> None:
         seen.append((tick, loop.time()))
-        if tick == 3:
+        if len(seen) == 1:
             time.sleep(0.15)  # the loop is blocked for 7.5 periods
 
     ticker.subscribe(on_tick)
-    await wait_until(lambda: len(seen) >= 8)
+    await wait_until(lambda: len(seen) >= 5)
     ticker.unsubscribe(on_tick)
     assert not ticker.running
     ticks = [t for t, _ in seen]
     assert ticks == sorted(set(ticks))
-    after = ticks.index(3) + 1
-    assert ticks[after] >= 10  # jumped over the deadlines missed while blocked
+    assert ticks[1] >= ticks[0] + 7  # jumped over the deadlines missed while blocked
     assert ticker.skipped >= 6
 
 

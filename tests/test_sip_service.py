@@ -111,7 +111,8 @@ async def test_invite_from_untrusted_address_gets_403_and_places_no_call(helplin
         )
         result.assert_ok()
         assert "Not a trunk" in result.received("SIP/2.0 403")[0]
-        assert phone.events("incoming") == [] if hasattr(phone, "events") else True
+        await asyncio.sleep(0.5)
+        assert phone.events("incoming") == []  # the handset never rang
         assert helpline.service.switchboard.legs == {}
 
 
@@ -142,8 +143,7 @@ async def test_trunk_call_reaches_registered_handset_anonymously(helpline: Runni
             )
         )
         incoming = await phone.wait_incoming(timeout=10)
-        raw = incoming.raw if hasattr(incoming, "raw") else str(incoming)
-        assert CALLER_NUMBER not in raw and "Jan Jansen" not in raw
+        assert CALLER_NUMBER not in incoming.invite and "Jan Jansen" not in incoming.invite
         assert incoming.display == "Hulplijn"
         # media is anchored: the handset is offered the service's address, not the caller's port
         assert f"c=IN IP4 {helpline.host}" in incoming.sdp

@@ -306,6 +306,11 @@ def test_rfc2543_invite_without_branch_matches_retransmissions_and_its_ack() -> 
     assert layer.server_transaction_state(tid) is ServerState.COMPLETED
     assert layer.receive(request("ACK", branch=None, from_tag=None, to_tag="t2543"), UDP, 1.2) == []
     assert layer.server_transaction_state(tid) is ServerState.CONFIRMED
+    run_until(layer, 10.0)
+    assert layer.server_transaction_state(tid) is ServerState.TERMINATED
+    # once it has ended, the same ACK is nobody's: a stray for the TU
+    late = request("ACK", branch=None, from_tag=None, to_tag="t2543")
+    assert layer.receive(late, UDP, 10.1) == [Deliver(late, None, UDP)]
 
 
 def test_rfc2543_cancel_matches_the_invite() -> None:

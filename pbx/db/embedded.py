@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 import warnings
@@ -60,7 +61,8 @@ def _clear_stale_lock(pgdata: Path) -> None:
     except FileNotFoundError:
         return
     try:
-        pid = int(lines[0])
+        # Negative: a single-user backend, as initdb's bootstrap runs.
+        pid = abs(int(lines[0]))
     except (IndexError, ValueError):
         pid = 0
     if pid and _is_live_postgres(pid, pgdata):
@@ -78,6 +80,16 @@ def _clear_stale_lock(pgdata: Path) -> None:
         for path in (sock, sock.with_name(sock.name + ".lock")):
             path.unlink(missing_ok=True)
     pidfile.unlink(missing_ok=True)
+
+
+def _remove_failed_init(pgdata: Path) -> None:
+    """An initdb that failed half-way leaves files behind, and initdb wants an empty directory."""
+    if pgdata.is_dir():
+        for child in pgdata.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
 
 
 def _import_pgserver() -> Any:
@@ -149,9 +161,11 @@ def start_embedded(state_dir: Path) -> EmbeddedPostgres:
             url = str(server.get_uri())
             log.info("db.embedded.ready", pgdata=str(pgdata))
             return EmbeddedPostgres(pgdata=pgdata, url=url, system_user=server.system_user)
-        except (subprocess.SubprocessError, AssertionError, OSError) as exc:
+        except (subprocess.SubprocessError, AssertionError, OSError, ValueError) as exc:
             # e.g. backends of a killed server still hold its shared memory for a moment.
             last_error = exc
             log.warning("db.embedded.start_failed", attempt=attempt, error=type(exc).__name__)
+            if not (pgdata / "PG_VERSION").exists():
+                _remove_failed_init(pgdata)
             time.sleep(attempt)
     raise RuntimeError(f"could not start embedded PostgreSQL in {pgdata}") from last_error
