@@ -188,10 +188,8 @@ def runqueue_wait() -> float:
     """Seconds this process's threads spent waiting for a CPU (Linux schedstat)."""
     total = 0
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        try:
+        with contextlib.suppress(OSError, IndexError, ValueError):
             total += int((task / "schedstat").read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            pass
     return total / 1e9
 
 
@@ -216,8 +214,11 @@ async def main() -> None:
     print(f"media relay bench: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
           f"(other work on the machine skews delays), {args.seconds:.0f} s per level, "
           "PCMA<->PCMU transcoding on every packet")
+    print("runq% = share of wall time the service was runnable but waiting for a CPU "
+          "(machine contention, not our code)")
     print(f"{'calls':>6} {'pkt/s':>7} {'loss%':>6} {'late%':>6} {'p50ms':>6} {'p99ms':>7} "
-          f"{'svcCPU%':>7} {'us/pkt':>7} {'CPU%/call':>9} {'genCPU%':>7} {'lag99ms':>7} {'runq%':>5}")
+          f"{'svcCPU%':>7} {'us/pkt':>7} {'CPU%/call':>9} {'genCPU%':>7} {'lag99ms':>7} "
+          f"{'runq%':>5}")
     begin = time.monotonic()
     calls = args.start
     best: LevelResult | None = None

@@ -179,13 +179,14 @@ class Switchboard:
     def _volunteer_identity(self, incoming: IncomingRequest) -> str | None:
         """'' for a trunk call, a username for an authenticated volunteer, None if answered."""
         request = incoming.request
-        if self.trunk.from_trusted_address(incoming.source):
+        from_handset = self._is_registered_handset(incoming.source)
+        if not from_handset and self.trunk.from_trusted_address(incoming.source):
             return ""
         from_uri = request.from_.uri
         claimed = from_uri.user_unescaped if isinstance(from_uri, SipUri) else None
         auth = request.headers.get("Proxy-Authorization")
         if auth is None:
-            if claimed in self.registrar.credentials:
+            if from_handset or claimed in self.registrar.credentials:
                 response = self._proxy_challenge(incoming, stale=False)
                 incoming.stack.respond(incoming, response)
                 return None
@@ -206,6 +207,15 @@ class Switchboard:
             return None
         incoming.respond(403, f"Forbidden - {result.reason}")
         return None
+
+    def _is_registered_handset(self, source: Peer) -> bool:
+        """A registered handset's own address is never a trunk, even inside a trusted range."""
+        key = source.without_connection()
+        return any(
+            b.source.without_connection() == key
+            for bindings in self.registrar.bindings.values()
+            for b in bindings.values()
+        )
 
     def _proxy_challenge(self, incoming: IncomingRequest, stale: bool) -> Response:
         response = make_response(incoming.request, 407)

@@ -68,6 +68,11 @@ def run_until(layer: TransactionLayer, end: float) -> list[tuple[float, Effect]]
     return out
 
 
+def sent_request(effect: Effect) -> Request:
+    assert isinstance(effect, Send) and isinstance(effect.message, Request)
+    return effect.message
+
+
 def send_times(fired: list[tuple[float, Effect]]) -> list[float]:
     return [t for t, e in fired if isinstance(e, Send)]
 
@@ -79,13 +84,13 @@ def test_send_request_adds_a_fresh_magic_cookie_branch_and_leaves_the_original_a
     layer = TransactionLayer()
     original = outgoing()
     _, effects = layer.send_request(original, PHONE, 0.0)
-    sent = effects[0].message  # type: ignore[union-attr]
+    sent = sent_request(effects[0])
     branch = sent.top_via.branch
     assert branch is not None and branch.startswith(MAGIC_COOKIE) and len(branch) > 16
     assert sent.top_via.params["rport"] is None  # other Via params kept
     assert original.top_via.branch is None
     _, again = layer.send_request(original, PHONE, 0.0)
-    assert again[0].message.top_via.branch != branch  # type: ignore[union-attr]
+    assert sent_request(again[0]).top_via.branch != branch
 
 
 def test_invite_over_udp_retransmits_with_timer_a_and_times_out_with_timer_b() -> None:
@@ -107,7 +112,8 @@ def test_invite_provisional_stops_retransmissions_and_timer_b() -> None:
     assert layer.receive(ringing, PHONE, 0.2) == [Deliver(ringing, tid, PHONE)]
     assert layer.client_transaction_state(tid) is ClientState.PROCEEDING
     assert layer.next_deadline() is None  # the TU decides how long it will ring
-    assert layer.receive(answer(sent, 183), PHONE, 0.3)[0].message.status == 183  # type: ignore[union-attr]
+    early = answer(sent, 183)
+    assert layer.receive(early, PHONE, 0.3) == [Deliver(early, tid, PHONE)]
 
 
 def test_invite_non2xx_is_acked_by_the_transaction_and_absorbed_for_timer_d() -> None:
@@ -117,8 +123,8 @@ def test_invite_non2xx_is_acked_by_the_transaction_and_absorbed_for_timer_d() ->
     busy = answer(sent, 486)
     effects = layer.receive(busy, PHONE, 1.0)
     assert [type(e) for e in effects] == [Send, Deliver]
-    ack = effects[0].message
-    assert isinstance(ack, Request) and ack.method == "ACK"
+    ack = sent_request(effects[0])
+    assert ack.method == "ACK"
     # RFC 3261 17.1.1.3: same Request-URI, Call-ID, From, CSeq number, top Via and Route;
     # To of the response (with its tag)
     assert ack.request_uri == sent.request_uri
@@ -250,8 +256,7 @@ def test_sent_by_without_port_means_the_transport_default() -> None:
     request = outgoing()
     request.headers.set("Via", "SIP/2.0/UDP 127.0.0.1")
     tid, effects = layer.send_request(request, PHONE, 0.0)
-    sent = effects[0].message
-    assert isinstance(sent, Request)
+    sent = sent_request(effects[0])
     ok = answer(sent, 200)
     assert layer.receive(ok, PHONE, 0.1) == [Deliver(ok, tid, PHONE)]
 
@@ -261,8 +266,7 @@ def test_response_matches_by_branch_and_cseq_method() -> None:
     tid, sent = start(layer)
     layer.receive(answer(sent, 180), PHONE, 0.1)
     cancel_effects = layer.cancel(tid, 0.2)
-    cancel = cancel_effects[0].message
-    assert isinstance(cancel, Request)
+    cancel = sent_request(cancel_effects[0])
     cancel_ok = answer(cancel, 200)
     (deliver,) = layer.receive(cancel_ok, PHONE, 0.3)
     assert isinstance(deliver, Deliver) and deliver.transaction not in (tid, None)
@@ -304,7 +308,7 @@ def test_cancel_before_any_provisional_waits_for_one() -> None:
     ringing = answer(sent, 180)
     effects = layer.receive(ringing, PHONE, 0.3)
     assert effects[0] == Deliver(ringing, tid, PHONE)
-    assert isinstance(effects[1], Send) and effects[1].message.method == "CANCEL"  # type: ignore[union-attr]
+    assert sent_request(effects[1]).method == "CANCEL"
     assert len(layer) == 2
 
 

@@ -48,8 +48,8 @@ class EndpointStats:
     rtcp: int = 0  # RTCP multiplexed onto the RTP port (RFC 5761)
     unexpected_pt: int = 0  # valid RTP with a payload type that was not negotiated
     foreign: int = 0  # valid RTP from a source we have not (yet) accepted
-    tx_dropped: int = 0  # nowhere to send yet (no SDP address) or already closed
-    send_errors: int = 0  # ICMP errors reported by the kernel (peer port closed, ...)
+    tx_dropped: int = 0  # nowhere to send yet, closed, or the socket buffer was full
+    send_errors: int = 0  # socket errors on send/receive (unreachable network, ...)
     relatches: int = 0  # switches of the latched source after the first latch
     timeouts: int = 0
 

@@ -243,9 +243,10 @@ class StreamFramer:
     max_size: int = MAX_MESSAGE_SIZE
     _buffer: bytearray = field(default_factory=bytearray)
     broken: bool = False
-    _scan_from: int = 0  # where the search for the empty line resumes
-    _newlines: int = 0  # LFs seen between messages, for RFC 5626 double-CRLF pings
-    _pings: int = 0
+    _scan_from: int = field(default=0, init=False, repr=False)  # empty-line search resumes here
+    _newlines: int = field(default=0, init=False, repr=False)  # LFs between messages (pings)
+    _pings: int = field(default=0, init=False, repr=False)
+    _frame_end: int | None = field(default=None, init=False, repr=False)  # of the awaited message
 
     def feed(self, data: bytes) -> list[Message | ParseFailure]:
         if self.broken:
@@ -253,34 +254,36 @@ class StreamFramer:
         buf = self._buffer
         buf += data
         out: list[Message | ParseFailure] = []
-        pos = 0
+        pos = 0  # start of the first unconsumed message in buf
         try:
             while pos < len(buf):
-                if pos == self._scan_from:
-                    pos = self._skip_keepalives(pos)
-                    self._scan_from = pos
-                    if pos >= len(buf):
+                total = self._frame_end
+                if total is None:
+                    if pos == self._scan_from:
+                        pos = self._scan_from = self._skip_keepalives(pos)
+                        if pos >= len(buf):
+                            break
+                    end = _HEAD_END.search(buf, self._scan_from)
+                    if end is None:
+                        self._scan_from = max(pos, len(buf) - 3)
+                        if len(buf) - pos > self.max_size:
+                            is_request = buf[pos : pos + 4] != b"SIP/"
+                            out.append(ParseFailure("Message Too Large", 513, is_request, None))
+                            self.broken = True
                         break
-                end = _HEAD_END.search(buf, self._scan_from)
-                if end is None:
-                    self._scan_from = max(pos, len(buf) - 3)
-                    if len(buf) - pos > self.max_size:
-                        is_request = buf[pos : pos + 4] != b"SIP/"
-                        out.append(ParseFailure("Message Too Large", 513, is_request, None))
-                        self._break()
-                    break
-                head = bytes(buf[pos : end.start()])
-                length, problem = _stream_content_length(head)
-                if length is None or end.end() + length - pos > self.max_size:
-                    out.append(self._framing_failure(head, length, problem))
-                    self._break()
-                    break
-                total = end.end() + length
+                    head = bytes(buf[pos : end.start()])
+                    length, problem = _stream_content_length(head)
+                    if length is None or end.end() + length - pos > self.max_size:
+                        out.append(self._framing_failure(head, length, problem))
+                        self.broken = True
+                        break
+                    # remembered, so a body arriving in small pieces costs no re-parsing
+                    total = self._frame_end = end.end() + length
                 if len(buf) < total:
-                    self._scan_from = end.start()  # found again at once when more data comes
                     break
                 chunk = bytes(buf[pos:total])
                 pos = self._scan_from = total
+                self._frame_end = None
                 self._newlines = 0
                 try:
                     out.append(parse_message(chunk, datagram=False))
@@ -289,10 +292,12 @@ class StreamFramer:
         finally:
             if self.broken:
                 buf.clear()
-                self._scan_from = 0
+                self._scan_from, self._frame_end = 0, None
             elif pos:
                 del buf[:pos]
                 self._scan_from = max(0, self._scan_from - pos)
+                if self._frame_end is not None:
+                    self._frame_end -= pos
         return out
 
     def keepalive_pending(self) -> bool:
@@ -311,9 +316,6 @@ class StreamFramer:
                     self._newlines = 0
             pos += 1
         return pos
-
-    def _break(self) -> None:
-        self.broken = True
 
     def _framing_failure(self, head: bytes, length: int | None, problem: str) -> ParseFailure:
         if length is not None:

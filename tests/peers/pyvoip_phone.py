@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -112,7 +113,13 @@ class PyVoipPhone:
     def start(self, timeout: float = 15.0) -> None:
         """Binds and REGISTERs; raises AssertionError unless the phone ends up REGISTERED."""
         self._started = True
+        before = set(threading.enumerate())
         self.phone.start()
+        # pyVoIP's receive loop (a Timer started inside start()); stop() must let it finish
+        # before the socket closes, or pyVoIP's own loop trips over the closed socket.
+        self._receivers = [
+            t for t in set(threading.enumerate()) - before if t.name == "SIP Recieve"
+        ]
         end = time.monotonic() + timeout
         while self.phone.get_status() not in (
             PhoneStatus.REGISTERED,
@@ -184,17 +191,29 @@ class PyVoipPhone:
         self.call.write_audio(data)
 
     def stop(self, unregister: bool = True) -> None:
+        """Hangs up, optionally unregisters, and ends pyVoIP's threads in an order that does
+        not pull the socket from under its receive loop."""
         if not self._started:
             return
         self._started = False
-        if not unregister:
-            # pyVoIP only unregisters when its refresh timer exists: drop it (cancelled first).
-            timer = self.phone.sip.registerThread
-            if timer is not None:
-                timer.cancel()
-            self.phone.sip.registerThread = None
+        sip = self.phone.sip
+        timer = sip.registerThread
+        if timer is not None:
+            timer.cancel()
+        sip.registerThread = None  # so pyVoIP's stop() does not unregister a second time
+        for call in list(self.phone.calls.values()):
+            with contextlib.suppress(Exception):
+                call.hangup()
+        if unregister and sip.NSD:
+            with contextlib.suppress(Exception):
+                sip.deregister()
+        sip.NSD = False  # ends the receive loop within ~10 ms
+        for t in getattr(self, "_receivers", []):
+            t.cancel()  # still in its 1 s start delay: it never starts now
+            t.join(timeout=5)
         with contextlib.suppress(Exception):
-            self.phone.stop()
+            sip._close_sockets()
+        self.phone._status = PhoneStatus.INACTIVE
 
 
 __all__ = ["PyVoipIncoming", "PyVoipPhone", "pyVoIP"]

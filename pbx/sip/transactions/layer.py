@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pbx.sip.errors import SipParseError
 from pbx.sip.message import CSeq, Request, Response, make_response
 from pbx.sip.peer import Peer
 from pbx.sip.response_routing import (
@@ -118,33 +119,31 @@ class TransactionLayer:
         return self._settle(self._receive_response(message, source, now))
 
     def _receive_request(self, request: Request, source: Peer, now: float) -> list[Effect]:
+        # Everything read from the message is read here, so that a malformed one is dropped
+        # before any state changes.
         try:
             via = request.top_via
             cseq = request.cseq
             if cseq.method != request.method or request.uri is None:
-                raise ValueError("CSeq method differs from the request method")
+                raise SipParseError("CSeq method differs from the request method")
             if request.method == "ACK":
-                return self._receive_ack(request, via, cseq, source, now)
-            key = server_key(request, via, cseq, request.method)
-            txn = self._server.get(key)
-            if txn is not None:
-                self.stats.retransmissions_absorbed += 1
-                return txn.on_retransmission(response_peer(source, stamp_via(via, source)), now)
-            return self._new_server_transaction(request, via, cseq, key, source, now)
+                target = self._ack_target(request, via, cseq)
+            else:
+                key = server_key(request, via, cseq, request.method)
+                cancel_key = ack_key = None
+                if request.method == "CANCEL":
+                    cancel_key = server_key(request, via, cseq, "INVITE")
+                elif request.method == "INVITE" and key[0] == "2543":
+                    ack_key = ack_2543_key(request, via, cseq)
         except ValueError:  # SipParseError included: unreadable Via, CSeq, From or To
             self.stats.dropped_malformed += 1
             return []
-
-    def _new_server_transaction(
-        self, request: Request, via: Via, cseq: CSeq, key: ServerKey, source: Peer, now: float
-    ) -> list[Effect]:
-        # Work out everything that can fail before anything is stamped or registered.
-        cancel_key = (
-            server_key(request, via, cseq, "INVITE") if request.method == "CANCEL" else None
-        )
-        ack_key = None
-        if request.method == "INVITE" and key[0] == "2543":
-            ack_key = ack_2543_key(request, via, cseq)
+        if request.method == "ACK":
+            return self._receive_ack(request, via, target, source, now)
+        txn = self._server.get(key)
+        if txn is not None:
+            self.stats.retransmissions_absorbed += 1
+            return txn.on_retransmission(response_peer(source, stamp_via(via, source)), now)
         stamped = stamp_via(via, source)
         if stamped is not via:
             replace_top_via(request, stamped)
@@ -152,23 +151,29 @@ class TransactionLayer:
         if len(self._by_id) >= self.max_transactions:
             return self._reject_overloaded(request, via, peer)
         tid = TransactionId(Side.SERVER, request.method, next(self._serial))
+        txn = self._new_server_transaction(tid, key, request, peer)
+        if ack_key is not None and isinstance(txn, ServerInviteTransaction):
+            txn.ack_key = ack_key
+            self._server_acks[ack_key] = txn
+        cancels = None
+        if cancel_key is not None:
+            target_invite = self._server.get(cancel_key)
+            if isinstance(target_invite, ServerInviteTransaction):
+                cancels = target_invite.id
+        return [*txn.start(now), Deliver(request, tid, source, cancels)]
+
+    def _new_server_transaction(
+        self, tid: TransactionId, key: ServerKey, request: Request, peer: Peer
+    ) -> ServerTransaction:
         txn: ServerTransaction
         if request.method == "INVITE":
             txn = ServerInviteTransaction(tid, key, request, peer, self.timers, self._queue)
-            if ack_key is not None:
-                txn.ack_key = ack_key
-                self._server_acks[ack_key] = txn
         else:
             txn = ServerNonInviteTransaction(tid, key, request, peer, self.timers, self._queue)
         self._by_id[tid] = txn
         self._server[key] = txn
         self.stats.server_created += 1
-        cancels = None
-        if cancel_key is not None:
-            target = self._server.get(cancel_key)
-            if isinstance(target, ServerInviteTransaction):
-                cancels = target.id
-        return [*txn.start(now), Deliver(request, tid, source, cancels)]
+        return txn
 
     def _reject_overloaded(self, request: Request, via: Via, peer: Peer) -> list[Effect]:
         """Stateless 503 (RFC 3261 21.5.4); the To tag is derived from the request so that a
@@ -182,22 +187,31 @@ class TransactionLayer:
         response.headers.add("Retry-After", str(self.retry_after))
         return [Send(response, peer)]
 
-    def _receive_ack(
-        self, ack: Request, via: Via, cseq: CSeq, source: Peer, now: float
-    ) -> list[Effect]:
+    def _ack_target(self, ack: Request, via: Via, cseq: CSeq) -> ServerInviteTransaction | None:
+        """The INVITE server transaction an ACK belongs to (17.2.3, or the RFC 2543 rule)."""
         txn = self._server.get(server_key(ack, via, cseq, "INVITE"))
         if txn is None and not is_rfc3261_branch(via.branch):
             candidate = self._server_acks.get(ack_2543_key(ack, via, cseq))
             if candidate is not None and candidate.final_to_tag == ack.to.tag:
                 txn = candidate
-        if isinstance(txn, ServerInviteTransaction) and txn.state is not ServerState.ACCEPTED:
+        return txn if isinstance(txn, ServerInviteTransaction) else None
+
+    def _receive_ack(
+        self,
+        ack: Request,
+        via: Via,
+        txn: ServerInviteTransaction | None,
+        source: Peer,
+        now: float,
+    ) -> list[Effect]:
+        if txn is not None and txn.state is not ServerState.ACCEPTED:
             self.stats.retransmissions_absorbed += 1
             return txn.on_ack(ack, source, now)  # ACK for a non-2xx: the transaction's own
         stamped = stamp_via(via, source)
         if stamped is not via:
             replace_top_via(ack, stamped)
-        if isinstance(txn, ServerInviteTransaction):
-            return txn.on_ack(ack, source, now)
+        if txn is not None:
+            return txn.on_ack(ack, source, now)  # Accepted: delivered with the transaction
         return [Deliver(ack, None, source)]  # ACK for a 2xx: its own transaction, the TU's
 
     def _receive_response(self, response: Response, source: Peer, now: float) -> list[Effect]:
