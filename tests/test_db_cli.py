@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +21,22 @@ from pbx.sip.digest import Credential
 HELPLINE = str(Path(sys.executable).with_name("helpline"))
 
 
+@contextlib.contextmanager
+def pg_state_dir() -> Iterator[Path]:
+    """A state dir outside pytest's private base (which other pytest runs keep chmod-ing 0700):
+    as root, pgserver runs PostgreSQL as its own user, which must reach the data directory."""
+    path = Path(tempfile.mkdtemp(prefix="helpline-dbtest-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("clistate")
+def state_dir() -> Iterator[Path]:
+    with pg_state_dir() as state:
+        yield state
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +167,15 @@ async def test_set_password_uses_realm_and_set_pin(
     assert helpline(state_dir, "set-pin", "bob", "--clear").returncode == 0
 
 
-def test_cli_alone_starts_and_stops_its_server(tmp_path: Path) -> None:
-    done = helpline(tmp_path, "add", "solo", "--password", "a long enough password")
-    assert done.returncode == 0, done.stderr
-    assert not (tmp_path / "pg" / "postmaster.pid").exists()  # nobody else uses it: stopped
-    listed = helpline(tmp_path, "list", "--json")
-    assert json.loads(listed.stdout)["username"] == "solo"
+def test_cli_alone_starts_and_stops_its_server() -> None:
+    with pg_state_dir() as state:
+        try:
+            done = helpline(state, "add", "solo", "--password", "a long enough password")
+            assert done.returncode == 0, done.stderr
+            # Nobody else uses the server: the CLI stopped the one it started.
+            assert not (state / "pg" / "postmaster.pid").exists()
+            listed = helpline(state, "list", "--json")
+            assert json.loads(listed.stdout)["username"] == "solo"
+            assert not (state / "pg" / "postmaster.pid").exists()
+        finally:
+            EmbeddedPostgres((state / "pg").resolve(), "", None).stop(force=True)

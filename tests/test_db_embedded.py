@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -17,6 +21,24 @@ from pbx.db.database import open_database
 from pbx.db.embedded import start_embedded
 
 PYTHON = sys.executable
+
+
+@contextlib.contextmanager
+def pg_state_dir() -> Iterator[Path]:
+    """A state dir outside pytest's private base (which other pytest runs keep chmod-ing 0700):
+    as root, pgserver runs PostgreSQL as its own user, which must reach the data directory."""
+    path = Path(tempfile.mkdtemp(prefix="helpline-dbtest-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def state() -> Iterator[Path]:
+    with pg_state_dir() as path:
+        yield path
 
 
 def postmaster_pid(state_dir: Path) -> int | None:
@@ -49,30 +71,30 @@ def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_open_database_embedded_migrates_and_close_stops(tmp_path: Path) -> None:
-    db = await open_database(None, tmp_path)
+async def test_open_database_embedded_migrates_and_close_stops(state: Path) -> None:
+    db = await open_database(None, state)
     try:
         assert db.embedded is not None
         assert await db.pool.fetchval("SELECT max(version) FROM schema_version") >= 1
-        pid = postmaster_pid(tmp_path)
+        pid = postmaster_pid(state)
         assert running(pid)
     finally:
         await db.close()
     assert not running(pid)
 
 
-async def test_server_left_running_by_a_crashed_run_is_reused(tmp_path: Path) -> None:
+async def test_server_left_running_by_a_crashed_run_is_reused(state: Path) -> None:
     # A process starts the server and dies without stopping it.
     run_python(
         "import os, sys; from pathlib import Path; from pbx.db.embedded import start_embedded;"
         "start_embedded(Path(sys.argv[1])); os._exit(0)",
-        str(tmp_path),
+        str(state),
     )
-    pid = postmaster_pid(tmp_path)
+    pid = postmaster_pid(state)
     assert running(pid)
-    server = start_embedded(tmp_path)
+    server = start_embedded(state)
     try:
-        assert postmaster_pid(tmp_path) == pid  # attached, not restarted
+        assert postmaster_pid(state) == pid  # attached, not restarted
         assert await can_query(server.url)
     finally:
         # The crashed process is still listed as a user; it is dead, so stop() really stops.
@@ -80,40 +102,40 @@ async def test_server_left_running_by_a_crashed_run_is_reused(tmp_path: Path) ->
     assert not running(pid)
 
 
-async def test_stale_pidfile_naming_an_unrelated_live_process(tmp_path: Path) -> None:
-    server = start_embedded(tmp_path)
-    pidfile = tmp_path / "pg" / "postmaster.pid"
+async def test_stale_pidfile_naming_an_unrelated_live_process(state: Path) -> None:
+    server = start_embedded(state)
+    pidfile = state / "pg" / "postmaster.pid"
     lines = pidfile.read_text().splitlines()
     server.stop()
     # After a reboot the pid in a leftover postmaster.pid may belong to anything: here, us.
     lines[0] = str(os.getpid())
     pidfile.write_text("\n".join(lines) + "\n")
     os.chmod(pidfile, 0o600)
-    server = start_embedded(tmp_path)
+    server = start_embedded(state)
     try:
-        assert postmaster_pid(tmp_path) != os.getpid()
+        assert postmaster_pid(state) != os.getpid()
         assert await can_query(server.url)
     finally:
         server.stop()
 
 
-async def test_restart_after_server_was_killed(tmp_path: Path) -> None:
-    server = start_embedded(tmp_path)
-    pid = postmaster_pid(tmp_path)
+async def test_restart_after_server_was_killed(state: Path) -> None:
+    server = start_embedded(state)
+    pid = postmaster_pid(state)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    server = start_embedded(tmp_path)
+    server = start_embedded(state)
     try:
-        assert postmaster_pid(tmp_path) != pid
+        assert postmaster_pid(state) != pid
         assert await can_query(server.url)
     finally:
         server.stop()
 
 
-async def test_server_in_use_by_another_process_is_not_stopped(tmp_path: Path) -> None:
+async def test_server_in_use_by_another_process_is_not_stopped(state: Path) -> None:
     # Another process (say the service) uses the server and keeps running.
     holder = subprocess.Popen(
         [
@@ -121,7 +143,7 @@ async def test_server_in_use_by_another_process_is_not_stopped(tmp_path: Path) -
             "-c",
             "import sys; from pathlib import Path; from pbx.db.embedded import start_embedded;"
             "start_embedded(Path(sys.argv[1])); print('up', flush=True); sys.stdin.read()",
-            str(tmp_path),
+            str(state),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -131,20 +153,20 @@ async def test_server_in_use_by_another_process_is_not_stopped(tmp_path: Path) -
     while (line := holder.stdout.readline()) and line.strip() != "up":
         pass  # structlog's default output goes to stdout too
     assert line.strip() == "up"
-    server = start_embedded(tmp_path)  # e.g. the CLI
+    server = start_embedded(state)  # e.g. the CLI
     try:
         assert not server.stop()
         assert await can_query(server.url)
         holder.stdin.close()
         holder.wait(timeout=60)
         assert server.stop()  # the other user has gone: now it stops
-        assert not running(postmaster_pid(tmp_path))
+        assert not running(postmaster_pid(state))
     finally:
         holder.kill()
         holder.wait(timeout=60)
         server.stop(force=True)
 
 
-async def test_open_database_reports_unreachable_server(tmp_path: Path) -> None:
+async def test_open_database_reports_unreachable_server(state: Path) -> None:
     with pytest.raises(OSError):
-        await open_database("postgresql://postgres@127.0.0.1:1/postgres", tmp_path)
+        await open_database("postgresql://postgres@127.0.0.1:1/postgres", state)

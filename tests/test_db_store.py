@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,16 +30,29 @@ from pbx.db.volunteers import (
 from pbx.sip.digest import Algorithm, Credential, ha1
 
 
+@contextlib.contextmanager
+def pg_state_dir() -> Iterator[Path]:
+    """A state dir outside pytest's private base (which other pytest runs keep chmod-ing 0700):
+    as root, pgserver runs PostgreSQL as its own user, which must reach the data directory."""
+    path = Path(tempfile.mkdtemp(prefix="helpline-dbtest-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="module")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = start_embedded(tmp_path_factory.mktemp("state"))
-    yield server
-    server.stop(force=True)
+def pg() -> Iterator[EmbeddedPostgres]:
+    with pg_state_dir() as state:
+        server = start_embedded(state)
+        yield server
+        server.stop(force=True)
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,9 +23,22 @@ from pbx.db.writebehind import Delete, Insert, Upsert, WriteBehind
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+@contextlib.contextmanager
+def pg_state_dir() -> Iterator[Path]:
+    """A state dir outside pytest's private base (which other pytest runs keep chmod-ing 0700):
+    as root, pgserver runs PostgreSQL as its own user, which must reach the data directory."""
+    path = Path(tempfile.mkdtemp(prefix="helpline-dbtest-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def pg_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("wbstate")
+def pg_state() -> Iterator[Path]:
+    with pg_state_dir() as state:
+        yield state
 
 
 @pytest.fixture(scope="module")

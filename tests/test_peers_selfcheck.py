@@ -229,6 +229,21 @@ def test_sipp_rtpstream_caller_plays_audio_without_raw_sockets(tmp_path: Path) -
     assert dominant_frequency(heard(tmp_path / "heard.wav"), CANDIDATES) == 700.0
 
 
+def test_sipp_over_tcp_calls_pjsua_over_tcp() -> None:
+    with PjsuaPhone("volunteer") as phone:
+        phone.start(find_free_port(proto="tcp"), "tcp")
+        assert phone.uri.endswith(";transport=tcp")
+        caller = start_sipp(
+            "uac_call", f"127.0.0.1:{phone.port}", transport="t1", pause_ms=200, timeout_s=10
+        )
+        incoming = phone.wait_incoming(timeout=5)
+        assert (incoming.header("Via") or "").startswith("SIP/2.0/TCP")
+        phone.answer()
+        result = caller.wait().assert_ok()
+        assert phone.wait_disconnected(timeout=5) == 200
+    assert "TCP message received" in result.messages_log
+
+
 def test_pjsua_answers_options_and_its_worker_process_ends_on_close() -> None:
     phone = PjsuaPhone("probe")
     with phone:

@@ -120,3 +120,53 @@ async def test_oversized_and_flooding_input(make_helpline: MakeHelpline) -> None
             assert reply.startswith("SIP/2.0 503") and "Retry-After:" in reply
         finally:
             probe.close()
+
+
+SDP = (
+    "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n"
+    "m=audio {port} RTP/AVP 8 0\na=rtpmap:8 PCMA/8000\na=rtpmap:0 PCMU/8000\n"
+)
+
+
+async def test_call_whose_ack_never_comes_is_cleaned_up(make_helpline: MakeHelpline) -> None:
+    async with make_helpline(digest_algorithms=["MD5"]) as helpline:  # T1 = 0.1 s
+        await helpline.add_volunteer("joke", "pass-word-mno")
+        volunteer, caller = RawHandset(), RawHandset()
+        target = (helpline.host, helpline.port)
+        try:
+            final = await asyncio.to_thread(
+                volunteer.register, target, "joke", "pass-word-mno", contact_port=volunteer.port
+            )
+            assert final.startswith("SIP/2.0 200")
+            offer = SDP.format(port=41000)
+            invite = INVITE.format(
+                host=helpline.host, port=helpline.port, me=caller.host, myport=caller.port
+            ).replace(
+                "Content-Length: 0\n\n",
+                "Content-Type: application/sdp\n"
+                f"Content-Length: {len(offer) + offer.count(chr(10))}\n\n{offer}",
+            )
+            caller.send(invite, target)
+            ringing = await asyncio.to_thread(volunteer.recv_until, "INVITE", 5)
+            await asyncio.to_thread(
+                volunteer.answer, ringing, "200 OK", target, SDP.format(port=42000)
+            )
+            ack = await asyncio.to_thread(volunteer.recv_until, "ACK", 5)
+            assert ack.startswith("ACK ")
+            # The caller never ACKs: the 200 is retransmitted, then the call is torn down.
+            oks = 0
+            while True:
+                msg = await asyncio.to_thread(caller.recv, 10)
+                first = msg.split("\r\n", 1)[0]
+                if first.startswith("SIP/2.0 200"):
+                    oks += 1
+                elif first.startswith("BYE "):
+                    break
+            assert oks >= 3  # retransmitted with T1 doubling (RFC 3261 13.3.1.4)
+            bye = await asyncio.to_thread(volunteer.recv_until, "BYE", 5)
+            assert bye.startswith("BYE sip:h@")
+            await asyncio.sleep(0.5)
+            assert helpline.service.switchboard.legs == {}
+        finally:
+            volunteer.close()
+            caller.close()

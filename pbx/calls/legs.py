@@ -36,6 +36,8 @@ class LegState(enum.Enum):
     ENDED = "ended"
 
 
+_background: set[asyncio.Task[Response]] = set()  # BYE transactions still running
+
 OfferHandler = Callable[[bytes], Awaitable[bytes | None]]  # re-INVITE offer -> answer (None: 488)
 
 
@@ -70,13 +72,16 @@ class Leg:
             self.on_end(self)
 
     async def hangup(self, reason: str = "hangup") -> None:
-        """BYE a confirmed dialog; an unanswered leg is handled by its subclass."""
+        """End the leg now: BYE a confirmed dialog; its transaction completes in the background,
+        so tearing down the other leg never waits for an unresponsive peer."""
         if self.state is LegState.ENDED or self.dialog is None:
             self._finish(reason)
             return
         bye = self.dialog.request("BYE")
         self._finish(reason)
-        await self.stack.request(bye, self.dialog.peer)
+        task = asyncio.create_task(self.stack.request(bye, self.dialog.peer))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
     # --- in-dialog requests from the other side (dispatched by the core) -------------------------
     def handle_in_dialog(self, incoming: IncomingRequest) -> None:

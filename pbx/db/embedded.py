@@ -9,9 +9,11 @@ service while the CLI runs, or the other way round) still uses it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 import warnings
@@ -130,19 +132,31 @@ class EmbeddedPostgres:
             if others and not force:
                 log.info("db.embedded.left_running", users=len(others))
                 return False
-            pg_ctl = pgserver.postgres_server.POSTGRES_BIN_PATH / "pg_ctl"
-            result = subprocess.run(
-                [str(pg_ctl), "-D", str(self.pgdata), "-w", "-m", "fast", "stop"],
-                user=self.system_user,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=60,
-                check=False,
-            )
-            # Non-zero: it was not running, which is what we want anyway.
-            log.info("db.embedded.stopped", exit_code=result.returncode)
+            # Signal the postmaster ourselves rather than run pg_ctl as the server's user: that
+            # user may no longer be able to reach the data directory (a parent made private).
+            for sig, mode in ((signal.SIGINT, "fast"), (signal.SIGQUIT, "immediate")):
+                pid = self._running()
+                if pid is None:
+                    break
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+                deadline = time.monotonic() + 60
+                while self._running() == pid and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if self._running() is not None:
+                    log.warning("db.embedded.stop_slow", mode=mode)
+            if self._running() is not None:
+                raise RuntimeError(f"could not stop the embedded PostgreSQL in {self.pgdata}")
+            log.info("db.embedded.stopped")
             return True
+
+    def _running(self) -> int | None:
+        """The pid of the live postmaster serving our data directory, if any."""
+        try:
+            pid = abs(int((self.pgdata / "postmaster.pid").read_text().splitlines()[0]))
+        except (FileNotFoundError, IndexError, ValueError):
+            return None
+        return pid if _is_live_postgres(pid, self.pgdata) else None
 
 
 def start_embedded(state_dir: Path) -> EmbeddedPostgres:

@@ -165,6 +165,7 @@ class PjsuaPhone:
         self._dead = False
         self._reader: threading.Thread | None = None
         self._stderr: Any = None
+        self._current: int | None = None  # handle of the call the test last got
 
     # -- process lifecycle ---------------------------------------------------------------------
 
@@ -253,6 +254,15 @@ class PjsuaPhone:
             self._spawn()
         proc = self._proc
         assert proc is not None and proc.stdin is not None
+        # call=None means "the call this test is dealing with": the one the last
+        # wait_incoming/make_call returned (while it lives, or for waits on it in any case).
+        if "call" in args and args["call"] is None and self._current is not None:
+            with self._cond:
+                usable = cmd in ("wait_state", "call_info", "stop_record") or not self._ended(
+                    self._current
+                )
+            if usable:
+                args["call"] = self._current
         mid = next(self._ids)
         try:
             proc.stdin.write(json.dumps({"id": mid, "cmd": cmd, "args": args}) + "\n")
@@ -388,6 +398,7 @@ class PjsuaPhone:
         with self._cond:
             self._incoming_seen = self._events.index(ev) + 1
         d = ev.data
+        self._current = int(d["call"])
         return IncomingCall(
             call=int(d["call"]),
             remote_uri=d["remote_uri"],
@@ -429,6 +440,7 @@ class PjsuaPhone:
         res = self._request(
             "make_call", timeout, uri=uri, wait=wait, timeout=timeout, headers=headers
         )
+        self._current = int(res["call"])
         return int(res["status"])
 
     def wait_state(self, state: str, timeout: float = 10.0, *, call: int | None = None) -> str:

@@ -81,6 +81,16 @@ class TransactionStats:
     dropped_tu_responses: int = 0  # TU responses for ended transactions or in the wrong state
 
 
+@dataclass(frozen=True, slots=True)
+class _Read:
+    via: Via  # the top Via as received (before stamping)
+    cseq: CSeq
+    key: ServerKey | None  # None for an ACK
+    cancel_key: ServerKey | None = None  # CANCEL: the key of the INVITE it targets
+    ack_key: ServerKey | None = None  # RFC 2543 INVITE: the key its ACK will be found by
+    ack_target: ServerInviteTransaction | None = None  # ACK: the transaction it belongs to
+
+
 class TransactionLayer:
     def __init__(
         self,
@@ -118,28 +128,31 @@ class TransactionLayer:
             return self._settle(self._receive_request(message, source, now))
         return self._settle(self._receive_response(message, source, now))
 
+    def _read(self, request: Request) -> _Read:
+        """Everything matching needs from a request, read before any state changes, so that a
+        malformed request is dropped cleanly. Raises ValueError (SipParseError included)."""
+        via = request.top_via
+        cseq = request.cseq
+        if cseq.method != request.method or request.uri is None:
+            raise SipParseError("CSeq method differs from the request method")
+        if request.method == "ACK":
+            return _Read(via, cseq, None, ack_target=self._ack_target(request, via, cseq))
+        key = server_key(request, via, cseq, request.method)
+        if request.method == "CANCEL":
+            return _Read(via, cseq, key, cancel_key=server_key(request, via, cseq, "INVITE"))
+        if request.method == "INVITE" and key[0] == "2543":
+            return _Read(via, cseq, key, ack_key=ack_2543_key(request, via, cseq))
+        return _Read(via, cseq, key)
+
     def _receive_request(self, request: Request, source: Peer, now: float) -> list[Effect]:
-        # Everything read from the message is read here, so that a malformed one is dropped
-        # before any state changes.
         try:
-            via = request.top_via
-            cseq = request.cseq
-            if cseq.method != request.method or request.uri is None:
-                raise SipParseError("CSeq method differs from the request method")
-            if request.method == "ACK":
-                target = self._ack_target(request, via, cseq)
-            else:
-                key = server_key(request, via, cseq, request.method)
-                cancel_key = ack_key = None
-                if request.method == "CANCEL":
-                    cancel_key = server_key(request, via, cseq, "INVITE")
-                elif request.method == "INVITE" and key[0] == "2543":
-                    ack_key = ack_2543_key(request, via, cseq)
-        except ValueError:  # SipParseError included: unreadable Via, CSeq, From or To
+            read = self._read(request)
+        except ValueError:
             self.stats.dropped_malformed += 1
             return []
-        if request.method == "ACK":
-            return self._receive_ack(request, via, target, source, now)
+        via, key = read.via, read.key
+        if key is None:
+            return self._receive_ack(request, via, read.ack_target, source, now)
         txn = self._server.get(key)
         if txn is not None:
             self.stats.retransmissions_absorbed += 1
@@ -152,12 +165,12 @@ class TransactionLayer:
             return self._reject_overloaded(request, via, peer)
         tid = TransactionId(Side.SERVER, request.method, next(self._serial))
         txn = self._new_server_transaction(tid, key, request, peer)
-        if ack_key is not None and isinstance(txn, ServerInviteTransaction):
-            txn.ack_key = ack_key
-            self._server_acks[ack_key] = txn
+        if read.ack_key is not None and isinstance(txn, ServerInviteTransaction):
+            txn.ack_key = read.ack_key
+            self._server_acks[read.ack_key] = txn
         cancels = None
-        if cancel_key is not None:
-            target_invite = self._server.get(cancel_key)
+        if read.cancel_key is not None:
+            target_invite = self._server.get(read.cancel_key)
             if isinstance(target_invite, ServerInviteTransaction):
                 cancels = target_invite.id
         return [*txn.start(now), Deliver(request, tid, source, cancels)]
