@@ -43,7 +43,7 @@ class CallerHasher:
         return self._keys[epoch]
 
     def hash(self, number: str, now: float) -> str:
-        normalized = "".join(c for c in number if c.isdigit())
+        normalized = "".join(c for c in number if c in "0123456789")
         mac = hmac.new(self.key_for(now), normalized.encode(), hashlib.sha256)
         return mac.hexdigest()[:20]
 
@@ -71,7 +71,7 @@ def caller_context(invite: Request, hasher: CallerHasher, now: float, trunk: str
     except ValueError:
         number = None
     withheld = not number or number.lower() in ("anonymous", "unknown", "restricted")
-    digits = "".join(c for c in number or "" if c.isdigit())
+    digits = "".join(c for c in number or "" if c in "0123456789")
     key = None if withheld or not digits else hasher.hash(digits, now)
     return CallerContext(
         call_ref=uuid.uuid4().hex[:16], dialed=dialed_number(invite), caller_key=key, trunk=trunk

@@ -13,7 +13,9 @@ def build_service(settings: Settings) -> HelplineService:
     service = HelplineService(settings)
     rtp_host = settings.sip_host if settings.sip_host not in ("", "::") else "0.0.0.0"
     pool = PortPool(rtp_host, settings.rtp_port_min, settings.rtp_port_max)
-    router = DirectRouter(service.switchboard, MediaFactory(pool, settings.public_host))
+    router = DirectRouter(
+        service.switchboard, MediaFactory(pool, settings.public_host, settings.media_timeout)
+    )
     service.switchboard.app = router
     service.app = router
     return service

@@ -44,6 +44,7 @@ class Settings:
     metrics_port: int | None = 9160  # Prometheus /metrics; None disables
     rtp_port_min: int = 20000
     rtp_port_max: int = 29999
+    media_timeout: float = 60.0  # a call leg that sends no RTP this long is hung up
     registration_min_expires: int = 60
     registration_max_expires: int = 3600
     registration_default_expires: int = 600

@@ -164,6 +164,10 @@ class Switchboard:
         if request.body and request.content_type != SDP:
             incoming.respond(415, headers=[("Accept", SDP)])
             return
+        accept = [a.split(";")[0].strip().lower() for a in request.headers.values("Accept")]
+        if accept and SDP not in accept and "application/*" not in accept and "*/*" not in accept:
+            incoming.respond(406, "Not Acceptable - We answer with application/sdp")
+            return
         if self.app is None:
             incoming.respond(480, "Temporarily Unavailable - Not accepting calls")
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import shutil
 import tempfile
 import time
@@ -21,6 +22,10 @@ from pbx.db.registrations import StoredBinding, delete_op, save_op
 from pbx.db.writebehind import Delete, Insert, Upsert, WriteBehind
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Mode(enum.Enum):
+    NIGHT = "night"
 
 
 @contextlib.contextmanager
@@ -137,8 +142,16 @@ async def test_bad_data_is_rejected_alone_and_invalid_ops_never_raise(
     wb.submit(Upsert("events", {"kind": "x"}, key=("id",)))
     wb.submit(Delete("events", {}))
     wb.submit("not an op")  # type: ignore[arg-type]
+    # Values JSON cannot represent (an enum here) are stored as text, not rejected.
+    wb.submit(event_op("call.offered", {"seq": 3, "mode": Mode.NIGHT}, T0.replace(tzinfo=None)))
     assert await wb.flush(30)
-    assert await seqs(db.pool) == [1, 2]
+    assert await seqs(db.pool) == [1, 2, 3]
+    assert (
+        await db.pool.fetchval(
+            "SELECT data->>'mode' FROM events WHERE kind='call.offered' AND (data->>'seq')::int = 3"
+        )
+        == "Mode.NIGHT"
+    )
     assert wb.stats().rejected == 5
     await wb.close(5)
 

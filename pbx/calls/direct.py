@@ -61,6 +61,7 @@ class DirectRouter:
             leg.reject(exc.status, exc.reason)
             return
         leg.on_reinvite = _reinvite_handler(caller_media)
+        leg.on_info = caller_media.on_info
         try:
             await self._ring_volunteers(leg, caller, caller_media, caller_sdp)
         finally:
@@ -98,6 +99,7 @@ class DirectRouter:
             return True
         out, call_id, tag = self.switchboard.new_outbound_leg(attempt.binding, ref)
         out.on_reinvite = _reinvite_handler(vol_media)
+        out.on_info = vol_media.on_info
         try:
             invite = asyncio.create_task(
                 out.call(
@@ -149,11 +151,17 @@ class DirectRouter:
             asyncio.create_task(leg.ended.wait()),
             asyncio.create_task(out.ended.wait()),
             asyncio.ensure_future(bridge.done),
+            asyncio.create_task(attempt.caller_media.dead.wait()),
+            asyncio.create_task(vol_media.dead.wait()),
         }
         _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         bridge.stop()
+        if attempt.caller_media.dead.is_set() or vol_media.dead.is_set():
+            log.warning(
+                "media_timeout", call=leg.ref, caller_dead=attempt.caller_media.dead.is_set()
+            )
         if leg.state is not LegState.ENDED:
             await leg.hangup("volunteer_hangup")
         if out.state is not LegState.ENDED:

@@ -6,9 +6,11 @@ the service: neither learns the other's address.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 
+from pbx.media.dtmf import parse_info_body
 from pbx.media.leg import MediaLeg
 from pbx.media.ports import PortPool, PortsExhausted
 from pbx.media.sdp import (
@@ -19,6 +21,7 @@ from pbx.media.sdp import (
     build_offer,
     parse_answer,
 )
+from pbx.sip.message import Request
 
 __all__ = ["MediaError", "MediaFactory", "NoCommonCodec", "PortsExhausted"]
 
@@ -38,6 +41,7 @@ class MediaError(Exception):
 class AnchoredMedia:
     leg: MediaLeg
     host: str
+    dead: asyncio.Event = field(default_factory=asyncio.Event)  # no RTP for media_timeout
     session_id: int = field(default_factory=lambda: next(_session_ids))
     version: int = 0
     our_offer: SessionDescription | None = None
@@ -73,6 +77,12 @@ class AnchoredMedia:
             raise MediaError(488, f"Not Acceptable Here - Bad SDP answer: {exc}"[:100]) from exc
         self.leg.update(negotiated)
 
+    def on_info(self, request: Request) -> None:
+        """SIP INFO key presses (application/dtmf-relay, application/dtmf) join the RTP ones."""
+        digit = parse_info_body(request.content_type, request.body)
+        if digit is not None:
+            self.leg.deliver_digit(digit)
+
     def close(self) -> None:
         self.leg.close()
 
@@ -84,8 +94,11 @@ class MediaFactory:
     media_timeout: float | None = 60.0
 
     async def open(self) -> AnchoredMedia:
+        dead = asyncio.Event()
         try:
-            leg = await MediaLeg.open(self.pool, media_timeout=self.media_timeout)
+            leg = await MediaLeg.open(
+                self.pool, media_timeout=self.media_timeout, on_timeout=lambda _: dead.set()
+            )
         except PortsExhausted as exc:
             raise MediaError(503, "Service Unavailable - No media ports") from exc
-        return AnchoredMedia(leg, self.host)
+        return AnchoredMedia(leg, self.host, dead)

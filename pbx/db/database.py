@@ -18,7 +18,12 @@ log = structlog.get_logger()
 
 async def init_connection(conn: asyncpg.Connection) -> None:
     """Per-connection setup: jsonb columns take and return Python objects."""
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("jsonb", encoder=_json_dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def _json_dumps(value: object) -> str:
+    # Enums, datetimes and the like in event data become strings rather than failing the write.
+    return json.dumps(value, default=str)
 
 
 @dataclass

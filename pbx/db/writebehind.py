@@ -198,7 +198,8 @@ class _Journal:
                 self._chunk_id, self._chunk_len = str(uuid.uuid4()), 0
             self._chunk_len += 1
             batch_id = self._chunk_id
-        line = json.dumps({"b": batch_id, "op": encode_op(op)}, separators=(",", ":"))
+        doc = {"b": batch_id, "op": encode_op(op)}
+        line = json.dumps(doc, separators=(",", ":"), default=str)
         self.writer.write(line + "\n")
         self.writer.flush()
         self.pending += 1

@@ -210,6 +210,10 @@ class MediaLeg:
             if digit is not None:
                 self._dispatch_digit(digit)
 
+    def deliver_digit(self, digit: str) -> None:
+        """A key press that arrived by signalling (SIP INFO) rather than in the RTP stream."""
+        self._dispatch_digit(digit)
+
     def _dispatch_digit(self, digit: str) -> None:
         # Listeners (a player doing barge-in) first, so they stop before the owner reacts.
         for listener in tuple(self._dtmf_listeners):

@@ -14,8 +14,6 @@ WS = " \t"
 _HOST_VALUE_CHARS = TOKEN_CHARS | frozenset("[]:")
 # Characters that may never appear in an unquoted parameter value: they delimit or break the field.
 _VALUE_BREAKERS = frozenset(' \t"<>,;\\\r\n\x00')
-
-
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _DIGITS_RE = re.compile(r"[0-9]+")
 

@@ -24,11 +24,13 @@ from pbx.sip.digest import (
     verify,
 )
 from pbx.sip.errors import SipParseError
+from pbx.sip.grammar import parse_uint
 from pbx.sip.message import Request, Response, make_response
 from pbx.sip.peer import Peer
 from pbx.sip.uri import SipUri
 
 MAX_CONTACTS_PER_USER = 10
+MAX_EXPIRES = 2**32 - 1  # RFC 3261 delta-seconds
 
 
 @dataclass
@@ -145,11 +147,14 @@ class Registrar:
         if to.uri.user_unescaped != username:
             return make_response(request, 403, "Forbidden - Credentials do not match To")
         expires_header = request.headers.get("Expires")
-        if expires_header is not None and not expires_header.strip().isdigit():
-            return make_response(request, 400, "Bad Request - Invalid Expires")
+        header_expires = None
+        if expires_header is not None:
+            header_expires = parse_uint(expires_header.strip(), MAX_EXPIRES)
+            if header_expires is None:
+                return make_response(request, 400, "Bad Request - Invalid Expires")
         cseq = request.cseq.number
         if any(c.wildcard for c in contacts):
-            if len(contacts) != 1 or (expires_header or "").strip() != "0":
+            if len(contacts) != 1 or header_expires != 0:
                 return make_response(
                     request, 400, "Bad Request - Wildcard Contact needs Expires: 0"
                 )
@@ -160,10 +165,12 @@ class Registrar:
         for contact in contacts:
             if not isinstance(contact.uri, SipUri):
                 return make_response(request, 400, "Bad Request - Contact must be a SIP URI")
-            raw = contact.params.get("expires", expires_header)
-            if raw is not None and not str(raw).strip().isdigit():
+            raw = contact.params.get("expires")
+            param = None if raw is None else parse_uint(raw.strip(), MAX_EXPIRES)
+            if raw is not None and param is None:
                 return make_response(request, 400, "Bad Request - Invalid expires parameter")
-            expires = self.config.default_expires if raw is None else int(raw)
+            chosen = param if param is not None else header_expires
+            expires = self.config.default_expires if chosen is None else chosen
             if 0 < expires < self.config.min_expires:
                 response = make_response(request, 423)
                 response.headers.add("Min-Expires", str(self.config.min_expires))

@@ -122,6 +122,8 @@ class _Stream(asyncio.Protocol):
                 self.owner.on_malformed(item, self.peer)
             else:
                 self.owner.deliver(item, self.peer)
+        if self.framer.keepalive_pending():
+            self.send(b"\r\n")  # RFC 5626 section 3.5.1: pong to a double-CRLF ping
         if self.framer.broken and self.transport is not None:
             # the stream cannot be re-synchronised after a framing error (RFC 4475 3.1.2.2/3.1.2.3)
             self.transport.close()

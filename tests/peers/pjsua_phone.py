@@ -5,6 +5,10 @@ pytest/asyncio process it would fight the event loop and could not be torn down 
 worker (``pjsua_worker.py``) runs every pjsua2 callback in its own main thread and always dies:
 on ``close()``, on stdin EOF (our process went away) and after ``max_life`` seconds at most.
 
+pjsua's log (SIP messages included, ``log_text()``) lives in a temporary directory that
+``close()`` deletes unless ``HELPLINE_KEEP_PEER_LOGS=1`` (or an explicit ``log_dir``) is given;
+errors raised while the phone runs carry the log's tail.
+
 Every call here blocks for at most its ``timeout`` (plus a small margin). From ``async`` tests
 whose SIP service runs in the same event loop, use :class:`AsyncPjsuaPhone` (or
 ``asyncio.to_thread``) so the loop keeps serving while the handset waits.
@@ -31,6 +35,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -235,6 +240,8 @@ class PjsuaPhone:
         if self._stderr is not None:
             self._stderr.close()
         self._proc = None
+        if self._own_dir and not os.environ.get("HELPLINE_KEEP_PEER_LOGS"):
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
     @property
     def pid(self) -> int | None:

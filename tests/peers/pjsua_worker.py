@@ -163,6 +163,7 @@ class Worker:
         self.next_handle = 1
         self.auto_ringing = True
         self.user = "phone"
+        self._rtp = (0, 100)  # first RTP port (0: any free one) and range
         self.deadline = time.monotonic() + max_life
         self.cmds: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.quit = False
@@ -264,8 +265,8 @@ class Worker:
             prio = 255 - wanted.index(name) if name in wanted else 0
             ep.codecSetPriority(ci.codecId, prio)
 
-        self.local_acc = self.make_account("local", f"sip:{user}@{bind}:{port}", None)
         self._rtp = (rtp_port, rtp_port_range)
+        self.local_acc = self.make_account("local", f"sip:{user}@{bind}:{port}", None)
         info = ep.transportGetInfo(self.transport_id)
         return {"local_name": info.localName, "pid": os.getpid()}
 
@@ -283,7 +284,7 @@ class Worker:
         nat.sdpNatRewriteUse = 0
         nat.sipOutboundUse = 0
         nat.udpKaIntervalSec = 0
-        rtp_port, rtp_range = getattr(self, "_rtp", (0, 100))
+        rtp_port, rtp_range = self._rtp
         mt = acfg.mediaConfig.transportConfig
         mt.boundAddress = self.bind
         mt.publicAddress = self.bind

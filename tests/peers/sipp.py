@@ -3,7 +3,9 @@
 Every run gets its own directory (``SippResult.run_dir``) holding the message trace, the
 unexpected-message log, the statistics CSV, the final screen and the ``<log>`` action output,
 and every run is bounded: ``-timeout`` with ``-timeout_error`` inside sipp, and a hard kill of
-the process a few seconds later should sipp itself hang.
+the process a few seconds later should sipp itself hang. The texts are loaded into the result;
+the directory is deleted after a clean run (a failed run's stays, ``describe()`` names it),
+unless ``HELPLINE_KEEP_PEER_LOGS=1`` is set.
 
 Loopback only: sipp binds its SIP socket (``-i`` + ``-bind_local``), its media address
 (``-mi``) and its control socket (``-ci``) to ``local_ip`` (127.0.0.1 or 127.0.0.2).
@@ -35,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import os
 import re
 import shutil
 import signal
@@ -51,6 +54,7 @@ SCENARIOS = Path(__file__).with_name("scenarios")
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 Transport = Literal["u1", "un", "t1", "tn"]
 _KILL_MARGIN_S = 10.0  # beyond sipp's own -timeout, before we kill it
+KEEP_LOGS_ENV = "HELPLINE_KEEP_PEER_LOGS"  # set to keep every run directory
 
 
 def find_free_port(host: str = "127.0.0.1", proto: str = "udp") -> int:
@@ -331,9 +335,17 @@ class SippProcess:
     ``stop()`` to end it early (SIGUSR1 = sipp's soft quit, then kill)."""
 
     def __init__(
-        self, cmd: list[str], run_dir: Path, timeout_s: float, calls: int, port: int, local_ip: str
+        self,
+        cmd: list[str],
+        run_dir: Path,
+        timeout_s: float,
+        calls: int,
+        port: int,
+        local_ip: str,
+        cleanup: bool = False,
     ) -> None:
         self.cmd = cmd
+        self.cleanup = cleanup
         self.run_dir = run_dir
         self.timeout_s = timeout_s
         self.calls = calls
@@ -407,6 +419,10 @@ class SippProcess:
         )
         if self.proc.returncode is not None and self.proc.returncode < 0:
             self._result.returncode = self.proc.returncode
+        # A clean run's traces are already in the result; keep the directory only when
+        # something failed (describe() names it) or when asked to.
+        if self.cleanup and self._result.ok and not os.environ.get(KEEP_LOGS_ENV):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
         return self._result
 
     def __enter__(self) -> SippProcess:
@@ -471,7 +487,7 @@ def start_sipp(
         rtp_echo=rtp_echo,
         pause_ms=pause_ms,
     )
-    proc = SippProcess(cmd, rd, timeout_s, calls, port, local_ip)
+    proc = SippProcess(cmd, rd, timeout_s, calls, port, local_ip, cleanup=run_dir is None)
     if wait_listening:
         proc.wait_listening()
     return proc

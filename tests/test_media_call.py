@@ -1,0 +1,106 @@
+"""Audio through the service, shown by content: real PJSIP handsets as caller and volunteer."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tests.audio import active_part, read_wav, tone_share
+from tests.conftest import MakeHelpline
+from tests.peers.pjsua_phone import AsyncPjsuaPhone
+from tests.peers.sipp import find_free_port
+from tests.raw_handset import RawHandset
+from tests.service_fixture import Running
+from tests.test_sip_limits import INVITE, SDP
+
+
+async def test_audio_flows_both_ways_through_the_anchored_bridge(
+    helpline: Running, tmp_path: Path
+) -> None:
+    await helpline.add_volunteer("kees", "pass-word-pqr")
+    async with AsyncPjsuaPhone("kees") as volunteer, AsyncPjsuaPhone("caller") as caller:
+        await volunteer.start(find_free_port())
+        assert (
+            await volunteer.register(helpline.host, helpline.port, "kees", "pass-word-pqr") == 200
+        )
+        await caller.start(find_free_port())  # not registered: it calls in over the trunk
+        dialing = asyncio.create_task(
+            caller.make_call(f"sip:09000767@{helpline.host}:{helpline.port}")
+        )
+        incoming = await volunteer.wait_incoming(timeout=10)
+        assert f"c=IN IP4 {helpline.host}" in incoming.sdp
+        await volunteer.answer(200)
+        assert await dialing == 200
+        await caller.play_tone(1000)
+        await volunteer.play_tone(400)
+        await volunteer.record(tmp_path / "volunteer-heard.wav")
+        await caller.record(tmp_path / "caller-heard.wav")
+        await asyncio.sleep(2.0)
+        heard_by_volunteer = await volunteer.stop_record()
+        heard_by_caller = await caller.stop_record()
+        await caller.hangup()
+        await volunteer.wait_disconnected(timeout=10)  # the caller's BYE ended both legs
+
+    volunteer_pcm = active_part(read_wav(heard_by_volunteer)[0])
+    caller_pcm = active_part(read_wav(heard_by_caller)[0])
+    assert len(volunteer_pcm) > 8000 and len(caller_pcm) > 8000  # > 0.5 s of audio each way
+    assert tone_share(volunteer_pcm, 1000) > 0.8 and tone_share(volunteer_pcm, 400) < 0.05
+    assert tone_share(caller_pcm, 400) > 0.8 and tone_share(caller_pcm, 1000) < 0.05
+    await asyncio.sleep(0.2)
+    assert helpline.service.switchboard.legs == {}
+
+
+async def test_a_call_whose_media_stops_is_hung_up_on_both_sides(
+    make_helpline: MakeHelpline,
+) -> None:
+    """A volunteer's handset that vanishes mid-call (no RTP any more) must not hold the caller."""
+    async with make_helpline(digest_algorithms=["MD5"], media_timeout=1.0) as helpline:
+        await helpline.add_volunteer("lies", "pass-word-stu")
+        volunteer, caller = RawHandset(), RawHandset()
+        target = (helpline.host, helpline.port)
+        try:
+            final = await asyncio.to_thread(
+                volunteer.register, target, "lies", "pass-word-stu", contact_port=volunteer.port
+            )
+            assert final.startswith("SIP/2.0 200")
+            caller.send(_invite(helpline, caller), target)
+            ringing = await asyncio.to_thread(volunteer.recv_until, "INVITE", 5)
+            await asyncio.to_thread(
+                volunteer.answer, ringing, "200 OK", target, SDP.format(port=42002)
+            )
+            ok = await asyncio.to_thread(caller.recv_until, "SIP/2.0 200", 5)
+            caller.send(_ack_for(ok, helpline), target)
+            # neither side sends RTP: after the media timeout both get a BYE
+            bye_caller = await asyncio.to_thread(caller.recv_until, "BYE", 10)
+            bye_volunteer = await asyncio.to_thread(volunteer.recv_until, "BYE", 10)
+            assert bye_caller.startswith("BYE ") and bye_volunteer.startswith("BYE ")
+        finally:
+            volunteer.close()
+            caller.close()
+
+
+def _invite(helpline: Running, caller: RawHandset) -> str:
+    offer = SDP.format(port=41002)
+    return INVITE.format(
+        host=helpline.host, port=helpline.port, me=caller.host, myport=caller.port
+    ).replace(
+        "Content-Length: 0\n\n",
+        "Content-Type: application/sdp\n"
+        f"Content-Length: {len(offer) + offer.count(chr(10))}\n\n{offer}",
+    )
+
+
+def _ack_for(ok: str, helpline: Running) -> str:
+    headers = {
+        line.split(":", 1)[0].lower(): line.split(":", 1)[1].strip()
+        for line in ok.split("\r\n")[1:]
+        if ":" in line
+    }
+    via = (
+        headers["via"].split(";received")[0].replace("branch=z9hG4bKretrans1", "branch=z9hG4bKack1")
+    )
+    contact = headers["contact"].strip("<>")
+    return (
+        f"ACK {contact} SIP/2.0\nVia: {via}\nFrom: {headers['from']}\nTo: {headers['to']}\n"
+        f"Call-ID: {headers['call-id']}\nCSeq: 1 ACK\nMax-Forwards: 70\nContent-Length: 0\n\n"
+    )
