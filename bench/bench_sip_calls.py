@@ -1,0 +1,515 @@
+"""Call setups per second from a carrier trunk, with sipp as both the trunk and the volunteers.
+
+The service runs as its own process (`helpline serve`, on an embedded PostgreSQL this script
+starts), so its CPU is read alone from /proc/<pid>/stat. N volunteer accounts register with MD5
+digest from one UDP port on 127.0.0.2 (a small client here); one sipp UAS (uas_answer.xml) then
+listens on that port and answers every call the service rings there. The trunk is a sipp UAC
+on 127.0.0.1 (uac_call.xml: INVITE 09000767, hold -d ms, BYE) at a fixed rate for a bounded
+number of calls, for each rate in turn, stopping at the first rate with failures or when the
+time budget is spent. The service answers the caller only once a volunteer answered and anchors
+the media of both legs, so a setup is: INVITE in, INVITE out, 180/200 back, 200 to the caller.
+
+Per rate it prints: calls attempted/succeeded/failed; call setup time p50/p95/max (sipp's
+response time from sending the INVITE to receiving the 200, -trace_rtt, whole milliseconds);
+achieved setups/s (200s received per second, first to last); service CPU ms per call attempted
+and its CPU use in % of one core; the peak of concurrent calls (sipp UAC, sampled every
+250 ms); and the CPU the sipp processes used, since they share the machine with the service.
+The direct router rings each volunteer with one call at a time, so concurrency is bounded by
+the number of volunteers (--volunteers, by default enough for the highest rate and hold).
+Keepalive OPTIONS are turned off (HELPLINE_KEEPALIVE_INTERVAL) since sipp's UAS cannot answer
+them. Prints figures, asserts nothing; the machine is shared, so figures are noisy.
+
+    .venv/bin/python bench/bench_sip_calls.py [--rates 10 25 50 100] [--seconds 10]
+        [--hold-ms 1000] [--volunteers N] [--budget 170] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import hashlib
+import math
+import os
+import random
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pbx.db.embedded import EmbeddedPostgres, start_embedded  # noqa: E402
+from tests.peers.sipp import render_scenario, scenario_defaults, scenario_path  # noqa: E402
+
+TRUNK_IP = "127.0.0.1"  # the trusted trunk (the service's default trunk_sources)
+HANDSET_IP = "127.0.0.2"  # the volunteers' handsets
+SERVICE_NUMBER = "09000767"
+CALLER = "0201234567"  # a made-up caller number, as a carrier would send one
+PASSWORD = "bench-pass-word-7"
+REALM = "helpline"
+SIPP = shutil.which("sipp") or "/usr/bin/sipp"
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+# --- processes ------------------------------------------------------------------------------------
+class Processes:
+    """Every child this bench starts; all are ended on exit, whatever happens."""
+
+    def __init__(self) -> None:
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def start(self, cmd: list[str], log: Path, **kwargs: object) -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            proc = subprocess.Popen(  # type: ignore[call-overload]
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **kwargs
+            )
+        self.children.append(proc)
+        return proc  # type: ignore[no-any-return]
+
+    def end(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+    def end_all(self) -> None:
+        for proc in reversed(self.children):
+            self.end(proc)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process (all its threads), from /proc/<pid>/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / HZ  # utime, stime (fields 14, 15)
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def free_port(host: str) -> int:
+    """A port free for both UDP and TCP on `host`."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((host, 0))
+            port = int(u.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind((host, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+# --- the service ----------------------------------------------------------------------------------
+async def _create_volunteers(url: str, state: Path, users: list[str]) -> None:
+    from pbx.db.database import open_database
+    from pbx.db.volunteers import VolunteerRepository
+
+    db = await open_database(url, state)
+    try:
+        repo = VolunteerRepository(db.pool)
+        for user in users:
+            await repo.create(user, PASSWORD, REALM)
+    finally:
+        await db.close()
+
+
+def start_service(procs: Processes, state: Path, db_url: str, port: int) -> subprocess.Popen[bytes]:
+    helpline = Path(sys.executable).with_name("helpline")
+    cmd = [str(helpline)] if helpline.exists() else [sys.executable, "-m", "pbx.cli"]
+    cmd += ["serve", "--sip-host", TRUNK_IP, "--sip-port", str(port), "--tls-port", "0"]
+    cmd += ["--metrics-port", "0", "--state-dir", str(state), "--database-url", db_url]
+    rtp = 30000 + random.randrange(15) * 2000  # a private-ish range; taken ports are skipped
+    env = {
+        **os.environ,
+        "HELPLINE_DIGEST_ALGORITHMS": "MD5",  # sipp only answers MD5, and only the first
+        "HELPLINE_KEEPALIVE_INTERVAL": "3600",
+        "HELPLINE_RTP_PORT_MIN": str(rtp),
+        "HELPLINE_RTP_PORT_MAX": str(rtp + 1999),
+        "HELPLINE_LOG_FORMAT": "json",
+    }
+    return procs.start(cmd, state / "service.log", env=env, cwd=state)
+
+
+def _send(sock: socket.socket, text: str, target: tuple[str, int]) -> None:
+    sock.sendto(text.replace("\n", "\r\n").encode(), target)
+
+
+def _recv(sock: socket.socket, call_id: str, deadline: float) -> str:
+    """The next response for `call_id` (anything else is dropped)."""
+    while True:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        data = sock.recv(65535).decode("utf-8", "replace")
+        if f"Call-ID: {call_id}" in data and data.startswith("SIP/2.0 "):
+            if not data.startswith("SIP/2.0 1"):
+                return data
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes], target: tuple[str, int], log: Path, timeout: float = 90
+) -> None:
+    """Polls the service with OPTIONS until it answers (it opens the database first)."""
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HANDSET_IP, 0))
+        me = sock.getsockname()[1]
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"service exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            call_id = secrets.token_hex(8)
+            _send(
+                sock,
+                f"OPTIONS sip:{target[0]}:{target[1]} SIP/2.0\n"
+                f"Via: SIP/2.0/UDP {HANDSET_IP}:{me};branch=z9hG4bK{secrets.token_hex(6)};rport\n"
+                f"From: <sip:probe@{HANDSET_IP}>;tag=p\nTo: <sip:{target[0]}>\n"
+                f"Call-ID: {call_id}\nCSeq: 1 OPTIONS\nMax-Forwards: 70\nContent-Length: 0\n\n",
+                target,
+            )
+            try:
+                _recv(sock, call_id, time.monotonic() + 0.5)
+                return
+            except TimeoutError:
+                continue
+    raise TimeoutError(f"service did not answer within {timeout:g} s:\n{log.read_text()[-3000:]}")
+
+
+def _digest(challenge: str, user: str, uri: str) -> str:
+    header = next(
+        line for line in challenge.split("\r\n") if line.lower().startswith("www-authenticate")
+    )
+    params = dict(re.findall(r'(\w+)="?([^",]*)"?', header.split(" ", 2)[-1]))
+    ha1 = hashlib.md5(f"{user}:{params.get('realm', REALM)}:{PASSWORD}".encode()).hexdigest()
+    ha2 = hashlib.md5(f"REGISTER:{uri}".encode()).hexdigest()
+    nonce = params["nonce"]
+    auth = f'Digest username="{user}", realm="{params.get("realm", REALM)}", nonce="{nonce}", '
+    auth += f'uri="{uri}", algorithm=MD5'
+    if "auth" in params.get("qop", "").split(","):
+        cnonce, nc = secrets.token_hex(4), "00000001"
+        resp = hashlib.md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}".encode()).hexdigest()
+        auth += f', qop=auth, nc={nc}, cnonce="{cnonce}"'
+    else:
+        resp = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
+    if "opaque" in params:
+        auth += f', opaque="{params["opaque"]}"'
+    return auth + f', response="{resp}"'
+
+
+def register_all(users: list[str], target: tuple[str, int], port: int) -> None:
+    """REGISTERs every user from HANDSET_IP:port, so the service sends their calls there."""
+    uri = f"sip:{target[0]}:{target[1]}"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HANDSET_IP, port))
+        for user in users:
+            call_id = secrets.token_hex(8)
+            base = (
+                f"REGISTER {uri} SIP/2.0\n"
+                f"Via: SIP/2.0/UDP {HANDSET_IP}:{port};branch=z9hG4bK{{branch}};rport\n"
+                f"From: <sip:{user}@{target[0]}>;tag={secrets.token_hex(4)}\n"
+                f"To: <sip:{user}@{target[0]}>\nCall-ID: {call_id}\nCSeq: {{cseq}} REGISTER\n"
+                f"Contact: <sip:{user}@{HANDSET_IP}:{port}>\nExpires: 3600\n"
+                "Max-Forwards: 70\n{auth}Content-Length: 0\n\n"
+            )
+            final = ""
+            for cseq, auth in ((1, ""), (2, None)):
+                if auth is None:
+                    auth = f"Authorization: {_digest(final, user, uri)}\n"
+                msg = base.format(branch=secrets.token_hex(6), cseq=cseq, auth=auth)
+                for _ in range(4):  # UDP: resend on loss
+                    _send(sock, msg, target)
+                    try:
+                        final = _recv(sock, call_id, time.monotonic() + 2)
+                        break
+                    except TimeoutError:
+                        continue
+            if not final.startswith("SIP/2.0 200"):
+                raise RuntimeError(f"REGISTER {user} failed: {final.splitlines()[:1]}")
+
+
+# --- sipp -----------------------------------------------------------------------------------------
+def sipp_base(scenario: Path, ip: str, port: int, timeout_s: float, run_dir: Path) -> list[str]:
+    return [
+        SIPP, "-sf", str(scenario), "-i", ip, "-bind_local", "-p", str(port), "-t", "u1",
+        "-mi", ip, "-mp", str(free_port(ip)), "-ci", ip, "-cp", str(free_port(ip)),
+        "-nostdin", "-timeout", f"{timeout_s:.0f}s", "-timeout_error",
+        "-trace_err", "-error_file", str(run_dir / "errors.log"),
+        "-trace_stat", "-stf", str(run_dir / "stats.csv"), "-fd", "250ms",
+    ]  # fmt: skip
+
+
+def start_volunteers(
+    procs: Processes, run_dir: Path, port: int, timeout_s: float
+) -> subprocess.Popen[bytes]:
+    run_dir.mkdir(parents=True)
+    source = scenario_path("uas_answer")
+    text = source.read_text()
+    scenario = run_dir / source.name
+    scenario.write_text(render_scenario(text, scenario_defaults(text)))
+    cmd = sipp_base(scenario, HANDSET_IP, port, timeout_s, run_dir)
+    proc = procs.start(cmd, run_dir / "sipp.log", cwd=run_dir)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # listening once the port is taken
+        if proc.poll() is not None:
+            raise RuntimeError(f"sipp UAS exited: {(run_dir / 'sipp.log').read_text()[-2000:]}")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((HANDSET_IP, port))
+            except OSError:
+                return proc
+        time.sleep(0.05)
+    raise TimeoutError("sipp UAS did not bind its port")
+
+
+def stats_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    rows = [r for r in csv.reader(path.open(newline=""), delimiter=";") if r]
+    return [dict(zip(rows[0], r, strict=False)) for r in rows[1:]]
+
+
+def number(row: dict[str, str], name: str) -> int:
+    try:
+        return int(float(row.get(name, "0") or 0))
+    except ValueError:
+        return 0
+
+
+def rtt_samples(run_dir: Path) -> list[tuple[float, float]]:
+    """(time since sipp start in ms, setup time in ms) per call, from -trace_rtt."""
+    out: list[tuple[float, float]] = []
+    for path in run_dir.glob("*_rtt.csv"):
+        for row in csv.reader(path.open(newline=""), delimiter=";"):
+            with contextlib.suppress(ValueError, IndexError):
+                out.append((float(row[0]), float(row[1])))
+    return sorted(out)
+
+
+# --- one rate ------------------------------------------------------------------------------------
+@dataclass
+class Level:
+    rate: float
+    attempted: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    setup_ms: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # p50, p95, max
+    achieved_cps: float = math.nan
+    service_cpu: float = math.nan  # seconds
+    wall: float = math.nan
+    peak_calls: int = 0
+    sipp_cpu: float = math.nan  # both sipp processes, seconds
+    exit_code: int = 0
+    failures: str = ""
+
+    @property
+    def cpu_ms_per_call(self) -> float:
+        return 1000 * self.service_cpu / self.attempted if self.attempted else math.nan
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.attempted > 0 and self.exit_code == 0
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def run_level(
+    procs: Processes,
+    run_dir: Path,
+    target: str,
+    rate: float,
+    calls: int,
+    hold_ms: int,
+    service: int,
+    uas: int,
+) -> Level:
+    run_dir.mkdir(parents=True)
+    timeout_s = calls / rate + hold_ms / 1000 + 30
+    cmd = sipp_base(scenario_path("uac_call"), TRUNK_IP, free_port(TRUNK_IP), timeout_s, run_dir)
+    cmd += ["-m", str(calls), "-r", f"{rate:g}", "-d", str(hold_ms), "-s", SERVICE_NUMBER]
+    cmd += ["-key", "caller", CALLER, "-key", "caller_display", CALLER]
+    cmd += ["-trace_rtt", "-rtt_freq", "1", target]
+    cpu0, uas0, kids0 = cpu_seconds(service), cpu_seconds(uas), children_cpu()
+    start = time.monotonic()
+    proc = procs.start(cmd, run_dir / "sipp.log", cwd=run_dir)
+    try:
+        code = proc.wait(timeout=timeout_s + 10)
+    except subprocess.TimeoutExpired:
+        procs.end(proc, signal.SIGKILL)
+        code = -9
+    level = Level(rate=rate, wall=time.monotonic() - start, exit_code=code)
+    level.service_cpu = cpu_seconds(service) - cpu0
+    level.sipp_cpu = (children_cpu() - kids0) + (cpu_seconds(uas) - uas0)
+    rows = stats_rows(run_dir / "stats.csv")
+    if rows:
+        last = rows[-1]
+        level.attempted = number(last, "OutgoingCall(C)")
+        level.succeeded = number(last, "SuccessfulCall(C)")
+        level.failed = number(last, "FailedCall(C)")
+        level.peak_calls = max(number(r, "CurrentCall") for r in rows)
+        level.failures = ", ".join(
+            f"{k[6:-3]}={v}" for k, v in last.items()
+            if k.startswith("Failed") and k.endswith("(C)") and k != "FailedCall(C)"
+            and number(last, k)
+        )  # fmt: skip
+    samples = rtt_samples(run_dir)
+    setup = [ms for _, ms in samples]
+    level.setup_ms = (percentile(setup, 0.5), percentile(setup, 0.95), max(setup, default=math.nan))
+    if len(samples) > 1 and samples[-1][0] > samples[0][0]:
+        level.achieved_cps = (len(samples) - 1) / ((samples[-1][0] - samples[0][0]) / 1000)
+    return level
+
+
+# --- report ---------------------------------------------------------------------------------------
+HEADER = (
+    f"{'rate':>6} {'calls':>6} {'ok':>6} {'fail':>5} {'setup p50':>9} {'p95':>6} {'max':>6} "
+    f"{'setups/s':>8} {'CPU ms/call':>11} {'svc CPU':>7} {'peak calls':>10} {'sipp CPU':>8}"
+)
+
+
+def line(lv: Level) -> str:
+    p50, p95, top = lv.setup_ms
+    busy = 100 * lv.service_cpu / lv.wall if lv.wall else math.nan
+    text = (
+        f"{lv.rate:>6g} {lv.attempted:>6} {lv.succeeded:>6} {lv.failed:>5} {p50:>7.0f}ms "
+        f"{p95:>4.0f}ms {top:>4.0f}ms {lv.achieved_cps:>8.1f} {lv.cpu_ms_per_call:>11.2f} "
+        f"{busy:>6.0f}% {lv.peak_calls:>10} {lv.sipp_cpu:>7.1f}s"
+    )
+    if lv.failures:
+        text += f"  failures: {lv.failures}"
+    if lv.exit_code not in (0, 1):
+        text += f"  (sipp exit {lv.exit_code})"
+    return text
+
+
+def machine() -> str:
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    try:
+        version = subprocess.run(
+            [SIPP, "-v"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+        sipp = next((w for w in version.split() if w.startswith("v3")), "?")
+    except (OSError, subprocess.TimeoutExpired):
+        sipp = "?"
+    return f"machine: nproc={os.cpu_count()} load average {load} (1/5/15 min), sipp {sipp}"
+
+
+# --- main -----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def database(state: Path) -> Iterator[EmbeddedPostgres]:
+    server = start_embedded(state)
+    try:
+        yield server
+    finally:
+        server.stop(force=True)
+
+
+def bench(args: argparse.Namespace, work: Path, procs: Processes) -> None:
+    began = time.monotonic()
+    hold = args.hold_ms / 1000
+    volunteers = args.volunteers or max(20, math.ceil(max(args.rates) * (hold + 1.0)))
+    users = [f"vol{i:04d}" for i in range(volunteers)]
+    print(
+        f"{volunteers} volunteers, hold {args.hold_ms} ms, {args.seconds:g} s of calls per rate, "
+        f"budget {args.budget:g} s",
+        flush=True,
+    )
+    with database(work) as db:
+        asyncio.run(_create_volunteers(db.url, work, users))
+        port = free_port(TRUNK_IP)
+        service = start_service(procs, work, db.url, port)
+        try:
+            target = (TRUNK_IP, port)
+            wait_ready(service, target, work / "service.log")
+            uas_port = free_port(HANDSET_IP)
+            t0 = time.monotonic()
+            register_all(users, target, uas_port)
+            print(f"registered {volunteers} volunteers in {time.monotonic() - t0:.2f} s, "
+                  f"service ready {time.monotonic() - began:.1f} s after start", flush=True)
+            uas = start_volunteers(procs, work / "uas", uas_port, args.budget + 60)
+            time.sleep(1.0)  # let the registrations' database writes settle
+            print(HEADER, flush=True)
+            for rate in args.rates:
+                calls = max(1, round(rate * args.seconds))
+                needed = calls / rate + hold + 5
+                if time.monotonic() - began + needed > args.budget:
+                    print(f"(rate {rate:g} skipped: over the {args.budget:g} s budget)")
+                    break
+                if rate * (hold + 0.2) > volunteers:
+                    print(f"(rate {rate:g}: more concurrent calls than {volunteers} volunteers)")
+                level = run_level(
+                    procs, work / f"rate{rate:g}", f"{TRUNK_IP}:{port}", rate, calls,
+                    args.hold_ms, service.pid, uas.pid,
+                )  # fmt: skip
+                print(line(level), flush=True)
+                if service.poll() is not None:
+                    print(f"service exited ({service.returncode}); see {work / 'service.log'}")
+                    break
+                if not level.ok:
+                    print(f"failures at {rate:g} calls/s: stopping (details in {work})")
+                    args.keep = True
+                    break
+                time.sleep(1.0)  # the last calls' teardown, before the next CPU window
+            procs.end(uas, signal.SIGUSR1)
+        finally:
+            procs.end(service)  # SIGTERM: the service stops cleanly before its database does
+    print(f"total {time.monotonic() - began:.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", type=float, nargs="+", default=[10, 25, 50, 100],
+                        help="call attempts per second, in order")  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds of calls per rate")
+    parser.add_argument("--hold-ms", type=int, default=1000, help="call duration after answer")
+    parser.add_argument("--volunteers", type=int, default=0,
+                        help="registered handsets (default: enough for the highest rate)")  # fmt: skip
+    parser.add_argument("--budget", type=float, default=170.0, help="total seconds, roughly")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = parser.parse_args()
+    # SIGTERM ends the bench like Ctrl-C, so the cleanup below still runs.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    print(machine(), flush=True)
+    # As root pgserver runs PostgreSQL as its own user, which must be able to enter this directory.
+    work = Path(tempfile.mkdtemp(prefix="helpline-bench-calls-"))
+    work.chmod(0o755)
+    procs = Processes()
+    try:
+        bench(args, work, procs)
+    except KeyboardInterrupt:
+        print("interrupted")
+        args.keep = True
+    finally:
+        procs.end_all()
+        if args.keep:
+            print(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
