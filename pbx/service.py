@@ -144,9 +144,13 @@ class HelplineService:
         s = self.settings
         try:
             self.db = await asyncio.wait_for(open_database(s.database_url, s.state_dir), 60)
-        except (OSError, TimeoutError, Exception) as exc:  # the service runs on without it
+        except Exception as exc:  # the service runs on without it
             log.error("database_unavailable", error=str(exc)[:200])
             self.registrar.credentials = self._read_snapshot()
+            if s.database_url is not None:
+                # records are journaled and written once the database is back
+                self.writer = WriteBehind(s.database_url, s.state_dir)
+                self.writer.start()
             return
         self.writer = WriteBehind(self.db.url, s.state_dir)
         self.writer.start()
@@ -160,7 +164,11 @@ class HelplineService:
 
     async def reload_credentials(self) -> None:
         if self.db is None:
-            return
+            url = self.settings.database_url
+            if url is None:
+                return
+            self.db = await asyncio.wait_for(open_database(url, self.settings.state_dir), 10)
+            log.info("database_reconnected")
         creds = await VolunteerRepository(self.db.pool).load_credentials()
         self.registrar.credentials = creds
         self._write_snapshot(creds)

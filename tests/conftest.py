@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 
 from pbx.db.embedded import start_embedded
 from pbx.logs import configure_logging
+from tests.pg_state import pg_state_dir
 from tests.service_fixture import Running, running_service
 
 configure_logging("warning", "console")
@@ -23,14 +22,10 @@ os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    # Not under pytest's tmp dir: as root, pgserver runs PostgreSQL as its own system user,
-    # which cannot enter pytest's private (0700) directories.
-    state = Path(tempfile.mkdtemp(prefix="helpline-test-pg-"))
-    state.chmod(0o755)
-    server = start_embedded(state)
-    yield server.url
-    server.stop()
-    shutil.rmtree(state, ignore_errors=True)
+    with pg_state_dir() as state:
+        server = start_embedded(state)
+        yield server.url
+        server.stop()
 
 
 async def _clean(url: str) -> None:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,20 +14,9 @@ import pytest
 
 from pbx.db.embedded import EmbeddedPostgres, start_embedded
 from pbx.sip.digest import Credential
+from tests.pg_state import pg_state_dir
 
 HELPLINE = str(Path(sys.executable).with_name("helpline"))
-
-
-@contextlib.contextmanager
-def pg_state_dir() -> Iterator[Path]:
-    """A state dir outside pytest's private base (which other pytest runs keep chmod-ing 0700):
-    as root, pgserver runs PostgreSQL as its own user, which must reach the data directory."""
-    path = Path(tempfile.mkdtemp(prefix="helpline-dbtest-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,20 +16,9 @@ import pytest
 
 from pbx.db.database import open_database
 from pbx.db.embedded import start_embedded
+from tests.pg_state import pg_state_dir
 
 PYTHON = sys.executable
-
-
-@contextlib.contextmanager
-def pg_state_dir() -> Iterator[Path]:
-    """A state dir outside pytest's private base (which other pytest runs keep chmod-ing 0700):
-    as root, pgserver runs PostgreSQL as its own user, which must reach the data directory."""
-    path = Path(tempfile.mkdtemp(prefix="helpline-dbtest-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,18 +25,7 @@ from pbx.db.volunteers import (
     verify_pin,
 )
 from pbx.sip.digest import Algorithm, Credential, ha1
-
-
-@contextlib.contextmanager
-def pg_state_dir() -> Iterator[Path]:
-    """A state dir outside pytest's private base (which other pytest runs keep chmod-ing 0700):
-    as root, pgserver runs PostgreSQL as its own user, which must reach the data directory."""
-    path = Path(tempfile.mkdtemp(prefix="helpline-dbtest-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+from tests.pg_state import pg_state_dir
 
 
 def with_database(url: str, name: str) -> str:

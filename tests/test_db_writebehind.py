@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,24 +18,13 @@ from pbx.db.embedded import EmbeddedPostgres, start_embedded
 from pbx.db.events import event_op
 from pbx.db.registrations import StoredBinding, delete_op, save_op
 from pbx.db.writebehind import Delete, Insert, Upsert, WriteBehind
+from tests.pg_state import pg_state_dir
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class Mode(enum.Enum):
     NIGHT = "night"
-
-
-@contextlib.contextmanager
-def pg_state_dir() -> Iterator[Path]:
-    """A state dir outside pytest's private base (which other pytest runs keep chmod-ing 0700):
-    as root, pgserver runs PostgreSQL as its own user, which must reach the data directory."""
-    path = Path(tempfile.mkdtemp(prefix="helpline-dbtest-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
