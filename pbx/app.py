@@ -16,6 +16,10 @@ def build_service(settings: Settings) -> HelplineService:
     router = DirectRouter(
         service.switchboard, MediaFactory(pool, settings.public_host, settings.media_timeout)
     )
+    router.on_outcome = lambda outcome: service.metrics.calls.labels(outcome=outcome).inc()
+    service.switchboard.on_refused = lambda reason: service.metrics.invites_refused.labels(
+        reason=reason
+    ).inc()
     service.switchboard.app = router
     service.app = router
     return service

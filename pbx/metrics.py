@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 METHOD_LABELS = frozenset(
@@ -19,15 +19,17 @@ def method_label(method: str) -> str:
     return method if method in METHOD_LABELS else "other"
 
 
-class _LiveGauges(Collector):
-    """Gauges read from live in-memory state at scrape time (no bookkeeping on the hot path)."""
+class _LiveReadings(Collector):
+    """Gauges and counters read from live state at scrape time (no bookkeeping on the hot path)."""
 
-    def __init__(self, sources: dict[str, tuple[str, Callable[[], float]]]) -> None:
+    def __init__(self, sources: dict[str, tuple[str, Callable[[], float], bool]]) -> None:
         self.sources = sources
 
     def collect(self) -> Iterable[Metric]:
-        for name, (doc, read) in self.sources.items():
-            family = GaugeMetricFamily(name, doc)
+        for name, (doc, read, is_counter) in self.sources.items():
+            family: GaugeMetricFamily | CounterMetricFamily = (
+                CounterMetricFamily(name, doc) if is_counter else GaugeMetricFamily(name, doc)
+            )
             try:
                 family.add_metric([], float(read()))
             except Exception:  # a scrape must never fail because one reading did
@@ -45,9 +47,6 @@ class Metrics:
         self.sip_responses = Counter(
             "helpline_sip_responses_sent", "SIP responses sent by status class", ["cls"], registry=r
         )
-        self.sip_malformed = Counter(
-            "helpline_sip_malformed_messages", "Malformed SIP messages received", registry=r
-        )
         self.invites_refused = Counter(
             "helpline_sip_invites_refused",
             "INVITEs refused before a call was placed",
@@ -55,15 +54,15 @@ class Metrics:
             registry=r,
         )
         self.calls = Counter(
-            "helpline_calls", "Calls that ended, by outcome", ["outcome"], registry=r
+            "helpline_calls", "Inbound calls that ended, by outcome", ["outcome"], registry=r
         )
         self.registrations_changes = Counter(
             "helpline_registration_changes", "Registrar binding changes", ["change"], registry=r
         )
         self.build = Gauge("helpline_build_info", "Build information", ["version"], registry=r)
         self.build.labels(version="0.1.0").set(1)
-        self._live: dict[str, tuple[str, Callable[[], float]]] = {}
-        r.register(_LiveGauges(self._live))
+        self._live: dict[str, tuple[str, Callable[[], float], bool]] = {}
+        r.register(_LiveReadings(self._live))
 
-    def live(self, name: str, doc: str, read: Callable[[], float]) -> None:
-        self._live[name] = (doc, read)
+    def live(self, name: str, doc: str, read: Callable[[], float], counter: bool = False) -> None:
+        self._live[name] = (doc, read, counter)

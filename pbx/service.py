@@ -268,9 +268,10 @@ class HelplineService:
             lambda: sum(len(b) for b in self.registrar.bindings.values()),
         )
         m.live(
-            "helpline_sip_malformed_total_live",
-            "Malformed SIP messages since start",
+            "helpline_sip_malformed_messages",
+            "Malformed SIP messages received",
             lambda: self.stack.transports.stats.malformed,
+            counter=True,
         )
         m.live(
             "helpline_db_writes_pending",

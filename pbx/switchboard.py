@@ -55,6 +55,7 @@ class Switchboard:
     hasher: CallerHasher = field(default_factory=CallerHasher)
     max_dialogs: int = 5000
     wall_clock: Callable[[], float] = time.time
+    on_refused: Callable[[str], None] = lambda reason: None  # metrics: why an INVITE was refused
     legs: dict[tuple[str, str], Leg] = field(default_factory=dict)
     _by_invite: dict[TransactionId, InboundLeg] = field(default_factory=dict)
 
@@ -159,6 +160,7 @@ class Switchboard:
             if verdict is not TrunkVerdict.TRUSTED:
                 assert refusal is not None
                 log.info("invite_refused", source=incoming.source.host, status=refusal.status)
+                self.on_refused(verdict.value)
                 incoming.stack.respond(incoming, refusal)
                 return
         if request.body and request.content_type != SDP:

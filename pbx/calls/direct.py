@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +35,10 @@ class DirectRouter:
     busy: set[str] = field(default_factory=set)
     last_call_end: dict[str, float] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    on_outcome: Callable[[str], None] = lambda outcome: None  # metrics: how each call ended
 
     def inbound_call(self, leg: InboundLeg, caller: CallerContext) -> None:
-        task = asyncio.create_task(self._connect(leg, caller))
+        task = asyncio.create_task(self._run(leg, caller))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -47,6 +49,19 @@ class DirectRouter:
         now = self.switchboard.wall_clock()
         users = self.switchboard.registrar.registered_users(now) - self.busy
         return sorted(users, key=lambda u: self.last_call_end.get(u, 0.0))  # longest idle first
+
+    async def _run(self, leg: InboundLeg, caller: CallerContext) -> None:
+        await self._connect(leg, caller)
+        reason = leg.end_reason
+        if reason == "caller_cancel":
+            outcome = "abandoned"
+        elif reason.startswith("rejected_480"):
+            outcome = "no_volunteer"
+        elif reason.startswith("rejected_"):
+            outcome = "rejected"
+        else:
+            outcome = "answered"
+        self.on_outcome(outcome)
 
     async def _connect(self, leg: InboundLeg, caller: CallerContext) -> None:
         try:
