@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the service and its tests need on a fresh Debian machine:
-# Debian tools (sipp, espeak-ng, sox, ffmpeg, graphviz) and a virtualenv in .venv.
+# Debian tools (sipp, espeak-ng, sox, ffmpeg, graphviz, promtool) and a virtualenv in .venv.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,11 +11,13 @@ command -v espeak-ng >/dev/null || need_deb+=(espeak-ng)
 command -v sox >/dev/null       || need_deb+=(sox)
 command -v ffmpeg >/dev/null    || need_deb+=(ffmpeg)
 command -v dot >/dev/null       || need_deb+=(graphviz)
+command -v promtool >/dev/null  || need_deb+=(prometheus)  # promtool validates monitoring/
 if ((${#need_deb[@]})); then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     echo "bootstrap: installing Debian packages: ${need_deb[*]}" >&2
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_deb[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        "${need_deb[@]}" >/dev/null
 fi
 
 PY=${PYTHON:-python3.11}
