@@ -12,6 +12,9 @@ command -v sox >/dev/null       || need_deb+=(sox)
 command -v ffmpeg >/dev/null    || need_deb+=(ffmpeg)
 command -v dot >/dev/null       || need_deb+=(graphviz)
 command -v promtool >/dev/null  || need_deb+=(prometheus)  # promtool validates monitoring/
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+"$PY" -c "import ensurepip, venv" 2>/dev/null || need_deb+=(python3-venv)
 if ((${#need_deb[@]})); then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     echo "bootstrap: installing Debian packages: ${need_deb[*]}" >&2
@@ -20,8 +23,6 @@ if ((${#need_deb[@]})); then
         "${need_deb[@]}" >/dev/null
 fi
 
-PY=${PYTHON:-python3.11}
-command -v "$PY" >/dev/null || PY=python3
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     echo "bootstrap: creating .venv with $("$PY" --version)" >&2
