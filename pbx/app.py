@@ -6,6 +6,7 @@ from pbx.calls.direct import DirectRouter
 from pbx.calls.media_session import MediaFactory
 from pbx.config import Settings
 from pbx.media.ports import PortPool
+from pbx.media.prompts import PromptLibrary
 from pbx.service import HelplineService
 
 
@@ -20,6 +21,9 @@ def build_service(settings: Settings) -> HelplineService:
     service.switchboard.on_refused = lambda reason: service.metrics.invites_refused.labels(
         reason=reason
     ).inc()
+    if settings.volunteer_whisper:
+        prompts = PromptLibrary(settings.recordings)
+        router.whisper = prompts.get("nl", settings.volunteer_whisper)
     service.switchboard.app = router
     service.app = router
     return service

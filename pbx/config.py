@@ -45,6 +45,7 @@ class Settings:
     rtp_port_min: int = 20000
     rtp_port_max: int = 29999
     media_timeout: float = 60.0  # a call leg that sends no RTP this long is hung up
+    volunteer_whisper: str = "queue_announce"  # prompt a volunteer hears on answering ("": none)
     registration_min_expires: int = 60
     registration_max_expires: int = 3600
     registration_default_expires: int = 600

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 from tests.audio import active_part, read_wav, tone_share
@@ -104,3 +105,53 @@ def _ack_for(ok: str, helpline: Running) -> str:
         f"ACK {contact} SIP/2.0\nVia: {via}\nFrom: {headers['from']}\nTo: {headers['to']}\n"
         f"Call-ID: {headers['call-id']}\nCSeq: 1 ACK\nMax-Forwards: 70\nContent-Length: 0\n\n"
     )
+
+
+async def test_volunteer_hears_the_whole_whisper_evenly_paced(make_helpline: MakeHelpline) -> None:
+    """A played prompt arrives complete: every sample, in order, one 20 ms packet per 160."""
+    from pbx.media.g711 import Codec, decode, encode
+    from pbx.media.prompts import PromptLibrary
+    from pbx.media.rtp import RtpPacket
+    from tests.raw_call import body_length, sdp
+
+    async with make_helpline(digest_algorithms=["MD5"]) as helpline:
+        prompt = PromptLibrary(helpline.settings.recordings).get("nl", "queue_announce")
+        await helpline.add_volunteer("piet", "pass-word-wsp")
+        volunteer, caller = RawHandset(), RawHandset()
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp.bind(("127.0.0.1", 0))
+        rtp.setblocking(False)
+        target = (helpline.host, helpline.port)
+        try:
+            final = await asyncio.to_thread(
+                volunteer.register, target, "piet", "pass-word-wsp", contact_port=volunteer.port
+            )
+            assert final.startswith("SIP/2.0 200")
+            caller.send(_invite(helpline, caller), target)
+            ringing = await asyncio.to_thread(volunteer.recv_until, "INVITE", 5)
+            answer = sdp(rtp.getsockname()[1]).replace("RTP/AVP 8 0 101", "RTP/AVP 0")
+            await asyncio.to_thread(volunteer.answer, ringing, "200 OK", target, answer)
+            assert body_length(answer) > 0
+            packets: list[RtpPacket] = []
+            loop = asyncio.get_running_loop()
+            expected = -(-len(prompt) // 320)  # 160 samples of 2 bytes per packet
+            while len(packets) < expected:
+                data = await asyncio.wait_for(loop.sock_recv(rtp, 2048), 5)
+                packets.append(RtpPacket.parse(data))
+            # the caller is connected only after the whisper
+            ok = await asyncio.to_thread(caller.recv_until, "SIP/2.0 200", 5)
+            assert ok.startswith("SIP/2.0 200")
+        finally:
+            rtp.close()
+            volunteer.close()
+            caller.close()
+    assert {p.payload_type for p in packets} == {0}  # PCMU, as answered
+    assert packets[0].marker and not any(p.marker for p in packets[1:])
+    assert all(
+        (b.sequence - a.sequence) % 65536 == 1 and (b.timestamp - a.timestamp) % 2**32 == 160
+        for a, b in zip(packets, packets[1:], strict=False)
+    )
+    heard = decode(Codec.PCMU, b"".join(p.payload for p in packets))
+    sent = decode(Codec.PCMU, encode(Codec.PCMU, prompt))
+    assert heard[: len(sent)] == sent  # every sample of the prompt, in order
+    assert heard[len(sent) :] == bytes(len(heard) - len(sent))  # padded with silence

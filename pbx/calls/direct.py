@@ -20,6 +20,7 @@ from pbx.anonymity import CallerContext
 from pbx.calls.legs import InboundLeg, LegState, OfferHandler, OutboundLeg
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
 from pbx.media.bridge import Bridge
+from pbx.media.player import play
 from pbx.sip.registrar import Binding
 from pbx.switchboard import Switchboard
 
@@ -32,6 +33,7 @@ class DirectRouter:
     media: MediaFactory
     ring_timeout: float = 20.0
     display_name: str = "Hulplijn"
+    whisper: bytes = b""  # PCM the volunteer hears on answering, before the caller is connected
     busy: set[str] = field(default_factory=set)
     last_call_end: dict[str, float] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -149,10 +151,27 @@ class DirectRouter:
             except MediaError:
                 await out.hangup("bad_sdp")
                 return False
+            if self.whisper and not await self._whisper(attempt.leg, out, vol_media):
+                return attempt.leg.is_ended
             await self._talk(attempt, out, vol_media)
             return True
         finally:
             vol_media.close()
+
+    async def _whisper(self, leg: InboundLeg, out: OutboundLeg, media: AnchoredMedia) -> bool:
+        """Tell the volunteer a helpline call is coming; False if either side left meanwhile."""
+        playing = asyncio.create_task(play(media.leg, [self.whisper], barge_in=False))
+        gone = {asyncio.create_task(leg.ended.wait()), asyncio.create_task(out.ended.wait())}
+        await asyncio.wait({playing, *gone}, return_when=asyncio.FIRST_COMPLETED)
+        for task in gone:
+            task.cancel()
+        if not playing.done():
+            playing.cancel()
+        if leg.is_ended or out.is_ended:
+            if not out.is_ended:
+                await out.hangup("caller_gone")
+            return False
+        return True
 
     async def _talk(self, attempt: _Attempt, out: OutboundLeg, vol_media: AnchoredMedia) -> None:
         leg = attempt.leg
