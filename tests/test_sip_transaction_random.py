@@ -15,7 +15,7 @@ from pbx.sip.headers import Headers
 from pbx.sip.message import Request, Response, make_response
 from pbx.sip.parser import parse_message
 from pbx.sip.peer import Peer, TransportKind
-from pbx.sip.transaction import (
+from pbx.sip.transactions import (
     ClientState,
     Deliver,
     Effect,

@@ -7,7 +7,8 @@ import pytest
 from pbx.sip.message import Request, Response
 from pbx.sip.parser import parse_message
 from pbx.sip.peer import Peer, TransportKind
-from pbx.sip.transaction import Deliver, Send, TransactionLayer, response_peer, stamp_via
+from pbx.sip.response_routing import response_peer, stamp_via
+from pbx.sip.transactions import Deliver, Send, TransactionLayer
 from pbx.sip.via import parse_via
 
 NAT = Peer(TransportKind.UDP, "127.0.0.2", 40001)  # what the socket saw

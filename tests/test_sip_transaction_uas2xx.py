@@ -6,7 +6,8 @@ import pytest
 
 from pbx.sip.message import Response
 from pbx.sip.peer import Peer, TransportKind
-from pbx.sip.transaction import NoAck, Send, Timers, Uas2xxRetransmitter
+from pbx.sip.timers import Timers
+from pbx.sip.transactions import NoAck, Send, Uas2xxRetransmitter
 
 PHONE = Peer(TransportKind.UDP, "127.0.0.2", 5070)
 
