@@ -69,7 +69,12 @@ class RawDialog:
 
 
 async def connect(
-    helpline: Running, caller: RawHandset, volunteer: RawHandset, username: str, password: str
+    helpline: Running,
+    caller: RawHandset,
+    volunteer: RawHandset,
+    username: str,
+    password: str,
+    volunteer_sdp: str | None = None,
 ) -> tuple[RawDialog, RawDialog]:
     """Register the volunteer, call in from the caller, answer, ACK: both dialogs."""
     target = (helpline.host, helpline.port)
@@ -88,9 +93,10 @@ async def connect(
         target,
     )
     invite = await asyncio.to_thread(volunteer.recv_until, "INVITE", 5)
-    await asyncio.to_thread(volunteer.answer, invite, "200 OK", target, sdp(42010))
+    answer = volunteer_sdp if volunteer_sdp is not None else sdp(42010)
+    await asyncio.to_thread(volunteer.answer, invite, "200 OK", target, answer)
     vol_ack = await asyncio.to_thread(volunteer.recv_until, "ACK", 5)
-    ok = await asyncio.to_thread(caller.recv_until, "SIP/2.0 200", 5)
+    ok = await asyncio.to_thread(caller.recv_until, "SIP/2.0 200", 10)
     h = headers_of(ok)
     caller_dialog = RawDialog(
         caller, target, h["contact"].strip("<>"), h["from"], h["to"], h["call-id"], 1

@@ -6,13 +6,16 @@ import asyncio
 import socket
 from pathlib import Path
 
+from pbx.media.g711 import Codec, decode, encode
+from pbx.media.prompts import PromptLibrary
+from pbx.media.rtp import RtpPacket
 from tests.audio import active_part, read_wav, tone_share
 from tests.conftest import MakeHelpline
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
+from tests.raw_call import connect, sdp
 from tests.raw_handset import RawHandset
 from tests.service_fixture import Running
-from tests.test_sip_limits import INVITE, SDP
 
 
 async def test_audio_flows_both_ways_through_the_anchored_bridge(
@@ -58,19 +61,8 @@ async def test_a_call_whose_media_stops_is_hung_up_on_both_sides(
     async with make_helpline(digest_algorithms=["MD5"], media_timeout=1.0) as helpline:
         await helpline.add_volunteer("lies", "pass-word-stu")
         volunteer, caller = RawHandset(), RawHandset()
-        target = (helpline.host, helpline.port)
         try:
-            final = await asyncio.to_thread(
-                volunteer.register, target, "lies", "pass-word-stu", contact_port=volunteer.port
-            )
-            assert final.startswith("SIP/2.0 200")
-            caller.send(_invite(helpline, caller), target)
-            ringing = await asyncio.to_thread(volunteer.recv_until, "INVITE", 5)
-            await asyncio.to_thread(
-                volunteer.answer, ringing, "200 OK", target, SDP.format(port=42002)
-            )
-            ok = await asyncio.to_thread(caller.recv_until, "SIP/2.0 200", 5)
-            caller.send(_ack_for(ok, helpline), target)
+            await connect(helpline, caller, volunteer, "lies", "pass-word-stu")
             # neither side sends RTP: after the media timeout both get a BYE
             bye_caller = await asyncio.to_thread(caller.recv_until, "BYE", 10)
             bye_volunteer = await asyncio.to_thread(volunteer.recv_until, "BYE", 10)
@@ -80,40 +72,8 @@ async def test_a_call_whose_media_stops_is_hung_up_on_both_sides(
             caller.close()
 
 
-def _invite(helpline: Running, caller: RawHandset) -> str:
-    offer = SDP.format(port=41002)
-    return INVITE.format(
-        host=helpline.host, port=helpline.port, me=caller.host, myport=caller.port
-    ).replace(
-        "Content-Length: 0\n\n",
-        "Content-Type: application/sdp\n"
-        f"Content-Length: {len(offer) + offer.count(chr(10))}\n\n{offer}",
-    )
-
-
-def _ack_for(ok: str, helpline: Running) -> str:
-    headers = {
-        line.split(":", 1)[0].lower(): line.split(":", 1)[1].strip()
-        for line in ok.split("\r\n")[1:]
-        if ":" in line
-    }
-    via = (
-        headers["via"].split(";received")[0].replace("branch=z9hG4bKretrans1", "branch=z9hG4bKack1")
-    )
-    contact = headers["contact"].strip("<>")
-    return (
-        f"ACK {contact} SIP/2.0\nVia: {via}\nFrom: {headers['from']}\nTo: {headers['to']}\n"
-        f"Call-ID: {headers['call-id']}\nCSeq: 1 ACK\nMax-Forwards: 70\nContent-Length: 0\n\n"
-    )
-
-
 async def test_volunteer_hears_the_whole_whisper_evenly_paced(make_helpline: MakeHelpline) -> None:
     """A played prompt arrives complete: every sample, in order, one 20 ms packet per 160."""
-    from pbx.media.g711 import Codec, decode, encode
-    from pbx.media.prompts import PromptLibrary
-    from pbx.media.rtp import RtpPacket
-    from tests.raw_call import body_length, sdp
-
     async with make_helpline(digest_algorithms=["MD5"]) as helpline:
         prompt = PromptLibrary(helpline.settings.recordings).get("nl", "queue_announce")
         await helpline.add_volunteer("piet", "pass-word-wsp")
@@ -121,26 +81,16 @@ async def test_volunteer_hears_the_whole_whisper_evenly_paced(make_helpline: Mak
         rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         rtp.bind(("127.0.0.1", 0))
         rtp.setblocking(False)
-        target = (helpline.host, helpline.port)
         try:
-            final = await asyncio.to_thread(
-                volunteer.register, target, "piet", "pass-word-wsp", contact_port=volunteer.port
-            )
-            assert final.startswith("SIP/2.0 200")
-            caller.send(_invite(helpline, caller), target)
-            ringing = await asyncio.to_thread(volunteer.recv_until, "INVITE", 5)
             answer = sdp(rtp.getsockname()[1]).replace("RTP/AVP 8 0 101", "RTP/AVP 0")
-            await asyncio.to_thread(volunteer.answer, ringing, "200 OK", target, answer)
-            assert body_length(answer) > 0
+            # connect() returns once the caller has its 200: only after the whole whisper
+            await connect(helpline, caller, volunteer, "piet", "pass-word-wsp", answer)
             packets: list[RtpPacket] = []
             loop = asyncio.get_running_loop()
             expected = -(-len(prompt) // 320)  # 160 samples of 2 bytes per packet
             while len(packets) < expected:
                 data = await asyncio.wait_for(loop.sock_recv(rtp, 2048), 5)
                 packets.append(RtpPacket.parse(data))
-            # the caller is connected only after the whisper
-            ok = await asyncio.to_thread(caller.recv_until, "SIP/2.0 200", 5)
-            assert ok.startswith("SIP/2.0 200")
         finally:
             rtp.close()
             volunteer.close()
