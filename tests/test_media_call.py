@@ -7,13 +7,14 @@ import socket
 from pathlib import Path
 
 from pbx.media.g711 import Codec, decode, encode
+from pbx.media.ports import PortPool
 from pbx.media.prompts import PromptLibrary
 from pbx.media.rtp import RtpPacket
 from tests.audio import active_part, read_wav, tone_share
 from tests.conftest import MakeHelpline
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
-from tests.raw_call import connect, sdp
+from tests.raw_call import body_length, connect, sdp
 from tests.raw_handset import RawHandset
 from tests.service_fixture import Running
 
@@ -105,3 +106,70 @@ async def test_volunteer_hears_the_whole_whisper_evenly_paced(make_helpline: Mak
     sent = decode(Codec.PCMU, encode(Codec.PCMU, prompt))
     assert heard[: len(sent)] == sent  # every sample of the prompt, in order
     assert heard[len(sent) :] == bytes(len(heard) - len(sent))  # padded with silence
+
+
+async def test_caller_gets_503_when_media_ports_run_out(make_helpline: MakeHelpline) -> None:
+    """One RTP port pair for the whole service: the caller's leg takes it, the volunteer's
+    leg cannot get one, and the caller is told so cleanly instead of hearing silence."""
+    async with make_helpline(digest_algorithms=["MD5"]) as helpline:
+        await helpline.add_volunteer("rosa", "pass-word-prt")
+        base = helpline.settings.rtp_port_min
+        helpline.service.switchboard.app.media.pool = PortPool(  # type: ignore[union-attr]
+            "127.0.0.1", base, base + 1
+        )
+        volunteer, caller = RawHandset(), RawHandset()
+        try:
+            target = (helpline.host, helpline.port)
+            final = await asyncio.to_thread(
+                volunteer.register, target, "rosa", "pass-word-prt", contact_port=volunteer.port
+            )
+            assert final.startswith("SIP/2.0 200")
+            offer = sdp(41020)
+            caller.send(
+                f"INVITE sip:09000767@{helpline.host}:{helpline.port} SIP/2.0\n"
+                f"Via: SIP/2.0/UDP {caller.host}:{caller.port};branch=z9hG4bKports;rport\n"
+                f"From: <sip:anonymous@{caller.host}>;tag=p1\nTo: <sip:09000767@{helpline.host}>\n"
+                f"Call-ID: ports@{caller.host}\nCSeq: 1 INVITE\nMax-Forwards: 70\n"
+                f"Contact: <sip:c@{caller.host}:{caller.port}>\nContent-Type: application/sdp\n"
+                f"Content-Length: {body_length(offer)}\n\n{offer}",
+                target,
+            )
+            answer = await asyncio.to_thread(caller.recv_until, "SIP/2.0 5", 5)
+            assert answer.startswith("SIP/2.0 503 Service Unavailable - No media ports"), answer
+        finally:
+            volunteer.close()
+            caller.close()
+
+
+async def test_sipp_caller_audio_reaches_the_volunteer(
+    make_helpline: MakeHelpline, tmp_path: Path
+) -> None:
+    """sipp replays recorded RTP (a 1000 Hz tone in PCMU); the PJSIP volunteer hears it."""
+    async with make_helpline(volunteer_whisper="") as helpline:  # record the caller only
+        await _sipp_caller_audio(helpline, tmp_path)
+
+
+async def _sipp_caller_audio(helpline: Running, tmp_path: Path) -> None:
+    from tests.peers.rtp_pcap import media_pcap, pcap_duration_ms
+    from tests.peers.sipp import start_sipp
+
+    pcap = media_pcap(tmp_path / "caller.pcap", tone_hz=1000, tone_ms=2500)
+    await helpline.add_volunteer("sara", "pass-word-rtp")
+    async with AsyncPjsuaPhone("sara") as volunteer:
+        await volunteer.start(find_free_port())
+        assert (
+            await volunteer.register(helpline.host, helpline.port, "sara", "pass-word-rtp") == 200
+        )
+        caller = start_sipp(
+            "uac_call_rtp", helpline.target, service="09000767",
+            files={"media.pcap": pcap}, pause_ms=pcap_duration_ms(pcap) + 1500, timeout_s=30,
+        )  # fmt: skip
+        await volunteer.wait_incoming(timeout=10)
+        await volunteer.answer(200)
+        await volunteer.record(tmp_path / "heard.wav")
+        result = await asyncio.to_thread(caller.wait, 30)
+        result.assert_ok()
+        heard = await volunteer.stop_record()
+    pcm = active_part(read_wav(heard)[0])
+    assert len(pcm) > 16000  # more than a second of the caller's audio
+    assert tone_share(pcm, 1000) > 0.8
