@@ -11,7 +11,8 @@ import asyncpg
 from pbx.sip.peer import TransportKind
 from tests.conftest import MakeHelpline
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port, run_sipp_async
+from tests.peers.sipp import find_free_port, run_sipp_async, start_sipp
+from tests.raw_handset import RawHandset
 from tests.service_fixture import Running
 
 CALLER_NUMBER = "0612345678"  # a caller's number: it must never reach a volunteer
@@ -238,3 +239,28 @@ async def test_idle_tcp_connection_is_closed(make_helpline: MakeHelpline) -> Non
         assert data == b""
         assert svc.service.stack.transports.stats.connections_closed_idle == 1
         writer.close()
+
+
+async def test_sipp_uas_as_volunteer_handset(make_helpline: MakeHelpline) -> None:
+    """sipp plays the volunteer's handset (UAS): registered from its port, it is called there."""
+    async with make_helpline(digest_algorithms=["MD5"], volunteer_whisper="") as helpline:
+        await helpline.add_volunteer("tess", "pass-word-uas")
+        port = find_free_port()
+        registrar = RawHandset(port=port)
+        try:
+            final = await asyncio.to_thread(
+                registrar.register, (helpline.host, helpline.port), "tess", "pass-word-uas",
+                contact_port=port,
+            )  # fmt: skip
+        finally:
+            registrar.close()
+        assert final.startswith("SIP/2.0 200"), final
+        handset = start_sipp("uas_answer", None, local_port=port, timeout_s=30)
+        caller = await run_sipp_async(
+            "uac_call", helpline.target, service="09000767", pause_ms=500, timeout_s=30
+        )
+        caller.assert_ok()
+        answered = await asyncio.to_thread(handset.wait, 30)
+        answered.assert_ok()
+        invite = answered.received("INVITE")[0]
+        assert f"INVITE sip:tess@127.0.0.1:{port}" in invite and '"Hulplijn"' in invite
