@@ -26,7 +26,9 @@ from pbx.db.registrations import RegistrationRepository, StoredBinding, delete_o
 from pbx.db.volunteers import VolunteerRepository
 from pbx.db.writebehind import WriteBehind
 from pbx.metrics import Metrics, method_label
+from pbx.sip.dialog import new_call_id, new_tag
 from pbx.sip.digest import Algorithm, Credential, NonceManager
+from pbx.sip.headers import Headers
 from pbx.sip.message import Message, Request, Response
 from pbx.sip.peer import Peer, TransportKind
 from pbx.sip.registrar import Binding, Change, Registrar, RegistrarConfig
@@ -55,6 +57,7 @@ class HelplineService:
         self.db: Database | None = None
         self.writer: WriteBehind | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._pings: set[asyncio.Task[None]] = set()  # keepalive OPTIONS in flight
         self._metrics_server: object | None = None
         self.stopped = asyncio.Event()
         s = self.settings
@@ -223,12 +226,11 @@ class HelplineService:
                 if binding.source.reliable:
                     self.stack.transports.send_keepalive(binding.source)
                 else:
-                    asyncio.create_task(self._qualify(binding))
+                    task = asyncio.create_task(self._qualify(binding))
+                    self._pings.add(task)
+                    task.add_done_callback(self._pings.discard)
 
     async def _qualify(self, binding: Binding) -> None:
-        from pbx.sip.dialog import new_call_id, new_tag
-        from pbx.sip.headers import Headers
-
         headers = Headers()
         headers.add("Max-Forwards", "70")
         headers.add("From", f"<sip:keepalive@{self.stack.public_host}>;tag={new_tag()}")

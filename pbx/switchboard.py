@@ -185,7 +185,7 @@ class Switchboard:
     def _volunteer_identity(self, incoming: IncomingRequest) -> str | None:
         """'' for a trunk call, a username for an authenticated volunteer, None if answered."""
         request = incoming.request
-        from_handset = self._is_registered_handset(incoming.source)
+        from_handset = self.registrar.is_handset_address(incoming.source)
         if not from_handset and self.trunk.from_trusted_address(incoming.source):
             return ""
         from_uri = request.from_.uri
@@ -213,15 +213,6 @@ class Switchboard:
             return None
         incoming.respond(403, f"Forbidden - {result.reason}")
         return None
-
-    def _is_registered_handset(self, source: Peer) -> bool:
-        """A registered handset's own address is never a trunk, even inside a trusted range."""
-        key = source.without_connection()
-        return any(
-            b.source.without_connection() == key
-            for bindings in self.registrar.bindings.values()
-            for b in bindings.values()
-        )
 
     def _proxy_challenge(self, incoming: IncomingRequest, stale: bool) -> Response:
         response = make_response(incoming.request, 407)

@@ -115,9 +115,9 @@ class Leg:
         assert self.dialog is not None
         request = incoming.request
         self.dialog.update_target(request)
-        answer: bytes | None = self.remote_sdp and b""
-        if self.on_reinvite is not None and request.body:
-            answer = await self.on_reinvite(request.body)
+        # An offer gets an answer; an offer-less re-INVITE gets our offer (RFC 3264 section 8),
+        # which the media side produces from an empty body.
+        answer = None if self.on_reinvite is None else await self.on_reinvite(request.body)
         if answer is None:
             incoming.respond(488, "Not Acceptable Here - Cannot use the offered media")
             return

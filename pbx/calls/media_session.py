@@ -47,7 +47,12 @@ class AnchoredMedia:
     our_offer: SessionDescription | None = None
 
     def answer(self, offer_body: bytes) -> bytes:
-        """Answer an offer (INVITE or re-INVITE): updates the media leg, returns our SDP."""
+        """Answer an offer (INVITE or re-INVITE): updates the media leg, returns our SDP.
+
+        An empty offer (a re-INVITE without SDP) is answered with a fresh offer of ours; the
+        session does not change, so the answer in the ACK is not needed."""
+        if not offer_body.strip():
+            return self.offer()
         try:
             offer = SessionDescription.parse(offer_body)
             self.version += 1

@@ -9,6 +9,7 @@ handset behind a home NAT reachable.
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,6 +75,8 @@ class Registrar:
     nonces: NonceManager
     on_change: Callable[[Change, Binding], None] = lambda change, binding: None
     bindings: dict[str, dict[str, Binding]] = field(default_factory=dict)
+    # how many bindings were registered from each address: a handset's address is never a trunk
+    _sources: Counter[Peer] = field(default_factory=Counter)
 
     # --- lookups -------------------------------------------------------------------------------
     def contacts(self, username: str, now: float) -> list[Binding]:
@@ -86,20 +89,36 @@ class Registrar:
             u for u, bs in self.bindings.items() if any(b.expires_at > now for b in bs.values())
         }
 
+    def is_handset_address(self, peer: Peer) -> bool:
+        return self._sources[peer.without_connection()] > 0
+
     def restore(self, binding: Binding) -> None:
         """Reload a persisted binding at start-up."""
-        self.bindings.setdefault(binding.username, {})[binding.key] = binding
+        self._store(binding)
+
+    def _store(self, binding: Binding) -> None:
+        bucket = self.bindings.setdefault(binding.username, {})
+        old = bucket.get(binding.key)
+        if old is not None:
+            self._sources[old.source.without_connection()] -= 1
+        bucket[binding.key] = binding
+        self._sources[binding.source.without_connection()] += 1
+
+    def _drop(self, binding: Binding) -> None:
+        bucket = self.bindings.get(binding.username, {})
+        if bucket.pop(binding.key, None) is not None:
+            self._sources[binding.source.without_connection()] -= 1
+        if not bucket:
+            self.bindings.pop(binding.username, None)
 
     def expire(self, now: float) -> list[Binding]:
         gone: list[Binding] = []
         for username in list(self.bindings):
-            for key, b in list(self.bindings[username].items()):
+            for b in list(self.bindings[username].values()):
                 if b.expires_at <= now:
-                    del self.bindings[username][key]
+                    self._drop(b)
                     gone.append(b)
                     self.on_change(Change.EXPIRED, b)
-            if not self.bindings[username]:
-                del self.bindings[username]
         return gone
 
     # --- REGISTER --------------------------------------------------------------------------------
@@ -204,15 +223,12 @@ class Registrar:
                 user_agent=request.headers.get("User-Agent"),
             )
             change = Change.REFRESHED if key in existing else Change.ADDED
-            self.bindings.setdefault(username, {})[key] = binding
+            self._store(binding)
             self.on_change(change, binding)
         return self._ok(request, username, now)
 
     def _remove(self, binding: Binding, change: Change) -> None:
-        bucket = self.bindings.get(binding.username, {})
-        bucket.pop(binding.key, None)
-        if not bucket:
-            self.bindings.pop(binding.username, None)
+        self._drop(binding)
         self.on_change(change, binding)
 
     def _ok(self, request: Request, username: str, now: float) -> Response:
