@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 
 import asyncpg
 
@@ -264,3 +265,23 @@ async def test_sipp_uas_as_volunteer_handset(make_helpline: MakeHelpline) -> Non
         answered.assert_ok()
         invite = answered.received("INVITE")[0]
         assert f"INVITE sip:tess@127.0.0.1:{port}" in invite and '"Hulplijn"' in invite
+
+
+async def test_tcp_handset_is_called_on_its_own_connection(helpline: Running) -> None:
+    """A handset registered over TCP gets its calls on that connection (the only way through
+    a home NAT for TCP), while the caller comes in over UDP."""
+    await helpline.add_volunteer("umar", "pass-word-tcp")
+    async with AsyncPjsuaPhone("umar") as phone:
+        await phone.start(find_free_port(), transport="tcp")
+        assert await phone.register(helpline.host, helpline.port, "umar", "pass-word-tcp") == 200
+        binding = helpline.service.registrar.contacts("umar", time.time())[0]
+        assert binding.source.transport is TransportKind.TCP
+        connections = helpline.service.stack.transports.connection_count
+        call = asyncio.create_task(
+            run_sipp_async("uac_call", helpline.target, service="09000767", pause_ms=500)
+        )
+        incoming = await phone.wait_incoming(timeout=10)
+        assert "SIP/2.0/TCP" in incoming.invite
+        await phone.answer(200)
+        (await call).assert_ok()
+        assert helpline.service.stack.transports.connection_count == connections  # reused
