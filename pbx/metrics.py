@@ -9,14 +9,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-METHOD_LABELS = frozenset(
-    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK",
-     "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH")
-)  # fmt: skip
+from pbx.sip.parser import KNOWN_METHODS
 
 
 def method_label(method: str) -> str:
-    return method if method in METHOD_LABELS else "other"
+    """A closed label set: any method a peer invents is counted as "other"."""
+    return method if method in KNOWN_METHODS else "other"
 
 
 class _LiveReadings(Collector):

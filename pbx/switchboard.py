@@ -22,6 +22,7 @@ from pbx.sip.dialog import contact_uri, new_call_id, new_tag
 from pbx.sip.digest import DigestError, challenge_headers, parse_authorization, verify
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import Response, make_response
+from pbx.sip.parser import KNOWN_METHODS
 from pbx.sip.peer import Peer
 from pbx.sip.registrar import Binding, Registrar
 from pbx.sip.stack import IncomingRequest, SipStack
@@ -31,10 +32,6 @@ from pbx.sip.uri import SipUri
 
 log = structlog.get_logger("pbx.switchboard")
 
-KNOWN_METHODS = frozenset(
-    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK",
-     "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH")
-)  # fmt: skip
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
 
 
@@ -112,7 +109,6 @@ class Switchboard:
                 ("Accept", SDP),
                 ("Accept-Encoding", "identity"),
                 ("Accept-Language", "nl, en"),
-                ("Supported", ""),
             ],
         )
 

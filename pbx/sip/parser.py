@@ -48,7 +48,6 @@ KNOWN_METHODS = frozenset(
         "PUBLISH",
     )
 )
-_KNOWN = KNOWN_METHODS  # former private name
 
 
 class ParseFailure(SipParseError):
