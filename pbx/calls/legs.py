@@ -213,6 +213,14 @@ class InboundLeg(Leg):
         super().on_ack(request)
         self._acked.set()
 
+    async def hangup(self, reason: str = "hangup") -> None:
+        """An unanswered caller gets a final response; an answered one a BYE."""
+        if self.state in (LegState.NEW, LegState.RINGING):
+            self._respond(480, "Temporarily Unavailable - Call ended")
+            self._finish(reason)
+            return
+        await super().hangup(reason)
+
     def cancelled(self) -> None:
         """The caller hung up before we answered (CANCEL): 487 to the INVITE."""
         if self.state in (LegState.NEW, LegState.RINGING):
@@ -296,6 +304,13 @@ class OutboundLeg(Leg):
         self._cancel_requested = True
         if self.transaction is not None and self.state is LegState.RINGING:
             self.stack.cancel(self.transaction)
+
+    async def hangup(self, reason: str = "hangup") -> None:
+        """A handset still ringing is CANCELled (the 487 ends the leg); an answered one BYEd."""
+        if self.state is LegState.RINGING and self.dialog is None:
+            self.cancel()
+            return
+        await super().hangup(reason)
 
     def on_retransmitted_2xx(self) -> None:
         if self.dialog is not None and self.state is not LegState.ENDED:
