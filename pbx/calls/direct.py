@@ -53,7 +53,12 @@ class DirectRouter:
         return sorted(users, key=lambda u: self.last_call_end.get(u, 0.0))  # longest idle first
 
     async def _run(self, leg: InboundLeg, caller: CallerContext) -> None:
-        await self._connect(leg, caller)
+        try:
+            await self._connect(leg, caller)
+        except Exception:  # a bug must cost one call a clean ending, never leave it hanging
+            log.exception("call_failed", call=leg.ref)
+            if not leg.is_ended:
+                await leg.hangup("internal_error")
         reason = leg.end_reason
         if reason == "caller_cancel":
             outcome = "abandoned"
