@@ -2,25 +2,38 @@
 
 The service runs as its own process (`helpline serve`, on an embedded PostgreSQL this script
 starts), so its CPU is read alone from /proc/<pid>/stat. N volunteer accounts register with MD5
-digest from one UDP port on 127.0.0.2 (a small client here); one sipp UAS (uas_answer.xml) then
-listens on that port and answers every call the service rings there. The trunk is a sipp UAC
-on 127.0.0.1 (uac_call.xml: INVITE 09000767, hold -d ms, BYE) at a fixed rate for a bounded
-number of calls, for each rate in turn, stopping at the first rate with failures or when the
-time budget is spent. The service answers the caller only once a volunteer answered and anchors
-the media of both legs, so a setup is: INVITE in, INVITE out, 180/200 back, 200 to the caller.
+digest from one UDP port on 127.0.0.2 (a small client here); one sipp UAS
+(bench/sipp_volunteer_answer.xml: 180 and 200 at once) then listens on that port and answers
+every call the service rings there. The trunk is a sipp UAC on 127.0.0.1 (uac_call.xml:
+INVITE 09000767, hold -d ms, BYE) at a fixed rate for a bounded number of calls, for each rate
+in turn, stopping at the first rate with failures, at one where the service no longer keeps up
+(fewer than 90% of the offered setups/s), or when the time budget is spent. The service
+answers the caller only once a volunteer answered and anchors the media of both legs, so a
+setup is: INVITE in, INVITE out, 180/200 back, 200 to the caller.
 
-Per rate it prints: calls attempted/succeeded/failed; call setup time p50/p95/max (sipp's
-response time from sending the INVITE to receiving the 200, -trace_rtt, whole milliseconds);
-achieved setups/s (200s received per second, first to last); service CPU ms per call attempted
-and its CPU use in % of one core; the peak of concurrent calls (sipp UAC, sampled every
-250 ms); and the CPU the sipp processes used, since they share the machine with the service.
-The direct router rings each volunteer with one call at a time, so concurrency is bounded by
-the number of volunteers (--volunteers, by default enough for the highest rate and hold).
-Keepalive OPTIONS are turned off (HELPLINE_KEEPALIVE_INTERVAL) since sipp's UAS cannot answer
-them. Prints figures, asserts nothing; the machine is shared, so figures are noisy.
+Per rate it prints: calls attempted/succeeded/failed and the trunk's retransmissions (INVITE or
+BYE resent after 500 ms without an answer: the service fell behind); call setup time p50/p95/max
+(sipp's response time from sending the INVITE to receiving the 200, -trace_rtt, in whole
+milliseconds; the two sipp scenarios talking directly measure 0 ms; it includes the whisper
+prompt the volunteer hears before the caller is connected, unless --no-whisper); achieved
+setups/s (200s received per second, first to last); service CPU ms per call attempted (/proc
+counts 10 ms ticks, so small runs are coarse), its average CPU over the level and its busiest
+second, in % of one core (one asyncio loop cannot use more than one); the peak of concurrent
+calls (sipp UAC, sampled every 250 ms); and the CPU the sipp processes used, since they share
+the machine. A level that fails prints why: sipp's failure counters, calls still unfinished
+15 s after the last should have ended, and the responses that failed calls (480: no volunteer
+free).
+
+The direct router rings each volunteer with one call at a time, so concurrency is bounded by the
+number of volunteers (--volunteers; by default enough for the highest rate, whisper and hold).
+Volunteer accounts are written with the repository `helpline volunteers add` uses (one CLI
+process per account would take a minute). Keepalive OPTIONS are turned off
+(HELPLINE_KEEPALIVE_INTERVAL) since the sipp UAS does not answer them; sipp sends no RTP, so keep
+--hold-ms below the service's media_timeout (60 s). Prints figures, asserts nothing; the machine
+is shared, so figures are noisy.
 
     .venv/bin/python bench/bench_sip_calls.py [--rates 10 25 50 100] [--seconds 10]
-        [--hold-ms 1000] [--volunteers N] [--budget 170] [--keep]
+        [--hold-ms 1000] [--volunteers N] [--no-whisper] [--budget 170] [--keep]
 """
 
 from __future__ import annotations
@@ -44,14 +57,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pbx.db.embedded import EmbeddedPostgres, start_embedded  # noqa: E402
-from tests.peers.sipp import render_scenario, scenario_defaults, scenario_path  # noqa: E402
+from pbx.logs import configure_logging  # noqa: E402
+from tests.peers.sipp import scenario_path  # noqa: E402
 
 TRUNK_IP = "127.0.0.1"  # the trusted trunk (the service's default trunk_sources)
 HANDSET_IP = "127.0.0.2"  # the volunteers' handsets
@@ -59,6 +73,7 @@ SERVICE_NUMBER = "09000767"
 CALLER = "0201234567"  # a made-up caller number, as a carrier would send one
 PASSWORD = "bench-pass-word-7"
 REALM = "helpline"
+VOLUNTEER_SCENARIO = Path(__file__).with_name("sipp_volunteer_answer.xml")
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -122,6 +137,21 @@ def free_port(host: str) -> int:
     raise RuntimeError("no free port")
 
 
+def media_port(host: str, calls: int) -> int:
+    """A free even port low enough for sipp's [auto_media_port] (base + 4 per call) to stay
+    below 65536 for all `calls`; the ephemeral range is too high for that."""
+    top = max(1100, 65530 - 4 * calls) // 2
+    for _ in range(200):
+        port = random.randrange(min(5000, top - 50), top) * 2
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            try:
+                u.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free media port")
+
+
 # --- the service ----------------------------------------------------------------------------------
 async def _create_volunteers(url: str, state: Path, users: list[str]) -> None:
     from pbx.db.database import open_database
@@ -136,20 +166,43 @@ async def _create_volunteers(url: str, state: Path, users: list[str]) -> None:
         await db.close()
 
 
-def start_service(procs: Processes, state: Path, db_url: str, port: int) -> subprocess.Popen[bytes]:
+def whisper_seconds(enabled: bool) -> float:
+    """Length of the prompt the service plays to a volunteer before connecting the caller."""
+    if not enabled:
+        return 0.0
+    from pbx.config import load_settings
+    from pbx.media.prompts import PromptLibrary
+
+    settings = load_settings()
+    if not settings.volunteer_whisper:
+        return 0.0
+    try:
+        pcm = PromptLibrary(settings.recordings).get("nl", settings.volunteer_whisper)
+    except (OSError, KeyError, ValueError):
+        return 0.0
+    return len(pcm) / 16000  # 8 kHz, 16-bit mono
+
+
+def start_service(
+    procs: Processes, state: Path, db_url: str, port: int, whisper: bool, volunteers: int
+) -> subprocess.Popen[bytes]:
     helpline = Path(sys.executable).with_name("helpline")
     cmd = [str(helpline)] if helpline.exists() else [sys.executable, "-m", "pbx.cli"]
     cmd += ["serve", "--sip-host", TRUNK_IP, "--sip-port", str(port), "--tls-port", "0"]
     cmd += ["--metrics-port", "0", "--state-dir", str(state), "--database-url", db_url]
-    rtp = 30000 + random.randrange(15) * 2000  # a private-ish range; taken ports are skipped
+    # Two RTP/RTCP pairs per call, at most one call per volunteer; ports taken are skipped.
+    span = min(40000, max(2000, 4 * volunteers + 400))
+    rtp = random.randrange(20000, 65000 - span) // 2 * 2
     env = {
         **os.environ,
         "HELPLINE_DIGEST_ALGORITHMS": "MD5",  # sipp only answers MD5, and only the first
         "HELPLINE_KEEPALIVE_INTERVAL": "3600",
         "HELPLINE_RTP_PORT_MIN": str(rtp),
-        "HELPLINE_RTP_PORT_MAX": str(rtp + 1999),
+        "HELPLINE_RTP_PORT_MAX": str(rtp + span - 1),
         "HELPLINE_LOG_FORMAT": "json",
     }
+    if not whisper:
+        env["HELPLINE_VOLUNTEER_WHISPER"] = ""
     return procs.start(cmd, state / "service.log", env=env, cwd=state)
 
 
@@ -162,9 +215,9 @@ def _recv(sock: socket.socket, call_id: str, deadline: float) -> str:
     while True:
         sock.settimeout(max(0.01, deadline - time.monotonic()))
         data = sock.recv(65535).decode("utf-8", "replace")
-        if f"Call-ID: {call_id}" in data and data.startswith("SIP/2.0 "):
-            if not data.startswith("SIP/2.0 1"):
-                return data
+        final = data.startswith("SIP/2.0 ") and not data.startswith("SIP/2.0 1")
+        if final and f"Call-ID: {call_id}" in data:
+            return data
 
 
 def wait_ready(
@@ -177,7 +230,9 @@ def wait_ready(
         me = sock.getsockname()[1]
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"service exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"service exited ({proc.returncode}):\n{log.read_text()[-3000:]}"
+                )
             call_id = secrets.token_hex(8)
             _send(
                 sock,
@@ -248,10 +303,12 @@ def register_all(users: list[str], target: tuple[str, int], port: int) -> None:
 
 
 # --- sipp -----------------------------------------------------------------------------------------
-def sipp_base(scenario: Path, ip: str, port: int, timeout_s: float, run_dir: Path) -> list[str]:
+def sipp_base(
+    scenario: Path, ip: str, port: int, timeout_s: float, run_dir: Path, calls: int = 1
+) -> list[str]:
     return [
         SIPP, "-sf", str(scenario), "-i", ip, "-bind_local", "-p", str(port), "-t", "u1",
-        "-mi", ip, "-mp", str(free_port(ip)), "-ci", ip, "-cp", str(free_port(ip)),
+        "-mi", ip, "-mp", str(media_port(ip, calls)), "-ci", ip, "-cp", str(free_port(ip)),
         "-nostdin", "-timeout", f"{timeout_s:.0f}s", "-timeout_error",
         "-trace_err", "-error_file", str(run_dir / "errors.log"),
         "-trace_stat", "-stf", str(run_dir / "stats.csv"), "-fd", "250ms",
@@ -262,11 +319,7 @@ def start_volunteers(
     procs: Processes, run_dir: Path, port: int, timeout_s: float
 ) -> subprocess.Popen[bytes]:
     run_dir.mkdir(parents=True)
-    source = scenario_path("uas_answer")
-    text = source.read_text()
-    scenario = run_dir / source.name
-    scenario.write_text(render_scenario(text, scenario_defaults(text)))
-    cmd = sipp_base(scenario, HANDSET_IP, port, timeout_s, run_dir)
+    cmd = sipp_base(VOLUNTEER_SCENARIO, HANDSET_IP, port, timeout_s, run_dir)
     proc = procs.start(cmd, run_dir / "sipp.log", cwd=run_dir)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # listening once the port is taken
@@ -312,14 +365,20 @@ class Level:
     attempted: int = 0
     succeeded: int = 0
     failed: int = 0
+    retransmissions: int = 0  # INVITEs/BYEs the trunk had to resend: the service fell behind
     setup_ms: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # p50, p95, max
     achieved_cps: float = math.nan
     service_cpu: float = math.nan  # seconds
+    service_peak: float = math.nan  # highest share of one core over any 1 s
     wall: float = math.nan
     peak_calls: int = 0
     sipp_cpu: float = math.nan  # both sipp processes, seconds
     exit_code: int = 0
-    failures: str = ""
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def unfinished(self) -> int:
+        return self.attempted - self.succeeded - self.failed
 
     @property
     def cpu_ms_per_call(self) -> float:
@@ -327,7 +386,7 @@ class Level:
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and self.attempted > 0 and self.exit_code == 0
+        return self.attempted > 0 and self.succeeded == self.attempted and self.exit_code == 0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -337,6 +396,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+def wait_sampling(proc: subprocess.Popen[bytes], timeout: float, service: int) -> tuple[int, float]:
+    """Waits for sipp; returns its exit code and the service's busiest second (share of a core)."""
+    deadline = time.monotonic() + timeout
+    peak = 0.0
+    last_t, last_cpu = time.monotonic(), cpu_seconds(service)
+    while proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=1.0)
+        now, cpu = time.monotonic(), cpu_seconds(service)
+        if now - last_t >= 0.9:  # /proc counts in 10 ms ticks: shorter windows are too coarse
+            peak = max(peak, (cpu - last_cpu) / (now - last_t))
+            last_t, last_cpu = now, cpu
+    if proc.poll() is None:
+        return -9, peak  # the caller ends it
+    return proc.returncode, peak
+
+
 def run_level(
     procs: Processes,
     run_dir: Path,
@@ -344,24 +420,26 @@ def run_level(
     rate: float,
     calls: int,
     hold_ms: int,
+    whisper: float,
     service: int,
     uas: int,
 ) -> Level:
     run_dir.mkdir(parents=True)
-    timeout_s = calls / rate + hold_ms / 1000 + 30
-    cmd = sipp_base(scenario_path("uac_call"), TRUNK_IP, free_port(TRUNK_IP), timeout_s, run_dir)
+    # Calls still open 15 s after the last should have ended are counted as unfinished.
+    timeout_s = calls / rate + hold_ms / 1000 + whisper + 15
+    uac = scenario_path("uac_call")
+    cmd = sipp_base(uac, TRUNK_IP, free_port(TRUNK_IP), timeout_s, run_dir, calls)
     cmd += ["-m", str(calls), "-r", f"{rate:g}", "-d", str(hold_ms), "-s", SERVICE_NUMBER]
+    cmd += ["-l", str(calls)]  # sipp's own default (3 x rate x hold) would cap concurrency
     cmd += ["-key", "caller", CALLER, "-key", "caller_display", CALLER]
     cmd += ["-trace_rtt", "-rtt_freq", "1", target]
     cpu0, uas0, kids0 = cpu_seconds(service), cpu_seconds(uas), children_cpu()
     start = time.monotonic()
     proc = procs.start(cmd, run_dir / "sipp.log", cwd=run_dir)
-    try:
-        code = proc.wait(timeout=timeout_s + 10)
-    except subprocess.TimeoutExpired:
+    code, peak = wait_sampling(proc, timeout_s + 10, service)
+    if code == -9:
         procs.end(proc, signal.SIGKILL)
-        code = -9
-    level = Level(rate=rate, wall=time.monotonic() - start, exit_code=code)
+    level = Level(rate=rate, wall=time.monotonic() - start, exit_code=code, service_peak=peak)
     level.service_cpu = cpu_seconds(service) - cpu0
     level.sipp_cpu = (children_cpu() - kids0) + (cpu_seconds(uas) - uas0)
     rows = stats_rows(run_dir / "stats.csv")
@@ -370,12 +448,20 @@ def run_level(
         level.attempted = number(last, "OutgoingCall(C)")
         level.succeeded = number(last, "SuccessfulCall(C)")
         level.failed = number(last, "FailedCall(C)")
+        level.retransmissions = number(last, "Retransmissions(C)")
         level.peak_calls = max(number(r, "CurrentCall") for r in rows)
-        level.failures = ", ".join(
+        level.failures = [
             f"{k[6:-3]}={v}" for k, v in last.items()
             if k.startswith("Failed") and k.endswith("(C)") and k != "FailedCall(C)"
             and number(last, k)
-        )  # fmt: skip
+        ]  # fmt: skip
+    if level.unfinished:
+        level.failures.append(f"unfinished={level.unfinished}")
+    errors = run_dir / "errors.log"
+    if errors.exists():  # the responses that failed calls, e.g. 480: no volunteer free
+        text = errors.read_text(errors="replace")
+        got = re.findall(r"while expecting [^\n]*received 'SIP/2\.0 (\d{3})", text)
+        level.failures += [f"{got.count(c)} x {c}" for c in sorted(set(got))]
     samples = rtt_samples(run_dir)
     setup = [ms for _, ms in samples]
     level.setup_ms = (percentile(setup, 0.5), percentile(setup, 0.95), max(setup, default=math.nan))
@@ -386,8 +472,9 @@ def run_level(
 
 # --- report ---------------------------------------------------------------------------------------
 HEADER = (
-    f"{'rate':>6} {'calls':>6} {'ok':>6} {'fail':>5} {'setup p50':>9} {'p95':>6} {'max':>6} "
-    f"{'setups/s':>8} {'CPU ms/call':>11} {'svc CPU':>7} {'peak calls':>10} {'sipp CPU':>8}"
+    f"{'rate':>5} {'calls':>5} {'ok':>5} {'fail':>4} {'retr':>4} "
+    f"{'setup p50':>9} {'p95':>7} {'max':>7} {'setups/s':>8} {'CPU ms/call':>11} "
+    f"{'svc CPU avg':>11} {'peak':>4} {'calls up':>8} {'sipp CPU':>8}"
 )
 
 
@@ -395,12 +482,13 @@ def line(lv: Level) -> str:
     p50, p95, top = lv.setup_ms
     busy = 100 * lv.service_cpu / lv.wall if lv.wall else math.nan
     text = (
-        f"{lv.rate:>6g} {lv.attempted:>6} {lv.succeeded:>6} {lv.failed:>5} {p50:>7.0f}ms "
-        f"{p95:>4.0f}ms {top:>4.0f}ms {lv.achieved_cps:>8.1f} {lv.cpu_ms_per_call:>11.2f} "
-        f"{busy:>6.0f}% {lv.peak_calls:>10} {lv.sipp_cpu:>7.1f}s"
+        f"{lv.rate:>5g} {lv.attempted:>5} {lv.succeeded:>5} {lv.failed:>4} "
+        f"{lv.retransmissions:>4} {p50:>7.0f}ms {p95:>5.0f}ms {top:>5.0f}ms "
+        f"{lv.achieved_cps:>8.1f} {lv.cpu_ms_per_call:>11.2f} {busy:>10.0f}% "
+        f"{100 * lv.service_peak:>3.0f}% {lv.peak_calls:>8} {lv.sipp_cpu:>7.1f}s"
     )
     if lv.failures:
-        text += f"  failures: {lv.failures}"
+        text += f"  failures: {', '.join(lv.failures)}"
     if lv.exit_code not in (0, 1):
         text += f"  (sipp exit {lv.exit_code})"
     return text
@@ -431,39 +519,45 @@ def database(state: Path) -> Iterator[EmbeddedPostgres]:
 def bench(args: argparse.Namespace, work: Path, procs: Processes) -> None:
     began = time.monotonic()
     hold = args.hold_ms / 1000
-    volunteers = args.volunteers or max(20, math.ceil(max(args.rates) * (hold + 1.0)))
+    whisper = whisper_seconds(not args.no_whisper)
+    # Each call keeps its volunteer busy for whisper + hold (+ setup and teardown).
+    volunteers = args.volunteers or max(20, math.ceil(max(args.rates) * (hold + whisper + 1.0)))
     users = [f"vol{i:04d}" for i in range(volunteers)]
+    said = f"volunteer whisper {whisper:.2f} s (part of every setup)" if whisper else "no whisper"
     print(
-        f"{volunteers} volunteers, hold {args.hold_ms} ms, {args.seconds:g} s of calls per rate, "
-        f"budget {args.budget:g} s",
+        f"{volunteers} volunteers, hold {args.hold_ms} ms, {said}, "
+        f"{args.seconds:g} s of calls per rate, budget {args.budget:g} s",
         flush=True,
     )
     with database(work) as db:
         asyncio.run(_create_volunteers(db.url, work, users))
         port = free_port(TRUNK_IP)
-        service = start_service(procs, work, db.url, port)
+        service = start_service(procs, work, db.url, port, not args.no_whisper, volunteers)
         try:
             target = (TRUNK_IP, port)
             wait_ready(service, target, work / "service.log")
             uas_port = free_port(HANDSET_IP)
             t0 = time.monotonic()
             register_all(users, target, uas_port)
-            print(f"registered {volunteers} volunteers in {time.monotonic() - t0:.2f} s, "
-                  f"service ready {time.monotonic() - began:.1f} s after start", flush=True)
+            print(
+                f"registered {volunteers} volunteers in {time.monotonic() - t0:.2f} s, "
+                f"service ready {time.monotonic() - began:.1f} s after start",
+                flush=True,
+            )
             uas = start_volunteers(procs, work / "uas", uas_port, args.budget + 60)
             time.sleep(1.0)  # let the registrations' database writes settle
             print(HEADER, flush=True)
             for rate in args.rates:
                 calls = max(1, round(rate * args.seconds))
-                needed = calls / rate + hold + 5
+                needed = calls / rate + hold + whisper + 5
                 if time.monotonic() - began + needed > args.budget:
                     print(f"(rate {rate:g} skipped: over the {args.budget:g} s budget)")
                     break
-                if rate * (hold + 0.2) > volunteers:
+                if rate * (hold + whisper + 0.2) > volunteers:
                     print(f"(rate {rate:g}: more concurrent calls than {volunteers} volunteers)")
                 level = run_level(
                     procs, work / f"rate{rate:g}", f"{TRUNK_IP}:{port}", rate, calls,
-                    args.hold_ms, service.pid, uas.pid,
+                    args.hold_ms, whisper, service.pid, uas.pid,
                 )  # fmt: skip
                 print(line(level), flush=True)
                 if service.poll() is not None:
@@ -471,7 +565,15 @@ def bench(args: argparse.Namespace, work: Path, procs: Processes) -> None:
                     break
                 if not level.ok:
                     print(f"failures at {rate:g} calls/s: stopping (details in {work})")
+                    if any(f.endswith("x 480") for f in level.failures):
+                        print(
+                            f"  480 = no volunteer free: {level.peak_calls} calls up, "
+                            f"{volunteers} volunteers (slow setups hold them longer)"
+                        )
                     args.keep = True
+                    break
+                if level.achieved_cps < 0.9 * rate:
+                    print(f"saturated at {rate:g} calls/s (no higher rate will do better)")
                     break
                 time.sleep(1.0)  # the last calls' teardown, before the next CPU window
             procs.end(uas, signal.SIGUSR1)
@@ -480,19 +582,29 @@ def bench(args: argparse.Namespace, work: Path, procs: Processes) -> None:
     print(f"total {time.monotonic() - began:.0f} s")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rates", type=float, nargs="+", default=[10, 25, 50, 100],
-                        help="call attempts per second, in order")  # fmt: skip
+    parser.add_argument(
+        "--rates", type=float, nargs="+", default=[10, 25, 50, 100], help="calls/s, in order"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of calls per rate")
     parser.add_argument("--hold-ms", type=int, default=1000, help="call duration after answer")
-    parser.add_argument("--volunteers", type=int, default=0,
-                        help="registered handsets (default: enough for the highest rate)")  # fmt: skip
+    parser.add_argument(
+        "--volunteers", type=int, default=0, help="handsets (default: enough for the top rate)"
+    )
+    parser.add_argument(
+        "--no-whisper", action="store_true", help="connect at once (no prompt to the volunteer)"
+    )
     parser.add_argument("--budget", type=float, default=170.0, help="total seconds, roughly")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args()
     # SIGTERM ends the bench like Ctrl-C, so the cleanup below still runs.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
+    configure_logging("warning", "console")  # this process's own (database) log lines
     print(machine(), flush=True)
     # As root pgserver runs PostgreSQL as its own user, which must be able to enter this directory.
     work = Path(tempfile.mkdtemp(prefix="helpline-bench-calls-"))
