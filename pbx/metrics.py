@@ -57,6 +57,9 @@ class Metrics:
         self.registrations_changes = Counter(
             "helpline_registration_changes", "Registrar binding changes", ["change"], registry=r
         )
+        self.dialplan_reloads = Counter(
+            "helpline_dialplan_reloads", "Dialplan reloads by result", ["result"], registry=r
+        )
         self.build = Gauge("helpline_build_info", "Build information", ["version"], registry=r)
         self.build.labels(version="0.1.0").set(1)
         self._live: dict[str, tuple[str, Callable[[], float], bool]] = {}

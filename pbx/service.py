@@ -19,6 +19,8 @@ from pathlib import Path
 import structlog
 from prometheus_client import start_http_server
 
+from ivr.loader import DialplanError, load_dialplan
+from ivr.model import Dialplan
 from pbx.config import Settings
 from pbx.db.database import Database, open_database
 from pbx.db.events import event_op
@@ -54,6 +56,7 @@ class HelplineService:
     metrics: Metrics = field(default_factory=Metrics)
 
     def __post_init__(self) -> None:
+        self.plan: Dialplan | None = None  # the live dialplan; a call keeps the one it began with
         self.db: Database | None = None
         self.writer: WriteBehind | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -93,8 +96,11 @@ class HelplineService:
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Start serving; raises DialplanError (with every problem) for an invalid plan."""
         s = self.settings
+        self.plan = load_dialplan(s.dialplan)  # before anything else: refuse a bad plan
         s.state_dir.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(str(os.getpid()))
         await self._open_database()
         tls_ctx = None
         if s.tls_port is not None:
@@ -139,8 +145,32 @@ class HelplineService:
                 shutdown()
             elif isinstance(server, tuple):
                 server[0].shutdown()
+        self.pid_file.unlink(missing_ok=True)
         self.stopped.set()
         log.info("service_stopped")
+
+    @property
+    def pid_file(self) -> Path:
+        return self.settings.state_dir / "helpline.pid"
+
+    def reload_dialplan(self) -> bool:
+        """Validate the dialplan file and swap it in atomically; a bad one is refused and the
+        running plan stays. Calls in progress finish on the plan they started with."""
+        try:
+            plan = load_dialplan(self.settings.dialplan)
+        except DialplanError as exc:
+            self.metrics.dialplan_reloads.labels(result="rejected").inc()
+            log.error(
+                "dialplan_rejected",
+                file=str(self.settings.dialplan),
+                problems=len(exc.problems),
+                first=[str(p) for p in exc.problems[:5]],
+            )
+            return False
+        self.plan = plan
+        self.metrics.dialplan_reloads.labels(result="loaded").inc()
+        log.info("dialplan_loaded", file=str(self.settings.dialplan), nodes=len(plan.nodes))
+        return True
 
     # --- persistence ------------------------------------------------------------------------------
     async def _open_database(self) -> None:

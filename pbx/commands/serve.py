@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from pathlib import Path
 
+from ivr.loader import DialplanError
 from pbx.config import ConfigError, Settings, load_settings
 from pbx.logs import configure_logging
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
     except ConfigError as exc:
-        print(f"helpline: configuration error: {exc}")
+        print(f"helpline: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
     return asyncio.run(_serve(settings))
@@ -65,14 +67,19 @@ async def _serve(settings: Settings) -> int:
     service = build_service(settings)
     try:
         await service.start()
+    except DialplanError as exc:
+        print(f"helpline: not starting, the dialplan is invalid:\n{exc}", file=sys.stderr)
+        await service.stop()
+        return 1
     except OSError as exc:
-        print(f"helpline: cannot start: {exc}")
+        print(f"helpline: cannot start: {exc}", file=sys.stderr)
         await service.stop()
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, service.reload_dialplan)
     await stop.wait()
     await service.stop()
     return 0

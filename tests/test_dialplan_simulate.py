@@ -1,0 +1,164 @@
+"""Opening hours across DST and holidays, and calls walked through the default dialplan."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from ivr.loader import DEFAULT_PLAN, load_dialplan, load_dialplan_text
+from ivr.model import DayHours, Dialplan, Schedule, TimeRange
+from ivr.schedule import is_open
+from ivr.simulate import Ending, Heard, simulate
+
+AMS = ZoneInfo("Europe/Amsterdam")
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def daily(*ranges: TimeRange, exceptions: dict[date, DayHours] | None = None) -> Schedule:
+    return Schedule("s", AMS, tuple(DayHours(ranges) for _ in range(7)), exceptions or {})
+
+
+@pytest.fixture(scope="module")
+def plan() -> Dialplan:
+    return load_dialplan(DEFAULT_PLAN)
+
+
+# --- schedules -------------------------------------------------------------------------
+
+
+def test_spring_forward_night_line_closes_at_noon_summer_time() -> None:
+    night = daily(TimeRange(0, 12 * 60))
+    # 29 March 2026: clocks go from 02:00 CET to 03:00 CEST; noon is now 10:00 UTC.
+    assert is_open(night, utc("2026-03-29 09:59"))
+    assert not is_open(night, utc("2026-03-29 10:30"))  # 12:30 CEST (11:30 in winter time)
+    assert is_open(night, utc("2026-03-28 10:30"))  # the day before: 11:30 CET
+
+
+def test_spring_forward_boundary_in_the_missing_hour() -> None:
+    late = daily(TimeRange(22 * 60, 2 * 60 + 30))  # 22:00-02:30
+    early = daily(TimeRange(2 * 60 + 30, 5 * 60))  # 02:30-05:00
+    assert is_open(late, utc("2026-03-29 00:59"))  # 01:59 CET
+    assert not is_open(late, utc("2026-03-29 01:00"))  # 03:00 CEST: 02:30 never came
+    assert not is_open(early, utc("2026-03-29 00:59"))
+    assert is_open(early, utc("2026-03-29 01:00"))
+
+
+def test_fall_back_hour_happens_twice_and_is_judged_by_the_wall_clock() -> None:
+    late = daily(TimeRange(22 * 60, 2 * 60 + 30))
+    # 25 October 2026: 03:00 CEST becomes 02:00 CET at 01:00 UTC.
+    assert is_open(late, utc("2026-10-25 00:20"))  # 02:20 CEST
+    assert not is_open(late, utc("2026-10-25 00:40"))  # 02:40 CEST
+    assert is_open(late, utc("2026-10-25 01:20"))  # 02:20 CET, the second time round
+    assert not is_open(late, utc("2026-10-25 01:40"))  # 02:40 CET
+    evenings = daily(TimeRange(18 * 60, 22 * 60))
+    assert is_open(evenings, utc("2026-10-25 17:30"))  # 18:30 CET
+    assert not is_open(evenings, utc("2026-10-24 20:30"))  # 22:30 CEST
+
+
+def test_exception_replaces_the_day_and_its_run_past_midnight() -> None:
+    new_year = date(2026, 12, 31)
+    late = daily(TimeRange(22 * 60, 2 * 60), exceptions={new_year: DayHours()})
+    assert is_open(late, datetime(2026, 12, 31, 1, 0, tzinfo=AMS))  # from the 30th
+    assert not is_open(late, datetime(2026, 12, 31, 23, 0, tzinfo=AMS))
+    assert not is_open(late, datetime(2027, 1, 1, 1, 0, tzinfo=AMS))
+    assert is_open(late, datetime(2027, 1, 1, 23, 0, tzinfo=AMS))
+
+
+def test_naive_time_is_wall_time_in_the_schedule_zone() -> None:
+    assert is_open(daily(TimeRange(600, 840)), datetime(2026, 7, 1, 13, 59))
+    assert not is_open(daily(TimeRange(600, 840)), datetime(2026, 7, 1, 14, 0))
+
+
+def test_yaml_hours_crossing_midnight_and_other_hours_on_a_date() -> None:
+    text = DEFAULT_PLAN.read_text()
+    plan = load_dialplan_text(text, str(DEFAULT_PLAN))
+    evenings = plan.schedules["evenings"]
+    assert is_open(evenings, datetime(2026, 12, 23, 21, 0, tzinfo=AMS))
+    assert not is_open(evenings, datetime(2026, 12, 24, 21, 0, tzinfo=AMS))  # 18:00-20:00
+    assert is_open(evenings, datetime(2026, 12, 24, 19, 0, tzinfo=AMS))
+    assert not is_open(evenings, datetime(2026, 12, 31, 19, 0, tzinfo=AMS))  # closed
+
+
+# --- simulated calls through the default plan -----------------------------------------
+
+
+def ends(steps: list, kind: Ending, target: str | None) -> bool:  # type: ignore[type-arg]
+    return steps[-1].ending is kind and steps[-1].target == target
+
+
+def test_pressing_nothing_reaches_the_dutch_queue(plan: Dialplan) -> None:
+    steps = simulate(plan, "09000767", datetime(2026, 3, 29, 3, 0), "")
+    assert [s.node for s in steps] == ["welcome", "language_menu", "dutch"]
+    assert steps[0].heard == (Heard("welcome", "nl"),)
+    assert steps[1].keys == ""
+    assert "no_input" in [h.prompt for h in steps[1].heard]
+    assert ends(steps, Ending.QUEUE, "dutch")
+
+
+def test_arabic_evening_and_closed_language_offers_dutch(plan: Dialplan) -> None:
+    open_call = simulate(plan, "0900-0767", datetime(2026, 3, 29, 18, 0), "2")
+    assert ends(open_call, Ending.QUEUE, "arabic")
+    assert open_call[-1].language == "ar"
+    closed_call = simulate(plan, "0900-0767", datetime(2026, 3, 29, 17, 59), "2")
+    assert [s.node for s in closed_call][-2:] == ["closed_offer_dutch", "dutch"]
+    assert closed_call[-2].heard == (Heard("closed", "ar"),)
+    assert ends(closed_call, Ending.QUEUE, "dutch")
+    assert closed_call[-1].language == "nl"
+    pressed_one = simulate(plan, "0900-0767", datetime(2026, 3, 29, 12, 0), "41")
+    assert pressed_one[-2].keys == "1" and pressed_one[-2].heard == (Heard("closed", "tr"),)
+    assert ends(pressed_one, Ending.QUEUE, "dutch")
+
+
+def test_timeout_then_key_and_invalid_keys(plan: Dialplan) -> None:
+    steps = simulate(plan, "09000767", datetime(2026, 6, 1, 20, 0), "-3")
+    assert steps[1].keys == "-3"
+    assert [h.prompt for h in steps[1].heard] == ["language_menu", "no_input", "language_menu"]
+    assert ends(steps, Ending.QUEUE, "farsi")
+    wrong = simulate(plan, "09000767", datetime(2026, 6, 1, 20, 0), "99")
+    assert [h.prompt for h in wrong[1].heard] == [
+        "language_menu",
+        "invalid_key",
+        "language_menu",
+        "invalid_key",
+    ]
+    assert ends(wrong, Ending.QUEUE, "dutch")
+
+
+def test_night_line_113_around_both_dst_changes(plan: Dialplan) -> None:
+    spring = simulate(plan, "0800-0113001", utc("2026-03-29 09:59"))
+    assert ends(spring, Ending.QUEUE, "night_113")
+    assert spring[-1].heard == (Heard("night_line_113", "nl"),)
+    assert ends(simulate(plan, "0800-0113001", utc("2026-03-29 10:00")), Ending.QUEUE, "dutch")
+    autumn = "08000113001"
+    assert ends(simulate(plan, autumn, utc("2026-10-25 10:59")), Ending.QUEUE, "night_113")
+    assert ends(simulate(plan, autumn, utc("2026-10-25 11:00")), Ending.QUEUE, "dutch")
+
+
+def test_info_line_open_closed_and_holiday(plan: Dialplan) -> None:
+    number = "0900-1234567"
+    thursday = simulate(plan, number, datetime(2026, 4, 2, 10, 0))
+    assert ends(thursday, Ending.TRANSFER, "info_line")
+    assert thursday[-1].heard == (Heard("info_line_open", "nl"),)
+    good_friday = simulate(plan, number, datetime(2026, 4, 3, 11, 0))
+    assert ends(good_friday, Ending.VOICEMAIL, "info_line")
+    assert [h.prompt for h in good_friday[-1].heard][:2] == [
+        "info_line_closed",
+        "voicemail_instructions",
+    ]
+    assert ends(simulate(plan, number, datetime(2026, 4, 2, 14, 0)), Ending.VOICEMAIL, "info_line")
+
+
+def test_partner_local_and_unknown_numbers(plan: Dialplan) -> None:
+    partner = simulate(plan, "088-1234500", datetime(2026, 5, 1, 19, 0))
+    assert partner[0].heard == (Heard("partner_greeting", "nl"),)
+    assert "counted for partner Wijkteam Utrecht" in partner[-1].note
+    assert ends(partner, Ending.QUEUE, "dutch")
+    local = simulate(plan, "0206250000", datetime(2026, 5, 1, 19, 0), "1")
+    assert "region Amsterdam first" in local[-1].note
+    unknown = simulate(plan, "0612345678", datetime(2026, 5, 1, 19, 0))
+    assert unknown[0].node == "welcome" and "unknown number" in unknown[0].note
