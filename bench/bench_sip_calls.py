@@ -200,6 +200,7 @@ def start_service(
         "HELPLINE_RTP_PORT_MIN": str(rtp),
         "HELPLINE_RTP_PORT_MAX": str(rtp + span - 1),
         "HELPLINE_LOG_FORMAT": "json",
+        "HELPLINE_CALL_FLOW": "direct",  # measure SIP call setup, not the IVR's prompts
     }
     if not whisper:
         env["HELPLINE_VOLUNTEER_WHISPER"] = ""

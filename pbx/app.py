@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from ivr.model import Dialplan
 from pbx.calls.direct import DirectRouter
+from pbx.calls.inbound import HelplineCalls
 from pbx.calls.media_session import MediaFactory
 from pbx.config import Settings
 from pbx.media.ports import PortPool
 from pbx.media.prompts import PromptLibrary
 from pbx.service import HelplineService
+from pbx.switchboard import CallApplication
 
 
 def build_service(settings: Settings) -> HelplineService:
@@ -21,9 +24,22 @@ def build_service(settings: Settings) -> HelplineService:
     service.switchboard.on_refused = lambda reason: service.metrics.invites_refused.labels(
         reason=reason
     ).inc()
+    prompts = PromptLibrary(settings.recordings)
     if settings.volunteer_whisper:
-        prompts = PromptLibrary(settings.recordings)
         router.whisper = prompts.get("nl", settings.volunteer_whisper)
-    service.switchboard.app = router
-    service.app = router
+    app: CallApplication = router
+    if settings.call_flow == "ivr":
+
+        def plan_in_force() -> Dialplan:
+            assert service.plan is not None, "the service loads its dialplan before taking calls"
+            return service.plan
+
+        calls = HelplineCalls(
+            router, router.media, prompts, plan_in_force, settings.state_dir / "voicemail",
+            retry_interval=settings.queue_retry_interval,
+        )  # fmt: skip
+        calls.on_outcome = router.on_outcome
+        app = calls
+    service.switchboard.app = app
+    service.app = app
     return service

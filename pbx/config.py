@@ -46,6 +46,9 @@ class Settings:
     rtp_port_max: int = 29999
     media_timeout: float = 60.0  # a call leg that sends no RTP this long is hung up
     volunteer_whisper: str = "queue_announce"  # prompt a volunteer hears on answering ("": none)
+    # "ivr": answer at once and follow the dialplan; "direct": ring volunteers at once, no menu
+    call_flow: str = "ivr"
+    queue_retry_interval: float = 5.0  # seconds between rounds of ringing for a waiting caller
     registration_min_expires: int = 60
     registration_max_expires: int = 3600
     registration_default_expires: int = 600
@@ -75,6 +78,8 @@ class Settings:
                 raise ConfigError(
                     f"trunk_sources: {net!r} is not an address range: {exc}"
                 ) from None
+        if self.call_flow not in ("ivr", "direct"):
+            raise ConfigError(f"call_flow must be 'ivr' or 'direct', not {self.call_flow!r}")
         known = {"SHA-256", "MD5"}
         if not self.digest_algorithms or not set(self.digest_algorithms) <= known:
             raise ConfigError(f"digest_algorithms must be a non-empty subset of {sorted(known)}")

@@ -241,12 +241,10 @@ class Switchboard:
     def volunteer_bindings(self, username: str) -> list[Binding]:
         return self.registrar.contacts(username, self.wall_clock())
 
-    def new_outbound_leg(self, binding: Binding, ref: str) -> tuple[OutboundLeg, str, str]:
-        """An outbound leg towards a registered binding, tracked for in-dialog requests.
-
-        Returns (leg, call_id, local_tag) to pass to leg.call().
-        """
-        transport = binding.source.transport
+    def new_outbound_leg(self, peer: Peer, ref: str) -> tuple[OutboundLeg, str, str]:
+        """An outbound leg towards a registered handset's address or a configured destination,
+        tracked for in-dialog requests. Returns (leg, call_id, local_tag) for leg.call()."""
+        transport = peer.transport
         contact = contact_uri(
             "helpline", self.stack.public_host, self.stack.port(transport), transport.value
         )

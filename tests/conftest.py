@@ -52,7 +52,9 @@ def make_helpline(tmp_path: Path, pg_url: str) -> MakeHelpline:
     async def make(**overrides: Any) -> AsyncIterator[Running]:
         await _clean(pg_url)
         state = tmp_path / f"state{next(counter)}"
-        async with running_service(state, pg_url, **{"sip_t1": 0.1, **overrides}) as running:
+        # SIP-core tests ring volunteers directly; IVR tests ask for call_flow="ivr"
+        defaults = {"sip_t1": 0.1, "call_flow": "direct"}
+        async with running_service(state, pg_url, **{**defaults, **overrides}) as running:
             yield running
 
     return make

@@ -34,7 +34,7 @@ async def test_bindings_survive_a_restart(make_helpline: MakeHelpline, tmp_path)
         # a new process on the same database: the handset is still reachable without re-registering
         async with running_service(
             tmp_path / "second", settings.database_url, sip_port=settings.sip_port,
-            digest_algorithms=["MD5"],
+            digest_algorithms=["MD5"], call_flow="direct",
         ) as second:  # fmt: skip
             bindings = second.service.registrar.contacts("hanna", time.time())
             assert [(b.source.host, b.source.port) for b in bindings] == [

@@ -9,6 +9,7 @@ is anchored in a bridge, and either side hanging up ends both. The volunteer's h
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ class DirectRouter:
             caller_media.close()
             leg.reject(exc.status, exc.reason)
             return
-        leg.on_reinvite = _reinvite_handler(caller_media)
+        leg.on_reinvite = reinvite_handler(caller_media)
         leg.on_info = caller_media.on_info
         try:
             await self._ring_volunteers(leg, caller, caller_media, caller_sdp)
@@ -97,20 +98,33 @@ class DirectRouter:
         caller_sdp: bytes | None,
     ) -> None:
         leg.ring()
+        offer = await self.offer_to_volunteers(leg, caller_media, caller_sdp, caller.call_ref)
+        if offer is Offer.NO_ANSWER:
+            leg.reject(480, "Temporarily Unavailable - No volunteer available")
+
+    async def offer_to_volunteers(
+        self, leg: InboundLeg, caller_media: AnchoredMedia, caller_sdp: bytes | None, ref: str
+    ) -> Offer:
+        """Ring each idle volunteer once, longest idle first, until one takes the call.
+
+        Works for a caller still ringing and for one already answered (after the IVR).
+        """
         for username in self._candidates():
             for binding in self.switchboard.volunteer_bindings(username):
-                if leg.state is LegState.ENDED:
-                    return
+                if leg.is_ended:
+                    return Offer.CALLER_LEFT
                 attempt = _Attempt(leg, caller_media, caller_sdp, username, binding)
                 self.busy.add(username)
                 try:
-                    answered = await self._try(attempt, caller.call_ref)
+                    await self._try(attempt, ref)
                 finally:
                     self.busy.discard(username)
                     self.last_call_end[username] = time.time()
-                if answered or leg.is_ended:
-                    return
-        leg.reject(480, "Temporarily Unavailable - No volunteer available")
+                if attempt.connected:
+                    return Offer.CONNECTED
+                if leg.is_ended:
+                    return Offer.CALLER_LEFT
+        return Offer.CALLER_LEFT if leg.is_ended else Offer.NO_ANSWER
 
     async def _try(self, attempt: _Attempt, ref: str) -> bool:
         """Ring one handset; True when the call was connected (or the caller is gone)."""
@@ -119,8 +133,8 @@ class DirectRouter:
         except MediaError as exc:
             attempt.leg.reject(exc.status, exc.reason)
             return True
-        out, call_id, tag = self.switchboard.new_outbound_leg(attempt.binding, ref)
-        out.on_reinvite = _reinvite_handler(vol_media)
+        out, call_id, tag = self.switchboard.new_outbound_leg(attempt.binding.source, ref)
+        out.on_reinvite = reinvite_handler(vol_media)
         out.on_info = vol_media.on_info
         try:
             invite = asyncio.create_task(
@@ -180,32 +194,40 @@ class DirectRouter:
 
     async def _talk(self, attempt: _Attempt, out: OutboundLeg, vol_media: AnchoredMedia) -> None:
         leg = attempt.leg
-        caller_sdp = attempt.caller_sdp or attempt.caller_media.offer()
-        if not await leg.answer(caller_sdp):
-            await out.hangup("caller_no_ack")
-            return
-        bridge = Bridge(attempt.caller_media.leg, vol_media.leg).start()
+        if leg.state in (LegState.NEW, LegState.RINGING):
+            caller_sdp = attempt.caller_sdp or attempt.caller_media.offer()
+            if not await leg.answer(caller_sdp):
+                await out.hangup("caller_no_ack")
+                return
+        attempt.connected = True
         log.info("call_connected", call=leg.ref, volunteer=attempt.username)
-        waits: set[asyncio.Future[Any]] = {
-            asyncio.create_task(leg.ended.wait()),
-            asyncio.create_task(out.ended.wait()),
-            asyncio.ensure_future(bridge.done),
-            asyncio.create_task(attempt.caller_media.dead.wait()),
-            asyncio.create_task(vol_media.dead.wait()),
-        }
-        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        bridge.stop()
-        if attempt.caller_media.dead.is_set() or vol_media.dead.is_set():
-            log.warning(
-                "media_timeout", call=leg.ref, caller_dead=attempt.caller_media.dead.is_set()
-            )
-        if leg.state is not LegState.ENDED:
-            await leg.hangup("volunteer_hangup")
-        if out.state is not LegState.ENDED:
-            await out.hangup("caller_hangup")
-        log.info("call_ended", call=leg.ref, reason=leg.end_reason)
+        await bridge_until_end(leg, attempt.caller_media, out, vol_media)
+
+
+async def bridge_until_end(
+    leg: InboundLeg, caller_media: AnchoredMedia, out: OutboundLeg, other_media: AnchoredMedia
+) -> None:
+    """Relay media between the caller and the other leg until either hangs up or goes silent
+    (media timeout), then end both."""
+    bridge = Bridge(caller_media.leg, other_media.leg).start()
+    waits: set[asyncio.Future[Any]] = {
+        asyncio.create_task(leg.ended.wait()),
+        asyncio.create_task(out.ended.wait()),
+        asyncio.ensure_future(bridge.done),
+        asyncio.create_task(caller_media.dead.wait()),
+        asyncio.create_task(other_media.dead.wait()),
+    }
+    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    bridge.stop()
+    if caller_media.dead.is_set() or other_media.dead.is_set():
+        log.warning("media_timeout", call=leg.ref, caller_dead=caller_media.dead.is_set())
+    if leg.state is not LegState.ENDED:
+        await leg.hangup("other_side_hangup")
+    if out.state is not LegState.ENDED:
+        await out.hangup("caller_hangup")
+    log.info("call_ended", call=leg.ref, reason=leg.end_reason)
 
 
 @dataclass
@@ -215,9 +237,18 @@ class _Attempt:
     caller_sdp: bytes | None
     username: str
     binding: Binding
+    connected: bool = False
 
 
-def _reinvite_handler(media: AnchoredMedia) -> OfferHandler:
+class Offer(enum.Enum):
+    """How offering a caller to the volunteers went."""
+
+    CONNECTED = "connected"  # a volunteer took the call (it has ended since)
+    CALLER_LEFT = "caller_left"
+    NO_ANSWER = "no_answer"  # nobody idle, or nobody picked up
+
+
+def reinvite_handler(media: AnchoredMedia) -> OfferHandler:
     async def handle(offer: bytes) -> bytes | None:
         try:
             return media.answer(offer)

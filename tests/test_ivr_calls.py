@@ -1,0 +1,155 @@
+"""Callers through the IVR of the default dialplan, with real PJSIP handsets on both sides.
+
+The IVR's clock is fixed at a Tuesday 15:00 in Amsterdam: Arabic is closed (evenings only)
+and so is the info line (weekdays 10:00-14:00), whose after-hours voicemail is used here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from ivr.loader import DEFAULT_PLAN
+from pbx.calls.inbound import HelplineCalls
+from pbx.logs import configure_logging
+from pbx.media.prompts import PromptLibrary
+from tests.audio import active_part, read_wav, tone_share
+from tests.conftest import MakeHelpline
+from tests.peers.pjsua_phone import AsyncPjsuaPhone
+from tests.peers.sipp import find_free_port
+from tests.service_fixture import Running
+
+TUESDAY_1500 = datetime(2026, 11, 24, 15, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
+
+
+@asynccontextmanager
+async def ivr_helpline(make_helpline: MakeHelpline, plan: Path) -> AsyncIterator[Running]:
+    async with make_helpline(call_flow="ivr", dialplan=plan, volunteer_whisper="") as helpline:
+        app = helpline.service.switchboard.app
+        assert isinstance(app, HelplineCalls)
+        app.clock = lambda: TUESDAY_1500
+        app.retry_interval = 0.5
+        yield helpline
+
+
+@asynccontextmanager
+async def captured_logs() -> AsyncIterator[io.StringIO]:
+    logs = io.StringIO()
+    configure_logging("info", "json", stream=logs)
+    try:
+        yield logs
+    finally:
+        configure_logging("warning", "console")
+
+
+def ivr_paths(logs: io.StringIO) -> list[list[str]]:
+    events = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
+    return [e["path"] for e in events if e["event"] == "ivr_outcome"]
+
+
+async def _volunteer(helpline: Running, phone: AsyncPjsuaPhone, name: str) -> None:
+    await helpline.add_volunteer(name, "correct-horse-battery")
+    await phone.start(find_free_port())
+    assert await phone.register(helpline.host, helpline.port, name, "correct-horse-battery") == 200
+
+
+async def test_key_1_reaches_a_dutch_volunteer(make_helpline: MakeHelpline, tmp_path: Path) -> None:
+    async with captured_logs() as logs, ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
+        async with AsyncPjsuaPhone("vera") as volunteer, AsyncPjsuaPhone("caller") as caller:
+            await _volunteer(helpline, volunteer, "vera")
+            await caller.start(find_free_port())
+            # the caller is answered at once: the IVR greets them
+            assert await caller.make_call(f"sip:0900-0767@{helpline.host}:{helpline.port}") == 200
+            await caller.send_dtmf("1")  # RFC 4733, during the welcome: kept for the menu
+            await volunteer.wait_incoming(timeout=15)
+            await volunteer.answer(200)
+            await caller.play_tone(1000)
+            await volunteer.record(tmp_path / "heard.wav")
+            await asyncio.sleep(1.5)
+            heard = await volunteer.stop_record()
+            await caller.hangup()
+            await volunteer.wait_disconnected(timeout=10)
+    assert ivr_paths(logs)[0] == ["welcome", "language_menu", "dutch"]
+    assert tone_share(active_part(read_wav(heard)[0]), 1000) > 0.8
+
+
+async def test_closed_language_offers_dutch(make_helpline: MakeHelpline) -> None:
+    async with captured_logs() as logs, ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
+        async with AsyncPjsuaPhone("wim") as volunteer, AsyncPjsuaPhone("caller") as caller:
+            await _volunteer(helpline, volunteer, "wim")
+            await caller.start(find_free_port())
+            assert await caller.make_call(f"sip:09000767@{helpline.host}:{helpline.port}") == 200
+            await caller.send_dtmf("2")  # Arabic: closed at 15:00
+            await asyncio.sleep(1.0)
+            await caller.send_dtmf("1")  # "press 1 to continue in Dutch"
+            await volunteer.wait_incoming(timeout=30)
+            await caller.hangup()
+    path = ivr_paths(logs)[0]
+    assert path == ["welcome", "language_menu", "arabic", "closed_offer_dutch", "dutch"]
+
+
+async def test_info_line_after_hours_takes_a_voicemail(make_helpline: MakeHelpline) -> None:
+    async with captured_logs() as logs, ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
+        prompts = PromptLibrary(helpline.settings.recordings)
+        intro = prompts.duration("nl", "info_line_closed") + prompts.duration(
+            "nl", "voicemail_instructions"
+        )
+        async with AsyncPjsuaPhone("caller") as caller:
+            await caller.start(find_free_port())
+            assert (
+                await caller.make_call(f"sip:0900-1234567@{helpline.host}:{helpline.port}") == 200
+            )
+            await caller.play_tone(700)  # the caller speaks (a tone stands in for a voice)
+            await asyncio.sleep(intro + 2.5)
+            await caller.hangup()
+        await asyncio.sleep(0.5)
+        messages = list((helpline.settings.state_dir / "voicemail" / "info_line").glob("*.wav"))
+    assert ivr_paths(logs) == [["info_line", "info_line_voicemail"]]
+    assert len(messages) == 1
+    pcm = read_wav(messages[0])[0]
+    assert len(pcm) > 16000  # over a second of message
+    assert tone_share(active_part(pcm), 700) > 0.8
+
+
+async def test_reload_during_a_call_drops_nothing(
+    make_helpline: MakeHelpline, tmp_path: Path
+) -> None:
+    plan = tmp_path / "dialplan.yaml"
+    shutil.copy(DEFAULT_PLAN, plan)
+    async with captured_logs() as logs, ivr_helpline(make_helpline, plan) as helpline:
+        async with AsyncPjsuaPhone("xena") as volunteer, AsyncPjsuaPhone("caller") as caller:
+            await _volunteer(helpline, volunteer, "xena")
+            await caller.start(find_free_port())
+            assert await caller.make_call(f"sip:09000767@{helpline.host}:{helpline.port}") == 200
+            await caller.send_dtmf("1")
+            await volunteer.wait_incoming(timeout=15)
+            await volunteer.answer(200)
+            # while they talk, the admin changes the plan: the national number now greets as a
+            # partner line first
+            plan.write_text(
+                plan.read_text().replace(
+                    'number: "0900-0767"\n    type: national\n    start: welcome',
+                    'number: "0900-0767"\n    type: national\n    start: partner_welcome',
+                )
+            )
+            assert helpline.service.reload_dialplan()
+            await caller.play_tone(1000)
+            await volunteer.record(tmp_path / "after-reload.wav")
+            await asyncio.sleep(1.5)
+            heard = await volunteer.stop_record()
+            await caller.hangup()
+            assert await volunteer.wait_disconnected(timeout=10) == 200  # a normal BYE
+            # a new call follows the new plan
+            assert await caller.make_call(f"sip:09000767@{helpline.host}:{helpline.port}") == 200
+            await volunteer.wait_incoming(timeout=15)
+            await caller.hangup()
+    assert tone_share(active_part(read_wav(heard)[0]), 1000) > 0.8
+    first, second = ivr_paths(logs)[:2]
+    assert first[0] == "welcome" and second[0] == "partner_welcome"
