@@ -153,3 +153,26 @@ async def test_reload_during_a_call_drops_nothing(
     assert tone_share(active_part(read_wav(heard)[0]), 1000) > 0.8
     first, second = ivr_paths(logs)[:2]
     assert first[0] == "welcome" and second[0] == "partner_welcome"
+
+
+async def test_sipp_caller_presses_1_with_rfc4733_and_reaches_a_volunteer(
+    make_helpline: MakeHelpline, tmp_path: Path
+) -> None:
+    from tests.peers.rtp_pcap import media_pcap, pcap_duration_ms
+    from tests.peers.sipp import start_sipp
+
+    pcap = media_pcap(tmp_path / "press1.pcap", tone_hz=None, digits="1", lead_ms=500)
+    async with captured_logs() as logs, ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
+        async with AsyncPjsuaPhone("yara") as volunteer:
+            await _volunteer(helpline, volunteer, "yara")
+            caller = start_sipp(
+                "uac_call_rtp", helpline.target, service="09000767",
+                files={"media.pcap": pcap}, pause_ms=pcap_duration_ms(pcap) + 4000, timeout_s=40,
+            )  # fmt: skip
+            incoming = await volunteer.wait_incoming(timeout=20)
+            assert incoming.display == "Hulplijn"
+            await volunteer.answer(200)
+            result = await asyncio.to_thread(caller.wait, 40)
+            result.assert_ok()  # the caller's BYE after its pause ended the call
+            await volunteer.wait_disconnected(timeout=10)
+    assert ivr_paths(logs)[0] == ["welcome", "language_menu", "dutch"]
