@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import logging
 import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+import structlog
 
 from ivr import model
 from ivr.collect import DigitBuffer, Menu, MenuEnd
@@ -38,7 +39,7 @@ from pbx.media.recorder import RecordingEnd, RecordingResult, record
 
 __all__ = ["BEEP", "IvrOutcome", "IvrRuntime", "OpenCheck", "OutcomeKind"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("ivr.runtime")
 
 OpenCheck = Callable[[model.Schedule, datetime], bool]
 
@@ -144,7 +145,7 @@ class IvrRuntime:
             raise RuntimeError("an IvrRuntime runs once; start a new one to continue a call")
         self._ran = True
         outcome = await self._walk()
-        log.info("ivr: %s; path %s", outcome.describe(), " > ".join(outcome.path))
+        log.debug("ivr_done", outcome=outcome.describe(), path=outcome.path)
         return outcome
 
     async def _walk(self) -> IvrOutcome:
@@ -215,7 +216,7 @@ class IvrRuntime:
             except KeyError:
                 # The loader checks prompts; if one vanished anyway, the caller goes on
                 # without it rather than being dropped.
-                log.error("IVR prompt %r missing for language %r", name, self.language)
+                log.error("ivr_prompt_missing", prompt=name, language=self.language)
         return pcm
 
     async def _play(self, names: Sequence[str], *, barge_in: bool) -> bool:
