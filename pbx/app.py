@@ -39,6 +39,7 @@ def build_service(settings: Settings) -> HelplineService:
             retry_interval=settings.queue_retry_interval,
         )  # fmt: skip
         calls.on_outcome = router.on_outcome
+        calls.on_overflow = lambda queue: service.metrics.queue_overflows.labels(queue=queue).inc()
         app = calls
     service.switchboard.app = app
     service.app = app

@@ -57,6 +57,12 @@ class Metrics:
         self.registrations_changes = Counter(
             "helpline_registration_changes", "Registrar binding changes", ["change"], registry=r
         )
+        self.queue_overflows = Counter(
+            "helpline_queue_overflows",
+            "Callers who waited a queue's maximum and went to its overflow",
+            ["queue"],
+            registry=r,
+        )
         self.dialplan_reloads = Counter(
             "helpline_dialplan_reloads", "Dialplan reloads by result", ["result"], registry=r
         )

@@ -45,6 +45,7 @@ class HelplineCalls:
     retry_interval: float = 5.0  # seconds between rounds of ringing while a caller waits
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     on_outcome: Callable[[str], None] = lambda outcome: None  # metrics
+    on_overflow: Callable[[str], None] = lambda queue: None  # metrics: a queue's max wait passed
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def inbound_call(self, leg: InboundLeg, caller: CallerContext) -> None:
@@ -124,6 +125,7 @@ class HelplineCalls:
                 queue = plan.queues[outcome.queue]
                 result = await self._wait_for_volunteer(leg, media, queue, outcome.language)
                 if result is None:  # waited the queue's maximum: its overflow takes over
+                    self.on_overflow(queue.name)
                     return queue.overflow or _Done("hangup")
                 return _Done(result)
             case OutcomeKind.TRANSFER:
