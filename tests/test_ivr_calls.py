@@ -176,3 +176,25 @@ async def test_sipp_caller_presses_1_with_rfc4733_and_reaches_a_volunteer(
             result.assert_ok()  # the caller's BYE after its pause ended the call
             await volunteer.wait_disconnected(timeout=10)
     assert ivr_paths(logs)[0] == ["welcome", "language_menu", "dutch"]
+
+
+async def test_queue_overflow_after_max_wait(make_helpline: MakeHelpline, tmp_path: Path) -> None:
+    """Nobody on shift: after the queue's max_wait the caller goes to its overflow node."""
+    plan = tmp_path / "dialplan.yaml"
+    plan.write_text(DEFAULT_PLAN.read_text().replace("max_wait: 900", "max_wait: 2", 1))
+    async with captured_logs() as logs, ivr_helpline(make_helpline, plan) as helpline:
+        async with AsyncPjsuaPhone("caller") as caller:
+            await caller.start(find_free_port())
+            assert await caller.make_call(f"sip:09000767@{helpline.host}:{helpline.port}") == 200
+            await caller.send_dtmf("1")
+            for _ in range(100):  # until the overflow's voicemail has started
+                if (
+                    len(ivr_paths(logs)) == 1
+                    and helpline.service.metrics.queue_overflows.labels(queue="dutch")._value.get()
+                ):
+                    break
+                await asyncio.sleep(0.2)
+            await caller.hangup()
+        await asyncio.sleep(0.5)
+    first, second = ivr_paths(logs)[:2]
+    assert first == ["welcome", "language_menu", "dutch"] and second == ["queue_full"]
