@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -94,14 +95,16 @@ class SipStack:
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(
-        self, host: str, port: int, tls_port: int | None = None, tls_context: object = None
+        self,
+        host: str,
+        port: int,
+        tls_port: int | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
-        import ssl
-
         self._loop = asyncio.get_running_loop()
         await self.transports.start_udp(host, port)
         await self.transports.start_stream(TransportKind.TCP, host, port)
-        if tls_port is not None and isinstance(tls_context, ssl.SSLContext):
+        if tls_port is not None and tls_context is not None:
             await self.transports.start_stream(TransportKind.TLS, host, tls_port, tls_context)
         self._register_sent_by()
 
