@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 import structlog
 from prometheus_client import start_http_server
@@ -61,7 +62,7 @@ class HelplineService:
         self.writer: WriteBehind | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pings: set[asyncio.Task[None]] = set()  # keepalive OPTIONS in flight
-        self._metrics_server: object | None = None
+        self._metrics_server: WSGIServer | None = None
         self.stopped = asyncio.Event()
         s = self.settings
         algorithms = tuple(Algorithm.parse(a) for a in s.digest_algorithms)
@@ -112,7 +113,7 @@ class HelplineService:
         await self.stack.start(s.sip_host, s.sip_port, s.tls_port, tls_ctx)
         self._register_gauges()
         if s.metrics_port is not None:
-            self._metrics_server = start_http_server(
+            self._metrics_server, _ = start_http_server(
                 s.metrics_port, addr=s.metrics_host, registry=self.metrics.registry
             )
         self._tasks = [
@@ -139,12 +140,8 @@ class HelplineService:
         if self.db is not None:
             await self.db.close()
         if self._metrics_server is not None:
-            server = self._metrics_server
-            shutdown = getattr(server, "shutdown", None)
-            if callable(shutdown):
-                shutdown()
-            elif isinstance(server, tuple):
-                server[0].shutdown()
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         self.pid_file.unlink(missing_ok=True)
         self.stopped.set()
         log.info("service_stopped")
