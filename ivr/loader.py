@@ -159,6 +159,7 @@ _Constructor.add_constructor("tag:yaml.org,2002:timestamp", _Constructor.constru
 
 Pos = tuple[int, int]  # 1-based line, column
 T = TypeVar("T")
+_E = TypeVar("_E", bound=enum.Enum)
 
 TOP_KEYS = (
     "timezone",
@@ -393,6 +394,20 @@ class _Builder:
             )
             return None
         return amount
+
+    def choice(self, m: CommentedMap, key: str, where: str, options: type[_E]) -> _E | None:
+        value = m.get(key)
+        if value is None:
+            return None
+        try:
+            return options(value)
+        except ValueError:
+            allowed = ", ".join(o.value for o in options)
+            self.error(
+                self.value_pos(m, key),
+                f"`{key}` in {where} must be one of {allowed}, not {value!r}",
+            )
+            return None
 
     def flag(self, m: CommentedMap, key: str, where: str) -> bool | None:
         value = m.get(key)
@@ -708,6 +723,12 @@ class _Builder:
             "max_wait",
             "overflow",
             "regional",
+            "display",
+            "ring_timeout",
+            "wrap_up",
+            "time_limit",
+            "announce_every",
+            "volunteer_lost",
             "note",
         )
         for name, body in section.items():
@@ -734,6 +755,20 @@ class _Builder:
                     "the caller goes to the overflow node)",
                 )
             regional = self.regional(body, where)
+            display = self.text(body, "display", where)
+            ring_timeout = self.number(
+                body, "ring_timeout", where, low=5, high=120, whole=True, unit=" seconds"
+            )
+            wrap_up = self.number(
+                body, "wrap_up", where, low=0, high=3600, whole=True, unit=" seconds"
+            )
+            time_limit = self.number(
+                body, "time_limit", where, low=1, high=24 * 3600, whole=True, unit=" seconds"
+            )
+            announce = self.number(
+                body, "announce_every", where, low=15, high=3600, whole=True, unit=" seconds"
+            )
+            lost = self.choice(body, "volunteer_lost", where, model.VolunteerLost)
             if len(self.problems) != before or lang is None or schedule is None:
                 continue
             out[str(name)] = model.Queue(
@@ -745,6 +780,12 @@ class _Builder:
                 max_wait=int(max_wait) if max_wait is not None else None,
                 overflow=overflow,
                 regional=regional,
+                display=display or "",
+                ring_timeout=int(ring_timeout or 20),
+                wrap_up=int(wrap_up if wrap_up is not None else 30),
+                time_limit=int(time_limit) if time_limit is not None else None,
+                announce_every=int(announce or 60),
+                volunteer_lost=lost or model.VolunteerLost.REQUEUE,
             )
         return out
 

@@ -152,6 +152,13 @@ class RegionalPreference:
     local_wait: int = 30  # seconds offered to the caller's own region before the whole country
 
 
+class VolunteerLost(enum.StrEnum):
+    """What a caller gets when the volunteer's handset vanishes mid-call."""
+
+    REQUEUE = "requeue"  # told so, then first in line for the next volunteer
+    GOODBYE = "goodbye"  # told so, then the call ends
+
+
 @dataclass(frozen=True, kw_only=True)
 class Queue:
     name: str
@@ -162,6 +169,16 @@ class Queue:
     max_wait: int | None = None  # seconds; None = no limit
     overflow: str | None = None  # node name, taken after max_wait
     regional: RegionalPreference = RegionalPreference()
+    display: str = ""  # what the volunteer's handset shows; "" = "Hulplijn <LANGUAGE>"
+    ring_timeout: int = 20  # seconds a volunteer's handset rings before the next one is tried
+    wrap_up: int = 30  # seconds after a call before that volunteer is offered the next one
+    time_limit: int | None = None  # seconds of conversation after which the volunteer hears a tone
+    announce_every: int = 60  # seconds between position / estimated-wait announcements
+    volunteer_lost: VolunteerLost = VolunteerLost.REQUEUE
+
+    @property
+    def shown_as(self) -> str:
+        return self.display or f"Hulplijn {self.language.upper()}"
 
 
 class NumberKind(enum.StrEnum):

@@ -123,6 +123,7 @@ class IvrRuntime:
         region: str | None = None,
         partner: str | None = None,
         voicemail_silence: float | None = 5.0,
+        digits: DigitBuffer | None = None,
     ) -> None:
         self.leg = leg
         self.plan = plan
@@ -136,7 +137,8 @@ class IvrRuntime:
         self.partner = partner
         self.voicemail_silence = voicemail_silence
         self.path: list[str] = []
-        self._digits = DigitBuffer(leg)
+        # keys pressed before the walk began (e.g. right as the call was answered) count too
+        self._digits = digits if digits is not None else DigitBuffer(leg)
         self._ran = False
 
     # ------------------------------------------------------------------------- walk

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from ivr.model import Dialplan
 from pbx.calls.direct import DirectRouter
 from pbx.calls.inbound import HelplineCalls
 from pbx.calls.media_session import MediaFactory
+from pbx.calls.shift import ShiftDesk
+from pbx.calls.waiting import WaitingRoom
 from pbx.config import Settings
 from pbx.media.ports import PortPool
 from pbx.media.prompts import PromptLibrary
@@ -34,11 +38,24 @@ def build_service(settings: Settings) -> HelplineService:
             assert service.plan is not None, "the service loads its dialplan before taking calls"
             return service.plan
 
-        calls = HelplineCalls(
-            router, router.media, prompts, plan_in_force, settings.state_dir / "voicemail",
-            retry_interval=settings.queue_retry_interval,
+        # with the IVR, volunteers take calls only while logged in to a shift from the handset
+        metrics = service.metrics
+        waiting = WaitingRoom(
+            service.dispatcher, router, prompts, comfort_interval=settings.comfort_interval,
+            on_abandon=lambda q, waited: metrics.abandoned_wait.labels(queue=q).observe(waited),
+            on_answer=lambda q, waited: metrics.answered_wait.labels(queue=q).observe(waited),
         )  # fmt: skip
+        calls = HelplineCalls(
+            router, waiting, router.media, prompts, plan_in_force, settings.state_dir / "voicemail"
+        )
         calls.on_outcome = router.on_outcome
+        calls.backline = settings.backline_destination
+        waiting.handover_keys = settings.backline_keys
+        waiting.hand_over = calls.hand_over
+        calls.shift_desk = ShiftDesk(
+            service.roster, router.media, prompts, lambda: service.profiles, time.time,
+            on_change=service.dispatcher.kick,
+        )  # fmt: skip
         calls.on_overflow = lambda queue: service.metrics.queue_overflows.labels(queue=queue).inc()
         app = calls
     service.switchboard.app = app

@@ -48,7 +48,12 @@ class Settings:
     volunteer_whisper: str = "queue_announce"  # prompt a volunteer hears on answering ("": none)
     # "ivr": answer at once and follow the dialplan; "direct": ring volunteers at once, no menu
     call_flow: str = "ivr"
-    queue_retry_interval: float = 5.0  # seconds between rounds of ringing for a waiting caller
+    comfort_interval: float = 20.0  # seconds of quiet between messages a waiting caller hears
+    # keys a volunteer presses in a call to hand the caller over to the backline destination
+    backline_keys: str = "*9"
+    backline_destination: str = "backline_113"
+    max_missed_offers: int = 3  # calls a volunteer lets ring out in a row before being paused
+    registration_grace: float = 120.0  # seconds a lapsed handset keeps its volunteer logged in
     registration_min_expires: int = 60
     registration_max_expires: int = 3600
     registration_default_expires: int = 600
@@ -96,6 +101,12 @@ class Settings:
             <= self.registration_max_expires
         ):
             raise ConfigError("registration expiries must satisfy 0 < min <= default <= max")
+        if not self.backline_keys or not set(self.backline_keys) <= set("0123456789*#"):
+            raise ConfigError(
+                f"backline_keys must be phone keys (0-9, *, #), not {self.backline_keys!r}"
+            )
+        if self.max_missed_offers < 1:
+            raise ConfigError("max_missed_offers must be at least 1")
 
 
 def _coerce(name: str, raw: Any, current: Any, annotation: str) -> Any:

@@ -12,9 +12,11 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import structlog
@@ -22,11 +24,12 @@ from prometheus_client import start_http_server
 
 from ivr.loader import DialplanError, load_dialplan
 from ivr.model import Dialplan
+from pbx.calls.dispatcher import Dispatcher
 from pbx.config import Settings
 from pbx.db.database import Database, open_database
 from pbx.db.events import event_op
 from pbx.db.registrations import RegistrationRepository, StoredBinding, delete_op, save_op
-from pbx.db.volunteers import VolunteerRepository
+from pbx.db.volunteers import Profile, VolunteerRepository
 from pbx.db.writebehind import WriteBehind
 from pbx.metrics import Metrics, method_label
 from pbx.sip.dialog import new_call_id, new_tag
@@ -42,10 +45,12 @@ from pbx.sip.transport import TransportLimits
 from pbx.sip.trunk import TrunkPolicy
 from pbx.sip.uri import parse_sip_uri
 from pbx.switchboard import CallApplication, Switchboard
+from queues.roster import Roster, RosterError
 
 log = structlog.get_logger("pbx.service")
 
 CREDENTIALS_SNAPSHOT = "credentials.snapshot.json"
+PROFILES_SNAPSHOT = "profiles.snapshot.json"  # languages, skills, region, PIN hash
 REFRESH_SECONDS = 15.0
 EXPIRY_SWEEP_SECONDS = 2.0
 
@@ -58,6 +63,11 @@ class HelplineService:
 
     def __post_init__(self) -> None:
         self.plan: Dialplan | None = None  # the live dialplan; a call keeps the one it began with
+        self.roster = Roster(  # volunteers' shift states, in memory
+            self.settings.max_missed_offers, self.settings.registration_grace
+        )
+        self.dispatcher = Dispatcher(self.roster, on_change=self.drain_roster_events)
+        self.profiles: dict[str, Profile] = {}  # languages, skills, region, PIN hash
         self.db: Database | None = None
         self.writer: WriteBehind | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -100,6 +110,7 @@ class HelplineService:
         """Start serving; raises DialplanError (with every problem) for an invalid plan."""
         s = self.settings
         self.plan = load_dialplan(s.dialplan)  # before anything else: refuse a bad plan
+        self.dispatcher.configure(self.plan.queues)
         s.state_dir.mkdir(parents=True, exist_ok=True)
         self.pid_file.write_text(str(os.getpid()))
         await self._open_database()
@@ -120,6 +131,7 @@ class HelplineService:
             asyncio.create_task(self._sweep_expired()),
             asyncio.create_task(self._keepalive()),
             asyncio.create_task(self._refresh_credentials()),
+            asyncio.create_task(self.dispatcher.run()),
         ]
         log.info(
             "service_started",
@@ -165,6 +177,7 @@ class HelplineService:
             )
             return False
         self.plan = plan
+        self.dispatcher.configure(plan.queues)
         self.metrics.dialplan_reloads.labels(result="loaded").inc()
         log.info("dialplan_loaded", file=str(self.settings.dialplan), nodes=len(plan.nodes))
         return True
@@ -176,7 +189,7 @@ class HelplineService:
             self.db = await asyncio.wait_for(open_database(s.database_url, s.state_dir), 60)
         except Exception as exc:  # the service runs on without it
             log.error("database_unavailable", error=str(exc)[:200])
-            self.registrar.credentials = self._read_snapshot()
+            self._restore_snapshots()
             if s.database_url is not None:
                 # records are journaled and written once the database is back
                 self.writer = WriteBehind(s.database_url, s.state_dir)
@@ -199,24 +212,42 @@ class HelplineService:
                 return
             self.db = await asyncio.wait_for(open_database(url, self.settings.state_dir), 10)
             log.info("database_reconnected")
-        creds = await VolunteerRepository(self.db.pool).load_credentials()
+        repo = VolunteerRepository(self.db.pool)
+        creds = await repo.load_credentials()
+        self.profiles = await repo.load_profiles()
         self.registrar.credentials = creds
-        self._write_snapshot(creds)
+        self._write_snapshot(CREDENTIALS_SNAPSHOT, creds)
+        self._write_snapshot(PROFILES_SNAPSHOT, self.profiles)
 
-    def _write_snapshot(self, creds: dict[str, Credential]) -> None:
-        path = self.settings.state_dir / CREDENTIALS_SNAPSHOT
+    def _write_snapshot(self, name: str, records: Mapping[str, Any]) -> None:
+        """What volunteers need to log in and be rung, for a start while the DB is away."""
+        path = self.settings.state_dir / name
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({u: asdict(c) for u, c in creds.items()}))
+        tmp.write_text(json.dumps({u: asdict(r) for u, r in records.items()}))
         os.chmod(tmp, 0o600)
         tmp.replace(path)
 
-    def _read_snapshot(self) -> dict[str, Credential]:
-        path = self.settings.state_dir / CREDENTIALS_SNAPSHOT
+    def _restore_snapshots(self) -> None:
+        creds = self._read_snapshot(CREDENTIALS_SNAPSHOT)
+        profiles = self._read_snapshot(PROFILES_SNAPSHOT)
+        try:
+            self.registrar.credentials = {u: Credential(**c) for u, c in creds.items()}
+            self.profiles = {
+                u: Profile(
+                    **{**p, "languages": tuple(p["languages"]), "skills": tuple(p["skills"])}
+                )
+                for u, p in profiles.items()
+            }
+        except (TypeError, KeyError) as exc:  # written by another version: start without
+            log.error("snapshot_unreadable", error=str(exc)[:200])
+
+    def _read_snapshot(self, name: str) -> dict[str, dict[str, Any]]:
+        path = self.settings.state_dir / name
         try:
             data = json.loads(path.read_text())
-            return {u: Credential(**c) for u, c in data.items()}
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError):
             return {}
+        return data if isinstance(data, dict) else {}
 
     def record_event(self, kind: str, **data: object) -> None:
         """An anonymous event (no caller data) written behind to the events table."""
@@ -231,6 +262,7 @@ class HelplineService:
             user=binding.username,
             transport=binding.source.transport.value,
         )
+        self._registration_seen_by_roster(change, binding)
         if self.writer is None:
             return
         if change in (Change.ADDED, Change.REFRESHED):
@@ -238,6 +270,37 @@ class HelplineService:
         else:
             self.writer.submit(delete_op(binding.username, binding.key))
         self.record_event(f"registration.{change.value}", user=binding.username)
+
+    def _registration_seen_by_roster(self, change: Change, binding: Binding) -> None:
+        """A volunteer whose last handset registration lapses is offered no calls (and is
+        logged out after the roster's grace period); a new registration restores them."""
+        user, now = binding.username, time.time()
+        try:
+            volunteer = self.roster.get(user)
+        except RosterError:
+            return  # not on a shift
+        live = self.registrar.contacts(user, now)
+        if change in (Change.EXPIRED, Change.REMOVED) and not live and volunteer.registered:
+            self.roster.registration_lapsed(user, now)
+        elif change in (Change.ADDED, Change.REFRESHED) and not volunteer.registered:
+            self.roster.registration_restored(user, now)
+
+    def drain_roster_events(self) -> None:
+        for event in self.roster.take_events():
+            self.metrics.volunteer_events.labels(kind=event.kind.value).inc()
+            log.info(
+                "volunteer_state",
+                user=event.username,
+                kind=event.kind.value,
+                state=event.to_state.value,
+                reason=event.reason,
+            )
+            self.record_event(
+                f"volunteer.{event.kind.value}",
+                user=event.username,
+                state=event.to_state.value,
+                reason=event.reason,
+            )
 
     # --- background work --------------------------------------------------------------------------
     async def _sweep_expired(self) -> None:
@@ -285,6 +348,25 @@ class HelplineService:
     def _register_gauges(self) -> None:
         m = self.metrics
         m.live("helpline_sip_transactions", "Live SIP transactions", lambda: len(self.stack.layer))
+        m.live(
+            "helpline_volunteers_on_shift",
+            "Volunteers logged in and reachable (available, busy or in wrap-up)",
+            lambda: sum(1 for v in self.roster.volunteers() if v.on_shift),
+        )
+        m.live(
+            "helpline_volunteers_available",
+            "Volunteers waiting for a call",
+            lambda: sum(1 for v in self.roster.volunteers() if v.offerable),
+        )
+        engine = self.dispatcher.engine
+        m.live_by(
+            "helpline_queue_waiting", "Callers waiting in each queue", "queue",
+            lambda: {q: engine.waiting(q) for q in engine.queues},
+        )  # fmt: skip
+        m.live_by(
+            "helpline_queue_longest_wait_seconds", "How long each queue's first caller has waited",
+            "queue", lambda: {q: engine.longest_wait(q, time.time()) for q in engine.queues},
+        )  # fmt: skip
         m.live("helpline_sip_dialog_legs", "Live call legs", lambda: len(self.switchboard.legs))
         m.live(
             "helpline_sip_connections",

@@ -71,17 +71,15 @@ class QueueConfig:
     local_wait: float = 30.0
 
     @classmethod
-    def from_dialplan(
-        cls, queue: Queue, *, ring_timeout: float = 20.0, wrap_up: float = 30.0
-    ) -> QueueConfig:
+    def from_dialplan(cls, queue: Queue) -> QueueConfig:
         return cls(
             name=queue.name,
             language=queue.language,
             skill=queue.skill,
             priority=queue.priority,
             max_wait=queue.max_wait,
-            ring_timeout=ring_timeout,
-            wrap_up=wrap_up,
+            ring_timeout=float(queue.ring_timeout),
+            wrap_up=float(queue.wrap_up),
             prefer_local=queue.regional.prefer_local,
             local_wait=queue.regional.local_wait,
         )
@@ -136,6 +134,20 @@ class QueueEngine:
         self._stats = {name: _Stats() for name in self.queues}
         self._seq = itertools.count(1)
         self._front_seq = itertools.count(-1, -1)
+
+    def configure(self, queues: Mapping[str, QueueConfig]) -> None:
+        """Take a reloaded dialplan's queues. Statistics carry over by name; a queue that is
+        gone keeps its old settings for the callers still waiting in it."""
+        self.queues.update(queues)
+        for name in queues:
+            self._stats.setdefault(name, _Stats())
+
+    def is_waiting(self, call_ref: str) -> bool:
+        return call_ref in self._waiting
+
+    def joined_at(self, call_ref: str) -> float:
+        """When the caller's current stay in the queue began."""
+        return self._get(call_ref).joined_at
 
     # --- callers ---------------------------------------------------------------------
 
@@ -270,6 +282,10 @@ class QueueEngine:
 
     def waiting(self, queue: str) -> int:
         return sum(1 for _ in self._in_queue(queue))
+
+    def longest_wait(self, queue: str, now: float) -> float:
+        """Seconds the queue's longest-waiting caller has waited (this stay); 0 if none."""
+        return max((now - w.joined_at for w in self._in_queue(queue)), default=0.0)
 
     # --- internals -------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ async def test_service_starts_and_registers_handsets_while_the_database_is_down(
             # the database is down: the service still starts, from the credentials snapshot
             async with running_service(state, url, digest_algorithms=["MD5"]) as second:
                 assert second.service.db is None
+                # what shift login needs (languages, PIN hash) came back from its snapshot too
+                assert second.service.profiles["mark"].languages == ("nl",)
                 handset = RawHandset()
                 try:
                     final = await asyncio.to_thread(

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
+import re
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from ivr.loader import DEFAULT_PLAN
@@ -29,13 +31,37 @@ from tests.service_fixture import Running
 TUESDAY_1500 = datetime(2026, 11, 24, 15, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
 
 
+def without_wrap_up(plan: Path, into: Path) -> Path:
+    """A copy of `plan` whose queues give volunteers no wrap-up time between calls."""
+    text = re.sub(r"\n    wrap_up: \d+[^\n]*", "", plan.read_text())
+    text = re.sub(r"(\n    language: \w+\n)(    schedule: )", r"\1    wrap_up: 0\n\2", text)
+    into.write_text(text)
+    return into
+
+
 @asynccontextmanager
-async def ivr_helpline(make_helpline: MakeHelpline, plan: Path) -> AsyncIterator[Running]:
-    async with make_helpline(call_flow="ivr", dialplan=plan, volunteer_whisper="") as helpline:
+async def ivr_helpline(
+    make_helpline: MakeHelpline, plan: Path, *, wrap_up: bool = False, **settings: object
+) -> AsyncIterator[Running]:
+    """The service with the IVR, its clock on a Tuesday afternoon (every queue open). Unless
+    `wrap_up`, volunteers may take the next call at once."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if not wrap_up:
+            plan = without_wrap_up(plan, Path(tmp) / "dialplan.yaml")
+        async with _ivr_service(make_helpline, plan, settings) as helpline:
+            yield helpline
+
+
+@asynccontextmanager
+async def _ivr_service(
+    make_helpline: MakeHelpline, plan: Path, settings: dict[str, object]
+) -> AsyncIterator[Running]:
+    settings.setdefault("volunteer_whisper", "")
+    async with make_helpline(call_flow="ivr", dialplan=plan, **settings) as helpline:
         app = helpline.service.switchboard.app
         assert isinstance(app, HelplineCalls)
         app.clock = lambda: TUESDAY_1500
-        app.retry_interval = 0.5
+        app.waiting.comfort_interval = 0.5
         yield helpline
 
 
@@ -49,21 +75,35 @@ async def captured_logs() -> AsyncIterator[io.StringIO]:
         configure_logging("warning", "console")
 
 
+def log_events(logs: io.StringIO, name: str) -> list[dict[str, Any]]:
+    """The JSON log lines of one event, oldest first."""
+    lines = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
+    return [e for e in lines if e["event"] == name]
+
+
 def ivr_paths(logs: io.StringIO) -> list[list[str]]:
-    events = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
-    return [e["path"] for e in events if e["event"] == "ivr_outcome"]
+    return [e["path"] for e in log_events(logs, "ivr_outcome")]
 
 
-async def _volunteer(helpline: Running, phone: AsyncPjsuaPhone, name: str) -> None:
-    await helpline.add_volunteer(name, "correct-horse-battery")
+async def on_shift(helpline: Running, phone: AsyncPjsuaPhone, name: str, **profile: object) -> None:
+    """A volunteer's handset registers and the volunteer logs in to a shift with *1."""
+    await helpline.add_volunteer(name, "correct-horse-battery", **profile)
     await phone.start(find_free_port())
     assert await phone.register(helpline.host, helpline.port, name, "correct-horse-battery") == 200
+    await dial_feature_code(helpline, phone, "*1")
+
+
+async def dial_feature_code(helpline: Running, phone: AsyncPjsuaPhone, code: str) -> None:
+    """Dial a feature code; the service answers, confirms with a prompt and hangs up."""
+    assert await phone.make_call(f"sip:{code}@{helpline.host}:{helpline.port}") == 200
+    assert await phone.wait_disconnected(timeout=20) == 200  # our BYE after the confirmation
+    helpline.service.drain_roster_events()
 
 
 async def test_key_1_reaches_a_dutch_volunteer(make_helpline: MakeHelpline, tmp_path: Path) -> None:
     async with captured_logs() as logs, ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
         async with AsyncPjsuaPhone("vera") as volunteer, AsyncPjsuaPhone("caller") as caller:
-            await _volunteer(helpline, volunteer, "vera")
+            await on_shift(helpline, volunteer, "vera")
             await caller.start(find_free_port())
             # the caller is answered at once: the IVR greets them
             assert await caller.make_call(f"sip:0900-0767@{helpline.host}:{helpline.port}") == 200
@@ -83,7 +123,7 @@ async def test_key_1_reaches_a_dutch_volunteer(make_helpline: MakeHelpline, tmp_
 async def test_closed_language_offers_dutch(make_helpline: MakeHelpline) -> None:
     async with captured_logs() as logs, ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
         async with AsyncPjsuaPhone("wim") as volunteer, AsyncPjsuaPhone("caller") as caller:
-            await _volunteer(helpline, volunteer, "wim")
+            await on_shift(helpline, volunteer, "wim")
             await caller.start(find_free_port())
             assert await caller.make_call(f"sip:09000767@{helpline.host}:{helpline.port}") == 200
             await caller.send_dtmf("2")  # Arabic: closed at 15:00
@@ -121,11 +161,10 @@ async def test_info_line_after_hours_takes_a_voicemail(make_helpline: MakeHelpli
 async def test_reload_during_a_call_drops_nothing(
     make_helpline: MakeHelpline, tmp_path: Path
 ) -> None:
-    plan = tmp_path / "dialplan.yaml"
-    shutil.copy(DEFAULT_PLAN, plan)
-    async with captured_logs() as logs, ivr_helpline(make_helpline, plan) as helpline:
+    plan = without_wrap_up(DEFAULT_PLAN, tmp_path / "dialplan.yaml")
+    async with captured_logs() as logs, ivr_helpline(make_helpline, plan, wrap_up=True) as helpline:
         async with AsyncPjsuaPhone("xena") as volunteer, AsyncPjsuaPhone("caller") as caller:
-            await _volunteer(helpline, volunteer, "xena")
+            await on_shift(helpline, volunteer, "xena")
             await caller.start(find_free_port())
             assert await caller.make_call(f"sip:09000767@{helpline.host}:{helpline.port}") == 200
             await caller.send_dtmf("1")
@@ -164,13 +203,13 @@ async def test_sipp_caller_presses_1_with_rfc4733_and_reaches_a_volunteer(
     pcap = media_pcap(tmp_path / "press1.pcap", tone_hz=None, digits="1", lead_ms=500)
     async with captured_logs() as logs, ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
         async with AsyncPjsuaPhone("yara") as volunteer:
-            await _volunteer(helpline, volunteer, "yara")
+            await on_shift(helpline, volunteer, "yara")
             caller = start_sipp(
                 "uac_call_rtp", helpline.target, service="09000767",
-                files={"media.pcap": pcap}, pause_ms=pcap_duration_ms(pcap) + 4000, timeout_s=40,
+                files={"media.pcap": pcap}, pause_ms=pcap_duration_ms(pcap) + 8000, timeout_s=40,
             )  # fmt: skip
             incoming = await volunteer.wait_incoming(timeout=20)
-            assert incoming.display == "Hulplijn"
+            assert incoming.display == "Hulplijn NL"  # the queue, nothing of the caller
             await volunteer.answer(200)
             result = await asyncio.to_thread(caller.wait, 40)
             result.assert_ok()  # the caller's BYE after its pause ended the call

@@ -26,7 +26,7 @@ def promtool(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProc
 def test_prometheus_config_and_alert_rules_are_valid() -> None:
     result = promtool("check", "config", "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert b"SUCCESS: 8 rules found" in result.stdout
+    assert b"SUCCESS: 10 rules found" in result.stdout
 
 
 def test_alert_rules_fire_as_intended() -> None:
@@ -52,8 +52,9 @@ async def test_alerts_and_dashboard_use_exported_metrics(make_helpline: MakeHelp
     exported = {
         line.split()[2] for line in scrape.decode().splitlines() if line.startswith("# TYPE")
     }
-    # counters are exported as NAME with samples NAME_total
-    names = exported | {f"{n}_total" for n in exported}
+    # counters are exported as NAME with samples NAME_total, histograms with three series
+    suffixes = ("_total", "_bucket", "_sum", "_count")
+    names = exported | {f"{n}{suffix}" for n in exported for suffix in suffixes}
     dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = set(METRIC.findall((MONITORING / "alerts.yml").read_text() + " ".join(exprs)))

@@ -353,8 +353,10 @@ def test_config_from_the_dialplan_queue() -> None:
         max_wait=300,
         overflow="dutch_queue",
         regional=RegionalPreference(prefer_local=False, local_wait=15),
+        ring_timeout=25,
+        wrap_up=60,
     )
-    c = QueueConfig.from_dialplan(q, ring_timeout=25.0, wrap_up=60.0)
+    c = QueueConfig.from_dialplan(q)
     assert (c.name, c.language, c.priority, c.max_wait, c.prefer_local, c.local_wait) == (
         "turkish",
         "tr",
@@ -364,3 +366,16 @@ def test_config_from_the_dialplan_queue() -> None:
         15,
     )
     assert (c.ring_timeout, c.wrap_up) == (25.0, 60.0)
+
+
+def test_reload_keeps_statistics_and_queues_callers_still_wait_in() -> None:
+    e = make(vol("piet", "nl"))
+    e.enqueue("c1", "arabic", None, 0.0)
+    e.enqueue("c2", "dutch", None, 4.0)
+    assert e.joined_at("c2") == 4.0
+    assert e.longest_wait("arabic", 10.0) == 10.0 and e.longest_wait("night113", 10.0) == 0.0
+    # a reloaded plan without the Arabic queue and a longer Dutch maximum
+    e.configure({"dutch": QueueConfig(name="dutch", language="nl", max_wait=1200.0)})
+    assert e.queues["dutch"].max_wait == 1200.0
+    assert e.position("c1") == 1 and e.waiting("arabic") == 1  # still waits, old settings
+    assert e.overflowed(700.0) == []  # the Dutch caller is now within the new maximum

@@ -22,7 +22,9 @@ from pbx.calls.legs import InboundLeg, LegState, OfferHandler, OutboundLeg
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
 from pbx.media.bridge import Bridge
 from pbx.media.player import play
+from pbx.sip.peer import Peer
 from pbx.sip.registrar import Binding
+from pbx.sip.uri import SipUri
 from pbx.switchboard import Switchboard
 
 log = structlog.get_logger("pbx.calls.direct")
@@ -133,51 +135,74 @@ class DirectRouter:
         except MediaError as exc:
             attempt.leg.reject(exc.status, exc.reason)
             return True
-        out, call_id, tag = self.switchboard.new_outbound_leg(attempt.binding.source, ref)
-        out.on_reinvite = reinvite_handler(vol_media)
-        out.on_info = vol_media.on_info
         try:
-            invite = asyncio.create_task(
-                out.call(
-                    attempt.binding.contact,
-                    attempt.binding.source,
-                    from_user="hulplijn",
-                    from_display=self.display_name,
-                    to=f"<sip:{attempt.username}@{self.switchboard.stack.public_host}>",
-                    sdp=vol_media.offer(),
-                    call_id=call_id,
-                    local_tag=tag,
-                )
-            )
-            caller_gone = asyncio.create_task(attempt.leg.ended.wait())
-            done, _ = await asyncio.wait(
-                {invite, caller_gone},
-                timeout=self.ring_timeout,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            caller_gone.cancel()
-            if invite not in done:
-                out.cancel()  # the caller left, or nobody picked up in time
-            response = await invite
-            if not 200 <= response.status < 300:
-                log.info("volunteer_not_answering", call=ref, status=response.status)
+            out = await self.ring(
+                attempt.leg, vol_media, self.volunteer_target(attempt.binding), ref,
+                self.display_name, self.ring_timeout,
+            )  # fmt: skip
+            if out is None:
                 return attempt.leg.is_ended
-            if attempt.leg.is_ended:
-                await out.hangup("caller_gone")
-                return True
-            try:
-                vol_media.accept_answer(out.remote_sdp)
-            except MediaError:
-                await out.hangup("bad_sdp")
-                return False
-            if self.whisper and not await self._whisper(attempt.leg, out, vol_media):
+            if self.whisper and not await self.whisper_to(attempt.leg, out, vol_media):
                 return attempt.leg.is_ended
             await self._talk(attempt, out, vol_media)
             return True
         finally:
             vol_media.close()
 
-    async def _whisper(self, leg: InboundLeg, out: OutboundLeg, media: AnchoredMedia) -> bool:
+    def volunteer_target(self, binding: Binding) -> Target:
+        """A registered handset, at the address its REGISTER came from (NAT)."""
+        to = f"<sip:{binding.username}@{self.switchboard.stack.public_host}>"
+        return Target(binding.contact, binding.source, to)
+
+    async def ring(
+        self,
+        leg: InboundLeg,
+        media: AnchoredMedia,
+        target: Target,
+        ref: str,
+        display: str,
+        timeout: float,
+    ) -> OutboundLeg | None:
+        """Call a handset or a configured destination showing `display` (never anything of
+        the caller) for at most `timeout` s; the answered leg with its media negotiated, or
+        None (no answer, refused, or the caller left meanwhile: then that leg is ended)."""
+        out, call_id, tag = self.switchboard.new_outbound_leg(target.peer, ref)
+        out.on_reinvite = reinvite_handler(media)
+        out.on_info = media.on_info
+        invite = asyncio.create_task(
+            out.call(
+                target.uri,
+                target.peer,
+                from_user="hulplijn",
+                from_display=display,
+                to=target.to,
+                sdp=media.offer(),
+                call_id=call_id,
+                local_tag=tag,
+            )
+        )
+        caller_gone = asyncio.create_task(leg.ended.wait())
+        done, _ = await asyncio.wait(
+            {invite, caller_gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        caller_gone.cancel()
+        if invite not in done:
+            out.cancel()  # the caller left, or nobody picked up in time
+        response = await invite
+        if not 200 <= response.status < 300:
+            log.info("not_answering", call=ref, status=response.status)
+            return None
+        if leg.is_ended:
+            await out.hangup("caller_gone")
+            return None
+        try:
+            media.accept_answer(out.remote_sdp)
+        except MediaError:
+            await out.hangup("bad_sdp")
+            return None
+        return out
+
+    async def whisper_to(self, leg: InboundLeg, out: OutboundLeg, media: AnchoredMedia) -> bool:
         """Tell the volunteer a helpline call is coming; False if either side left meanwhile."""
         playing = asyncio.create_task(play(media.leg, [self.whisper], barge_in=False))
         gone = {asyncio.create_task(leg.ended.wait()), asyncio.create_task(out.ended.wait())}
@@ -204,30 +229,110 @@ class DirectRouter:
         await bridge_until_end(leg, attempt.caller_media, out, vol_media)
 
 
+class CallEnd(enum.Enum):
+    """How a bridged call ended."""
+
+    CALLER_LEFT = "caller_left"  # the caller hung up (or their media went silent)
+    OTHER_LEFT = "other_left"  # the volunteer or destination hung up
+    OTHER_LOST = "other_lost"  # the other side's media went silent: their handset vanished
+    HANDOVER = "handover"  # the other side pressed the hand-over keys (e.g. to 113)
+
+
 async def bridge_until_end(
-    leg: InboundLeg, caller_media: AnchoredMedia, out: OutboundLeg, other_media: AnchoredMedia
-) -> None:
+    leg: InboundLeg,
+    caller_media: AnchoredMedia,
+    out: OutboundLeg,
+    other_media: AnchoredMedia,
+    *,
+    keep_caller_if_lost: bool = False,
+    notice: tuple[float, bytes] | None = None,
+    handover_keys: str = "",
+) -> CallEnd:
     """Relay media between the caller and the other leg until either hangs up or goes silent
-    (media timeout), then end both."""
+    (media timeout), then end both; with `keep_caller_if_lost` a caller whose other side
+    vanished stays on the line (to be told and requeued). `notice` = (after seconds, PCM):
+    a tone only the other side hears once the call has lasted that long (the time limit).
+    `handover_keys` pressed on the other side end only that side (HANDOVER): the caller stays
+    on the line to be connected elsewhere."""
     bridge = Bridge(caller_media.leg, other_media.leg).start()
+    handover = _KeySequence(handover_keys)
+    if handover_keys:
+        other_media.leg.add_dtmf_listener(handover.press)
+    timer = None
+    if notice is not None:
+        after, pcm = notice
+        timer = asyncio.get_running_loop().call_later(
+            after, lambda: _notify(bridge, other_media, pcm, leg.ref)
+        )
     waits: set[asyncio.Future[Any]] = {
         asyncio.create_task(leg.ended.wait()),
         asyncio.create_task(out.ended.wait()),
         asyncio.ensure_future(bridge.done),
         asyncio.create_task(caller_media.dead.wait()),
         asyncio.create_task(other_media.dead.wait()),
+        asyncio.create_task(handover.done.wait()),
     }
     _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
+    if timer is not None:
+        timer.cancel()
+    if handover_keys:
+        other_media.leg.remove_dtmf_listener(handover.press)
     bridge.stop()
     if caller_media.dead.is_set() or other_media.dead.is_set():
         log.warning("media_timeout", call=leg.ref, caller_dead=caller_media.dead.is_set())
-    if leg.state is not LegState.ENDED:
-        await leg.hangup("other_side_hangup")
+    if leg.is_ended or caller_media.dead.is_set():
+        end = CallEnd.CALLER_LEFT
+    elif other_media.dead.is_set():
+        end = CallEnd.OTHER_LOST
+    elif handover.done.is_set() and not out.is_ended:
+        end = CallEnd.HANDOVER
+    else:
+        end = CallEnd.OTHER_LEFT
     if out.state is not LegState.ENDED:
-        await out.hangup("caller_hangup")
-    log.info("call_ended", call=leg.ref, reason=leg.end_reason)
+        await out.hangup(_OTHER_HANGUP_REASON[end])
+    keep_caller = end is CallEnd.HANDOVER or (end is CallEnd.OTHER_LOST and keep_caller_if_lost)
+    if leg.state is not LegState.ENDED and not keep_caller:
+        await leg.hangup("other_side_hangup")
+    log.info("call_ended", call=leg.ref, end=end.value)
+    return end
+
+
+_OTHER_HANGUP_REASON = {
+    CallEnd.CALLER_LEFT: "caller_hangup",
+    CallEnd.OTHER_LOST: "media_timeout",
+    CallEnd.HANDOVER: "handover",
+    CallEnd.OTHER_LEFT: "other_side_hangup",
+}
+
+
+class _KeySequence:
+    """Watches key presses for one sequence (e.g. "*9"); `done` is set once it was pressed."""
+
+    def __init__(self, keys: str) -> None:
+        self.keys = keys
+        self.pressed = ""
+        self.done = asyncio.Event()
+
+    def press(self, digit: str) -> None:
+        self.pressed = (self.pressed + digit)[-len(self.keys) :]
+        if self.keys and self.pressed == self.keys:
+            self.done.set()
+
+
+def _notify(bridge: Bridge, other_media: AnchoredMedia, pcm: bytes, ref: str) -> None:
+    log.info("time_limit_reached", call=ref)
+    bridge.inject_tone(other_media.leg, pcm)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where an outbound leg goes: request URI, the address to send to, the To header."""
+
+    uri: SipUri
+    peer: Peer
+    to: str
 
 
 @dataclass

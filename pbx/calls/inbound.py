@@ -2,15 +2,14 @@
 
 A caller is answered at once and walks the IVR of the dialplan in force when the call began (a
 reload never changes a call in progress). Where the IVR ends decides what follows: waiting for a
-volunteer (the queue; language-aware queues are the queues module's job, here every idle
-volunteer is rung), a transfer to a configured destination, voicemail, or goodbye.
+volunteer in a language queue (`waiting.WaitingRoom`), a transfer to a configured destination,
+voicemail, or goodbye.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,12 +17,15 @@ from pathlib import Path
 
 import structlog
 
-from ivr.model import Destination, Dialplan, Queue
+from ivr.collect import DigitBuffer
+from ivr.model import Destination, Dialplan
 from ivr.runtime import IvrOutcome, IvrRuntime, OutcomeKind
 from pbx.anonymity import CallerContext
-from pbx.calls.direct import DirectRouter, Offer, bridge_until_end, reinvite_handler
+from pbx.calls.direct import DirectRouter, Target, bridge_until_end, reinvite_handler
 from pbx.calls.legs import InboundLeg
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
+from pbx.calls.shift import ShiftDesk
+from pbx.calls.waiting import WaitingRoom
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
 from pbx.sip.peer import Peer, TransportKind
@@ -31,21 +33,23 @@ from pbx.sip.uri import SipUri, parse_sip_uri
 
 log = structlog.get_logger("pbx.calls.inbound")
 
+TRANSFER_RING_TIMEOUT = 60.0  # seconds a destination may take to answer a transfer
 MAX_CONTINUATIONS = 8  # overflow / failed-transfer hops one call may take through the plan
-COMFORT = ("comfort_1", "comfort_2", "comfort_3")
 
 
 @dataclass
 class HelplineCalls:
     router: DirectRouter  # rings volunteers
+    waiting: WaitingRoom  # a caller's stay in a language queue
     media: MediaFactory
     prompts: PromptLibrary
     plan: Callable[[], Dialplan]  # the plan in force now
     voicemail_dir: Path
-    retry_interval: float = 5.0  # seconds between rounds of ringing while a caller waits
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     on_outcome: Callable[[str], None] = lambda outcome: None  # metrics
     on_overflow: Callable[[str], None] = lambda queue: None  # metrics: a queue's max wait passed
+    shift_desk: ShiftDesk | None = None  # feature codes from volunteers' handsets
+    backline: str = "backline_113"  # the destination a volunteer hands a caller over to
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def inbound_call(self, leg: InboundLeg, caller: CallerContext) -> None:
@@ -54,7 +58,10 @@ class HelplineCalls:
         task.add_done_callback(self.tasks.discard)
 
     def volunteer_call(self, leg: InboundLeg, username: str, dialed: str) -> None:
-        self.router.volunteer_call(leg, username, dialed)
+        if self.shift_desk is None:
+            self.router.volunteer_call(leg, username, dialed)
+        else:
+            self.shift_desk.volunteer_call(leg, username, dialed)
 
     async def _run(self, leg: InboundLeg, caller: CallerContext, plan: Dialplan) -> None:
         try:
@@ -81,19 +88,25 @@ class HelplineCalls:
                 return "rejected"
             leg.on_reinvite = reinvite_handler(media)
             leg.on_info = media.on_info
+            keys = DigitBuffer(media.leg).attach()  # a key pressed on answering is not lost
             # the caller hanging up ends whatever plays, listens or records on their media
             hung_up = asyncio.create_task(_close_when_ended(leg, media))
             try:
                 if not await leg.answer(sdp):
                     return "abandoned"
-                return await self._follow_plan(leg, caller, plan, media)
+                return await self._follow_plan(leg, caller, plan, media, keys)
             finally:
                 hung_up.cancel()
         finally:
             media.close()
 
     async def _follow_plan(
-        self, leg: InboundLeg, caller: CallerContext, plan: Dialplan, media: AnchoredMedia
+        self,
+        leg: InboundLeg,
+        caller: CallerContext,
+        plan: Dialplan,
+        media: AnchoredMedia,
+        keys: DigitBuffer,
     ) -> str:
         node, number = plan.entry_for(caller.dialed)
         language = plan.default_language
@@ -102,11 +115,13 @@ class HelplineCalls:
                 media.leg, plan, node, language=language, prompts=self.prompts, now=self.clock,
                 voicemail_dir=self.voicemail_dir,
                 region=number.region if number else None,
-                partner=number.partner if number else None,
+                partner=number.partner if number else None, digits=keys,
             ).run()  # fmt: skip
             log.info("ivr_outcome", call=leg.ref, outcome=outcome.describe(), path=outcome.path)
             language = outcome.language
-            next_node = await self._act(leg, plan, media, outcome)
+            next_node = await self._act(
+                leg, plan, media, outcome, number.region if number else None
+            )
             if isinstance(next_node, _Done):
                 return next_node.outcome
             node = next_node
@@ -114,7 +129,12 @@ class HelplineCalls:
         return "failed"
 
     async def _act(
-        self, leg: InboundLeg, plan: Dialplan, media: AnchoredMedia, outcome: IvrOutcome
+        self,
+        leg: InboundLeg,
+        plan: Dialplan,
+        media: AnchoredMedia,
+        outcome: IvrOutcome,
+        region: str | None,
     ) -> str | _Done:
         """Carry out where the IVR ended; a node name to continue there, or the call's end."""
         match outcome.kind:
@@ -123,7 +143,7 @@ class HelplineCalls:
             case OutcomeKind.QUEUE:
                 assert outcome.queue is not None
                 queue = plan.queues[outcome.queue]
-                result = await self._wait_for_volunteer(leg, media, queue, outcome.language)
+                result = await self.waiting.wait(leg, media, queue, outcome.language, region)
                 if result is None:  # waited the queue's maximum: its overflow takes over
                     self.on_overflow(queue.name)
                     return queue.overflow or _Done("hangup")
@@ -140,53 +160,36 @@ class HelplineCalls:
         await leg.hangup("ivr_end")
         return _Done("ivr_hangup" if outcome.kind is OutcomeKind.HANGUP else "failed")
 
-    async def _wait_for_volunteer(
-        self, leg: InboundLeg, media: AnchoredMedia, queue: Queue, language: str
-    ) -> str | None:
-        """Ring volunteers in rounds, with comfort messages between; None after max_wait."""
-        loop = asyncio.get_running_loop()
-        deadline = None if queue.max_wait is None else loop.time() + queue.max_wait
-        comfort = itertools.cycle(COMFORT)
-        told_busy = False
-        while True:
-            offer = await self.router.offer_to_volunteers(leg, media, None, leg.ref)
-            if offer is Offer.CONNECTED:
-                return "answered"
-            if offer is Offer.CALLER_LEFT or leg.is_ended:
-                return "abandoned"
-            if deadline is not None and loop.time() >= deadline:
-                return None
-            prompt = "all_busy_hold" if not told_busy else next(comfort)
-            told_busy = True
-            await play(media.leg, [self.prompts.get(language, prompt)], barge_in=False)
-            if leg.is_ended:
-                return "abandoned"
-            await asyncio.sleep(self.retry_interval)
+    async def hand_over(self, leg: InboundLeg, media: AnchoredMedia, language: str) -> bool:
+        """A volunteer pressed the hand-over keys: connect the caller to the backline (113).
+        True when it answered; otherwise the caller has been told and stays on the line."""
+        dest = self.plan().destinations.get(self.backline)
+        if dest is None:
+            log.error("backline_not_configured", destination=self.backline)
+        else:
+            await play(media.leg, [self.prompts.get(language, "transfer_113")], barge_in=False)
+            if not leg.is_ended and await self._transfer(leg, media, dest):
+                return True
+        if not leg.is_ended:
+            await play(media.leg, [self.prompts.get(language, "transfer_failed")], barge_in=False)
+        return False
 
     async def _transfer(self, leg: InboundLeg, media: AnchoredMedia, dest: Destination) -> bool:
         """Connect the caller to a configured destination (only those: no number a caller
         supplies is ever dialled). True when it answered."""
         uri = parse_sip_uri(dest.uri)
         peer = await _resolve(uri)
-        switchboard = self.router.switchboard
         try:
             other = await self.media.open()
         except MediaError:
             return False
         try:
-            out, call_id, tag = switchboard.new_outbound_leg(peer, leg.ref)
-            out.on_reinvite = reinvite_handler(other)
-            response = await out.call(
-                uri, peer, from_user="hulplijn", from_display=self.router.display_name,
-                to=f"<{uri}>", sdp=other.offer(), call_id=call_id, local_tag=tag,
-            )  # fmt: skip
-            if not 200 <= response.status < 300:
-                log.info("transfer_failed", call=leg.ref, to=dest.name, status=response.status)
-                return False
-            try:
-                other.accept_answer(out.remote_sdp)
-            except MediaError:
-                await out.hangup("bad_sdp")
+            target = Target(uri, peer, f"<{uri}>")
+            out = await self.router.ring(
+                leg, other, target, leg.ref, self.router.display_name, TRANSFER_RING_TIMEOUT
+            )
+            if out is None:
+                log.info("transfer_failed", call=leg.ref, to=dest.name)
                 return False
             log.info("transferred", call=leg.ref, to=dest.name)
             await bridge_until_end(leg, media, out, other)

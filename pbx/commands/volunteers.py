@@ -84,7 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add.add_argument("username")
     _add_password_options(add)
     add.add_argument("--name", default="", help="display name")
-    add.add_argument("--languages", default="", help="comma-separated codes, e.g. nl,ar")
+    add.add_argument(
+        "--languages", default="nl", help="comma-separated codes, e.g. nl,ar (default nl)"
+    )
     add.add_argument("--region", help="home region/branch")
     add.add_argument("--skills", default="", help="comma-separated skills, e.g. 113")
     add.add_argument("--pin-stdin", action="store_true", help="read a handset PIN from stdin")

@@ -161,6 +161,17 @@ _COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class Profile:
+    """What a live call needs to know of a volunteer, kept in memory (no DB on the call path)."""
+
+    username: str
+    languages: tuple[str, ...]
+    skills: tuple[str, ...]
+    region: str | None
+    pin_hash: str | None
+
+
 class VolunteerRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -172,7 +183,7 @@ class VolunteerRepository:
         realm: str,
         *,
         display_name: str = "",
-        languages: Iterable[str] = (),
+        languages: Iterable[str] = ("nl",),  # every volunteer of the helpline speaks Dutch
         region: str | None = None,
         skills: Iterable[str] = (),
         pin: str | None = None,
@@ -266,6 +277,24 @@ class VolunteerRepository:
 
     async def set_display_name(self, username: str, display_name: str) -> Volunteer:
         return await self._update(username, "display_name = $2", display_name)
+
+    async def load_profiles(self) -> dict[str, Profile]:
+        """Languages, skills, region and PIN hash of every enabled volunteer."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "select username, languages, skills, region, pin_hash from volunteers"
+                " where not disabled"
+            )
+        return {
+            r["username"]: Profile(
+                r["username"],
+                tuple(r["languages"]),
+                tuple(r["skills"]),
+                r["region"],
+                r["pin_hash"],
+            )  # fmt: skip
+            for r in rows
+        }
 
     async def load_credentials(self) -> dict[str, Credential]:
         """Every account's digest credentials by username, disabled ones flagged."""

@@ -219,6 +219,12 @@ class PjsuaPhone:
             self._dead = True
             self._cond.notify_all()
 
+    def kill(self) -> None:
+        """The handset vanishes (power cut, network gone): no BYE, no more RTP."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=5)
+
     def close(self) -> None:
         """Ends the worker: polite quit, then kill. Safe to call twice."""
         proc = self._proc

@@ -1,0 +1,143 @@
+"""The shift desk: volunteers log in, log out and pause from the handset itself.
+
+Feature codes a registered, authenticated handset dials (nothing else is dialled out):
+  *1  log in to a shift (asks for the PIN first when the volunteer has one)
+  *0  log out
+  *2  pause, or resume from a pause
+Each is answered, confirmed with a spoken prompt in the volunteer's language, and hung up. A
+volunteer whom the service paused after missed calls first hears why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from ivr.collect import CollectEnd, collect_digits
+from pbx.calls.legs import InboundLeg
+from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
+from pbx.db.volunteers import Profile, verify_pin
+from pbx.media.player import play
+from pbx.media.prompts import PromptLibrary
+from queues.roster import AUTO_PAUSED, Roster, RosterError, Volunteer, VolunteerState
+
+log = structlog.get_logger("pbx.calls.shift")
+
+LOGIN, LOGOUT, PAUSE = "*1", "*0", "*2"
+PIN_ATTEMPTS = 3
+
+
+@dataclass
+class ShiftDesk:
+    roster: Roster
+    media: MediaFactory
+    prompts: PromptLibrary
+    profiles: Callable[[], dict[str, Profile]]  # in memory, refreshed from the database
+    now: Callable[[], float]
+    on_change: Callable[[], None] = lambda: None  # the dispatcher looks at the roster again
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def volunteer_call(self, leg: InboundLeg, username: str, dialed: str) -> None:
+        code = dialed.replace("%2A", "*").strip()
+        if code not in (LOGIN, LOGOUT, PAUSE):
+            # a volunteer's handset can reach the feature codes, nothing else (toll fraud)
+            leg.reject(404, "Not Found - No such feature code")
+            return
+        task = asyncio.create_task(self._serve(leg, username, code))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, leg: InboundLeg, username: str, code: str) -> None:
+        profile = self.profiles().get(username)
+        if profile is None:
+            leg.reject(403, "Forbidden - Unknown or disabled volunteer")
+            return
+        try:
+            media = await self.media.open()
+            sdp = media.answer(leg.remote_sdp) if leg.remote_sdp else media.offer()
+        except MediaError as exc:
+            leg.reject(exc.status, exc.reason)
+            return
+        leg.on_info = media.on_info  # keys sent as SIP INFO count like RFC 4733 ones
+        language = next(
+            (lang for lang in profile.languages if lang in self.prompts.languages()), "nl"
+        )
+        try:
+            if not await leg.answer(sdp):
+                return
+            told = self._auto_paused_notice(username)
+            prompt = await self._act(media, profile, code, language)
+            self.on_change()  # a volunteer who just became available is offered a call at once
+            names = [*told, prompt]
+            log.info("feature_code_done", user=username, code=code, prompts=names)
+            await play(media.leg, [self.prompts.get(language, n) for n in names], barge_in=False)
+            await leg.hangup("feature_code_done")
+        except Exception:
+            log.exception("feature_code_failed", user=username)
+            await leg.hangup("internal_error")
+        finally:
+            media.close()
+
+    def _auto_paused_notice(self, username: str) -> list[str]:
+        """A volunteer paused for missing calls hears why the next time they dial in."""
+        try:
+            volunteer = self.roster.get(username)
+        except RosterError:
+            return []
+        paused = volunteer.state is VolunteerState.PAUSED
+        return ["auto_paused"] if paused and volunteer.pause_reason == AUTO_PAUSED else []
+
+    async def _act(self, media: AnchoredMedia, profile: Profile, code: str, language: str) -> str:
+        """Change the volunteer's state; the name of the prompt that confirms it."""
+        now = self.now()
+        user = profile.username
+        if code == LOGIN:
+            if profile.pin_hash and not await self._pin_ok(media, profile.pin_hash, language):
+                log.info("shift_login_refused", user=user, reason="wrong_pin")
+                return "wrong_pin"
+            if user in self.roster and self.roster.get(user).state is not VolunteerState.LOGGED_OUT:
+                return "shift_login_ok"  # already on shift (e.g. from another handset)
+            self.roster.login(
+                Volunteer(
+                    user, frozenset(profile.languages), frozenset(profile.skills), profile.region
+                ),
+                now,
+            )
+            return "shift_login_ok"
+        try:
+            state = self.roster.get(user).state
+        except RosterError:
+            return "not_logged_in"
+        if state is VolunteerState.LOGGED_OUT:
+            return "not_logged_in"
+        try:
+            if code == LOGOUT:
+                self.roster.logout(user, now)
+                return "shift_logout_ok"
+            if state is VolunteerState.PAUSED:
+                self.roster.resume(user, now)
+                return "resumed"
+            self.roster.pause(user, now)
+            return "paused"
+        except RosterError as exc:  # ringing or in a call on another handset: not now
+            log.info("feature_code_refused", user=user, code=code, why=str(exc))
+            return "invalid_key"
+
+    async def _pin_ok(self, media: AnchoredMedia, pin_hash: str, language: str) -> bool:
+        for attempt in range(PIN_ATTEMPTS):
+            prompt = "enter_pin" if attempt == 0 else "wrong_pin"
+            got = await collect_digits(
+                media.leg, [self.prompts.get(language, prompt)], max_digits=12,
+                first_digit_timeout=8.0, inter_digit_timeout=4.0, terminators="#",
+            )  # fmt: skip
+            if got.reason is CollectEnd.LEG_CLOSED:
+                return False
+            if not got.digits:
+                continue
+            ok: bool = await asyncio.to_thread(verify_pin, got.digits, pin_hash)
+            if ok:
+                return True
+        return False

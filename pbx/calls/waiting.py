@@ -1,0 +1,241 @@
+"""A caller in a language queue: from joining the line to the end of the conversation.
+
+While waiting the caller hears their place in line and an honest estimated wait (every
+`announce_every` seconds of the queue) with comfort messages between. The dispatcher's offers
+ring one volunteer at a time; the caller keeps hearing the waiting messages meanwhile. Once a
+volunteer answers they hear the whisper, then both are bridged; at the queue's time limit the
+volunteer alone hears a short tone. If the volunteer's handset vanishes mid-call the caller is
+told, then is first in line again (or hears goodbye, as the queue is configured).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from ivr.model import Queue, VolunteerLost
+from pbx.calls.direct import CallEnd, DirectRouter, bridge_until_end
+from pbx.calls.dispatcher import Dispatcher, Overflowed, QueueEvent
+from pbx.calls.legs import InboundLeg
+from pbx.calls.media_session import AnchoredMedia, MediaError
+from pbx.media.player import play
+from pbx.media.prompts import PromptLibrary
+from pbx.media.tones import silence, sine
+from queues.engine import Offer
+
+log = structlog.get_logger("pbx.calls.waiting")
+
+COMFORT = ("comfort_1", "comfort_2", "comfort_3")
+MAX_SPOKEN = 20  # digit prompts go up to 20; beyond, no number is spoken
+# Three short high beeps: noticeable over a conversation, too short to interrupt it.
+TIME_LIMIT_TONE = b"".join([sine(1400, 150, 0.25), silence(150)] * 3)
+
+
+HandOver = Callable[[InboundLeg, AnchoredMedia, str], Awaitable[bool]]
+
+
+class _Next(enum.Enum):
+    WAIT_ON = "wait_on"  # the offer did not connect: keep waiting
+    REQUEUE = "requeue"  # the volunteer vanished: first in line again
+
+
+@dataclass
+class WaitingRoom:
+    dispatcher: Dispatcher
+    router: DirectRouter  # rings a volunteer's handset, whispers, bridges
+    prompts: PromptLibrary
+    comfort_interval: float = 20.0  # seconds of quiet between waiting messages
+    time_limit_tone: bytes = TIME_LIMIT_TONE
+    on_abandon: Callable[[str, float], None] = lambda queue, waited: None  # metrics
+    on_answer: Callable[[str, float], None] = lambda queue, waited: None  # metrics
+    # The volunteer's keys that hand the caller over (to 113); `hand_over` connects the caller
+    # there and says whether it answered.
+    handover_keys: str = "*9"
+    hand_over: HandOver | None = None
+
+    async def wait(
+        self,
+        leg: InboundLeg,
+        media: AnchoredMedia,
+        queue: Queue,
+        language: str,
+        region: str | None,
+    ) -> str | None:
+        """Wait for and talk to a volunteer. The outcome (answered, abandoned, ...), or None
+        when the queue's maximum wait passed (its overflow follows)."""
+        inbox = self.dispatcher.inbox(leg.ref)
+        try:
+            self.dispatcher.join(leg.ref, queue.name, region)
+            while True:
+                result = await self._stay(leg, media, queue, language, inbox)
+                if not isinstance(result, _Next):
+                    return result
+                self.dispatcher.kick()  # first in line again: told why, then waits on
+        finally:
+            self.dispatcher.leave(leg.ref)
+
+    async def _stay(
+        self,
+        leg: InboundLeg,
+        media: AnchoredMedia,
+        queue: Queue,
+        language: str,
+        inbox: asyncio.Queue[QueueEvent],
+    ) -> str | None | _Next:
+        engine = self.dispatcher.engine
+        hold = asyncio.create_task(self._hold(leg, media, queue, language))
+        try:
+            while True:
+                event = await _next_event(inbox, leg)
+                now = self.dispatcher.now()
+                if event is None:  # the caller hung up while waiting
+                    waited = engine.abandon(leg.ref, now)
+                    log.info("caller_abandoned", call=leg.ref, queue=queue.name, waited=waited)
+                    self.on_abandon(queue.name, waited)
+                    return "abandoned"
+                if isinstance(event, Overflowed):
+                    return None
+                step = await self._offer(leg, media, queue, language, event, hold)
+                if step is not _Next.WAIT_ON:
+                    return step
+                self.dispatcher.kick()
+        finally:
+            hold.cancel()
+
+    async def _offer(
+        self,
+        leg: InboundLeg,
+        media: AnchoredMedia,
+        queue: Queue,
+        language: str,
+        offer: Offer,
+        hold: asyncio.Task[None],
+    ) -> str | _Next:
+        """Ring the offered volunteer; the call's outcome, or what the caller does next."""
+        engine = self.dispatcher.engine
+        bindings = self.router.switchboard.volunteer_bindings(offer.username)
+        vol_media = None
+        if bindings:
+            with contextlib.suppress(MediaError):  # no media port free
+                vol_media = await self.router.media.open()
+        if vol_media is None:  # the offer cannot ring: counted as a miss, the caller waits on
+            log.warning("offer_not_rung", call=leg.ref, volunteer=offer.username)
+            engine.ring_no_answer(leg.ref, offer.username, self.dispatcher.now())
+            return _Next.WAIT_ON
+        try:
+            timeout = max(1.0, offer.ring_until - self.dispatcher.now())
+            target = self.router.volunteer_target(bindings[0])
+            out = await self.router.ring(leg, vol_media, target, leg.ref, queue.shown_as, timeout)
+            now = self.dispatcher.now()
+            if out is None:
+                if not leg.is_ended:  # the caller is still there: the volunteer missed it
+                    engine.ring_no_answer(leg.ref, offer.username, now)
+                return _Next.WAIT_ON  # a caller who left is counted as abandoned next
+            waited = now - engine.joined_at(leg.ref)
+            engine.connected(leg.ref, offer.username, now)
+            self.on_answer(queue.name, waited)
+            hold.cancel()
+            await asyncio.gather(hold, return_exceptions=True)  # the line is quiet again
+            if self.router.whisper and not await self.router.whisper_to(leg, out, vol_media):
+                engine.call_ended(leg.ref, self.dispatcher.now())
+                if leg.is_ended:
+                    return "answered"
+                engine.enqueue(leg.ref, queue.name, None, self.dispatcher.now(), front=True)
+                await self._say(media, language, "volunteer_lost")
+                return _Next.REQUEUE  # the volunteer hung up during the whisper
+            log.info("call_connected", call=leg.ref, queue=queue.name, volunteer=offer.username)
+            notice = None if queue.time_limit is None else (
+                float(queue.time_limit), self.time_limit_tone
+            )  # fmt: skip
+            end = await bridge_until_end(
+                leg, media, out, vol_media, keep_caller_if_lost=True, notice=notice,
+                handover_keys=self.handover_keys if self.hand_over is not None else "",
+            )  # fmt: skip
+            now = self.dispatcher.now()
+            if end is CallEnd.HANDOVER:
+                engine.call_ended(leg.ref, now)  # the volunteer's part is done: wrap-up
+                log.info("handed_over", call=leg.ref, volunteer=offer.username)
+                assert self.hand_over is not None
+                if await self.hand_over(leg, media, language):
+                    return "handed_over"
+                if leg.is_ended:
+                    return "answered"
+                engine.enqueue(leg.ref, queue.name, None, self.dispatcher.now(), front=True)
+                return _Next.REQUEUE  # the hand-over failed: first in line for a volunteer
+            if end is not CallEnd.OTHER_LOST:
+                engine.call_ended(leg.ref, now)
+                return "answered"
+            log.warning("volunteer_lost", call=leg.ref, volunteer=offer.username)
+            engine.handset_lost(leg.ref, now)  # back at the front of the line
+            await self._say(media, language, "volunteer_lost")
+            if queue.volunteer_lost is VolunteerLost.REQUEUE:
+                return _Next.REQUEUE
+            engine.remove(leg.ref, now)
+            await leg.hangup("volunteer_lost")
+            return "volunteer_lost"
+        finally:
+            vol_media.close()
+
+    async def _say(self, media: AnchoredMedia, language: str, prompt: str) -> None:
+        await play(media.leg, [self.prompts.get(language, prompt)], barge_in=False)
+
+    async def _hold(
+        self, leg: InboundLeg, media: AnchoredMedia, queue: Queue, language: str
+    ) -> None:
+        """What a waiting caller hears: place and wait at intervals, comfort between."""
+        loop = asyncio.get_running_loop()
+        comfort = itertools.cycle(COMFORT)
+        next_announcement = loop.time()
+        while not leg.is_ended:
+            if loop.time() >= next_announcement:
+                names = self._announcement(leg.ref, queue)
+                next_announcement = loop.time() + queue.announce_every
+            else:
+                names = [next(comfort)]
+            await play(media.leg, [self.prompts.get(language, n) for n in names], barge_in=False)
+            await asyncio.sleep(self.comfort_interval)
+
+    def _announcement(self, ref: str, queue: Queue) -> list[str]:
+        """ "You are number 3 in line. The expected wait is about 4 minutes." as prompts."""
+        engine = self.dispatcher.engine
+        if not engine.is_waiting(ref):
+            return []
+        position = engine.position(ref)
+        estimate = engine.estimated_wait(ref, self.dispatcher.now())
+        names: list[str] = []
+        if position == 1:
+            names.append("position_next")
+        elif position <= MAX_SPOKEN:
+            names += ["position_intro", f"digit_{position}", "position_outro"]
+        minutes = None if estimate is None else math.ceil(estimate / 60)
+        if minutes is None or minutes > MAX_SPOKEN:
+            names.append("wait_unknown")  # nobody on shift for this queue, or a long wait
+        elif minutes > 0:
+            names += ["wait_intro", f"digit_{minutes}", "minute" if minutes == 1 else "minutes"]
+        log.info("queue_announcement", call=ref, queue=queue.name, position=position,
+                 minutes=minutes)  # fmt: skip
+        return names
+
+
+async def _next_event(inbox: asyncio.Queue[QueueEvent], leg: InboundLeg) -> QueueEvent | None:
+    """The next offer or overflow for this caller; None once the caller has hung up."""
+    if leg.is_ended:
+        return None
+    get = asyncio.ensure_future(inbox.get())
+    gone = asyncio.ensure_future(leg.ended.wait())
+    await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
+    gone.cancel()
+    if get.done():
+        event = get.result()
+        if leg.is_ended and isinstance(event, Offer):
+            return None  # too late to ring anyone
+        return event
+    get.cancel()
+    return None
