@@ -156,11 +156,13 @@ async def run_level(pool: PortPool, calls: int, seconds: float) -> LevelResult:
     description = []
     for _ in range(calls):
         a = await MediaLeg.open(
-            pool, NegotiatedMedia(HOST, port_a, Codec.PCMA, None, 20, Direction.SENDRECV),
+            pool,
+            NegotiatedMedia(HOST, port_a, Codec.PCMA, None, 20, Direction.SENDRECV),
             media_timeout=None,
         )
         b = await MediaLeg.open(
-            pool, NegotiatedMedia(HOST, port_b, Codec.PCMU, None, 20, Direction.SENDRECV),
+            pool,
+            NegotiatedMedia(HOST, port_b, Codec.PCMU, None, 20, Direction.SENDRECV),
             media_timeout=None,
         )
         legs += [a, b]
@@ -211,14 +213,20 @@ async def main() -> None:
     args = parser.parse_args()
 
     pool = PortPool(HOST, 30000, 39999)
-    print(f"media relay bench: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
-          f"(other work on the machine skews delays), {args.seconds:.0f} s per level, "
-          "PCMA<->PCMU transcoding on every packet")
-    print("runq% = share of wall time the service was runnable but waiting for a CPU "
-          "(machine contention, not our code)")
-    print(f"{'calls':>6} {'pkt/s':>7} {'loss%':>6} {'late%':>6} {'p50ms':>6} {'p99ms':>7} "
-          f"{'svcCPU%':>7} {'us/pkt':>7} {'CPU%/call':>9} {'genCPU%':>7} {'lag99ms':>7} "
-          f"{'runq%':>5}")
+    print(
+        f"media relay bench: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
+        f"(other work on the machine skews delays), {args.seconds:.0f} s per level, "
+        "PCMA<->PCMU transcoding on every packet"
+    )
+    print(
+        "runq% = share of wall time the service was runnable but waiting for a CPU "
+        "(machine contention, not our code)"
+    )
+    print(
+        f"{'calls':>6} {'pkt/s':>7} {'loss%':>6} {'late%':>6} {'p50ms':>6} {'p99ms':>7} "
+        f"{'svcCPU%':>7} {'us/pkt':>7} {'CPU%/call':>9} {'genCPU%':>7} {'lag99ms':>7} "
+        f"{'runq%':>5}"
+    )
     begin = time.monotonic()
     calls = args.start
     best: LevelResult | None = None
@@ -228,11 +236,14 @@ async def main() -> None:
         last = r
         pps = r.received / r.seconds
         us_per_pkt = r.service_cpu * r.seconds / max(1, r.received) * 1e6
-        print(f"{r.calls:>6} {pps:>7.0f} {100 * r.loss:>6.2f} {100 * r.late:>6.2f} "
-              f"{r.pct(0.5):>6.1f} {r.pct(0.99):>7.1f} {100 * r.service_cpu:>7.1f} "
-              f"{us_per_pkt:>7.1f} {100 * r.service_cpu / r.calls:>9.3f} "
-              f"{100 * r.generator_cpu:>7.1f} {r.loop_lag_p99:>7.1f} "
-              f"{100 * r.runqueue:>5.0f}", flush=True)
+        print(
+            f"{r.calls:>6} {pps:>7.0f} {100 * r.loss:>6.2f} {100 * r.late:>6.2f} "
+            f"{r.pct(0.5):>6.1f} {r.pct(0.99):>7.1f} {100 * r.service_cpu:>7.1f} "
+            f"{us_per_pkt:>7.1f} {100 * r.service_cpu / r.calls:>9.3f} "
+            f"{100 * r.generator_cpu:>7.1f} {r.loop_lag_p99:>7.1f} "
+            f"{100 * r.runqueue:>5.0f}",
+            flush=True,
+        )
         healthy = r.loss < 0.005 and r.late < 0.05
         if healthy:
             best = r
@@ -246,15 +257,23 @@ async def main() -> None:
         calls = max(calls + 25, min(2 * calls, int(0.85 / per_call) if per_call else 2 * calls))
     if best is not None:
         per_call = best.service_cpu / best.calls
-        print(f"\nrelayed cleanly: {best.calls} calls ({2 * best.calls} streams), "
-              f"p99 delay {best.pct(0.99):.1f} ms")
-        print(f"service CPU per call: {100 * per_call:.3f}% of a core "
-              f"({100 * per_call / 2:.3f}% per stream direction)")
-        print(f"extrapolated: ~{int(1 / per_call)} calls saturate one core (one media process "
-              "per core; the other core also carries SIP and the load generator here)")
+        print(
+            f"\nrelayed cleanly: {best.calls} calls ({2 * best.calls} streams), "
+            f"p99 delay {best.pct(0.99):.1f} ms"
+        )
+        print(
+            f"service CPU per call: {100 * per_call:.3f}% of a core "
+            f"({100 * per_call / 2:.3f}% per stream direction)"
+        )
+        print(
+            f"extrapolated: ~{int(1 / per_call)} calls saturate one core (one media process "
+            "per core; the other core also carries SIP and the load generator here)"
+        )
     if last is not None and last is not best:
-        print(f"degraded at {last.calls} calls: loss {100 * last.loss:.2f}%, "
-              f"late {100 * last.late:.2f}%, service CPU {100 * last.service_cpu:.0f}%")
+        print(
+            f"degraded at {last.calls} calls: loss {100 * last.loss:.2f}%, "
+            f"late {100 * last.late:.2f}%, service CPU {100 * last.service_cpu:.0f}%"
+        )
     if best is not None and best.delays:
         print(f"mean delay at the best level: {statistics.fmean(best.delays) * 1000:.2f} ms")
 

@@ -96,10 +96,13 @@ async def run(pool: PortPool, streams: int, seconds: float) -> None:
     for leg in legs:
         leg.close()
     expected = streams * -(-len(prompt) // 320)
-    print(f"{streams:>7} {packets:>8}/{expected:<8} {pct(deviations, 0.5):>6.2f} "
-          f"{pct(deviations, 0.99):>6.2f} {pct(deviations, 1.0):>7.2f} "
-          f"{pct(jitters, 0.5):>7.2f} {pct(jitters, 1.0):>7.2f} {skipped:>5} "
-          f"{100 * cpu / elapsed:>6.1f} {100 * cpu / elapsed / streams:>9.4f}", flush=True)
+    print(
+        f"{streams:>7} {packets:>8}/{expected:<8} {pct(deviations, 0.5):>6.2f} "
+        f"{pct(deviations, 0.99):>6.2f} {pct(deviations, 1.0):>7.2f} "
+        f"{pct(jitters, 0.5):>7.2f} {pct(jitters, 1.0):>7.2f} {skipped:>5} "
+        f"{100 * cpu / elapsed:>6.1f} {100 * cpu / elapsed / streams:>9.4f}",
+        flush=True,
+    )
     if n_streams != streams:
         print(f"        (only {n_streams} of {streams} streams arrived)")
 
@@ -110,11 +113,15 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="prompt length")
     args = parser.parse_args()
     pool = PortPool(HOST, 30000, 39999)
-    print(f"playback jitter bench: {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.2f}, {args.seconds:.0f} s prompt per stream (PCMA)")
+    print(
+        f"playback jitter bench: {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.2f}, {args.seconds:.0f} s prompt per stream (PCMA)"
+    )
     print("interval deviation = |inter-arrival - 20 ms|; jitter = RFC 3550 estimate per stream")
-    print(f"{'streams':>7} {'packets/expected':>17} {'dev50':>6} {'dev99':>6} {'devmax':>7} "
-          f"{'jit50':>7} {'jitmax':>7} {'skip':>5} {'CPU%':>6} {'CPU%/strm':>9}   (ms)")
+    print(
+        f"{'streams':>7} {'packets/expected':>17} {'dev50':>6} {'dev99':>6} {'devmax':>7} "
+        f"{'jit50':>7} {'jitmax':>7} {'skip':>5} {'CPU%':>6} {'CPU%/strm':>9}   (ms)"
+    )
     for streams in args.streams:
         await run(pool, streams, args.seconds)
 

@@ -192,16 +192,23 @@ class QueueEngine:
         """Apply the roster's timers, then offer waiting callers to free volunteers."""
         self.roster.tick(now)
         offers: list[Offer] = []
+        # Computed once per step (not per volunteer): the steps run on the event loop that
+        # also paces media, so they must stay in the low milliseconds at helpline scale.
+        lines = {name: self._line(name) for name in self.queues}
+        if not any(lines.values()):
+            return offers
+        regions = self._regions_on_shift()
         free = sorted(
             (v for v in self.roster.volunteers() if v.offerable),
             key=lambda v: (v.idle_since, v.username),
         )
         for v in free:
-            chosen = self._best_for(v, now)
+            chosen = self._best_for(v, now, lines, regions)
             if chosen is None:
                 continue
             self.roster.offer(v.username, now)
             chosen.ringing = v.username
+            lines[chosen.queue].remove(chosen)
             ring_until = now + self.queues[chosen.queue].ring_timeout
             offers.append(Offer(chosen.call_ref, v.username, chosen.queue, ring_until))
         return offers
@@ -316,24 +323,40 @@ class QueueEngine:
             self.roster.withdraw(w.ringing, now)
         return w
 
-    def _local_only(self, w: _Waiting, q: QueueConfig, now: float) -> bool:
+    def _line(self, queue: str) -> list[_Waiting]:
+        """The queue's callers not being offered right now, in their order."""
+        return sorted((w for w in self._in_queue(queue) if w.ringing is None), key=_Waiting.order)
+
+    def _regions_on_shift(self) -> dict[str, set[str | None]]:
+        """Per queue: the regions with a volunteer on shift (logged in, reachable, not
+        paused) who serves it."""
+        on_shift = [v for v in self.roster.volunteers() if v.on_shift]
+        return {
+            name: {v.region for v in on_shift if self._serves(v, q)}
+            for name, q in self.queues.items()
+        }
+
+    def _local_only(
+        self, w: _Waiting, q: QueueConfig, now: float, regions: set[str | None]
+    ) -> bool:
         if w.region is None or not q.prefer_local or now - w.joined_at >= q.local_wait:
             return False
-        return any(
-            v.region == w.region and v.on_shift and self._serves(v, q)
-            for v in self.roster.volunteers()
-        )
+        return w.region in regions
 
-    def _best_for(self, v: Volunteer, now: float) -> _Waiting | None:
+    def _best_for(
+        self,
+        v: Volunteer,
+        now: float,
+        lines: Mapping[str, list[_Waiting]],
+        regions: Mapping[str, set[str | None]],
+    ) -> _Waiting | None:
         best: _Waiting | None = None
         best_key: tuple[float, int, float, int] | None = None
         for name, q in self.queues.items():
             if not self._serves(v, q):
                 continue
-            for w in sorted(self._in_queue(name), key=_Waiting.order):
-                if w.ringing is not None:
-                    continue
-                if self._local_only(w, q, now) and v.region != w.region:
+            for w in lines[name]:
+                if self._local_only(w, q, now, regions[name]) and v.region != w.region:
                     continue
                 waited = now - w.rank_since
                 key = (-waited * priority_weight(q.priority), -q.priority, *w.order())
