@@ -28,6 +28,7 @@ from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
 from tests.service_fixture import Running
 
+PASSWORD = "correct-horse-battery"  # every test volunteer's SIP password
 TUESDAY_1500 = datetime(2026, 11, 24, 15, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
 
 
@@ -87,9 +88,9 @@ def ivr_paths(logs: io.StringIO) -> list[list[str]]:
 
 async def on_shift(helpline: Running, phone: AsyncPjsuaPhone, name: str, **profile: object) -> None:
     """A volunteer's handset registers and the volunteer logs in to a shift with *1."""
-    await helpline.add_volunteer(name, "correct-horse-battery", **profile)
+    await helpline.add_volunteer(name, PASSWORD, **profile)
     await phone.start(find_free_port())
-    assert await phone.register(helpline.host, helpline.port, name, "correct-horse-battery") == 200
+    assert await phone.register(helpline.host, helpline.port, name, PASSWORD) == 200
     await dial_feature_code(helpline, phone, "*1")
 
 
@@ -200,21 +201,29 @@ async def test_sipp_caller_presses_1_with_rfc4733_and_reaches_a_volunteer(
     from tests.peers.rtp_pcap import media_pcap, pcap_duration_ms
     from tests.peers.sipp import start_sipp
 
-    pcap = media_pcap(tmp_path / "press1.pcap", tone_hz=None, digits="1", lead_ms=500)
+    # the caller presses 1 (RFC 4733) over the welcome, then talks (a 1000 Hz tone)
+    pcap = media_pcap(
+        tmp_path / "press1.pcap", tone_hz=1000, tone_ms=12000, digits="1", lead_ms=500,
+        digits_first=True,
+    )  # fmt: skip
     async with captured_logs() as logs, ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
         async with AsyncPjsuaPhone("yara") as volunteer:
             await on_shift(helpline, volunteer, "yara")
             caller = start_sipp(
                 "uac_call_rtp", helpline.target, service="09000767",
-                files={"media.pcap": pcap}, pause_ms=pcap_duration_ms(pcap) + 8000, timeout_s=40,
+                files={"media.pcap": pcap}, pause_ms=pcap_duration_ms(pcap) + 2000, timeout_s=40,
             )  # fmt: skip
             incoming = await volunteer.wait_incoming(timeout=20)
             assert incoming.display == "Hulplijn NL"  # the queue, nothing of the caller
             await volunteer.answer(200)
+            await volunteer.record(tmp_path / "heard.wav")
+            await asyncio.sleep(1.5)
+            heard = await volunteer.stop_record()
             result = await asyncio.to_thread(caller.wait, 40)
             result.assert_ok()  # the caller's BYE after its pause ended the call
             await volunteer.wait_disconnected(timeout=10)
     assert ivr_paths(logs)[0] == ["welcome", "language_menu", "dutch"]
+    assert tone_share(active_part(read_wav(heard)[0]), 1000) > 0.8  # the caller's voice
 
 
 async def test_queue_overflow_after_max_wait(make_helpline: MakeHelpline, tmp_path: Path) -> None:

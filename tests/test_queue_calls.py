@@ -18,7 +18,7 @@ from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
 from tests.polling import until
 from tests.service_fixture import Running
-from tests.test_ivr_calls import captured_logs, ivr_helpline, log_events, on_shift
+from tests.test_ivr_calls import PASSWORD, captured_logs, ivr_helpline, log_events, on_shift
 
 CALLER_NUMBER = "0612345678"  # what the caller's phone sends; it must reach nobody
 
@@ -264,3 +264,32 @@ async def test_a_lapsed_registration_stops_offers_then_logs_out(
     assert [(e["kind"], e["reason"]) for e in lapse] == [
         ("login", None), ("registration_lapsed", None), ("logout", "registration_lapsed"),
     ]  # fmt: skip
+
+
+async def test_both_handsets_of_a_volunteer_ring_and_the_first_to_answer_takes_it(
+    make_helpline: MakeHelpline, tmp_path: Path
+) -> None:
+    """A volunteer with a desk phone and a softphone: both ring, the softphone answers, the
+    desk phone stops ringing (CANCEL), and the call is with the softphone."""
+    async with ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
+        async with (
+            AsyncPjsuaPhone("desk") as desk,
+            AsyncPjsuaPhone("soft") as soft,
+            AsyncPjsuaPhone("caller") as caller,
+        ):
+            await on_shift(helpline, desk, "duo")
+            await soft.start(find_free_port())
+            assert await soft.register(helpline.host, helpline.port, "duo", PASSWORD) == 200
+            await call_queue(helpline, caller)
+            await desk.wait_incoming(timeout=15)
+            await soft.wait_incoming(timeout=15)
+            await soft.answer(200)
+            assert await desk.wait_disconnected(timeout=10) == 487  # CANCELled
+            await caller.play_tone(1000)
+            await soft.record(tmp_path / "soft.wav")
+            await asyncio.sleep(1.5)
+            heard = await soft.stop_record()
+            await until(lambda: state(helpline, "duo") is VolunteerState.IN_CALL)
+            await caller.hangup()
+            assert await soft.wait_disconnected(timeout=10) == 200
+    assert tone_share(active_part(read_wav(heard)[0]), 1000) > 0.8

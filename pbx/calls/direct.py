@@ -22,6 +22,7 @@ from pbx.calls.legs import InboundLeg, LegState, OfferHandler, OutboundLeg
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
 from pbx.media.bridge import Bridge
 from pbx.media.player import play
+from pbx.sip.message import Response
 from pbx.sip.peer import Peer
 from pbx.sip.registrar import Binding
 from pbx.sip.uri import SipUri
@@ -158,49 +159,51 @@ class DirectRouter:
         self,
         leg: InboundLeg,
         media: AnchoredMedia,
-        target: Target,
+        target: Target | list[Target],
         ref: str,
         display: str,
         timeout: float,
     ) -> OutboundLeg | None:
         """Call a handset or a configured destination showing `display` (never anything of
         the caller) for at most `timeout` s; the answered leg with its media negotiated, or
-        None (no answer, refused, or the caller left meanwhile: then that leg is ended)."""
-        out, call_id, tag = self.switchboard.new_outbound_leg(target.peer, ref)
-        out.on_reinvite = reinvite_handler(media)
-        out.on_info = media.on_info
-        invite = asyncio.create_task(
-            out.call(
-                target.uri,
-                target.peer,
-                from_user="hulplijn",
-                from_display=display,
-                to=target.to,
-                sdp=media.offer(),
-                call_id=call_id,
-                local_tag=tag,
-            )
-        )
-        caller_gone = asyncio.create_task(leg.ended.wait())
-        done, _ = await asyncio.wait(
-            {invite, caller_gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        caller_gone.cancel()
-        if invite not in done:
-            out.cancel()  # the caller left, or nobody picked up in time
-        response = await invite
-        if not 200 <= response.status < 300:
-            log.info("not_answering", call=ref, status=response.status)
+        None (no answer, refused, or the caller left meanwhile: then that leg is ended).
+        Several targets (a volunteer's desk phone and softphone) ring at once: the first to
+        answer takes the call, the others are CANCELled (or BYEd if they answered too)."""
+        targets = target if isinstance(target, list) else [target]
+        invites: dict[asyncio.Task[Response], OutboundLeg] = {}
+        for t in targets:
+            out, call_id, tag = self.switchboard.new_outbound_leg(t.peer, ref)
+            out.on_reinvite = reinvite_handler(media)
+            out.on_info = media.on_info
+            call = out.call(
+                t.uri, t.peer, from_user="hulplijn", from_display=display, to=t.to,
+                sdp=media.offer(), call_id=call_id, local_tag=tag,
+            )  # fmt: skip
+            invites[asyncio.create_task(call)] = out
+        winner = await _first_answer(leg, invites, timeout)
+        for out in invites.values():  # the other branches stop ringing
+            if out is not winner:
+                out.cancel()
+        for task, out in invites.items():
+            response = await task
+            if out is winner or not 200 <= response.status < 300:
+                continue
+            if winner is None and not leg.is_ended:
+                winner = out  # picked up just as the ring timed out: it is theirs
+            else:
+                await out.hangup("answered_elsewhere")
+        if winner is None:
+            log.info("not_answering", call=ref, statuses=[t.result().status for t in invites])
             return None
         if leg.is_ended:
-            await out.hangup("caller_gone")
+            await winner.hangup("caller_gone")
             return None
         try:
-            media.accept_answer(out.remote_sdp)
+            media.accept_answer(winner.remote_sdp)
         except MediaError:
-            await out.hangup("bad_sdp")
+            await winner.hangup("bad_sdp")
             return None
-        return out
+        return winner
 
     async def whisper_to(self, leg: InboundLeg, out: OutboundLeg, media: AnchoredMedia) -> bool:
         """Tell the volunteer a helpline call is coming; False if either side left meanwhile."""
@@ -319,6 +322,30 @@ class _KeySequence:
         self.pressed = (self.pressed + digit)[-len(self.keys) :]
         if self.keys and self.pressed == self.keys:
             self.done.set()
+
+
+async def _first_answer(
+    leg: InboundLeg, invites: dict[asyncio.Task[Response], OutboundLeg], timeout: float
+) -> OutboundLeg | None:
+    """The branch answered first with a 2xx, waiting until one is, all have failed, the
+    caller left or `timeout` passed."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    caller_gone = asyncio.create_task(leg.ended.wait())
+    pending: set[asyncio.Future[Any]] = {caller_gone, *invites}
+    try:
+        while not leg.is_ended:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0 or pending == {caller_gone}:
+                return None
+            done, pending = await asyncio.wait(
+                pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                if task is not caller_gone and 200 <= task.result().status < 300:
+                    return invites[task]  # type: ignore[index]
+        return None
+    finally:
+        caller_gone.cancel()
 
 
 def _notify(bridge: Bridge, other_media: AnchoredMedia, pcm: bytes, ref: str) -> None:

@@ -131,8 +131,8 @@ class WaitingRoom:
             return _Next.WAIT_ON
         try:
             timeout = max(1.0, offer.ring_until - self.dispatcher.now())
-            target = self.router.volunteer_target(bindings[0])
-            out = await self.router.ring(leg, vol_media, target, leg.ref, queue.shown_as, timeout)
+            targets = [self.router.volunteer_target(b) for b in bindings]  # every handset
+            out = await self.router.ring(leg, vol_media, targets, leg.ref, queue.shown_as, timeout)
             now = self.dispatcher.now()
             if out is None:
                 if not leg.is_ended:  # the caller is still there: the volunteer missed it

@@ -187,12 +187,23 @@ def media_pcap(
     payload_type: int = PT_PCMU,
     event_payload_type: int = PT_TELEPHONE_EVENT,
     lead_ms: int = 0,
+    digits_first: bool = False,
 ) -> Path:
     """One pcap with an optional G.711 tone followed by RFC 4733 digits: what a caller does
-    in an IVR (speaks/plays, then presses keys). Total length: ``pcap_duration_ms``."""
+    in an IVR (speaks/plays, then presses keys). With ``digits_first`` the keys come first and
+    the tone after them (a caller who picks a menu option, then talks to the volunteer).
+    Total length: ``pcap_duration_ms``."""
     pkts: list[RtpOut] = []
     at = float(lead_ms)
     ts = 0
+    if digits_first and digits and tone_hz:
+        keys = dtmf_packets(digits, payload_type=event_payload_type, start_ms=at, timestamp=0)
+        after = keys[-1].at_ms + 200
+        tone = g711_packets(
+            tone_samples(tone_hz, tone_ms), payload_type=payload_type, start_ms=after,
+            seq=keys[-1].seq + 1, timestamp=keys[-1].timestamp + 8 * int(after - at),
+        )  # fmt: skip
+        return write_pcap(path, keys + tone)
     if tone_hz:
         pkts += g711_packets(tone_samples(tone_hz, tone_ms), payload_type=payload_type, start_ms=at)
         at += tone_ms
