@@ -45,11 +45,12 @@ from pbx.sip.transport import TransportLimits
 from pbx.sip.trunk import TrunkPolicy
 from pbx.sip.uri import parse_sip_uri
 from pbx.switchboard import CallApplication, Switchboard
-from queues.roster import Roster, RosterError
+from queues.roster import Roster, RosterError, VolunteerState
 
 log = structlog.get_logger("pbx.service")
 
 CREDENTIALS_SNAPSHOT = "credentials.snapshot.json"
+LOGOUT_NOW = (VolunteerState.AVAILABLE, VolunteerState.WRAP_UP, VolunteerState.PAUSED)
 PROFILES_SNAPSHOT = "profiles.snapshot.json"  # languages, skills, region, PIN hash
 REFRESH_SECONDS = 15.0
 EXPIRY_SWEEP_SECONDS = 2.0
@@ -216,8 +217,16 @@ class HelplineService:
         creds = await repo.load_credentials()
         self.profiles = await repo.load_profiles()
         self.registrar.credentials = creds
+        self._end_shifts_of_disabled()
         self._write_snapshot(CREDENTIALS_SNAPSHOT, creds)
         self._write_snapshot(PROFILES_SNAPSHOT, self.profiles)
+
+    def _end_shifts_of_disabled(self) -> None:
+        """A volunteer an admin disabled (or removed) is logged out; one ringing or in a call
+        finishes it first and is logged out at the next refresh."""
+        for v in list(self.roster.volunteers()):
+            if v.username not in self.profiles and v.state in LOGOUT_NOW:
+                self.roster.logout(v.username, time.time(), reason="disabled")
 
     def _write_snapshot(self, name: str, records: Mapping[str, Any]) -> None:
         """What volunteers need to log in and be rung, for a start while the DB is away."""

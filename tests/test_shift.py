@@ -7,6 +7,7 @@ import asyncio
 
 import asyncpg
 
+from pbx.db.volunteers import VolunteerRepository
 from queues.roster import VolunteerState
 from tests.conftest import MakeHelpline
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
@@ -40,6 +41,13 @@ async def test_login_pause_resume_logout_from_the_handset(make_helpline: MakeHel
             assert roster.get("zora").state is VolunteerState.LOGGED_OUT
             # anything else is refused: a handset cannot dial out
             assert await phone.make_call(f"sip:0201234567@{helpline.host}:{helpline.port}") == 404
+            # an admin disables a volunteer on shift: logged out at the next refresh
+            await dial_feature_code(helpline, phone, "*1")
+            assert helpline.service.db is not None
+            await VolunteerRepository(helpline.service.db.pool).disable("zora")
+            await helpline.service.reload_credentials()
+            assert roster.get("zora").state is VolunteerState.LOGGED_OUT
+            helpline.service.drain_roster_events()
         service = helpline.service
         assert service.writer is not None and await service.writer.flush(10)
         assert service.db is not None
@@ -51,6 +59,7 @@ async def test_login_pause_resume_logout_from_the_handset(make_helpline: MakeHel
     shift = [k for k in kinds if k.startswith("volunteer.")]
     assert shift == [
         "volunteer.login", "volunteer.pause", "volunteer.resume", "volunteer.logout",
+        "volunteer.login", "volunteer.logout",
     ]  # fmt: skip
 
 
