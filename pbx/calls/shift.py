@@ -57,8 +57,13 @@ class ShiftDesk:
             return
         try:
             media = await self.media.open()
+        except MediaError as exc:
+            leg.reject(exc.status, exc.reason)
+            return
+        try:
             sdp = media.answer(leg.remote_sdp) if leg.remote_sdp else media.offer()
         except MediaError as exc:
+            media.close()
             leg.reject(exc.status, exc.reason)
             return
         leg.on_info = media.on_info  # keys sent as SIP INFO count like RFC 4733 ones
