@@ -293,3 +293,27 @@ async def test_both_handsets_of_a_volunteer_ring_and_the_first_to_answer_takes_i
             await caller.hangup()
             assert await soft.wait_disconnected(timeout=10) == 200
     assert tone_share(active_part(read_wav(heard)[0]), 1000) > 0.8
+
+
+async def test_a_local_number_prefers_a_volunteer_of_its_region(
+    make_helpline: MakeHelpline,
+) -> None:
+    """A caller on the Utrecht number is offered to the Utrecht volunteer first, although an
+    Amsterdam colleague has been idle longer (the Dutch queue prefers local for 30 s)."""
+    async with ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
+        async with (
+            AsyncPjsuaPhone("amsterdam") as amsterdam,
+            AsyncPjsuaPhone("utrecht") as utrecht,
+            AsyncPjsuaPhone("caller") as caller,
+        ):
+            await on_shift(helpline, amsterdam, "ada", region="Amsterdam")  # idle longest
+            await on_shift(helpline, utrecht, "ute", region="Utrecht")
+            await caller.start(find_free_port())
+            assert await caller.make_call(f"sip:030-2333444@{helpline.host}:{helpline.port}") == 200
+            await caller.send_dtmf("1")
+            await utrecht.wait_incoming(timeout=15)
+            await utrecht.answer(200)
+            await until(lambda: state(helpline, "ute") is VolunteerState.IN_CALL)
+            assert amsterdam.events("incoming") == []
+            await caller.hangup()
+            await utrecht.wait_disconnected(timeout=10)
