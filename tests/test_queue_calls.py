@@ -243,6 +243,36 @@ async def test_a_vanished_handset_puts_the_caller_first_in_line_again(
     assert [e["volunteer"] for e in log_events(logs, "volunteer_lost")] == ["gone"]
 
 
+async def test_a_vanished_handset_with_volunteer_lost_goodbye_ends_the_call(
+    make_helpline: MakeHelpline, tmp_path: Path
+) -> None:
+    """A queue configured with `volunteer_lost: goodbye`: the caller is told and the call ends;
+    no other volunteer is rung."""
+    plan = tmp_path / "dialplan.yaml"
+    plan.write_text(
+        DEFAULT_PLAN.read_text().replace(
+            "    overflow: queue_full\n", "    overflow: queue_full\n    volunteer_lost: goodbye\n"
+        )
+    )
+    async with ivr_helpline(make_helpline, plan, media_timeout=2.0) as helpline:
+        async with (
+            AsyncPjsuaPhone("gone") as gone,
+            AsyncPjsuaPhone("next") as nxt,
+            AsyncPjsuaPhone("caller") as caller,
+        ):
+            await on_shift(helpline, gone, "gone")
+            await on_shift(helpline, nxt, "next")
+            await call_queue(helpline, caller)
+            await gone.wait_incoming(timeout=15)
+            await gone.answer(200)
+            await caller.play_tone(1000)
+            await gone.play_tone(400)
+            await asyncio.sleep(1.0)
+            await gone.kill()
+            assert await caller.wait_disconnected(timeout=20) == 200  # our BYE after the message
+            assert nxt.events("incoming") == []
+
+
 async def test_a_lapsed_registration_stops_offers_then_logs_out(
     make_helpline: MakeHelpline,
 ) -> None:

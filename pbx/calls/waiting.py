@@ -174,10 +174,11 @@ class WaitingRoom:
                 return "answered"
             log.warning("volunteer_lost", call=leg.ref, volunteer=offer.username)
             engine.handset_lost(leg.ref, now)  # back at the front of the line
-            await self._say(media, language, "volunteer_lost")
             if queue.volunteer_lost is VolunteerLost.REQUEUE:
+                await self._say(media, language, "volunteer_lost")
                 return _Next.REQUEUE
             engine.remove(leg.ref, now)
+            await self._say(media, language, "volunteer_lost_goodbye")
             await leg.hangup("volunteer_lost")
             return "volunteer_lost"
         finally:

@@ -49,6 +49,7 @@ CALLER_PROMPTS: tuple[str, ...] = (
     "transfer_info_line",
     "transfer_failed",
     "volunteer_lost",
+    "volunteer_lost_goodbye",
 )
 DIGIT_PROMPTS: tuple[str, ...] = tuple(f"digit_{n}" for n in range(MAX_SPOKEN_NUMBER + 1))
 VOLUNTEER_PROMPTS: tuple[str, ...] = (
