@@ -18,8 +18,8 @@ from typing import Any
 import structlog
 
 from pbx.anonymity import CallerContext
-from pbx.calls.legs import InboundLeg, LegState, OfferHandler, OutboundLeg
-from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
+from pbx.calls.legs import InboundLeg, LegState, OutboundLeg
+from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory, reinvite_handler
 from pbx.media.bridge import Bridge
 from pbx.media.player import play
 from pbx.sip.message import Response
@@ -75,19 +75,10 @@ class DirectRouter:
         self.on_outcome(outcome)
 
     async def _connect(self, leg: InboundLeg, caller: CallerContext) -> None:
-        try:
-            caller_media = await self.media.open()
-        except MediaError as exc:
-            leg.reject(exc.status, exc.reason)
+        anchored = await self.media.open_for(leg)
+        if anchored is None:
             return
-        try:
-            caller_sdp = caller_media.answer(leg.remote_sdp) if leg.remote_sdp else None
-        except MediaError as exc:
-            caller_media.close()
-            leg.reject(exc.status, exc.reason)
-            return
-        leg.on_reinvite = reinvite_handler(caller_media)
-        leg.on_info = caller_media.on_info
+        caller_media, caller_sdp = anchored
         try:
             await self._ring_volunteers(leg, caller, caller_media, caller_sdp)
         finally:
@@ -378,13 +369,3 @@ class Offer(enum.Enum):
     CONNECTED = "connected"  # a volunteer took the call (it has ended since)
     CALLER_LEFT = "caller_left"
     NO_ANSWER = "no_answer"  # nobody idle, or nobody picked up
-
-
-def reinvite_handler(media: AnchoredMedia) -> OfferHandler:
-    async def handle(offer: bytes) -> bytes | None:
-        try:
-            return media.answer(offer)
-        except MediaError:
-            return None
-
-    return handle

@@ -21,7 +21,7 @@ from ivr.collect import DigitBuffer
 from ivr.model import Destination, Dialplan
 from ivr.runtime import IvrOutcome, IvrRuntime, OutcomeKind
 from pbx.anonymity import CallerContext
-from pbx.calls.direct import DirectRouter, Target, bridge_until_end, reinvite_handler
+from pbx.calls.direct import DirectRouter, Target, bridge_until_end
 from pbx.calls.legs import InboundLeg
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
 from pbx.calls.shift import ShiftDesk
@@ -75,24 +75,16 @@ class HelplineCalls:
         self.on_outcome(outcome)
 
     async def _handle(self, leg: InboundLeg, caller: CallerContext, plan: Dialplan) -> str:
-        try:
-            media = await self.media.open()
-        except MediaError as exc:
-            leg.reject(exc.status, exc.reason)
+        anchored = await self.media.open_for(leg)
+        if anchored is None:
             return "rejected"
+        media, sdp = anchored
         try:
-            try:
-                sdp = media.answer(leg.remote_sdp) if leg.remote_sdp else media.offer()
-            except MediaError as exc:
-                leg.reject(exc.status, exc.reason)
-                return "rejected"
-            leg.on_reinvite = reinvite_handler(media)
-            leg.on_info = media.on_info
             keys = DigitBuffer(media.leg).attach()  # a key pressed on answering is not lost
             # the caller hanging up ends whatever plays, listens or records on their media
             hung_up = asyncio.create_task(_close_when_ended(leg, media))
             try:
-                if not await leg.answer(sdp):
+                if not await leg.answer(sdp or media.offer()):
                     return "abandoned"
                 return await self._follow_plan(leg, caller, plan, media, keys)
             finally:

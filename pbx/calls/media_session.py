@@ -10,6 +10,7 @@ import asyncio
 import itertools
 from dataclasses import dataclass, field
 
+from pbx.calls.legs import InboundLeg, OfferHandler
 from pbx.media.dtmf import parse_info_body
 from pbx.media.leg import MediaLeg
 from pbx.media.ports import PortPool, PortsExhausted
@@ -107,3 +108,34 @@ class MediaFactory:
         except PortsExhausted as exc:
             raise MediaError(503, "Service Unavailable - No media ports") from exc
         return AnchoredMedia(leg, self.host, dead)
+
+    async def open_for(self, leg: InboundLeg) -> tuple[AnchoredMedia, bytes | None] | None:
+        """Anchor media for an inbound call: our answer to its SDP offer (None when the INVITE
+        had none: we offer in the 200), with re-INVITEs and SIP INFO keys wired to it. On a
+        media problem the leg is refused (503 no ports, 488 unusable SDP) and None returned."""
+        try:
+            media = await self.open()
+        except MediaError as exc:
+            leg.reject(exc.status, exc.reason)
+            return None
+        try:
+            sdp = media.answer(leg.remote_sdp) if leg.remote_sdp else None
+        except MediaError as exc:
+            media.close()
+            leg.reject(exc.status, exc.reason)
+            return None
+        leg.on_reinvite = reinvite_handler(media)
+        leg.on_info = media.on_info  # keys sent as SIP INFO count like RFC 4733 ones
+        return media, sdp
+
+
+def reinvite_handler(media: AnchoredMedia) -> OfferHandler:
+    """Answer a re-INVITE (hold, resume, new address) on `media`; None refuses it (488)."""
+
+    async def handle(offer: bytes) -> bytes | None:
+        try:
+            return media.answer(offer)
+        except MediaError:
+            return None
+
+    return handle

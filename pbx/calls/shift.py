@@ -18,7 +18,7 @@ import structlog
 
 from ivr.collect import CollectEnd, collect_digits
 from pbx.calls.legs import InboundLeg
-from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
+from pbx.calls.media_session import AnchoredMedia, MediaFactory
 from pbx.db.volunteers import Profile, verify_pin
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
@@ -55,23 +55,15 @@ class ShiftDesk:
         if profile is None:
             leg.reject(403, "Forbidden - Unknown or disabled volunteer")
             return
-        try:
-            media = await self.media.open()
-        except MediaError as exc:
-            leg.reject(exc.status, exc.reason)
+        anchored = await self.media.open_for(leg)
+        if anchored is None:
             return
-        try:
-            sdp = media.answer(leg.remote_sdp) if leg.remote_sdp else media.offer()
-        except MediaError as exc:
-            media.close()
-            leg.reject(exc.status, exc.reason)
-            return
-        leg.on_info = media.on_info  # keys sent as SIP INFO count like RFC 4733 ones
+        media, sdp = anchored
         language = next(
             (lang for lang in profile.languages if lang in self.prompts.languages()), "nl"
         )
         try:
-            if not await leg.answer(sdp):
+            if not await leg.answer(sdp or media.offer()):
                 return
             told = self._auto_paused_notice(username)
             prompt = await self._act(media, profile, code, language)
