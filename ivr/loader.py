@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import enum
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
@@ -543,30 +543,39 @@ class _Builder:
 
     # -- schedules --
 
+    def entries(
+        self,
+        doc: CommentedMap,
+        key: str,
+        kind: str,
+        shape: str,
+        allowed: tuple[str, ...],
+        required: tuple[str, ...],
+    ) -> Iterator[tuple[str, CommentedMap, str]]:
+        """The named entries of a top-level section (a schedule, a queue, ...) as (name, body,
+        "kind 'name'"); one that is not a section of settings is reported and skipped, and
+        unknown or missing settings in each are reported."""
+        section = self.mapping(doc, key, f"`{key}`")
+        if section is None:
+            return
+        for name, body in section.items():
+            where = f"{kind} {name!r}"
+            if not isinstance(body, CommentedMap):
+                self.error(self.value_pos(section, name), f"{where} must be {shape}")
+                continue
+            self.section(body, where, allowed, required, self.key_pos(section, name))
+            yield str(name), body, where
+
     def schedules(self, doc: CommentedMap, zone: ZoneInfo | None) -> dict[str, model.Schedule]:
         out: dict[str, model.Schedule] = {}
-        section = self.mapping(doc, "schedules", "`schedules`")
-        if section is None:
-            return out
-        for name, body in section.items():
-            where = f"schedule {name!r}"
-            if not isinstance(body, CommentedMap):
-                self.error(
-                    self.value_pos(section, name),
-                    f"{where} must be a section with `weekly:` (and optionally `exceptions:`)",
-                )
-                continue
-            self.section(
-                body,
-                where,
-                ("weekly", "exceptions", "note"),
-                ("weekly",),
-                self.key_pos(section, name),
-            )
+        for name, body, where in self.entries(
+            doc, "schedules", "schedule", "a section with `weekly:` (and optionally `exceptions:`)",
+            ("weekly", "exceptions", "note"), ("weekly",),
+        ):  # fmt: skip
             week = self.weekly(body, where)
             exceptions = self.exceptions(body, where)
             if week is not None and exceptions is not None and zone is not None:
-                out[str(name)] = model.Schedule(str(name), zone, week, exceptions)
+                out[name] = model.Schedule(name, zone, week, exceptions)
         return out
 
     def weekly(self, body: CommentedMap, where: str) -> tuple[DayHours, ...] | None:
@@ -712,9 +721,6 @@ class _Builder:
 
     def queues(self, doc: CommentedMap) -> dict[str, model.Queue]:
         out: dict[str, model.Queue] = {}
-        section = self.mapping(doc, "queues", "`queues`")
-        if section is None:
-            return out
         allowed = (
             "language",
             "schedule",
@@ -731,14 +737,9 @@ class _Builder:
             "volunteer_lost",
             "note",
         )
-        for name, body in section.items():
-            where = f"queue {name!r}"
-            if not isinstance(body, CommentedMap):
-                self.error(self.value_pos(section, name), f"{where} must be a section of settings")
-                continue
-            self.section(
-                body, where, allowed, ("language", "schedule"), self.key_pos(section, name)
-            )
+        for name, body, where in self.entries(
+            doc, "queues", "queue", "a section of settings", allowed, ("language", "schedule")
+        ):
             before = len(self.problems)
             lang = self.language(body, "language", where)
             schedule = self.ref(body, "schedule", "schedule", where)
@@ -771,8 +772,8 @@ class _Builder:
             lost = self.choice(body, "volunteer_lost", where, model.VolunteerLost)
             if len(self.problems) != before or lang is None or schedule is None:
                 continue
-            out[str(name)] = model.Queue(
-                name=str(name),
+            out[name] = model.Queue(
+                name=name,
                 language=lang,
                 schedule=schedule,
                 priority=int(priority or 0),
@@ -904,18 +905,10 @@ class _Builder:
 
     def destinations(self, doc: CommentedMap) -> dict[str, model.Destination]:
         out: dict[str, model.Destination] = {}
-        section = self.mapping(doc, "destinations", "`destinations`")
-        if section is None:
-            return out
-        for name, body in section.items():
-            where = f"destination {name!r}"
-            if not isinstance(body, CommentedMap):
-                self.error(
-                    self.value_pos(section, name),
-                    f"{where} must be a section with `uri:` (and `description:`)",
-                )
-                continue
-            self.section(body, where, ("uri", "description"), ("uri",), self.key_pos(section, name))
+        for name, body, where in self.entries(
+            doc, "destinations", "destination", "a section with `uri:` (and `description:`)",
+            ("uri", "description"), ("uri",),
+        ):  # fmt: skip
             uri = self.text(body, "uri", where)
             description = self.text(body, "description", where) or ""
             if uri is None:
@@ -927,9 +920,7 @@ class _Builder:
                     '"sip:0800113@sip.provider.nl"',
                 )
                 continue
-            out[str(name)] = model.Destination(
-                name=str(name), uri=uri.strip(), description=description
-            )
+            out[name] = model.Destination(name=name, uri=uri.strip(), description=description)
         return out
 
     # -- nodes --
