@@ -63,6 +63,21 @@ class Settings:
     max_dialogs: int = 5000
     max_connections: int = 2000
     connection_idle_timeout: float = 120.0  # idle TCP/TLS connections are closed after this
+    # Admission before parsing, per source address (trunk_sources exempt): a handset sends a few
+    # requests a minute, so a source above these rates is banned for ban_seconds, doubling on
+    # each repeat offence up to ban_max_seconds.
+    admission_requests_per_second: float = 20.0
+    admission_request_burst: float = 60.0
+    admission_bytes_per_second: float = 64000.0
+    admission_byte_burst: float = 200000.0  # at least max_message_size
+    ban_seconds: float = 60.0
+    ban_max_seconds: float = 3600.0
+    max_connections_per_source: int = 16  # TCP/TLS, per address (a home may hold a few handsets)
+    unregistered_connection_timeout: float = 60.0  # TCP/TLS without a REGISTER/call is closed
+    tls_handshake_timeout: float = 10.0
+    # capacity only the trunks may use: a flood from elsewhere can never push a carrier call out
+    trunk_reserved_transactions: int = 2000  # of max_transactions
+    trunk_reserved_dialogs: int = 500  # of max_dialogs
     nonce_lifetime: float = 300.0
     sip_t1: float = 0.5  # RFC 3261 timer T1 (RTT estimate); every other timer derives from it
     sip_t2: float = 4.0
@@ -107,6 +122,26 @@ class Settings:
             )
         if self.max_missed_offers < 1:
             raise ConfigError("max_missed_offers must be at least 1")
+        self._validate_admission()
+
+    def _validate_admission(self) -> None:
+        for name in (
+            "admission_requests_per_second", "admission_request_burst",
+            "admission_bytes_per_second", "ban_seconds", "tls_handshake_timeout",
+            "unregistered_connection_timeout",
+        ):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be above 0")
+        if self.admission_byte_burst < self.max_message_size:
+            raise ConfigError("admission_byte_burst must be at least max_message_size")
+        if self.ban_max_seconds < self.ban_seconds:
+            raise ConfigError("ban_max_seconds must be at least ban_seconds")
+        if self.max_connections_per_source < 1:
+            raise ConfigError("max_connections_per_source must be at least 1")
+        if not 0 <= self.trunk_reserved_transactions < self.max_transactions:
+            raise ConfigError("trunk_reserved_transactions must be below max_transactions")
+        if not 0 <= self.trunk_reserved_dialogs <= self.max_dialogs:
+            raise ConfigError("trunk_reserved_dialogs must be at most max_dialogs")
 
 
 def _coerce(name: str, raw: Any, current: Any, annotation: str) -> Any:

@@ -109,7 +109,12 @@ class Metrics:
         self._live[name] = (doc, read, counter, None)
 
     def live_by(
-        self, name: str, doc: str, label: str, read: Callable[[], Mapping[str, float]]
+        self,
+        name: str,
+        doc: str,
+        label: str,
+        read: Callable[[], Mapping[str, float]],
+        counter: bool = False,
     ) -> None:
-        """A gauge with one series per `label` value, read at scrape time."""
-        self._live[name] = (doc, read, False, label)
+        """A gauge (or counter) with one series per `label` value, read at scrape time."""
+        self._live[name] = (doc, read, counter, label)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import secrets
 import time
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from pbx.db.registrations import RegistrationRepository, StoredBinding, delete_o
 from pbx.db.volunteers import Profile, VolunteerRepository
 from pbx.db.writebehind import WriteBehind
 from pbx.metrics import Metrics, method_label
+from pbx.sip.admission import DROP_REASONS, Admission, AdmissionConfig
 from pbx.sip.dialog import new_call_id, new_tag
 from pbx.sip.digest import Algorithm, Credential, NonceManager
 from pbx.sip.headers import Headers
@@ -92,25 +94,31 @@ class HelplineService:
         )
         self.trunk = TrunkPolicy.build(s.trunk_sources, s.realm, s.trunk_credentials, self.nonces)
         self.trunk.algorithms = algorithms
+        self.admission = admission_for(s)
         self.stack = SipStack(
             on_request=lambda incoming: None,
             limits=TransportLimits(
-                s.max_message_size, s.max_connections, s.connection_idle_timeout
+                s.max_message_size, s.max_connections, s.connection_idle_timeout,
+                s.unregistered_connection_timeout, s.tls_handshake_timeout,
             ),
             max_transactions=s.max_transactions,
             public_host=s.public_host,
             timers=Timers(t1=s.sip_t1, t2=s.sip_t2),
-        )
+            admission=self.admission,
+            trunk_reserved_transactions=s.trunk_reserved_transactions,
+        )  # fmt: skip
         self.stack.transports.observe = self._observe
         self.switchboard = Switchboard(
-            self.stack, self.registrar, self.trunk, self.app, max_dialogs=s.max_dialogs
-        )
+            self.stack, self.registrar, self.trunk, self.app, max_dialogs=s.max_dialogs,
+            trunk_reserved_dialogs=s.trunk_reserved_dialogs,
+        )  # fmt: skip
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         """Start serving; raises DialplanError (with every problem) for an invalid plan."""
         s = self.settings
         self.plan = load_dialplan(s.dialplan)  # before anything else: refuse a bad plan
+        raise_open_files_limit()
         self.dispatcher.configure(self.plan.queues)
         s.state_dir.mkdir(parents=True, exist_ok=True)
         self.pid_file.write_text(str(os.getpid()))
@@ -393,6 +401,16 @@ class HelplineService:
             lambda: self.stack.transports.stats.malformed,
             counter=True,
         )
+        admission, loop_time = self.admission, asyncio.get_running_loop().time
+        m.live(
+            "helpline_sip_banned_sources",
+            "Source addresses banned now for flooding",
+            lambda: admission.banned_count(loop_time()),
+        )
+        m.live_by(
+            "helpline_sip_dropped", "Packets, chunks and connections dropped before parsing",
+            "reason", lambda: {r: admission.stats.dropped[r] for r in DROP_REASONS}, counter=True,
+        )  # fmt: skip
         m.live(
             "helpline_db_writes_pending",
             "Records waiting to be written to the database",
@@ -428,6 +446,36 @@ def _binding_from_row(row: StoredBinding) -> Binding:
         instance=instance if instance and not instance.startswith("sip") else None,
         user_agent=row.user_agent,
     )
+
+
+def admission_for(s: Settings) -> Admission:
+    return Admission(
+        AdmissionConfig(
+            requests_per_second=s.admission_requests_per_second,
+            request_burst=s.admission_request_burst,
+            bytes_per_second=s.admission_bytes_per_second,
+            byte_burst=s.admission_byte_burst,
+            ban_seconds=s.ban_seconds,
+            ban_max_seconds=s.ban_max_seconds,
+            max_connections_per_source=s.max_connections_per_source,
+        ),
+        exempt=s.trunk_sources,
+    )
+
+
+def raise_open_files_limit() -> None:
+    """Every TCP/TLS connection and RTP port is a descriptor: the soft limit (often 1024) is
+    raised to the hard one, so the service's own caps are what refuses work, not EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open_files_limit_unchanged", soft=soft, hard=hard, error=str(exc))
+            return
+        soft = target
+    log.info("open_files_limit", soft=soft)
 
 
 def default_state_dir() -> Path:

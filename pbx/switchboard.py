@@ -51,6 +51,7 @@ class Switchboard:
     app: CallApplication | None = None
     hasher: CallerHasher = field(default_factory=CallerHasher)
     max_dialogs: int = 5000
+    trunk_reserved_dialogs: int = 0  # of max_dialogs: only calls from trunk addresses get these
     wall_clock: Callable[[], float] = time.time
     on_refused: Callable[[str], None] = lambda reason: None  # metrics: why an INVITE was refused
     legs: dict[tuple[str, str], Leg] = field(default_factory=dict)
@@ -142,7 +143,10 @@ class Switchboard:
     # --- new calls -------------------------------------------------------------------------------
     def _invite(self, incoming: IncomingRequest) -> None:
         request = incoming.request
-        if len(self.legs) >= self.max_dialogs:
+        limit = self.max_dialogs
+        if not self.trunk.from_trusted_address(incoming.source):
+            limit -= self.trunk_reserved_dialogs
+        if len(self.legs) >= limit:
             incoming.respond(
                 503, "Service Unavailable - Call limit", headers=[("Retry-After", "5")]
             )

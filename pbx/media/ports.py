@@ -111,6 +111,9 @@ class PortPool:
                 sock.close()
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 return None
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # out of descriptors: the call is refused (503) like when the range is full
+                raise PortsExhausted(f"cannot open an RTP socket: {exc}") from exc
             raise
         return socks[0], socks[1]
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from pbx.sip.admission import Admission
 from pbx.sip.headers import Headers
 from pbx.sip.message import Message, Request, Response, make_response
 from pbx.sip.peer import Peer, TransportKind
@@ -84,10 +85,18 @@ class SipStack:
     limits: TransportLimits = field(default_factory=TransportLimits)
     max_transactions: int = 20000
     public_host: str = "127.0.0.1"
+    admission: Admission | None = None  # per-source limits before parsing; its exempt: trunks
+    trunk_reserved_transactions: int = 0  # of max_transactions, only for admission-exempt sources
 
     def __post_init__(self) -> None:
-        self.layer = TransactionLayer(self.timers, max_transactions=self.max_transactions)
-        self.transports = SipTransports(self._on_message, self.limits)
+        admission = self.admission
+        self.layer = TransactionLayer(
+            self.timers,
+            max_transactions=self.max_transactions,
+            reserved=self.trunk_reserved_transactions if admission is not None else 0,
+            privileged=lambda peer: admission is not None and admission.is_exempt(peer.host),
+        )
+        self.transports = SipTransports(self._on_message, self.limits, admission=admission)
         self._pending: dict[TransactionId, _Pending] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None

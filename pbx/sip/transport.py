@@ -8,14 +8,17 @@ else that is malformed is dropped and counted. Nothing raised by a peer's bytes 
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import structlog
 
+from pbx.sip.admission import Admission, Verdict
 from pbx.sip.headers import Headers
 from pbx.sip.message import Message, Request, Response
 from pbx.sip.parser import ParseFailure, StreamFramer, parse_message
@@ -31,6 +34,10 @@ class TransportLimits:
     max_message_size: int = 65535
     max_connections: int = 2000
     idle_timeout: float = 120.0
+    # a TCP/TLS connection on which no REGISTER or INVITE succeeded (and that we did not send a
+    # request over) is closed this long after it opened; trunk connections are exempt
+    unregistered_timeout: float = 60.0
+    tls_handshake_timeout: float = 10.0
 
 
 @dataclass
@@ -41,6 +48,8 @@ class TransportStats:
     rejected_400: int = 0
     connections_refused: int = 0
     connections_closed_idle: int = 0
+    connections_closed_unregistered: int = 0
+    accept_failures: int = 0  # out of file descriptors (EMFILE/ENFILE) on accept
     send_failures: int = 0
 
 
@@ -72,6 +81,8 @@ class _Datagram(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         host, port = str(addr[0]), int(addr[1])
+        if not self.owner.admit(host, len(data), 1):
+            return  # rate-limited or banned: dropped before parsing, no answer
         peer = Peer(TransportKind.UDP, host, port)
         if not data.strip(b"\r\n\x00"):
             return  # CRLF keepalive
@@ -97,8 +108,10 @@ class _Stream(asyncio.Protocol):
         self.framer = StreamFramer(max_size=owner.limits.max_message_size)
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
-        self.last_activity = asyncio.get_running_loop().time()
+        self.last_activity = self.opened_at = asyncio.get_running_loop().time()
         self.ready = asyncio.get_running_loop().create_future()
+        self.counted = False  # holds a place in the admission's per-source connection count
+        self.vouched = False  # registered, in a dialog, outbound or a trunk: not closed early
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -109,6 +122,16 @@ class _Stream(asyncio.Protocol):
             self.owner.stats.connections_refused += 1
             transport.abort()
             return
+        admission = self.owner.admission
+        if admission is None:
+            self.vouched = True  # no admission policy: only the idle timeout applies
+        else:
+            if not admission.connection_opened(self.peer.host, self.owner.clock()):
+                self.owner.stats.connections_refused += 1
+                transport.abort()
+                return
+            self.counted = True
+            self.vouched = admission.is_exempt(self.peer.host)
         self.owner._connections[self.id] = self
         self.owner._by_address[(self.kind, self.peer.host, self.peer.port)] = self
         if not self.ready.done():
@@ -117,7 +140,13 @@ class _Stream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_activity = asyncio.get_running_loop().time()
         assert self.peer is not None
+        if not self.owner.admit(self.peer.host, len(data), 0):
+            self._drop()
+            return
         for item in self.framer.feed(data):
+            if not self.owner.admit(self.peer.host, 0, 1):  # one request's worth per message
+                self._drop()
+                return
             if isinstance(item, ParseFailure):
                 self.owner.on_malformed(item, self.peer)
             else:
@@ -128,8 +157,16 @@ class _Stream(asyncio.Protocol):
             # the stream cannot be re-synchronised after a framing error (RFC 4475 3.1.2.2/3.1.2.3)
             self.transport.close()
 
+    def _drop(self) -> None:
+        """A banned source's connection ends: nothing more is read from it."""
+        if self.transport is not None:
+            self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner._forget(self)
+        if self.counted and self.owner.admission is not None and self.peer is not None:
+            self.counted = False
+            self.owner.admission.connection_closed(self.peer.host)
         if not self.ready.done():
             self.ready.set_exception(ConnectionError("connection lost"))
 
@@ -146,6 +183,8 @@ class SipTransports:
     stats: TransportStats = field(default_factory=TransportStats)
     client_ssl: ssl.SSLContext | None = None
     observe: Callable[[str, Message], None] | None = None  # metrics hook: ("in"|"out", message)
+    admission: Admission | None = None  # per-source rate limits and bans, checked before parsing
+    clock: Callable[[], float] = time.monotonic  # the event loop's clock (for admission)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)
@@ -172,8 +211,14 @@ class SipTransports:
         self, kind: TransportKind, host: str, port: int, ssl_context: ssl.SSLContext | None = None
     ) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
+        _guard_accept(loop, self.stats)
         server = await loop.create_server(
-            lambda: _Stream(self, kind), host, port, ssl=ssl_context, reuse_address=True
+            lambda: _Stream(self, kind),
+            host,
+            port,
+            ssl=ssl_context,
+            reuse_address=True,
+            ssl_handshake_timeout=self.limits.tls_handshake_timeout if ssl_context else None,
         )
         self._servers.append(server)
         bound = server.sockets[0].getsockname()[:2]
@@ -190,6 +235,22 @@ class SipTransports:
         return len(self._connections)
 
     # --- inbound ---------------------------------------------------------------------------------
+    def admit(self, host: str, size: int, requests: int) -> bool:
+        """Admission before parsing; a new ban is logged once (the address of a source that
+        floods us: a handset's or an attacker's, never a trunk's, which are exempt)."""
+        if self.admission is None:
+            return True
+        verdict = self.admission.admit(host, size, self.clock(), requests)
+        if verdict is Verdict.ADMIT:
+            return True
+        if verdict is not Verdict.BANNED:
+            for ban in self.admission.take_bans():
+                log.warning(
+                    "source_banned", source=ban.host, seconds=ban.seconds, offence=ban.offence,
+                    reason=ban.reason.value,
+                )  # fmt: skip
+        return False
+
     def deliver(self, message: Message, peer: Peer) -> None:
         self.stats.received += 1
         try:
@@ -211,6 +272,10 @@ class SipTransports:
     def send(self, message: Message, peer: Peer) -> None:
         if self.observe is not None:
             self.observe("out", message)
+        if peer.transport is not TransportKind.UDP and _vouches(message):
+            conn = self._connection_for(peer)
+            if conn is not None:
+                conn.vouched = True
         data = message.to_bytes()
         if len(data) > self.limits.max_message_size and peer.transport is TransportKind.UDP:
             log.warning("message_too_large_for_udp", size=len(data), peer=str(peer))
@@ -226,15 +291,18 @@ class SipTransports:
                 return
             self._udp.transport.sendto(data, (peer.host, peer.port))
             return
-        conn = self._connections.get(peer.connection_id or -1) or self._by_address.get(
-            (peer.transport, peer.host, peer.port)
-        )
+        conn = self._connection_for(peer)
         if conn is not None:
             conn.send(data)
             return
         task = asyncio.create_task(self._connect_and_send(data, peer))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    def _connection_for(self, peer: Peer) -> _Stream | None:
+        return self._connections.get(peer.connection_id or -1) or self._by_address.get(
+            (peer.transport, peer.host, peer.port)
+        )
 
     async def _connect_and_send(self, data: bytes, peer: Peer) -> None:
         loop = asyncio.get_running_loop()
@@ -247,6 +315,7 @@ class SipTransports:
                 timeout=5.0,
             )
             await proto.ready
+            proto.vouched = True  # we opened it, towards a handset or destination we chose
             proto.send(data)
         except (OSError, TimeoutError, ConnectionError) as exc:
             self.stats.send_failures += 1
@@ -266,14 +335,26 @@ class SipTransports:
 
     async def _sweep_idle(self) -> None:
         loop = asyncio.get_running_loop()
-        interval = max(0.2, min(10.0, self.limits.idle_timeout / 4))
+        shortest = min(self.limits.idle_timeout, self.limits.unregistered_timeout)
+        interval = max(0.2, min(10.0, shortest / 4))
         while True:
             await asyncio.sleep(interval)
-            deadline = loop.time() - self.limits.idle_timeout
+            now = loop.time()
+            deadline = now - self.limits.idle_timeout
+            unvouched_deadline = now - self.limits.unregistered_timeout
             for conn in list(self._connections.values()):
-                if conn.last_activity < deadline and conn.transport is not None:
+                if conn.transport is None:
+                    continue
+                if conn.last_activity < deadline:
                     self.stats.connections_closed_idle += 1
                     conn.transport.close()
+                elif not conn.vouched and conn.opened_at < unvouched_deadline:
+                    self.stats.connections_closed_unregistered += 1
+                    if self.admission is not None:
+                        self.admission.count_drop("unregistered")
+                    conn.transport.close()
+            if self.admission is not None:
+                self.admission.sweep(self.clock())
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -287,6 +368,39 @@ class SipTransports:
             await server.wait_closed()
         if self._udp is not None and self._udp.transport is not None:
             self._udp.transport.close()
+
+
+def _vouches(message: Message) -> bool:
+    """Whether sending `message` on a connection shows its peer is one we deal with: a request
+    we send (only to registered handsets and dialog peers) or a 2xx to REGISTER or INVITE."""
+    if isinstance(message, Request):
+        return True
+    if not 200 <= message.status < 300:
+        return False
+    method = (message.headers.get("CSeq") or "").split()[-1:]
+    return method in (["REGISTER"], ["INVITE"])
+
+
+def _guard_accept(loop: asyncio.AbstractEventLoop, stats: TransportStats) -> None:
+    """Out of file descriptors on accept: asyncio already pauses accepting for a second and
+    leaves the connection in the backlog; count it and log one line instead of a traceback."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "_sip_accept_guard", False):
+        return
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            stats.accept_failures += 1
+            log.warning("accept_out_of_descriptors", error=str(exc))
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler._sip_accept_guard = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
 
 
 def request_summary(message: Message) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pbx.sip.errors import SipParseError
@@ -99,11 +99,17 @@ class TransactionLayer:
         *,
         sent_by: Iterable[tuple[str, int]] = (),
         retry_after: int = 5,
+        reserved: int = 0,
+        privileged: Callable[[Peer], bool] = lambda peer: False,
     ) -> None:
         """sent_by: the (host, port) values our own Vias carry; responses whose top Via names
-        another are dropped (RFC 3261 18.1.2). Empty means "not configured": accept any."""
+        another are dropped (RFC 3261 18.1.2). Empty means "not configured": accept any.
+        reserved: server transactions kept for `privileged` sources (the trunks): others are
+        refused from max_transactions - reserved on, so a flood cannot push a carrier out."""
         self.timers = timers
         self.max_transactions = max_transactions
+        self.reserved = reserved
+        self.privileged = privileged
         self.retry_after = retry_after
         self.stats = TransactionStats()
         self._sent_by: set[tuple[str, int]] = set()
@@ -161,7 +167,10 @@ class TransactionLayer:
         if stamped is not via:
             replace_top_via(request, stamped)
         peer = response_peer(source, stamped)
-        if len(self._by_id) >= self.max_transactions:
+        if len(self._by_id) >= self.max_transactions or (
+            len(self._by_id) >= self.max_transactions - self.reserved
+            and not self.privileged(source)
+        ):
             return self._reject_overloaded(request, via, peer)
         tid = TransactionId(Side.SERVER, request.method, next(self._serial))
         txn = self._new_server_transaction(tid, key, request, peer)
