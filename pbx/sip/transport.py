@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -203,6 +204,7 @@ class SipTransports:
             lambda: _Datagram(self), local_addr=(host, port)
         )
         self._udp = protocol
+        _widen_receive_buffer(transport.get_extra_info("socket"))
         bound = transport.get_extra_info("sockname")[:2]
         self._local[TransportKind.UDP] = (str(bound[0]), int(bound[1]))
         return self._local[TransportKind.UDP]
@@ -368,6 +370,22 @@ class SipTransports:
             await server.wait_closed()
         if self._udp is not None and self._udp.transport is not None:
             self._udp.transport.close()
+
+
+UDP_RECEIVE_BUFFER = 4 << 20
+
+
+def _widen_receive_buffer(sock: Any) -> None:
+    """A larger UDP receive buffer rides out bursts (a flood being banned, a trunk's burst of
+    calls) without the kernel dropping a trunk's datagrams while the loop is busy."""
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, UDP_RECEIVE_BUFFER)
+            return
+        except OSError:  # SO_RCVBUFFORCE needs CAP_NET_ADMIN; SO_RCVBUF is capped by rmem_max
+            continue
 
 
 def _vouches(message: Message) -> bool:

@@ -1,0 +1,166 @@
+"""A flood from one address is banned before it costs work, while the carrier's calls go through;
+per-address TCP connection caps; connections that never register are closed early."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+from tests.conftest import MakeHelpline
+from tests.peers.flooder import flood_in_process
+from tests.peers.rtp_pcap import tone_samples, write_ulaw
+from tests.peers.sipp import run_sipp_async, start_sipp
+from tests.polling import until
+from tests.raw_handset import RawHandset
+
+FLOODER = "127.0.0.2"  # not a trunk; 127.0.0.1 is
+CALLS = 20
+
+
+async def test_flooder_is_banned_and_trunk_calls_with_media_still_set_up(
+    make_helpline: MakeHelpline, tmp_path: Path
+) -> None:
+    async with make_helpline(call_flow="ivr", ban_seconds=3.0, ban_max_seconds=6.0) as helpline:
+        admission = helpline.service.admission
+        audio = write_ulaw(tmp_path / "audio.ulaw", tone_samples(700, 1000))
+        # the carrier places CALLS calls with media from 127.0.0.1 while 127.0.0.2 floods
+        trunk = start_sipp(
+            "uac_call_rtpstream", helpline.target, calls=CALLS, rate=10, max_concurrent=CALLS,
+            service="09000767", files={"audio.ulaw": audio}, pause_ms=1000, timeout_s=60,
+        )  # fmt: skip
+        began = time.monotonic()
+        banned_at: list[float] = []
+
+        async def watch() -> None:
+            while not admission.is_banned(FLOODER, asyncio.get_running_loop().time()):
+                await asyncio.sleep(0.01)
+            banned_at.append(time.monotonic() - began)
+
+        watcher = asyncio.create_task(watch())
+        result = await flood_in_process(
+            FLOODER, (helpline.host, helpline.port), rate=10_000, seconds=2.5, drain=0.5
+        )
+        calls = await asyncio.to_thread(trunk.wait)
+        await asyncio.wait_for(watcher, 1)
+        calls.assert_ok()  # every one of the carrier's calls was answered and ended cleanly
+        assert calls.successful == CALLS
+        # banned within a second of the flood, after at most its burst allowance was answered
+        assert banned_at and banned_at[0] < 1.0, banned_at
+        burst = int(helpline.settings.admission_request_burst)
+        assert result.sent >= 10_000, result
+        assert result.answered <= burst, result
+        assert admission.stats.dropped["banned"] >= result.sent - burst - 1
+        # the dropped packets left no transactions behind
+        assert helpline.service.stack.layer.stats.server_created <= burst + 4 * CALLS
+        # the ban lapses after ban_seconds, and the address is answered again
+        loop = asyncio.get_running_loop()
+        await until(lambda: not admission.is_banned(FLOODER, loop.time()), timeout=5)
+        (await run_sipp_async("uac_options", helpline.target, local_ip=FLOODER)).assert_ok()
+        # the trunk was never limited
+        assert not admission.is_banned("127.0.0.1", loop.time())
+
+
+def _connect(host: str, port: int, source: str = FLOODER) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=5, source_address=(source, 0))
+    sock.settimeout(5)
+    return sock
+
+
+def _closed_by_peer(sock: socket.socket, timeout: float = 5) -> bool:
+    """Whether the other side closed (or reset) the connection within `timeout`."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+OPTIONS = (
+    "OPTIONS sip:{host}:{port} SIP/2.0\r\nVia: SIP/2.0/TCP {me}:{myport};branch=z9hG4bKo{n}\r\n"
+    "From: <sip:probe@{me}>;tag=o{n}\r\nTo: <sip:{host}>\r\nCall-ID: tcp-o{n}\r\n"
+    "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+def _options(sock: socket.socket, n: int) -> str:
+    host, port = sock.getpeername()
+    me, myport = sock.getsockname()
+    text = OPTIONS.format(host=host, port=port, me=me, myport=myport, n=n)
+    sock.sendall(text.encode())
+    sock.settimeout(5)
+    return sock.recv(65535).decode()
+
+
+async def test_tcp_connections_per_address_are_capped(make_helpline: MakeHelpline) -> None:
+    async with make_helpline(max_connections_per_source=3) as helpline:
+        host, port = helpline.host, helpline.port
+        kept = [await asyncio.to_thread(_connect, host, port) for _ in range(3)]
+        extra: list[socket.socket] = []
+        try:
+            for i, sock in enumerate(kept):  # the first three are served
+                assert (await asyncio.to_thread(_options, sock, i)).startswith("SIP/2.0 200")
+            extra.append(await asyncio.to_thread(_connect, host, port))
+            assert await asyncio.to_thread(_closed_by_peer, extra[-1])  # the fourth is not
+            transports = helpline.service.stack.transports
+            assert transports.connection_count == 3
+            assert helpline.service.admission.stats.dropped["connection_cap"] == 1
+            # another address has its own allowance (the trunk has none)
+            extra.append(await asyncio.to_thread(_connect, host, port, "127.0.0.1"))
+            assert (await asyncio.to_thread(_options, extra[-1], 10)).startswith("SIP/2.0 200")
+            # a closed connection frees its place
+            kept.pop().close()
+            await until(lambda: transports.connection_count == 3)
+            kept.append(await asyncio.to_thread(_connect, host, port))
+            assert (await asyncio.to_thread(_options, kept[-1], 11)).startswith("SIP/2.0 200")
+        finally:
+            for sock in kept + extra:
+                sock.close()
+
+
+async def test_connection_without_registration_is_closed_early_but_a_handsets_stays(
+    make_helpline: MakeHelpline,
+) -> None:
+    async with make_helpline(
+        unregistered_connection_timeout=1.0, digest_algorithms=["MD5"]
+    ) as helpline:
+        await helpline.add_volunteer("tess", "pass-word-tcp")
+        host, port = helpline.host, helpline.port
+        idle = await asyncio.to_thread(_connect, host, port)
+        reg = await asyncio.to_thread(_connect, host, port)
+        try:
+            # a registered handset's connection: REGISTER over TCP with digest, 200
+            final = await asyncio.to_thread(_register_tcp, reg, "tess", "pass-word-tcp")
+            assert final.startswith("SIP/2.0 200"), final
+            # one that only asks OPTIONS is answered, then closed after the timeout
+            assert (await asyncio.to_thread(_options, idle, 1)).startswith("SIP/2.0 200")
+            assert await asyncio.to_thread(_closed_by_peer, idle, 4)
+            assert not await asyncio.to_thread(_closed_by_peer, reg, 1.5)
+            assert (await asyncio.to_thread(_options, reg, 2)).startswith("SIP/2.0 200")
+            stats = helpline.service.stack.transports.stats
+            assert stats.connections_closed_unregistered == 1
+        finally:
+            idle.close()
+            reg.close()
+
+
+def _register_tcp(sock: socket.socket, user: str, password: str) -> str:
+    """RawHandset's REGISTER (its digest arithmetic) carried over a TCP connection."""
+
+    class OverTcp(RawHandset):
+        def __init__(self) -> None:
+            self.host, self.port = sock.getsockname()
+
+        def send(self, text: str, target: tuple[str, int]) -> None:
+            data = text.replace("\n", "\r\n").replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+            sock.sendall(data.encode())
+
+        def recv(self, timeout: float = 5) -> str:
+            sock.settimeout(timeout)
+            return sock.recv(65535).decode("utf-8", "replace")
+
+    peer = sock.getpeername()
+    return OverTcp().register(peer, user, password, contact_port=sock.getsockname()[1])
