@@ -96,3 +96,25 @@ def test_the_table_stays_bounded_and_keeps_bans() -> None:
     assert len(admission) == 1  # the flooder's offence is still remembered (until 5 + 20)
     admission.sweep(25.0)
     assert len(admission) == 0
+
+
+def test_transactions_above_the_high_water_mark_are_kept_for_the_trunks() -> None:
+    from pbx.sip.message import Response
+    from pbx.sip.peer import Peer, TransportKind
+    from pbx.sip.transactions import TransactionLayer
+    from tests.test_sip_transaction_server import delivered, request, sends
+
+    trunk = Peer(TransportKind.UDP, "127.0.0.1", 5060)
+    other = Peer(TransportKind.UDP, FLOODER, 5070)
+    layer = TransactionLayer(
+        max_transactions=4, reserved=2, privileged=lambda peer: peer.host == "127.0.0.1"
+    )
+    for n in range(2):  # others may fill the table up to max - reserved
+        assert delivered(layer.receive(request("OPTIONS", branch=f"z9hG4bKo{n}"), other, 0.0))
+    refused = sends(layer.receive(request("OPTIONS", branch="z9hG4bKo2"), other, 0.0))
+    assert [s.message.status for s in refused if isinstance(s.message, Response)] == [503]
+    for n in range(2):  # the trunk still gets the reserved two
+        assert delivered(layer.receive(request(branch=f"z9hG4bKt{n}", call_id=f"t{n}"), trunk, 0))
+    full = sends(layer.receive(request(branch="z9hG4bKt2", call_id="t2"), trunk, 0.0))
+    assert [s.message.status for s in full if isinstance(s.message, Response)] == [503]
+    assert len(layer) == 4

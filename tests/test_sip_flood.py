@@ -4,6 +4,8 @@ per-address TCP connection caps; connections that never register are closed earl
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import socket
 import time
 from pathlib import Path
@@ -164,3 +166,60 @@ def _register_tcp(sock: socket.socket, user: str, password: str) -> str:
 
     peer = sock.getpeername()
     return OverTcp().register(peer, user, password, contact_port=sock.getsockname()[1])
+
+
+INVITE = (
+    "INVITE sip:09000767@{host}:{port} SIP/2.0\n"
+    "Via: SIP/2.0/UDP {me}:{myport};branch=z9hG4bKemfile1;rport\n"
+    "From: <sip:0612345678@{me}>;tag=e1\nTo: <sip:09000767@{host}>\n"
+    "Call-ID: emfile-1@{me}\nCSeq: 1 INVITE\nContact: <sip:c@{me}:{myport}>\n"
+    "Max-Forwards: 70\nContent-Type: application/sdp\nContent-Length: {length}\n\n{sdp}"
+)
+SDP = (
+    "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n"
+    "m=audio 41000 RTP/AVP 0\na=rtpmap:0 PCMU/8000\n"
+)
+
+
+def _first_free_descriptor() -> int:
+    n = 0
+    while True:
+        try:
+            os.fstat(n)
+        except OSError:
+            return n
+        n += 1
+
+
+async def test_out_of_descriptors_refuses_cleanly_and_recovers(make_helpline: MakeHelpline) -> None:
+    """No descriptor left: a call is refused with 503, a TCP connection waits in the backlog
+    (accept is retried a second later) and nothing raises; with descriptors back, both work."""
+    async with make_helpline(call_flow="ivr") as helpline:
+        host, port = helpline.host, helpline.port
+        caller = RawHandset()  # the trunk; its socket is made before descriptors run out
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.bind((FLOODER, 0))
+        client.settimeout(5)
+        transports = helpline.service.stack.transports
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        await asyncio.to_thread(lambda: None)  # the thread pool exists before files run out
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (_first_free_descriptor(), hard))
+            await asyncio.to_thread(client.connect, (host, port))  # the kernel completes it
+            await until(lambda: transports.stats.accept_failures >= 1, timeout=5)
+            sdp = SDP.replace("\n", "\r\n")
+            caller.send(
+                INVITE.format(host=host, port=port, me=caller.host, myport=caller.port,
+                              length=len(sdp), sdp=SDP),
+                (host, port),
+            )  # fmt: skip
+            final = await asyncio.to_thread(caller.recv_until, "SIP/2.0 5", 5)
+            assert final.startswith("SIP/2.0 503"), final
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            caller.close()
+        try:
+            # descriptors are back: the waiting connection is accepted and served
+            assert (await asyncio.to_thread(_options, client, 1)).startswith("SIP/2.0 200")
+        finally:
+            client.close()

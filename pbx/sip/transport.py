@@ -406,11 +406,15 @@ def _guard_accept(loop: asyncio.AbstractEventLoop, stats: TransportStats) -> Non
     if getattr(previous, "_sip_accept_guard", False):
         return
 
+    logged_at = [-1e9]
+
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
         if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
             stats.accept_failures += 1
-            log.warning("accept_out_of_descriptors", error=str(exc))
+            if loop.time() - logged_at[0] >= 10.0:  # asyncio reports it once per backlog slot
+                logged_at[0] = loop.time()
+                log.warning("accept_out_of_descriptors", error=str(exc))
             return
         if previous is not None:
             previous(loop, context)
