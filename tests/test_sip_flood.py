@@ -64,6 +64,26 @@ async def test_flooder_is_banned_and_trunk_calls_with_media_still_set_up(
         assert not admission.is_banned("127.0.0.1", loop.time())
 
 
+async def test_a_flood_below_the_ban_rate_cannot_take_the_trunks_reserved_transactions(
+    make_helpline: MakeHelpline,
+) -> None:
+    async with make_helpline(
+        call_flow="ivr", max_transactions=60, trunk_reserved_transactions=30,
+        admission_requests_per_second=10_000, admission_request_burst=10_000,
+    ) as helpline:  # fmt: skip
+        # 200 requests that each leave a transaction for 64*T1 (6.4 s here): the flooder may
+        # fill the table only up to max_transactions - trunk_reserved_transactions
+        result = await flood_in_process(
+            FLOODER, (helpline.host, helpline.port), rate=2000, seconds=0.1, drain=0.2
+        )
+        layer = helpline.service.stack.layer
+        assert result.sent == 200 and not helpline.service.admission.stats.bans
+        assert len(layer) <= 30 and layer.stats.rejected_overload >= 100
+        # the carrier's call still gets the reserved capacity and is answered
+        (await run_sipp_async("uac_call", helpline.target, service="09000767", pause_ms=300))\
+            .assert_ok()  # fmt: skip
+
+
 def _connect(host: str, port: int, source: str = FLOODER) -> socket.socket:
     sock = socket.create_connection((host, port), timeout=5, source_address=(source, 0))
     sock.settimeout(5)

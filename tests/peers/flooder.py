@@ -101,12 +101,13 @@ def flood(
                     result.first_answer = offset
                 result.last_answer = offset
 
+    total = round(seconds * rate)
     try:
-        while True:
+        while result.sent < total:
             now = time.monotonic()
-            if now >= end:
-                break
-            due = min(int((now - start) * rate) + 1, int(seconds * rate))
+            if now >= end + 1.0:
+                break  # the sender cannot keep up: stop on time (sent says how far it got)
+            due = min(int((now - start) * rate) + 1, total)
             while result.sent < due:
                 n = result.sent
                 text = templates[n % len(templates)].replace("{n}", str(n))
