@@ -84,6 +84,26 @@ async def test_a_flood_below_the_ban_rate_cannot_take_the_trunks_reserved_transa
             .assert_ok()  # fmt: skip
 
 
+async def test_dialogs_above_the_high_water_mark_are_kept_for_the_trunks(
+    make_helpline: MakeHelpline,
+) -> None:
+    async with make_helpline(call_flow="ivr", max_dialogs=1, trunk_reserved_dialogs=1) as helpline:
+        outsider = RawHandset(FLOODER)
+        try:
+            sdp = SDP.replace("\n", "\r\n")
+            outsider.send(
+                INVITE.format(host=helpline.host, port=helpline.port, me=outsider.host,
+                              myport=outsider.port, length=len(sdp), sdp=SDP),
+                (helpline.host, helpline.port),
+            )  # fmt: skip
+            refused = await asyncio.to_thread(outsider.recv_until, "SIP/2.0 5", 5)
+            assert refused.startswith("SIP/2.0 503 Service Unavailable - Call limit"), refused
+        finally:
+            outsider.close()
+        (await run_sipp_async("uac_call", helpline.target, service="09000767", pause_ms=300))\
+            .assert_ok()  # fmt: skip
+
+
 def _connect(host: str, port: int, source: str = FLOODER) -> socket.socket:
     sock = socket.create_connection((host, port), timeout=5, source_address=(source, 0))
     sock.settimeout(5)
