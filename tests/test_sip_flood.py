@@ -10,6 +10,7 @@ import socket
 import time
 from pathlib import Path
 
+from pbx.sip.peer import TransportKind
 from tests.conftest import MakeHelpline
 from tests.peers.flooder import flood_in_process
 from tests.peers.rtp_pcap import tone_samples, write_ulaw
@@ -161,6 +162,18 @@ async def test_tcp_connections_per_address_are_capped(make_helpline: MakeHelplin
         finally:
             for sock in kept + extra:
                 sock.close()
+
+
+async def test_a_tls_handshake_that_never_ends_is_cut_off(make_helpline: MakeHelpline) -> None:
+    async with make_helpline(tls_handshake_timeout=1.0) as helpline:
+        tls_port = helpline.service.stack.port(TransportKind.TLS)
+        silent = await asyncio.to_thread(_connect, helpline.host, tls_port)
+        try:  # connected, but no ClientHello: the service gives up after the timeout
+            began = time.monotonic()
+            assert await asyncio.to_thread(_closed_by_peer, silent, 5)
+            assert time.monotonic() - began < 4
+        finally:
+            silent.close()
 
 
 async def test_connection_without_registration_is_closed_early_but_a_handsets_stays(
