@@ -143,7 +143,8 @@ class Admission:
         return src is not None and src.banned_until > now
 
     def banned_count(self, now: float) -> int:
-        return sum(1 for s in self._sources.values() if s.banned_until > now)
+        # list() copies in one step: a metrics scrape may run in another thread
+        return sum(1 for s in list(self._sources.values()) if s.banned_until > now)
 
     def count_drop(self, reason: str) -> None:
         """A drop decided by an adapter (connection cap, unregistered, TLS handshake)."""
