@@ -43,12 +43,15 @@ async def test_flooder_is_banned_and_trunk_calls_with_media_still_set_up(
         # after at most its burst allowance was answered
         assert admission.stats.bans == 1
         assert result.last_answer is not None and result.last_answer < 1.0, result
-        burst = int(helpline.settings.admission_request_burst)
+        # the burst allowance, plus what the bucket refilled while it was being spent
+        allowance = helpline.settings.admission_request_burst + int(
+            helpline.settings.admission_requests_per_second * result.last_answer + 1
+        )
         assert result.sent >= 10_000, result
-        assert result.answered <= burst, result
-        assert admission.stats.dropped["banned"] >= result.sent - burst - 1
+        assert result.answered <= allowance, result
+        assert admission.stats.dropped["banned"] > result.sent // 2  # the rest: dropped unread
         # the dropped packets left no transactions behind
-        assert helpline.service.stack.layer.stats.server_created <= burst + 4 * CALLS
+        assert helpline.service.stack.layer.stats.server_created <= allowance + 4 * CALLS
         # the ban lapses after ban_seconds, and the address is answered again
         loop = asyncio.get_running_loop()
         await until(lambda: not admission.is_banned(FLOODER, loop.time()), timeout=6)
