@@ -147,7 +147,7 @@ class Admission:
         return sum(1 for s in list(self._sources.values()) if s.banned_until > now)
 
     def count_drop(self, reason: str) -> None:
-        """A drop decided by an adapter (connection cap, unregistered, TLS handshake)."""
+        """A drop decided by an adapter (a connection closed for never registering)."""
         self.stats.dropped[reason] += 1
 
     # --- connections -----------------------------------------------------------------------------
@@ -185,8 +185,8 @@ class Admission:
 
     def _evict(self, now: float) -> None:
         """Forget the least recently seen source that is neither banned nor connected (or the
-        least recently seen at all if every one is)."""
-        for host, src in self._sources.items():
+        least recently seen at all if none of the oldest SWEEP_BATCH is)."""
+        for host, src in itertools.islice(self._sources.items(), SWEEP_BATCH):
             if src.banned_until <= now and src.connections == 0:
                 del self._sources[host]
                 return
