@@ -407,6 +407,10 @@ class HelplineService:
             "Source addresses banned now for flooding",
             lambda: admission.banned_count(loop_time()),
         )
+        m.live(
+            "helpline_sip_bans", "Bans imposed on flooding sources", lambda: admission.stats.bans,
+            counter=True,
+        )  # fmt: skip
         m.live_by(
             "helpline_sip_dropped", "Packets, chunks and connections dropped before parsing",
             "reason", lambda: {r: admission.stats.dropped[r] for r in DROP_REASONS}, counter=True,

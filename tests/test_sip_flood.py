@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import resource
 import socket
 import time
 from pathlib import Path
+
+from prometheus_client import generate_latest
+from structlog.testing import capture_logs
 
 from pbx.sip.peer import TransportKind
 from tests.conftest import MakeHelpline
@@ -25,7 +29,7 @@ CALLS = 20
 async def test_flooder_is_banned_and_trunk_calls_with_media_still_set_up(
     make_helpline: MakeHelpline, tmp_path: Path
 ) -> None:
-    async with make_helpline(call_flow="ivr", ban_seconds=4.0, ban_max_seconds=8.0) as helpline:
+    async with make_helpline(call_flow="ivr", ban_seconds=6.0, ban_max_seconds=12.0) as helpline:
         admission = helpline.service.admission
         audio = write_ulaw(tmp_path / "audio.ulaw", tone_samples(700, 1000))
         # the carrier places CALLS calls with media from 127.0.0.1 while 127.0.0.2 floods
@@ -33,10 +37,20 @@ async def test_flooder_is_banned_and_trunk_calls_with_media_still_set_up(
             "uac_call_rtpstream", helpline.target, calls=CALLS, rate=10, max_concurrent=CALLS,
             service="09000767", files={"audio.ulaw": audio}, pause_ms=1000, timeout_s=60,
         )  # fmt: skip
-        result = await flood_in_process(
-            FLOODER, (helpline.host, helpline.port), rate=10_000, seconds=2.5, drain=0.5
-        )
-        calls = await asyncio.to_thread(trunk.wait)
+        with capture_logs() as logs:
+            result = await flood_in_process(
+                FLOODER, (helpline.host, helpline.port), rate=10_000, seconds=2.5, drain=0.5
+            )
+            # banned now, as the metrics show (the ban lasts 6 s from the flood's first 0.1 s)
+            exposed = generate_latest(helpline.service.metrics.registry).decode()
+            calls = await asyncio.to_thread(trunk.wait)
+        assert "helpline_sip_banned_sources 1.0" in exposed
+        assert "helpline_sip_bans_total 1.0" in exposed
+        dropped = re.search(r'helpline_sip_dropped_total\{reason="banned"\} (\S+)', exposed)
+        assert dropped and float(dropped.group(1)) > 0, exposed
+        # one log line for the ban, naming the flooder (never a trunk: they are exempt)
+        bans = [e for e in logs if e["event"] == "source_banned"]
+        assert [(e["source"], e["offence"]) for e in bans] == [(FLOODER, 1)], bans
         calls.assert_ok()  # every one of the carrier's calls was answered and ended cleanly
         assert calls.successful == CALLS
         # banned at once (the flooder's last answer came within a second of its first packet),
@@ -54,7 +68,7 @@ async def test_flooder_is_banned_and_trunk_calls_with_media_still_set_up(
         assert helpline.service.stack.layer.stats.server_created <= allowance + 4 * CALLS
         # the ban lapses after ban_seconds, and the address is answered again
         loop = asyncio.get_running_loop()
-        await until(lambda: not admission.is_banned(FLOODER, loop.time()), timeout=6)
+        await until(lambda: not admission.is_banned(FLOODER, loop.time()), timeout=8)
         (await run_sipp_async("uac_options", helpline.target, local_ip=FLOODER)).assert_ok()
         # the trunk was never limited
         assert not admission.is_banned("127.0.0.1", loop.time())
