@@ -3,6 +3,11 @@
 Bytes in, parsed messages out to one handler; messages out to a Peer. Malformed requests are
 answered statelessly with their specific 400 reason when enough of them could be read; everything
 else that is malformed is dropped and counted. Nothing raised by a peer's bytes leaves this module.
+
+Before any parsing, every datagram and stream chunk passes the admission (pbx/sip/admission.py):
+a source over its rate is banned and its bytes are dropped unread and unanswered. TCP/TLS
+connections are capped per source, and one on which nothing was registered or called (and that
+we did not open) is closed after `unregistered_timeout`.
 """
 
 from __future__ import annotations
