@@ -24,6 +24,8 @@ from typing import Any
 import psutil
 import structlog
 
+from pbx.private_files import private_dir
+
 log = structlog.get_logger()
 
 _START_ATTEMPTS = 3
@@ -161,7 +163,7 @@ class EmbeddedPostgres:
 
 def start_embedded(state_dir: Path) -> EmbeddedPostgres:
     """Start (or attach to an already running) PostgreSQL with its data in `state_dir/pg`."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)  # as root, pgserver opens it for traversal by its own user
     pgdata = (state_dir / "pg").resolve()
     pgserver = _import_pgserver()
     last_error: Exception | None = None

@@ -309,7 +309,7 @@ def check_media_address(host: str) -> None:
         raise UnusableAddress(f"c= address {host} is multicast, only unicast media is supported")
     if isinstance(ip, ipaddress.IPv4Address):
         if ip == ipaddress.IPv4Address("255.255.255.255") or ip in _THIS_NETWORK:
-            raise UnusableAddress(f"c= address {host} is a broadcast or \"this network\" address")
+            raise UnusableAddress(f'c= address {host} is a broadcast or "this network" address')
         if ip.is_reserved:
             raise UnusableAddress(f"c= address {host} is in a reserved range")
     elif ip.is_link_local or ip.ipv4_mapped is not None:
