@@ -126,7 +126,17 @@ class EmbeddedPostgres:
         return others
 
     def stop(self, force: bool = False) -> bool:
-        """Stop the server unless another live process uses it (or `force`); True if stopped."""
+        """Stop the server unless another live process uses it (or `force`); True if stopped.
+
+        A service that dropped root (pbx/privileges.py) is not the server's owner: it leaves
+        the server running, for the next start (or `helpline` run as root) to reuse or stop."""
+        try:
+            return self._stop(force)
+        except PermissionError:
+            log.info("db.embedded.left_running", reason="not_owner")
+            return False
+
+    def _stop(self, force: bool) -> bool:
         pgserver = _import_pgserver()
         with pgserver.PostgresServer._lock:
             pgserver.PostgresServer._instances.pop(self.pgdata, None)
