@@ -144,6 +144,49 @@ async def test_rtp_from_a_stranger_never_reaches_or_takes_over_a_call(
     assert tone_share(caller_heard, ATTACK_HZ) < 0.02, "and nothing of the stranger"
 
 
+async def test_a_reinvite_moves_the_stream_and_opens_no_window_for_a_stranger(
+    make_helpline: MakeHelpline,
+) -> None:
+    """The caller's re-INVITE names a new RTP port: our media follows it; a stranger spraying
+    right after the re-INVITE (before the caller's first packet there) still gets nothing."""
+    async with make_helpline(digest_algorithms=["MD5"], volunteer_whisper="") as helpline:
+        await helpline.add_volunteer("joop", "pass-word-mov")
+        volunteer, caller = RawHandset(), RawHandset()
+        c_old, c_new, v_rtp = await RtpSocket.open(), await RtpSocket.open(), await RtpSocket.open()
+        attacker = await RtpSocket.open(HIJACKER)
+        try:
+            caller_dialog, volunteer_dialog = await connect(
+                helpline, caller, volunteer, "joop", "pass-word-mov",
+                volunteer_sdp=sdp(v_rtp.port), caller_sdp=sdp(c_old.port),
+            )  # fmt: skip
+            to_caller_leg, to_volunteer_leg = (
+                caller_dialog.service_rtp,
+                volunteer_dialog.service_rtp,
+            )
+            await c_old.talk(to_caller_leg, CALLER_HZ, 5)
+            caller_dialog.request("INVITE", sdp(c_new.port, version=2))
+            ok = await asyncio.to_thread(caller.recv_until, "SIP/2.0 200", 5)
+            assert "INVITE" in ok.split("CSeq:", 1)[1].split("\r\n", 1)[0]
+            caller_dialog.ack()
+            attacker.send_tone(to_caller_leg, ATTACK_HZ, 20)  # the window a relatch would open
+            await until(lambda: strays(helpline) == 20, timeout=5)
+            await asyncio.gather(
+                c_new.talk(to_caller_leg, CALLER_HZ, 25),
+                v_rtp.talk(to_volunteer_leg, VOLUNTEER_HZ, 25),
+            )
+            await asyncio.sleep(0.3)
+            new_heard, volunteer_heard = active_part(c_new.heard()), active_part(v_rtp.heard())
+        finally:
+            for s in (c_old, c_new, v_rtp, attacker):
+                s.close()
+            volunteer.close()
+            caller.close()
+    assert attacker.received == []
+    assert len(new_heard) >= 20 * 320 and tone_share(new_heard, VOLUNTEER_HZ) > 0.8  # moved
+    assert tone_share(volunteer_heard, CALLER_HZ) > 0.8
+    assert tone_share(volunteer_heard, ATTACK_HZ) < 0.02
+
+
 def _invite(caller: RawHandset, helpline: Running, connection: str, call_id: str) -> str:
     offer = sdp(41030).replace("c=IN IP4 127.0.0.1", f"c={connection}")
     return (

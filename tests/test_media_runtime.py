@@ -191,6 +191,27 @@ def test_port_pool_allocates_even_pairs_skips_busy_and_exhausts() -> None:
         blocker.close()
 
 
+def test_port_pool_hands_out_unpredictable_ports_and_holds_back_released_ones() -> None:
+    """The next call's port cannot be guessed from the last ones, and a port freed by a call
+    that just ended is not given to the next call (its late packets would leak into it)."""
+    pool = PortPool(HOST, 42000, 42999)  # 500 pairs
+    got = [pool.allocate() for _ in range(12)]
+    try:
+        ports = [p.port for p in got]
+        assert all(p % 2 == 0 and 42000 <= p < 42999 for p in ports)
+        steps = {b - a for a, b in zip(ports, ports[1:], strict=False)}
+        assert len(steps) > 1, ports  # not a walk with a fixed stride
+        freed = got.pop(0)
+        freed.close()
+        again = [pool.allocate() for _ in range(20)]
+        got += again
+        assert freed.port not in [p.port for p in again]
+    finally:
+        for allocated in got:
+            allocated.close()
+    assert pool.in_use == 0
+
+
 # ------------------------------------------------------------------------ endpoint
 async def test_symmetric_rtp_latches_to_the_signalling_peer_behind_nat(
     pool: PortPool, peers: list[Peer]
