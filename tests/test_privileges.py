@@ -112,6 +112,10 @@ def test_serve_as_root_drops_to_the_service_user_and_still_answers(state: Path) 
         assert ids["Uid"] == [user.uid] * 4  # real, effective, saved and filesystem uid
         assert ids["Gid"] == [user.gid] * 4
         assert 0 not in ids["Groups"]
+        # it keeps the embedded database's group: new connections reach the server's socket
+        pgdata = state / "pg"
+        assert pgdata.stat().st_gid in ids["Groups"]
+        assert stat.S_IMODE(pgdata.stat().st_mode) == 0o750
 
         target = f"127.0.0.1:{port}"
         run_sipp("uac_options", target, timeout_s=10).assert_ok()  # answered as before
