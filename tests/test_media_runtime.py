@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
 import wave
 from collections.abc import AsyncIterator, Callable
@@ -210,6 +212,25 @@ def test_port_pool_hands_out_unpredictable_ports_and_holds_back_released_ones() 
         for allocated in got:
             allocated.close()
     assert pool.in_use == 0
+
+
+def test_port_pool_out_of_sockets_is_ports_exhausted_not_a_crash() -> None:
+    """A process at its file limit gets PortsExhausted (the caller a 503), not an OSError."""
+    script = (
+        "import resource, sys\n"
+        "from pbx.media.ports import PortPool, PortsExhausted\n"
+        "pool = PortPool('127.0.0.1', 43000, 43999)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\n"
+        "held = []\n"
+        "try:\n"
+        "    while True: held.append(pool.allocate())\n"
+        "except PortsExhausted as exc: print('exhausted', len(held), exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("exhausted ") and "cannot open RTP sockets" in done.stdout
 
 
 # ------------------------------------------------------------------------ endpoint
