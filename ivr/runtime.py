@@ -36,6 +36,7 @@ from pbx.media.leg import MediaLeg
 from pbx.media.player import PlaybackEnd, play
 from pbx.media.prompts import PromptLibrary
 from pbx.media.recorder import RecordingEnd, RecordingResult, record
+from pbx.private_files import private_dir
 
 __all__ = ["BEEP", "IvrOutcome", "IvrRuntime", "OpenCheck", "OutcomeKind"]
 
@@ -288,7 +289,7 @@ class IvrRuntime:
         """A new file in the mailbox's folder, named by time and a random id: nothing
         about the caller goes into the name."""
         folder = self.voicemail_dir / (_SAFE_NAME.sub("_", mailbox) or "mailbox")
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
         stamp = self.now().strftime("%Y%m%dT%H%M%S")
         return folder / f"{stamp}-{uuid.uuid4().hex[:12]}.wav"
 

@@ -24,6 +24,10 @@ def build_service(settings: Settings) -> HelplineService:
     router = DirectRouter(
         service.switchboard, MediaFactory(pool, settings.public_host, settings.media_timeout)
     )
+    service.metrics.live(
+        "helpline_rtp_stray_packets", "RTP packets dropped: not from the call's signalled peer",
+        lambda: router.media.strays, counter=True,
+    )  # fmt: skip
     router.on_outcome = lambda outcome: service.metrics.calls.labels(outcome=outcome).inc()
     service.switchboard.on_refused = lambda reason: service.metrics.invites_refused.labels(
         reason=reason

@@ -81,6 +81,9 @@ class Settings:
     nonce_lifetime: float = 300.0
     sip_t1: float = 0.5  # RFC 3261 timer T1 (RTT estimate); every other timer derives from it
     sip_t2: float = 4.0
+    # `helpline serve` started as root becomes this user once its sockets are bound ("": stay
+    # root, not recommended); scripts/bootstrap.sh creates it. Ignored when not started as root.
+    run_as_user: str = "helpline"
     log_level: str = "info"
     log_format: str = "json"  # json or console
 

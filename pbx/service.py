@@ -33,6 +33,7 @@ from pbx.db.registrations import RegistrationRepository, StoredBinding, delete_o
 from pbx.db.volunteers import Profile, VolunteerRepository
 from pbx.db.writebehind import WriteBehind
 from pbx.metrics import Metrics, method_label
+from pbx.private_files import private_dir, write_private
 from pbx.sip.admission import DROP_REASONS, Admission, AdmissionConfig
 from pbx.sip.dialog import new_call_id, new_tag
 from pbx.sip.digest import Algorithm, Credential, NonceManager
@@ -120,8 +121,8 @@ class HelplineService:
         self.plan = load_dialplan(s.dialplan)  # before anything else: refuse a bad plan
         raise_open_files_limit()
         self.dispatcher.configure(self.plan.queues)
-        s.state_dir.mkdir(parents=True, exist_ok=True)
-        self.pid_file.write_text(str(os.getpid()))
+        private_dir(s.state_dir)
+        write_private(self.pid_file, str(os.getpid()))
         await self._open_database()
         tls_ctx = None
         if s.tls_port is not None:
@@ -238,11 +239,8 @@ class HelplineService:
 
     def _write_snapshot(self, name: str, records: Mapping[str, Any]) -> None:
         """What volunteers need to log in and be rung, for a start while the DB is away."""
-        path = self.settings.state_dir / name
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({u: asdict(r) for u, r in records.items()}))
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
+        data = json.dumps({u: asdict(r) for u, r in records.items()})
+        write_private(self.settings.state_dir / name, data)
 
     def _restore_snapshots(self) -> None:
         creds = self._read_snapshot(CREDENTIALS_SNAPSHOT)

@@ -31,3 +31,12 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
     rm -f .venv/.installed-*; touch "$stamp"
 fi
+
+# `helpline serve` started as root drops to this system user once its sockets are bound
+# (setting run_as_user; README "Running as root").
+if [ "$(id -u)" = 0 ] && ! id -u "${HELPLINE_RUN_AS_USER:-helpline}" >/dev/null 2>&1 \
+        && [ -n "${HELPLINE_RUN_AS_USER-helpline}" ]; then
+    echo "bootstrap: creating system user ${HELPLINE_RUN_AS_USER:-helpline}" >&2
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+        "${HELPLINE_RUN_AS_USER:-helpline}"
+fi

@@ -18,6 +18,9 @@ from tests.service_fixture import Running, running_service
 
 configure_logging("warning", "console")
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+# A `helpline serve` subprocess started by a test stays root (the test runner's Python may live
+# where the service user cannot read it); tests/test_privileges.py tests dropping root.
+os.environ.setdefault("HELPLINE_RUN_AS_USER", "")
 
 
 @pytest.fixture(scope="session")

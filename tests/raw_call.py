@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 
 from tests.raw_handset import RawHandset
@@ -42,6 +43,15 @@ class RawDialog:
     remote: str  # our To (with the service's tag)
     call_id: str
     cseq: int
+    service_sdp: str = ""  # the SDP the service sent this side (its RTP port for the leg)
+
+    @property
+    def service_rtp(self) -> tuple[str, int]:
+        """Where this side's RTP goes: the service's address and port from its SDP."""
+        host = re.search(r"c=IN IP4 (\S+)", self.service_sdp)
+        port = re.search(r"m=audio (\d+)", self.service_sdp)
+        assert host is not None and port is not None, self.service_sdp
+        return host.group(1), int(port.group(1))
 
     def request(self, method: str, body: str = "", content_type: str = "application/sdp") -> None:
         self.cseq += 1
@@ -75,6 +85,7 @@ async def connect(
     username: str,
     password: str,
     volunteer_sdp: str | None = None,
+    caller_sdp: str | None = None,
 ) -> tuple[RawDialog, RawDialog]:
     """Register the volunteer, call in from the caller, answer, ACK: both dialogs."""
     target = (helpline.host, helpline.port)
@@ -82,7 +93,7 @@ async def connect(
         volunteer.register, target, username, password, contact_port=volunteer.port
     )
     assert final.startswith("SIP/2.0 200"), final
-    offer = sdp(41010)
+    offer = caller_sdp if caller_sdp is not None else sdp(41010)
     caller.send(
         f"INVITE sip:09000767@{helpline.host}:{helpline.port} SIP/2.0\n"
         f"Via: SIP/2.0/UDP {caller.host}:{caller.port};branch=z9hG4bKinv1;rport\n"
@@ -99,13 +110,14 @@ async def connect(
     ok = await asyncio.to_thread(caller.recv_until, "SIP/2.0 200", 10)
     h = headers_of(ok)
     caller_dialog = RawDialog(
-        caller, target, h["contact"].strip("<>"), h["from"], h["to"], h["call-id"], 1
-    )
+        caller, target, h["contact"].strip("<>"), h["from"], h["to"], h["call-id"], 1,
+        ok.split("\r\n\r\n", 1)[1],
+    )  # fmt: skip
     caller_dialog.ack()
     iv = headers_of(invite)
     volunteer_dialog = RawDialog(
         volunteer, target, iv["contact"].strip("<>"), f"{iv['to']};tag=handset", iv["from"],
-        iv["call-id"], 0,
+        iv["call-id"], 0, invite.split("\r\n\r\n", 1)[1],
     )  # fmt: skip
     assert vol_ack.startswith("ACK ")
     return caller_dialog, volunteer_dialog

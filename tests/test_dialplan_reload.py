@@ -20,6 +20,7 @@ HELPLINE = str(Path(sys.executable).with_name("helpline"))
 def _serve(tmp_path: Path, plan: Path, pg_url: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELPLINE_")}
     env["HELPLINE_DATABASE_URL"] = pg_url
+    env["HELPLINE_RUN_AS_USER"] = ""  # stays root: dropping it is tests/test_privileges.py's
     return subprocess.Popen(
         [
             HELPLINE, "serve", "--sip-host", "127.0.0.1", "--sip-port", str(free_port()),

@@ -10,6 +10,7 @@ import asyncio
 import io
 import json
 import re
+import stat
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -154,6 +155,11 @@ async def test_info_line_after_hours_takes_a_voicemail(make_helpline: MakeHelpli
         messages = list((helpline.settings.state_dir / "voicemail" / "info_line").glob("*.wav"))
     assert ivr_paths(logs) == [["info_line", "info_line_voicemail"]]
     assert len(messages) == 1
+    # a caller's message is private from the moment it exists: nobody else on the host reads it
+    assert stat.S_IMODE(messages[0].stat().st_mode) == 0o600
+    assert {
+        stat.S_IMODE(d.stat().st_mode) for d in (messages[0].parent, messages[0].parent.parent)
+    } == {0o700}
     pcm = read_wav(messages[0])[0]
     assert len(pcm) > 16000  # over a second of message
     assert tone_share(active_part(pcm), 700) > 0.8

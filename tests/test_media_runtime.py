@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
 import wave
 from collections.abc import AsyncIterator, Callable
@@ -31,6 +33,7 @@ from pbx.media.sdp import Direction, NegotiatedMedia
 from pbx.media.ticker import Ticker, ticker_for
 
 HOST = "127.0.0.1"
+HIJACKER = "127.0.0.2"
 TE_PT = 101
 
 
@@ -44,10 +47,10 @@ class Peer(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     @classmethod
-    async def open(cls) -> Peer:
+    async def open(cls, host: str = HOST) -> Peer:
         loop = asyncio.get_running_loop()
         peer = cls()
-        await loop.create_datagram_endpoint(lambda: peer, local_addr=(HOST, 0))
+        await loop.create_datagram_endpoint(lambda: peer, local_addr=(host, 0))
         return peer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -190,12 +193,54 @@ def test_port_pool_allocates_even_pairs_skips_busy_and_exhausts() -> None:
         blocker.close()
 
 
+def test_port_pool_hands_out_unpredictable_ports_and_holds_back_released_ones() -> None:
+    """The next call's port cannot be guessed from the last ones, and a port freed by a call
+    that just ended is not given to the next call (its late packets would leak into it)."""
+    pool = PortPool(HOST, 42000, 42999)  # 500 pairs
+    got = [pool.allocate() for _ in range(12)]
+    try:
+        ports = [p.port for p in got]
+        assert all(p % 2 == 0 and 42000 <= p < 42999 for p in ports)
+        steps = {b - a for a, b in zip(ports, ports[1:], strict=False)}
+        assert len(steps) > 1, ports  # not a walk with a fixed stride
+        freed = got.pop(0)
+        freed.close()
+        again = [pool.allocate() for _ in range(20)]
+        got += again
+        assert freed.port not in [p.port for p in again]
+    finally:
+        for allocated in got:
+            allocated.close()
+    assert pool.in_use == 0
+
+
+def test_port_pool_out_of_sockets_is_ports_exhausted_not_a_crash() -> None:
+    """A process at its file limit gets PortsExhausted (the caller a 503), not an OSError."""
+    script = (
+        "import resource, sys\n"
+        "from pbx.media.ports import PortPool, PortsExhausted\n"
+        "pool = PortPool('127.0.0.1', 43000, 43999)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\n"
+        "held = []\n"
+        "try:\n"
+        "    while True: held.append(pool.allocate())\n"
+        "except PortsExhausted as exc: print('exhausted', len(held), exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("exhausted ") and "cannot open RTP sockets" in done.stdout
+
+
 # ------------------------------------------------------------------------ endpoint
-async def test_symmetric_rtp_latches_to_the_real_source(pool: PortPool, peers: list[Peer]) -> None:
+async def test_symmetric_rtp_latches_to_the_signalling_peer_behind_nat(
+    pool: PortPool, peers: list[Peer]
+) -> None:
     sdp_peer = await Peer.open()  # where SDP says the handset is (its private address)
-    nat_peer = await Peer.open()  # where its packets really come from
+    nat_peer = await Peer.open()  # its public address: the signalling peer's IP, another port
     peers += [sdp_peer, nat_peer]
-    leg = await MediaLeg.open(pool, media_for(sdp_peer.port))
+    leg = await MediaLeg.open(pool, media_for(sdp_peer.port), signalling_hosts=[HOST])
     try:
         assert leg.send_audio(tones.silence(20))
         await wait_until(lambda: len(sdp_peer.packets) == 1)
@@ -212,28 +257,60 @@ async def test_symmetric_rtp_latches_to_the_real_source(pool: PortPool, peers: l
         leg.close()
 
 
-async def test_latched_stream_is_not_hijacked_by_a_burst_from_elsewhere(
+async def test_rtp_from_a_stranger_is_dropped_before_and_after_the_first_packet(
     pool: PortPool, peers: list[Peer]
 ) -> None:
-    leg, handset = await leg_and_peer(pool, peers)
-    attacker = await Peer.open()
-    peers.append(attacker)
+    """RTP bleed: a stranger (127.0.0.2) sprays the port before the handset's first packet
+    and keeps at it, louder, while the handset (127.0.0.1, the call's signalling peer) falls
+    silent. The stream never leaves the handset; nothing of the stranger is heard."""
+    handset = await Peer.open()
+    attacker = await Peer.open(HIJACKER)
+    peers += [handset, attacker]
+    heard: list[bytes] = []
+    leg = await MediaLeg.open(pool, media_for(handset.port), signalling_hosts=[HOST])
+    leg.add_audio_listener(lambda payload, codec: heard.append(payload))
+    stats = leg.endpoint.stats
     try:
         real, fake = RtpSender(), RtpSender()
-        await stream(handset, leg.local_address, tones.silence(20), Codec.PCMU, real)
-        await wait_until(lambda: leg.endpoint.latched is not None)
-        # The attacker fires many packets at once, the real peer keeps talking.
-        for _ in range(3):
-            await stream(attacker, leg.local_address, tones.silence(200), Codec.PCMU, fake)
-            await stream(handset, leg.local_address, tones.silence(20), Codec.PCMU, real)
-        stats = leg.endpoint.stats
-        await wait_until(lambda: stats.foreign == 30 and stats.rx_packets == 4)
-        assert leg.endpoint.latched == (HOST, handset.port)
+        attack = tones.sine(1000.0, 200)
+        await stream(attacker, leg.local_address, attack, Codec.PCMU, fake)  # 10 packets first
+        await wait_until(lambda: stats.foreign == 10)
+        assert leg.endpoint.latched is None and heard == []
+        assert leg.send_audio(tones.silence(20))  # we still talk to the SDP address only
+        await wait_until(lambda: len(handset.packets) == 1)
 
-        # A real NAT rebinding: the old source falls silent, the new one keeps sending.
-        await stream(attacker, leg.local_address, tones.silence(300), Codec.PCMU, fake, 0.02)
-        assert leg.endpoint.latched == (HOST, attacker.port)
-        assert leg.endpoint.stats.relatches == 1
+        await stream(handset, leg.local_address, tones.silence(20), Codec.PCMU, real)
+        await wait_until(lambda: stats.rx_packets == 1)
+        assert leg.endpoint.latched == (HOST, handset.port)
+        # The handset goes quiet for far longer than any relatch window; the stranger keeps
+        # sending paced "speech", as a NAT rebinding would look.
+        await stream(attacker, leg.local_address, tones.sine(1000.0, 600), Codec.PCMU, fake, 0.02)
+        await wait_until(lambda: stats.foreign == 40)
+        assert leg.endpoint.latched == (HOST, handset.port)
+        assert stats.rx_packets == 1 and len(heard) == 1 and stats.latches == 1
+
+        assert leg.send_audio(tones.silence(20))  # our audio still goes to the handset only
+        await wait_until(lambda: len(handset.packets) == 2)
+        assert attacker.packets == []
+    finally:
+        leg.close()
+
+
+async def test_a_stranger_on_the_signalling_address_cannot_take_a_latched_stream(
+    pool: PortPool, peers: list[Peer]
+) -> None:
+    """Even a source on the signalling peer's own IP (another port) is a stray once latched."""
+    handset = await Peer.open()
+    other = await Peer.open()
+    peers += [handset, other]
+    leg = await MediaLeg.open(pool, media_for(handset.port), signalling_hosts=[HOST])
+    stats = leg.endpoint.stats
+    try:
+        await stream(handset, leg.local_address, tones.silence(20), Codec.PCMU, RtpSender())
+        await wait_until(lambda: leg.endpoint.latched is not None)
+        await stream(other, leg.local_address, tones.silence(300), Codec.PCMU, RtpSender(), 0.01)
+        await wait_until(lambda: stats.foreign == 15)
+        assert leg.endpoint.latched == (HOST, handset.port)
     finally:
         leg.close()
 

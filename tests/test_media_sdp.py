@@ -19,6 +19,7 @@ from pbx.media.sdp import (
     NoCommonCodec,
     SdpError,
     SessionDescription,
+    UnusableAddress,
     answer_offer,
     build_offer,
     parse_answer,
@@ -63,7 +64,7 @@ RFC3264_OFFER = sdp(
     v=0
     o=alice 2890844526 2890844526 IN IP4 host.atlanta.example.com
     s=
-    c=IN IP4 host.atlanta.example.com
+    c=IN IP4 192.0.2.10
     t=0 0
     m=audio 49170 RTP/AVP 0 8 97
     a=rtpmap:0 PCMU/8000
@@ -83,7 +84,7 @@ def test_rfc3264_offer_parses_and_round_trips_exactly() -> None:
     offer = SessionDescription.parse(RFC3264_OFFER)
     assert offer.origin.username == "alice"
     assert offer.origin.session_version == 2890844526
-    assert offer.connection == "host.atlanta.example.com"
+    assert offer.connection == "192.0.2.10"  # a name is fine in o=, never in c=
     audio, video = offer.media
     assert (audio.media, audio.port, audio.proto, audio.formats) == (
         "audio",
@@ -311,7 +312,7 @@ def test_rfc3264_example_answer() -> None:
     assert (answer.origin.session_id, answer.origin.session_version) == (7, 1)
     assert answer.connection == "192.0.2.20"
     assert media == NegotiatedMedia(
-        remote_host="host.atlanta.example.com",
+        remote_host="192.0.2.10",
         remote_port=49170,
         codec=Codec.PCMU,
         telephone_event_pt=None,
@@ -414,6 +415,36 @@ def test_missing_connection_for_accepted_stream_is_an_error() -> None:
     offer = SessionDescription.parse("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\n")
     with pytest.raises(SdpError, match="c= line"):
         answer_offer(offer, "192.0.2.20", 4000)
+
+
+@pytest.mark.parametrize(
+    ("connection", "reason"),
+    [
+        ("IN IP4 pbx.example.com", "host names are refused"),
+        ("IN IP4 localhost", "host names are refused"),
+        ("IN IP6 pbx.example.com", "host names are refused"),
+        ("IN IP4 224.2.1.1/127", "multicast"),
+        ("IN IP4 239.255.255.250", "multicast"),
+        ("IN IP6 ff02::1", "multicast"),
+        ("IN IP4 255.255.255.255", "broadcast"),
+        ("IN IP4 0.1.2.3", "this network"),
+        ("IN IP4 240.0.0.1", "reserved"),
+        ("IN IP6 fe80::1", "link-local"),
+        ("IN IP6 ::ffff:192.0.2.1", "mapped"),
+    ],
+)
+def test_connection_address_of_no_usable_scope_is_refused(connection: str, reason: str) -> None:
+    with pytest.raises(UnusableAddress, match=reason):
+        answer_offer(audio_offer(host=connection), "192.0.2.20", 4000)
+    ours = build_offer("192.0.2.20", 4000)
+    with pytest.raises(UnusableAddress, match=reason):  # a handset's answer, likewise
+        parse_answer(audio_offer("0", host=connection), ours)
+
+
+@pytest.mark.parametrize("connection", ["IN IP4 127.0.0.1", "IN IP4 10.1.2.3", "IN IP6 ::1"])
+def test_unicast_connection_addresses_are_accepted(connection: str) -> None:
+    _, media = answer_offer(audio_offer(host=connection), "192.0.2.20", 4000)
+    assert media.remote_host == connection.split()[-1]
 
 
 @pytest.mark.parametrize(

@@ -123,7 +123,7 @@ class DirectRouter:
     async def _try(self, attempt: _Attempt, ref: str) -> bool:
         """Ring one handset; True when the call was connected (or the caller is gone)."""
         try:
-            vol_media = await self.media.open()
+            vol_media = await self.media.open([attempt.binding.source.host])
         except MediaError as exc:
             attempt.leg.reject(exc.status, exc.reason)
             return True

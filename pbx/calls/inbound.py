@@ -172,7 +172,7 @@ class HelplineCalls:
         uri = parse_sip_uri(dest.uri)
         peer = await _resolve(uri)
         try:
-            other = await self.media.open()
+            other = await self.media.open([peer.host])
         except MediaError:
             return False
         try:

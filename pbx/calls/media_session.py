@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from pbx.calls.legs import InboundLeg, OfferHandler
@@ -18,6 +19,7 @@ from pbx.media.sdp import (
     NoCommonCodec,
     SdpError,
     SessionDescription,
+    UnusableAddress,
     answer_offer,
     build_offer,
     parse_answer,
@@ -63,6 +65,8 @@ class AnchoredMedia:
             )  # fmt: skip
         except NoCommonCodec as exc:
             raise MediaError(488, "Not Acceptable Here - No common codec") from exc
+        except UnusableAddress as exc:
+            raise MediaError(488, f"Not Acceptable Here - {exc}"[:100]) from exc
         except SdpError as exc:
             raise MediaError(488, f"Not Acceptable Here - Bad SDP: {exc}"[:100]) from exc
         self.leg.update(negotiated)
@@ -98,23 +102,30 @@ class MediaFactory:
     pool: PortPool
     host: str  # the address we advertise in SDP
     media_timeout: float | None = 60.0
+    strays: int = 0  # RTP packets dropped for coming from anybody but the signalled peer
 
-    async def open(self) -> AnchoredMedia:
+    async def open(self, peer_hosts: Collection[str]) -> AnchoredMedia:
+        """Media for a leg whose signalling comes from ``peer_hosts`` (IP addresses): besides
+        the address its SDP names, only those may send it RTP (from any port: NAT)."""
         dead = asyncio.Event()
         try:
             leg = await MediaLeg.open(
-                self.pool, media_timeout=self.media_timeout, on_timeout=lambda _: dead.set()
-            )
+                self.pool, media_timeout=self.media_timeout, on_timeout=lambda _: dead.set(),
+                signalling_hosts=peer_hosts, on_foreign=self._stray,
+            )  # fmt: skip
         except PortsExhausted as exc:
             raise MediaError(503, "Service Unavailable - No media ports") from exc
         return AnchoredMedia(leg, self.host, dead)
+
+    def _stray(self) -> None:
+        self.strays += 1
 
     async def open_for(self, leg: InboundLeg) -> tuple[AnchoredMedia, bytes | None] | None:
         """Anchor media for an inbound call: our answer to its SDP offer (None when the INVITE
         had none: we offer in the 200), with re-INVITEs and SIP INFO keys wired to it. On a
         media problem the leg is refused (503 no ports, 488 unusable SDP) and None returned."""
         try:
-            media = await self.open()
+            media = await self.open([leg.incoming.source.host] if leg.incoming else [])
         except MediaError as exc:
             leg.reject(exc.status, exc.reason)
             return None

@@ -124,7 +124,7 @@ class WaitingRoom:
         vol_media = None
         if bindings:
             with contextlib.suppress(MediaError):  # no media port free
-                vol_media = await self.router.media.open()
+                vol_media = await self.router.media.open([b.source.host for b in bindings])
         if vol_media is None:  # the offer cannot ring: counted as a miss, the caller waits on
             log.warning("offer_not_rung", call=leg.ref, volunteer=offer.username)
             engine.ring_no_answer(leg.ref, offer.username, self.dispatcher.now())

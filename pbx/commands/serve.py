@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from ivr.loader import DialplanError
 from pbx.config import ConfigError, Settings, load_settings
 from pbx.logs import configure_logging
+from pbx.privileges import PrivilegeError, drop_root
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(settings: Settings) -> int:
     from pbx.app import build_service
 
+    os.umask(0o077)  # whatever else gets written (logs of child processes, ...) stays private
     service = build_service(settings)
     try:
         await service.start()
@@ -75,6 +78,16 @@ async def _serve(settings: Settings) -> int:
         print(f"helpline: cannot start: {exc}", file=sys.stderr)
         await service.stop()
         return 1
+    try:  # sockets are bound and the database is open: root is no longer needed
+        embedded = service.db.embedded if service.db is not None else None
+        drop_root(
+            settings.run_as_user, settings.state_dir, [settings.dialplan, settings.recordings],
+            embedded.pgdata if embedded is not None else None,
+        )  # fmt: skip
+    except (PrivilegeError, OSError) as exc:
+        print(f"helpline: not starting as root: {exc}", file=sys.stderr)
+        await service.stop()
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

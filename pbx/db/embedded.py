@@ -24,6 +24,8 @@ from typing import Any
 import psutil
 import structlog
 
+from pbx.private_files import private_dir
+
 log = structlog.get_logger()
 
 _START_ATTEMPTS = 3
@@ -124,7 +126,17 @@ class EmbeddedPostgres:
         return others
 
     def stop(self, force: bool = False) -> bool:
-        """Stop the server unless another live process uses it (or `force`); True if stopped."""
+        """Stop the server unless another live process uses it (or `force`); True if stopped.
+
+        A service that dropped root (pbx/privileges.py) is not the server's owner: it leaves
+        the server running, for the next start (or `helpline` run as root) to reuse or stop."""
+        try:
+            return self._stop(force)
+        except PermissionError:
+            log.info("db.embedded.left_running", reason="not_owner")
+            return False
+
+    def _stop(self, force: bool) -> bool:
         pgserver = _import_pgserver()
         with pgserver.PostgresServer._lock:
             pgserver.PostgresServer._instances.pop(self.pgdata, None)
@@ -161,7 +173,7 @@ class EmbeddedPostgres:
 
 def start_embedded(state_dir: Path) -> EmbeddedPostgres:
     """Start (or attach to an already running) PostgreSQL with its data in `state_dir/pg`."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)  # as root, pgserver opens it for traversal by its own user
     pgdata = (state_dir / "pg").resolve()
     pgserver = _import_pgserver()
     last_error: Exception | None = None

@@ -36,6 +36,7 @@ import structlog
 
 from pbx.db.database import init_connection
 from pbx.db.migrate import migrate
+from pbx.private_files import private_dir
 
 log = structlog.get_logger()
 
@@ -320,7 +321,7 @@ class WriteBehind:
         self.backoff_max = backoff_max
         self.command_timeout = command_timeout
         self.journal_dir = state_dir / "writebehind"
-        self.journal_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.journal_dir)
         self._segments: deque[_Segment] = deque()
         self._in_memory = 0
         self._journaled = 0

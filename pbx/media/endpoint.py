@@ -2,23 +2,24 @@
 
 Symmetric RTP (RFC 4961 style "latching"): handsets behind NAT announce a private
 address in SDP, so we send where their valid RTP really comes from. Latching is the
-classic RTP-hijack vector (anyone spraying RTP at our port range could steal the
-stream), so it is deliberately conservative:
+classic RTP-hijack vector ("RTP bleed": anyone spraying RTP at our port range steals
+the stream), so a stream only ever accepts its signalled peer:
 
 - until the first acceptable packet we send to the SDP address;
-- we latch once per (re)negotiation, to the first source of valid RTP with a
-  negotiated payload type (``set_remote`` starts a new negotiation);
-- a packet from exactly the SDP address always wins (the signalled peer outranks a
-  stranger who was quicker);
-- any other new source is only adopted after ``relatch_after`` consecutive packets of
-  one SSRC from it, spanning at least ``relatch_min_seconds`` during which the latched
-  source sent nothing (a real NAT rebinding silences the old source; an attacker
-  cannot silence the real peer). Until then its packets are dropped and counted.
+- acceptable sources are exactly the SDP address, or any port on the IP address the
+  call's signalling came from (``signalling_hosts``: a NAT'd handset's media leaves
+  from its public IP, on a port nobody told us);
+- we latch once per (re)negotiation, to the first acceptable source of valid RTP with
+  a negotiated payload type (``set_remote`` starts a new negotiation: a re-INVITE with
+  a new address legitimately moves the stream);
+- once latched, packets from any other source are dropped and counted (``foreign``),
+  whatever they carry and however long the latched source is silent: never relatched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -47,10 +48,10 @@ class EndpointStats:
     malformed: int = 0  # not parseable as RTP
     rtcp: int = 0  # RTCP multiplexed onto the RTP port (RFC 5761)
     unexpected_pt: int = 0  # valid RTP with a payload type that was not negotiated
-    foreign: int = 0  # valid RTP from a source we have not (yet) accepted
+    foreign: int = 0  # valid RTP from a source other than the signalled peer: dropped
     tx_dropped: int = 0  # nowhere to send yet, closed, or the socket buffer was full
     send_errors: int = 0  # socket errors on send/receive (unreachable network, ...)
-    relatches: int = 0  # switches of the latched source after the first latch
+    latches: int = 0  # negotiations that latched to a source
     timeouts: int = 0
 
 
@@ -70,15 +71,16 @@ class RtpEndpoint:
         on_packet: PacketHandler | None = None,
         media_timeout: float | None = 30.0,
         on_timeout: Callable[[RtpEndpoint], None] | None = None,
-        relatch_after: int = 5,
-        relatch_min_seconds: float = 0.1,
+        signalling_hosts: Collection[str] = (),
+        on_foreign: Callable[[], None] | None = None,
     ) -> None:
         self.port = port
         self.on_packet = on_packet
         self.on_timeout = on_timeout
+        self.on_foreign = on_foreign  # a stray packet was dropped (service-wide counter)
         self.on_closed: Callable[[RtpEndpoint], None] | None = None
-        self.relatch_after = max(1, relatch_after)
-        self.relatch_min_seconds = relatch_min_seconds
+        # IP addresses the call's signalling came from: media from any port on them is ours.
+        self.signalling_hosts = frozenset(h for h in map(_normal_ip, signalling_hosts) if h)
         self.stats = EndpointStats()
         self.last_rx: float | None = None  # loop.time() of the last accepted packet
         self._media_timeout = media_timeout
@@ -87,13 +89,10 @@ class RtpEndpoint:
         self._closed = False
         self._closed_future: asyncio.Future[None] | None = None
         self._sdp_address: Address | None = None
+        self._negotiated = False  # set_remote was called: there is a peer to latch to
         self._payload_types: frozenset[int] | None = None
         self._latched: Address | None = None
         self._send_to: Address | None = None
-        self._candidate: Address | None = None
-        self._candidate_ssrc = 0
-        self._candidate_count = 0
-        self._candidate_since = 0.0
         self._timeout_handle: asyncio.TimerHandle | None = None
         self._timeout_since = 0.0
         self._timed_out = False
@@ -178,13 +177,17 @@ class RtpEndpoint:
     ) -> None:
         """Start a (re)negotiation: new SDP address, accepted payload types, latch anew.
 
-        ``payload_types=None`` accepts any payload type.
+        ``payload_types=None`` accepts any payload type. ``host`` must be an IP literal
+        (SDP parsing refuses names); anything else, or the unspecified address of an
+        RFC 2543 hold, gives no address to send to (and no DNS lookup per packet).
         """
-        self._sdp_address = (host, port)
+        ip = _normal_ip(host)
+        usable = ip is not None and port != 0 and not ipaddress.ip_address(ip).is_unspecified
+        self._sdp_address = (ip, port) if usable else None
+        self._negotiated = True
         self._payload_types = None if payload_types is None else frozenset(payload_types)
         self._latched = None
-        self._candidate = None
-        self._send_to = self._sdp_address if port else None  # port 0: stream disabled
+        self._send_to = self._sdp_address  # None: stream disabled (port 0) or held
 
     def set_payload_types(self, payload_types: Collection[int] | None) -> None:
         """Change the accepted payload types without a new latch (codec change only)."""
@@ -192,23 +195,28 @@ class RtpEndpoint:
 
     # ------------------------------------------------------------------- receive
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        stats = self.stats
+        # Source first: a stray costs no parsing, and can never latch or relatch.
+        latch = addr != self._latched
+        if latch and not self._may_latch(addr):
+            stats.foreign += 1
+            if self.on_foreign is not None:
+                self.on_foreign()
+            return
         if len(data) > 1 and 192 <= data[1] <= 223:  # inlined is_rtcp(): hot path
-            self.stats.rtcp += 1
+            stats.rtcp += 1
             return
         try:
             packet = RtpPacket.parse(data)
         except RtpError:
-            self.stats.malformed += 1
+            stats.malformed += 1
             return
-        stats = self.stats
         if self._payload_types is not None and packet.payload_type not in self._payload_types:
             stats.unexpected_pt += 1
             return
-        if addr == self._latched:
-            self._candidate = None  # the latched source is alive: no switching
-        elif not self._accept_source(addr, packet):
-            stats.foreign += 1
-            return
+        if latch:  # the signalled peer's first valid RTP in this negotiation
+            self._latched = self._send_to = addr
+            stats.latches += 1
         stats.rx_packets += 1
         stats.rx_bytes += len(data)
         self.last_rx = now = self._loop.time() if self._loop else 0.0
@@ -219,32 +227,12 @@ class RtpEndpoint:
         if self.on_packet is not None:
             self.on_packet(packet)
 
-    def _accept_source(self, addr: Address, packet: RtpPacket) -> bool:
-        if self._latched is None or addr == self._sdp_address:
-            if self._latched is not None:
-                self.stats.relatches += 1
-            self._latch(addr)
-            return True
-        now = self._loop.time() if self._loop else 0.0
-        if addr != self._candidate or packet.ssrc != self._candidate_ssrc:
-            self._candidate = addr
-            self._candidate_ssrc = packet.ssrc
-            self._candidate_count = 1
-            self._candidate_since = now
-            return False
-        self._candidate_count += 1
-        if (
-            self._candidate_count >= self.relatch_after
-            and now - self._candidate_since >= self.relatch_min_seconds
-        ):
-            self.stats.relatches += 1
-            self._latch(addr)
-            return True
-        return False
-
-    def _latch(self, addr: Address) -> None:
-        self._latched = self._send_to = addr
-        self._candidate = None
+    def _may_latch(self, addr: Address) -> bool:
+        """Nothing latched yet in this negotiation, and ``addr`` is the signalled peer."""
+        if self._latched is not None or not self._negotiated:
+            return False  # latched to somebody else, or not negotiated (yet): a stray
+        host = _normal_ip(str(addr[0]))
+        return (host, addr[1]) == self._sdp_address or host in self.signalling_hosts
 
     def error_received(self, exc: Exception) -> None:
         """Socket errors (ICMP unreachable reported by the kernel, ...): counted only."""
@@ -310,3 +298,14 @@ class RtpEndpoint:
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
             self._timeout_handle = None
+
+
+def _normal_ip(host: str) -> str | None:
+    """``host`` as the text recvfrom reports for it, or None if it is not an IP literal."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)

@@ -2,18 +2,26 @@
 
 Both sockets of a pair are bound here so nobody else can take the RTCP port; the RTCP
 socket is only held (we multiplex nothing on it), the kernel drops what piles up.
-Allocation walks the range round-robin rather than reusing the lowest free port, so a
-port freed by a finished call is not handed out again at once and late packets of the
-old call cannot leak into a new one.
+Ports are picked at random from the free ones (an outsider cannot guess the port of the
+next call from the last one, which is what RTP-bleed style attacks rely on), and a
+released port cools off behind a short queue before it is free again, so late packets
+of a finished call do not leak into the next one.
 """
 
 from __future__ import annotations
 
 import errno
+import secrets
 import socket
+from collections import deque
 from dataclasses import dataclass, field
 
 __all__ = ["AllocatedPort", "PortPool", "PortsExhausted"]
+
+
+_MAX_TRIES = 32  # binds per allocation: a range mostly taken by others costs bounded work
+_COOL_MAX = 64  # recently released pairs held back from reuse
+_OUT_OF_SOCKETS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class PortsExhausted(RuntimeError):
@@ -64,7 +72,9 @@ class PortPool:
         if not self._ports:
             raise ValueError(f"RTP port range {start}-{end} holds no even/odd pair")
         self._in_use: set[int] = set()
-        self._cursor = 0
+        self._free: list[int] = list(self._ports)
+        self._cooling: deque[int] = deque()  # released, free again once the queue is full
+        self._cool_max = min(_COOL_MAX, len(self._ports) // 4)
 
     @property
     def capacity(self) -> int:
@@ -75,27 +85,41 @@ class PortPool:
         return len(self._in_use)
 
     def allocate(self) -> AllocatedPort:
-        """Bind the next free pair; skip ports taken by other processes.
+        """Bind a random free pair; a port taken by another process is skipped.
 
-        Raises PortsExhausted when every pair in the range is in use or unbindable.
+        Bounded: at most ``_MAX_TRIES`` binds per call. Raises PortsExhausted when every
+        pair is in use, nothing bindable was found, or the process is out of sockets.
         """
-        n = len(self._ports)
-        for _ in range(n):
-            port = self._ports[self._cursor]
-            self._cursor = (self._cursor + 1) % n
-            if port in self._in_use:
-                continue
-            pair = self._bind_pair(port)
-            if pair is None:
-                continue
-            rtp, rtcp = pair
-            self._in_use.add(port)
-            return AllocatedPort(self.host, port, rtp, rtcp, self)
+        unbindable: list[int] = []
+        try:
+            for _ in range(_MAX_TRIES):
+                port = self._take()
+                if port is None:
+                    break
+                pair = self._bind_pair(port)
+                if pair is None:
+                    unbindable.append(port)  # another process holds it, maybe not for long
+                    continue
+                rtp, rtcp = pair
+                self._in_use.add(port)
+                return AllocatedPort(self.host, port, rtp, rtcp, self)
+        finally:
+            self._free.extend(unbindable)
         raise PortsExhausted(
             f"no free RTP port pair on {self.host} in {self.start}-{self.end} "
-            f"({len(self._in_use)} of {n} pairs held by this process, the rest taken by "
-            "others): widen the rtp port range or lower the call limit"
+            f"({len(self._in_use)} of {len(self._ports)} pairs held by this process, the rest "
+            "taken by others): widen the rtp port range or lower the call limit"
         )
+
+    def _take(self) -> int | None:
+        free = self._free
+        if free:
+            index = secrets.randbelow(len(free))
+            free[index], free[-1] = free[-1], free[index]
+            return free.pop()
+        if self._cooling:  # everything else is busy: a cooling port beats refusing the call
+            return self._cooling.popleft()
+        return None
 
     def _bind_pair(self, port: int) -> tuple[socket.socket, socket.socket] | None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -111,11 +135,15 @@ class PortPool:
                 sock.close()
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 return None
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                # out of descriptors: the call is refused (503) like when the range is full
-                raise PortsExhausted(f"cannot open an RTP socket: {exc}") from exc
+            if exc.errno in _OUT_OF_SOCKETS:
+                raise PortsExhausted(f"cannot open RTP sockets: {exc.strerror}") from None
             raise
         return socks[0], socks[1]
 
     def _release(self, port: int) -> None:
+        if port not in self._in_use:
+            return
         self._in_use.discard(port)
+        self._cooling.append(port)
+        while len(self._cooling) > self._cool_max:
+            self._free.append(self._cooling.popleft())

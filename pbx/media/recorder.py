@@ -15,10 +15,12 @@ import wave
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pbx.media import g711, tones
 from pbx.media.g711 import Codec
 from pbx.media.leg import MediaLeg
+from pbx.private_files import open_private
 
 __all__ = ["Recorder", "RecordingEnd", "RecordingResult", "record"]
 
@@ -67,6 +69,7 @@ class Recorder:
         self.loop = leg.ticker.loop
         self.done: asyncio.Future[RecordingResult] = self.loop.create_future()
         self._wav: wave.Wave_write | None = None
+        self._file: BinaryIO | None = None
         self._written = 0  # samples in the file
         self._pending: list[bytes] = []  # current silent stretch, kept only if speech follows
         self._pending_samples = 0
@@ -81,7 +84,8 @@ class Recorder:
         if self.leg.closed:
             self._finish(RecordingEnd.LEG_CLOSED)
             return self
-        wav = wave.open(str(self.path), "wb")  # noqa: SIM115 - closed in _finish
+        self._file = open_private(self.path)  # a caller's message: 0600 from the start
+        wav = wave.open(self._file, "wb")  # noqa: SIM115 - closed in _finish
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(RATE)
@@ -178,8 +182,11 @@ class Recorder:
         if reason is not RecordingEnd.SILENCE:
             self._flush_pending()  # the trailing silence is only dropped when it ended us
         if self._wav is not None:
-            self._wav.close()
+            self._wav.close()  # does not close a file it did not open
             self._wav = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         self.done.set_result(RecordingResult(reason, self.duration, self.path, digit))
 
 

@@ -24,7 +24,9 @@ __all__ = [
     "RtpMap",
     "SdpError",
     "SessionDescription",
+    "UnusableAddress",
     "answer_offer",
+    "check_media_address",
     "build_offer",
     "parse_answer",
 ]
@@ -52,6 +54,10 @@ _UNKNOWN_RANK = 100
 
 class SdpError(ValueError):
     """Malformed or unusable session description."""
+
+
+class UnusableAddress(SdpError):
+    """A c= address we must not send media to or expect it from: answer with 488."""
 
 
 class NoCommonCodec(SdpError):
@@ -237,7 +243,10 @@ def _parse_rtpmap(value: str) -> RtpMap:
     return RtpMap(payload_type, encoding, clock_rate, n)
 
 
-def _parse_address(addrtype: str, address: str, line: str) -> str:
+def _parse_address(addrtype: str, address: str, line: str, names: bool = True) -> str:
+    """The address of an o= or c= line; ``names=False`` (c=) accepts IP literals only."""
+    if not names:
+        return _parse_ip_literal(addrtype, address, line)
     if addrtype == "IP4":
         host = address.split("/", 1)[0]  # multicast "224.2.1.1/127" carries a TTL
         try:
@@ -257,6 +266,24 @@ def _parse_address(addrtype: str, address: str, line: str) -> str:
     raise SdpError(f"unsupported address type {addrtype!r} in {line!r}")
 
 
+def _parse_ip_literal(addrtype: str, address: str, line: str) -> str:
+    # Media goes to an IP address only: a name would cost a DNS lookup per packet sent (on
+    # the event loop that paces every call) and lets the peer point our media anywhere.
+    host = address.split("/", 1)[0]  # multicast "224.2.1.1/127" carries a TTL
+    kinds: dict[str, type[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {
+        "IP4": ipaddress.IPv4Address,
+        "IP6": ipaddress.IPv6Address,
+    }
+    if addrtype not in kinds:
+        raise SdpError(f"unsupported address type {addrtype!r} in {line[:80]!r}")
+    try:
+        return str(kinds[addrtype](host))
+    except ValueError:
+        raise UnusableAddress(
+            f"c= address {host[:40]!r} is not an IPv{addrtype[2]} literal: host names are refused"
+        ) from None
+
+
 def _parse_connection(value: str, line: str) -> str:
     parts = value.split()
     if len(parts) != 3:
@@ -264,7 +291,29 @@ def _parse_connection(value: str, line: str) -> str:
     nettype, addrtype, address = parts
     if nettype != "IN":
         raise SdpError(f"unsupported network type {nettype!r} in {line!r}")
-    return _parse_address(addrtype, address, line)
+    return _parse_address(addrtype, address, line, names=False)
+
+
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+
+
+def check_media_address(host: str) -> None:
+    """Refuse (UnusableAddress) a connection address of no usable unicast scope.
+
+    The unspecified address passes: it is the RFC 2543 way to hold, and means "send nothing".
+    """
+    ip = ipaddress.ip_address(host)  # c= parsing already made it an IP literal
+    if ip.is_unspecified:
+        return
+    if ip.is_multicast:
+        raise UnusableAddress(f"c= address {host} is multicast, only unicast media is supported")
+    if isinstance(ip, ipaddress.IPv4Address):
+        if ip == ipaddress.IPv4Address("255.255.255.255") or ip in _THIS_NETWORK:
+            raise UnusableAddress(f'c= address {host} is a broadcast or "this network" address')
+        if ip.is_reserved:
+            raise UnusableAddress(f"c= address {host} is in a reserved range")
+    elif ip.is_link_local or ip.ipv4_mapped is not None:
+        raise UnusableAddress(f"c= address {host} has no usable scope (link-local or mapped)")
 
 
 class _Parser:
@@ -571,6 +620,7 @@ def answer_offer(
         host = offer.media_connection(media)
         if host is None:
             raise SdpError("offered audio stream has no c= line at media or session level")
+        check_media_address(host)
         remote_dir = _remote_direction(offer, media, host)
         event_pt = _telephone_event_pt(media, rtpmaps)
         mux = rtcp_mux and media.has_attribute("rtcp-mux")
@@ -617,6 +667,7 @@ def parse_answer(answer: SessionDescription, offer: SessionDescription) -> Negot
         host = answer.media_connection(media)
         if host is None:
             raise SdpError("answered audio stream has no c= line at media or session level")
+        check_media_address(host)
         event_pt = _telephone_event_pt(media, rtpmaps)
         if event_pt is not None and _telephone_event_pt(offered, offered_maps) is None:
             event_pt = None  # answered something we never offered; ignore it

@@ -12,13 +12,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from pbx.private_files import private_dir, write_private
+
 
 def ensure_self_signed(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
     """Create (once) a self-signed certificate and key for `host` under `directory`."""
     cert_path, key_path = directory / "sip-selfsigned.pem", directory / "sip-selfsigned.key"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
     try:
@@ -37,15 +39,15 @@ def ensure_self_signed(directory: Path, host: str = "127.0.0.1") -> tuple[Path, 
         .add_extension(x509.SubjectAlternativeName([san, x509.DNSName("localhost")]), False)
         .sign(key, hashes.SHA256())
     )
-    key_path.write_bytes(
+    write_private(
+        key_path,
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        )
+        ),
     )
-    key_path.chmod(0o600)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
 
 
