@@ -35,10 +35,10 @@ class Baresip(Softphone):
 
     async def start(self) -> None:
         self.snd.mkdir()
-        sip_port = find_free_port("127.0.0.1", "tcp")
         rtp = find_free_port()
         lines = {
-            "sip_listen": f"127.0.0.1:{sip_port}",
+            "sip_listen": "127.0.0.1:0",  # every transport on a port of its own choosing
+            "net_interface": "127.0.0.1",  # loopback only: SDP and RTP on 127.0.0.1
             "sip_verify_server": "no",
             "rtp_ports": f"{rtp}-{rtp + 20}",
             "audio_player": "alsa,null",
