@@ -53,7 +53,7 @@ async def test_a_softphone_volunteer_logs_in_and_takes_a_trunk_call(
             login = await phone.dial("*1")  # confirmed with a prompt, then the service hangs up
             await phone.wait_ended(timeout=20, after=await phone.wait_established(after=login))
             assert roster.get("vera").state is VolunteerState.AVAILABLE
-            confirmation = phone.heard()
+            confirmation = read_wav(phone.heard())  # before close() deletes it
 
             await caller.start(find_free_port(), user=CALLER_NUMBER)
             ring = phone.mark()
@@ -70,11 +70,11 @@ async def test_a_softphone_volunteer_logs_in_and_takes_a_trunk_call(
             caller_heard = await caller.stop_record()
             await caller.hangup()
             await phone.wait_ended(after=answered)
-            handset_heard = phone.heard()
+            handset_heard = read_wav(phone.heard())
             trace = phone.trace()
-    pcm, rate = read_wav(confirmation)
+    pcm, rate = confirmation
     assert active_part(pcm, rate=rate), "the handset heard no login confirmation"
-    pcm, rate = read_wav(handset_heard)
+    pcm, rate = handset_heard
     heard = tail(active_part(pcm, rate=rate), 1.0, rate)
     assert len(heard) == 2 * rate and tone_share(heard, CALLER_TONE, rate) > 0.8
     assert tone_share(active_part(read_wav(caller_heard)[0]), HANDSET_TONE) > 0.8

@@ -27,7 +27,7 @@ MODULES = Path("/usr/lib/baresip/modules")
 class Baresip(Softphone):
     kind = "baresip"
 
-    def __init__(self, account: SipAccount, *, tone_hz: int, max_life: float = 120.0) -> None:
+    def __init__(self, account: SipAccount, *, tone_hz: int, max_life: float = 60.0) -> None:
         super().__init__(account, tone_hz=tone_hz, max_life=max_life)
         self.cons_port = find_free_port()
         self.stdout = self.dir / "stdout.log"

@@ -30,7 +30,7 @@ TONE_SECONDS = 60  # longer than any test call: what the phone sends
 class Linphone(Softphone):
     kind = "linphone"
 
-    def __init__(self, account: SipAccount, *, tone_hz: int, max_life: float = 120.0) -> None:
+    def __init__(self, account: SipAccount, *, tone_hz: int, max_life: float = 60.0) -> None:
         super().__init__(account, tone_hz=tone_hz, max_life=max_life)
         self.log = self.dir / "linphone.log"
         self._console = bytearray()

@@ -51,7 +51,7 @@ class Softphone(ABC):
 
     kind = "softphone"
 
-    def __init__(self, account: SipAccount, *, tone_hz: int, max_life: float = 120.0) -> None:
+    def __init__(self, account: SipAccount, *, tone_hz: int, max_life: float = 60.0) -> None:
         self.account = account
         self.tone_hz = tone_hz
         self.max_life = max_life
