@@ -31,9 +31,10 @@ class Settings:
         None  # address put in Via/Contact/SDP; default: sip_host or 127.0.0.1
     )
     realm: str = "helpline"
-    # Digest challenges in preference order (RFC 8760). Handsets that only read the first
-    # challenge and know only MD5 (sipp 3.6.1, many older desk phones) need "MD5" first.
-    digest_algorithms: list[str] = field(default_factory=lambda: ["SHA-256", "MD5"])
+    # Digest challenges in preference order (RFC 8760). One MD5 challenge by default: baresip
+    # rejects a challenge set holding an algorithm it does not know, and sipp 3.6.1 and many
+    # older desk phones read only the first challenge and know only MD5.
+    digest_algorithms: list[str] = field(default_factory=lambda: ["MD5"])
     trunk_sources: list[str] = field(default_factory=lambda: ["127.0.0.1/32"])
     trunk_credentials: dict[str, str] = field(default_factory=dict)  # username -> password
     database_url: str | None = None  # None: embedded PostgreSQL under state_dir

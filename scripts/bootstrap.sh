@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the service and its tests need on a fresh Debian machine:
-# Debian tools (sipp, espeak-ng, sox, ffmpeg, graphviz, promtool) and a virtualenv in .venv.
+# Debian tools (sipp, espeak-ng, sox, ffmpeg, graphviz, promtool, baresip, linphone-cli) and a virtualenv in .venv.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,8 @@ command -v sox >/dev/null       || need_deb+=(sox)
 command -v ffmpeg >/dev/null    || need_deb+=(ffmpeg)
 command -v dot >/dev/null       || need_deb+=(graphviz)
 command -v promtool >/dev/null  || need_deb+=(prometheus)  # promtool validates monitoring/
+command -v baresip >/dev/null   || need_deb+=(baresip)     # softphones as test handsets
+command -v linphonecsh >/dev/null || need_deb+=(linphone-cli)
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 "$PY" -c "import ensurepip, venv" 2>/dev/null || need_deb+=(python3-venv)

@@ -119,7 +119,8 @@ async def test_errors_have_distinct_exit_codes(server: EmbeddedPostgres, state_d
     unknown = helpline(state_dir, "disable", "nobody")
     assert (unknown.returncode, "no volunteer 'nobody'" in unknown.stderr) == (4, True)
     weak = helpline(state_dir, "add", "weak", "--password-stdin", stdin="short\n")
-    assert (weak.returncode, "shorter than" in weak.stderr) == (5, True)
+    assert (weak.returncode, "shorter than 10 characters" in weak.stderr) == (5, True)
+    assert "at least 10 characters, at least 4 different ones" in weak.stderr  # the whole rule
     empty = helpline(state_dir, "add", "weak", "--password-stdin", stdin="\n")
     assert (empty.returncode, "empty" in empty.stderr) == (5, True)
     no_password = helpline(state_dir, "add", "weak")

@@ -29,7 +29,22 @@ async def test_options_answered_over_udp_and_tcp(helpline: Running) -> None:
     assert "Accept: application/sdp" in answer
 
 
-async def test_sha256_challenge_comes_first_by_default(helpline: Running) -> None:
+async def test_one_md5_challenge_by_default(helpline: Running) -> None:
+    """baresip rejects a challenge set holding an algorithm it does not know: MD5 alone."""
+    challenges = await _challenges(helpline)
+    assert len(challenges) == 1
+    assert "algorithm=MD5" in challenges[0] and 'qop="auth"' in challenges[0]
+
+
+async def test_sha256_challenge_comes_first_when_configured(make_helpline: MakeHelpline) -> None:
+    async with make_helpline(digest_algorithms=["SHA-256", "MD5"]) as helpline:
+        first, second = await _challenges(helpline)
+    assert "algorithm=SHA-256" in first and "algorithm=MD5" in second
+    assert 'qop="auth"' in first
+
+
+async def _challenges(helpline: Running) -> list[str]:
+    """The WWW-Authenticate lines of the service's 401 to a REGISTER."""
     await helpline.add_volunteer("anna", "correct-horse-9")
     result = await run_sipp_async(
         "uac_register_digest",
@@ -37,13 +52,11 @@ async def test_sha256_challenge_comes_first_by_default(helpline: Running) -> Non
         keys={"user": "anna", "password": "correct-horse-9", "expires": "300"},
         timeout_s=10,
     )
-    first, second = [
+    return [
         line
         for line in result.received("SIP/2.0 401")[0].splitlines()
         if "WWW-Authenticate" in line
     ]
-    assert "algorithm=SHA-256" in first and "algorithm=MD5" in second
-    assert 'qop="auth"' in first
 
 
 async def test_md5_handset_registers_with_digest_then_unregisters(

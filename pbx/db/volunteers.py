@@ -23,6 +23,10 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")  # ISO 639 codes: nl, ar, fa, tr
 SKILL_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 MIN_PASSWORD_LENGTH = 10
+PASSWORD_RULE = (
+    f"a SIP password needs at least {MIN_PASSWORD_LENGTH} characters, at least 4 different"
+    " ones, and must not contain the username"
+)
 PIN_RE = re.compile(r"^[0-9]{4,12}$")  # typed on a handset keypad
 
 # scrypt cost: ~16 MiB and tens of milliseconds per check; a PIN has little entropy.
@@ -46,7 +50,10 @@ class InvalidValue(VolunteerError):
 
 
 class WeakPassword(InvalidValue):
-    pass
+    """Says what is wrong and the whole rule, so the admin gets it right the second time."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"{problem} ({PASSWORD_RULE})")
 
 
 def check_username(username: str) -> None:

@@ -18,6 +18,7 @@ import itertools
 import socket
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -201,6 +202,9 @@ class SipTransports:
         self._local: dict[TransportKind, tuple[str, int]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        # peers whose last connect failed: a departed handset is logged once, not at every
+        # retry or keepalive (bounded like the connection table; oldest forgotten first)
+        self._unreachable: OrderedDict[tuple[TransportKind, str, int], None] = OrderedDict()
 
     # --- listening -----------------------------------------------------------------------------
     async def start_udp(self, host: str, port: int) -> tuple[str, int]:
@@ -323,10 +327,21 @@ class SipTransports:
             )
             await proto.ready
             proto.vouched = True  # we opened it, towards a handset or destination we chose
+            self._unreachable.pop((peer.transport, peer.host, peer.port), None)
             proto.send(data)
         except (OSError, TimeoutError, ConnectionError) as exc:
             self.stats.send_failures += 1
-            log.info("connect_failed", peer=str(peer), error=str(exc))
+            self._connect_failed(peer, exc)
+
+    def _connect_failed(self, peer: Peer, exc: BaseException) -> None:
+        key = (peer.transport, peer.host, peer.port)
+        if key in self._unreachable:
+            log.debug("connect_failed", peer=str(peer), error=str(exc))
+            return
+        if len(self._unreachable) >= self.limits.max_connections:
+            self._unreachable.popitem(last=False)
+        self._unreachable[key] = None
+        log.info("connect_failed", peer=str(peer), error=str(exc), again="logged at debug")
 
     def send_keepalive(self, peer: Peer) -> None:
         """Double-CRLF ping (RFC 5626 section 3.5.1) on a connection or to a UDP address."""

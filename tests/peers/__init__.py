@@ -1,1 +1,1 @@
-"""Real SIP peers for end-to-end tests: sipp, a pjsua2 handset and a pyVoIP handset."""
+"""Real SIP peers for end-to-end tests: sipp, pjsua2, pyVoIP, baresip and linphone-cli handsets."""

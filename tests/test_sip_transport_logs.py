@@ -1,0 +1,44 @@
+"""A departed TCP/TLS handset is logged once, not at every attempt to reach it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pbx.sip.peer import Peer, TransportKind
+from pbx.sip.transport import SipTransports
+from tests.polling import until
+from tests.service_fixture import free_port
+from tests.test_ivr_calls import captured_logs, log_events
+
+
+async def _send_and_settle(transports: SipTransports, peer: Peer) -> None:
+    transports.send_bytes(b"\r\n\r\n", peer)
+    await asyncio.gather(*list(transports._pending))
+
+
+async def test_connect_failed_is_logged_once_per_peer_until_it_connects_again() -> None:
+    transports = SipTransports(handler=lambda message, peer: None)
+    port = free_port()
+    gone = Peer(TransportKind.TCP, "127.0.0.1", port)  # nothing listens there
+    async with captured_logs() as logs:
+        for _ in range(3):  # e.g. keepalives and retransmissions to a departed handset
+            await _send_and_settle(transports, gone)
+        assert transports.stats.send_failures == 3
+        assert len(log_events(logs, "connect_failed")) == 1
+        # the handset comes back: reached, then it departs again and that is news again
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def accept(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            accepted.append(w)
+
+        server = await asyncio.start_server(accept, "127.0.0.1", port)
+        async with server:
+            await _send_and_settle(transports, gone)
+            assert transports.stats.send_failures == 3
+            for w in accepted:
+                w.close()
+        await until(lambda: transports.connection_count == 0)
+        await _send_and_settle(transports, gone)
+        await _send_and_settle(transports, gone)
+    assert len(log_events(logs, "connect_failed")) == 2
+    await transports.close()
