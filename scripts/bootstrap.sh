@@ -14,8 +14,12 @@ command -v dot >/dev/null       || need_deb+=(graphviz)
 command -v promtool >/dev/null  || need_deb+=(prometheus)  # promtool validates monitoring/
 command -v baresip >/dev/null   || need_deb+=(baresip)     # softphones as test handsets
 command -v linphonecsh >/dev/null || need_deb+=(linphone-cli)
-PY=${PYTHON:-python3.11}
-command -v "$PY" >/dev/null || PY=python3
+# Debian's own Python first: the service drops root to a system user (README "Running as
+# root"), who must be able to read the interpreter (a pyenv build under /root is 0700).
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+    for PY in /usr/bin/python3.11 python3.11 python3; do command -v "$PY" >/dev/null && break; done
+fi
 "$PY" -c "import ensurepip, venv" 2>/dev/null || need_deb+=(python3-venv)
 if ((${#need_deb[@]})); then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -25,9 +29,16 @@ if ((${#need_deb[@]})); then
         "${need_deb[@]}" >/dev/null
 fi
 
+# a venv made from another interpreter is made anew
+want=$("$PY" -c 'import os, sys; print(os.path.realpath(sys.executable))')
+have=$(sed -n 's/^executable = //p' .venv/pyvenv.cfg 2>/dev/null || true)
+if [ -d .venv ] && [ "$(realpath -m "${have:-/none}")" != "$want" ]; then
+    echo "bootstrap: .venv was made with ${have:-another Python}; making it anew with $want" >&2
+    rm -rf .venv
+fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-    echo "bootstrap: creating .venv with $("$PY" --version)" >&2
+    echo "bootstrap: creating .venv with $("$PY" --version) ($want)" >&2
     [ -x .venv/bin/python ] || "$PY" -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
     .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
