@@ -63,7 +63,9 @@ class Running:
 async def running_service(
     state_dir: Path, database_url: str | None, **overrides: Any
 ) -> AsyncIterator[Running]:
-    base = 20000 + (free_port() % 400) * 100  # a private RTP range per service instance
+    # a private RTP range per service instance, below the kernel's ephemeral ports (32768 and
+    # up), so a peer's socket bound to port 0 never lands in it
+    base = 20000 + (free_port() % 120) * 100
     settings = Settings(
         sip_host="127.0.0.1",
         sip_port=free_port(),

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import csv
 import os
+import random
 import re
 import shutil
 import signal
@@ -72,6 +73,28 @@ def find_free_port(host: str = "127.0.0.1", proto: str = "udp") -> int:
             continue
         return port
     raise RuntimeError("no free port found")
+
+
+def find_free_media_ports(host: str = "127.0.0.1", count: int = 4) -> int:
+    """An even port P with P..P+count-1 free for UDP (sipp binds audio RTP/RTCP and video
+    RTP/RTCP there), below the kernel's ephemeral range and the services' RTP ranges
+    (tests/service_fixture.py) so no socket bound to port 0 can take one of them meanwhile."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        base = rng.randrange(10000, 20000 - count, 2)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+    raise RuntimeError("no free media ports found")
 
 
 def scenario_path(scenario: str | Path) -> Path:
@@ -207,7 +230,7 @@ def _build_command(
         "-mi",
         local_ip,
         "-mp",
-        str(media_port or find_free_port(local_ip)),
+        str(media_port or find_free_media_ports(local_ip)),
         "-ci",
         local_ip,
         "-cp",
@@ -562,6 +585,7 @@ __all__ = [
     "SCENARIOS",
     "SippProcess",
     "SippResult",
+    "find_free_media_ports",
     "find_free_port",
     "render_scenario",
     "run_sipp",
