@@ -8,7 +8,9 @@ turns RFC 4733 events into digits and hands received audio to listeners.
 Who may send: at most one *claimant* (a prompt player) owns the leg at a time; while
 a leg is claimed, audio from anybody else (music on hold, the bridge) is dropped, and
 the first packet after every change of source carries the marker bit, so the far
-end's jitter buffer resynchronises on the new talk-spurt.
+end's jitter buffer resynchronises on the new talk-spurt. A *continuous* leg (kept by the
+line filler, ``filler.py``, so that it never goes quiet) is one stream whatever feeds it:
+its marker bit is set only on the first packet and after a real gap in what it sent.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ CloseListener = Callable[["MediaLeg"], None]
 
 COMFORT_NOISE_PT = 13  # RFC 3389: accepted and ignored
 _MAX_TS_GAP = 8000  # a timestamp jump above 1 s is a new stream, not lost packets
+_REAL_GAP = 0.05  # s without a packet on a continuous leg that count as a gap (marker bit)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,11 @@ class MediaLeg:
         self.rx_samples = 160
         self.rx_marker = False
         self.suppressed = 0  # audio frames dropped because another source owned the leg
+        self.sent = 0  # packets handed to the endpoint (audio and DTMF, every source)
+        self._continuous = False
+        self._last_tx = 0.0  # loop.time() of the last packet (continuous legs only)
+        self._relayed = False  # the last packet came from the bridge (its timing is jittery)
+        self._filled = False  # the last packet came from the line filler
         self._media_timeout = endpoint.media_timeout  # restored when a held peer resumes
         self._sending = False
         self._audio_listeners: list[AudioListener] = []
@@ -200,14 +208,25 @@ class MediaLeg:
     def claim(self, owner: object) -> object | None:
         """Make ``owner`` the only source of audio; returns the previous claimant."""
         previous, self._claimant = self._claimant, owner
-        self._need_marker = True
+        if not self._continuous:
+            self._need_marker = True
         return previous
 
     def release(self, owner: object) -> None:
         """Give the leg back to background sources (music on hold, the bridge)."""
         if self._claimant is owner:
             self._claimant = None
-            self._need_marker = True
+            if not self._continuous:
+                self._need_marker = True
+
+    def set_continuous(self, on: bool) -> None:
+        """Mark the stream as kept continuous (by the line filler): markers only after gaps."""
+        self._continuous = on
+
+    @property
+    def last_relayed(self) -> bool:
+        """The last packet sent was relayed by the bridge."""
+        return self._relayed
 
     @property
     def claimant(self) -> object | None:
@@ -221,12 +240,14 @@ class MediaLeg:
         marker: bool = False,
         samples: int | None = None,
         owner: object | None = None,
+        relayed: bool = False,
     ) -> bool:
         """Send one packet of audio: 16-bit PCM, or ``encoded`` bytes in the leg's codec.
 
         ``samples`` is the timestamp advance (default: the packet's length). Dropped
         (False) before negotiation, on hold, while sending DTMF or when the leg is
-        claimed by somebody other than ``owner``.
+        claimed by somebody other than ``owner``. ``relayed``: from the bridge, paced
+        by the other side's packets rather than by the ticker.
         """
         codec = self.codec
         if not self._sending or codec is None or self._closed:
@@ -235,12 +256,32 @@ class MediaLeg:
             self.suppressed += 1
             return False
         payload = data if encoded else g711.encode(codec, data)
-        if self._need_marker:
+        if self._continuous:
+            now = self.ticker.loop.time()
+            marker = self._need_marker or now - self._last_tx > _REAL_GAP
+            self._last_tx = now
+            if relayed and self._filled:  # the filler already covered the other side's pause
+                samples = len(payload)
+        elif self._need_marker:
             marker = True
-            self._need_marker = False
+        self._need_marker = False
+        self._relayed = relayed
+        self._filled = False
+        self.sent += 1
         return self.endpoint.send(
             self.sender.packet_bytes(payload, codec, samples or len(payload), marker)
         )
+
+    def send_fill(self, frame: bytes, *, skip: int = 0) -> bool:
+        """One frame of the line filler (encoded, 20 ms) when no other source owns the leg;
+        ``skip`` moves the timestamp on first, by samples that passed without a packet."""
+        if self._claimant is not None or self._dtmf_out:
+            return False
+        if skip > 0 and self._sending:
+            self.sender.skip(skip)
+        sent = self.send_audio(frame, encoded=True, samples=len(frame))
+        self._filled = sent
+        return sent
 
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> asyncio.Future[bool]:
         """Send an RFC 4733 key press, paced at 20 ms, instead of audio while it lasts.
@@ -263,6 +304,7 @@ class MediaLeg:
 
     def _dtmf_tick(self, tick: int) -> None:
         packet, future = self._dtmf_out.popleft()
+        self.sent += 1
         self.endpoint.send(packet)
         if future is not None and not future.done():
             future.set_result(True)
