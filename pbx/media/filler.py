@@ -13,8 +13,8 @@ support (and its SDP negotiation) varies, and a CN receiver generates its own no
 
 The bridge relays the volunteer's packets as they arrive, with jitter; the filler waits
 ``relay_holdoff`` quiet rounds after a relayed packet before filling (a volunteer's handset
-suppressing silence), so jitter never doubles up packets. Its first frame then moves the RTP
-timestamp on by the time that passed, so timestamps keep following the clock.
+suppressing silence), so jitter never doubles up packets. The leg moves the RTP timestamp of
+its first frame on by the time that passed, so timestamps keep following the clock.
 
 Per round: one pass over the kept legs; a leg that something else fed costs two attribute
 reads. The frames are encoded once per codec and shared by every leg: a fill is an RTP
@@ -160,8 +160,7 @@ class LineFiller:
                     self._ringback, self._ringback_pcm, codec
                 )
                 frame = frames[(tick - line.ringback_at) % len(frames)]
-            # After a wait (the bridge went quiet), the timestamp catches up with the clock.
-            if leg.send_fill(frame, skip=(line.idle - 1) * FRAME_SAMPLES):
+            if leg.send_fill(frame):  # (its timestamp catches up after a wait: the leg's job)
                 self.frames += 1
             line.idle = 0
             line.seen = leg.sent

@@ -28,7 +28,7 @@ from pbx.media.g711 import Codec
 from pbx.media.ports import PortPool
 from pbx.media.rtp import RtpPacket, RtpSender
 from pbx.media.sdp import NegotiatedMedia
-from pbx.media.ticker import Ticker, ticker_for
+from pbx.media.ticker import FRAME_SAMPLES, Ticker, ticker_for
 
 __all__ = ["AudioListener", "DtmfListener", "MediaLeg"]
 
@@ -39,6 +39,7 @@ CloseListener = Callable[["MediaLeg"], None]
 COMFORT_NOISE_PT = 13  # RFC 3389: accepted and ignored
 _MAX_TS_GAP = 8000  # a timestamp jump above 1 s is a new stream, not lost packets
 _REAL_GAP = 0.05  # s without a packet on a continuous leg that count as a gap (marker bit)
+_MAX_CATCH_UP = 50  # ticks: a longer pause is a new talk-spurt, not a stall to account for
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class MediaLeg:
         self.sent = 0  # packets handed to the endpoint (audio and DTMF, every source)
         self._continuous = False
         self._last_tx = 0.0  # loop.time() of the last packet (continuous legs only)
+        self._last_tick: int | None = None  # ticker round of the last ticker-paced packet
         self._relayed = False  # the last packet came from the bridge (its timing is jittery)
         self._filled = False  # the last packet came from the line filler
         self._media_timeout = endpoint.media_timeout  # restored when a held peer resumes
@@ -259,9 +261,13 @@ class MediaLeg:
         if self._continuous:
             now = self.ticker.loop.time()
             marker = self._need_marker or now - self._last_tx > _REAL_GAP
+            if relayed:
+                self._last_tick = None
+                if self._filled:  # the filler already covered the other side's pause
+                    samples = len(payload)
+            else:
+                self._catch_up(now)
             self._last_tx = now
-            if relayed and self._filled:  # the filler already covered the other side's pause
-                samples = len(payload)
         elif self._need_marker:
             marker = True
         self._need_marker = False
@@ -272,13 +278,25 @@ class MediaLeg:
             self.sender.packet_bytes(payload, codec, samples or len(payload), marker)
         )
 
-    def send_fill(self, frame: bytes, *, skip: int = 0) -> bool:
-        """One frame of the line filler (encoded, 20 ms) when no other source owns the leg;
-        ``skip`` moves the timestamp on first, by samples that passed without a packet."""
+    def _catch_up(self, now: float) -> None:
+        """Keep a continuous leg's timestamps on the clock: a ticker-paced packet after
+        missed rounds (the loop stalled, or the bridge went quiet before the filler took
+        over) skips the timestamp by the frames that were never sent."""
+        tick = self.ticker.tick
+        if self._last_tick is not None:
+            missed = tick - self._last_tick - 1
+        elif self._relayed:  # after the bridge's packets: by the time that passed
+            missed = round((now - self._last_tx) / self.ticker.period) - 1
+        else:
+            missed = 0
+        if 0 < missed <= _MAX_CATCH_UP:
+            self.sender.skip(missed * FRAME_SAMPLES)
+        self._last_tick = tick
+
+    def send_fill(self, frame: bytes) -> bool:
+        """One frame of the line filler (encoded, 20 ms) when no other source owns the leg."""
         if self._claimant is not None or self._dtmf_out:
             return False
-        if skip > 0 and self._sending:
-            self.sender.skip(skip)
         sent = self.send_audio(frame, encoded=True, samples=len(frame))
         self._filled = sent
         return sent

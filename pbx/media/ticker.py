@@ -45,6 +45,7 @@ class Ticker:
         self._next = 0  # index of the next deadline
         self._firing = False
         self.ticks = 0  # callbacks rounds fired since the clock (re)started
+        self.tick = 0  # number of the deadline of the round firing now (or fired last)
         self.skipped = 0  # deadlines skipped because the loop was late by > 1 period
 
     def __len__(self) -> int:
@@ -82,6 +83,7 @@ class Ticker:
             tick = behind
         self._next = tick + 1
         self.ticks += 1
+        self.tick = tick
         self._firing = True
         try:
             for group in (self._subscribers, self._late):
