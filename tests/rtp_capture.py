@@ -1,6 +1,10 @@
 """A raw RTP receiver for tests: the media socket of a caller, recording every packet with the
 kernel's arrival time (SO_TIMESTAMPNS), so the gaps measured are the sender's, not those of a
 test thread waiting for the GIL. Parses RTP itself, independently of pbx.media.
+
+`CpuWait` tells a gap the service caused from one the machine caused: it samples how long
+this process's main thread (the service's event loop, in tests) waited for a CPU while it was
+runnable (Linux schedstat), so a test on a loaded machine can tell the two apart.
 """
 
 from __future__ import annotations
@@ -74,6 +78,45 @@ class RtpCapture:
         self.sock.close()
 
     def __enter__(self) -> RtpCapture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CpuWait:
+    """Samples the main thread's cumulative run-queue wait every few ms, in a thread."""
+
+    def __init__(self, every: float = 0.005) -> None:
+        self.samples: list[tuple[float, float]] = []  # (wall time, seconds waited so far)
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-wait", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _waited() -> float:
+        with open("/proc/self/schedstat") as f:  # the thread group leader: the main thread
+            return int(f.read().split()[1]) / 1e9
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self.samples.append((time.time(), self._waited()))
+
+    def during(self, start: float, end: float) -> float:
+        """Seconds the main thread waited for a CPU between the samples around start..end."""
+        samples = list(self.samples)
+        before = [w for t, w in samples if t <= start]
+        after = [w for t, w in samples if t >= end]
+        if not before or not after:
+            return 0.0
+        return after[0] - before[-1]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def __enter__(self) -> CpuWait:
         return self
 
     def __exit__(self, *exc: object) -> None:
