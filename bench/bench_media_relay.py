@@ -93,6 +93,11 @@ def generator(conn: Connection, seconds: float) -> None:
         Codec.PCMA: g711.encode(Codec.PCMA, bytes(320)),
         Codec.PCMU: g711.encode(Codec.PCMU, bytes(320)),
     }
+    # what the bridge relays: the other side's silence, transcoded
+    relayed = {
+        int(Codec.PCMA): g711.transcode(payloads[Codec.PCMU], Codec.PCMU, Codec.PCMA),
+        int(Codec.PCMU): g711.transcode(payloads[Codec.PCMA], Codec.PCMA, Codec.PCMU),
+    }
     streams = []
     by_ssrc: dict[int, int] = {}
     for i, (addr_a, addr_b, ssrc_a, ssrc_b) in enumerate(calls):
@@ -119,10 +124,10 @@ def generator(conn: Connection, seconds: float) -> None:
                     except BlockingIOError:
                         break
                     now = time.monotonic()
-                    _, _, _, ts, ssrc = HEADER.unpack_from(data)
+                    _, b1, _, ts, ssrc = HEADER.unpack_from(data)
                     stream = by_ssrc.get(ssrc)
-                    if stream is None:
-                        continue
+                    if stream is None or data[12:] != relayed[b1 & 0x7F]:
+                        continue  # not ours, or the line filler's comfort noise (--filler)
                     base = base_ts.setdefault(stream, ts)
                     index = ((ts - base) & 0xFFFFFFFF) // 160
                     received += 1
