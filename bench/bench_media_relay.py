@@ -8,7 +8,10 @@ measuring loss and delay (receive time minus the tick at which the packet's sour
 sent). N grows until loss or lateness appears, the service CPU saturates, or the time
 budget (~60 s) runs out. Prints figures, asserts nothing.
 
-    .venv/bin/python bench/bench_media_relay.py [--budget 60] [--seconds 5]
+    .venv/bin/python bench/bench_media_relay.py [--budget 60] [--seconds 5] [--filler]
+
+``--filler`` keeps every caller leg continuous with the line filler, as the service does
+from the answer on: it watches each leg every 20 ms and sends only when the relay is quiet.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pbx.media import g711  # noqa: E402
 from pbx.media.bridge import Bridge  # noqa: E402
+from pbx.media.filler import LineFiller  # noqa: E402
 from pbx.media.g711 import Codec  # noqa: E402
 from pbx.media.leg import MediaLeg  # noqa: E402
 from pbx.media.ports import PortPool  # noqa: E402
@@ -89,6 +93,11 @@ def generator(conn: Connection, seconds: float) -> None:
         Codec.PCMA: g711.encode(Codec.PCMA, bytes(320)),
         Codec.PCMU: g711.encode(Codec.PCMU, bytes(320)),
     }
+    # what the bridge relays: the other side's silence, transcoded
+    relayed = {
+        int(Codec.PCMA): g711.transcode(payloads[Codec.PCMU], Codec.PCMU, Codec.PCMA),
+        int(Codec.PCMU): g711.transcode(payloads[Codec.PCMA], Codec.PCMA, Codec.PCMU),
+    }
     streams = []
     by_ssrc: dict[int, int] = {}
     for i, (addr_a, addr_b, ssrc_a, ssrc_b) in enumerate(calls):
@@ -115,10 +124,10 @@ def generator(conn: Connection, seconds: float) -> None:
                     except BlockingIOError:
                         break
                     now = time.monotonic()
-                    _, _, _, ts, ssrc = HEADER.unpack_from(data)
+                    _, b1, _, ts, ssrc = HEADER.unpack_from(data)
                     stream = by_ssrc.get(ssrc)
-                    if stream is None:
-                        continue
+                    if stream is None or data[12:] != relayed[b1 & 0x7F]:
+                        continue  # not ours, or the line filler's comfort noise (--filler)
                     base = base_ts.setdefault(stream, ts)
                     index = ((ts - base) & 0xFFFFFFFF) // 160
                     received += 1
@@ -144,7 +153,9 @@ def generator(conn: Connection, seconds: float) -> None:
 
 
 # ------------------------------------------------------------------------ service
-async def run_level(pool: PortPool, calls: int, seconds: float) -> LevelResult:
+async def run_level(
+    pool: PortPool, calls: int, seconds: float, filler: LineFiller | None = None
+) -> LevelResult:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=generator, args=(child, seconds), daemon=True)
@@ -167,6 +178,8 @@ async def run_level(pool: PortPool, calls: int, seconds: float) -> LevelResult:
         )
         legs += [a, b]
         bridges.append(Bridge(a, b).start())
+        if filler is not None:
+            filler.keep(a)
         description.append((a.local_address, b.local_address, a.sender.ssrc, b.sender.ssrc))
     parent.send(description)
     lags: list[float] = []
@@ -210,13 +223,16 @@ async def main() -> None:
     parser.add_argument("--budget", type=float, default=60.0, help="total seconds, roughly")
     parser.add_argument("--seconds", type=float, default=5.0, help="streaming time per level")
     parser.add_argument("--start", type=int, default=50, help="first number of calls")
+    parser.add_argument("--filler", action="store_true", help="callers kept by the filler")
     args = parser.parse_args()
+    filler = LineFiller() if args.filler else None
 
     pool = PortPool(HOST, 30000, 39999)
     print(
         f"media relay bench: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
         f"(other work on the machine skews delays), {args.seconds:.0f} s per level, "
         "PCMA<->PCMU transcoding on every packet"
+        + (", caller legs kept by the line filler" if args.filler else "")
     )
     print(
         "runq% = share of wall time the service was runnable but waiting for a CPU "
@@ -232,7 +248,7 @@ async def main() -> None:
     best: LevelResult | None = None
     last: LevelResult | None = None
     while time.monotonic() - begin + args.seconds + 2 < args.budget:
-        r = await run_level(pool, calls, args.seconds)
+        r = await run_level(pool, calls, args.seconds, filler)
         last = r
         pps = r.received / r.seconds
         us_per_pkt = r.service_cpu * r.seconds / max(1, r.received) * 1e6

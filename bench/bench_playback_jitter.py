@@ -6,6 +6,12 @@ deviation from 20 ms (p50/p99/max), the RFC 3550 interarrival jitter, how many t
 the clock had to skip, and the service CPU per stream. Prints figures, asserts nothing.
 
     .venv/bin/python bench/bench_playback_jitter.py [--streams 100 300 500] [--seconds 4]
+        [--mode prompt prompt+filler filler]
+
+Modes: ``prompt`` plays the prompt on every leg; ``prompt+filler`` also keeps every leg
+continuous with the line filler (what a caller's leg costs now: the filler looks at each
+leg every round but sends nothing while the prompt plays); ``filler`` sends only the
+filler's comfort noise (a menu waiting for a key, a queue between messages).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pbx.media import tones  # noqa: E402
+from pbx.media.filler import LineFiller  # noqa: E402
 from pbx.media.g711 import Codec  # noqa: E402
 from pbx.media.leg import MediaLeg  # noqa: E402
 from pbx.media.player import Player  # noqa: E402
@@ -74,7 +81,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def run(pool: PortPool, streams: int, seconds: float) -> None:
+async def run(pool: PortPool, streams: int, seconds: float, mode: str) -> None:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=receiver, args=(child,), daemon=True)
@@ -86,9 +93,18 @@ async def run(pool: PortPool, streams: int, seconds: float) -> None:
     prompt = tones.sine(440, int(seconds * 1000))
     ticker = ticker_for()
     skipped0 = ticker.skipped
+    filler = LineFiller(ticker)
     cpu0, t0 = time.process_time(), time.monotonic()
-    players = [Player(leg, [prompt]).start() for leg in legs]
-    await asyncio.gather(*(p.done for p in players))
+    if mode != "prompt":
+        for leg in legs:
+            filler.keep(leg)
+    if mode == "filler":
+        await asyncio.sleep(seconds)
+    else:
+        players = [Player(leg, [prompt]).start() for leg in legs]
+        await asyncio.gather(*(p.done for p in players))
+    for leg in legs:
+        filler.release(leg)
     cpu, elapsed = time.process_time() - cpu0, time.monotonic() - t0
     skipped = ticker.skipped - skipped0
     n_streams, packets, deviations, jitters = await loop.run_in_executor(None, parent.recv)
@@ -97,7 +113,7 @@ async def run(pool: PortPool, streams: int, seconds: float) -> None:
         leg.close()
     expected = streams * -(-len(prompt) // 320)
     print(
-        f"{streams:>7} {packets:>8}/{expected:<8} {pct(deviations, 0.5):>6.2f} "
+        f"{mode:>13} {streams:>7} {packets:>8}/{expected:<8} {pct(deviations, 0.5):>6.2f} "
         f"{pct(deviations, 0.99):>6.2f} {pct(deviations, 1.0):>7.2f} "
         f"{pct(jitters, 0.5):>7.2f} {pct(jitters, 1.0):>7.2f} {skipped:>5} "
         f"{100 * cpu / elapsed:>6.1f} {100 * cpu / elapsed / streams:>9.4f}",
@@ -111,6 +127,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, nargs="+", default=[100, 300, 500])
     parser.add_argument("--seconds", type=float, default=4.0, help="prompt length")
+    parser.add_argument(
+        "--mode", nargs="+", default=["prompt"], choices=["prompt", "prompt+filler", "filler"]
+    )
     args = parser.parse_args()
     pool = PortPool(HOST, 30000, 39999)
     print(
@@ -119,11 +138,12 @@ async def main() -> None:
     )
     print("interval deviation = |inter-arrival - 20 ms|; jitter = RFC 3550 estimate per stream")
     print(
-        f"{'streams':>7} {'packets/expected':>17} {'dev50':>6} {'dev99':>6} {'devmax':>7} "
-        f"{'jit50':>7} {'jitmax':>7} {'skip':>5} {'CPU%':>6} {'CPU%/strm':>9}   (ms)"
+        f"{'mode':>13} {'streams':>7} {'packets/expected':>17} {'dev50':>6} {'dev99':>6} "
+        f"{'devmax':>7} {'jit50':>7} {'jitmax':>7} {'skip':>5} {'CPU%':>6} {'CPU%/strm':>9}   (ms)"
     )
     for streams in args.streams:
-        await run(pool, streams, args.seconds)
+        for mode in args.mode:
+            await run(pool, streams, args.seconds, mode)
 
 
 if __name__ == "__main__":

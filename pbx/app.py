@@ -11,6 +11,7 @@ from pbx.calls.media_session import MediaFactory
 from pbx.calls.shift import ShiftDesk
 from pbx.calls.waiting import WaitingRoom
 from pbx.config import Settings
+from pbx.media.filler import LineFiller
 from pbx.media.ports import PortPool
 from pbx.media.prompts import PromptLibrary
 from pbx.service import HelplineService
@@ -21,9 +22,8 @@ def build_service(settings: Settings) -> HelplineService:
     service = HelplineService(settings)
     rtp_host = settings.sip_host if settings.sip_host not in ("", "::") else "0.0.0.0"
     pool = PortPool(rtp_host, settings.rtp_port_min, settings.rtp_port_max)
-    router = DirectRouter(
-        service.switchboard, MediaFactory(pool, settings.public_host, settings.media_timeout)
-    )
+    media = MediaFactory(pool, settings.public_host, settings.media_timeout, LineFiller())
+    router = DirectRouter(service.switchboard, media)
     service.metrics.live(
         "helpline_rtp_stray_packets", "RTP packets dropped: not from the call's signalled peer",
         lambda: router.media.strays, counter=True,
@@ -46,6 +46,7 @@ def build_service(settings: Settings) -> HelplineService:
         metrics = service.metrics
         waiting = WaitingRoom(
             service.dispatcher, router, prompts, comfort_interval=settings.comfort_interval,
+            ringback=settings.ringback_while_ringing,
             on_abandon=lambda q, waited: metrics.abandoned_wait.labels(queue=q).observe(waited),
             on_answer=lambda q, waited: metrics.answered_wait.labels(queue=q).observe(waited),
         )  # fmt: skip

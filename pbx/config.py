@@ -50,6 +50,8 @@ class Settings:
     # "ivr": answer at once and follow the dialplan; "direct": ring volunteers at once, no menu
     call_flow: str = "ivr"
     comfort_interval: float = 20.0  # seconds of quiet between messages a waiting caller hears
+    # a waiting caller hears ringback (425 Hz, 1 s on, 4 s off) while a volunteer's handset rings
+    ringback_while_ringing: bool = True
     # keys a volunteer presses in a call to hand the caller over to the backline destination
     backline_keys: str = "*9"
     backline_destination: str = "backline_113"
@@ -148,6 +150,10 @@ class Settings:
             raise ConfigError("trunk_reserved_dialogs must be at most max_dialogs")
 
 
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True,
+          "false": False, "no": False, "off": False, "0": False}  # fmt: skip
+
+
 def _coerce(name: str, raw: Any, current: Any, annotation: str) -> Any:
     try:
         if isinstance(raw, str) and "list" in annotation:
@@ -159,6 +165,11 @@ def _coerce(name: str, raw: Any, current: Any, annotation: str) -> Any:
             return None
         if "Path" in annotation:
             return Path(raw)
+        if annotation == "bool" and isinstance(raw, str):
+            flag = _BOOLS.get(raw.strip().lower())
+            if flag is None:
+                raise ValueError("expected true or false")
+            return flag
         if "int" in annotation and "float" not in annotation:
             return int(raw)
         if "float" in annotation:

@@ -46,3 +46,16 @@ def test_an_unknown_setting_in_the_file_is_refused(tmp_path: Path) -> None:
     toml.write_text("max_mised_offers = 2\n")
     with pytest.raises(ConfigError, match="unknown setting 'max_mised_offers'"):
         load_settings(toml, env={})
+
+
+def test_an_on_off_setting_reads_true_false_words(tmp_path: Path) -> None:
+    assert load_settings(env={}).ringback_while_ringing is True
+    assert (
+        load_settings(env={"HELPLINE_RINGBACK_WHILE_RINGING": "off"}).ringback_while_ringing
+        is False
+    )
+    toml = tmp_path / "helpline.toml"
+    toml.write_text("ringback_while_ringing = false\n")
+    assert load_settings(toml, env={}).ringback_while_ringing is False
+    with pytest.raises(ConfigError, match="ringback_while_ringing"):
+        load_settings(env={"HELPLINE_RINGBACK_WHILE_RINGING": "maybe"})

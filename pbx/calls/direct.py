@@ -218,6 +218,7 @@ class DirectRouter:
             if not await leg.answer(caller_sdp):
                 await out.hangup("caller_no_ack")
                 return
+            attempt.caller_media.keep_continuous()
         attempt.connected = True
         log.info("call_connected", call=leg.ref, volunteer=attempt.username)
         await bridge_until_end(leg, attempt.caller_media, out, vol_media)

@@ -86,6 +86,7 @@ class HelplineCalls:
             try:
                 if not await leg.answer(sdp or media.offer()):
                     return "abandoned"
+                media.keep_continuous()  # no dead air for carriers and NAT boxes from now on
                 return await self._follow_plan(leg, caller, plan, media, keys)
             finally:
                 hung_up.cancel()

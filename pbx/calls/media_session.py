@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from pbx.calls.legs import InboundLeg, OfferHandler
 from pbx.media.dtmf import parse_info_body
+from pbx.media.filler import LineFiller
 from pbx.media.leg import MediaLeg
 from pbx.media.ports import PortPool, PortsExhausted
 from pbx.media.sdp import (
@@ -48,6 +49,18 @@ class AnchoredMedia:
     session_id: int = field(default_factory=lambda: next(_session_ids))
     version: int = 0
     our_offer: SessionDescription | None = None
+    filler: LineFiller | None = None  # keeps the stream towards the caller from going quiet
+
+    def keep_continuous(self) -> None:
+        """From now on (the call is answered) the caller's stream never goes quiet: comfort
+        noise whenever nothing else plays, until the leg closes."""
+        if self.filler is not None:
+            self.filler.keep(self.leg)
+
+    def ringback(self, on: bool) -> None:
+        """Ringback instead of comfort noise while a volunteer's handset rings (a kept leg)."""
+        if self.filler is not None:
+            self.filler.ringback(self.leg, on)
 
     def answer(self, offer_body: bytes) -> bytes:
         """Answer an offer (INVITE or re-INVITE): updates the media leg, returns our SDP.
@@ -102,6 +115,7 @@ class MediaFactory:
     pool: PortPool
     host: str  # the address we advertise in SDP
     media_timeout: float | None = 60.0
+    filler: LineFiller | None = None  # see AnchoredMedia.keep_continuous
     strays: int = 0  # RTP packets dropped for coming from anybody but the signalled peer
 
     async def open(self, peer_hosts: Collection[str]) -> AnchoredMedia:
@@ -115,7 +129,7 @@ class MediaFactory:
             )  # fmt: skip
         except PortsExhausted as exc:
             raise MediaError(503, "Service Unavailable - No media ports") from exc
-        return AnchoredMedia(leg, self.host, dead)
+        return AnchoredMedia(leg, self.host, dead, filler=self.filler)
 
     def _stray(self) -> None:
         self.strays += 1

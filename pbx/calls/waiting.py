@@ -52,6 +52,7 @@ class WaitingRoom:
     router: DirectRouter  # rings a volunteer's handset, whispers, bridges
     prompts: PromptLibrary
     comfort_interval: float = 20.0  # seconds of quiet between waiting messages
+    ringback: bool = True  # the caller hears ringback while a volunteer's handset rings
     time_limit_tone: bytes = TIME_LIMIT_TONE
     on_abandon: Callable[[str, float], None] = lambda queue, waited: None  # metrics
     on_answer: Callable[[str, float], None] = lambda queue, waited: None  # metrics
@@ -132,7 +133,13 @@ class WaitingRoom:
         try:
             timeout = max(1.0, offer.ring_until - self.dispatcher.now())
             targets = [self.router.volunteer_target(b) for b in bindings]  # every handset
-            out = await self.router.ring(leg, vol_media, targets, leg.ref, queue.shown_as, timeout)
+            media.ringback(self.ringback)
+            try:
+                out = await self.router.ring(
+                    leg, vol_media, targets, leg.ref, queue.shown_as, timeout
+                )
+            finally:
+                media.ringback(False)
             now = self.dispatcher.now()
             if out is None:
                 if not leg.is_ended:  # the caller is still there: the volunteer missed it

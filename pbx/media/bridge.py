@@ -194,7 +194,9 @@ class Bridge:
         if dst_codec is not None and dst_codec != codec:
             payload = payload.translate(_TABLES[codec, dst_codec])
             stats.transcoded += 1
-        if dst.send_audio(payload, encoded=True, samples=src.rx_samples, marker=src.rx_marker):
+        if dst.send_audio(
+            payload, encoded=True, samples=src.rx_samples, marker=src.rx_marker, relayed=True
+        ):
             stats.relayed += 1
         else:
             stats.dropped += 1

@@ -8,7 +8,9 @@ turns RFC 4733 events into digits and hands received audio to listeners.
 Who may send: at most one *claimant* (a prompt player) owns the leg at a time; while
 a leg is claimed, audio from anybody else (music on hold, the bridge) is dropped, and
 the first packet after every change of source carries the marker bit, so the far
-end's jitter buffer resynchronises on the new talk-spurt.
+end's jitter buffer resynchronises on the new talk-spurt. A *continuous* leg (kept by the
+line filler, ``filler.py``, so that it never goes quiet) is one stream whatever feeds it:
+its marker bit is set only on the first packet and after a real gap in what it sent.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pbx.media.g711 import Codec
 from pbx.media.ports import PortPool
 from pbx.media.rtp import RtpPacket, RtpSender
 from pbx.media.sdp import NegotiatedMedia
-from pbx.media.ticker import Ticker, ticker_for
+from pbx.media.ticker import FRAME_SAMPLES, Ticker, ticker_for
 
 __all__ = ["AudioListener", "DtmfListener", "MediaLeg"]
 
@@ -36,6 +38,8 @@ CloseListener = Callable[["MediaLeg"], None]
 
 COMFORT_NOISE_PT = 13  # RFC 3389: accepted and ignored
 _MAX_TS_GAP = 8000  # a timestamp jump above 1 s is a new stream, not lost packets
+_REAL_GAP = 0.05  # s without a packet on a continuous leg that count as a gap (marker bit)
+_MAX_CATCH_UP = 50  # ticks: a longer pause is a new talk-spurt, not a stall to account for
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,12 @@ class MediaLeg:
         self.rx_samples = 160
         self.rx_marker = False
         self.suppressed = 0  # audio frames dropped because another source owned the leg
+        self.sent = 0  # packets handed to the endpoint (audio and DTMF, every source)
+        self._continuous = False
+        self._last_tx = 0.0  # loop.time() of the last packet (continuous legs only)
+        self._last_tick: int | None = None  # ticker round of the last ticker-paced packet
+        self._relayed = False  # the last packet came from the bridge (its timing is jittery)
+        self._filled = False  # the last packet came from the line filler
         self._media_timeout = endpoint.media_timeout  # restored when a held peer resumes
         self._sending = False
         self._audio_listeners: list[AudioListener] = []
@@ -200,14 +210,25 @@ class MediaLeg:
     def claim(self, owner: object) -> object | None:
         """Make ``owner`` the only source of audio; returns the previous claimant."""
         previous, self._claimant = self._claimant, owner
-        self._need_marker = True
+        if not self._continuous:
+            self._need_marker = True
         return previous
 
     def release(self, owner: object) -> None:
         """Give the leg back to background sources (music on hold, the bridge)."""
         if self._claimant is owner:
             self._claimant = None
-            self._need_marker = True
+            if not self._continuous:
+                self._need_marker = True
+
+    def set_continuous(self, on: bool) -> None:
+        """Mark the stream as kept continuous (by the line filler): markers only after gaps."""
+        self._continuous = on
+
+    @property
+    def last_relayed(self) -> bool:
+        """The last packet sent was relayed by the bridge."""
+        return self._relayed
 
     @property
     def claimant(self) -> object | None:
@@ -221,12 +242,14 @@ class MediaLeg:
         marker: bool = False,
         samples: int | None = None,
         owner: object | None = None,
+        relayed: bool = False,
     ) -> bool:
         """Send one packet of audio: 16-bit PCM, or ``encoded`` bytes in the leg's codec.
 
         ``samples`` is the timestamp advance (default: the packet's length). Dropped
         (False) before negotiation, on hold, while sending DTMF or when the leg is
-        claimed by somebody other than ``owner``.
+        claimed by somebody other than ``owner``. ``relayed``: from the bridge, paced
+        by the other side's packets rather than by the ticker.
         """
         codec = self.codec
         if not self._sending or codec is None or self._closed:
@@ -235,12 +258,48 @@ class MediaLeg:
             self.suppressed += 1
             return False
         payload = data if encoded else g711.encode(codec, data)
-        if self._need_marker:
+        if self._continuous:
+            now = self.ticker.loop.time()
+            marker = self._need_marker or now - self._last_tx > _REAL_GAP
+            if relayed:
+                self._last_tick = None
+                if self._filled:  # the filler already covered the other side's pause
+                    samples = len(payload)
+            else:
+                self._catch_up(now)
+            self._last_tx = now
+        elif self._need_marker:
             marker = True
-            self._need_marker = False
+        self._need_marker = False
+        self._relayed = relayed
+        self._filled = False
+        self.sent += 1
         return self.endpoint.send(
             self.sender.packet_bytes(payload, codec, samples or len(payload), marker)
         )
+
+    def _catch_up(self, now: float) -> None:
+        """Keep a continuous leg's timestamps on the clock: a ticker-paced packet after
+        missed rounds (the loop stalled, or the bridge went quiet before the filler took
+        over) skips the timestamp by the frames that were never sent."""
+        tick = self.ticker.tick
+        if self._last_tick is not None:
+            missed = tick - self._last_tick - 1
+        elif self._relayed:  # after the bridge's packets: by the time that passed
+            missed = round((now - self._last_tx) / self.ticker.period) - 1
+        else:
+            missed = 0
+        if 0 < missed <= _MAX_CATCH_UP:
+            self.sender.skip(missed * FRAME_SAMPLES)
+        self._last_tick = tick
+
+    def send_fill(self, frame: bytes) -> bool:
+        """One frame of the line filler (encoded, 20 ms) when no other source owns the leg."""
+        if self._claimant is not None or self._dtmf_out:
+            return False
+        sent = self.send_audio(frame, encoded=True, samples=len(frame))
+        self._filled = sent
+        return sent
 
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> asyncio.Future[bool]:
         """Send an RFC 4733 key press, paced at 20 ms, instead of audio while it lasts.
@@ -263,6 +322,7 @@ class MediaLeg:
 
     def _dtmf_tick(self, tick: int) -> None:
         packet, future = self._dtmf_out.popleft()
+        self.sent += 1
         self.endpoint.send(packet)
         if future is not None and not future.done():
             future.set_result(True)

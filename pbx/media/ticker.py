@@ -37,23 +37,28 @@ class Ticker:
         self.loop = loop
         self.period = period
         self._subscribers: dict[TickCallback, None] = {}  # insertion-ordered set
+        # Called after all the others in every round: fillers that send only when no
+        # other source sent in this round (``subscribe(..., late=True)``).
+        self._late: dict[TickCallback, None] = {}
         self._handle: asyncio.TimerHandle | None = None
         self._start = 0.0
         self._next = 0  # index of the next deadline
         self._firing = False
         self.ticks = 0  # callbacks rounds fired since the clock (re)started
+        self.tick = 0  # number of the deadline of the round firing now (or fired last)
         self.skipped = 0  # deadlines skipped because the loop was late by > 1 period
 
     def __len__(self) -> int:
-        return len(self._subscribers)
+        return len(self._subscribers) + len(self._late)
 
     @property
     def running(self) -> bool:
         return self._handle is not None
 
-    def subscribe(self, callback: TickCallback) -> None:
-        """Call ``callback(tick_number)`` every period, from the next deadline on."""
-        self._subscribers[callback] = None
+    def subscribe(self, callback: TickCallback, *, late: bool = False) -> None:
+        """Call ``callback(tick_number)`` every period, from the next deadline on; a ``late``
+        callback runs after every other one of the round."""
+        (self._late if late else self._subscribers)[callback] = None
         if self._handle is None and not self._firing:
             self._start = self.loop.time()
             self._next = 1
@@ -62,7 +67,8 @@ class Ticker:
     def unsubscribe(self, callback: TickCallback) -> None:
         """Stop calling ``callback``; unknown callbacks are ignored."""
         self._subscribers.pop(callback, None)
-        if not self._subscribers and self._handle is not None and not self._firing:
+        self._late.pop(callback, None)
+        if not len(self) and self._handle is not None and not self._firing:
             self._handle.cancel()
             self._handle = None
 
@@ -77,19 +83,21 @@ class Ticker:
             tick = behind
         self._next = tick + 1
         self.ticks += 1
+        self.tick = tick
         self._firing = True
         try:
-            for callback in tuple(self._subscribers):
-                if callback not in self._subscribers:  # removed by an earlier callback
-                    continue
-                try:
-                    callback(tick)
-                except Exception:  # one broken subscriber must not silence all others
-                    log.exception("media tick subscriber failed; unsubscribing it")
-                    self._subscribers.pop(callback, None)
+            for group in (self._subscribers, self._late):
+                for callback in tuple(group):
+                    if callback not in group:  # removed by an earlier callback
+                        continue
+                    try:
+                        callback(tick)
+                    except Exception:  # one broken subscriber must not silence all others
+                        log.exception("media tick subscriber failed; unsubscribing it")
+                        group.pop(callback, None)
         finally:
             self._firing = False
-        if self._subscribers:
+        if len(self):
             self._schedule()
         else:
             self._handle = None
