@@ -44,7 +44,7 @@ from pbx.sip.transport import TransportLimits
 from pbx.sip.trunk import TrunkPolicy
 from pbx.sip.uri import parse_sip_uri
 from pbx.switchboard import CallApplication, Switchboard
-from queues.roster import Roster, RosterError, VolunteerState
+from queues.roster import Roster, VolunteerState
 
 log = structlog.get_logger("pbx.service")
 
@@ -275,8 +275,8 @@ class HelplineService:
         )
         try:  # whatever the roster makes of it, the REGISTER is answered and stored
             self._registration_seen_by_roster(change, binding)
-        except RosterError as exc:
-            log.warning("registration_not_applied", user=binding.username, why=str(exc))
+        except Exception:
+            log.exception("registration_not_applied", user=binding.username)
         if self.writer is None:
             return
         # reachability lives in memory only: after a restart every binding is probed anew

@@ -35,7 +35,9 @@ class Keepalive:
     registrar: Registrar
     interval: float = 25.0
     clock: Callable[[], float] = time.time  # wall clock, as the registrar's expiry times
-    _probes: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    _probes: dict[tuple[str, str], asyncio.Task[None]] = field(
+        default_factory=dict, init=False, repr=False
+    )  # (user, binding key) -> its probe in flight
 
     async def run(self) -> None:
         try:
@@ -61,10 +63,6 @@ class Keepalive:
             del self._probes[key]
         if not task.cancelled() and task.exception() is not None:
             log.error("keepalive_failed", error=repr(task.exception())[:200])
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._probes)
 
     async def _probe(self, binding: Binding) -> None:
         headers = Headers()
