@@ -57,6 +57,7 @@ def test_an_answer_restores_it() -> None:
     r.keepalive_missed(desk, NOW + 25)
     assert r.keepalive_answered(desk, NOW + 50) is Change.REACHABLE
     assert r.ringable("anna", NOW + 50) == [desk] and desk.misses == 0
+    assert desk.unreachable_since is None
     assert r.keepalive_answered(desk, NOW + 75) is None  # nothing changed
     assert [c for c, _ in seen] == [Change.UNREACHABLE, Change.REACHABLE]
 
@@ -67,6 +68,7 @@ def test_misses_in_a_row_remove_it() -> None:
     r.restore(desk)
     assert r.keepalive_missed(desk, NOW) is Change.UNREACHABLE
     assert r.keepalive_missed(desk, NOW + 25) is None
+    assert desk.unreachable_since == NOW and desk.misses == 2
     assert r.keepalive_missed(desk, NOW + 50) is Change.LOST
     assert r.bindings == {} and r.contacts("anna", NOW) == []
     assert not r.is_handset_address(desk.source)

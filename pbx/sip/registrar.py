@@ -52,6 +52,7 @@ class Binding:
     )
     user_agent: str | None = None
     misses: int = 0  # keepalives unanswered in a row; any answer (or a refresh) resets it
+    unreachable_since: float | None = None  # wall clock of the first of those misses
 
     @property
     def reachable(self) -> bool:
@@ -121,6 +122,7 @@ class Registrar:
             return None
         was_reachable = binding.reachable
         binding.misses = 0
+        binding.unreachable_since = None
         if was_reachable:
             return None
         self.on_change(Change.REACHABLE, binding)
@@ -132,6 +134,8 @@ class Registrar:
         if not self._current(binding):
             return None
         binding.misses += 1
+        if binding.unreachable_since is None:
+            binding.unreachable_since = now
         if binding.misses >= self.config.keepalive_max_misses:
             self._remove(binding, Change.LOST)
             return Change.LOST
