@@ -60,7 +60,8 @@ class Settings:
     registration_min_expires: int = 60
     registration_max_expires: int = 3600
     registration_default_expires: int = 600
-    keepalive_interval: float = 25.0  # OPTIONS to UDP handsets, keeps home NAT pinholes open
+    keepalive_interval: float = 25.0  # OPTIONS to every handset: keeps NAT open, shows it is there
+    keepalive_max_misses: int = 3  # unanswered keepalives in a row before a binding is removed
     max_message_size: int = 65535
     max_transactions: int = 20000
     max_dialogs: int = 5000
@@ -129,6 +130,8 @@ class Settings:
         if self.max_missed_offers < 1:
             raise ConfigError("max_missed_offers must be at least 1")
         self._validate_admission()
+        if self.keepalive_max_misses < 1:
+            raise ConfigError("keepalive_max_misses must be at least 1")
 
     def _validate_admission(self) -> None:
         for name in (

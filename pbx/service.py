@@ -35,9 +35,8 @@ from pbx.db.writebehind import WriteBehind
 from pbx.metrics import Metrics, method_label
 from pbx.private_files import private_dir, write_private
 from pbx.sip.admission import DROP_REASONS, Admission, AdmissionConfig
-from pbx.sip.dialog import new_call_id, new_tag
 from pbx.sip.digest import Algorithm, Credential, NonceManager
-from pbx.sip.headers import Headers
+from pbx.sip.keepalive import Keepalive
 from pbx.sip.message import Message, Request, Response
 from pbx.sip.peer import Peer, TransportKind
 from pbx.sip.registrar import Binding, Change, Registrar, RegistrarConfig
@@ -48,7 +47,7 @@ from pbx.sip.transport import TransportLimits
 from pbx.sip.trunk import TrunkPolicy
 from pbx.sip.uri import parse_sip_uri
 from pbx.switchboard import CallApplication, Switchboard
-from queues.roster import Roster, RosterError, VolunteerState
+from queues.roster import Roster, VolunteerState
 
 log = structlog.get_logger("pbx.service")
 
@@ -56,6 +55,8 @@ CREDENTIALS_SNAPSHOT = "credentials.snapshot.json"
 LOGOUT_NOW = (VolunteerState.AVAILABLE, VolunteerState.WRAP_UP, VolunteerState.PAUSED)
 PROFILES_SNAPSHOT = "profiles.snapshot.json"  # languages, skills, region, PIN hash
 REFRESH_SECONDS = 15.0
+GONE = (Change.EXPIRED, Change.REMOVED, Change.LOST, Change.UNREACHABLE)  # a handset went
+BACK = (Change.ADDED, Change.REFRESHED, Change.REACHABLE)  # a handset is there (again)
 EXPIRY_SWEEP_SECONDS = 2.0
 
 
@@ -75,7 +76,6 @@ class HelplineService:
         self.db: Database | None = None
         self.writer: WriteBehind | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._pings: set[asyncio.Task[None]] = set()  # keepalive OPTIONS in flight
         self._metrics_server: WSGIServer | None = None
         self.stopped = asyncio.Event()
         s = self.settings
@@ -88,6 +88,7 @@ class HelplineService:
                 max_expires=s.registration_max_expires,
                 default_expires=s.registration_default_expires,
                 algorithms=algorithms,
+                keepalive_max_misses=s.keepalive_max_misses,
             ),
             credentials={},
             nonces=self.nonces,
@@ -109,6 +110,7 @@ class HelplineService:
             trunk_reserved_transactions=s.trunk_reserved_transactions,
         )  # fmt: skip
         self.stack.transports.observe = self._observe
+        self.keepalive = Keepalive(self.stack, self.registrar, s.keepalive_interval)
         self.switchboard = Switchboard(
             self.stack, self.registrar, self.trunk, self.app, max_dialogs=s.max_dialogs,
             trunk_reserved_dialogs=s.trunk_reserved_dialogs,
@@ -139,7 +141,7 @@ class HelplineService:
             )
         self._tasks = [
             asyncio.create_task(self._sweep_expired()),
-            asyncio.create_task(self._keepalive()),
+            asyncio.create_task(self.keepalive.run()),
             asyncio.create_task(self._refresh_credentials()),
             asyncio.create_task(self.dispatcher.run()),
         ]
@@ -277,27 +279,34 @@ class HelplineService:
             user=binding.username,
             transport=binding.source.transport.value,
         )
-        self._registration_seen_by_roster(change, binding)
+        try:  # whatever the roster makes of it, the REGISTER is answered and stored
+            self._registration_seen_by_roster(change, binding)
+        except Exception:
+            log.exception("registration_not_applied", user=binding.username)
         if self.writer is None:
             return
+        # reachability lives in memory only: after a restart every binding is probed anew
         if change in (Change.ADDED, Change.REFRESHED):
             self.writer.submit(save_op(_binding_to_row(binding)))
-        else:
+        elif change in (Change.REMOVED, Change.EXPIRED, Change.LOST):
             self.writer.submit(delete_op(binding.username, binding.key))
         self.record_event(f"registration.{change.value}", user=binding.username)
 
     def _registration_seen_by_roster(self, change: Change, binding: Binding) -> None:
-        """A volunteer whose last handset registration lapses is offered no calls (and is
-        logged out after the roster's grace period); a new registration restores them."""
+        """A volunteer on shift whose last ringable handset goes (expired, unregistered, or
+        unreachable) is offered no calls, and is logged out after the roster's grace period;
+        a handset registering or answering again restores them. Off shift, nothing to do:
+        their next `*1` logs them in."""
         user, now = binding.username, time.time()
-        try:
-            volunteer = self.roster.get(user)
-        except RosterError:
-            return  # not on a shift
-        live = self.registrar.contacts(user, now)
-        if change in (Change.EXPIRED, Change.REMOVED) and not live and volunteer.registered:
+        if user not in self.roster:
+            return
+        volunteer = self.roster.get(user)
+        if volunteer.state is VolunteerState.LOGGED_OUT:
+            return
+        ringable = self.registrar.ringable(user, now)
+        if change in GONE and not ringable and volunteer.registered:
             self.roster.registration_lapsed(user, now)
-        elif change in (Change.ADDED, Change.REFRESHED) and not volunteer.registered:
+        elif change in BACK and ringable and not volunteer.registered:
             self.roster.registration_restored(user, now)
 
     def drain_roster_events(self) -> None:
@@ -322,27 +331,6 @@ class HelplineService:
         while True:
             await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
             self.registrar.expire(time.time())
-
-    async def _keepalive(self) -> None:
-        """OPTIONS to every UDP handset keeps home NAT pinholes open and shows it is alive."""
-        while True:
-            await asyncio.sleep(self.settings.keepalive_interval)
-            for binding in [b for bs in self.registrar.bindings.values() for b in bs.values()]:
-                if binding.source.reliable:
-                    self.stack.transports.send_keepalive(binding.source)
-                else:
-                    task = asyncio.create_task(self._qualify(binding))
-                    self._pings.add(task)
-                    task.add_done_callback(self._pings.discard)
-
-    async def _qualify(self, binding: Binding) -> None:
-        headers = Headers()
-        headers.add("Max-Forwards", "70")
-        headers.add("From", f"<sip:keepalive@{self.stack.public_host}>;tag={new_tag()}")
-        headers.add("To", f"<{binding.contact}>")
-        headers.add("Call-ID", new_call_id(self.stack.public_host))
-        headers.add("CSeq", "1 OPTIONS")
-        await self.stack.request(Request("OPTIONS", binding.contact, headers), binding.source)
 
     async def _refresh_credentials(self) -> None:
         """Pick up `helpline volunteers add/disable` without a restart."""

@@ -179,6 +179,13 @@ class Switchboard:
         else:
             ctx = caller_context(request, self.hasher, now, trunk=incoming.source.transport.value)
             leg.ref = ctx.call_ref
+            if ctx.dialed.replace("%2A", "*").startswith("*"):
+                # a feature code from a trunk address: an unregistered handset sharing it
+                log.warning(
+                    "trunk_call_looks_like_handset", call=ctx.call_ref,
+                    source=incoming.source.host, dialed=ctx.dialed,
+                    hint="register the handset first, or give it an address not in trunk_sources",
+                )  # fmt: skip
             log.info("inbound_call", call=ctx.call_ref, dialed=ctx.dialed)
             self.app.inbound_call(leg, ctx)
 
@@ -243,7 +250,8 @@ class Switchboard:
 
     # --- outbound: only to registered handsets ----------------------------------------------
     def volunteer_bindings(self, username: str) -> list[Binding]:
-        return self.registrar.contacts(username, self.wall_clock())
+        """The handsets to ring: live and answering their keepalive."""
+        return self.registrar.ringable(username, self.wall_clock())
 
     def new_outbound_leg(self, peer: Peer, ref: str) -> tuple[OutboundLeg, str, str]:
         """An outbound leg towards a registered handset's address or a configured destination,

@@ -17,7 +17,8 @@ States::
 A lapsed handset registration is a flag beside the state (`registered`): such a volunteer is
 not offered calls, and `tick` logs them out once `registration_grace` seconds have passed
 without the registration coming back (unless they are still ringing or in a call: that ends
-through the call's own events first).
+through the call's own events first). Logging out clears the flag: off shift, a lapse means
+nothing, and a registration coming back then has nothing to restore.
 """
 
 from __future__ import annotations
@@ -164,6 +165,8 @@ class Roster:
         v = self._require(username, _CAN_LOGOUT, "log out")
         v.wrap_up_until = None
         v.pause_reason = None
+        v.registered = True  # a lapse matters only on shift: the next login starts afresh
+        v.lapsed_since = None
         return self._move(v, VolunteerState.LOGGED_OUT, EventKind.LOGOUT, now, reason)
 
     def pause(self, username: str, now: float, reason: str | None = None) -> RosterEvent:

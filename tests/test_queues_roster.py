@@ -240,3 +240,15 @@ def test_login_again_takes_the_new_profile_and_a_fresh_registration() -> None:
     r.login(newer, 4.0)
     v = r.get("anna")
     assert v is newer and v.registered and v.offerable and v.idle_since == 4.0
+
+
+def test_a_logout_after_the_grace_clears_the_lapse() -> None:
+    """Off shift a lapse means nothing: the volunteer is not 'unregistered' any more, so a
+    registration coming back has nothing to restore and the next login starts afresh."""
+    r = roster_in(S.AVAILABLE)
+    r.registration_lapsed("anna", 100.0)
+    r.tick(160.0)
+    v = r.get("anna")
+    assert v.state is S.LOGGED_OUT and v.registered and v.lapsed_since is None
+    r.login(anna(), 200.0)
+    assert r.get("anna").offerable

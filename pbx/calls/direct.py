@@ -99,37 +99,40 @@ class DirectRouter:
     async def offer_to_volunteers(
         self, leg: InboundLeg, caller_media: AnchoredMedia, caller_sdp: bytes | None, ref: str
     ) -> Offer:
-        """Ring each idle volunteer once, longest idle first, until one takes the call.
+        """Ring each idle volunteer once (all their handsets at once), longest idle first,
+        until one takes the call.
 
         Works for a caller still ringing and for one already answered (after the IVR).
         """
         for username in self._candidates():
-            for binding in self.switchboard.volunteer_bindings(username):
-                if leg.is_ended:
-                    return Offer.CALLER_LEFT
-                attempt = _Attempt(leg, caller_media, caller_sdp, username, binding)
-                self.busy.add(username)
-                try:
-                    await self._try(attempt, ref)
-                finally:
-                    self.busy.discard(username)
-                    self.last_call_end[username] = time.time()
-                if attempt.connected:
-                    return Offer.CONNECTED
-                if leg.is_ended:
-                    return Offer.CALLER_LEFT
+            bindings = self.switchboard.volunteer_bindings(username)
+            if not bindings:
+                continue
+            if leg.is_ended:
+                return Offer.CALLER_LEFT
+            attempt = _Attempt(leg, caller_media, caller_sdp, username, bindings)
+            self.busy.add(username)
+            try:
+                await self._try(attempt, ref)
+            finally:
+                self.busy.discard(username)
+                self.last_call_end[username] = time.time()
+            if attempt.connected:
+                return Offer.CONNECTED
+            if leg.is_ended:
+                return Offer.CALLER_LEFT
         return Offer.CALLER_LEFT if leg.is_ended else Offer.NO_ANSWER
 
     async def _try(self, attempt: _Attempt, ref: str) -> bool:
-        """Ring one handset; True when the call was connected (or the caller is gone)."""
+        """Ring one volunteer; True when the call was connected (or the caller is gone)."""
         try:
-            vol_media = await self.media.open([attempt.binding.source.host])
+            vol_media = await self.media.open({b.source.host for b in attempt.bindings})
         except MediaError as exc:
             attempt.leg.reject(exc.status, exc.reason)
             return True
         try:
             out = await self.ring(
-                attempt.leg, vol_media, self.volunteer_target(attempt.binding), ref,
+                attempt.leg, vol_media, [self.volunteer_target(b) for b in attempt.bindings], ref,
                 self.display_name, self.ring_timeout,
             )  # fmt: skip
             if out is None:
@@ -172,19 +175,16 @@ class DirectRouter:
             )  # fmt: skip
             invites[asyncio.create_task(call)] = out
         winner = await _first_answer(leg, invites, timeout)
-        for out in invites.values():  # the other branches stop ringing
-            if out is not winner:
-                out.cancel()
         for task, out in invites.items():
-            response = await task
-            if out is winner or not 200 <= response.status < 300:
-                continue
-            if winner is None and not leg.is_ended:
-                winner = out  # picked up just as the ring timed out: it is theirs
-            else:
-                await out.hangup("answered_elsewhere")
+            if out is not winner:
+                # The other branches stop ringing without delaying the winner: CANCEL now, or
+                # once a provisional arrives (RFC 3261 9.1); a late 2xx gets ACK then BYE.
+                # A handset that vanished answers nothing and times out in the background.
+                out.cancel()
+                self._reap(task, out)
         if winner is None:
-            log.info("not_answering", call=ref, statuses=[t.result().status for t in invites])
+            statuses = [t.result().status for t in invites if t.done()]
+            log.info("not_answering", call=ref, statuses=statuses)
             return None
         if leg.is_ended:
             await winner.hangup("caller_gone")
@@ -195,6 +195,21 @@ class DirectRouter:
             await winner.hangup("bad_sdp")
             return None
         return winner
+
+    def _reap(self, task: asyncio.Task[Response], out: OutboundLeg) -> None:
+        """Let a cancelled branch finish on its own (487, a late 2xx BYEd, or Timer B)."""
+
+        async def settle() -> None:
+            try:
+                await task
+            except Exception:
+                log.exception("branch_failed", call=out.ref)
+            if not out.is_ended:  # e.g. a 2xx that came while the CANCEL was under way
+                await out.hangup("answered_elsewhere")
+
+        reaper = asyncio.create_task(settle())
+        self.tasks.add(reaper)
+        reaper.add_done_callback(self.tasks.discard)
 
     async def whisper_to(self, leg: InboundLeg, out: OutboundLeg, media: AnchoredMedia) -> bool:
         """Tell the volunteer a helpline call is coming; False if either side left meanwhile."""
@@ -360,7 +375,7 @@ class _Attempt:
     caller_media: AnchoredMedia
     caller_sdp: bytes | None
     username: str
-    binding: Binding
+    bindings: list[Binding]  # every handset of the volunteer: they ring at once
     connected: bool = False
 
 

@@ -4,6 +4,11 @@ Bindings live in memory (calls never wait on the database); every change is repo
 `on_change` so it can be written behind and reloaded after a restart. A binding remembers the
 address its REGISTER really came from (`source`): calls are sent there, which is what makes a
 handset behind a home NAT reachable.
+
+Reachability is kept per binding as well: the keepalive (`pbx/sip/keepalive.py`, the asyncio
+side) reports each OPTIONS answered or missed. A binding whose keepalive went unanswered is
+unreachable (not rung) until a keepalive or a REGISTER refresh proves it alive again, and after
+`keepalive_max_misses` misses in a row it is removed, as if it had expired.
 """
 
 from __future__ import annotations
@@ -46,6 +51,12 @@ class Binding:
         None  # +sip.instance (RFC 5626), so a re-registering phone replaces itself
     )
     user_agent: str | None = None
+    misses: int = 0  # keepalives unanswered in a row; any answer (or a refresh) resets it
+    unreachable_since: float | None = None  # wall clock of the first of those misses
+
+    @property
+    def reachable(self) -> bool:
+        return self.misses == 0
 
     @property
     def key(self) -> str:
@@ -57,6 +68,9 @@ class Change(enum.Enum):
     REFRESHED = "refreshed"
     REMOVED = "removed"
     EXPIRED = "expired"
+    UNREACHABLE = "unreachable"  # a keepalive went unanswered: not rung until it answers
+    REACHABLE = "reachable"  # an unreachable binding answered a keepalive again
+    LOST = "lost"  # removed after `keepalive_max_misses` unanswered keepalives
 
 
 @dataclass
@@ -66,6 +80,7 @@ class RegistrarConfig:
     max_expires: int = 3600
     default_expires: int = 600
     algorithms: tuple[Algorithm, ...] = (Algorithm.SHA256, Algorithm.MD5)
+    keepalive_max_misses: int = 3  # unanswered keepalives in a row before a binding is removed
 
 
 @dataclass
@@ -84,10 +99,53 @@ class Registrar:
         live = [b for b in self.bindings.get(username, {}).values() if b.expires_at > now]
         return sorted(live, key=lambda b: b.expires_at, reverse=True)
 
+    def ringable(self, username: str, now: float) -> list[Binding]:
+        """Live bindings that answered their last keepalive: the handsets worth ringing."""
+        return [b for b in self.contacts(username, now) if b.reachable]
+
     def registered_users(self, now: float) -> set[str]:
+        """Users with at least one live binding that is reachable."""
         return {
-            u for u, bs in self.bindings.items() if any(b.expires_at > now for b in bs.values())
+            u
+            for u, bs in self.bindings.items()
+            if any(b.expires_at > now and b.reachable for b in bs.values())
         }
+
+    # --- keepalive results -----------------------------------------------------------------------
+    def keepalive_targets(self, now: float) -> list[Binding]:
+        """Every live binding: each is probed, reachable or not (a probe may restore it)."""
+        return [b for bs in self.bindings.values() for b in bs.values() if b.expires_at > now]
+
+    def keepalive_answered(self, binding: Binding, now: float) -> Change | None:
+        """Any response to the keepalive: the handset is there (REACHABLE if it was not)."""
+        if not self._current(binding):
+            return None
+        was_reachable = binding.reachable
+        binding.misses = 0
+        binding.unreachable_since = None
+        if was_reachable:
+            return None
+        self.on_change(Change.REACHABLE, binding)
+        return Change.REACHABLE
+
+    def keepalive_missed(self, binding: Binding, now: float) -> Change | None:
+        """No response: UNREACHABLE at the first miss, LOST (removed) at the configured last.
+        A result for a binding replaced or removed meanwhile (a refresh) counts for nothing."""
+        if not self._current(binding):
+            return None
+        binding.misses += 1
+        if binding.unreachable_since is None:
+            binding.unreachable_since = now
+        if binding.misses >= self.config.keepalive_max_misses:
+            self._remove(binding, Change.LOST)
+            return Change.LOST
+        if binding.misses == 1:
+            self.on_change(Change.UNREACHABLE, binding)
+            return Change.UNREACHABLE
+        return None
+
+    def _current(self, binding: Binding) -> bool:
+        return self.bindings.get(binding.username, {}).get(binding.key) is binding
 
     def is_handset_address(self, peer: Peer) -> bool:
         return self._sources[peer.without_connection()] > 0
