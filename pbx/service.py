@@ -32,6 +32,7 @@ from pbx.db.registrations import RegistrationRepository, StoredBinding, delete_o
 from pbx.db.volunteers import Profile, VolunteerRepository
 from pbx.db.writebehind import WriteBehind
 from pbx.metrics import Metrics, method_label
+from pbx.sip.auth_guard import AuthGuard, LockoutPolicy
 from pbx.sip.dialog import new_call_id, new_tag
 from pbx.sip.digest import Algorithm, Credential, NonceManager
 from pbx.sip.headers import Headers
@@ -84,14 +85,12 @@ class HelplineService:
                 min_expires=s.registration_min_expires,
                 max_expires=s.registration_max_expires,
                 default_expires=s.registration_default_expires,
-                algorithms=algorithms,
             ),
             credentials={},
-            nonces=self.nonces,
+            guard=AuthGuard(s.realm, self.nonces, algorithms, _lockout_policy(s)),
             on_change=self._binding_changed,
         )
-        self.trunk = TrunkPolicy.build(s.trunk_sources, s.realm, s.trunk_credentials, self.nonces)
-        self.trunk.algorithms = algorithms
+        self.trunk = TrunkPolicy.build(s.trunk_sources, s.realm, s.trunk_credentials)
         self.stack = SipStack(
             on_request=lambda incoming: None,
             limits=TransportLimits(
@@ -400,6 +399,15 @@ class HelplineService:
         )
 
 
+def _lockout_policy(s: Settings) -> LockoutPolicy:
+    return LockoutPolicy(
+        source_failures=s.auth_source_failures,
+        user_failures=s.auth_user_failures,
+        backoff=s.auth_lockout,
+        max_backoff=s.auth_lockout_max,
+    )
+
+
 def _binding_to_row(b: Binding) -> StoredBinding:
     return StoredBinding(
         aor=b.username,
@@ -412,6 +420,7 @@ def _binding_to_row(b: Binding) -> StoredBinding:
         cseq=b.cseq,
         instance_id=str(b.contact),  # the contact URI itself (key may be the instance id)
         user_agent=b.user_agent,
+        auth_algorithm=b.algorithm,
     )
 
 
@@ -427,6 +436,7 @@ def _binding_from_row(row: StoredBinding) -> Binding:
         cseq=row.cseq,
         instance=instance if instance and not instance.startswith("sip") else None,
         user_agent=row.user_agent,
+        algorithm=row.auth_algorithm,
     )
 
 

@@ -213,6 +213,12 @@ class SipStack:
             return
         self._apply(self.layer.send_response(incoming.transaction, response, self.now))
 
+    def respond_once(self, incoming: IncomingRequest, response: Response) -> None:
+        """A challenge or refusal sent once, its transaction ended (no retransmissions)."""
+        if incoming.transaction is None:
+            return
+        self._apply(self.layer.send_response_once(incoming.transaction, response))
+
     async def request(
         self,
         request: Request,
