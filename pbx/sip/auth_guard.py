@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 from pbx.sip.digest import (
     Algorithm,
-    AuthResult,
     Credential,
     DigestError,
     NonceManager,
+    NonceState,
     challenge_headers,
     parse_authorization,
     verify,
@@ -202,6 +202,11 @@ class AuthGuard:
             resp = parse_authorization(value)
         except DigestError:
             return self._failed(request, source, None, now)
+        if self.nonces.check(resp.nonce, now, source) is NonceState.INVALID:
+            # not ours, or issued to another address: a fresh challenge, whoever the user is
+            # (checked before the account, so the answer does not tell whether it exists)
+            cred = lookup(claimed) if claimed else None
+            return self._challenge(request, source, scheme, now, self.offered(cred), stale=False)
         cred = lookup(resp.username)
         if cred is not None and self.users.locked_for(resp.username, now) > 0:
             return self._forbid(request, Why.LOCKED)
@@ -215,9 +220,6 @@ class AuthGuard:
             return Authenticated(resp.username, resp.algorithm)
         if result.rechallenge_stale:
             return self._challenge(request, source, scheme, now, offered, stale=True)
-        if result is AuthResult.BAD_NONCE:
-            # not ours, expired secret, or issued to another address: a fresh challenge
-            return self._challenge(request, source, scheme, now, offered, stale=False)
         return self._failed(request, source, cred, now)
 
     def _failed(
