@@ -310,8 +310,10 @@ async def _list(args: argparse.Namespace, repo: VolunteerRepository, out: TextIO
             }
             print(json.dumps(doc, ensure_ascii=False), file=out)
         return
+    # DIGEST: the algorithm this volunteer is challenged with; HANDSETS: each live registration
+    # (user agent) with the algorithm it authenticated with
     header = ["USERNAME", "NAME", "LANGUAGES", "REGION", "SKILLS", "STATUS", "PIN", "DIGEST"]
-    header.append("HANDSETS (AUTHENTICATED WITH)")
+    header.append("HANDSETS")
     rows = [header, *(_row(v, handsets.get(v.username, [])) for v in volunteers)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
