@@ -18,7 +18,7 @@ import structlog
 
 from pbx.anonymity import CallerContext, CallerHasher, caller_context, dialed_number
 from pbx.calls.legs import ALLOW, SDP, InboundLeg, Leg, OutboundLeg
-from pbx.sip.auth_guard import FORBIDDEN, Authenticated, Refused, Scheme
+from pbx.sip.auth_guard import FORBIDDEN, Authenticated, Refused, Scheme, Why
 from pbx.sip.dialog import contact_uri, new_call_id, new_tag
 from pbx.sip.digest import Credential
 from pbx.sip.errors import SipParseError
@@ -218,7 +218,7 @@ class Switchboard:
         """Challenges and authentication failures go out once, statelessly."""
         if refused.locked_now is not None:
             log.warning("auth_locked_out", key=refused.locked_now, source=incoming.source.host)
-        if refused.response.status == 403:
+        if refused.why is Why.FAILED:  # a locked-out source is logged once, when it locks
             log.info(
                 "auth_refused", method=incoming.request.method, source=incoming.source.host,
                 why=refused.why.value,
