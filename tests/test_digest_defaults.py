@@ -13,7 +13,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from pbx.db.volunteers import VolunteerRepository
 from tests.conftest import MakeHelpline
+from tests.peers.pjsua_phone import AsyncPjsuaPhone
+from tests.peers.sipp import find_free_port
 from tests.polling import until
 from tests.service_fixture import HANDSET_HOST, Running, free_port
 from tests.test_db_cli import HELPLINE
@@ -87,3 +90,28 @@ async def list_volunteers(helpline: Running) -> subprocess.CompletedProcess[str]
         capture_output=True, text=True, timeout=60,
         env={k: v for k, v in os.environ.items() if not k.startswith("HELPLINE_")},
     )  # fmt: skip
+
+
+async def test_a_volunteer_set_to_sha256_is_challenged_with_it_alone(
+    make_helpline: MakeHelpline,
+) -> None:
+    async with make_helpline() as helpline:
+        await helpline.add_volunteer("pia", PASSWORD)
+        await helpline.add_volunteer("mo", PASSWORD)
+        assert helpline.service.db is not None
+        await VolunteerRepository(helpline.service.db.pool).set_digest("pia", "SHA-256")
+        await helpline.service.reload_credentials()
+        async with AsyncPjsuaPhone("pia") as pia, AsyncPjsuaPhone("mo") as mo:
+            for phone, user in ((pia, "pia"), (mo, "mo")):
+                await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+                assert await phone.register(helpline.host, helpline.port, user, PASSWORD) == 200
+            now = time.time()
+            registrar = helpline.service.registrar
+            assert [b.algorithm for b in registrar.contacts("pia", now)] == ["SHA-256"]
+            assert [b.algorithm for b in registrar.contacts("mo", now)] == ["MD5"]
+            challenges = [
+                line
+                for line in pia.log_text().splitlines()
+                if line.startswith("WWW-Authenticate:")
+            ]
+            assert challenges and all("algorithm=SHA-256" in c for c in challenges), challenges
