@@ -163,12 +163,13 @@ async def test_a_challenge_is_sent_once_to_a_source_that_does_not_answer(
             sock.sendto(text.encode(), (helpline.host, helpline.port))
         # the INVITE transaction would retransmit its 407 at 0.1, 0.2, 0.4 ... s (T1 = 0.1 s)
         statuses = await asyncio.to_thread(_collect_statuses, sock, 3.5)
-        assert statuses.count(407) == 1 and statuses.count(401) == 1, statuses
+        # no 100 Trying either: the client retransmits its INVITE if the 407 is lost
+        assert sorted(statuses) == [401, 407], statuses
         assert len(helpline.service.stack.layer) == 0  # nothing kept for the unverified source
         # a retransmission of the INVITE is a new request: answered once more, once
         sock.sendto(invite.encode(), (helpline.host, helpline.port))
         statuses = await asyncio.to_thread(_collect_statuses, sock, 2.0)
-        assert statuses.count(407) == 1, statuses
+        assert statuses == [407], statuses
     finally:
         sock.close()
 
@@ -182,9 +183,7 @@ def _collect_statuses(sock: socket.socket, seconds: float) -> list[int]:
             data = sock.recv(65535)
         except TimeoutError:
             break
-        status = int(data.split(b" ", 2)[1])
-        if status >= 200:
-            statuses.append(status)
+        statuses.append(int(data.split(b" ", 2)[1]))
     return statuses
 
 
