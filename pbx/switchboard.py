@@ -186,9 +186,10 @@ class Switchboard:
             return ""
         from_uri = request.from_.uri
         claimed = from_uri.user_unescaped if isinstance(from_uri, SipUri) else None
+        now = self.wall_clock()
         verdict = self.registrar.guard.check(
-            request, incoming.source.host, Scheme.PROXY, self._account, self.wall_clock(),
-            claimed,
+            request, incoming.source.host, Scheme.PROXY, self._account, now, claimed,
+            known_source=lambda user, host: self.registrar.has_binding_from(user, host, now),
         )  # fmt: skip
         if isinstance(verdict, Refused):
             self._refuse(incoming, verdict)

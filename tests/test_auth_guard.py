@@ -208,7 +208,7 @@ def test_backoff_doubles_with_each_lockout_up_to_the_cap() -> None:
         assert table.locked_for("k", t) == pytest.approx(wait)
         t += wait + 0.001
         assert table.locked_for("k", t) == 0
-    table.succeeded("k")
+    table.succeeded("k", t)
     assert len(table) == 0
 
 
@@ -224,6 +224,25 @@ def test_user_lockout_counts_failures_from_many_addresses(guard: AuthGuard) -> N
     later = NOW + POLICY.backoff + 0.1
     verdict = check(guard, answer(challenge(guard, source, later)), source, later)
     assert isinstance(verdict, Authenticated)
+
+
+def test_a_locked_account_is_still_served_where_its_handset_is_registered(
+    guard: AuthGuard,
+) -> None:
+    for i in range(POLICY.user_failures):
+        source = f"127.0.1.{i}"
+        check(guard, answer(challenge(guard, source), password="bad"), source)
+    home = "127.0.2.2"
+
+    def registered_at_home(user: str, source: str) -> bool:
+        return (user, source) == ("anna", home)
+
+    for source, expected in ((home, Authenticated), ("127.0.2.3", Refused)):
+        req = answer(challenge(guard, source))
+        verdict = guard.check(
+            req, source, Scheme.WWW, CREDS.get, NOW, "anna", known_source=registered_at_home
+        )
+        assert isinstance(verdict, expected), (source, verdict)
 
 
 def test_lockout_tables_are_bounded(guard: AuthGuard) -> None:

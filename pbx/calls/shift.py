@@ -160,7 +160,7 @@ class ShiftDesk:
                 continue
             ok: bool = await asyncio.to_thread(verify_pin, got.digits, pin_hash)
             if ok:
-                self.pins.succeeded(user)
+                self.pins.succeeded(user, self.now())
                 return PinCheck.OK
             if self.pins.failed(user, self.now()):
                 log.warning("pin_locked_out", user=user)

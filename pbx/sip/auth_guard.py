@@ -147,8 +147,10 @@ class Lockout:
         record.lockouts += 1
         return True
 
-    def succeeded(self, key: str) -> None:
-        self._records.pop(key, None)
+    def succeeded(self, key: str, now: float) -> None:
+        """Forget `key`'s failures, unless it is locked out (a lockout runs its course)."""
+        if self.locked_for(key, now) == 0:
+            self._records.pop(key, None)
 
 
 CredentialLookup = Callable[[str], Credential | None]
@@ -185,11 +187,14 @@ class AuthGuard:
         lookup: CredentialLookup,
         now: float,
         claimed: str | None = None,
+        known_source: Callable[[str, str], bool] = lambda user, source: False,
     ) -> Verdict:
         """Authenticate `request` from address `source` (a host, no port).
 
         `claimed` is the account the request says it is for (To of a REGISTER, From of an
-        INVITE): only used to pick the algorithm of the first challenge.
+        INVITE): only used to pick the algorithm of the first challenge. `known_source(user,
+        source)`: whether that account has a live registration from there; a locked account
+        is still served there, so guessing from elsewhere cannot cut a volunteer's handset off.
         """
         if self.sources.locked_for(source, now) > 0:
             return self._forbid(request, Why.LOCKED)
@@ -208,15 +213,16 @@ class AuthGuard:
             cred = lookup(claimed) if claimed else None
             return self._challenge(request, source, scheme, now, self.offered(cred), stale=False)
         cred = lookup(resp.username)
-        if cred is not None and self.users.locked_for(resp.username, now) > 0:
+        locked = cred is not None and self.users.locked_for(resp.username, now) > 0
+        if locked and not known_source(resp.username, source):
             return self._forbid(request, Why.LOCKED)
         offered = self.offered(cred)
         if resp.algorithm not in offered:  # no downgrade to an algorithm we did not offer
             return self._failed(request, source, cred, now)
         result = verify(resp, request.method, cred, self.nonces, now, bound_to=source)
         if result.ok:
-            self.sources.succeeded(source)
-            self.users.succeeded(resp.username)
+            self.sources.succeeded(source, now)
+            self.users.succeeded(resp.username, now)
             return Authenticated(resp.username, resp.algorithm)
         if result.rechallenge_stale:
             return self._challenge(request, source, scheme, now, offered, stale=True)

@@ -122,8 +122,13 @@ class Registrar:
             to = None
         claimed = to.user_unescaped if isinstance(to, SipUri) else None
         return self.guard.check(
-            request, source.host, Scheme.WWW, self.credentials.get, now, claimed
-        )
+            request, source.host, Scheme.WWW, self.credentials.get, now, claimed,
+            known_source=lambda user, host: self.has_binding_from(user, host, now),
+        )  # fmt: skip
+
+    def has_binding_from(self, username: str, host: str, now: float) -> bool:
+        """Whether `username` has a live registration from address `host`."""
+        return any(b.source.host == host for b in self.contacts(username, now))
 
     def handle(
         self, request: Request, source: Peer, now: float, auth: Authenticated | None = None
