@@ -110,8 +110,6 @@ async def test_a_volunteer_set_to_sha256_is_challenged_with_it_alone(
             assert [b.algorithm for b in registrar.contacts("pia", now)] == ["SHA-256"]
             assert [b.algorithm for b in registrar.contacts("mo", now)] == ["MD5"]
             challenges = [
-                line
-                for line in pia.log_text().splitlines()
-                if line.startswith("WWW-Authenticate:")
+                line for line in pia.log_text().splitlines() if line.startswith("WWW-Authenticate:")
             ]
             assert challenges and all("algorithm=SHA-256" in c for c in challenges), challenges
