@@ -8,7 +8,7 @@ from ivr.model import Dialplan
 from pbx.calls.direct import DirectRouter
 from pbx.calls.inbound import HelplineCalls
 from pbx.calls.media_session import MediaFactory
-from pbx.calls.shift import ShiftDesk
+from pbx.calls.shift import ShiftDesk, pin_lockout
 from pbx.calls.waiting import WaitingRoom
 from pbx.config import Settings
 from pbx.media.filler import LineFiller
@@ -60,6 +60,7 @@ def build_service(settings: Settings) -> HelplineService:
         calls.shift_desk = ShiftDesk(
             service.roster, router.media, prompts, lambda: service.profiles, time.time,
             on_change=service.dispatcher.kick,
+            pins=pin_lockout(settings.pin_failures, settings.pin_lockout, settings.pin_lockout_max),
         )  # fmt: skip
         calls.on_overflow = lambda queue: service.metrics.queue_overflows.labels(queue=queue).inc()
         app = calls

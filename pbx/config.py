@@ -31,9 +31,9 @@ class Settings:
         None  # address put in Via/Contact/SDP; default: sip_host or 127.0.0.1
     )
     realm: str = "helpline"
-    # Digest challenges in preference order (RFC 8760). One MD5 challenge by default: baresip
-    # rejects a challenge set holding an algorithm it does not know, and sipp 3.6.1 and many
-    # older desk phones read only the first challenge and know only MD5.
+    # Digest challenges in preference order (RFC 8760). One MD5 challenge works with every
+    # handset (baresip 1.0 rejects the whole challenge when one algorithm is unknown); give a
+    # volunteer SHA-256 with `helpline volunteers set-digest NAME SHA-256` instead.
     digest_algorithms: list[str] = field(default_factory=lambda: ["MD5"])
     trunk_sources: list[str] = field(default_factory=lambda: ["127.0.0.1/32"])
     trunk_credentials: dict[str, str] = field(default_factory=dict)  # username -> password
@@ -83,6 +83,17 @@ class Settings:
     trunk_reserved_transactions: int = 2000  # of max_transactions
     trunk_reserved_dialogs: int = 500  # of max_dialogs
     nonce_lifetime: float = 300.0
+    # authentication failures (digest) before a source address / an account is locked out;
+    # the lockout starts at auth_lockout seconds and doubles each time, up to auth_lockout_max
+    auth_source_failures: int = 5
+    auth_user_failures: int = 10
+    auth_lockout: float = 30.0
+    auth_lockout_max: float = 900.0
+    # wrong handset PINs (over any number of calls) before `*1` is refused for a while; the
+    # refusal lasts pin_lockout seconds and doubles each time, up to pin_lockout_max
+    pin_failures: int = 3
+    pin_lockout: float = 60.0
+    pin_lockout_max: float = 3600.0
     sip_t1: float = 0.5  # RFC 3261 timer T1 (RTT estimate); every other timer derives from it
     sip_t2: float = 4.0
     # `helpline serve` started as root becomes this user once its sockets are bound ("": stay
@@ -127,6 +138,8 @@ class Settings:
             raise ConfigError(
                 f"backline_keys must be phone keys (0-9, *, #), not {self.backline_keys!r}"
             )
+        if min(self.auth_source_failures, self.auth_user_failures, self.pin_failures) < 1:
+            raise ConfigError("auth_*_failures and pin_failures must be at least 1")
         if self.max_missed_offers < 1:
             raise ConfigError("max_missed_offers must be at least 1")
         self._validate_admission()

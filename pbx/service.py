@@ -35,6 +35,7 @@ from pbx.db.writebehind import WriteBehind
 from pbx.metrics import Metrics, method_label
 from pbx.private_files import private_dir, write_private
 from pbx.sip.admission import DROP_REASONS, Admission, AdmissionConfig
+from pbx.sip.auth_guard import AuthGuard, LockoutPolicy
 from pbx.sip.digest import Algorithm, Credential, NonceManager
 from pbx.sip.keepalive import Keepalive
 from pbx.sip.message import Message, Request, Response
@@ -87,15 +88,13 @@ class HelplineService:
                 min_expires=s.registration_min_expires,
                 max_expires=s.registration_max_expires,
                 default_expires=s.registration_default_expires,
-                algorithms=algorithms,
                 keepalive_max_misses=s.keepalive_max_misses,
             ),
             credentials={},
-            nonces=self.nonces,
+            guard=AuthGuard(s.realm, self.nonces, algorithms, _lockout_policy(s)),
             on_change=self._binding_changed,
         )
-        self.trunk = TrunkPolicy.build(s.trunk_sources, s.realm, s.trunk_credentials, self.nonces)
-        self.trunk.algorithms = algorithms
+        self.trunk = TrunkPolicy.build(s.trunk_sources, s.realm, s.trunk_credentials)
         self.admission = admission_for(s)
         self.stack = SipStack(
             on_request=lambda incoming: None,
@@ -408,6 +407,15 @@ class HelplineService:
         )
 
 
+def _lockout_policy(s: Settings) -> LockoutPolicy:
+    return LockoutPolicy(
+        source_failures=s.auth_source_failures,
+        user_failures=s.auth_user_failures,
+        backoff=s.auth_lockout,
+        max_backoff=s.auth_lockout_max,
+    )
+
+
 def _binding_to_row(b: Binding) -> StoredBinding:
     return StoredBinding(
         aor=b.username,
@@ -420,6 +428,7 @@ def _binding_to_row(b: Binding) -> StoredBinding:
         cseq=b.cseq,
         instance_id=str(b.contact),  # the contact URI itself (key may be the instance id)
         user_agent=b.user_agent,
+        auth_algorithm=b.algorithm,
     )
 
 
@@ -435,6 +444,7 @@ def _binding_from_row(row: StoredBinding) -> Binding:
         cseq=row.cseq,
         instance=instance if instance and not instance.startswith("sip") else None,
         user_agent=row.user_agent,
+        algorithm=row.auth_algorithm,
     )
 
 

@@ -18,8 +18,9 @@ import structlog
 
 from pbx.anonymity import CallerContext, CallerHasher, caller_context, dialed_number
 from pbx.calls.legs import ALLOW, SDP, InboundLeg, Leg, OutboundLeg
+from pbx.sip.auth_guard import FORBIDDEN, Authenticated, Refused, Scheme, Why
 from pbx.sip.dialog import contact_uri, new_call_id, new_tag
-from pbx.sip.digest import DigestError, challenge_headers, parse_authorization, verify
+from pbx.sip.digest import Credential
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import Response, make_response
 from pbx.sip.parser import KNOWN_METHODS
@@ -27,7 +28,7 @@ from pbx.sip.peer import Peer
 from pbx.sip.registrar import Binding, Registrar
 from pbx.sip.stack import IncomingRequest, SipStack
 from pbx.sip.transactions import TransactionId
-from pbx.sip.trunk import TrunkPolicy, TrunkVerdict
+from pbx.sip.trunk import TrunkPolicy
 from pbx.sip.uri import SipUri
 
 log = structlog.get_logger("pbx.switchboard")
@@ -86,9 +87,7 @@ class Switchboard:
         if method == "OPTIONS":
             self._options(incoming)
         elif method == "REGISTER":
-            incoming.stack.respond(
-                incoming, self.registrar.handle(request, incoming.source, self.wall_clock())
-            )
+            self._register(incoming)
         elif method == "INVITE":
             self._invite(incoming)
         elif method == "CANCEL":
@@ -155,14 +154,6 @@ class Switchboard:
         volunteer = self._volunteer_identity(incoming)
         if volunteer is None:
             return  # answered (challenge or refusal)
-        if volunteer == "":
-            verdict, refusal = self.trunk.check(request, incoming.source, now)
-            if verdict is not TrunkVerdict.TRUSTED:
-                assert refusal is not None
-                log.info("invite_refused", source=incoming.source.host, status=refusal.status)
-                self.on_refused(verdict.value)
-                incoming.stack.respond(incoming, refusal)
-                return
         if request.body and request.content_type != SDP:
             incoming.respond(415, headers=[("Accept", SDP)])
             return
@@ -190,44 +181,63 @@ class Switchboard:
             self.app.inbound_call(leg, ctx)
 
     def _volunteer_identity(self, incoming: IncomingRequest) -> str | None:
-        """'' for a trunk call, a username for an authenticated volunteer, None if answered."""
+        """'' for a trunk call, a username for an authenticated volunteer, None if answered.
+
+        The trunk is recognised by its address before anything else: no handset can live
+        there (its REGISTER is refused), so credentials never turn a carrier call into a
+        challenged one."""
         request = incoming.request
-        from_handset = self.registrar.is_handset_address(incoming.source)
-        if not from_handset and self.trunk.from_trusted_address(incoming.source):
+        if self.trunk.from_trusted_address(incoming.source):
+            dialed = dialed_number(request).replace("%2A", "*")
+            if request.headers.get("Proxy-Authorization") is not None or dialed.startswith("*"):
+                log.warning(
+                    "trunk_request_looks_like_handset", source=incoming.source.host,
+                    hint="a handset on a trunk address is taken for the carrier",
+                )  # fmt: skip
             return ""
         from_uri = request.from_.uri
         claimed = from_uri.user_unescaped if isinstance(from_uri, SipUri) else None
-        auth = request.headers.get("Proxy-Authorization")
-        if auth is None:
-            if from_handset or claimed in self.registrar.credentials:
-                response = self._proxy_challenge(incoming, stale=False)
-                incoming.stack.respond(incoming, response)
-                return None
-            return ""  # let the trunk policy decide (credentials or 403)
-        try:
-            digest = parse_authorization(auth)
-        except DigestError:
-            incoming.respond(403, "Forbidden - Bad credentials")
+        now = self.wall_clock()
+        verdict = self.registrar.guard.check(
+            request, incoming.source.host, Scheme.PROXY, self._account, now, claimed,
+            known_source=lambda user, host: self.registrar.has_binding_from(user, host, now),
+        )  # fmt: skip
+        if isinstance(verdict, Refused):
+            self._refuse(incoming, verdict)
             return None
-        if digest.username in self.trunk.credentials:
-            return ""
-        cred = self.registrar.credentials.get(digest.username)
-        result = verify(digest, "INVITE", cred, self.registrar.nonces, self.wall_clock())
-        if result.ok:
-            return digest.username
-        if result.rechallenge_stale:
-            incoming.stack.respond(incoming, self._proxy_challenge(incoming, stale=True))
-            return None
-        incoming.respond(403, f"Forbidden - {result.reason}")
-        return None
+        return "" if verdict.username in self.trunk.credentials else verdict.username
 
-    def _proxy_challenge(self, incoming: IncomingRequest, stale: bool) -> Response:
-        response = make_response(incoming.request, 407)
-        nonce = self.registrar.nonces.issue(self.wall_clock())
-        config = self.registrar.config
-        for value in challenge_headers(config.realm, nonce, stale, config.algorithms):
-            response.headers.add("Proxy-Authenticate", value)
-        return response
+    def _account(self, username: str) -> Credential | None:
+        """Carrier accounts first (as before), then volunteers'."""
+        return self.trunk.credentials.get(username) or self.registrar.credentials.get(username)
+
+    def _register(self, incoming: IncomingRequest) -> None:
+        request, source = incoming.request, incoming.source
+        if self.trunk.from_trusted_address(source):
+            # a handset bound on the carrier's address would capture the carrier's calls
+            log.warning("register_from_trunk_refused", source=source.host)
+            incoming.stack.respond_once(incoming, make_response(request, 403, FORBIDDEN))
+            return
+        now = self.wall_clock()
+        verdict = self.registrar.authenticate(request, source, now)
+        if isinstance(verdict, Refused):
+            self._refuse(incoming, verdict)
+            return
+        assert isinstance(verdict, Authenticated)
+        incoming.stack.respond(incoming, self.registrar.handle(request, source, now, verdict))
+
+    def _refuse(self, incoming: IncomingRequest, refused: Refused) -> None:
+        """Challenges and authentication failures go out once, statelessly."""
+        if refused.locked_now is not None:
+            log.warning("auth_locked_out", key=refused.locked_now, source=incoming.source.host)
+        if refused.why is Why.FAILED:  # a locked-out source is logged once, when it locks
+            log.info(
+                "auth_refused", method=incoming.request.method, source=incoming.source.host,
+                why=refused.why.value,
+            )  # fmt: skip
+        if incoming.request.method == "INVITE":
+            self.on_refused(refused.why.value)
+        incoming.stack.respond_once(incoming, refused.response)
 
     def _accept_leg(self, incoming: IncomingRequest) -> InboundLeg:
         transport = incoming.source.transport

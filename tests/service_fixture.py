@@ -19,6 +19,12 @@ from pbx.db.volunteers import VolunteerRepository
 from pbx.service import HelplineService
 from pbx.sip.peer import TransportKind
 
+# The service under test trusts 127.0.0.1 as its carrier trunk (the default trunk_sources); the
+# volunteers' handsets register from another address, as in real life: a REGISTER from a trunk
+# address is refused, and an INVITE from it is a carrier call whatever credentials it carries.
+TRUNK_HOST = "127.0.0.1"
+HANDSET_HOST = "127.0.0.2"
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP (SIP listens on both)."""

@@ -13,7 +13,7 @@ import asyncpg
 from pbx.logs import configure_logging
 from tests.conftest import MakeHelpline
 from tests.raw_handset import RawHandset
-from tests.service_fixture import free_port
+from tests.service_fixture import HANDSET_HOST, free_port
 from tests.test_sip_limits import SDP
 
 DIGITS = "612345678"  # the caller's number without prefix: no form of it may appear anywhere
@@ -51,7 +51,7 @@ async def test_caller_number_leaves_no_trace(make_helpline: MakeHelpline) -> Non
             digest_algorithms=["MD5"], metrics_port=metrics_port, metrics_host="127.0.0.1"
         ) as helpline:
             await helpline.add_volunteer("nina", "pass-word-yz1")
-            volunteer, caller = RawHandset(), RawHandset()
+            volunteer, caller = RawHandset(HANDSET_HOST), RawHandset()
             target = (helpline.host, helpline.port)
             try:
                 final = await asyncio.to_thread(

@@ -103,8 +103,17 @@ async def test_add_list_disable_enable(server: EmbeddedPostgres, state_dir: Path
         "SKILLS",
         "STATUS",
         "PIN",
+        "DIGEST",
+        "HANDSETS",
     ]
     assert "disabled" in table[1].split()
+    assert table[1].split()[-2:] == ["default", "-"]  # MD5 by default, no handset registered
+    # a volunteer whose handsets do SHA-256 is challenged with it alone
+    assert helpline(state_dir, "set-digest", "anna", "SHA-256").returncode == 0
+    [doc] = [json.loads(line) for line in helpline(state_dir, "list", "--json").stdout.splitlines()]
+    assert (doc["digest"], doc["handsets"]) == ("SHA-256", [])
+    assert helpline(state_dir, "set-digest", "anna", "default").returncode == 0
+    assert helpline(state_dir, "set-digest", "anna", "SHA-1").returncode == 2  # usage
     assert (await stored_credential(server.url, "anna")).disabled
     assert helpline(state_dir, "enable", "anna").returncode == 0
     assert not (await stored_credential(server.url, "anna")).disabled

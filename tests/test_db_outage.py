@@ -9,7 +9,7 @@ import asyncpg
 from pbx.db.embedded import start_embedded
 from tests.pg_state import pg_state_dir
 from tests.raw_handset import RawHandset
-from tests.service_fixture import running_service
+from tests.service_fixture import HANDSET_HOST, running_service
 
 
 async def test_service_starts_and_registers_handsets_while_the_database_is_down(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -26,7 +26,7 @@ async def test_service_starts_and_registers_handsets_while_the_database_is_down(
                 assert second.service.db is None
                 # what shift login needs (languages, PIN hash) came back from its snapshot too
                 assert second.service.profiles["mark"].languages == ("nl",)
-                handset = RawHandset()
+                handset = RawHandset(HANDSET_HOST)
                 try:
                     final = await asyncio.to_thread(
                         handset.register, (second.host, second.port), "mark", "pass-word-vwx",

@@ -278,8 +278,12 @@ def test_nonce_count_tracking_is_bounded() -> None:
     assert nm.use_count(issued[0], 1)  # evicted: only the lifetime bounds its replay
 
 
-def test_challenge_headers_offer_sha256_first_and_parse_back() -> None:
-    values = challenge_headers('help "line"', "n0nce", stale=True)
+def test_challenge_headers_offer_one_md5_by_default_and_parse_back() -> None:
+    # one MD5 challenge by default: baresip 1.0 refuses a response with any unknown algorithm
+    assert len(challenge_headers("r", "n")) == 1
+    values = challenge_headers(
+        'help "line"', "n0nce", stale=True, algorithms=(Algorithm.SHA256, Algorithm.MD5)
+    )
     assert [v.split("algorithm=")[1].split(",")[0] for v in values] == ["SHA-256", "MD5"]
     for v in values:
         assert v.startswith("Digest ")

@@ -27,7 +27,7 @@ from tests.audio import active_part, read_wav, tone_share
 from tests.conftest import MakeHelpline
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
-from tests.service_fixture import Running
+from tests.service_fixture import HANDSET_HOST, Running
 
 PASSWORD = "correct-horse-battery"  # every test volunteer's SIP password
 TUESDAY_1500 = datetime(2026, 11, 24, 15, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
@@ -90,7 +90,7 @@ def ivr_paths(logs: io.StringIO) -> list[list[str]]:
 async def on_shift(helpline: Running, phone: AsyncPjsuaPhone, name: str, **profile: object) -> None:
     """A volunteer's handset registers and the volunteer logs in to a shift with *1."""
     await helpline.add_volunteer(name, PASSWORD, **profile)
-    await phone.start(find_free_port())
+    await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
     assert await phone.register(helpline.host, helpline.port, name, PASSWORD) == 200
     await dial_feature_code(helpline, phone, "*1")
 

@@ -16,7 +16,7 @@ from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
 from tests.raw_call import body_length, connect, sdp
 from tests.raw_handset import RawHandset
-from tests.service_fixture import Running
+from tests.service_fixture import HANDSET_HOST, Running
 
 
 async def test_audio_flows_both_ways_through_the_anchored_bridge(
@@ -24,7 +24,7 @@ async def test_audio_flows_both_ways_through_the_anchored_bridge(
 ) -> None:
     await helpline.add_volunteer("kees", "pass-word-pqr")
     async with AsyncPjsuaPhone("kees") as volunteer, AsyncPjsuaPhone("caller") as caller:
-        await volunteer.start(find_free_port())
+        await volunteer.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
         assert (
             await volunteer.register(helpline.host, helpline.port, "kees", "pass-word-pqr") == 200
         )
@@ -61,7 +61,7 @@ async def test_a_call_whose_media_stops_is_hung_up_on_both_sides(
     """A volunteer's handset that vanishes mid-call (no RTP any more) must not hold the caller."""
     async with make_helpline(digest_algorithms=["MD5"], media_timeout=1.0) as helpline:
         await helpline.add_volunteer("lies", "pass-word-stu")
-        volunteer, caller = RawHandset(), RawHandset()
+        volunteer, caller = RawHandset(HANDSET_HOST), RawHandset()
         try:
             await connect(helpline, caller, volunteer, "lies", "pass-word-stu")
             # neither side sends RTP: after the media timeout both get a BYE
@@ -78,7 +78,7 @@ async def test_volunteer_hears_the_whole_whisper_evenly_paced(make_helpline: Mak
     async with make_helpline(digest_algorithms=["MD5"]) as helpline:
         prompt = PromptLibrary(helpline.settings.recordings).get("nl", "queue_announce")
         await helpline.add_volunteer("piet", "pass-word-wsp")
-        volunteer, caller = RawHandset(), RawHandset()
+        volunteer, caller = RawHandset(HANDSET_HOST), RawHandset()
         rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         rtp.bind(("127.0.0.1", 0))
         rtp.setblocking(False)
@@ -117,7 +117,7 @@ async def test_caller_gets_503_when_media_ports_run_out(make_helpline: MakeHelpl
         helpline.service.switchboard.app.media.pool = PortPool(  # type: ignore[union-attr]
             "127.0.0.1", base, base + 1
         )
-        volunteer, caller = RawHandset(), RawHandset()
+        volunteer, caller = RawHandset(HANDSET_HOST), RawHandset()
         try:
             target = (helpline.host, helpline.port)
             final = await asyncio.to_thread(
@@ -156,7 +156,7 @@ async def _sipp_caller_audio(helpline: Running, tmp_path: Path) -> None:
     pcap = media_pcap(tmp_path / "caller.pcap", tone_hz=1000, tone_ms=2500)
     await helpline.add_volunteer("sara", "pass-word-rtp")
     async with AsyncPjsuaPhone("sara") as volunteer:
-        await volunteer.start(find_free_port())
+        await volunteer.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
         assert (
             await volunteer.register(helpline.host, helpline.port, "sara", "pass-word-rtp") == 200
         )

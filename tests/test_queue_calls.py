@@ -17,7 +17,7 @@ from tests.conftest import MakeHelpline
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
 from tests.polling import until
-from tests.service_fixture import Running
+from tests.service_fixture import HANDSET_HOST, Running
 from tests.test_ivr_calls import PASSWORD, captured_logs, ivr_helpline, log_events, on_shift
 
 CALLER_NUMBER = "0612345678"  # what the caller's phone sends; it must reach nobody
@@ -308,7 +308,7 @@ async def test_both_handsets_of_a_volunteer_ring_and_the_first_to_answer_takes_i
             AsyncPjsuaPhone("caller") as caller,
         ):
             await on_shift(helpline, desk, "duo")
-            await soft.start(find_free_port())
+            await soft.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await soft.register(helpline.host, helpline.port, "duo", PASSWORD) == 200
             await call_queue(helpline, caller)
             await desk.wait_incoming(timeout=15)

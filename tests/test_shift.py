@@ -13,6 +13,7 @@ from tests.conftest import MakeHelpline
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
 from tests.polling import until
+from tests.service_fixture import HANDSET_HOST
 from tests.test_ivr_calls import (
     DEFAULT_PLAN,
     captured_logs,
@@ -29,7 +30,7 @@ async def test_login_pause_resume_logout_from_the_handset(make_helpline: MakeHel
         await helpline.add_volunteer("zora", PASSWORD)
         roster = helpline.service.roster
         async with AsyncPjsuaPhone("zora") as phone:
-            await phone.start(find_free_port())
+            await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await phone.register(helpline.host, helpline.port, "zora", PASSWORD) == 200
             await dial_feature_code(helpline, phone, "*1")
             assert roster.get("zora").state is VolunteerState.AVAILABLE
@@ -68,7 +69,7 @@ async def test_pin_guards_the_login(make_helpline: MakeHelpline) -> None:
         await helpline.add_volunteer("abel", PASSWORD, pin="4711")
         roster = helpline.service.roster
         async with AsyncPjsuaPhone("abel") as phone:
-            await phone.start(find_free_port())
+            await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await phone.register(helpline.host, helpline.port, "abel", PASSWORD) == 200
             assert await phone.make_call(f"sip:*1@{helpline.host}:{helpline.port}") == 200
             # a wrong PIN first (RFC 4733, over "enter your PIN"): asked again
@@ -92,11 +93,11 @@ async def test_only_logged_in_volunteers_of_the_callers_language_ring(
         ):
             # a Turkish-only volunteer logged in, a Dutch one registered but not logged in
             await helpline.add_volunteer("tarik", PASSWORD, languages=["tr"])
-            await turkish.start(find_free_port())
+            await turkish.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await turkish.register(helpline.host, helpline.port, "tarik", PASSWORD) == 200
             await dial_feature_code(helpline, turkish, "*1")
             await helpline.add_volunteer("daan", PASSWORD)
-            await dutch.start(find_free_port())
+            await dutch.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await dutch.register(helpline.host, helpline.port, "daan", PASSWORD) == 200
             await caller.start(find_free_port())
             assert await caller.make_call(f"sip:09000767@{helpline.host}:{helpline.port}") == 200

@@ -7,12 +7,13 @@ import asyncio
 from tests.conftest import MakeHelpline
 from tests.raw_call import connect, sdp
 from tests.raw_handset import RawHandset
+from tests.service_fixture import HANDSET_HOST
 
 
 async def test_hold_resume_options_info_and_cseq_order(make_helpline: MakeHelpline) -> None:
     async with make_helpline(digest_algorithms=["MD5"]) as helpline:
         await helpline.add_volunteer("olga", "pass-word-hold")
-        caller, volunteer = RawHandset(), RawHandset()
+        caller, volunteer = RawHandset(), RawHandset(HANDSET_HOST)
         try:
             _, vol = await connect(helpline, caller, volunteer, "olga", "pass-word-hold")
             # the volunteer puts the caller on hold: we answer recvonly (RFC 3264 section 8.4)

@@ -8,7 +8,7 @@ import time
 from tests.conftest import MakeHelpline
 from tests.peers.sipp import find_free_port, run_sipp_async, start_sipp
 from tests.raw_handset import RawHandset
-from tests.service_fixture import running_service
+from tests.service_fixture import HANDSET_HOST, running_service
 
 INVITE = (
     "INVITE sip:09000767@{host}:{port} SIP/2.0\n"
@@ -22,7 +22,7 @@ INVITE = (
 async def test_bindings_survive_a_restart(make_helpline: MakeHelpline, tmp_path) -> None:  # type: ignore[no-untyped-def]
     async with make_helpline(digest_algorithms=["MD5"]) as first:
         await first.add_volunteer("hanna", "pass-word-ghi")
-        handset = RawHandset()
+        handset = RawHandset(HANDSET_HOST)
         final = await asyncio.to_thread(
             handset.register, (first.host, first.port), "hanna", "pass-word-ghi",
             contact_port=handset.port,
@@ -90,7 +90,7 @@ async def test_volunteer_cannot_dial_out(make_helpline: MakeHelpline) -> None:
         uas = start_sipp("uas_answer", None, timeout_s=20)  # an "outside number" that would answer
         try:
             async with AsyncPjsuaPhone("ivo") as phone:
-                await phone.start(find_free_port())
+                await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
                 assert (
                     await phone.register(helpline.host, helpline.port, "ivo", "pass-word-jkl")
                     == 200
@@ -131,7 +131,7 @@ SDP = (
 async def test_call_whose_ack_never_comes_is_cleaned_up(make_helpline: MakeHelpline) -> None:
     async with make_helpline(digest_algorithms=["MD5"]) as helpline:  # T1 = 0.1 s
         await helpline.add_volunteer("joke", "pass-word-mno")
-        volunteer, caller = RawHandset(), RawHandset()
+        volunteer, caller = RawHandset(HANDSET_HOST), RawHandset()
         target = (helpline.host, helpline.port)
         try:
             final = await asyncio.to_thread(

@@ -8,12 +8,13 @@ import time
 from tests.conftest import MakeHelpline
 from tests.peers.sipp import start_sipp
 from tests.raw_handset import RawHandset
+from tests.service_fixture import HANDSET_HOST
 
 
 async def test_call_goes_to_the_address_the_register_came_from(make_helpline: MakeHelpline) -> None:
     async with make_helpline(digest_algorithms=["MD5"]) as helpline:
         await helpline.add_volunteer("femke", "pass-word-abc")
-        handset = RawHandset()
+        handset = RawHandset(HANDSET_HOST)
         target = (helpline.host, helpline.port)
         try:
             # The Contact names port 9 (what a phone behind NAT believes is its address).
@@ -40,7 +41,7 @@ async def test_call_goes_to_the_address_the_register_came_from(make_helpline: Ma
 async def test_udp_handsets_get_keepalive_options(make_helpline: MakeHelpline) -> None:
     async with make_helpline(digest_algorithms=["MD5"], keepalive_interval=0.3) as helpline:
         await helpline.add_volunteer("gert", "pass-word-def")
-        handset = RawHandset()
+        handset = RawHandset(HANDSET_HOST)
         try:
             target = (helpline.host, helpline.port)
             final = await asyncio.to_thread(

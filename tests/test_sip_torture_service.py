@@ -1,4 +1,5 @@
-"""RFC 4475 torture messages sent to the running service over UDP from the trusted trunk.
+"""RFC 4475 torture messages sent to the running service over UDP from the trusted trunk
+(REGISTERs from a handset's address: the trunk's are refused before the registrar sees them).
 
 Each message's top Via is pointed at the probe socket (with rport), so that the answers RFC 3261
 section 18.2.2 routes by Via come back to the test; nothing else in the message is changed.
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers.sipp import run_sipp_async
-from tests.service_fixture import Running
+from tests.service_fixture import HANDSET_HOST, TRUNK_HOST, Running
 
 TORTURE = Path(__file__).parent / "data" / "sip-torture"
 
@@ -77,11 +78,11 @@ EXPECTED: dict[str, str | None] = {
 _VIA = re.compile(rb"^(Via|v)(\s*:\s*SIP\s*/\s*2\.0\s*/\s*)(\S+)(\s+)([^;\r\n]+)", re.I | re.M)
 
 
-def aimed_at(data: bytes, port: int) -> bytes:
+def aimed_at(data: bytes, host: str, port: int) -> bytes:
     """The message with its first Via's sent-by replaced by the probe's address and rport."""
     return _VIA.sub(
         lambda m: (
-            m.group(1) + m.group(2) + m.group(3) + m.group(4) + f"127.0.0.1:{port};rport".encode()
+            m.group(1) + m.group(2) + m.group(3) + m.group(4) + f"{host}:{port};rport".encode()
         ),
         data,
         count=1,
@@ -90,11 +91,12 @@ def aimed_at(data: bytes, port: int) -> bytes:
 
 async def _final_answer(data: bytes, service_port: int) -> str | None:
     loop = asyncio.get_running_loop()
+    host = HANDSET_HOST if data.startswith(b"REGISTER") else TRUNK_HOST
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         probe.setblocking(False)
         await loop.sock_sendto(
-            probe, aimed_at(data, probe.getsockname()[1]), ("127.0.0.1", service_port)
+            probe, aimed_at(data, host, probe.getsockname()[1]), ("127.0.0.1", service_port)
         )
         while True:
             try:

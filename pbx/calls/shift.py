@@ -6,11 +6,16 @@ Feature codes a registered, authenticated handset dials (nothing else is dialled
   *2  pause, or resume from a pause
 Each is answered, confirmed with a spoken prompt in the volunteer's language, and hung up. A
 volunteer whom the service paused after missed calls first hears why.
+
+Wrong PINs are counted per volunteer across calls (hanging up and calling again does not reset
+them): past the limit, `*1` is refused with a spoken notice for a back-off that doubles each
+time, so a stolen handset or leaked SIP password cannot be used to guess the PIN.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,12 +27,24 @@ from pbx.calls.media_session import AnchoredMedia, MediaFactory
 from pbx.db.volunteers import Profile, verify_pin
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
+from pbx.sip.auth_guard import Lockout
 from queues.roster import AUTO_PAUSED, Roster, RosterError, Volunteer, VolunteerState
 
 log = structlog.get_logger("pbx.calls.shift")
 
 LOGIN, LOGOUT, PAUSE = "*1", "*0", "*2"
-PIN_ATTEMPTS = 3
+PIN_ATTEMPTS = 3  # PINs asked for in one call (the lockout counts across calls)
+
+
+def pin_lockout(failures: int = 3, backoff: float = 60.0, max_backoff: float = 3600.0) -> Lockout:
+    """Wrong-PIN counts per volunteer (keys are existing accounts: bounded by them)."""
+    return Lockout(failures, backoff, max_backoff, forget_after=86400.0, max_keys=100_000)
+
+
+class PinCheck(enum.StrEnum):
+    OK = "ok"
+    WRONG = "wrong_pin"
+    LOCKED = "pin_locked"
 
 
 @dataclass
@@ -38,6 +55,7 @@ class ShiftDesk:
     profiles: Callable[[], dict[str, Profile]]  # in memory, refreshed from the database
     now: Callable[[], float]
     on_change: Callable[[], None] = lambda: None  # the dispatcher looks at the roster again
+    pins: Lockout = field(default_factory=pin_lockout)  # wrong PINs, across calls
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def volunteer_call(self, leg: InboundLeg, username: str, dialed: str) -> None:
@@ -92,9 +110,11 @@ class ShiftDesk:
         now = self.now()
         user = profile.username
         if code == LOGIN:
-            if profile.pin_hash and not await self._pin_ok(media, profile.pin_hash, language):
-                log.info("shift_login_refused", user=user, reason="wrong_pin")
-                return "wrong_pin"
+            if profile.pin_hash:
+                check = await self._check_pin(media, user, profile.pin_hash, language)
+                if check is not PinCheck.OK:
+                    log.info("shift_login_refused", user=user, reason=check.value)
+                    return str(check)
             if user in self.roster and self.roster.get(user).state is not VolunteerState.LOGGED_OUT:
                 return "shift_login_ok"  # already on shift (e.g. from another handset)
             self.roster.login(
@@ -123,7 +143,11 @@ class ShiftDesk:
             log.info("feature_code_refused", user=user, code=code, why=str(exc))
             return "invalid_key"
 
-    async def _pin_ok(self, media: AnchoredMedia, pin_hash: str, language: str) -> bool:
+    async def _check_pin(
+        self, media: AnchoredMedia, user: str, pin_hash: str, language: str
+    ) -> PinCheck:
+        if self.pins.locked_for(user, self.now()) > 0:
+            return PinCheck.LOCKED  # not even asked: no guessing while locked
         for attempt in range(PIN_ATTEMPTS):
             prompt = "enter_pin" if attempt == 0 else "wrong_pin"
             got = await collect_digits(
@@ -131,10 +155,14 @@ class ShiftDesk:
                 first_digit_timeout=8.0, inter_digit_timeout=4.0, terminators="#",
             )  # fmt: skip
             if got.reason is CollectEnd.LEG_CLOSED:
-                return False
+                return PinCheck.WRONG
             if not got.digits:
                 continue
             ok: bool = await asyncio.to_thread(verify_pin, got.digits, pin_hash)
             if ok:
-                return True
-        return False
+                self.pins.succeeded(user, self.now())
+                return PinCheck.OK
+            if self.pins.failed(user, self.now()):
+                log.warning("pin_locked_out", user=user)
+                return PinCheck.LOCKED
+        return PinCheck.WRONG

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -108,6 +109,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     setpw.add_argument("username")
     _add_password_options(setpw)
     setpw.set_defaults(func=_handler(_set_password))
+
+    setdigest = sub.add_parser(
+        "set-digest",
+        parents=[common],
+        help="the digest algorithm to challenge this volunteer's handsets with",
+        description="MD5 works with every handset; SHA-256 only for handsets known to support"
+        " it (PJSIP, linphone; not baresip 1.0). 'default' returns to the service's"
+        " digest_algorithms setting.",
+    )
+    setdigest.add_argument("username")
+    setdigest.add_argument("algorithm", choices=["MD5", "SHA-256", "default"])
+    setdigest.set_defaults(func=_handler(_set_digest))
 
     setpin = sub.add_parser("set-pin", parents=[common], help="set or clear the handset PIN")
     setpin.add_argument("username")
@@ -256,7 +269,11 @@ async def _add(args: argparse.Namespace, repo: VolunteerRepository, out: TextIO)
     print(f"added {volunteer.username}", file=out)
 
 
-def _row(v: Volunteer) -> list[str]:
+def _handsets(found: list[tuple[str, str | None]]) -> str:
+    return ", ".join(f"{agent[:24]}:{alg or '?'}" for agent, alg in found) or "-"
+
+
+def _row(v: Volunteer, handsets: list[tuple[str, str | None]]) -> list[str]:
     return [
         v.username,
         v.display_name or "-",
@@ -265,11 +282,14 @@ def _row(v: Volunteer) -> list[str]:
         ",".join(v.skills) or "-",
         "disabled" if v.disabled else "enabled",
         "yes" if v.has_pin else "no",
+        v.digest_algorithm or "default",
+        _handsets(handsets),
     ]
 
 
 async def _list(args: argparse.Namespace, repo: VolunteerRepository, out: TextIO) -> None:
     volunteers = await repo.list()
+    handsets = await repo.handset_algorithms(datetime.now(UTC))
     if args.json:
         for v in volunteers:
             doc = {
@@ -282,11 +302,19 @@ async def _list(args: argparse.Namespace, repo: VolunteerRepository, out: TextIO
                 "disabled": v.disabled,
                 "pin": v.has_pin,
                 "created_at": v.created_at.isoformat(),
+                "digest": v.digest_algorithm,
+                "handsets": [
+                    {"user_agent": agent, "algorithm": alg}
+                    for agent, alg in handsets.get(v.username, [])
+                ],
             }
             print(json.dumps(doc, ensure_ascii=False), file=out)
         return
-    header = ["USERNAME", "NAME", "LANGUAGES", "REGION", "SKILLS", "STATUS", "PIN"]
-    rows = [header, *(_row(v) for v in volunteers)]
+    # DIGEST: the algorithm this volunteer is challenged with; HANDSETS: each live registration
+    # (user agent) with the algorithm it authenticated with
+    header = ["USERNAME", "NAME", "LANGUAGES", "REGION", "SKILLS", "STATUS", "PIN", "DIGEST"]
+    header.append("HANDSETS")
+    rows = [header, *(_row(v, handsets.get(v.username, [])) for v in volunteers)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         print(
@@ -307,6 +335,12 @@ async def _enable(args: argparse.Namespace, repo: VolunteerRepository, out: Text
 async def _set_password(args: argparse.Namespace, repo: VolunteerRepository, out: TextIO) -> None:
     await repo.set_password(args.username, _password(args), _realm(args))
     print(f"password set for {args.username}", file=out)
+
+
+async def _set_digest(args: argparse.Namespace, repo: VolunteerRepository, out: TextIO) -> None:
+    algorithm = None if args.algorithm == "default" else args.algorithm
+    await repo.set_digest(args.username, algorithm)
+    print(f"digest for {args.username}: {algorithm or 'default'}", file=out)
 
 
 async def _set_pin(args: argparse.Namespace, repo: VolunteerRepository, out: TextIO) -> None:

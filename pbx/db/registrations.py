@@ -29,6 +29,7 @@ class StoredBinding:
     instance_id: str | None = None  # +sip.instance (RFC 5626)
     reg_id: int | None = None
     user_agent: str | None = None
+    auth_algorithm: str | None = None  # digest algorithm the REGISTER authenticated with
 
 
 def save_op(binding: StoredBinding) -> Upsert:
@@ -46,7 +47,7 @@ def delete_aor_op(aor: str) -> Delete:
 
 _COLUMNS = (
     "aor, contact_uri, received_host, received_port, transport, expires_at, call_id, cseq,"
-    " instance_id, reg_id, user_agent"
+    " instance_id, reg_id, user_agent, auth_algorithm"
 )
 
 

@@ -146,6 +146,7 @@ class Volunteer:
     disabled: bool
     created_at: datetime
     has_pin: bool
+    digest_algorithm: str | None = None  # None: the service's default challenge
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Volunteer:
@@ -160,12 +161,16 @@ class Volunteer:
             disabled=row["disabled"],
             created_at=row["created_at"],
             has_pin=row["pin_hash"] is not None,
+            digest_algorithm=row["digest_algorithm"],
         )
 
 
 _COLUMNS = (
-    "id, username, display_name, realm, languages, region, skills, disabled, created_at, pin_hash"
+    "id, username, display_name, realm, languages, region, skills, disabled, created_at, pin_hash,"
+    " digest_algorithm"
 )
+DIGEST_ALGORITHMS = ("MD5", "SHA-256")
+Handsets = list[tuple[str, str | None]]  # (user agent or contact, digest algorithm used)
 
 
 @dataclass(frozen=True)
@@ -273,6 +278,30 @@ class VolunteerRepository:
         )
         return stored is not None and verify_pin(pin, stored)
 
+    async def set_digest(self, username: str, algorithm: str | None) -> Volunteer:
+        """Challenge this volunteer's handsets with `algorithm` only (None: the default)."""
+        if algorithm is not None:
+            wanted = algorithm.lower()
+            algorithm = next((a for a in DIGEST_ALGORITHMS if a.lower() == wanted), "")
+            if not algorithm:
+                raise InvalidValue(f"digest algorithm must be one of {DIGEST_ALGORITHMS}")
+        return await self._update(username, "digest_algorithm = $2", algorithm)
+
+    async def handset_algorithms(self, now: datetime) -> dict[str, Handsets]:
+        """Per volunteer, (user agent or contact, digest algorithm) of each live registration
+        (as written behind by the service)."""
+        rows = await self.pool.fetch(
+            "SELECT aor, contact_uri, user_agent, auth_algorithm FROM registrations"
+            " WHERE expires_at > $1 ORDER BY aor, contact_uri",
+            now,
+        )
+        out: dict[str, Handsets] = {}
+        for r in rows:
+            out.setdefault(r["aor"], []).append(
+                (r["user_agent"] or r["contact_uri"], r["auth_algorithm"])
+            )
+        return out
+
     async def set_languages(self, username: str, languages: Iterable[str]) -> Volunteer:
         return await self._update(username, "languages = $2", _languages(languages))
 
@@ -306,7 +335,8 @@ class VolunteerRepository:
     async def load_credentials(self) -> dict[str, Credential]:
         """Every account's digest credentials by username, disabled ones flagged."""
         rows = await self.pool.fetch(
-            "SELECT username, realm, ha1_md5, ha1_sha256, disabled FROM volunteers"
+            "SELECT username, realm, ha1_md5, ha1_sha256, disabled, digest_algorithm"
+            " FROM volunteers"
         )
         return {
             r["username"]: Credential(
@@ -315,6 +345,7 @@ class VolunteerRepository:
                 ha1_md5=r["ha1_md5"],
                 ha1_sha256=r["ha1_sha256"],
                 disabled=r["disabled"],
+                algorithm=r["digest_algorithm"],
             )
             for r in rows
         }

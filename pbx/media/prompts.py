@@ -59,6 +59,7 @@ VOLUNTEER_PROMPTS: tuple[str, ...] = (
     "resumed",
     "enter_pin",
     "wrong_pin",
+    "pin_locked",
     "auto_paused",
     "not_logged_in",
     "time_limit_notice",

@@ -54,6 +54,9 @@ class Credential:
     ha1_md5: str
     ha1_sha256: str
     disabled: bool = False
+    # the one algorithm to challenge this account with (a handset proven to do SHA-256);
+    # None: the service's default (`digest_algorithms`)
+    algorithm: str | None = None
 
     @classmethod
     def from_password(cls, username: str, realm: str, password: str) -> Credential:
@@ -99,14 +102,17 @@ class NonceManager:
         self._max_tracked = max_tracked
         self._counts: OrderedDict[str, int] = OrderedDict()
 
-    def _mac(self, stamp: bytes) -> bytes:
-        return hmac.new(self._secret, stamp, hashlib.sha256).digest()[:_NONCE_MAC_LEN]
+    def _mac(self, stamp: bytes, bound_to: str) -> bytes:
+        mac = hmac.new(self._secret, stamp + bound_to.encode("utf-8"), hashlib.sha256)
+        return mac.digest()[:_NONCE_MAC_LEN]
 
-    def issue(self, now: float) -> str:
+    def issue(self, now: float, bound_to: str = "") -> str:
+        """A nonce valid only when presented from `bound_to` (the requester's address)."""
         stamp = _NONCE_STAMP.pack(now, os.urandom(8))
-        return base64.urlsafe_b64encode(stamp + self._mac(stamp)).decode("ascii").rstrip("=")
+        mac = self._mac(stamp, bound_to)
+        return base64.urlsafe_b64encode(stamp + mac).decode("ascii").rstrip("=")
 
-    def check(self, nonce: str, now: float) -> NonceState:
+    def check(self, nonce: str, now: float, bound_to: str = "") -> NonceState:
         raw_len = _NONCE_STAMP.size + _NONCE_MAC_LEN
         if len(nonce) > 2 * raw_len:
             return NonceState.INVALID
@@ -117,7 +123,7 @@ class NonceManager:
         if len(raw) != raw_len:
             return NonceState.INVALID
         stamp, mac = raw[: _NONCE_STAMP.size], raw[_NONCE_STAMP.size :]
-        if not hmac.compare_digest(mac, self._mac(stamp)):
+        if not hmac.compare_digest(mac, self._mac(stamp, bound_to)):
             return NonceState.INVALID
         issued, _ = _NONCE_STAMP.unpack(stamp)
         if issued > now + _FUTURE_SKEW:
@@ -154,12 +160,12 @@ def challenge_headers(
     realm: str,
     nonce: str,
     stale: bool = False,
-    algorithms: Iterable[Algorithm] = (Algorithm.SHA256, Algorithm.MD5),
+    algorithms: Iterable[Algorithm] = (Algorithm.MD5,),
 ) -> list[str]:
     """Values for WWW-Authenticate / Proxy-Authenticate, one per algorithm in preference order.
 
-    RFC 8760 section 2.4: a server offering several algorithms lists the preferred (SHA-256)
-    first; clients that only know MD5 skip the challenges they do not understand.
+    RFC 8760 section 2.4 lets a server offer several, preferred first; but some clients (baresip
+    1.0) reject the whole response when one algorithm is unknown, hence one challenge by default.
     """
     values = []
     for alg in algorithms:
@@ -344,8 +350,10 @@ def verify(
     cred: Credential | None,
     nonces: NonceManager,
     now: float,
+    bound_to: str = "",
 ) -> AuthResult:
-    """Check one request's digest credentials against the stored `cred` (None: unknown user)."""
+    """Check one request's digest credentials against the stored `cred` (None: unknown user);
+    the nonce must have been issued to `bound_to`."""
     if cred is None or resp.username != cred.username:
         return AuthResult.UNKNOWN_USER
     if cred.disabled:
@@ -354,7 +362,7 @@ def verify(
         return AuthResult.BAD_REALM
     if resp.qop not in (None, "auth"):
         return AuthResult.BAD_QOP
-    state = nonces.check(resp.nonce, now)
+    state = nonces.check(resp.nonce, now, bound_to)
     if state is NonceState.INVALID:
         return AuthResult.BAD_NONCE
     expected = expected_response(resp, method, cred.ha1_for(resp.algorithm))

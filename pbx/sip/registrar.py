@@ -19,16 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pbx.sip.address import Address, parse_address
-from pbx.sip.digest import (
-    Algorithm,
-    AuthResult,
-    Credential,
-    DigestError,
-    NonceManager,
-    challenge_headers,
-    parse_authorization,
-    verify,
-)
+from pbx.sip.auth_guard import Authenticated, AuthGuard, Refused, Scheme, Verdict
+from pbx.sip.digest import Credential
 from pbx.sip.errors import SipParseError
 from pbx.sip.grammar import parse_uint
 from pbx.sip.message import Request, Response, make_response
@@ -53,6 +45,7 @@ class Binding:
     user_agent: str | None = None
     misses: int = 0  # keepalives unanswered in a row; any answer (or a refresh) resets it
     unreachable_since: float | None = None  # wall clock of the first of those misses
+    algorithm: str | None = None  # the digest algorithm its REGISTER authenticated with
 
     @property
     def reachable(self) -> bool:
@@ -79,7 +72,6 @@ class RegistrarConfig:
     min_expires: int = 60
     max_expires: int = 3600
     default_expires: int = 600
-    algorithms: tuple[Algorithm, ...] = (Algorithm.SHA256, Algorithm.MD5)
     keepalive_max_misses: int = 3  # unanswered keepalives in a row before a binding is removed
 
 
@@ -87,7 +79,7 @@ class RegistrarConfig:
 class Registrar:
     config: RegistrarConfig
     credentials: dict[str, Credential]
-    nonces: NonceManager
+    guard: AuthGuard  # challenge, verification and lockout, shared with calls
     on_change: Callable[[Change, Binding], None] = lambda change, binding: None
     bindings: dict[str, dict[str, Binding]] = field(default_factory=dict)
     # how many bindings were registered from each address: a handset's address is never a trunk
@@ -180,41 +172,35 @@ class Registrar:
         return gone
 
     # --- REGISTER --------------------------------------------------------------------------------
-    def authenticate(self, request: Request, now: float) -> tuple[str | None, Response | None]:
-        """(username, None) when the request carries valid credentials, else (None, a 401/403)."""
-        value = request.headers.get("Authorization")
-        if value is None or value.split(None, 1)[0].lower() != "digest":
-            # no credentials, or a scheme we do not speak (RFC 4475 3.3.7): challenge for Digest
-            return None, self._challenge(request, now, stale=False)
+    def authenticate(self, request: Request, source: Peer, now: float) -> Verdict:
+        """Who sent this REGISTER, or the 401/403 to send once (statelessly) instead."""
         try:
-            resp = parse_authorization(value)
-        except DigestError as exc:
-            return None, make_response(request, 400, f"Bad Request - {exc}"[:120])
-        cred = self.credentials.get(resp.username)
-        result = verify(resp, request.method, cred, self.nonces, now)
-        if result.ok:
-            return resp.username, None
-        if result.rechallenge_stale or result is AuthResult.BAD_NONCE:
-            return None, self._challenge(request, now, stale=result.rechallenge_stale)
-        return None, make_response(request, 403, f"Forbidden - {result.reason}")
+            to = request.to.uri
+        except SipParseError:
+            to = None
+        claimed = to.user_unescaped if isinstance(to, SipUri) else None
+        return self.guard.check(
+            request, source.host, Scheme.WWW, self.credentials.get, now, claimed,
+            known_source=lambda user, host: self.has_binding_from(user, host, now),
+        )  # fmt: skip
 
-    def _challenge(self, request: Request, now: float, stale: bool) -> Response:
-        response = make_response(request, 401)
-        nonce = self.nonces.issue(now)
-        for value in challenge_headers(self.config.realm, nonce, stale, self.config.algorithms):
-            response.headers.add("WWW-Authenticate", value)
-        return response
+    def has_binding_from(self, username: str, host: str, now: float) -> bool:
+        """Whether `username` has a live registration from address `host`."""
+        return any(b.source.host == host for b in self.contacts(username, now))
 
-    def handle(self, request: Request, source: Peer, now: float) -> Response:
-        """Process one REGISTER; `now` is wall-clock seconds (bindings are persisted)."""
+    def handle(
+        self, request: Request, source: Peer, now: float, auth: Authenticated | None = None
+    ) -> Response:
+        """Process one REGISTER; `now` is wall-clock seconds (bindings are persisted). `auth`:
+        the caller already authenticated it (to send a refusal statelessly)."""
         if request.headers.get("Require"):
             response = make_response(request, 420)
             response.headers.add("Unsupported", request.headers.get("Require") or "")
             return response
-        username, refusal = self.authenticate(request, now)
-        if refusal is not None:
-            return refusal
-        assert username is not None
+        verdict = auth or self.authenticate(request, source, now)
+        if isinstance(verdict, Refused):
+            return verdict.response
+        username = verdict.username
         try:
             to = request.to
             contacts = request.contacts
@@ -279,6 +265,7 @@ class Registrar:
                 cseq=cseq,
                 instance=_instance(contact),
                 user_agent=request.headers.get("User-Agent"),
+                algorithm=verdict.algorithm.value,
             )
             change = Change.REFRESHED if key in existing else Change.ADDED
             self._store(binding)

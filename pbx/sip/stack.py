@@ -23,6 +23,7 @@ from pbx.sip.transactions import (
     Deliver,
     Effect,
     Send,
+    ServerState,
     Terminated,
     TimedOut,
     TransactionId,
@@ -63,6 +64,14 @@ class IncomingRequest:
             response.headers.add(name, value)
         self.stack.respond(self, response)
         return response
+
+
+def _is_trying(effect: Effect) -> bool:
+    return (
+        isinstance(effect, Send)
+        and isinstance(effect.message, Response)
+        and effect.message.status == 100
+    )
 
 
 RequestHandler = Callable[[IncomingRequest], None]
@@ -149,12 +158,31 @@ class SipStack:
         self._apply(self.layer.receive(message, peer, self.now))
 
     def _apply(self, effects: list[Effect]) -> None:
+        trying: Send | None = None
         for effect in effects:
             try:
+                if _is_trying(effect):
+                    assert isinstance(effect, Send)
+                    trying = effect  # sent after the request is delivered, if still wanted
+                    continue
                 self._apply_one(effect)
+                if trying is not None and isinstance(effect, Deliver):
+                    if self._still_proceeding(effect.transaction):
+                        self._apply_one(trying)
+                    trying = None
             except Exception:
                 log.exception("effect_failed", effect=type(effect).__name__)
+        if trying is not None:
+            self._apply_one(trying)
         self._schedule()
+
+    def _still_proceeding(self, transaction: TransactionId | None) -> bool:
+        """A new INVITE's 100 Trying goes out only if the core did not answer it at once: a
+        request challenged or refused statelessly gets no provisional response (RFC 3261
+        8.2.7), so a lost 407 is retransmitted by the client instead of awaited forever."""
+        if transaction is None:
+            return True
+        return self.layer.server_transaction_state(transaction) is ServerState.PROCEEDING
 
     def _apply_one(self, effect: Effect) -> None:
         if isinstance(effect, Send):
@@ -221,6 +249,12 @@ class SipStack:
             # no transaction (e.g. an ACK): nothing to answer
             return
         self._apply(self.layer.send_response(incoming.transaction, response, self.now))
+
+    def respond_once(self, incoming: IncomingRequest, response: Response) -> None:
+        """A challenge or refusal sent once, its transaction ended (no retransmissions)."""
+        if incoming.transaction is None:
+            return
+        self._apply(self.layer.send_response_once(incoming.transaction, response))
 
     async def request(
         self,

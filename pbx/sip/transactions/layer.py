@@ -317,6 +317,16 @@ class TransactionLayer:
             self.stats.dropped_tu_responses += 1
         return self._settle(effects)
 
+    def send_response_once(self, transaction: TransactionId, response: Response) -> list[Effect]:
+        """A final non-2xx sent once, ending the server transaction without retransmissions
+        or lingering (RFC 3261 section 26.3.2.4: challenges and refusals of unverified
+        sources)."""
+        txn = self._by_id.get(transaction)
+        effects = txn.send_once(response) if isinstance(txn, ServerTransaction) else []
+        if not effects:
+            self.stats.dropped_tu_responses += 1
+        return self._settle(effects)
+
     def cancel(self, transaction: TransactionId, now: float) -> list[Effect]:
         """CANCEL a client INVITE (RFC 3261 9.1): sent now if a provisional arrived, else as
         soon as one does; nothing once a final response arrived or the transaction ended."""

@@ -66,6 +66,17 @@ class ServerTransaction:
     def start(self, now: float) -> list[Effect]:
         return []
 
+    def send_once(self, response: Response) -> list[Effect]:
+        """A final non-2xx sent once, the transaction ending at once: how a server refuses or
+        challenges an unverified source (RFC 3261 section 26.3.2.4), so a spoofed source earns
+        no retransmissions and holds no entry in the table. A retransmitted request is then a
+        new transaction and is answered anew (one response per request received)."""
+        if self.state not in (ServerState.TRYING, ServerState.PROCEEDING):
+            return []
+        if response.status < 300:
+            raise ValueError("only a final non-2xx response can be sent statelessly")
+        return [self._send(response), *self._terminate()]
+
     def on_retransmission(self, peer: Peer, now: float) -> list[Effect]:
         raise NotImplementedError
 
