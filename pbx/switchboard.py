@@ -170,12 +170,14 @@ class Switchboard:
         else:
             ctx = caller_context(request, self.hasher, now, trunk=incoming.source.transport.value)
             leg.ref = ctx.call_ref
-            if ctx.dialed.replace("%2A", "*").startswith("*"):
-                # a feature code from a trunk address: an unregistered handset sharing it
+            if ctx.dialed.replace("%2A", "*").startswith("*") or request.headers.get(
+                "Proxy-Authorization"
+            ):
+                # a feature code or credentials from a trunk address: a handset sharing it
                 log.warning(
                     "trunk_call_looks_like_handset", call=ctx.call_ref,
                     source=incoming.source.host, dialed=ctx.dialed,
-                    hint="register the handset first, or give it an address not in trunk_sources",
+                    hint="a handset cannot register from trunk_sources: give it another address",
                 )  # fmt: skip
             log.info("inbound_call", call=ctx.call_ref, dialed=ctx.dialed)
             self.app.inbound_call(leg, ctx)
@@ -188,12 +190,6 @@ class Switchboard:
         challenged one."""
         request = incoming.request
         if self.trunk.from_trusted_address(incoming.source):
-            dialed = dialed_number(request).replace("%2A", "*")
-            if request.headers.get("Proxy-Authorization") is not None or dialed.startswith("*"):
-                log.warning(
-                    "trunk_request_looks_like_handset", source=incoming.source.host,
-                    hint="a handset on a trunk address is taken for the carrier",
-                )  # fmt: skip
             return ""
         from_uri = request.from_.uri
         claimed = from_uri.user_unescaped if isinstance(from_uri, SipUri) else None
