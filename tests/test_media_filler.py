@@ -52,7 +52,10 @@ async def test_prompt_noise_prompt_relay_noise_is_one_clean_stream(
 ) -> None:
     filler = LineFiller()
     leg = await MediaLeg.open(pool, media_for(caller.port, Codec.PCMA))
-    volunteer = await MediaLeg.open(pool, media_for(caller.port + 1, Codec.PCMU))
+    # the handset sends from a port of its own: accepted as NAT, from its signalling address
+    volunteer = await MediaLeg.open(
+        pool, media_for(caller.port + 1, Codec.PCMU), signalling_hosts=["127.0.0.1"]
+    )
     handset = await Peer.open()
     try:
         filler.keep(leg)

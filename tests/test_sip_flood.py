@@ -81,14 +81,15 @@ async def test_a_flood_below_the_ban_rate_cannot_take_the_trunks_reserved_transa
         call_flow="ivr", max_transactions=60, trunk_reserved_transactions=30,
         admission_requests_per_second=10_000, admission_request_burst=10_000,
     ) as helpline:  # fmt: skip
-        # 200 requests that each leave a transaction for 64*T1 (6.4 s here): the flooder may
-        # fill the table only up to max_transactions - trunk_reserved_transactions
+        # 200 requests; those not refused statelessly (OPTIONS and the like) leave a
+        # transaction for 64*T1 (6.4 s here): the flooder may fill the table only up to
+        # max_transactions - trunk_reserved_transactions, the rest is refused
         result = await flood_in_process(
             FLOODER, (helpline.host, helpline.port), rate=2000, seconds=0.1, drain=0.2
         )
         layer = helpline.service.stack.layer
         assert result.sent == 200 and not helpline.service.admission.stats.bans
-        assert len(layer) <= 30 and layer.stats.rejected_overload >= 100
+        assert len(layer) <= 30 and layer.stats.rejected_overload > 0
         # the carrier's call still gets the reserved capacity and is answered
         (await run_sipp_async("uac_call", helpline.target, service="09000767", pause_ms=300))\
             .assert_ok()  # fmt: skip
