@@ -394,6 +394,24 @@ class HelplineService:
             counter=True,
         )
         m.live(
+            "helpline_sip_request_failures",
+            "Requests whose handling raised (answered 500/400 by the stack, logged)",
+            lambda: self.stack.request_failures,
+            counter=True,
+        )
+        m.live(
+            "helpline_sip_failure_answers",
+            "Requests answered 500/400 because the code handling them failed before answering",
+            lambda: self.stack.unanswered_failures,
+            counter=True,
+        )
+        m.live(
+            "helpline_sip_transactions_abandoned",
+            "Server transactions never answered in time, answered 500 by the transaction layer",
+            lambda: self.stack.layer.stats.abandoned,
+            counter=True,
+        )
+        m.live(
             "helpline_db_writes_pending",
             "Records waiting to be written to the database",
             lambda: self.writer.pending if self.writer is not None else 0,

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from pbx.anonymity import CallerContext
-from pbx.calls.legs import InboundLeg, LegState, OutboundLeg
+from pbx.calls.legs import InboundLeg, LegState, OutboundLeg, watch_call_task
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory, reinvite_handler
 from pbx.media.bridge import Bridge
 from pbx.media.player import play
@@ -44,9 +44,7 @@ class DirectRouter:
     on_outcome: Callable[[str], None] = lambda outcome: None  # metrics: how each call ended
 
     def inbound_call(self, leg: InboundLeg, caller: CallerContext) -> None:
-        task = asyncio.create_task(self._run(leg, caller))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        watch_call_task(asyncio.create_task(self._run(leg, caller)), leg, self.tasks)
 
     def volunteer_call(self, leg: InboundLeg, username: str, dialed: str) -> None:
         leg.reject(404, "Not Found - No such feature code")

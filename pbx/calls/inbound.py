@@ -22,7 +22,7 @@ from ivr.model import Destination, Dialplan
 from ivr.runtime import IvrOutcome, IvrRuntime, OutcomeKind
 from pbx.anonymity import CallerContext
 from pbx.calls.direct import DirectRouter, Target, bridge_until_end
-from pbx.calls.legs import InboundLeg
+from pbx.calls.legs import InboundLeg, watch_call_task
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
 from pbx.calls.shift import ShiftDesk
 from pbx.calls.waiting import WaitingRoom
@@ -53,9 +53,7 @@ class HelplineCalls:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def inbound_call(self, leg: InboundLeg, caller: CallerContext) -> None:
-        task = asyncio.create_task(self._run(leg, caller, self.plan()))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        watch_call_task(asyncio.create_task(self._run(leg, caller, self.plan())), leg, self.tasks)
 
     def volunteer_call(self, leg: InboundLeg, username: str, dialed: str) -> None:
         if self.shift_desk is None:

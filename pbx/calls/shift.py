@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from ivr.collect import CollectEnd, collect_digits
-from pbx.calls.legs import InboundLeg
+from pbx.calls.legs import InboundLeg, watch_call_task
 from pbx.calls.media_session import AnchoredMedia, MediaFactory
 from pbx.db.volunteers import Profile, verify_pin
 from pbx.media.player import play
@@ -46,9 +46,7 @@ class ShiftDesk:
             # a volunteer's handset can reach the feature codes, nothing else (toll fraud)
             leg.reject(404, "Not Found - No such feature code")
             return
-        task = asyncio.create_task(self._serve(leg, username, code))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        watch_call_task(asyncio.create_task(self._serve(leg, username, code)), leg, self.tasks)
 
     async def _serve(self, leg: InboundLeg, username: str, code: str) -> None:
         profile = self.profiles().get(username)
