@@ -288,6 +288,8 @@ class HelplineService:
             volunteer = self.roster.get(user)
         except RosterError:
             return  # not on a shift
+        if volunteer.state is VolunteerState.LOGGED_OUT:
+            return  # logged out (e.g. *0, then the handset unregisters): nothing to lapse
         live = self.registrar.contacts(user, now)
         if change in (Change.EXPIRED, Change.REMOVED) and not live and volunteer.registered:
             self.roster.registration_lapsed(user, now)
