@@ -277,7 +277,7 @@ class HelplineService:
         if change in (Change.ADDED, Change.REFRESHED):
             self.writer.submit(save_op(_binding_to_row(binding)))
         else:
-            self.writer.submit(delete_op(binding.username, binding.key))
+            self.writer.submit(delete_op(binding.username, _db_text(binding.key)))
         self.record_event(f"registration.{change.value}", user=binding.username)
 
     def _registration_seen_by_roster(self, change: Change, binding: Binding) -> None:
@@ -402,6 +402,12 @@ class HelplineService:
             counter=True,
         )
         m.live(
+            "helpline_sip_requests_malformed_late",
+            "Requests answered 400 because a header read after parsing was not valid SIP",
+            lambda: self.stack.requests_malformed,
+            counter=True,
+        )
+        m.live(
             "helpline_sip_failure_answers",
             "Requests answered 500/400 because the code handling them failed before answering",
             lambda: self.stack.unanswered_failures,
@@ -420,18 +426,23 @@ class HelplineService:
         )
 
 
+def _db_text(text: str) -> str:
+    """PostgreSQL text holds neither NUL nor lone surrogates, which a handset may have sent."""
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
 def _binding_to_row(b: Binding) -> StoredBinding:
     return StoredBinding(
         aor=b.username,
-        contact_uri=b.key,
+        contact_uri=_db_text(b.key),
         received_host=b.source.host,
         received_port=b.source.port,
         transport=b.source.transport.value,
         expires_at=datetime.fromtimestamp(b.expires_at, UTC),
-        call_id=b.call_id,
+        call_id=_db_text(b.call_id),
         cseq=b.cseq,
-        instance_id=str(b.contact),  # the contact URI itself (key may be the instance id)
-        user_agent=b.user_agent,
+        instance_id=_db_text(str(b.contact)),  # the contact URI itself (key may be the instance id)
+        user_agent=None if b.user_agent is None else _db_text(b.user_agent),
     )
 
 

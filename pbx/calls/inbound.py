@@ -189,7 +189,18 @@ class HelplineCalls:
 
 
 async def _close_when_ended(leg: InboundLeg, media: AnchoredMedia) -> None:
-    await leg.ended.wait()
+    """The caller hanging up, or their media going silent for media_timeout (a caller who
+    vanished without a BYE), ends whatever plays, listens or records on the call."""
+    ended = asyncio.ensure_future(leg.ended.wait())
+    dead = asyncio.ensure_future(media.dead.wait())
+    try:
+        await asyncio.wait({ended, dead}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+        dead.cancel()
+    if not leg.is_ended:
+        log.warning("media_timeout", call=leg.ref, caller_dead=True)
+        await leg.hangup("media_timeout")
     media.close()
 
 

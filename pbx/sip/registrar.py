@@ -125,7 +125,7 @@ class Registrar:
     def authenticate(self, request: Request, now: float) -> tuple[str | None, Response | None]:
         """(username, None) when the request carries valid credentials, else (None, a 401/403)."""
         value = request.headers.get("Authorization")
-        if value is None or value.split(None, 1)[0].lower() != "digest":
+        if value is None or (value.split(None, 1) or [""])[0].lower() != "digest":
             # no credentials, or a scheme we do not speak (RFC 4475 3.3.7): challenge for Digest
             return None, self._challenge(request, now, stale=False)
         try:

@@ -113,6 +113,7 @@ class SipStack:
 
     def __post_init__(self) -> None:
         self.request_failures = 0  # the core raised while handling a request (answered here)
+        self.requests_malformed = 0  # ... a SipParseError: a header it read was not valid SIP
         self.unanswered_failures = 0  # requests answered by fail() (the core had not answered)
         self.layer = TransactionLayer(self.timers, max_transactions=self.max_transactions)
         self.transports = SipTransports(self._on_message, self.limits)
@@ -189,6 +190,16 @@ class SipStack:
         """Hand a new request to the core; if that raises, answer for it (never silence)."""
         try:
             self.on_request(incoming)
+        except SipParseError as exc:  # a header read lazily was not valid SIP: the peer's fault
+            self.requests_malformed += 1
+            method = incoming.request.method
+            log.info(
+                "request_malformed",
+                method=method if method in KNOWN_METHODS else "other",
+                reason=exc.reason,  # generic ("Malformed parameter in Contact"), never a value
+            )
+            if incoming.unanswered:
+                incoming.respond(400, exc.reason, to_tag=secrets.token_hex(6))
         except Exception as exc:
             self.request_failures += 1
             method = incoming.request.method
@@ -198,10 +209,7 @@ class SipStack:
                 error=type(exc).__name__,
                 at=failure_site(exc),
             )
-            if isinstance(exc, SipParseError):  # a header read lazily was not valid SIP
-                incoming.fail(400, exc.reason)
-            else:
-                incoming.fail()
+            incoming.fail()
 
     def _apply_one(self, effect: Effect) -> None:
         if isinstance(effect, Send):
