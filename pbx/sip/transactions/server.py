@@ -85,9 +85,7 @@ class ServerTransaction:
         """The TU never answered: answer 500 ourselves, then end as any answered transaction."""
         if self.answered or self.state is ServerState.TERMINATED:
             return []
-        response = make_response(
-            self.request, 500, ABANDONED_REASON, to_tag=secrets.token_hex(6)
-        )
+        response = make_response(self.request, 500, ABANDONED_REASON, to_tag=secrets.token_hex(6))
         return [Abandoned(self.id, self.request), *self.send_response(response, now)]
 
     def on_retransmission(self, peer: Peer, now: float) -> list[Effect]:
