@@ -720,3 +720,33 @@ class Fuzzer:
     @property
     def sent(self) -> int:
         return sum(p.stats.sent for p in self.peers)
+
+
+# --- a burst from one address ---------------------------------------------------------------------
+
+
+def burst_datagrams(
+    count: int, host: str, port: int, target: tuple[str, int], seed: int
+) -> list[bytes]:
+    """`count` mutated requests of every kind, as sent from host:port (no valid credentials)."""
+    rnd = random.Random(seed)
+    seeds = load_seeds()
+    peer = FuzzPeer(host, rnd, [])
+    peer.port, peer.target = port, target
+    return [
+        mutate(peer.retarget(rnd.choice(seeds), sign=False), rnd).to_bytes() for _ in range(count)
+    ]
+
+
+def blast(sock: Any, datagrams: list[bytes], target: tuple[str, int], per_ms: int = 8) -> float:
+    """Send as fast as the service takes them in (blocking socket; run it in a thread): a short
+    pause every `per_ms` datagrams keeps the service's receive buffer from overflowing most of
+    them. Returns the seconds it took."""
+    import time
+
+    started = time.monotonic()
+    for i, data in enumerate(datagrams):
+        sock.sendto(data, target)
+        if i % per_ms == per_ms - 1:
+            time.sleep(0.001)
+    return time.monotonic() - started
