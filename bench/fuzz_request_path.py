@@ -72,9 +72,10 @@ async def run(count: int, batch: int, udp: bool, seed: int) -> int:
                                 len(watch.error_lines()) + len(watch.loop_errors)
                                 + service.stack.request_failures
                             )  # fmt: skip
+                            live = len(service.stack.layer)
                             unanswered = stats.abandoned + max(
-                                0, stats.server_created - stats.server_answered - len(service.stack.layer)
-                            )  # fmt: skip
+                                0, stats.server_created - stats.server_answered - live
+                            )
                             print(
                                 f"{fuzzer.sent:>9} {rate:>7.0f} {exceptions:>10} {unanswered:>10} "
                                 f"{len(service.stack.layer):>9} {len(service.switchboard.legs):>9} "
