@@ -66,6 +66,8 @@ class Settings:
     nonce_lifetime: float = 300.0
     sip_t1: float = 0.5  # RFC 3261 timer T1 (RTT estimate); every other timer derives from it
     sip_t2: float = 4.0
+    # an INVITE the service has not answered by then gets 500 from the transaction layer
+    sip_invite_answer_limit: float = 180.0
     log_level: str = "info"
     log_format: str = "json"  # json or console
 

@@ -99,7 +99,7 @@ class HelplineService:
             ),
             max_transactions=s.max_transactions,
             public_host=s.public_host,
-            timers=Timers(t1=s.sip_t1, t2=s.sip_t2),
+            timers=Timers(t1=s.sip_t1, t2=s.sip_t2, invite_answer_limit=s.sip_invite_answer_limit),
         )
         self.stack.transports.observe = self._observe
         self.switchboard = Switchboard(

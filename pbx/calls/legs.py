@@ -182,6 +182,11 @@ class InboundLeg(Leg):
             self._respond(status, reason)
             self._finish(f"rejected_{status}")
 
+    def given_up(self) -> None:
+        """The transaction layer answered the INVITE itself (we took too long): the leg ends."""
+        if self.state in (LegState.NEW, LegState.RINGING):
+            self._finish("not_answered_in_time")
+
     def fail(self) -> bool:
         """The code serving this call failed before answering: 500, never silence. True if the
         caller was still waiting for a final response."""

@@ -248,6 +248,7 @@ class SipStack:
                 method=method if method in KNOWN_METHODS else "other",
                 transaction=str(effect.transaction),
             )
+            self.on_server_timeout(effect.transaction, effect.request)  # the core lets it go
         elif isinstance(effect, Terminated):
             pending_t = self._pending.pop(effect.transaction, None)
             if pending_t is not None and not pending_t.future.done():
