@@ -25,6 +25,7 @@ from pbx.media.player import play
 from pbx.sip.message import Response
 from pbx.sip.peer import Peer
 from pbx.sip.registrar import Binding
+from pbx.sip.stack import failure_site
 from pbx.sip.uri import SipUri
 from pbx.switchboard import Switchboard
 
@@ -57,8 +58,8 @@ class DirectRouter:
     async def _run(self, leg: InboundLeg, caller: CallerContext) -> None:
         try:
             await self._connect(leg, caller)
-        except Exception:  # a bug must cost one call a clean ending, never leave it hanging
-            log.exception("call_failed", call=leg.ref)
+        except Exception as exc:  # a bug must cost one call a clean ending, never leave it hanging
+            log.error("call_failed", call=leg.ref, error=type(exc).__name__, at=failure_site(exc))
             if not leg.is_ended:
                 await leg.hangup("internal_error")
         reason = leg.end_reason

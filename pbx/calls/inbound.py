@@ -29,6 +29,7 @@ from pbx.calls.waiting import WaitingRoom
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
 from pbx.sip.peer import Peer, TransportKind
+from pbx.sip.stack import failure_site
 from pbx.sip.uri import SipUri, parse_sip_uri
 
 log = structlog.get_logger("pbx.calls.inbound")
@@ -64,8 +65,8 @@ class HelplineCalls:
     async def _run(self, leg: InboundLeg, caller: CallerContext, plan: Dialplan) -> None:
         try:
             outcome = await self._handle(leg, caller, plan)
-        except Exception:  # a bug must cost one call a clean ending, never leave it hanging
-            log.exception("call_failed", call=leg.ref)
+        except Exception as exc:  # a bug must cost one call a clean ending, never leave it hanging
+            log.error("call_failed", call=leg.ref, error=type(exc).__name__, at=failure_site(exc))
             outcome = "failed"
             if not leg.is_ended:
                 await leg.hangup("internal_error")

@@ -22,6 +22,7 @@ from pbx.calls.media_session import AnchoredMedia, MediaFactory
 from pbx.db.volunteers import Profile, verify_pin
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
+from pbx.sip.stack import failure_site
 from queues.roster import AUTO_PAUSED, Roster, RosterError, Volunteer, VolunteerState
 
 log = structlog.get_logger("pbx.calls.shift")
@@ -70,8 +71,11 @@ class ShiftDesk:
             log.info("feature_code_done", user=username, code=code, prompts=names)
             await play(media.leg, [self.prompts.get(language, n) for n in names], barge_in=False)
             await leg.hangup("feature_code_done")
-        except Exception:
-            log.exception("feature_code_failed", user=username)
+        except Exception as exc:
+            log.error(
+                "feature_code_failed", user=username, error=type(exc).__name__,
+                at=failure_site(exc),
+            )  # fmt: skip
             await leg.hangup("internal_error")
         finally:
             media.close()
