@@ -6,7 +6,7 @@ mutated real requests in batches: by default straight into the service's UDP rec
 the answers still go out over UDP to the fuzzing peers), with --udp over a real socket. After each
 batch it lets the timers run until no transaction and no call leg is left, and prints a line:
 
-  requests  req/s  exceptions  unanswered  transactions-left  legs-left  rss-MB
+  requests  req/s  exceptions  unanswered  server-transactions-left  legs-left  rss-MB
 
 exceptions: errors logged, exceptions that reached the event loop, requests whose handling
 raised. unanswered: server transactions the service never answered (ended by the answer limit)
@@ -55,7 +55,7 @@ async def run(count: int, batch: int, udp: bool, seed: int) -> int:
                     ).open()
                     print(
                         f"{'requests':>9} {'req/s':>7} {'exceptions':>10} {'unanswered':>10} "
-                        f"{'txns-left':>9} {'legs-left':>9} {'rss-MB':>7}",
+                        f"{'server-txns':>11} {'legs-left':>9} {'rss-MB':>7}",
                         flush=True,
                     )
                     started = time.monotonic()
@@ -72,13 +72,13 @@ async def run(count: int, batch: int, udp: bool, seed: int) -> int:
                                 len(watch.error_lines()) + len(watch.loop_errors)
                                 + service.stack.request_failures
                             )  # fmt: skip
-                            live = len(service.stack.layer)
+                            live = service.stack.layer.server_count()
                             unanswered = stats.abandoned + max(
                                 0, stats.server_created - stats.server_answered - live
                             )
                             print(
                                 f"{fuzzer.sent:>9} {rate:>7.0f} {exceptions:>10} {unanswered:>10} "
-                                f"{len(service.stack.layer):>9} {len(service.switchboard.legs):>9} "
+                                f"{live:>11} {len(service.switchboard.legs):>9} "
                                 f"{rss_mb():>7.1f}",
                                 flush=True,
                             )

@@ -626,11 +626,13 @@ class RequestPathWatch:
         return out
 
     async def settle(self, timeout: float) -> None:
-        """Wait until no transaction and no call leg is left (timers running), or timeout."""
+        """Wait until no server transaction and no call leg is left (timers running), or
+        timeout. (The service's own requests, client transactions, end by RFC 3261 timers, an
+        INVITE a handset refused only after Timer D's 32 s: they are not what is checked.)"""
         stack, board = self.service.stack, self.service.switchboard
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
-            if len(stack.layer) == 0 and not board.legs:
+            if stack.layer.server_count() == 0 and not board.legs:
                 return
             await asyncio.sleep(0.1)
 
@@ -653,11 +655,11 @@ class RequestPathWatch:
             if settled:
                 peer.stats.finals.clear()  # checked: a long run keeps no per-request state
         if settled:
-            if len(stack.layer):
-                v.problems.append(f"{len(stack.layer)} transactions left after the timers")
+            if stack.layer.server_count():
+                v.problems.append(f"{stack.layer.server_count()} server transactions left")
             if board.legs:
                 v.problems.append(f"{len(board.legs)} call legs left")
-            if stats.server_created != stats.server_answered:
+            elif stats.server_created != stats.server_answered:
                 v.problems.append(
                     f"{stats.server_created} server transactions, {stats.server_answered} answered"
                 )
