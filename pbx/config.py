@@ -96,6 +96,8 @@ class Settings:
     pin_lockout_max: float = 3600.0
     sip_t1: float = 0.5  # RFC 3261 timer T1 (RTT estimate); every other timer derives from it
     sip_t2: float = 4.0
+    # an INVITE the service has not answered by then gets 500 from the transaction layer
+    sip_invite_answer_limit: float = 180.0
     # `helpline serve` started as root becomes this user once its sockets are bound ("": stay
     # root, not recommended); scripts/bootstrap.sh creates it. Ignored when not started as root.
     run_as_user: str = "helpline"

@@ -104,7 +104,9 @@ class HelplineService:
             ),
             max_transactions=s.max_transactions,
             public_host=s.public_host,
-            timers=Timers(t1=s.sip_t1, t2=s.sip_t2),
+            timers=Timers(
+                t1=s.sip_t1, t2=s.sip_t2, invite_answer_limit=s.sip_invite_answer_limit
+            ),
             admission=self.admission,
             trunk_reserved_transactions=s.trunk_reserved_transactions,
         )  # fmt: skip
@@ -288,7 +290,7 @@ class HelplineService:
         if change in (Change.ADDED, Change.REFRESHED):
             self.writer.submit(save_op(_binding_to_row(binding)))
         elif change in (Change.REMOVED, Change.EXPIRED, Change.LOST):
-            self.writer.submit(delete_op(binding.username, binding.key))
+            self.writer.submit(delete_op(binding.username, _db_text(binding.key)))
         self.record_event(f"registration.{change.value}", user=binding.username)
 
     def _registration_seen_by_roster(self, change: Change, binding: Binding) -> None:
@@ -401,6 +403,30 @@ class HelplineService:
             "reason", lambda: {r: admission.stats.dropped[r] for r in DROP_REASONS}, counter=True,
         )  # fmt: skip
         m.live(
+            "helpline_sip_request_failures",
+            "Requests whose handling raised (answered 500/400 by the stack, logged)",
+            lambda: self.stack.request_failures,
+            counter=True,
+        )
+        m.live(
+            "helpline_sip_requests_malformed_late",
+            "Requests answered 400 because a header read after parsing was not valid SIP",
+            lambda: self.stack.requests_malformed,
+            counter=True,
+        )
+        m.live(
+            "helpline_sip_failure_answers",
+            "Requests answered 500/400 because the code handling them failed before answering",
+            lambda: self.stack.unanswered_failures,
+            counter=True,
+        )
+        m.live(
+            "helpline_sip_transactions_abandoned",
+            "Server transactions never answered in time, answered 500 by the transaction layer",
+            lambda: self.stack.layer.stats.abandoned,
+            counter=True,
+        )
+        m.live(
             "helpline_db_writes_pending",
             "Records waiting to be written to the database",
             lambda: self.writer.pending if self.writer is not None else 0,
@@ -415,19 +441,23 @@ def _lockout_policy(s: Settings) -> LockoutPolicy:
         max_backoff=s.auth_lockout_max,
     )
 
+def _db_text(text: str) -> str:
+    """PostgreSQL text holds neither NUL nor lone surrogates, which a handset may have sent."""
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
 
 def _binding_to_row(b: Binding) -> StoredBinding:
     return StoredBinding(
         aor=b.username,
-        contact_uri=b.key,
+        contact_uri=_db_text(b.key),
         received_host=b.source.host,
         received_port=b.source.port,
         transport=b.source.transport.value,
         expires_at=datetime.fromtimestamp(b.expires_at, UTC),
-        call_id=b.call_id,
+        call_id=_db_text(b.call_id),
         cseq=b.cseq,
-        instance_id=str(b.contact),  # the contact URI itself (key may be the instance id)
-        user_agent=b.user_agent,
+        instance_id=_db_text(str(b.contact)),  # the contact URI itself (key may be the instance id)
+        user_agent=None if b.user_agent is None else _db_text(b.user_agent),
         auth_algorithm=b.algorithm,
     )
 

@@ -22,7 +22,7 @@ from pbx.sip.auth_guard import FORBIDDEN, Authenticated, Refused, Scheme, Why
 from pbx.sip.dialog import contact_uri, new_call_id, new_tag
 from pbx.sip.digest import Credential
 from pbx.sip.errors import SipParseError
-from pbx.sip.message import Response, make_response
+from pbx.sip.message import Request, Response, make_response
 from pbx.sip.parser import KNOWN_METHODS
 from pbx.sip.peer import Peer
 from pbx.sip.registrar import Binding, Registrar
@@ -61,6 +61,7 @@ class Switchboard:
     def __post_init__(self) -> None:
         self.stack.on_request = self.on_request
         self.stack.on_stray_response = self.on_stray_response
+        self.stack.on_server_timeout = self.on_server_timeout
 
     # --- dispatch --------------------------------------------------------------------------------
     def on_request(self, incoming: IncomingRequest) -> None:
@@ -128,6 +129,13 @@ class Switchboard:
             return
         incoming.respond(200)
         leg.cancelled()
+
+    def on_server_timeout(self, transaction: TransactionId, request: Request) -> None:
+        """An INVITE the transaction layer ended without our answer (its answer limit passed):
+        the call is over for the caller, so it ends here too (volunteers stop ringing)."""
+        leg = self._by_invite.get(transaction)
+        if leg is not None:
+            leg.given_up()
 
     def on_stray_response(self, response: Response, peer: Peer) -> None:
         """A 2xx retransmission to an INVITE we sent: the ACK was lost, send it again."""

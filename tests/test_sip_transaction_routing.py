@@ -68,6 +68,13 @@ def test_no_rport_and_same_host_leaves_the_via_alone() -> None:
     assert trying.peer == Peer(TransportKind.UDP, "127.0.0.2", 5070)
 
 
+def test_a_received_param_sent_by_the_client_is_replaced_by_the_real_source() -> None:
+    # a forged received= would otherwise aim our responses at any address (reflection)
+    request, trying = receive("SIP/2.0/UDP 127.0.0.2:5060;received=127.0.0.77;branch=z9hG4bK9")
+    assert request.top_via.params["received"] == "127.0.0.2"
+    assert trying.peer == Peer(TransportKind.UDP, "127.0.0.2", 5060)
+
+
 def test_host_name_in_sent_by_gets_received_and_default_port() -> None:
     request, trying = receive("SIP/2.0/UDP phone.invalid;branch=z9hG4bK1")
     assert request.top_via.params["received"] == "127.0.0.2"

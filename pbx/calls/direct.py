@@ -18,13 +18,14 @@ from typing import Any
 import structlog
 
 from pbx.anonymity import CallerContext
-from pbx.calls.legs import InboundLeg, LegState, OutboundLeg
+from pbx.calls.legs import InboundLeg, LegState, OutboundLeg, watch_call_task
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory, reinvite_handler
 from pbx.media.bridge import Bridge
 from pbx.media.player import play
 from pbx.sip.message import Response
 from pbx.sip.peer import Peer
 from pbx.sip.registrar import Binding
+from pbx.sip.stack import failure_site
 from pbx.sip.uri import SipUri
 from pbx.switchboard import Switchboard
 
@@ -44,9 +45,7 @@ class DirectRouter:
     on_outcome: Callable[[str], None] = lambda outcome: None  # metrics: how each call ended
 
     def inbound_call(self, leg: InboundLeg, caller: CallerContext) -> None:
-        task = asyncio.create_task(self._run(leg, caller))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        watch_call_task(asyncio.create_task(self._run(leg, caller)), leg, self.tasks)
 
     def volunteer_call(self, leg: InboundLeg, username: str, dialed: str) -> None:
         leg.reject(404, "Not Found - No such feature code")
@@ -59,8 +58,8 @@ class DirectRouter:
     async def _run(self, leg: InboundLeg, caller: CallerContext) -> None:
         try:
             await self._connect(leg, caller)
-        except Exception:  # a bug must cost one call a clean ending, never leave it hanging
-            log.exception("call_failed", call=leg.ref)
+        except Exception as exc:  # a bug must cost one call a clean ending, never leave it hanging
+            log.error("call_failed", call=leg.ref, error=type(exc).__name__, at=failure_site(exc))
             if not leg.is_ended:
                 await leg.hangup("internal_error")
         reason = leg.end_reason

@@ -22,13 +22,14 @@ from ivr.model import Destination, Dialplan
 from ivr.runtime import IvrOutcome, IvrRuntime, OutcomeKind
 from pbx.anonymity import CallerContext
 from pbx.calls.direct import DirectRouter, Target, bridge_until_end
-from pbx.calls.legs import InboundLeg
+from pbx.calls.legs import InboundLeg, watch_call_task
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
 from pbx.calls.shift import ShiftDesk
 from pbx.calls.waiting import WaitingRoom
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
 from pbx.sip.peer import Peer, TransportKind
+from pbx.sip.stack import failure_site
 from pbx.sip.uri import SipUri, parse_sip_uri
 
 log = structlog.get_logger("pbx.calls.inbound")
@@ -53,9 +54,7 @@ class HelplineCalls:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def inbound_call(self, leg: InboundLeg, caller: CallerContext) -> None:
-        task = asyncio.create_task(self._run(leg, caller, self.plan()))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        watch_call_task(asyncio.create_task(self._run(leg, caller, self.plan())), leg, self.tasks)
 
     def volunteer_call(self, leg: InboundLeg, username: str, dialed: str) -> None:
         if self.shift_desk is None:
@@ -66,8 +65,8 @@ class HelplineCalls:
     async def _run(self, leg: InboundLeg, caller: CallerContext, plan: Dialplan) -> None:
         try:
             outcome = await self._handle(leg, caller, plan)
-        except Exception:  # a bug must cost one call a clean ending, never leave it hanging
-            log.exception("call_failed", call=leg.ref)
+        except Exception as exc:  # a bug must cost one call a clean ending, never leave it hanging
+            log.error("call_failed", call=leg.ref, error=type(exc).__name__, at=failure_site(exc))
             outcome = "failed"
             if not leg.is_ended:
                 await leg.hangup("internal_error")
@@ -192,7 +191,18 @@ class HelplineCalls:
 
 
 async def _close_when_ended(leg: InboundLeg, media: AnchoredMedia) -> None:
-    await leg.ended.wait()
+    """The caller hanging up, or their media going silent for media_timeout (a caller who
+    vanished without a BYE), ends whatever plays, listens or records on the call."""
+    ended = asyncio.ensure_future(leg.ended.wait())
+    dead = asyncio.ensure_future(media.dead.wait())
+    try:
+        await asyncio.wait({ended, dead}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+        dead.cancel()
+    if not leg.is_ended:
+        log.warning("media_timeout", call=leg.ref, caller_dead=True)
+        await leg.hangup("media_timeout")
     media.close()
 
 

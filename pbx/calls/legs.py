@@ -10,6 +10,7 @@ import asyncio
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -18,7 +19,7 @@ from pbx.sip.dialog import Dialog, DialogState, new_call_id, new_tag
 from pbx.sip.headers import Headers
 from pbx.sip.message import Request, Response, make_response
 from pbx.sip.peer import Peer
-from pbx.sip.stack import IncomingRequest, SipStack
+from pbx.sip.stack import IncomingRequest, SipStack, failure_site
 from pbx.sip.transactions import TransactionId
 from pbx.sip.uri import SipUri
 
@@ -37,6 +38,7 @@ class LegState(enum.Enum):
 
 
 _background: set[asyncio.Task[Response]] = set()  # BYE transactions still running
+_reinvites: set[asyncio.Task[None]] = set()  # re-INVITEs being answered
 
 OfferHandler = Callable[[bytes], Awaitable[bytes | None]]  # re-INVITE offer -> answer (None: 488)
 
@@ -95,7 +97,9 @@ class Leg:
             incoming.respond(200)
             self._finish("remote_bye")
         elif method == "INVITE":
-            asyncio.create_task(self._reinvite(incoming))
+            task = asyncio.create_task(self._reinvite(incoming))
+            _reinvites.add(task)
+            task.add_done_callback(lambda t: _request_task_done(t, incoming, self.ref))
         elif method == "INFO":
             incoming.respond(200)
             if self.on_info is not None:
@@ -177,6 +181,21 @@ class InboundLeg(Leg):
         if self.state in (LegState.NEW, LegState.RINGING):
             self._respond(status, reason)
             self._finish(f"rejected_{status}")
+
+    def given_up(self) -> None:
+        """The transaction layer answered the INVITE itself (we took too long): the leg ends."""
+        if self.state in (LegState.NEW, LegState.RINGING):
+            self._finish("not_answered_in_time")
+
+    def fail(self) -> bool:
+        """The code serving this call failed before answering: 500, never silence. True if the
+        caller was still waiting for a final response."""
+        if self.state not in (LegState.NEW, LegState.RINGING):
+            return False
+        self.stack.unanswered_failures += 1
+        self._respond(500, "Server Internal Error")
+        self._finish("internal_error")
+        return True
 
     async def answer(self, sdp: bytes) -> bool:
         """Send 200 OK, retransmitted until the ACK (RFC 3261 13.3.1.4). False: no ACK, BYE sent."""
@@ -315,3 +334,31 @@ class OutboundLeg(Leg):
     def on_retransmitted_2xx(self) -> None:
         if self.dialog is not None and self.state is not LegState.ENDED:
             self.send_ack()
+
+
+def _request_task_done(task: asyncio.Task[None], incoming: IncomingRequest, ref: str) -> None:
+    _reinvites.discard(task)
+    _log_task_failure(task, ref)
+    incoming.fail()
+
+
+def _log_task_failure(task: asyncio.Task[Any], ref: str) -> None:
+    """Log a failed task by kind and place only (its message might carry what a peer sent)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("call_task_failed", call=ref, error=type(exc).__name__, at=failure_site(exc))
+
+
+def watch_call_task(
+    task: asyncio.Task[Any], leg: InboundLeg, tasks: set[asyncio.Task[Any]]
+) -> None:
+    """Keep a task serving `leg` in `tasks` until it ends; however it ends (returns, raises or
+    is cancelled), a caller still without a final response then gets 500."""
+    tasks.add(task)
+
+    def done(t: asyncio.Task[Any]) -> None:
+        tasks.discard(t)
+        _log_task_failure(t, leg.ref)
+        if leg.fail():
+            log.warning("call_task_left_invite_unanswered", call=leg.ref)
+
+    task.add_done_callback(done)

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 import structlog
 
 from ivr.collect import CollectEnd, collect_digits
-from pbx.calls.legs import InboundLeg
+from pbx.calls.legs import InboundLeg, watch_call_task
 from pbx.calls.media_session import AnchoredMedia, MediaFactory
 from pbx.db.volunteers import Profile, verify_pin
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
 from pbx.sip.auth_guard import Lockout
+from pbx.sip.stack import failure_site
 from queues.roster import AUTO_PAUSED, Roster, RosterError, Volunteer, VolunteerState
 
 log = structlog.get_logger("pbx.calls.shift")
@@ -64,9 +65,7 @@ class ShiftDesk:
             # a volunteer's handset can reach the feature codes, nothing else (toll fraud)
             leg.reject(404, "Not Found - No such feature code")
             return
-        task = asyncio.create_task(self._serve(leg, username, code))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        watch_call_task(asyncio.create_task(self._serve(leg, username, code)), leg, self.tasks)
 
     async def _serve(self, leg: InboundLeg, username: str, code: str) -> None:
         profile = self.profiles().get(username)
@@ -90,8 +89,11 @@ class ShiftDesk:
             log.info("feature_code_done", user=username, code=code, prompts=names)
             await play(media.leg, [self.prompts.get(language, n) for n in names], barge_in=False)
             await leg.hangup("feature_code_done")
-        except Exception:
-            log.exception("feature_code_failed", user=username)
+        except Exception as exc:
+            log.error(
+                "feature_code_failed", user=username, error=type(exc).__name__,
+                at=failure_site(exc),
+            )  # fmt: skip
             await leg.hangup("internal_error")
         finally:
             media.close()

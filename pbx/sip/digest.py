@@ -39,7 +39,8 @@ class DigestError(ValueError):
 
 def _hash(algorithm: Algorithm, data: str) -> str:
     name = "md5" if algorithm is Algorithm.MD5 else "sha256"
-    return hashlib.new(name, data.encode("utf-8")).hexdigest()
+    # bytes that were not UTF-8 on the wire arrive as surrogates: hash them as sent
+    return hashlib.new(name, data.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def ha1(algorithm: Algorithm, username: str, realm: str, password: str) -> str:

@@ -54,7 +54,8 @@ def stamp_via(via: Via, source: Peer) -> Via:
     whenever rport was asked for (RFC 3581 section 4); rport then gets the source port.
     """
     wants_rport = "rport" in via.params
-    if not wants_rport and normalize_host(via.host) == normalize_host(source.host):
+    forged = "received" in via.params  # only we stamp received: one a client sent is ignored
+    if not wants_rport and not forged and normalize_host(via.host) == normalize_host(source.host):
         return via
     changes: dict[str, str | None] = {"received": bare_host(source.host)}
     if wants_rport:

@@ -2,6 +2,10 @@
 
 It turns transaction effects into I/O (sends, timers, deliveries to the core) and gives the core an
 awaitable API: `request()` for client transactions and `respond()` for server transactions.
+
+The line never goes dead: a request whose handling raises is answered here (400 when the request
+itself was unreadable, else 500) unless the core had already answered it, and the failure is
+logged by kind and code location only (never a header value: they may carry a caller's number).
 """
 
 from __future__ import annotations
@@ -9,17 +13,22 @@ from __future__ import annotations
 import asyncio
 import secrets
 import ssl
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 import structlog
 
 from pbx.sip.admission import Admission
+from pbx.sip.errors import SipParseError
 from pbx.sip.headers import Headers
 from pbx.sip.message import Message, Request, Response, make_response
+from pbx.sip.parser import KNOWN_METHODS
 from pbx.sip.peer import Peer, TransportKind
 from pbx.sip.timers import Timers
 from pbx.sip.transactions import (
+    Abandoned,
     Deliver,
     Effect,
     Send,
@@ -65,6 +74,22 @@ class IncomingRequest:
         self.stack.respond(self, response)
         return response
 
+    @property
+    def unanswered(self) -> bool:
+        """The request has a live server transaction that no final response has been sent on."""
+        if self.transaction is None:
+            return False
+        state = self.stack.layer.server_transaction_state(self.transaction)
+        return state in (ServerState.TRYING, ServerState.PROCEEDING)
+
+    def fail(self, status: int = 500, reason: str = "Server Internal Error") -> bool:
+        """Answer `status` if nothing final was sent yet (the core failed to); True if it was."""
+        if not self.unanswered:
+            return False
+        self.stack.unanswered_failures += 1
+        self.respond(status, reason, to_tag=secrets.token_hex(6))
+        return True
+
 
 def _is_trying(effect: Effect) -> bool:
     return (
@@ -98,6 +123,9 @@ class SipStack:
     trunk_reserved_transactions: int = 0  # of max_transactions, only for admission-exempt sources
 
     def __post_init__(self) -> None:
+        self.request_failures = 0  # the core raised while handling a request (answered here)
+        self.requests_malformed = 0  # ... a SipParseError: a header it read was not valid SIP
+        self.unanswered_failures = 0  # requests answered by fail() (the core had not answered)
         admission = self.admission
         self.layer = TransactionLayer(
             self.timers,
@@ -155,7 +183,12 @@ class SipStack:
 
     # --- effects ----------------------------------------------------------------------------------
     def _on_message(self, message: Message, peer: Peer) -> None:
-        self._apply(self.layer.receive(message, peer, self.now))
+        try:
+            effects = self.layer.receive(message, peer, self.now)
+        except Exception as exc:  # the layer promises not to raise; a bug must not kill reading
+            log.error("receive_failed", error=type(exc).__name__, at=failure_site(exc))
+            return
+        self._apply(effects)
 
     def _apply(self, effects: list[Effect]) -> None:
         trying: Send | None = None
@@ -170,8 +203,13 @@ class SipStack:
                     if self._still_proceeding(effect.transaction):
                         self._apply_one(trying)
                     trying = None
-            except Exception:
-                log.exception("effect_failed", effect=type(effect).__name__)
+            except Exception as exc:
+                log.error(
+                    "effect_failed",
+                    effect=type(effect).__name__,
+                    error=type(exc).__name__,
+                    at=failure_site(exc),
+                )
         if trying is not None:
             self._apply_one(trying)
         self._schedule()
@@ -184,13 +222,38 @@ class SipStack:
             return True
         return self.layer.server_transaction_state(transaction) is ServerState.PROCEEDING
 
+    def _deliver_request(self, incoming: IncomingRequest) -> None:
+        """Hand a new request to the core; if that raises, answer for it (never silence)."""
+        try:
+            self.on_request(incoming)
+        except SipParseError as exc:  # a header read lazily was not valid SIP: the peer's fault
+            self.requests_malformed += 1
+            method = incoming.request.method
+            log.info(
+                "request_malformed",
+                method=method if method in KNOWN_METHODS else "other",
+                reason=exc.reason,  # generic ("Malformed parameter in Contact"), never a value
+            )
+            if incoming.unanswered:
+                incoming.respond(400, exc.reason, to_tag=secrets.token_hex(6))
+        except Exception as exc:
+            self.request_failures += 1
+            method = incoming.request.method
+            log.error(
+                "request_failed",
+                method=method if method in KNOWN_METHODS else "other",
+                error=type(exc).__name__,
+                at=failure_site(exc),
+            )
+            incoming.fail()
+
     def _apply_one(self, effect: Effect) -> None:
         if isinstance(effect, Send):
             self.transports.send(effect.message, effect.peer)
         elif isinstance(effect, Deliver):
             message = effect.message
             if isinstance(message, Request):
-                self.on_request(
+                self._deliver_request(
                     IncomingRequest(
                         message, effect.source, effect.transaction, self, effect.cancels
                     )
@@ -214,6 +277,14 @@ class SipStack:
                     pending_req.future.set_result(timeout)
             else:
                 self.on_server_timeout(effect.transaction, effect.request)
+        elif isinstance(effect, Abandoned):
+            method = effect.request.method
+            log.warning(
+                "transaction_abandoned",
+                method=method if method in KNOWN_METHODS else "other",
+                transaction=str(effect.transaction),
+            )
+            self.on_server_timeout(effect.transaction, effect.request)  # the core lets it go
         elif isinstance(effect, Terminated):
             pending_t = self._pending.pop(effect.transaction, None)
             if pending_t is not None and not pending_t.future.done():
@@ -287,3 +358,12 @@ class SipStack:
             message.headers.prepend("Via", self.via_for(peer.transport))
         log.debug("send_stateless", what=request_summary(message), peer=str(peer))
         self.transports.send(message, peer)
+
+
+def failure_site(exc: BaseException, frames: int = 4) -> str:
+    """Where an exception came from (innermost frames: file:line function), without its
+    message or any local value, so that logging it cannot leak what a request carried."""
+    tb = traceback.extract_tb(exc.__traceback__)[-frames:]
+    return " < ".join(
+        f"{'/'.join(PurePath(f.filename).parts[-2:])}:{f.lineno} {f.name}" for f in reversed(tb)
+    )

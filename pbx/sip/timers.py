@@ -16,6 +16,9 @@ class Timers:
     t2: float = 4.0  # maximum retransmit interval for non-INVITE requests and INVITE responses
     t4: float = 5.0  # maximum time a message remains in the network
     d_unreliable: float = 32.0  # Timer D over UDP: "> 32 s", independent of T1
+    # How long the TU may leave a new INVITE without a final response before the layer answers
+    # 500 itself (the 3 minutes of a proxy's Timer C: long enough for any ringing).
+    invite_answer_limit: float = 180.0
 
     @property
     def transaction_timeout(self) -> float:
@@ -68,6 +71,12 @@ class Timers:
     def l(self) -> float:  # noqa: E743 - the RFC's name for it
         """RFC 6026: how long an Accepted server INVITE transaction absorbs INVITE copies."""
         return self.transaction_timeout
+
+    # --- server: the safety net against a TU that never answers ---
+    def answer_limit(self, invite: bool) -> float:
+        """How long a server transaction may wait for the TU's final response: 64*T1 for a
+        non-INVITE (its client has given up by then, Timer F), invite_answer_limit for INVITE."""
+        return self.invite_answer_limit if invite else self.transaction_timeout
 
     # --- server non-INVITE ---
     def j(self, reliable: bool) -> float:

@@ -2,6 +2,7 @@
 
 from pbx.sip.transactions.client import ClientState, build_ack_for_non2xx, build_cancel
 from pbx.sip.transactions.effects import (
+    Abandoned,
     Deliver,
     Effect,
     Send,
@@ -15,6 +16,7 @@ from pbx.sip.transactions.server import ServerState
 from pbx.sip.transactions.uas_2xx import NoAck, Uas2xxRetransmitter
 
 __all__ = [
+    "Abandoned",
     "ClientState",
     "Deliver",
     "Effect",

@@ -65,4 +65,13 @@ class Terminated:
     transaction: TransactionId
 
 
-Effect = Send | Deliver | TimedOut | Terminated
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """The TU never answered this server transaction within its bound (Timers.answer_limit):
+    the layer has answered it with 500 itself, so no request waits forever for an answer."""
+
+    transaction: TransactionId
+    request: Request
+
+
+Effect = Send | Deliver | TimedOut | Terminated | Abandoned

@@ -1,8 +1,10 @@
 """The SIP transaction layer (RFC 3261 section 17, RFC 6026), sans-IO.
 
-Messages and the current time go in; lists of effects (Send, Deliver, TimedOut, Terminated) come
-out, for an adapter to carry out in order. Nothing here reads a clock or touches a socket. Input
-from the network never raises: whatever cannot be matched or read is dropped and counted.
+Messages and the current time go in; lists of effects (Send, Deliver, TimedOut, Terminated,
+Abandoned) come out, for an adapter to carry out in order. Nothing here reads a clock or touches a
+socket. Input from the network never raises: whatever cannot be matched or read is dropped and
+counted. Every server transaction ends with exactly one final response: the TU's, or a 500 of the
+layer's own once the answer limit passes (Abandoned), so none can occupy the table for ever.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pbx.sip.transactions.client import (
     build_cancel,
 )
 from pbx.sip.transactions.effects import (
+    Abandoned,
     Deliver,
     Effect,
     Send,
@@ -79,6 +82,8 @@ class TransactionStats:
     dropped_not_ours: int = 0  # responses whose top Via is not one of our sent-by values
     dropped_stray: int = 0  # responses matching no client transaction (other than 2xx to INVITE)
     dropped_tu_responses: int = 0  # TU responses for ended transactions or in the wrong state
+    server_answered: int = 0  # server transactions that got their final response
+    abandoned: int = 0  # ... of which the layer sent itself (500: the TU never answered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +132,10 @@ class TransactionLayer:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+    def server_count(self) -> int:
+        """Live server transactions (for tests and monitoring)."""
+        return len(self._server)
 
     # --- from the network -------------------------------------------------------------------
     def receive(self, message: Request | Response, source: Peer, now: float) -> list[Effect]:
@@ -312,9 +321,12 @@ class TransactionLayer:
         if not isinstance(txn, ServerTransaction):
             self.stats.dropped_tu_responses += 1
             return []
+        answered = txn.answered
         effects = txn.send_response(response, now)
         if not effects:
             self.stats.dropped_tu_responses += 1
+        elif not answered and txn.answered:
+            self.stats.server_answered += 1
         return self._settle(effects)
 
     def send_response_once(self, transaction: TransactionId, response: Response) -> list[Effect]:
@@ -366,8 +378,12 @@ class TransactionLayer:
             txn = self._by_id.get(tid)
             if txn is None:
                 continue
+            answered = isinstance(txn, ServerTransaction) and txn.answered
             fired = txn.on_timer(name, now)
-            self.stats.retransmissions_sent += sum(isinstance(e, Send) for e in fired)
+            if isinstance(txn, ServerTransaction) and not answered and txn.answered:
+                self.stats.server_answered += 1  # by the answer limit
+            else:
+                self.stats.retransmissions_sent += sum(isinstance(e, Send) for e in fired)
             effects.extend(self._settle(fired))
         return effects
 
@@ -401,6 +417,8 @@ class TransactionLayer:
                 self._forget(effect.transaction)
             elif isinstance(effect, TimedOut):
                 self.stats.timeouts += 1
+            elif isinstance(effect, Abandoned):
+                self.stats.abandoned += 1
         return effects
 
     def _forget(self, tid: TransactionId) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
+import secrets
 
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import Request, Response, make_response
 from pbx.sip.peer import Peer
 from pbx.sip.timers import Timers
 from pbx.sip.transactions.effects import (
+    Abandoned,
     Deliver,
     Effect,
     Send,
@@ -29,8 +31,13 @@ class ServerState(enum.Enum):
     TERMINATED = "terminated"
 
 
+SAFETY = "S"  # the answer limit (Timers.answer_limit): not an RFC timer, our own safety net
+ABANDONED_REASON = "Server Internal Error - No answer in time"
+
+
 class ServerTransaction:
     state: ServerState
+    invite = False
 
     def __init__(
         self,
@@ -61,9 +68,17 @@ class ServerTransaction:
 
     def _send(self, response: Response) -> Send:
         self.last_response = response
+        if response.status >= 200:
+            self.queue.cancel(self.id, SAFETY)
         return Send(response, self.peer)
 
+    @property
+    def answered(self) -> bool:
+        """A final response has been sent (by the TU, or by the answer limit)."""
+        return self.last_response is not None and self.last_response.status >= 200
+
     def start(self, now: float) -> list[Effect]:
+        self._arm(SAFETY, self.timers.answer_limit(self.invite), now)
         return []
 
     def send_once(self, response: Response) -> list[Effect]:
@@ -77,6 +92,13 @@ class ServerTransaction:
             raise ValueError("only a final non-2xx response can be sent statelessly")
         return [self._send(response), *self._terminate()]
 
+    def _abandon(self, now: float) -> list[Effect]:
+        """The TU never answered: answer 500 ourselves, then end as any answered transaction."""
+        if self.answered or self.state is ServerState.TERMINATED:
+            return []
+        response = make_response(self.request, 500, ABANDONED_REASON, to_tag=secrets.token_hex(6))
+        return [Abandoned(self.id, self.request), *self.send_response(response, now)]
+
     def on_retransmission(self, peer: Peer, now: float) -> list[Effect]:
         raise NotImplementedError
 
@@ -88,6 +110,8 @@ class ServerTransaction:
 
 
 class ServerInviteTransaction(ServerTransaction):
+    invite = True
+
     def __init__(
         self,
         tid: TransactionId,
@@ -105,7 +129,7 @@ class ServerInviteTransaction(ServerTransaction):
     def start(self, now: float) -> list[Effect]:
         # 17.2.1 asks for 100 Trying only if the TU will take over 200 ms; sending it at once
         # always stops the caller's INVITE retransmissions without guessing about the TU.
-        return [self._send(make_response(self.request, 100))]
+        return [*super().start(now), self._send(make_response(self.request, 100))]
 
     def on_retransmission(self, peer: Peer, now: float) -> list[Effect]:
         self.peer = peer
@@ -162,6 +186,8 @@ class ServerInviteTransaction(ServerTransaction):
             return [TimedOut(self.id, self.request), *self._terminate()]
         if name in ("I", "L"):
             return self._terminate()
+        if name == SAFETY and self.state is ServerState.PROCEEDING:
+            return self._abandon(now)
         return []
 
 
@@ -201,4 +227,6 @@ class ServerNonInviteTransaction(ServerTransaction):
     def on_timer(self, name: str, now: float) -> list[Effect]:
         if name == "J":
             return self._terminate()
+        if name == SAFETY:
+            return self._abandon(now)
         return []
