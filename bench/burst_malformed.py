@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pbx.db.embedded import start_embedded  # noqa: E402
 from tests.peers.sipp import run_sipp_async  # noqa: E402
 from tests.pg_state import pg_state_dir  # noqa: E402
-from tests.service_fixture import running_service  # noqa: E402
+from tests.service_fixture import UNLIMITED_SOURCE, running_service  # noqa: E402
 from tests.test_sip_burst import burst_from_one_address  # noqa: E402
 
 
@@ -28,7 +28,8 @@ async def run(count: int, repeat: int) -> int:
         server = start_embedded(pg_dir)
         try:
             async with running_service(
-                pg_dir / "state", server.url, call_flow="ivr", volunteer_whisper="", sip_t1=0.1
+                pg_dir / "state", server.url, call_flow="ivr", volunteer_whisper="", sip_t1=0.1,
+                **UNLIMITED_SOURCE,
             ) as helpline:
                 for round_ in range(repeat):
                     r = await burst_from_one_address(helpline, count, seed=11 + round_)

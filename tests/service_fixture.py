@@ -24,6 +24,14 @@ from pbx.sip.peer import TransportKind
 # address is refused, and an INVITE from it is a carrier call whatever credentials it carries.
 TRUNK_HOST = "127.0.0.1"
 HANDSET_HOST = "127.0.0.2"
+# For tests that aim many varied requests at the request path from one address (fuzzing,
+# bursts): admission control and authentication lockouts would soon refuse that source before
+# parsing (their own tests cover that), so here they stay out of the way.
+UNLIMITED_SOURCE: dict[str, Any] = {
+    "admission_requests_per_second": 1e9, "admission_request_burst": 1e9,
+    "admission_bytes_per_second": 1e12, "admission_byte_burst": 1e12,
+    "auth_source_failures": 10**9, "auth_user_failures": 10**9,
+}  # fmt: skip
 
 
 def free_port(host: str = "127.0.0.1") -> int:

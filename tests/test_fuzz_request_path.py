@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import MakeHelpline
 from tests.fuzz_requests import PASSWORD, VOLUNTEERS, Fuzzer, RequestPathWatch
+from tests.service_fixture import UNLIMITED_SOURCE
 
 BATCHES, PER_BATCH = 6, 500
 
@@ -19,6 +20,7 @@ FUZZ_SETTINGS = {
     "digest_algorithms": ["MD5", "SHA-256"],  # the seeds' handsets answer MD5 challenges
     "media_timeout": 2.0,
     "volunteer_whisper": "",
+    **UNLIMITED_SOURCE,
 }
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import MakeHelpline
 from tests.raw_handset import RawHandset
+from tests.service_fixture import HANDSET_HOST
 from tests.test_sip_limits import INVITE
 
 
@@ -23,7 +24,7 @@ async def test_an_invite_left_ringing_past_the_limit_gets_500_and_the_handset_st
         digest_algorithms=["MD5"], sip_invite_answer_limit=1.5, call_flow="direct"
     ) as helpline:
         await helpline.add_volunteer("ria", "lantern-quiet-42")
-        handset, caller = RawHandset(), RawHandset()
+        handset, caller = RawHandset(HANDSET_HOST), RawHandset()
         target = (helpline.host, helpline.port)
         try:
             final = await asyncio.to_thread(

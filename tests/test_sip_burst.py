@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import MakeHelpline
 from tests.fuzz_requests import blast, burst_datagrams
 from tests.peers.sipp import run_sipp_async
-from tests.service_fixture import Running
+from tests.service_fixture import UNLIMITED_SOURCE, Running
 
 BURST = 5_000
 
@@ -67,7 +67,7 @@ async def burst_from_one_address(helpline: Running, count: int, seed: int = 11) 
 async def test_a_burst_of_malformed_requests_leaves_nothing_and_the_trunk_still_gets_through(
     make_helpline: MakeHelpline,
 ) -> None:
-    async with make_helpline(call_flow="ivr", volunteer_whisper="") as helpline:
+    async with make_helpline(call_flow="ivr", volunteer_whisper="", **UNLIMITED_SOURCE) as helpline:
         result = await burst_from_one_address(helpline, BURST)
         assert result.left == 0 and result.legs_left == 0, result
         assert result.transactions > BURST // 5, result  # most reached the application

@@ -199,7 +199,7 @@ class AuthGuard:
         if self.sources.locked_for(source, now) > 0:
             return self._forbid(request, Why.LOCKED)
         value = request.headers.get(scheme.credentials_header)
-        if value is None or value.split(None, 1)[0].lower() != "digest":
+        if value is None or (value.split(None, 1) or [""])[0].lower() != "digest":
             # no credentials, or a scheme we do not speak (RFC 4475 3.3.7): challenge for Digest
             cred = lookup(claimed) if claimed else None
             return self._challenge(request, source, scheme, now, self.offered(cred), stale=False)

@@ -337,6 +337,8 @@ class TransactionLayer:
         effects = txn.send_once(response) if isinstance(txn, ServerTransaction) else []
         if not effects:
             self.stats.dropped_tu_responses += 1
+        else:
+            self.stats.server_answered += 1
         return self._settle(effects)
 
     def cancel(self, transaction: TransactionId, now: float) -> list[Effect]:
