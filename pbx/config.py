@@ -57,6 +57,12 @@ class Settings:
     registration_min_expires: int = 60
     registration_max_expires: int = 3600
     registration_default_expires: int = 600
+    # A planned stop (SIGTERM, `helpline drain`): calls in progress may finish for this long
+    # (an hour: the agreed 45-minute conversation limit plus margin), new INVITEs get 503 with
+    # this Retry-After, and waiting callers "keep" waiting for a volunteer or "overflow" now.
+    drain_timeout: float = 3600.0
+    drain_retry_after: int = 30
+    drain_waiting: str = "keep"
     keepalive_interval: float = 25.0  # OPTIONS to UDP handsets, keeps home NAT pinholes open
     max_message_size: int = 65535
     max_transactions: int = 20000
@@ -104,6 +110,10 @@ class Settings:
         if not self.backline_keys or not set(self.backline_keys) <= set("0123456789*#"):
             raise ConfigError(
                 f"backline_keys must be phone keys (0-9, *, #), not {self.backline_keys!r}"
+            )
+        if self.drain_waiting not in ("keep", "overflow"):
+            raise ConfigError(
+                f"drain_waiting must be 'keep' or 'overflow', not {self.drain_waiting!r}"
             )
         if self.max_missed_offers < 1:
             raise ConfigError("max_missed_offers must be at least 1")

@@ -1,0 +1,97 @@
+"""A restart costs no volunteer their shift: the service is killed (SIGKILL, as a crash or a
+pulled plug) and started again, and the next trunk call reaches the volunteer who was on
+shift without anything done on the handset: no new REGISTER, no *1 again. With the database
+up (state from the `shifts` and `registrations` tables) and with it unreachable at the restart
+(state from the local snapshots)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from ivr.loader import DEFAULT_PLAN
+from tests.peers.pjsua_phone import AsyncPjsuaPhone
+from tests.peers.sipp import find_free_port, run_sipp_async
+from tests.polling import until
+from tests.served import Served, fresh_volunteers
+from tests.service_fixture import free_port
+from tests.test_ivr_calls import PASSWORD, without_wrap_up
+
+RESTART_LIMIT = 5.0  # seconds from the restart to taking calls (issue 10)
+
+
+def shift_state(state_dir: Path, user: str) -> str | None:
+    try:
+        doc = json.loads((state_dir / "shifts.snapshot.json").read_text())
+    except (OSError, ValueError):
+        return None
+    entry = doc.get(user)
+    return entry["state"] if isinstance(entry, dict) else None
+
+
+async def become_ready(served: Served, timeout: float) -> float:
+    """Seconds until /ready answers 200 (fails past `timeout`)."""
+    started = time.monotonic()
+    await until(lambda: served.ready() == 200, timeout=timeout)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("database_at_restart", ["up", "unreachable"])
+async def test_a_killed_service_comes_back_with_the_volunteer_on_shift(
+    tmp_path: Path, pg_url: str, database_at_restart: str
+) -> None:
+    await fresh_volunteers(pg_url, tmp_path, "vera", password=PASSWORD)
+    plan = without_wrap_up(DEFAULT_PLAN, tmp_path / "dialplan.yaml")
+    served = Served(tmp_path / "state", plan, pg_url)
+    try:
+        served.start()
+        await become_ready(served, 60)
+        async with AsyncPjsuaPhone("vera") as phone:
+            await phone.start(find_free_port())
+            assert await phone.register("127.0.0.1", served.sip_port, "vera", PASSWORD) == 200
+            assert await phone.make_call(f"sip:*1@{served.target}") == 200
+            assert await phone.wait_disconnected(timeout=20) == 200
+            await until(lambda: shift_state(served.state_dir, "vera") == "available")
+            await asyncio.sleep(0.5)  # the write-behind has the row in the database by now
+            served.send(signal.SIGKILL)
+            served.wait_exit(10)
+
+            # The database may be away when the machine comes back: the snapshots carry it.
+            unreachable = f"postgresql://helpline@127.0.0.1:{free_port()}/helpline"
+            served.start(unreachable if database_at_restart == "unreachable" else None)
+            took = await become_ready(served, RESTART_LIMIT)
+            restored = [e for e in served.events() if e["event"] == "shift_restored"]
+            assert [(e["user"], e["state"], e["registered"]) for e in restored] == [
+                ("vera", "available", True)
+            ], served.describe()
+
+            # A carrier's call (sipp from the trunk address) waits through the menu, goes to
+            # the Dutch queue and rings the volunteer's handset.
+            call = asyncio.create_task(
+                run_sipp_async(
+                    "uac_call_wait_bye", served.target, service="09000767",
+                    keys={"bye_within_ms": "60000"}, timeout_s=90,
+                )
+            )  # fmt: skip
+            incoming = await phone.wait_incoming(timeout=60)
+            assert '"Hulplijn NL"' in incoming.remote_uri
+            await phone.answer(200)
+            await asyncio.sleep(1.0)
+            await phone.hangup()  # the volunteer ends the conversation: BYE to the caller
+            result = await call
+            assert result.ok, result.describe()
+    finally:
+        served.stop()
+    second_run = served.events(2)
+    # nothing came from the handset in between: its binding was restored, not re-registered
+    assert not [e for e in second_run if e["event"] == "registration"]
+    database = [e for e in second_run if e["event"] == "service_started"][0]["database"]
+    assert database == "external"
+    if database_at_restart == "unreachable":
+        assert [e for e in second_run if e["event"] == "database_unavailable"]
+    print(f"restart to /ready: {took:.2f} s ({database_at_restart} database)")
