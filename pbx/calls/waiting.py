@@ -103,6 +103,7 @@ class WaitingRoom:
                 if isinstance(event, Overflowed):
                     return None
                 if isinstance(event, Notice):  # said over the waiting music, then on as before
+                    log.info("waiting_notice", call=leg.ref, queue=queue.name, prompt=event.prompt)
                     hold.cancel()
                     await asyncio.gather(hold, return_exceptions=True)
                     await self._say(media, language, event.prompt)
