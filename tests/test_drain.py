@@ -42,15 +42,17 @@ def waiting(served: Served) -> float:
     return 0.0
 
 
-async def heard_tone(
+async def record_tone(
     tmp_path: Path, speaker: AsyncPjsuaPhone, listener: AsyncPjsuaPhone, freq: int
-) -> float:
+) -> tuple[Path, int]:
+    """What `listener` hears while `speaker` sends a tone (read once the phones are closed:
+    PJSIP completes a WAV when its recorder is destroyed)."""
     await speaker.play_tone(freq)
     await listener.record(tmp_path / f"{listener.sync.name}-{freq}.wav")
     await asyncio.sleep(1.5)
     heard = await listener.stop_record()
     await speaker.stop_audio()
-    return tone_share(active_part(read_wav(heard)[0]), freq)
+    return Path(heard), freq
 
 
 async def test_sigterm_drains_calls_in_progress_then_exits(tmp_path: Path, pg_url: str) -> None:
@@ -89,15 +91,15 @@ async def test_sigterm_drains_calls_in_progress_then_exits(tmp_path: Path, pg_ur
             assert "Retry-After: 30" in answer
 
             # the conversations go on: audio both ways, by content
-            assert await heard_tone(tmp_path, c1, anna, 1000) > 0.8
-            assert await heard_tone(tmp_path, bram, c2, 400) > 0.8
+            heard = [await record_tone(tmp_path, c1, anna, 1000)]
+            heard.append(await record_tone(tmp_path, bram, c2, 400))
             # the waiting caller was told, and waits on for the next free volunteer
             await until(lambda: any(e["event"] == "waiting_notice" for e in served.events()))
             await c1.hangup()  # the first conversation ends: anna is free for the third
             await anna.wait_disconnected(timeout=10)
             await anna.wait_incoming(timeout=20)
             await anna.answer(200)
-            assert await heard_tone(tmp_path, c3, anna, 700) > 0.8
+            heard.append(await record_tone(tmp_path, c3, anna, 700))
             assert served.proc is not None and served.proc.poll() is None  # calls still on
             await bram.hangup()  # the parties end the calls, in their own time
             await c2.wait_disconnected(timeout=10)
@@ -107,6 +109,8 @@ async def test_sigterm_drains_calls_in_progress_then_exits(tmp_path: Path, pg_ur
     finally:
         served.stop()
     assert code == 0, served.describe()
+    for path, freq in heard:  # audio flowed in both conversations, and to the third caller
+        assert tone_share(active_part(read_wav(path)[0]), freq) > 0.8, path
     events = [e["event"] for e in served.events()]
     assert "draining" in events and "drained" in events and "service_stopped" in events
     notice = next(e for e in served.events() if e["event"] == "waiting_notice")
