@@ -12,11 +12,12 @@ from pathlib import Path
 
 from ivr.loader import DEFAULT_PLAN
 from tests.audio import active_part, read_wav, tone_share
+from tests.conftest import MakeHelpline
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port, run_sipp_async
 from tests.polling import until
 from tests.served import Served, fresh_volunteers
-from tests.test_ivr_calls import PASSWORD, without_wrap_up
+from tests.test_ivr_calls import PASSWORD, captured_logs, ivr_helpline, ivr_paths, without_wrap_up
 
 
 async def log_in(served: Served, phone: AsyncPjsuaPhone, name: str) -> None:
@@ -115,3 +116,37 @@ async def test_sigterm_drains_calls_in_progress_then_exits(tmp_path: Path, pg_ur
     assert "draining" in events and "drained" in events and "service_stopped" in events
     notice = next(e for e in served.events() if e["event"] == "waiting_notice")
     assert notice["prompt"] == "all_busy_hold"
+
+
+async def test_with_drain_waiting_overflow_a_waiting_caller_goes_to_the_overflow(
+    make_helpline: MakeHelpline,
+) -> None:
+    """`drain_waiting = "overflow"`: the caller waiting at a planned stop is sent to the
+    queue's overflow (the Dutch queue's: apologise and take a message) instead of waiting on,
+    and the drain ends once they hang up."""
+    async with (
+        captured_logs() as logs,
+        ivr_helpline(make_helpline, DEFAULT_PLAN, drain_waiting="overflow") as helpline,
+    ):
+        async with AsyncPjsuaPhone("caller") as caller:
+            await caller.start(find_free_port())
+            assert await caller.make_call(f"sip:09000767@{helpline.target}") == 200
+            await caller.send_dtmf("1")
+            engine = helpline.service.dispatcher.engine
+            await until(lambda: engine.waiting("dutch") == 1)  # nobody on shift
+            drain = asyncio.create_task(helpline.service.drain.run())
+            await until(lambda: engine.waiting("dutch") == 0)
+            assert helpline.service.readiness() == (False, "draining")
+            refused = await run_sipp_async(
+                "uac_expect_status", helpline.target, service="09000767",
+                keys={"expect_status": "503"}, timeout_s=20,
+            )  # fmt: skip
+            assert refused.ok, refused.describe()
+            await asyncio.sleep(1.0)  # hearing "we cannot connect you now, leave a message"
+            assert not drain.done()  # the caller's call is still in progress
+            await caller.hangup()
+            assert await asyncio.wait_for(drain, 10) is True
+    registry = helpline.service.metrics.registry
+    assert registry.get_sample_value("helpline_queue_overflows_total", {"queue": "dutch"}) == 1
+    steps = [step for path in ivr_paths(logs) for step in path]
+    assert steps == ["welcome", "language_menu", "dutch", "queue_full"]
