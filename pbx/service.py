@@ -35,7 +35,7 @@ from pbx.db.writebehind import WriteBehind
 from pbx.drain import Drain, Readiness
 from pbx.health import start_health_server
 from pbx.metrics import Metrics, method_label
-from pbx.restart_state import RestartState
+from pbx.restart_state import RestartState, write_private
 from pbx.sip.dialog import new_call_id, new_tag
 from pbx.sip.digest import Algorithm, Credential, NonceManager
 from pbx.sip.headers import Headers
@@ -283,11 +283,8 @@ class HelplineService:
 
     def _write_snapshot(self, name: str, records: Mapping[str, Any]) -> None:
         """What volunteers need to log in and be rung, for a start while the DB is away."""
-        path = self.settings.state_dir / name
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({u: asdict(r) for u, r in records.items()}))
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
+        doc = json.dumps({u: asdict(r) for u, r in records.items()})
+        write_private(self.settings.state_dir / name, doc)  # created 0600: holds digest hashes
 
     def _restore_snapshots(self) -> None:
         creds = self._read_snapshot(CREDENTIALS_SNAPSHOT)
