@@ -6,7 +6,10 @@ free; the process exits once the last call has ended."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from tests.conftest import MakeHelpline
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port, run_sipp_async
 from tests.polling import until
-from tests.served import Served, fresh_volunteers
+from tests.served import HELPLINE, Served, fresh_volunteers
 from tests.test_ivr_calls import PASSWORD, captured_logs, ivr_helpline, ivr_paths, without_wrap_up
 
 
@@ -150,3 +153,39 @@ async def test_with_drain_waiting_overflow_a_waiting_caller_goes_to_the_overflow
     assert registry.get_sample_value("helpline_queue_overflows_total", {"queue": "dutch"}) == 1
     steps = [step for path in ivr_paths(logs) for step in path]
     assert steps == ["welcome", "language_menu", "dutch", "queue_full"]
+
+
+async def test_calls_left_at_the_drain_timeout_are_hung_up(make_helpline: MakeHelpline) -> None:
+    """A stop always ends: a call still going at `drain_timeout` gets a BYE."""
+    async with ivr_helpline(make_helpline, DEFAULT_PLAN, drain_timeout=1.0) as helpline:
+        async with AsyncPjsuaPhone("caller") as caller:
+            await caller.start(find_free_port())
+            assert await caller.make_call(f"sip:09000767@{helpline.target}") == 200
+            await caller.send_dtmf("1")
+            engine = helpline.service.dispatcher.engine
+            await until(lambda: engine.waiting("dutch") == 1)
+            assert await helpline.service.drain.run() is False  # kept waiting: timed out
+            assert await caller.wait_disconnected(timeout=10) == 200  # our BYE ended it
+            assert not helpline.service.switchboard.legs
+
+
+def test_helpline_drain_stops_an_idle_service(tmp_path: Path, pg_url: str) -> None:
+    """`helpline drain --wait` returns once the service has exited (at once: no calls)."""
+    served = Served(tmp_path / "state", DEFAULT_PLAN, pg_url)
+    try:
+        served.start()
+        deadline = time.monotonic() + 60
+        while served.ready() != 200:
+            assert time.monotonic() < deadline, served.describe()
+            time.sleep(0.1)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HELPLINE_")}
+        done = subprocess.run(
+            [HELPLINE, "drain", "--wait", "--state-dir", str(served.state_dir)],
+            capture_output=True, text=True, timeout=30, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert served.wait_exit(10) == 0
+    finally:
+        served.stop()
+    events = [e["event"] for e in served.events()]
+    assert "draining" in events and "drained" in events
