@@ -12,6 +12,7 @@ import signal
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from ivr.loader import DEFAULT_PLAN
@@ -41,7 +42,20 @@ async def become_ready(served: Served, timeout: float) -> float:
     return time.monotonic() - started
 
 
-@pytest.mark.parametrize("database_at_restart", ["up", "unreachable"])
+async def stored_in_database(pg_url: str) -> bool:
+    """vera's shift and her handset's binding are in the database (written behind)."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        state = await conn.fetchval("select state from shifts where username = 'vera'")
+        bindings = await conn.fetchval("select count(*) from registrations where aor = 'vera'")
+    finally:
+        await conn.close()
+    return bool(state == "available" and bindings == 1)
+
+
+# "up": both copies there; "up-without-snapshots": another machine with the same database;
+# "unreachable": the database is away at the restart, the local snapshots carry it.
+@pytest.mark.parametrize("database_at_restart", ["up", "up-without-snapshots", "unreachable"])
 async def test_a_killed_service_comes_back_with_the_volunteer_on_shift(
     tmp_path: Path, pg_url: str, database_at_restart: str
 ) -> None:
@@ -57,9 +71,17 @@ async def test_a_killed_service_comes_back_with_the_volunteer_on_shift(
             assert await phone.make_call(f"sip:*1@{served.target}") == 200
             assert await phone.wait_disconnected(timeout=20) == 200
             await until(lambda: shift_state(served.state_dir, "vera") == "available")
-            await asyncio.sleep(0.5)  # the write-behind has the row in the database by now
+            for _ in range(100):
+                if await stored_in_database(pg_url):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the shift was not written behind to the database")
             served.send(signal.SIGKILL)
             served.wait_exit(10)
+            if database_at_restart == "up-without-snapshots":
+                for snapshot in served.state_dir.glob("*.snapshot.json"):
+                    snapshot.unlink()
 
             # The database may be away when the machine comes back: the snapshots carry it.
             unreachable = f"postgresql://helpline@127.0.0.1:{free_port()}/helpline"
