@@ -1,8 +1,9 @@
 """A restart costs no volunteer their shift: the service is killed (SIGKILL, as a crash or a
 pulled plug) and started again, and the next trunk call reaches the volunteer who was on
 shift without anything done on the handset: no new REGISTER, no *1 again. With the database
-up (state from the `shifts` and `registrations` tables) and with it unreachable at the restart
-(state from the local snapshots)."""
+up (the newer of its copy and the local snapshots), with the snapshots lost (the `shifts` and
+`registrations` tables alone) and with the database unreachable at the restart (the snapshots
+alone)."""
 
 from __future__ import annotations
 
