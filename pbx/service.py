@@ -125,6 +125,10 @@ class HelplineService:
         self.dispatcher.configure(self.plan.queues)
         s.state_dir.mkdir(parents=True, exist_ok=True)
         self.pid_file.write_text(str(os.getpid()))
+        if s.metrics_port is not None:  # early, so that /ready says "starting" meanwhile
+            self._metrics_server = start_health_server(
+                s.metrics_port, s.metrics_host, self.metrics.registry, self.readiness
+            )
         await self._open_database()
         tls_ctx = None
         if s.tls_port is not None:
@@ -135,10 +139,6 @@ class HelplineService:
             self.stack.transports.client_ssl = client_context()
         await self.stack.start(s.sip_host, s.sip_port, s.tls_port, tls_ctx)
         self._register_gauges()
-        if s.metrics_port is not None:
-            self._metrics_server = start_health_server(
-                s.metrics_port, s.metrics_host, self.metrics.registry, self.readiness
-            )
         self._tasks = [
             asyncio.create_task(self._sweep_expired()),
             asyncio.create_task(self._keepalive()),
