@@ -101,7 +101,15 @@ async def test_a_killed_service_comes_back_with_the_volunteer_on_shift(
                     keys={"bye_within_ms": "40000"}, timeout_s=60,
                 )
             )  # fmt: skip
-            incoming = await phone.wait_incoming(timeout=30)
+            try:
+                incoming = await phone.wait_incoming(timeout=30)
+            except Exception:
+                timeline = [
+                    (e.get("timestamp"), e["event"], e.get("path") or e.get("error") or "")
+                    for e in served.events()
+                ]
+                call.cancel()
+                raise AssertionError(f"not rung; the service said {timeline}") from None
             assert '"Hulplijn NL"' in incoming.remote_uri
             await phone.answer(200)
             await asyncio.sleep(1.0)
