@@ -60,6 +60,12 @@ class Settings:
     registration_min_expires: int = 60
     registration_max_expires: int = 3600
     registration_default_expires: int = 600
+    # A planned stop (SIGTERM, `helpline drain`): calls in progress may finish for this long
+    # (an hour: the agreed 45-minute conversation limit plus margin), new INVITEs get 503 with
+    # this Retry-After, and waiting callers "keep" waiting for a volunteer or "overflow" now.
+    drain_timeout: float = 3600.0
+    drain_retry_after: int = 30
+    drain_waiting: str = "keep"
     keepalive_interval: float = 25.0  # OPTIONS to every handset: keeps NAT open, shows it is there
     keepalive_max_misses: int = 3  # unanswered keepalives in a row before a binding is removed
     max_message_size: int = 65535
@@ -142,6 +148,10 @@ class Settings:
             )
         if min(self.auth_source_failures, self.auth_user_failures, self.pin_failures) < 1:
             raise ConfigError("auth_*_failures and pin_failures must be at least 1")
+        if self.drain_waiting not in ("keep", "overflow"):
+            raise ConfigError(
+                f"drain_waiting must be 'keep' or 'overflow', not {self.drain_waiting!r}"
+            )
         if self.max_missed_offers < 1:
             raise ConfigError("max_missed_offers must be at least 1")
         self._validate_admission()

@@ -49,6 +49,8 @@ def write_private(path: Path, data: bytes | str) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())  # state that must survive a crash is on disk before it counts
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -21,7 +21,6 @@ from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import structlog
-from prometheus_client import start_http_server
 
 from ivr.loader import DialplanError, load_dialplan
 from ivr.model import Dialplan
@@ -30,10 +29,15 @@ from pbx.config import Settings
 from pbx.db.database import Database, open_database
 from pbx.db.events import event_op
 from pbx.db.registrations import RegistrationRepository, StoredBinding, delete_op, save_op
+from pbx.db.shifts import ShiftRepository, StoredShift
+from pbx.db.shifts import save_op as shift_save_op
 from pbx.db.volunteers import Profile, VolunteerRepository
 from pbx.db.writebehind import WriteBehind
+from pbx.drain import Drain, Readiness
+from pbx.health import start_health_server
 from pbx.metrics import Metrics, method_label
 from pbx.private_files import private_dir, write_private
+from pbx.restart_state import RestartState
 from pbx.sip.admission import DROP_REASONS, Admission, AdmissionConfig
 from pbx.sip.auth_guard import AuthGuard, LockoutPolicy
 from pbx.sip.digest import Algorithm, Credential, NonceManager
@@ -48,7 +52,7 @@ from pbx.sip.transport import TransportLimits
 from pbx.sip.trunk import TrunkPolicy
 from pbx.sip.uri import parse_sip_uri
 from pbx.switchboard import CallApplication, Switchboard
-from queues.roster import Roster, VolunteerState
+from queues.roster import Roster, Volunteer, VolunteerState
 
 log = structlog.get_logger("pbx.service")
 
@@ -80,6 +84,8 @@ class HelplineService:
         self._metrics_server: WSGIServer | None = None
         self.stopped = asyncio.Event()
         s = self.settings
+        self.restart_state = RestartState(s.state_dir)  # shifts and bindings across a restart
+        self._bindings_dirty = False
         algorithms = tuple(Algorithm.parse(a) for a in s.digest_algorithms)
         self.nonces = NonceManager(secrets.token_bytes(32), lifetime=s.nonce_lifetime)
         self.registrar = Registrar(
@@ -115,6 +121,11 @@ class HelplineService:
         self.switchboard = Switchboard(
             self.stack, self.registrar, self.trunk, self.app, max_dialogs=s.max_dialogs,
             trunk_reserved_dialogs=s.trunk_reserved_dialogs,
+            refusing=lambda: self.drain.refusing(),
+        )  # fmt: skip
+        self.drain = Drain(
+            self.switchboard.legs, self.dispatcher, s.drain_timeout,
+            overflow_waiting=s.drain_waiting == "overflow", retry_after=s.drain_retry_after,
         )  # fmt: skip
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -126,6 +137,10 @@ class HelplineService:
         self.dispatcher.configure(self.plan.queues)
         private_dir(s.state_dir)
         write_private(self.pid_file, str(os.getpid()))
+        if s.metrics_port is not None:  # early, so that /ready says "starting" meanwhile
+            self._metrics_server = start_health_server(
+                s.metrics_port, s.metrics_host, self.metrics.registry, self.readiness
+            )
         await self._open_database()
         tls_ctx = None
         if s.tls_port is not None:
@@ -136,10 +151,6 @@ class HelplineService:
             self.stack.transports.client_ssl = client_context()
         await self.stack.start(s.sip_host, s.sip_port, s.tls_port, tls_ctx)
         self._register_gauges()
-        if s.metrics_port is not None:
-            self._metrics_server, _ = start_http_server(
-                s.metrics_port, addr=s.metrics_host, registry=self.metrics.registry
-            )
         self._tasks = [
             asyncio.create_task(self._sweep_expired()),
             asyncio.create_task(self.keepalive.run()),
@@ -155,6 +166,7 @@ class HelplineService:
             volunteers=len(self.registrar.credentials),
             bindings=sum(len(b) for b in self.registrar.bindings.values()),
         )
+        self.drain.state = Readiness.SERVING
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -170,6 +182,10 @@ class HelplineService:
         self.pid_file.unlink(missing_ok=True)
         self.stopped.set()
         log.info("service_stopped")
+
+    def readiness(self) -> tuple[bool, str]:
+        """For /ready: take new calls here?"""
+        return self.drain.state is Readiness.SERVING, self.drain.state.value
 
     @property
     def pid_file(self) -> Path:
@@ -207,16 +223,53 @@ class HelplineService:
                 # records are journaled and written once the database is back
                 self.writer = WriteBehind(s.database_url, s.state_dir)
                 self.writer.start()
+            self._restore_restart_state([], [])
             return
         self.writer = WriteBehind(self.db.url, s.state_dir)
         self.writer.start()
         await self.reload_credentials()
         stored = await RegistrationRepository(self.db.pool).load_active(datetime.now(UTC))
-        for row in stored:
+        shifts = await ShiftRepository(self.db.pool).load_all()
+        self._restore_restart_state(shifts, stored)
+
+    def _restore_restart_state(
+        self, shifts: list[StoredShift], bindings: list[StoredBinding]
+    ) -> None:
+        """Handsets' bindings (the later of the database's and the snapshot's), then the
+        shifts of volunteers: as they were before the restart, with no action on a handset."""
+        now = time.time()
+        rows = {(b.aor, b.contact_uri): b for b in bindings}
+        for b in self.restart_state.load_bindings():
+            known = rows.get((b.aor, b.contact_uri))
+            if known is None or b.expires_at > known.expires_at:
+                rows[(b.aor, b.contact_uri)] = b
+        for row in rows.values():
+            if row.expires_at.timestamp() <= now:
+                continue
             try:
                 self.registrar.restore(_binding_from_row(row))
             except ValueError:
                 log.warning("stored_binding_unusable", aor=row.aor)
+        restored = self.restart_state.restore(
+            self.roster, self.restart_state.load_shifts(shifts), self.profiles,
+            registered=lambda user: bool(self.registrar.contacts(user, now)),
+            wrap_up_for=self._wrap_up_for, now=now,
+        )  # fmt: skip
+        for v in restored:
+            log.info("shift_restored", user=v.username, state=v.state.value,
+                     registered=v.registered)  # fmt: skip
+        self._save_shifts(restored)  # a ringing or talking volunteer's state changed
+
+    def _wrap_up_for(self, v: Volunteer) -> float:
+        """The wrap-up a call of this volunteer's would have ended in (the longest of the
+        queues they serve: their call's queue died with the process)."""
+        queues = self.dispatcher.engine.queues.values()
+        return max((q.wrap_up for q in queues if v.serves(q.language, q.skill)), default=0.0)
+
+    def _save_shifts(self, volunteers: list[Volunteer]) -> None:
+        for row in self.restart_state.shifts_changed(volunteers, time.time()):
+            if self.writer is not None:
+                self.writer.submit(shift_save_op(row))
 
     async def reload_credentials(self) -> None:
         if self.db is None:
@@ -242,8 +295,8 @@ class HelplineService:
 
     def _write_snapshot(self, name: str, records: Mapping[str, Any]) -> None:
         """What volunteers need to log in and be rung, for a start while the DB is away."""
-        data = json.dumps({u: asdict(r) for u, r in records.items()})
-        write_private(self.settings.state_dir / name, data)
+        doc = json.dumps({u: asdict(r) for u, r in records.items()})
+        write_private(self.settings.state_dir / name, doc)  # created 0600: holds digest hashes
 
     def _restore_snapshots(self) -> None:
         creds = self._read_snapshot(CREDENTIALS_SNAPSHOT)
@@ -284,6 +337,7 @@ class HelplineService:
             self._registration_seen_by_roster(change, binding)
         except Exception:
             log.exception("registration_not_applied", user=binding.username)
+        self._bindings_dirty = True  # snapshotted with the next roster drain
         if self.writer is None:
             return
         # reachability lives in memory only: after a restart every binding is probed anew
@@ -311,7 +365,15 @@ class HelplineService:
             self.roster.registration_restored(user, now)
 
     def drain_roster_events(self) -> None:
-        for event in self.roster.take_events():
+        events = self.roster.take_events()
+        changed = {e.username for e in events}
+        self._save_shifts([self.roster.get(u) for u in sorted(changed) if u in self.roster])
+        if self._bindings_dirty:
+            self._bindings_dirty = False
+            self.restart_state.bindings_changed(
+                _binding_to_row(b) for bs in self.registrar.bindings.values() for b in bs.values()
+            )
+        for event in events:
             self.metrics.volunteer_events.labels(kind=event.kind.value).inc()
             log.info(
                 "volunteer_state",

@@ -55,6 +55,8 @@ class Switchboard:
     trunk_reserved_dialogs: int = 0  # of max_dialogs: only calls from trunk addresses get these
     wall_clock: Callable[[], float] = time.time
     on_refused: Callable[[str], None] = lambda reason: None  # metrics: why an INVITE was refused
+    # Retry-After seconds while the service takes no new calls (draining); None: take them
+    refusing: Callable[[], int | None] = lambda: None
     legs: dict[tuple[str, str], Leg] = field(default_factory=dict)
     _by_invite: dict[TransactionId, InboundLeg] = field(default_factory=dict)
 
@@ -157,6 +159,13 @@ class Switchboard:
             incoming.respond(
                 503, "Service Unavailable - Call limit", headers=[("Retry-After", "5")]
             )
+            return
+        retry_after = self.refusing()
+        if retry_after is not None:  # a planned stop: the carrier or proxy tries elsewhere
+            incoming.respond(
+                503, "Service Unavailable - Draining", headers=[("Retry-After", str(retry_after))]
+            )
+            self.on_refused("draining")
             return
         now = self.wall_clock()
         volunteer = self._volunteer_identity(incoming)

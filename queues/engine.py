@@ -142,6 +142,10 @@ class QueueEngine:
         for name in queues:
             self._stats.setdefault(name, _Stats())
 
+    def waiting_calls(self) -> list[str]:
+        """Every caller in line (ringing or not), longest waiting first."""
+        return [w.call_ref for w in sorted(self._waiting.values(), key=_Waiting.order)]
+
     def is_waiting(self, call_ref: str) -> bool:
         return call_ref in self._waiting
 
@@ -175,12 +179,13 @@ class QueueEngine:
         """Take a caller out without counting anything (e.g. they pressed a key to leave)."""
         self._take(call_ref, now)
 
-    def overflowed(self, now: float) -> list[tuple[str, str]]:
-        """Callers past their queue's max_wait, removed from the queue, as (call_ref, queue).
-        A caller whose offer is ringing is left to ring; they overflow after a miss."""
+    def overflowed(self, now: float, everyone: bool = False) -> list[tuple[str, str]]:
+        """Callers past their queue's max_wait (or all, when `everyone`: the service is
+        draining), removed from the queue, as (call_ref, queue). A caller whose offer is
+        ringing is left to ring; they overflow after a miss."""
         out: list[tuple[str, str]] = []
         for w in sorted(self._waiting.values(), key=_Waiting.order):
-            limit = self.queues[w.queue].max_wait
+            limit = 0.0 if everyone else self.queues[w.queue].max_wait
             if limit is not None and w.ringing is None and now - w.joined_at >= limit:
                 del self._waiting[w.call_ref]
                 out.append((w.call_ref, w.queue))

@@ -161,6 +161,17 @@ class Roster:
         volunteer.idle_since = now
         return self._move(volunteer, VolunteerState.AVAILABLE, EventKind.LOGIN, now)
 
+    def restore(self, volunteer: Volunteer) -> None:
+        """Put back a volunteer as they were before a restart (no event: nothing changed for
+        them). A call does not survive a restart, so RINGING and IN_CALL are not restorable:
+        the caller turns those into AVAILABLE or WRAP_UP first."""
+        if volunteer.state in (VolunteerState.RINGING, VolunteerState.IN_CALL):
+            raise RosterError(f"{volunteer.username!r} cannot be restored {volunteer.state}")
+        known = self._volunteers.get(volunteer.username)
+        if known is not None and known.state is not VolunteerState.LOGGED_OUT:
+            raise RosterError(f"{volunteer.username!r} is already on shift ({known.state})")
+        self._volunteers[volunteer.username] = volunteer
+
     def logout(self, username: str, now: float, reason: str | None = None) -> RosterEvent:
         v = self._require(username, _CAN_LOGOUT, "log out")
         v.wrap_up_until = None

@@ -37,7 +37,7 @@ async def _clean(url: str) -> None:
         exists = await conn.fetchval("select to_regclass('volunteers') is not null")
         if exists:
             await conn.execute(
-                "truncate volunteers, registrations, events restart identity cascade"
+                "truncate volunteers, registrations, events, shifts restart identity cascade"
             )
     finally:
         await conn.close()

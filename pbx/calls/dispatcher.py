@@ -31,7 +31,14 @@ class Overflowed:
     queue: str
 
 
-QueueEvent = Offer | Overflowed
+@dataclass(frozen=True)
+class Notice:
+    """Something the waiting caller should hear now (the service is draining)."""
+
+    prompt: str
+
+
+QueueEvent = Offer | Overflowed | Notice
 
 
 class Dispatcher:
@@ -49,6 +56,17 @@ class Dispatcher:
         self.on_change = on_change
         self._inboxes: dict[str, asyncio.Queue[QueueEvent]] = {}
         self._kick = asyncio.Event()
+        self._overflow_all = False  # draining with drain_waiting = overflow
+
+    def drain(self, overflow: bool, notice: str) -> None:
+        """The service is draining: every waiting caller hears `notice` and waits on, or goes
+        to their queue's overflow now (and so does anyone who joins a queue later)."""
+        if overflow:
+            self._overflow_all = True
+        else:
+            for call_ref in self.engine.waiting_calls():
+                self._deliver(call_ref, Notice(notice))
+        self.kick()
 
     def configure(self, queues: Mapping[str, Queue]) -> None:
         self.engine.configure({q.name: QueueConfig.from_dialplan(q) for q in queues.values()})
@@ -84,7 +102,7 @@ class Dispatcher:
 
     def step(self) -> None:
         now = self.now()
-        for call_ref, queue in self.engine.overflowed(now):
+        for call_ref, queue in self.engine.overflowed(now, everyone=self._overflow_all):
             self._deliver(call_ref, Overflowed(queue))
         for offer in self.engine.dispatch(now):
             if not self._deliver(offer.call_ref, offer):  # nobody to ring for: give it back

@@ -22,7 +22,7 @@ import structlog
 
 from ivr.model import Queue, VolunteerLost
 from pbx.calls.direct import CallEnd, DirectRouter, bridge_until_end
-from pbx.calls.dispatcher import Dispatcher, Overflowed, QueueEvent
+from pbx.calls.dispatcher import Dispatcher, Notice, Overflowed, QueueEvent
 from pbx.calls.legs import InboundLeg
 from pbx.calls.media_session import AnchoredMedia, MediaError
 from pbx.media.player import play
@@ -103,6 +103,13 @@ class WaitingRoom:
                     return "abandoned"
                 if isinstance(event, Overflowed):
                     return None
+                if isinstance(event, Notice):  # said over the waiting music, then on as before
+                    log.info("waiting_notice", call=leg.ref, queue=queue.name, prompt=event.prompt)
+                    hold.cancel()
+                    await asyncio.gather(hold, return_exceptions=True)
+                    await self._say(media, language, event.prompt)
+                    hold = asyncio.create_task(self._hold(leg, media, queue, language))
+                    continue
                 step = await self._offer(leg, media, queue, language, event, hold)
                 if step is not _Next.WAIT_ON:
                     return step

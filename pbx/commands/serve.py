@@ -1,4 +1,4 @@
-"""`helpline serve`: run the service until SIGTERM/SIGINT."""
+"""`helpline serve`: run the service until SIGINT, or SIGTERM and the drain that follows."""
 
 from __future__ import annotations
 
@@ -90,9 +90,22 @@ async def _serve(settings: Settings) -> int:
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    draining: list[asyncio.Task[bool]] = []
+
+    def drain() -> None:
+        """SIGTERM (`helpline drain`): a planned stop; a second SIGTERM stops at once."""
+        if draining:
+            stop.set()
+            return
+        task = asyncio.create_task(service.drain.run())
+        task.add_done_callback(lambda _: stop.set())
+        draining.append(task)
+
+    loop.add_signal_handler(signal.SIGTERM, drain)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, service.reload_dialplan)
     await stop.wait()
+    for task in draining:
+        task.cancel()
     await service.stop()
     return 0

@@ -10,7 +10,11 @@ import structlog
 log = structlog.get_logger()
 
 # (version, SQL file in this package). Append new versions; never edit an applied one.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "schema.sql"), (2, "digest_algorithms.sql"))
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, "schema.sql"),
+    (2, "digest_algorithms.sql"),
+    (3, "shifts.sql"),
+)
 
 # Serialises concurrent migrators (service and CLI starting at once); any constant will do.
 _LOCK_KEY = 0x68656C70  # "help"

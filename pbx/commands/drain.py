@@ -1,0 +1,46 @@
+"""`helpline drain`: a planned stop of the running service (SIGTERM): no new calls, the calls
+in progress finish (up to `drain_timeout`), then the service exits."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from pbx.config import ConfigError, load_settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "drain",
+        help="stop the running service once its calls have ended",
+        description="New calls get 503 with Retry-After (a proxy or carrier tries another node), "
+        "/ready says draining, waiting callers are told and wait on (or overflow, setting "
+        "drain_waiting), and the service exits after the last call or after drain_timeout. "
+        "Sending SIGTERM does the same; a second SIGTERM stops at once.",
+    )
+    p.add_argument("--state-dir", type=Path, help="the service's data directory (default ./var)")
+    p.add_argument("--wait", action="store_true", help="return only when the service has exited")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(state_dir=args.state_dir)
+    except ConfigError as exc:
+        print(f"helpline: configuration error: {exc}", file=sys.stderr)
+        return 2
+    pid_file = settings.state_dir / "helpline.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError) as exc:
+        print(f"helpline: no running service found via {pid_file}: {exc}", file=sys.stderr)
+        return 1
+    print(f"helpline: service {pid} is draining: no new calls, it exits after the last one")
+    while args.wait and pid_file.exists():
+        time.sleep(0.5)
+    return 0
