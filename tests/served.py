@@ -57,8 +57,10 @@ class Served:
         self.runs += 1
         env = {k: v for k, v in os.environ.items() if not k.startswith("HELPLINE_")}
         env["HELPLINE_DATABASE_URL"] = database_url or self.database_url
-        env["HELPLINE_RTP_PORT_MIN"] = str(20000 + (self.sip_port % 400) * 100)
-        env["HELPLINE_RTP_PORT_MAX"] = str(20000 + (self.sip_port % 400) * 100 + 98)
+        # below the kernel's ephemeral ports, as tests/service_fixture.py does
+        env["HELPLINE_RTP_PORT_MIN"] = str(20000 + (self.sip_port % 120) * 100)
+        env["HELPLINE_RTP_PORT_MAX"] = str(20000 + (self.sip_port % 120) * 100 + 98)
+        env["HELPLINE_RUN_AS_USER"] = ""  # stays root: dropping it is tests/test_privileges.py's
         env.update(self.env)
         self._log = self.log_path().open("wb")
         self.proc = subprocess.Popen(

@@ -20,11 +20,12 @@ from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port, run_sipp_async
 from tests.polling import until
 from tests.served import HELPLINE, Served, fresh_volunteers
+from tests.service_fixture import HANDSET_HOST
 from tests.test_ivr_calls import PASSWORD, captured_logs, ivr_helpline, ivr_paths, without_wrap_up
 
 
 async def log_in(served: Served, phone: AsyncPjsuaPhone, name: str) -> None:
-    await phone.start(find_free_port())
+    await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
     assert await phone.register("127.0.0.1", served.sip_port, name, PASSWORD) == 200
     assert await phone.make_call(f"sip:*1@{served.target}") == 200
     assert await phone.wait_disconnected(timeout=20) == 200

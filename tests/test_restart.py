@@ -21,7 +21,7 @@ from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port, run_sipp_async
 from tests.polling import until
 from tests.served import Served, fresh_volunteers
-from tests.service_fixture import free_port
+from tests.service_fixture import HANDSET_HOST, free_port
 from tests.test_ivr_calls import PASSWORD, without_wrap_up
 
 RESTART_LIMIT = 5.0  # seconds from the restart to taking calls (issue 10)
@@ -67,7 +67,7 @@ async def test_a_killed_service_comes_back_with_the_volunteer_on_shift(
         served.start()
         await become_ready(served, 60)
         async with AsyncPjsuaPhone("vera") as phone:
-            await phone.start(find_free_port())
+            await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await phone.register("127.0.0.1", served.sip_port, "vera", PASSWORD) == 200
             assert await phone.make_call(f"sip:*1@{served.target}") == 200
             assert await phone.wait_disconnected(timeout=20) == 200
