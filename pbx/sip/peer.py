@@ -38,9 +38,6 @@ class Peer:
     def reliable(self) -> bool:
         return self.transport.reliable
 
-    def without_connection(self) -> Peer:
-        return Peer(self.transport, self.host, self.port)
-
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.transport.value}:{host}:{self.port}"

@@ -14,7 +14,6 @@ unreachable (not rung) until a keepalive or a REGISTER refresh proves it alive a
 from __future__ import annotations
 
 import enum
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -82,8 +81,6 @@ class Registrar:
     guard: AuthGuard  # challenge, verification and lockout, shared with calls
     on_change: Callable[[Change, Binding], None] = lambda change, binding: None
     bindings: dict[str, dict[str, Binding]] = field(default_factory=dict)
-    # how many bindings were registered from each address: a handset's address is never a trunk
-    _sources: Counter[Peer] = field(default_factory=Counter)
 
     # --- lookups -------------------------------------------------------------------------------
     def contacts(self, username: str, now: float) -> list[Binding]:
@@ -139,25 +136,16 @@ class Registrar:
     def _current(self, binding: Binding) -> bool:
         return self.bindings.get(binding.username, {}).get(binding.key) is binding
 
-    def is_handset_address(self, peer: Peer) -> bool:
-        return self._sources[peer.without_connection()] > 0
-
     def restore(self, binding: Binding) -> None:
         """Reload a persisted binding at start-up."""
         self._store(binding)
 
     def _store(self, binding: Binding) -> None:
-        bucket = self.bindings.setdefault(binding.username, {})
-        old = bucket.get(binding.key)
-        if old is not None:
-            self._sources[old.source.without_connection()] -= 1
-        bucket[binding.key] = binding
-        self._sources[binding.source.without_connection()] += 1
+        self.bindings.setdefault(binding.username, {})[binding.key] = binding
 
     def _drop(self, binding: Binding) -> None:
         bucket = self.bindings.get(binding.username, {})
-        if bucket.pop(binding.key, None) is not None:
-            self._sources[binding.source.without_connection()] -= 1
+        bucket.pop(binding.key, None)
         if not bucket:
             self.bindings.pop(binding.username, None)
 
