@@ -17,7 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Each module in pbx/commands defines register(subparsers); its parsers set func=handler.
+    # Modules named _like_this are helpers the commands share.
     for info in sorted(pkgutil.iter_modules(pbx.commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
         module = importlib.import_module(f"pbx.commands.{info.name}")
         module.register(sub)
     return parser

@@ -4,13 +4,11 @@ in progress finish (up to `drain_timeout`), then the service exits."""
 from __future__ import annotations
 
 import argparse
-import os
 import signal
-import sys
 import time
 from pathlib import Path
 
-from pbx.config import ConfigError, load_settings
+from pbx.commands._running_service import signal_service
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,18 +26,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(state_dir=args.state_dir)
-    except ConfigError as exc:
-        print(f"helpline: configuration error: {exc}", file=sys.stderr)
-        return 2
-    pid_file = settings.state_dir / "helpline.pid"
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, signal.SIGTERM)
-    except (OSError, ValueError) as exc:
-        print(f"helpline: no running service found via {pid_file}: {exc}", file=sys.stderr)
-        return 1
+    found = signal_service(args.state_dir, signal.SIGTERM)
+    if isinstance(found, int):
+        return found
+    pid, pid_file = found
     print(f"helpline: service {pid} is draining: no new calls, it exits after the last one")
     while args.wait and pid_file.exists():
         time.sleep(0.5)

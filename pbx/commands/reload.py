@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
-import sys
 from pathlib import Path
 
-from pbx.config import ConfigError, load_settings
+from pbx.commands._running_service import signal_service
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,17 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(state_dir=args.state_dir)
-    except ConfigError as exc:
-        print(f"helpline: configuration error: {exc}", file=sys.stderr)
-        return 2
-    pid_file = settings.state_dir / "helpline.pid"
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, signal.SIGHUP)
-    except (OSError, ValueError) as exc:
-        print(f"helpline: no running service found via {pid_file}: {exc}", file=sys.stderr)
-        return 1
-    print(f"helpline: asked service {pid} to reload its dialplan (see its log for the result)")
+    found = signal_service(args.state_dir, signal.SIGHUP)
+    if isinstance(found, int):
+        return found
+    print(f"helpline: asked service {found[0]} to reload its dialplan (see its log for the result)")
     return 0
