@@ -8,62 +8,30 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import time
-from pathlib import Path
 
 from pbx.db.volunteers import VolunteerRepository
 from tests.conftest import MakeHelpline
+from tests.peers.baresip import Baresip
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
-from tests.polling import until
-from tests.service_fixture import HANDSET_HOST, Running, free_port
+from tests.peers.softphone import SipAccount
+from tests.service_fixture import HANDSET_HOST, Running
 from tests.test_db_cli import HELPLINE
 
 PASSWORD = "correct-horse-battery"
-BARESIP = shutil.which("baresip")  # installed by scripts/bootstrap.sh: missing fails the test
-
-
-def baresip_config(directory: Path, helpline: Running, user: str, password: str) -> Path:
-    """A headless baresip (PEERS.md) that registers `user` from HANDSET_HOST over UDP."""
-    directory.mkdir(parents=True, exist_ok=True)
-    sip_port, rtp = free_port(HANDSET_HOST), free_port(HANDSET_HOST)
-    (directory / "accounts").write_text(
-        f"<sip:{user}@{helpline.host}:{helpline.port}>;auth_pass={password};regint=60\n"
-    )
-    (directory / "config").write_text(
-        "\n".join(
-            [
-                f"sip_listen {HANDSET_HOST}:{sip_port}",
-                f"rtp_ports {rtp}-{rtp + 9}",
-                "audio_player aufile,/dev/null",
-                "audio_source aufile,/dev/null",
-                "module_path /usr/lib/baresip/modules",
-                "module g711.so",
-                "module_tmp uuid.so",
-                "module_tmp account.so",
-                "",
-            ]
-        )
-    )
-    return directory
 
 
 async def test_baresip_registers_with_the_default_digest_settings(
-    make_helpline: MakeHelpline, tmp_path: Path
+    make_helpline: MakeHelpline,
 ) -> None:
     async with make_helpline() as helpline:  # digest settings: the service's defaults
         await helpline.add_volunteer("bas", PASSWORD)
-        config = baresip_config(tmp_path / "baresip", helpline, "bas", PASSWORD)
-        assert BARESIP is not None, "baresip is not installed (scripts/bootstrap.sh)"
-        phone = subprocess.Popen(
-            [BARESIP, "-f", str(config), "-t", "30"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        account = SipAccount("bas", PASSWORD, helpline.host, helpline.port, "udp")
         registrar = helpline.service.registrar
-        try:
-            await until(lambda: bool(registrar.contacts("bas", time.time())), timeout=15)
+        async with Baresip(account, bind=HANDSET_HOST, tone_hz=400) as phone:
+            await phone.wait_registered(timeout=15)
             [binding] = registrar.contacts("bas", time.time())
             assert binding.source.host == HANDSET_HOST
             assert binding.algorithm == "MD5"
@@ -72,9 +40,6 @@ async def test_baresip_registers_with_the_default_digest_settings(
             writer = helpline.service.writer
             assert writer is not None and await writer.flush(10)
             listed = await list_volunteers(helpline)
-        finally:
-            phone.terminate()  # it unregisters on the way out
-            await asyncio.to_thread(phone.communicate, timeout=10)
         assert listed.returncode == 0, listed.stderr
         [doc] = [json.loads(line) for line in listed.stdout.splitlines()]
         assert doc["digest"] is None  # the service default

@@ -1,9 +1,10 @@
 """Debian's softphones as volunteers' handsets, over UDP, TCP and TLS, on the default settings.
 
-baresip and linphone-cli each register, log in to a shift with *1 and take a trunk call
-through the default dialplan (the caller presses 1 for Dutch). Audio is checked by its content
-both ways: the caller (PJSIP) sends 1000 Hz, the handset 400 Hz. The caller's number, sent in
-From and P-Asserted-Identity, appears nowhere in what the handset received or printed.
+baresip and linphone-cli each register (from the handsets' address, not the trunk's), log in to
+a shift with *1 and take a trunk call through the default dialplan (the caller presses 1 for
+Dutch). Audio is checked by its content both ways: the caller (PJSIP) sends 1000 Hz, the handset
+400 Hz. The caller's number, sent in From and P-Asserted-Identity, appears nowhere in what the
+handset received or printed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
 from tests.peers.softphone import SipAccount, Softphone, Transport
 from tests.polling import until
+from tests.service_fixture import HANDSET_HOST
 from tests.test_ivr_calls import PASSWORD, captured_logs, log_events
 
 PHONES: dict[str, type[Softphone]] = {"baresip": Baresip, "linphone": Linphone}
@@ -45,7 +47,7 @@ async def test_a_softphone_volunteer_logs_in_and_takes_a_trunk_call(
         account = SipAccount("vera", PASSWORD, helpline.host, port, transport)
         roster = helpline.service.roster
         async with (
-            PHONES[kind](account, tone_hz=HANDSET_TONE) as phone,
+            PHONES[kind](account, bind=HANDSET_HOST, tone_hz=HANDSET_TONE) as phone,
             AsyncPjsuaPhone("caller") as caller,
         ):
             await phone.wait_registered()

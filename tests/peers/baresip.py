@@ -7,7 +7,7 @@ and the SIP trace (`-s`) on standard output, which goes to a file. TLS: the serv
 certificate is self-signed, so server verification is off (`sip_verify_server no`).
 
     account = SipAccount("vera", PASSWORD, "127.0.0.1", 5060, "tcp")
-    async with Baresip(account, tone_hz=400) as phone:
+    async with Baresip(account, bind=HANDSET_HOST, tone_hz=400) as phone:
         await phone.wait_registered()
         mark = await phone.dial("*1")
 """
@@ -27,18 +27,20 @@ MODULES = Path("/usr/lib/baresip/modules")
 class Baresip(Softphone):
     kind = "baresip"
 
-    def __init__(self, account: SipAccount, *, tone_hz: int, max_life: float = 60.0) -> None:
-        super().__init__(account, tone_hz=tone_hz, max_life=max_life)
+    def __init__(
+        self, account: SipAccount, *, bind: str, tone_hz: int, max_life: float = 60.0
+    ) -> None:
+        super().__init__(account, bind=bind, tone_hz=tone_hz, max_life=max_life)
         self.cons_port = find_free_port()
         self.stdout = self.dir / "stdout.log"
         self.snd = self.dir / "snd"
 
     async def start(self) -> None:
         self.snd.mkdir()
-        rtp = find_free_port()
+        rtp = find_free_port(self.bind)
         lines = {
-            "sip_listen": "127.0.0.1:0",  # every transport on a port of its own choosing
-            "net_interface": "127.0.0.1",  # loopback only: SDP and RTP on 127.0.0.1
+            "sip_listen": f"{self.bind}:0",  # every transport on a port of its own choosing
+            "net_interface": self.bind,  # SIP Via/Contact, SDP and RTP on this address alone
             "sip_verify_server": "no",
             "rtp_ports": f"{rtp}-{rtp + 20}",
             "audio_player": "alsa,null",

@@ -30,8 +30,10 @@ TONE_SECONDS = 60  # longer than any test call: what the phone sends
 class Linphone(Softphone):
     kind = "linphone"
 
-    def __init__(self, account: SipAccount, *, tone_hz: int, max_life: float = 60.0) -> None:
-        super().__init__(account, tone_hz=tone_hz, max_life=max_life)
+    def __init__(
+        self, account: SipAccount, *, bind: str, tone_hz: int, max_life: float = 60.0
+    ) -> None:
+        super().__init__(account, bind=bind, tone_hz=tone_hz, max_life=max_life)
         self.log = self.dir / "linphone.log"
         self._console = bytearray()
         self._lock = threading.Lock()
@@ -42,7 +44,7 @@ class Linphone(Softphone):
 
     def _rc(self) -> str:
         a = self.account
-        sip_port = find_free_port("127.0.0.1", "tcp" if a.transport != "udp" else "udp")
+        sip_port = find_free_port(self.bind, "tcp" if a.transport != "udp" else "udp")
         ports = {"udp": 0, "tcp": 0, "tls": 0} | {a.transport: sip_port}
         return f"""[sip]
 sip_port={ports["udp"]}
@@ -53,10 +55,11 @@ guess_hostname=0
 verify_server_certs=0
 verify_server_cn=0
 register_only_when_network_is_up=0
+bind_address={self.bind}
 
 [rtp]
-audio_rtp_port={find_free_port()}
-bind_address=127.0.0.1
+audio_rtp_port={find_free_port(self.bind)}
+bind_address={self.bind}
 
 [video]
 enabled=0

@@ -2,15 +2,19 @@
 
 Each runs headless (no sound card) as a child process in its own session and temporary
 directory: it sends a steady tone, answers incoming calls by itself and records what it hears to
-a WAV file. Every wait on it is bounded; ``close()`` (also on failure, via ``async with``) ends
-the whole process group and deletes the directory unless ``HELPLINE_KEEP_PEER_LOGS=1``. The
-child also gets a maximum life of its own, so a test process that dies leaves nothing behind.
+a WAV file. It listens, sends SIP and RTP, and puts in its SDP only the loopback address it is
+given (``bind``): a volunteer's handset is never on the carrier trunk's address, which the
+service refuses REGISTERs from (tests use ``HANDSET_HOST``). Every wait on it is bounded;
+``close()`` (also on failure, via ``async with``) ends the whole process group and deletes the
+directory unless ``HELPLINE_KEEP_PEER_LOGS=1``. The child also gets a maximum life of its own,
+so a test process that dies leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import re
 import shutil
@@ -21,6 +25,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Self
+
+from tests.peers.one_address import one_address_env
 
 Transport = Literal["udp", "tcp", "tls"]
 
@@ -51,8 +57,13 @@ class Softphone(ABC):
 
     kind = "softphone"
 
-    def __init__(self, account: SipAccount, *, tone_hz: int, max_life: float = 60.0) -> None:
+    def __init__(
+        self, account: SipAccount, *, bind: str, tone_hz: int, max_life: float = 60.0
+    ) -> None:
+        if not ipaddress.ip_address(bind).is_loopback:
+            raise ValueError(f"{bind} is not a loopback address: test peers stay on loopback")
         self.account = account
+        self.bind = bind  # the phone's own address: SIP, RTP and SDP
         self.tone_hz = tone_hz
         self.max_life = max_life
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.kind}-{account.user}-"))
@@ -77,7 +88,9 @@ class Softphone(ABC):
     def _spawn(self, argv: list[str], **kwargs: object) -> None:
         # `timeout` bounds the child's life even if this process is killed before close()
         cmd = ["timeout", "-k", "3", str(int(self.max_life)), *argv]
-        env = {**os.environ, "HOME": str(self.dir)}
+        # its sockets all on `bind`: both phones open some on the wildcard address (RTP,
+        # SIP over TCP/TLS), which the kernel sends from 127.0.0.1, the trunk's address
+        env = {**os.environ, "HOME": str(self.dir), **one_address_env(self.bind, self.dir)}
         self.proc = subprocess.Popen(  # noqa: S603 - fixed argv of a Debian tool
             cmd,
             cwd=self.dir,
