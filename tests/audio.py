@@ -16,6 +16,7 @@ __all__ = [
     "active_part",
     "dominant_frequency",
     "goertzel_power",
+    "loud_part",
     "read_wav",
     "rms",
     "sine",
@@ -72,6 +73,15 @@ def active_part(
     if not loud:
         return b""
     return b"".join(frames[loud[0] : loud[-1] + 1])
+
+
+def loud_part(pcm: bytes, threshold: float = 300.0, frame_ms: int = 20, rate: int = 8000) -> bytes:
+    """Only the 20 ms frames louder than ``threshold`` rms, joined: what was heard of someone
+    talking, without the comfort noise a line filler plays while they are silent (a tone's
+    share of a recording with pauses is otherwise only the share of the time it sounded)."""
+    step = 2 * rate * frame_ms // 1000
+    frames = [pcm[i : i + step] for i in range(0, len(pcm) - step + 1, step)]
+    return b"".join(f for f in frames if rms(f) >= threshold)
 
 
 def tone_share(pcm: bytes, freq_hz: float, rate: int = 8000) -> float:

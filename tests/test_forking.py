@@ -21,7 +21,7 @@ from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
 from tests.polling import until
 from tests.raw_handset import RawHandset
-from tests.service_fixture import Running
+from tests.service_fixture import HANDSET_HOST, Running
 from tests.test_ivr_calls import PASSWORD, captured_logs, ivr_helpline, log_events, on_shift
 from tests.test_queue_calls import call_queue, state
 
@@ -30,7 +30,7 @@ CONNECTED_WITHIN = 5.0  # generous: the old behaviour took 32 s (Timer B of the 
 
 async def stale_binding(helpline: Running, user: str) -> RawHandset:
     """A handset that registered and vanished: its socket stays open but says nothing."""
-    stale = RawHandset()
+    stale = RawHandset(HANDSET_HOST)
     final = await asyncio.to_thread(
         stale.register, (helpline.host, helpline.port), user, PASSWORD, contact_port=stale.port
     )
@@ -130,7 +130,7 @@ async def test_the_direct_flow_rings_all_handsets_of_a_volunteer_at_once(
         async with AsyncPjsuaPhone("live") as live, AsyncPjsuaPhone("caller") as caller:
             stale = await stale_binding(helpline, "duo")
             try:
-                await live.start(find_free_port())
+                await live.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
                 assert await live.register(helpline.host, helpline.port, "duo", PASSWORD) == 200
                 await caller.start(find_free_port())
                 uri = f"sip:09000767@{helpline.host}:{helpline.port}"

@@ -19,7 +19,7 @@ from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
 from tests.polling import until
 from tests.raw_handset import RawHandset
-from tests.service_fixture import Running
+from tests.service_fixture import HANDSET_HOST, Running
 from tests.test_ivr_calls import PASSWORD, captured_logs, ivr_helpline, log_events
 from tests.test_queue_calls import state
 
@@ -77,10 +77,10 @@ async def test_an_unanswered_udp_keepalive_skips_the_handset_until_it_answers_th
     async with captured_logs() as logs, make_helpline(call_flow="direct", **settings) as helpline:
         await helpline.add_volunteer("duo", PASSWORD)
         async with AsyncPjsuaPhone("live") as live, AsyncPjsuaPhone("caller") as caller:
-            await live.start(find_free_port())
+            await live.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await live.register(helpline.host, helpline.port, "duo", PASSWORD) == 200
             await caller.start(find_free_port())
-            raw = RawHandset()
+            raw = RawHandset(HANDSET_HOST)
             try:
                 await register(helpline, raw, "duo")
                 await until(lambda: unreachable(helpline, "duo", raw.port), 10)
@@ -126,7 +126,7 @@ async def test_tcp_handsets_are_kept_alive_and_lost_when_gone(make_helpline: Mak
     async with ivr_helpline(make_helpline, DEFAULT_PLAN, **settings) as helpline:
         await helpline.add_volunteer("tina", PASSWORD)
         async with AsyncPjsuaPhone("tcp") as phone:
-            await phone.start(find_free_port(), transport="tcp")
+            await phone.start(find_free_port(HANDSET_HOST), transport="tcp", bind=HANDSET_HOST)
             assert await phone.register(helpline.host, helpline.port, "tina", PASSWORD) == 200
             assert await phone.make_call(f"sip:*1@{helpline.host}:{helpline.port}") == 200
             assert await phone.wait_disconnected(timeout=20) == 200

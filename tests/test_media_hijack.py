@@ -1,7 +1,8 @@
 """Media that cannot be hijacked ("RTP bleed"), through the real service over real sockets.
 
-A trunk caller and a registered volunteer (raw SIP handsets on 127.0.0.1, each with a real RTP
-socket) are connected through the service. A stranger on 127.0.0.2 sprays RTP at every port of
+A trunk caller (raw SIP handset on 127.0.0.1) and a registered volunteer (on the handsets'
+address, 127.0.0.2), each with a real RTP socket, are connected through the service. A stranger
+on a third address, 127.0.0.3, sprays RTP at every port of
 the service's media range, before the parties' first packet and while they are silent: nothing
 of it is heard by either party, the stranger hears nothing back, and each of its packets is
 counted as a stray. SDP connection addresses that are names or of no usable scope get a 488.
@@ -15,15 +16,20 @@ from typing import cast
 from pbx.media import g711, tones
 from pbx.media.g711 import Codec
 from pbx.media.rtp import RtpPacket, RtpSender
-from tests.audio import active_part, tone_share
+from tests.audio import active_part, loud_part, tone_share
 from tests.conftest import MakeHelpline
 from tests.polling import until
 from tests.raw_call import body_length, connect, sdp
 from tests.raw_handset import RawHandset
-from tests.service_fixture import Running
+from tests.service_fixture import HANDSET_HOST, Running
 
-HIJACKER = "127.0.0.2"
+HIJACKER = "127.0.0.3"  # neither the trunk's address (127.0.0.1) nor the handsets'
 CALLER_HZ, VOLUNTEER_HZ, ATTACK_HZ = 400, 800, 1000
+
+
+def handset_sdp(port: int) -> str:
+    """The volunteer's answer: its media on the handsets' address, like its signalling."""
+    return sdp(port).replace("IN IP4 127.0.0.1", f"IN IP4 {HANDSET_HOST}")
 
 
 class RtpSocket(asyncio.DatagramProtocol):
@@ -86,16 +92,16 @@ async def test_rtp_from_a_stranger_never_reaches_or_takes_over_a_call(
 ) -> None:
     async with make_helpline(digest_algorithms=["MD5"], volunteer_whisper="") as helpline:
         await helpline.add_volunteer("noor", "pass-word-rtp")
-        volunteer, caller = RawHandset(), RawHandset()
+        volunteer, caller = RawHandset(HANDSET_HOST), RawHandset()
         c_rtp, v_rtp, attacker = (
             await RtpSocket.open(),
-            await RtpSocket.open(),
+            await RtpSocket.open(HANDSET_HOST),
             await RtpSocket.open(HIJACKER),
         )
         try:
             caller_dialog, volunteer_dialog = await connect(
                 helpline, caller, volunteer, "noor", "pass-word-rtp",
-                volunteer_sdp=sdp(v_rtp.port), caller_sdp=sdp(c_rtp.port),
+                volunteer_sdp=handset_sdp(v_rtp.port), caller_sdp=sdp(c_rtp.port),
             )  # fmt: skip
             to_caller_leg, to_volunteer_leg = (
                 caller_dialog.service_rtp,
@@ -130,7 +136,9 @@ async def test_rtp_from_a_stranger_never_reaches_or_takes_over_a_call(
             )
             await until(lambda: strays(helpline) == 20 + 2 * 25 + 2 * 50, timeout=5)
             await asyncio.sleep(0.3)  # the last relayed packets
-            volunteer_heard, caller_heard = active_part(v_rtp.heard()), active_part(c_rtp.heard())
+            # every loud frame: the other party's tone or, had it leaked, the stranger's (the
+            # caller's line filler plays quiet comfort noise while the volunteer is silent)
+            volunteer_heard, caller_heard = loud_part(v_rtp.heard()), loud_part(c_rtp.heard())
         finally:
             for s in (c_rtp, v_rtp, attacker):
                 s.close()
@@ -151,13 +159,14 @@ async def test_a_reinvite_moves_the_stream_and_opens_no_window_for_a_stranger(
     right after the re-INVITE (before the caller's first packet there) still gets nothing."""
     async with make_helpline(digest_algorithms=["MD5"], volunteer_whisper="") as helpline:
         await helpline.add_volunteer("joop", "pass-word-mov")
-        volunteer, caller = RawHandset(), RawHandset()
-        c_old, c_new, v_rtp = await RtpSocket.open(), await RtpSocket.open(), await RtpSocket.open()
+        volunteer, caller = RawHandset(HANDSET_HOST), RawHandset()
+        c_old, c_new = await RtpSocket.open(), await RtpSocket.open()
+        v_rtp = await RtpSocket.open(HANDSET_HOST)
         attacker = await RtpSocket.open(HIJACKER)
         try:
             caller_dialog, volunteer_dialog = await connect(
                 helpline, caller, volunteer, "joop", "pass-word-mov",
-                volunteer_sdp=sdp(v_rtp.port), caller_sdp=sdp(c_old.port),
+                volunteer_sdp=handset_sdp(v_rtp.port), caller_sdp=sdp(c_old.port),
             )  # fmt: skip
             to_caller_leg, to_volunteer_leg = (
                 caller_dialog.service_rtp,
@@ -228,7 +237,7 @@ async def test_rfc2543_hold_address_is_answered_as_hold_not_refused(
     """c=0.0.0.0 is the old way to say "hold": the call is set up, we answer recvonly."""
     async with make_helpline(digest_algorithms=["MD5"], volunteer_whisper="") as helpline:
         await helpline.add_volunteer("ilse", "pass-word-hld")
-        volunteer, caller = RawHandset(), RawHandset()
+        volunteer, caller = RawHandset(HANDSET_HOST), RawHandset()
         try:
             offer = sdp(41040).replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0")
             caller_dialog, _ = await connect(

@@ -16,7 +16,7 @@ from tests.conftest import MakeHelpline
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
 from tests.polling import until
-from tests.service_fixture import Running, running_service
+from tests.service_fixture import HANDSET_HOST, Running, running_service
 from tests.test_ivr_calls import (
     PASSWORD,
     captured_logs,
@@ -132,7 +132,7 @@ async def test_after_the_registration_expired_past_the_grace(make_helpline: Make
     ):
         async with AsyncPjsuaPhone("handset") as phone:
             await helpline.add_volunteer("erik", PASSWORD)
-            await phone.start(find_free_port())
+            await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await phone.register(helpline.host, helpline.port, "erik", PASSWORD,
                                         expires=2) == 200  # fmt: skip
             await dial_feature_code(helpline, phone, "*1")
@@ -140,7 +140,7 @@ async def test_after_the_registration_expired_past_the_grace(make_helpline: Make
             await logged_out_after_grace(helpline, "erik")
             assert helpline.service.registrar.bindings.get("erik") is None  # expired
         async with AsyncPjsuaPhone("rebooted") as rebooted:
-            await rebooted.start(find_free_port())
+            await rebooted.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
             await back_on_shift_and_called(helpline, rebooted, "erik")
             helpline.service.drain_roster_events()
     logged_out_for_the_lapse(logs, "erik")
@@ -167,7 +167,7 @@ async def test_after_the_keepalive_lost_the_handset_past_the_grace(
             await logged_out_after_grace(helpline, "kees")
             await until(lambda: helpline.service.registrar.bindings.get("kees") is None)
         async with AsyncPjsuaPhone("back") as back:
-            await back.start(find_free_port())
+            await back.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
             await back_on_shift_and_called(helpline, back, "kees")
             helpline.service.drain_roster_events()
     logged_out_for_the_lapse(logs, "kees")
