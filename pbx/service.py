@@ -247,9 +247,16 @@ class HelplineService:
             if row.expires_at.timestamp() <= now:
                 continue
             try:
-                self.registrar.restore(_binding_from_row(row))
+                binding = _binding_from_row(row)
             except ValueError:
                 log.warning("stored_binding_unusable", aor=row.aor)
+                continue
+            if self.trunk.from_trusted_address(binding.source):
+                # stored before trunk_sources covered that address: ringing it would call the
+                # carrier, so it is dropped (a live handset there could not register now either)
+                log.warning("stored_binding_on_trunk_dropped", user=binding.username)
+                continue
+            self.registrar.restore(binding)
         restored = self.restart_state.restore(
             self.roster, self.restart_state.load_shifts(shifts), self.profiles,
             registered=lambda user: bool(self.registrar.contacts(user, now)),

@@ -9,8 +9,10 @@ from __future__ import annotations
 import functools
 import io
 import time
+from datetime import UTC, datetime, timedelta
 
 from ivr.loader import DEFAULT_PLAN
+from pbx.db.registrations import RegistrationRepository, StoredBinding
 from queues.roster import VolunteerState
 from tests.conftest import MakeHelpline
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
@@ -195,3 +197,28 @@ async def test_after_a_service_restart(make_helpline: MakeHelpline, pg_url: str)
             assert "rita" not in second.service.roster
             await back_on_shift_and_called(second, phone, "rita")
     no_failed_effects(logs.getvalue())
+
+
+async def test_a_stored_binding_on_a_trunk_address_is_not_restored(
+    make_helpline: MakeHelpline, pg_url: str
+) -> None:
+    """A binding stored before its address became a trunk (trunk_sources changed, or a row
+    from before REGISTERs from trunks were refused) is dropped at start: ringing it would send
+    an INVITE to the carrier."""
+    async with make_helpline() as first:
+        assert first.service.db is not None
+        repo = RegistrationRepository(first.service.db.pool)
+        until_ = datetime.now(UTC) + timedelta(minutes=10)
+        for host, port in (("127.0.0.1", 5070), (HANDSET_HOST, 5072)):
+            await repo.save(StoredBinding(
+                aor="rita", contact_uri=f"sip:rita@{host}:{port}", received_host=host,
+                received_port=port, transport="udp", expires_at=until_, call_id=f"c{port}",
+                cseq=1,
+            ))  # fmt: skip
+        settings = first.settings
+    again = functools.partial(running_service, settings.state_dir, pg_url)
+    async with captured_logs() as logs, again(sip_port=settings.sip_port) as second:
+        hosts = [b.source.host for b in second.service.registrar.contacts("rita", time.time())]
+    assert hosts == [HANDSET_HOST]
+    (dropped,) = log_events(logs, "stored_binding_on_trunk_dropped")
+    assert dropped["user"] == "rita"
