@@ -86,6 +86,7 @@ class HelplineService:
         s = self.settings
         self.restart_state = RestartState(s.state_dir)  # shifts and bindings across a restart
         self._bindings_dirty = False
+        self._bindings_write: asyncio.Task[None] | None = None  # snapshot being written
         algorithms = tuple(Algorithm.parse(a) for a in s.digest_algorithms)
         self.nonces = NonceManager(secrets.token_bytes(32), lifetime=s.nonce_lifetime)
         self.registrar = Registrar(
@@ -172,6 +173,8 @@ class HelplineService:
         for task in self._tasks:
             task.cancel()
         await self.stack.close()
+        if self._bindings_write is not None:
+            await asyncio.gather(self._bindings_write, return_exceptions=True)
         if self.writer is not None:
             await self.writer.close(timeout=5.0)
         if self.db is not None:
@@ -375,10 +378,14 @@ class HelplineService:
         events = self.roster.take_events()
         changed = {e.username for e in events}
         self._save_shifts([self.roster.get(u) for u in sorted(changed) if u in self.roster])
-        if self._bindings_dirty:
+        if self._bindings_dirty and (self._bindings_write is None or self._bindings_write.done()):
+            # Off the event loop: with a thousand handsets one snapshot takes tens of ms, which
+            # would stall the media clock. One write at a time; changes meanwhile stay dirty
+            # and go out with the next drain.
             self._bindings_dirty = False
-            self.restart_state.bindings_changed(
-                _binding_to_row(b) for bs in self.registrar.bindings.values() for b in bs.values()
+            bindings = [b for bs in self.registrar.bindings.values() for b in bs.values()]
+            self._bindings_write = asyncio.create_task(
+                asyncio.to_thread(self._snapshot_bindings, bindings)
             )
         for event in events:
             self.metrics.volunteer_events.labels(kind=event.kind.value).inc()
@@ -397,6 +404,9 @@ class HelplineService:
             )
 
     # --- background work --------------------------------------------------------------------------
+    def _snapshot_bindings(self, bindings: list[Binding]) -> None:
+        self.restart_state.bindings_changed(_binding_to_row(b) for b in bindings)
+
     async def _sweep_expired(self) -> None:
         while True:
             await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
@@ -509,6 +519,7 @@ def _lockout_policy(s: Settings) -> LockoutPolicy:
         backoff=s.auth_lockout,
         max_backoff=s.auth_lockout_max,
     )
+
 
 def _db_text(text: str) -> str:
     """PostgreSQL text holds neither NUL nor lone surrogates, which a handset may have sent."""
