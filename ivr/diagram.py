@@ -20,6 +20,15 @@ SHAPES: dict[model.NodeKind, str] = {
     model.NodeKind.HANGUP: "octagon",
     model.NodeKind.GOTO: "ellipse",
 }
+EDGE_LABELS: dict[model.EdgeKind, str] = {
+    model.EdgeKind.NEXT: "",
+    model.EdgeKind.KEY: "key",
+    model.EdgeKind.DEFAULT: "default",
+    model.EdgeKind.OPEN: "open",
+    model.EdgeKind.CLOSED: "closed",
+    model.EdgeKind.FAILED: "transfer failed",
+    model.EdgeKind.OVERFLOW: "overflow",
+}
 
 
 class DiagramError(Exception):
@@ -83,19 +92,15 @@ def to_dot(plan: model.Dialplan) -> str:
 
 
 def _edges(plan: model.Dialplan, node: model.Node) -> list[tuple[str, str]]:
-    if isinstance(node, model.PlayNode | model.GotoNode):
-        return [(node.next, "")]
-    if isinstance(node, model.MenuNode):
-        return [*((t, f"key {k}") for k, t in node.keys.items()), (node.default, "default")]
-    if isinstance(node, model.HoursNode):
-        return [(node.open, "open"), (node.closed, "closed")]
-    if isinstance(node, model.TransferNode) and node.on_failure:
-        return [(node.on_failure, "transfer failed")]
-    if isinstance(node, model.QueueNode):
-        queue = plan.queues[node.queue]
-        if queue.overflow:
-            return [(queue.overflow, f"after {queue.max_wait} s")]
-    return []
+    return [(edge.target, _edge_label(plan, node, edge)) for edge in model.edges(node, plan.queues)]
+
+
+def _edge_label(plan: model.Dialplan, node: model.Node, edge: model.Edge) -> str:
+    if edge.kind is model.EdgeKind.KEY:
+        return f"key {edge.key}"
+    if isinstance(node, model.QueueNode) and edge.kind is model.EdgeKind.OVERFLOW:
+        return f"after {plan.queues[node.queue].max_wait} s"
+    return EDGE_LABELS[edge.kind]
 
 
 def render(plan: model.Dialplan, output: Path, fmt: str | None = None) -> None:

@@ -64,6 +64,9 @@ VoicemailNode(prompts, mailbox, max_seconds, finish_key, saved_prompts)  play pr
     `saved_prompts`, hang up. `mailbox` names where messages go (e.g. "info_line").
 HangupNode(prompts)                      play prompts, then hang up.
 GotoNode(next)                           go to `next` (with `language` set: a language switch).
+
+`edges(node, queues)` lists every way a call can leave a node (an `Edge`: target node, why,
+and the key for a menu key); the loader's checks, the diagram and `successors` all use it.
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ __all__ = [
     "MINUTES_PER_DAY",
     "DayHours",
     "Destination",
+    "Edge",
+    "EdgeKind",
     "Dialplan",
     "GotoNode",
     "HangupNode",
@@ -97,6 +102,9 @@ __all__ = [
     "TimeRange",
     "TransferNode",
     "VoicemailNode",
+    "edges",
+    "prompts_of",
+    "successors",
 ]
 
 MINUTES_PER_DAY = 24 * 60
@@ -312,17 +320,47 @@ Node = (
 )
 
 
+class EdgeKind(enum.StrEnum):
+    """Why a call follows an edge out of a node."""
+
+    NEXT = "next"  # play/goto: after the prompts
+    KEY = "key"  # menu: the caller pressed `Edge.key`
+    DEFAULT = "default"  # menu: after the last failed attempt
+    OPEN = "open"  # hours: the schedule is open now
+    CLOSED = "closed"
+    FAILED = "failed"  # transfer: the destination did not answer
+    OVERFLOW = "overflow"  # queue: the queue's max_wait passed
+
+
+@dataclass(frozen=True)
+class Edge:
+    target: str  # node name
+    kind: EdgeKind
+    key: str = ""  # the phone key of a KEY edge
+
+
+def edges(node: Node, queues: Mapping[str, Queue] | None = None) -> tuple[Edge, ...]:
+    """Every way a call can leave `node`, in the plan's order. A queue's overflow (a setting of
+    the queue, not of the node) is included when `queues` is given."""
+    if isinstance(node, PlayNode | GotoNode):
+        return (Edge(node.next, EdgeKind.NEXT),)
+    if isinstance(node, MenuNode):
+        keys = (Edge(target, EdgeKind.KEY, key) for key, target in node.keys.items())
+        return (*keys, Edge(node.default, EdgeKind.DEFAULT))
+    if isinstance(node, HoursNode):
+        return (Edge(node.open, EdgeKind.OPEN), Edge(node.closed, EdgeKind.CLOSED))
+    if isinstance(node, TransferNode):
+        return (Edge(node.on_failure, EdgeKind.FAILED),) if node.on_failure else ()
+    if isinstance(node, QueueNode) and queues is not None:
+        overflow = queues[node.queue].overflow
+        if overflow:
+            return (Edge(overflow, EdgeKind.OVERFLOW),)
+    return ()
+
+
 def successors(node: Node) -> tuple[str, ...]:
     """Names of the nodes a call can go to from `node` (not counting queue overflow)."""
-    if isinstance(node, PlayNode | GotoNode):
-        return (node.next,)
-    if isinstance(node, MenuNode):
-        return (*node.keys.values(), node.default)
-    if isinstance(node, HoursNode):
-        return (node.open, node.closed)
-    if isinstance(node, TransferNode):
-        return (node.on_failure,) if node.on_failure else ()
-    return ()
+    return tuple(edge.target for edge in edges(node))
 
 
 def prompts_of(node: Node) -> tuple[str, ...]:

@@ -19,7 +19,8 @@ from pbx.switchboard import CallApplication
 
 
 def build_service(settings: Settings) -> HelplineService:
-    service = HelplineService(settings)
+    prompts = PromptLibrary(settings.recordings)
+    service = HelplineService(settings, prompts)  # checks the dialplan's prompts against them
     rtp_host = settings.sip_host if settings.sip_host not in ("", "::") else "0.0.0.0"
     pool = PortPool(rtp_host, settings.rtp_port_min, settings.rtp_port_max)
     media = MediaFactory(pool, settings.public_host, settings.media_timeout, LineFiller())
@@ -32,7 +33,6 @@ def build_service(settings: Settings) -> HelplineService:
     service.switchboard.on_refused = lambda reason: service.metrics.invites_refused.labels(
         reason=reason
     ).inc()
-    prompts = PromptLibrary(settings.recordings)
     if settings.volunteer_whisper:
         router.whisper = prompts.get("nl", settings.volunteer_whisper)
     app: CallApplication = router

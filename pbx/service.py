@@ -24,6 +24,7 @@ import structlog
 
 from ivr.loader import DialplanError, load_dialplan
 from ivr.model import Dialplan
+from ivr.prompts import KnownPrompts
 from pbx.calls.dispatcher import Dispatcher
 from pbx.config import Settings
 from pbx.db.database import Database, open_database
@@ -68,6 +69,7 @@ EXPIRY_SWEEP_SECONDS = 2.0
 @dataclass
 class HelplineService:
     settings: Settings
+    prompts: KnownPrompts  # the recordings played; the dialplan's prompts are checked in them
     app: CallApplication | None = None
     metrics: Metrics = field(default_factory=Metrics)
 
@@ -133,7 +135,8 @@ class HelplineService:
     async def start(self) -> None:
         """Start serving; raises DialplanError (with every problem) for an invalid plan."""
         s = self.settings
-        self.plan = load_dialplan(s.dialplan)  # before anything else: refuse a bad plan
+        # before anything else: refuse a bad plan
+        self.plan = load_dialplan(s.dialplan, prompts=self.prompts)
         raise_open_files_limit()
         self.dispatcher.configure(self.plan.queues)
         private_dir(s.state_dir)
@@ -198,7 +201,7 @@ class HelplineService:
         """Validate the dialplan file and swap it in atomically; a bad one is refused and the
         running plan stays. Calls in progress finish on the plan they started with."""
         try:
-            plan = load_dialplan(self.settings.dialplan)
+            plan = load_dialplan(self.settings.dialplan, prompts=self.prompts)
         except DialplanError as exc:
             self.metrics.dialplan_reloads.labels(result="rejected").inc()
             log.error(

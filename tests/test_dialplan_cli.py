@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ivr.diagram import to_dot
 from ivr.loader import DEFAULT_PLAN, load_dialplan
+from pbx.media.prompts import PromptLibrary
 
 ROOT = Path(__file__).parents[1]
 
@@ -65,7 +66,7 @@ def test_render_svg_names_every_step(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     svg = out.read_text()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg
-    plan = load_dialplan(DEFAULT_PLAN)
+    plan = load_dialplan(DEFAULT_PLAN, prompts=PromptLibrary())
     for name in plan.nodes:
         assert f">{name}</text>" in svg, name
     dot = to_dot(plan)

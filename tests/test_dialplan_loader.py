@@ -10,7 +10,9 @@ import pytest
 
 from ivr.loader import DEFAULT_PLAN, DialplanError, Problem, load_dialplan, load_dialplan_text
 from ivr.model import HoursNode, MenuNode, NumberKind, TransferNode
-from pbx.media.prompts import DEFAULT_RECORDINGS
+from pbx.media.prompts import DEFAULT_RECORDINGS, PromptLibrary
+
+RECORDINGS = PromptLibrary(DEFAULT_RECORDINGS)  # the prompts every plan here is checked in
 
 BASE = """\
 timezone: Europe/Amsterdam
@@ -85,7 +87,7 @@ def where(text: str, needle: str, nth: int = 0) -> tuple[int, int]:
 
 def problems(text: str, **kwargs: object) -> list[Problem]:
     with pytest.raises(DialplanError) as info:
-        load_dialplan_text(text, "plan.yaml", **kwargs)  # type: ignore[arg-type]
+        load_dialplan_text(text, "plan.yaml", **{"prompts": RECORDINGS, **kwargs})  # type: ignore[arg-type]
     return info.value.problems
 
 
@@ -101,7 +103,7 @@ def edit(old: str, new: str, text: str = BASE) -> str:
 
 
 def test_base_plan_loads() -> None:
-    plan = load_dialplan_text(BASE, "plan.yaml")
+    plan = load_dialplan_text(BASE, "plan.yaml", prompts=RECORDINGS)
     assert plan.languages == ("nl", "ar")
     assert plan.entry_for("0900 0767")[0] == "welcome"
     assert plan.entry_for("+31 900 0767")[1] is not None
@@ -112,7 +114,7 @@ def test_base_plan_loads() -> None:
 
 
 def test_default_dialplan_is_valid_and_models_the_helpline() -> None:
-    plan = load_dialplan(DEFAULT_PLAN)
+    plan = load_dialplan(DEFAULT_PLAN, prompts=RECORDINGS)
     assert plan.warnings == ()
     assert str(plan.timezone) == "Europe/Amsterdam"
     assert plan.languages == ("nl", "ar", "fa", "tr")
@@ -339,7 +341,7 @@ def test_silent_loop_is_an_error() -> None:
 
 def test_menu_loop_without_keys_is_only_a_warning() -> None:
     text = edit("    default: dutch\n  dutch:", "    default: welcome\n  dutch:")
-    plan = load_dialplan_text(text, "plan.yaml")
+    plan = load_dialplan_text(text, "plan.yaml", prompts=RECORDINGS)
     assert len(plan.warnings) == 1
     assert "presses nothing goes round welcome -> menu -> welcome" in plan.warnings[0]
     assert plan.warnings[0].startswith(f"plan.yaml:{where(text, 'welcome:')[0]}:3: warning: ")
@@ -347,7 +349,7 @@ def test_menu_loop_without_keys_is_only_a_warning() -> None:
 
 def test_unreachable_step_is_a_warning() -> None:
     text = BASE + "  orphan:\n    type: hangup\n    prompts: goodbye\n"
-    plan = load_dialplan_text(text, "plan.yaml")
+    plan = load_dialplan_text(text, "plan.yaml", prompts=RECORDINGS)
     line, _ = where(text, "orphan:")
     assert plan.warnings == (
         f"plan.yaml:{line}:3: warning: step 'orphan' is never reached (no number, menu or "
@@ -377,23 +379,23 @@ def thin_recordings(tmp_path: Path) -> Path:
 
 
 def test_prompt_missing_in_a_language_callers_reach_it_in(thin_recordings: Path) -> None:
-    problem = only_error(BASE, recordings=thin_recordings)
+    problem = only_error(BASE, prompts=PromptLibrary(thin_recordings))
     # `closed` is heard after `language: ar`, so the Arabic recording is required...
     assert problem.message.startswith("prompt 'closed' has no recording in ar")
     assert (problem.line, problem.column) == where(BASE, "closed", 3)
     # ...but a prompt only ever heard in Dutch need not exist in Arabic.
     dutch_only = edit("    language: ar\n    queue: arabic\n", "    queue: arabic\n")
-    assert load_dialplan_text(dutch_only, "plan.yaml", recordings=thin_recordings)
+    assert load_dialplan_text(dutch_only, "plan.yaml", prompts=PromptLibrary(thin_recordings))
 
 
 def test_missing_file_and_empty_file(tmp_path: Path) -> None:
     with pytest.raises(DialplanError) as info:
-        load_dialplan(tmp_path / "nope.yaml")
+        load_dialplan(tmp_path / "nope.yaml", prompts=RECORDINGS)
     assert "cannot read the file" in info.value.problems[0].message
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing yet\n")
     with pytest.raises(DialplanError) as info:
-        load_dialplan(empty)
+        load_dialplan(empty, prompts=RECORDINGS)
     assert info.value.problems[0].message == "the dialplan is empty"
 
 

@@ -11,6 +11,7 @@ from ivr.loader import DEFAULT_PLAN, load_dialplan, load_dialplan_text
 from ivr.model import DayHours, Dialplan, Schedule, TimeRange
 from ivr.schedule import is_open
 from ivr.simulate import Ending, Heard, simulate
+from pbx.media.prompts import PromptLibrary
 
 AMS = ZoneInfo("Europe/Amsterdam")
 
@@ -25,7 +26,7 @@ def daily(*ranges: TimeRange, exceptions: dict[date, DayHours] | None = None) ->
 
 @pytest.fixture(scope="module")
 def plan() -> Dialplan:
-    return load_dialplan(DEFAULT_PLAN)
+    return load_dialplan(DEFAULT_PLAN, prompts=PromptLibrary())
 
 
 # --- schedules -------------------------------------------------------------------------
@@ -76,7 +77,7 @@ def test_naive_time_is_wall_time_in_the_schedule_zone() -> None:
 
 def test_yaml_hours_crossing_midnight_and_other_hours_on_a_date() -> None:
     text = DEFAULT_PLAN.read_text()
-    plan = load_dialplan_text(text, str(DEFAULT_PLAN))
+    plan = load_dialplan_text(text, str(DEFAULT_PLAN), prompts=PromptLibrary())
     evenings = plan.schedules["evenings"]
     assert is_open(evenings, datetime(2026, 12, 23, 21, 0, tzinfo=AMS))
     assert not is_open(evenings, datetime(2026, 12, 24, 21, 0, tzinfo=AMS))  # 18:00-20:00

@@ -13,13 +13,19 @@ from pathlib import Path
 
 import pytest
 
+from ivr.prompts import (
+    DIGIT_PROMPTS,
+    LANGUAGES,
+    REQUIRED_PROMPTS,
+    number_names,
+    playlist,
+    position_names,
+    wait_time_names,
+)
 from pbx.media.audioconvert import AudioConvertError, convert_to_telephony
 from pbx.media.promptgen import generate_prompts, is_generated, split_segments, tts_text
 from pbx.media.prompts import (
     DEFAULT_RECORDINGS,
-    DIGIT_PROMPTS,
-    LANGUAGES,
-    REQUIRED_PROMPTS,
     TEXT_FILE,
     PromptLibrary,
     read_prompt_texts,
@@ -161,36 +167,40 @@ def test_library_missing_everywhere_is_a_clear_key_error(small_dir: Path) -> Non
 
 def test_number_playlists_clamp_to_twenty(small_dir: Path) -> None:
     lib = PromptLibrary(small_dir)
-    assert lib.number("nl", 7) == [sine(370, 100)]
-    assert lib.number("ar", 3) == [sine(900, 100)]
-    assert lib.number("ar", 4) == [sine(340, 100)]  # falls back to Dutch
-    assert lib.number("nl", 57) == lib.number("nl", 20)
-    assert lib.number("nl", -2) == lib.number("nl", 0)
+    assert playlist(lib, "nl", number_names(7)) == [sine(370, 100)]
+    assert playlist(lib, "ar", number_names(3)) == [sine(900, 100)]
+    assert playlist(lib, "ar", number_names(4)) == [sine(340, 100)]  # falls back to Dutch
+    assert playlist(lib, "nl", number_names(57)) == playlist(lib, "nl", number_names(20))
+    assert playlist(lib, "nl", number_names(-2)) == playlist(lib, "nl", number_names(0))
 
 
 def test_wait_and_position_playlists(library: PromptLibrary) -> None:
     g = library.get
-    assert library.wait_time("nl", 5) == [
+    assert playlist(library, "nl", wait_time_names("nl", 5)) == [
         g("nl", "wait_intro"),
         g("nl", "digit_5"),
         g("nl", "minutes"),
     ]
-    assert library.wait_time("nl", 1) == [
+    assert playlist(library, "nl", wait_time_names("nl", 1)) == [
         g("nl", "wait_intro"),
         g("nl", "digit_1"),
         g("nl", "minute"),
     ]
-    assert library.wait_time("nl", 45) == [g("nl", "wait_unknown")]  # no false figure
-    assert library.wait_time("nl", None) == [g("nl", "wait_unknown")]
-    assert library.wait_time("ar", 1) == [g("ar", "wait_intro"), g("ar", "minute")]
-    assert library.wait_time("ar", 5)[-1] == g("ar", "minutes")
-    assert library.wait_time("ar", 15)[-1] == g("ar", "minute")
-    assert library.position("tr", 4) == [
+    no_false_figure = [g("nl", "wait_unknown")]
+    assert playlist(library, "nl", wait_time_names("nl", 45)) == no_false_figure
+    assert playlist(library, "nl", wait_time_names("nl", None)) == [g("nl", "wait_unknown")]
+    assert playlist(library, "ar", wait_time_names("ar", 1)) == [
+        g("ar", "wait_intro"),
+        g("ar", "minute"),
+    ]
+    assert playlist(library, "ar", wait_time_names("ar", 5))[-1] == g("ar", "minutes")
+    assert playlist(library, "ar", wait_time_names("ar", 15))[-1] == g("ar", "minute")
+    assert playlist(library, "tr", position_names(4)) == [
         g("tr", "position_intro"),
         g("tr", "digit_4"),
         g("tr", "position_outro"),
     ]
-    assert library.position("fa", 1) == [g("fa", "position_next")]
+    assert playlist(library, "fa", position_names(1)) == [g("fa", "position_next")]
 
 
 @pytest.mark.parametrize(

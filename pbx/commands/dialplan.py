@@ -8,9 +8,10 @@ from datetime import datetime
 from pathlib import Path
 
 from ivr.diagram import DiagramError, render
-from ivr.loader import DEFAULT_PLAN, DialplanError, load_dialplan
+from ivr.loader import DEFAULT_PLAN, DialplanError, Problem, load_dialplan
 from ivr.model import Dialplan
 from ivr.simulate import simulate
+from pbx.media.prompts import DEFAULT_RECORDINGS, PromptLibrary
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,9 +52,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     draw.set_defaults(func=_render)
 
 
+def _known_prompts(plan: Path, recordings: Path | None) -> PromptLibrary:
+    """The recordings the plan's prompts are checked in (default: the repository's)."""
+    try:
+        return PromptLibrary(recordings or DEFAULT_RECORDINGS)
+    except (FileNotFoundError, ValueError) as exc:
+        raise DialplanError([Problem(str(plan), 1, 1, f"cannot check prompts: {exc}")]) from exc
+
+
 def _load(path: Path, recordings: Path | None = None) -> Dialplan | None:
     try:
-        plan = load_dialplan(path, recordings=recordings)
+        plan = load_dialplan(path, prompts=_known_prompts(path, recordings))
     except DialplanError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -65,7 +74,7 @@ def _load(path: Path, recordings: Path | None = None) -> Dialplan | None:
 
 def _check(args: argparse.Namespace) -> int:
     try:
-        plan = load_dialplan(args.file, recordings=args.recordings)
+        plan = load_dialplan(args.file, prompts=_known_prompts(args.file, args.recordings))
     except DialplanError as exc:
         for problem in exc.problems:
             print(problem)

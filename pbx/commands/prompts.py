@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from ivr.prompts import REQUIRED_PROMPTS
 from pbx.media.audioconvert import AudioConvertError, convert_to_telephony
 from pbx.media.promptgen import PromptGenerationError, generate_prompts, is_generated
 from pbx.media.prompts import (
     BYTES_PER_SECOND,
     DEFAULT_RECORDINGS,
-    REQUIRED_PROMPTS,
     TEXT_FILE,
     read_prompt_texts,
     read_telephony_wav,

@@ -1,8 +1,12 @@
 """Recorded prompts, loaded once at start-up and served as raw telephony PCM.
 
 Layout: `recordings/<lang>/<name>.wav` (8 kHz, mono, 16-bit PCM) plus `PROMPTS.txt` with the
-text of every prompt. Dutch is the fallback: a language that lacks a prompt plays the Dutch
-one rather than silence, so a half-translated language never leaves a caller hanging.
+text of every prompt. A fallback language (Dutch) stands in: a language that lacks a prompt
+plays the fallback's one rather than silence, so a half-translated language never leaves a
+caller hanging.
+
+This is the media side only: which prompts the helpline needs, its languages and how it says
+numbers are its catalogue, `ivr.prompts`, next to the dialplan.
 """
 
 from __future__ import annotations
@@ -14,60 +18,6 @@ from pbx.media.audioconvert import TELEPHONY_CHANNELS, TELEPHONY_RATE, TELEPHONY
 
 DEFAULT_RECORDINGS = Path(__file__).parents[2] / "recordings"
 TEXT_FILE = "PROMPTS.txt"
-
-LANGUAGES = ("nl", "ar", "fa", "tr")
-FALLBACK_LANGUAGE = "nl"
-MAX_SPOKEN_NUMBER = 20
-
-CALLER_PROMPTS: tuple[str, ...] = (
-    "welcome",
-    "language_menu",
-    "closed",
-    "all_busy_hold",
-    "position_intro",
-    "position_outro",
-    "position_next",
-    "wait_intro",
-    "minutes",
-    "minute",
-    "wait_unknown",
-    "comfort_1",
-    "comfort_2",
-    "comfort_3",
-    "overflow_national",
-    "max_wait_message",
-    "info_line_open",
-    "info_line_closed",
-    "voicemail_instructions",
-    "voicemail_saved",
-    "invalid_key",
-    "no_input",
-    "goodbye",
-    "partner_greeting",
-    "night_line_113",
-    "transfer_113",
-    "transfer_info_line",
-    "transfer_failed",
-    "volunteer_lost",
-    "volunteer_lost_goodbye",
-)
-DIGIT_PROMPTS: tuple[str, ...] = tuple(f"digit_{n}" for n in range(MAX_SPOKEN_NUMBER + 1))
-VOLUNTEER_PROMPTS: tuple[str, ...] = (
-    "shift_login_ok",
-    "shift_logout_ok",
-    "paused",
-    "resumed",
-    "enter_pin",
-    "wrong_pin",
-    "pin_locked",
-    "auto_paused",
-    "not_logged_in",
-    "time_limit_notice",
-    "queue_announce",
-    "queue_announce_113",
-    "queue_announce_partner",
-)
-REQUIRED_PROMPTS: tuple[str, ...] = CALLER_PROMPTS + DIGIT_PROMPTS + VOLUNTEER_PROMPTS
 
 BYTES_PER_SECOND = TELEPHONY_RATE * TELEPHONY_SAMPLE_WIDTH * TELEPHONY_CHANNELS
 
@@ -113,8 +63,10 @@ def read_prompt_texts(path: Path) -> dict[str, str]:
 class PromptLibrary:
     """All prompts of a recordings directory, held in memory as 8 kHz 16-bit mono PCM."""
 
-    def __init__(self, recordings: Path = DEFAULT_RECORDINGS) -> None:
+    def __init__(self, recordings: Path = DEFAULT_RECORDINGS, *, fallback: str = "nl") -> None:
+        # "nl": the helpline's fallback (ivr.prompts.self.fallback; media imports no ivr)
         self.directory = Path(recordings)
+        self.fallback = fallback
         if not self.directory.is_dir():
             raise FileNotFoundError(f"{self.directory}: recordings directory not found")
         self._pcm: dict[str, dict[str, bytes]] = {}
@@ -137,20 +89,20 @@ class PromptLibrary:
         return set(self._pcm.get(lang, {}))
 
     def has(self, lang: str, name: str, *, fallback: bool = True) -> bool:
-        """Whether `get(lang, name)` finds audio (by default counting the Dutch fallback)."""
+        """Whether `get(lang, name)` finds audio (by default counting the fallback)."""
         if name in self._pcm.get(lang, {}):
             return True
-        return fallback and name in self._pcm.get(FALLBACK_LANGUAGE, {})
+        return fallback and name in self._pcm.get(self.fallback, {})
 
     def get(self, lang: str, name: str) -> bytes:
-        """PCM of prompt `name` in `lang`, else the Dutch one; KeyError if neither exists."""
-        for candidate in (lang, FALLBACK_LANGUAGE):
+        """PCM of prompt `name` in `lang`, else the fallback's; KeyError if neither exists."""
+        for candidate in (lang, self.fallback):
             pcm = self._pcm.get(candidate, {}).get(name)
             if pcm is not None:
                 return pcm
         raise KeyError(
             f"prompt {name!r} not found for language {lang!r} nor fallback "
-            f"{FALLBACK_LANGUAGE!r} in {self.directory}"
+            f"{self.fallback!r} in {self.directory}"
         )
 
     def duration(self, lang: str, name: str) -> float:
@@ -158,55 +110,12 @@ class PromptLibrary:
         return len(self.get(lang, name)) / BYTES_PER_SECOND
 
     def text(self, lang: str, name: str) -> str:
-        """What the prompt says, from PROMPTS.txt (with the Dutch fallback); KeyError if unknown.
+        """What the prompt says, from PROMPTS.txt (with the fallback); KeyError if unknown.
 
         Also the source for text-only uses such as `time_limit_notice` on a handset display.
         """
-        for candidate in (lang, FALLBACK_LANGUAGE):
+        for candidate in (lang, self.fallback):
             text = self._texts.get(candidate, {}).get(name)
             if text is not None:
                 return text
-        raise KeyError(
-            f"no text for prompt {name!r} in language {lang!r} nor {FALLBACK_LANGUAGE!r}"
-        )
-
-    def number(self, lang: str, n: int) -> list[bytes]:
-        """A playlist saying `n`; values are clamped to 0..MAX_SPOKEN_NUMBER."""
-        n = min(max(n, 0), MAX_SPOKEN_NUMBER)
-        return [self.get(lang, f"digit_{n}")]
-
-    def position(self, lang: str, n: int) -> list[bytes]:
-        """Playlist "you are number n in line"; n <= 1 says "you are next".
-
-        Beyond MAX_SPOKEN_NUMBER a number would be a lie, so it says the wait is unknown.
-        """
-        if n <= 1:
-            return [self.get(lang, "position_next")]
-        if n > MAX_SPOKEN_NUMBER:
-            return [self.get(lang, "wait_unknown")]
-        return [
-            self.get(lang, "position_intro"),
-            *self.number(lang, n),
-            self.get(lang, "position_outro"),
-        ]
-
-    def wait_time(self, lang: str, minutes: int | None) -> list[bytes]:
-        """Playlist "the expected waiting time is about n minutes", in each language's grammar.
-
-        None or more than MAX_SPOKEN_NUMBER minutes says the wait is unknown (honest rather
-        than a clamped figure); less than a minute is spoken as one minute.
-        """
-        if minutes is None or minutes > MAX_SPOKEN_NUMBER:
-            return [self.get(lang, "wait_unknown")]
-        minutes = max(minutes, 1)
-        intro = self.get(lang, "wait_intro")
-        if lang == "ar":
-            # Arabic: "about a minute" has no numeral; 3..10 take the plural, others the singular.
-            if minutes == 1:
-                return [intro, self.get(lang, "minute")]
-            unit = "minutes" if 3 <= minutes <= 10 else "minute"
-        else:
-            # Dutch distinguishes 1 from many; Farsi and Turkish use the singular after any
-            # numeral, so their "minutes" and "minute" prompts say the same word.
-            unit = "minute" if minutes == 1 else "minutes"
-        return [intro, *self.number(lang, minutes), self.get(lang, unit)]
+        raise KeyError(f"no text for prompt {name!r} in language {lang!r} nor {self.fallback!r}")

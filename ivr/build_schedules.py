@@ -1,0 +1,187 @@
+"""Opening hours read from the plan: `schedules:` with weekly hours and dated exceptions.
+
+Each range is checked as it is read (a time of day, not empty); ranges of one day that overlap
+are reported once per line of the file (`ivr.check_hours`).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from ivr import model
+from ivr.check_hours import overlap
+from ivr.model import MINUTES_PER_DAY, DayHours, TimeRange
+from ivr.yaml_reader import Pos, Reader, suggest, type_name
+
+__all__ = ["DAY_GROUPS", "DAY_NAMES", "read_schedules"]
+
+DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DAY_GROUPS: dict[str, tuple[int, ...]] = {
+    **{name: (i,) for i, name in enumerate(DAY_NAMES)},
+    "weekdays": (0, 1, 2, 3, 4),
+    "weekend": (5, 6),
+    "every day": tuple(range(7)),
+    "daily": tuple(range(7)),
+}
+
+
+def read_schedules(
+    r: Reader, doc: CommentedMap, zone: ZoneInfo | None
+) -> dict[str, model.Schedule]:
+    out: dict[str, model.Schedule] = {}
+    for name, body, where in r.entries(
+        doc, "schedules", "schedule", "a section with `weekly:` (and optionally `exceptions:`)",
+        ("weekly", "exceptions", "note"), ("weekly",),
+    ):  # fmt: skip
+        week = _weekly(r, body, where)
+        exceptions = _exceptions(r, body, where)
+        if week is not None and exceptions is not None and zone is not None:
+            out[name] = model.Schedule(name, zone, week, exceptions)
+    return out
+
+
+def _weekly(r: Reader, body: CommentedMap, where: str) -> tuple[DayHours, ...] | None:
+    weekly = r.mapping(body, "weekly", f"`weekly` of {where}")
+    if weekly is None:
+        return None
+    days: list[list[TimeRange]] = [[] for _ in range(7)]
+    given: dict[int, tuple[str, Pos]] = {}
+    ok = True
+    for key in weekly:
+        key_text = str(key).strip().lower()
+        pos = r.key_pos(weekly, key)
+        group = DAY_GROUPS.get(key_text)
+        if group is None:
+            r.error(
+                pos,
+                f"{str(key)!r} in {where} is not a day{suggest(key_text, DAY_GROUPS)}; use "
+                "monday..sunday, weekdays, weekend or every day",
+            )
+            ok = False
+            continue
+        ranges = _day_ranges(r, weekly, key, where)
+        if ranges is None:
+            ok = False
+            continue
+        for day in group:
+            if day in given:
+                first, first_pos = given[day]
+                r.error(
+                    pos,
+                    f"{DAY_NAMES[day]} in {where} is already given by {first!r} on line "
+                    f"{first_pos[0]}; give each day its hours only once",
+                )
+                ok = False
+                continue
+            given[day] = (str(key), pos)
+            days[day] = list(ranges)
+    # Overlaps within a day, and with the part of yesterday's range after midnight.
+    # One message per line of the file, naming every day it affects.
+    clashes: dict[tuple[Pos, str], list[str]] = {}
+    for day in range(7):
+        clash = overlap(days[day], days[(day - 1) % 7])
+        if clash is not None:
+            pos = given[day][1] if day in given else r.pos_of(weekly)
+            clashes.setdefault((pos, clash), []).append(DAY_NAMES[day])
+    for (pos, clash), names in clashes.items():
+        r.error(pos, f"on {', '.join(names)} in {where}, {clash}; join them into one range")
+        ok = False
+    return tuple(DayHours(tuple(d)) for d in days) if ok else None
+
+
+def _exceptions(r: Reader, body: CommentedMap, where: str) -> dict[date, DayHours] | None:
+    section = r.mapping(body, "exceptions", f"`exceptions` of {where}")
+    out: dict[date, DayHours] = {}
+    if section is None:
+        return out if "exceptions" not in body or body["exceptions"] is None else None
+    ok = True
+    for key, _value in section.items():
+        pos = r.key_pos(section, key)
+        day: date | None = None
+        if isinstance(key, date):
+            day = key
+        else:
+            try:
+                day = date.fromisoformat(str(key))
+            except ValueError:
+                r.error(
+                    pos,
+                    f"{str(key)!r} in the exceptions of {where} is not a date; "
+                    "write it as YYYY-MM-DD, e.g. 2026-12-25",
+                )
+                ok = False
+                continue
+        ranges = _day_ranges(r, section, key, where)
+        clash = None if ranges is None else overlap(ranges, [])
+        if clash is not None:
+            r.error(pos, f"on {day} in {where}, {clash}; join them into one range")
+        if ranges is None or clash is not None:
+            ok = False
+            continue
+        out[day] = DayHours(tuple(ranges))
+    return out if ok else None
+
+
+def _day_ranges(r: Reader, m: CommentedMap, key: Any, where: str) -> list[TimeRange] | None:
+    """`closed`, `HH:MM-HH:MM`, or a list of ranges."""
+    value = m.get(key)
+    pos = r.value_pos(m, key)
+    items: list[tuple[Any, Pos]]
+    if isinstance(value, CommentedSeq):
+        items = [(v, r.item_pos(value, i)) for i, v in enumerate(value)]
+    else:
+        items = [(value, pos)]
+    ranges: list[TimeRange] = []
+    ok = True
+    for item, item_pos in items:
+        if isinstance(item, str) and item.strip().lower() == "closed" and len(items) == 1:
+            return []
+        parsed = _time_range(r, item, item_pos, where)
+        if parsed is None:
+            ok = False
+        else:
+            ranges.append(parsed)
+    return ranges if ok else None
+
+
+def _time_range(r: Reader, value: Any, pos: Pos, where: str) -> TimeRange | None:
+    if not isinstance(value, str):
+        r.error(
+            pos,
+            f'hours in {where} must be written like "18:00-22:00" or closed, '
+            f"not {type_name(value)}",
+        )
+        return None
+    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", value)
+    if match is None:
+        r.error(
+            pos,
+            f'{value!r} in {where} is not a time range; write it like "18:00-22:00" (or closed)',
+        )
+        return None
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    for h, mi, is_end in ((h1, m1, False), (h2, m2, True)):
+        too_late = h > 24 or (h == 24 and (mi != 0 or not is_end))
+        if too_late or mi > 59:
+            r.error(
+                pos,
+                f"{h:02d}:{mi:02d} in {where} is not a time of day (00:00 to 23:59; "
+                "24:00 only as the end of a range)",
+            )
+            return None
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if start == end or (start == 0 and end == 0):
+        r.error(
+            pos,
+            f"{value.strip()!r} in {where} starts and ends at the same time; "
+            "for a whole day write 00:00-24:00, for none write closed",
+        )
+        return None
+    if end == 0:
+        end = MINUTES_PER_DAY  # "22:00-00:00" ends at midnight
+    return TimeRange(start, end)
