@@ -30,7 +30,7 @@ SIP_URI = re.compile(r"^sips?:[^@\s:;]+@[A-Za-z0-9.\-\[\]:]+(;[^\s]*)?$")
 TOP_KEYS = (
     "timezone",
     "languages",
-    "recordings",
+    "recordings",  # read by nothing now: prompts are checked in what the caller hands in
     "schedules",
     "queues",
     "numbers",
