@@ -93,6 +93,8 @@ class FlowReader:
             if kind_text is None:
                 if "type" not in body:
                     self.r.error(pos, f"{where} needs a `type:` ({', '.join(kinds)})")
+                elif body["type"] is None:
+                    self.r.empty(body, "type", where)
                 continue
             if kind_text not in kinds:
                 self.r.error(
@@ -142,7 +144,7 @@ class FlowReader:
 
         if kind is NodeKind.PLAY:
             played = prompts()
-            if not played and "prompts" in body:
+            if not played and body.get("prompts") is not None:  # (`prompts:` alone: empty)
                 self.r.error(self.r.value_pos(body, "prompts"), f"{where} plays no prompts")
             return model.PlayNode(name=name, language=lang, prompts=played, next=node_ref("next"))
         if kind is NodeKind.MENU:

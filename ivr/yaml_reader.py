@@ -157,6 +157,12 @@ class Reader:
         for key in required:
             if key not in m and key not in misspelt:  # the misspelling's message says it
                 self.error(pos or self.pos_of(m), f"{where} needs a `{key}:` setting")
+            elif key in m and m[key] is None:
+                self.empty(m, key, where)
+
+    def empty(self, m: CommentedMap, key: str, where: str) -> None:
+        """A required `key:` with nothing after it (it would read as no value at all)."""
+        self.error(self.key_pos(m, key), f"`{key}` in {where} is empty; give it a value")
 
     def mapping(self, parent: CommentedMap, key: str, where: str) -> CommentedMap | None:
         value = parent.get(key)

@@ -399,6 +399,30 @@ def test_missing_file_and_empty_file(tmp_path: Path) -> None:
     assert info.value.problems[0].message == "the dialplan is empty"
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "key", "where"),
+    [
+        ("    type: hours\n", "    type:\n", "type", "step 'arabic'"),  # was a KeyError
+        ("    start: welcome\n", "    start:\n", "start", "number 0900-0767"),  # was dropped
+        ("    schedule: evenings\n", "    schedule:\n", "schedule", "queue 'arabic'"),
+        ("    open: arabic_queue\n", "    open: null\n", "open", "step 'arabic'"),
+    ],
+)
+def test_required_setting_left_empty_is_an_error_at_its_line(
+    old: str, new: str, key: str, where: str
+) -> None:
+    text = edit(old, new)
+    problem = [p for p in problems(text) if p.severity == "error"][0]
+    assert problem.message == f"`{key}` in {where} is empty; give it a value"
+    assert (problem.line, problem.column) == where_(text, new)
+
+
+def where_(text: str, line_text: str) -> tuple[int, int]:
+    """Position of the setting on the line `line_text` (its first non-blank character)."""
+    line, _ = where(text, line_text)
+    return line, len(line_text) - len(line_text.lstrip()) + 1
+
+
 def test_missing_required_sections() -> None:
     found = problems("timezone: Europe/Amsterdam\n")
     messages = [p.message for p in found]
