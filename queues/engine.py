@@ -37,7 +37,6 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ivr.model import Queue
 from queues.roster import Roster, Volunteer, VolunteerState
 
 __all__ = [
@@ -69,20 +68,6 @@ class QueueConfig:
     wrap_up: float = 30.0  # seconds after a call before the volunteer is offered another
     prefer_local: bool = True
     local_wait: float = 30.0
-
-    @classmethod
-    def from_dialplan(cls, queue: Queue) -> QueueConfig:
-        return cls(
-            name=queue.name,
-            language=queue.language,
-            skill=queue.skill,
-            priority=queue.priority,
-            max_wait=queue.max_wait,
-            ring_timeout=float(queue.ring_timeout),
-            wrap_up=float(queue.wrap_up),
-            prefer_local=queue.regional.prefer_local,
-            local_wait=queue.regional.local_wait,
-        )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pbx.sip.headers import Headers
 from pbx.sip.message import Request, Response, make_response
 from pbx.sip.peer import Peer
 from pbx.sip.stack import IncomingRequest, SipStack, failure_site
-from pbx.sip.transactions import TransactionId
+from pbx.sip.transactions import NoAck, TransactionId, Uas2xxRetransmitter
 from pbx.sip.uri import SipUri
 
 log = structlog.get_logger("pbx.calls")
@@ -140,7 +140,6 @@ class InboundLeg(Leg):
     """The caller's side: an INVITE that reached us from a trunk (we are the UAS)."""
 
     incoming: IncomingRequest | None = None
-    on_cancel: Callable[[], None] | None = None
     _acked: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
@@ -170,12 +169,6 @@ class InboundLeg(Leg):
         if self.state is LegState.NEW:
             self.state = LegState.RINGING
             self._respond(180)
-
-    def progress(self, sdp: bytes) -> None:
-        """183 with SDP: early media (prompts before answer) where a trunk wants it."""
-        if self.state in (LegState.NEW, LegState.RINGING):
-            self.state = LegState.RINGING
-            self._respond(183, body=sdp)
 
     def reject(self, status: int, reason: str | None = None) -> None:
         if self.state in (LegState.NEW, LegState.RINGING):
@@ -210,22 +203,25 @@ class InboundLeg(Leg):
         response.headers.add("Contact", f"<{self.contact}>")
         response.headers.add("Allow", ALLOW)
         self.stack.respond(self.incoming, response)
-        timers = self.stack.timers
-        interval = timers.t1
-        waited = 0.0
-        while waited < 64 * timers.t1:
+        # The transaction layer sent the 2xx once; keeping it alive until the ACK is ours.
+        retransmitter = Uas2xxRetransmitter(
+            response, self.incoming.source, self.stack.now, self.stack.timers
+        )
+        while (deadline := retransmitter.next_deadline()) is not None:
             try:
-                await asyncio.wait_for(self._acked.wait(), interval)
+                await asyncio.wait_for(self._acked.wait(), max(0.0, deadline - self.stack.now))
+                retransmitter.ack_received()
                 return True
             except TimeoutError:
-                waited += interval
                 if self.state is LegState.ENDED:
                     return False
-                if not self.dialog.peer.reliable:
-                    self.stack.send_stateless(response, self.incoming.source, new_via=False)
-                interval = min(interval * 2, timers.t2)
-        log.warning("no_ack", call=self.ref)
-        await self.hangup("no_ack")
+            for effect in retransmitter.on_timer(self.stack.now):
+                if isinstance(effect, NoAck):
+                    log.warning("no_ack", call=self.ref)
+                    await self.hangup("no_ack")
+                    return False
+                if not effect.peer.reliable:  # TCP/TLS deliver it: nothing to repeat
+                    self.stack.send_stateless(effect.message, effect.peer, new_via=False)
         return False
 
     def on_ack(self, request: Request) -> None:
@@ -245,8 +241,6 @@ class InboundLeg(Leg):
         if self.state in (LegState.NEW, LegState.RINGING):
             self._respond(487)
             self._finish("caller_cancel")
-            if self.on_cancel is not None:
-                self.on_cancel()
 
 
 @dataclass
@@ -255,8 +249,6 @@ class OutboundLeg(Leg):
 
     invite_request: Request | None = None
     transaction: TransactionId | None = None
-    ringing: asyncio.Event = field(default_factory=asyncio.Event)
-    final: Response | None = None
     _cancel_requested: bool = False
 
     async def call(
@@ -293,15 +285,10 @@ class OutboundLeg(Leg):
         self.invite_request = invite
         self.state = LegState.RINGING
 
-        def provisional(response: Response) -> None:
-            if response.status in (180, 183):
-                self.ringing.set()
-
         def got_txn(txn: TransactionId) -> None:
             self.transaction = txn
 
-        response = await self.stack.request(invite, peer, provisional, got_txn)
-        self.final = response
+        response = await self.stack.request(invite, peer, on_transaction=got_txn)
         if 200 <= response.status < 300:
             self.dialog = Dialog.as_uac(invite, response, peer)
             self.remote_sdp = response.body
