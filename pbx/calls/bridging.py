@@ -48,7 +48,7 @@ async def bridge_until_end(
     bridge = Bridge(caller_media.leg, other_media.leg).start()
     handover = _KeySequence(handover_keys)
     if handover_keys:
-        other_media.leg.add_dtmf_listener(handover.press)
+        other_media.add_dtmf_listener(handover.press)
     timer = None
     if notice is not None:
         after, pcm = notice
@@ -56,11 +56,11 @@ async def bridge_until_end(
             after, lambda: _notify(bridge, other_media, pcm, leg.ref)
         )
     waits: set[asyncio.Future[Any]] = {
-        asyncio.create_task(leg.ended.wait()),
-        asyncio.create_task(out.ended.wait()),
+        asyncio.create_task(leg.wait_ended()),
+        asyncio.create_task(out.wait_ended()),
         asyncio.ensure_future(bridge.done),
-        asyncio.create_task(caller_media.dead.wait()),
-        asyncio.create_task(other_media.dead.wait()),
+        asyncio.create_task(caller_media.wait_dead()),
+        asyncio.create_task(other_media.wait_dead()),
         asyncio.create_task(handover.done.wait()),
     }
     _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -69,13 +69,13 @@ async def bridge_until_end(
     if timer is not None:
         timer.cancel()
     if handover_keys:
-        other_media.leg.remove_dtmf_listener(handover.press)
+        other_media.remove_dtmf_listener(handover.press)
     bridge.stop()
-    if caller_media.dead.is_set() or other_media.dead.is_set():
-        log.warning("media_timeout", call=leg.ref, caller_dead=caller_media.dead.is_set())
-    if leg.is_ended or caller_media.dead.is_set():
+    if caller_media.is_dead or other_media.is_dead:
+        log.warning("media_timeout", call=leg.ref, caller_dead=caller_media.is_dead)
+    if leg.is_ended or caller_media.is_dead:
         end = CallEnd.CALLER_LEFT
-    elif other_media.dead.is_set():
+    elif other_media.is_dead:
         end = CallEnd.OTHER_LOST
     elif handover.done.is_set() and not out.is_ended:
         end = CallEnd.HANDOVER

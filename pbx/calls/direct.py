@@ -119,34 +119,34 @@ class DirectRouter:
 
     async def _try(self, attempt: _Attempt, ref: str) -> bool:
         """Ring one volunteer; True when the call was connected (or the caller is gone)."""
+        leg = attempt.leg
         try:
             vol_media = await self.media.open({b.source.host for b in attempt.bindings})
         except MediaError as exc:
-            attempt.leg.reject(exc.status, exc.reason)
+            leg.reject(exc.status, exc.reason)
             return True
         try:
             targets = [self.handsets.target(b) for b in attempt.bindings]
-            out = await self.ringer.ring(attempt.leg, vol_media, targets, ref, self.ring_timeout)
+            out = await self.ringer.ring(leg, vol_media, targets, ref, self.ring_timeout)
             if out is None:
-                return attempt.leg.is_ended
-            if not await self.whisper.to(attempt.leg, out, vol_media):
-                return attempt.leg.is_ended
+                return leg.is_ended
+            if not await self.whisper.to(leg, out, vol_media):
+                return leg.is_ended
             await self._talk(attempt, out, vol_media)
             return True
         finally:
             vol_media.close()
 
     async def _talk(self, attempt: _Attempt, out: OutboundLeg, vol_media: AnchoredMedia) -> None:
-        leg = attempt.leg
+        leg, caller_media = attempt.leg, attempt.caller_media
         if leg.state in (LegState.NEW, LegState.RINGING):
-            caller_sdp = attempt.caller_sdp or attempt.caller_media.offer()
-            if not await leg.answer(caller_sdp):
+            if not await leg.answer(attempt.caller_sdp or caller_media.offer()):
                 await out.hangup("caller_no_ack")
                 return
-            attempt.caller_media.keep_continuous()
+            caller_media.keep_continuous()
         attempt.connected = True
         log.info("call_connected", call=leg.ref, volunteer=attempt.username)
-        await bridge_until_end(leg, attempt.caller_media, out, vol_media)
+        await bridge_until_end(leg, caller_media, out, vol_media)
 
 
 @dataclass

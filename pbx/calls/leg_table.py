@@ -39,8 +39,8 @@ class LegTable:
     def accept_inbound(self, incoming: IncomingRequest) -> InboundLeg:
         """A leg for a new INVITE, tracked until it ends."""
         leg = InboundLeg.accept(incoming, ref=new_tag(), contact=self._contact(incoming.source))
-        assert leg.dialog is not None and incoming.transaction is not None
-        key = leg.dialog.id
+        assert incoming.transaction is not None
+        key = leg.dialog_id
         txn = incoming.transaction
         self.live[key] = leg
         self._by_invite[txn] = leg

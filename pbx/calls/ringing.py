@@ -117,7 +117,7 @@ class Whisper:
         if not self.pcm:
             return True
         playing = asyncio.create_task(play(media.leg, [self.pcm], barge_in=False))
-        gone = {asyncio.create_task(leg.ended.wait()), asyncio.create_task(out.ended.wait())}
+        gone = {asyncio.create_task(leg.wait_ended()), asyncio.create_task(out.wait_ended())}
         await asyncio.wait({playing, *gone}, return_when=asyncio.FIRST_COMPLETED)
         for task in gone:
             task.cancel()
@@ -136,7 +136,7 @@ async def _first_answer(
     """The branch answered first with a 2xx, waiting until one is, all have failed, the
     caller left or `timeout` passed."""
     deadline = asyncio.get_running_loop().time() + timeout
-    caller_gone = asyncio.create_task(leg.ended.wait())
+    caller_gone = asyncio.create_task(leg.wait_ended())
     pending: set[asyncio.Future[Any]] = {caller_gone, *invites}
     try:
         while not leg.is_ended:

@@ -240,7 +240,7 @@ async def _next_event(inbox: asyncio.Queue[QueueEvent], leg: InboundLeg) -> Queu
     if leg.is_ended:
         return None
     get = asyncio.ensure_future(inbox.get())
-    gone = asyncio.ensure_future(leg.ended.wait())
+    gone = asyncio.ensure_future(leg.wait_ended())
     await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
     gone.cancel()
     if get.done():
