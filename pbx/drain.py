@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from pbx.calls.dispatcher import Dispatcher
 from pbx.calls.legs import Leg
+from queues.dispatcher import Dispatcher
 
 log = structlog.get_logger("pbx.drain")
 
@@ -51,7 +51,7 @@ class Drain:
         self.state = Readiness.DRAINING
         started = time.monotonic()
         log.info("draining", calls=len(self.legs), timeout=self.timeout,
-                 waiting=len(self.dispatcher.engine.waiting_calls()))  # fmt: skip
+                 waiting=len(self.dispatcher.waiting_calls()))  # fmt: skip
         self.dispatcher.drain(self.overflow_waiting, WAITING_NOTICE)
         while self.legs:
             if time.monotonic() - started >= self.timeout:

@@ -25,7 +25,8 @@ import structlog
 from ivr.loader import DialplanError, load_dialplan
 from ivr.model import Dialplan
 from ivr.prompts import KnownPrompts
-from pbx.calls.dispatcher import Dispatcher
+from pbx.calls.leg_table import LegTable
+from pbx.calls.queue_settings import engine_settings
 from pbx.config import Settings
 from pbx.db.database import Database, open_database
 from pbx.db.events import event_op
@@ -53,6 +54,7 @@ from pbx.sip.transport import TransportLimits
 from pbx.sip.trunk import TrunkPolicy
 from pbx.sip.uri import parse_sip_uri
 from pbx.switchboard import CallApplication, Switchboard
+from queues.dispatcher import Dispatcher
 from queues.roster import Roster, Volunteer, VolunteerState
 
 log = structlog.get_logger("pbx.service")
@@ -121,8 +123,10 @@ class HelplineService:
         )  # fmt: skip
         self.stack.transports.observe = self._observe
         self.keepalive = Keepalive(self.stack, self.registrar, s.keepalive_interval)
+        self.legs = LegTable(self.stack)  # the live call legs: switchboard and call flows
         self.switchboard = Switchboard(
-            self.stack, self.registrar, self.trunk, self.app, max_dialogs=s.max_dialogs,
+            self.stack, self.registrar, self.trunk, self.app, table=self.legs,
+            max_dialogs=s.max_dialogs,
             trunk_reserved_dialogs=s.trunk_reserved_dialogs,
             refusing=lambda: self.drain.refusing(),
         )  # fmt: skip
@@ -138,7 +142,7 @@ class HelplineService:
         # before anything else: refuse a bad plan
         self.plan = load_dialplan(s.dialplan, prompts=self.prompts)
         raise_open_files_limit()
-        self.dispatcher.configure(self.plan.queues)
+        self.dispatcher.configure(engine_settings(self.plan.queues))
         private_dir(s.state_dir)
         write_private(self.pid_file, str(os.getpid()))
         if s.metrics_port is not None:  # early, so that /ready says "starting" meanwhile
@@ -212,7 +216,7 @@ class HelplineService:
             )
             return False
         self.plan = plan
-        self.dispatcher.configure(plan.queues)
+        self.dispatcher.configure(engine_settings(plan.queues))
         self.metrics.dialplan_reloads.labels(result="loaded").inc()
         log.info("dialplan_loaded", file=str(self.settings.dialplan), nodes=len(plan.nodes))
         return True
@@ -276,7 +280,7 @@ class HelplineService:
     def _wrap_up_for(self, v: Volunteer) -> float:
         """The wrap-up a call of this volunteer's would have ended in (the longest of the
         queues they serve: their call's queue died with the process)."""
-        queues = self.dispatcher.engine.queues.values()
+        queues = self.dispatcher.queues.values()
         return max((q.wrap_up for q in queues if v.serves(q.language, q.skill)), default=0.0)
 
     def _save_shifts(self, volunteers: list[Volunteer]) -> None:
@@ -444,7 +448,7 @@ class HelplineService:
             "Volunteers waiting for a call",
             lambda: sum(1 for v in self.roster.volunteers() if v.offerable),
         )
-        engine = self.dispatcher.engine
+        engine = self.dispatcher
         m.live_by(
             "helpline_queue_waiting", "Callers waiting in each queue", "queue",
             lambda: {q: engine.waiting(q) for q in engine.queues},

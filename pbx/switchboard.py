@@ -17,9 +17,9 @@ from typing import Protocol
 import structlog
 
 from pbx.anonymity import CallerContext, CallerHasher, caller_context, dialed_number
+from pbx.calls.leg_table import DialogKey, LegTable
 from pbx.calls.legs import ALLOW, SDP, InboundLeg, Leg, OutboundLeg
 from pbx.sip.auth_guard import FORBIDDEN, Authenticated, Refused, Scheme, Why
-from pbx.sip.dialog import contact_uri, new_call_id, new_tag
 from pbx.sip.digest import Credential
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import Request, Response, make_response
@@ -57,13 +57,17 @@ class Switchboard:
     on_refused: Callable[[str], None] = lambda reason: None  # metrics: why an INVITE was refused
     # Retry-After seconds while the service takes no new calls (draining); None: take them
     refusing: Callable[[], int | None] = lambda: None
-    legs: dict[tuple[str, str], Leg] = field(default_factory=dict)
-    _by_invite: dict[TransactionId, InboundLeg] = field(default_factory=dict)
+    table: LegTable = field(kw_only=True)  # the live call legs, shared with the call flows
 
     def __post_init__(self) -> None:
         self.stack.on_request = self.on_request
         self.stack.on_stray_response = self.on_stray_response
         self.stack.on_server_timeout = self.on_server_timeout
+
+    @property
+    def legs(self) -> dict[DialogKey, Leg]:
+        """The live call legs by dialog id (read: drain, gauges)."""
+        return self.table.live
 
     # --- dispatch --------------------------------------------------------------------------------
     def on_request(self, incoming: IncomingRequest) -> None:
@@ -116,7 +120,7 @@ class Switchboard:
         )
 
     def _in_dialog(self, incoming: IncomingRequest, to_tag: str) -> None:
-        leg = self.legs.get((incoming.request.call_id, to_tag))
+        leg = self.table.get((incoming.request.call_id, to_tag))
         if leg is None:
             if incoming.request.method != "ACK":
                 incoming.respond(481)
@@ -125,7 +129,7 @@ class Switchboard:
 
     def _cancel(self, incoming: IncomingRequest) -> None:
         target = incoming.cancelled_invite
-        leg = self._by_invite.get(target) if target is not None else None
+        leg = self.table.by_invite(target) if target is not None else None
         if leg is None:
             incoming.respond(481)
             return
@@ -135,7 +139,7 @@ class Switchboard:
     def on_server_timeout(self, transaction: TransactionId, request: Request) -> None:
         """An INVITE the transaction layer ended without our answer (its answer limit passed):
         the call is over for the caller, so it ends here too (volunteers stop ringing)."""
-        leg = self._by_invite.get(transaction)
+        leg = self.table.by_invite(transaction)
         if leg is not None:
             leg.given_up()
 
@@ -145,7 +149,7 @@ class Switchboard:
             key = (response.call_id, response.from_.tag or "")
         except SipParseError:
             return
-        leg = self.legs.get(key)
+        leg = self.table.get(key)
         if isinstance(leg, OutboundLeg) and response.status < 300:
             leg.on_retransmitted_2xx()
 
@@ -155,7 +159,7 @@ class Switchboard:
         limit = self.max_dialogs
         if not self.trunk.from_trusted_address(incoming.source):
             limit -= self.trunk_reserved_dialogs
-        if len(self.legs) >= limit:
+        if len(self.table) >= limit:
             incoming.respond(
                 503, "Service Unavailable - Call limit", headers=[("Retry-After", "5")]
             )
@@ -181,7 +185,7 @@ class Switchboard:
         if self.app is None:
             incoming.respond(480, "Temporarily Unavailable - Not accepting calls")
             return
-        leg = self._accept_leg(incoming)
+        leg = self.table.accept_inbound(incoming)
         if volunteer:
             self.app.volunteer_call(leg, volunteer, dialed_number(request))
         else:
@@ -252,44 +256,7 @@ class Switchboard:
             self.on_refused(refused.why.value)
         incoming.stack.respond_once(incoming, refused.response)
 
-    def _accept_leg(self, incoming: IncomingRequest) -> InboundLeg:
-        transport = incoming.source.transport
-        contact = contact_uri(
-            "helpline", self.stack.public_host, self.stack.port(transport), transport.value
-        )
-        leg = InboundLeg.accept(incoming, ref=new_tag(), contact=contact)
-        assert leg.dialog is not None and incoming.transaction is not None
-        key = leg.dialog.id
-        self.legs[key] = leg
-        txn = incoming.transaction
-        self._by_invite[txn] = leg
-
-        def forget(_: Leg) -> None:
-            self.legs.pop(key, None)
-            self._by_invite.pop(txn, None)
-
-        leg.on_end = forget
-        return leg
-
-    # --- outbound: only to registered handsets ----------------------------------------------
+    # --- handsets ---------------------------------------------------------------------------------
     def volunteer_bindings(self, username: str) -> list[Binding]:
         """The handsets to ring: live and answering their keepalive."""
         return self.registrar.ringable(username, self.wall_clock())
-
-    def new_outbound_leg(self, peer: Peer, ref: str) -> tuple[OutboundLeg, str, str]:
-        """An outbound leg towards a registered handset's address or a configured destination,
-        tracked for in-dialog requests. Returns (leg, call_id, local_tag) for leg.call()."""
-        transport = peer.transport
-        contact = contact_uri(
-            "helpline", self.stack.public_host, self.stack.port(transport), transport.value
-        )
-        leg = OutboundLeg(stack=self.stack, ref=ref, contact=contact)
-        call_id, tag = new_call_id(self.stack.public_host), new_tag()
-        key = (call_id, tag)
-        self.legs[key] = leg
-
-        def forget(_: Leg) -> None:
-            self.legs.pop(key, None)
-
-        leg.on_end = forget
-        return leg, call_id, tag

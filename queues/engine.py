@@ -2,7 +2,8 @@
 
 Callers are known only by an opaque `call_ref` chosen by the call handler (never a number)
 and the region of the local number they dialled (None for national/partner numbers).
-Time is passed in. The call handler drives it:
+Time is passed in; nothing here does I/O or knows the dialplan (settings arrive as
+`QueueConfig`). Its one driver is `queues.dispatcher`, on behalf of each waiting caller:
 
     enqueue -> dispatch (-> Offer: ring that volunteer) -> connected | ring_no_answer
     connected -> call_ended | handset_lost (caller back at the front of the queue)
@@ -37,7 +38,6 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ivr.model import Queue
 from queues.roster import Roster, Volunteer, VolunteerState
 
 __all__ = [
@@ -69,20 +69,6 @@ class QueueConfig:
     wrap_up: float = 30.0  # seconds after a call before the volunteer is offered another
     prefer_local: bool = True
     local_wait: float = 30.0
-
-    @classmethod
-    def from_dialplan(cls, queue: Queue) -> QueueConfig:
-        return cls(
-            name=queue.name,
-            language=queue.language,
-            skill=queue.skill,
-            priority=queue.priority,
-            max_wait=queue.max_wait,
-            ring_timeout=float(queue.ring_timeout),
-            wrap_up=float(queue.wrap_up),
-            prefer_local=queue.regional.prefer_local,
-            local_wait=queue.regional.local_wait,
-        )
 
 
 @dataclass(frozen=True)
@@ -122,7 +108,6 @@ class _Active:
 @dataclass
 class _Stats:
     handle_times: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
-    answered_waits: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
 
 
 class QueueEngine:
@@ -228,7 +213,6 @@ class QueueEngine:
         w = self._ringing(call_ref, username)
         self.roster.answered(username, now)
         del self._waiting[call_ref]
-        self._stats[w.queue].answered_waits.append(now - w.joined_at)
         self._active[call_ref] = _Active(w.queue, username, w.region, now)
 
     def call_ended(self, call_ref: str, now: float) -> None:
@@ -286,11 +270,6 @@ class QueueEngine:
         handle = self._stats[w.queue].handle_times
         mean = sum(handle) / len(handle) if handle else DEFAULT_HANDLE_TIME
         return (ahead - free + 1) * mean / len(serving)
-
-    def recent_answered_wait(self, queue: str) -> float | None:
-        """Mean wait of the queue's last answered callers (for dashboards), None if none."""
-        waits = self._stats[queue].answered_waits
-        return sum(waits) / len(waits) if waits else None
 
     def waiting(self, queue: str) -> int:
         return sum(1 for _ in self._in_queue(queue))

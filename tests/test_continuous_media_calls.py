@@ -92,7 +92,7 @@ async def test_the_caller_gets_rtp_every_20_ms_from_answer_to_hang_up(
         app = helpline.service.switchboard.app
         assert isinstance(app, HelplineCalls)
         app.waiting.comfort_interval = 60.0  # one announcement, then a long quiet wait
-        engine = helpline.service.dispatcher.engine
+        engine = helpline.service.dispatcher
         phone = RawHandset()
         try:
             with RtpCapture() as capture, CpuWait() as cpu_wait:

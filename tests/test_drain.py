@@ -136,7 +136,7 @@ async def test_with_drain_waiting_overflow_a_waiting_caller_goes_to_the_overflow
             await caller.start(find_free_port())
             assert await caller.make_call(f"sip:09000767@{helpline.target}") == 200
             await caller.send_dtmf("1")
-            engine = helpline.service.dispatcher.engine
+            engine = helpline.service.dispatcher
             await until(lambda: engine.waiting("dutch") == 1)  # nobody on shift
             drain = asyncio.create_task(helpline.service.drain.run())
             await until(lambda: engine.waiting("dutch") == 0)
@@ -163,7 +163,7 @@ async def test_calls_left_at_the_drain_timeout_are_hung_up(make_helpline: MakeHe
             await caller.start(find_free_port())
             assert await caller.make_call(f"sip:09000767@{helpline.target}") == 200
             await caller.send_dtmf("1")
-            engine = helpline.service.dispatcher.engine
+            engine = helpline.service.dispatcher
             await until(lambda: engine.waiting("dutch") == 1)
             assert await helpline.service.drain.run() is False  # kept waiting: timed out
             assert await caller.wait_disconnected(timeout=10) == 200  # our BYE ended it

@@ -61,7 +61,7 @@ async def test_two_volunteers_three_callers_in_turn(
             await bram.answer(200)
             await call_queue(helpline, c3)
             await call_queue(helpline, c4)
-            engine = helpline.service.dispatcher.engine
+            engine = helpline.service.dispatcher
             await until(lambda: engine.waiting("dutch") == 2)
             await asyncio.sleep(1.0)
             registry = helpline.service.metrics.registry
@@ -166,7 +166,7 @@ async def test_a_volunteer_in_two_queues_gets_the_longest_waiting_caller(
             AsyncPjsuaPhone("dutch") as dutch,
         ):
             await call_queue(helpline, turk, "4")
-            engine = helpline.service.dispatcher.engine
+            engine = helpline.service.dispatcher
             await until(lambda: engine.waiting("turkish") == 1)
             await asyncio.sleep(1.0)
             await call_queue(helpline, dutch, "1")
@@ -285,7 +285,7 @@ async def test_a_lapsed_registration_stops_offers_then_logs_out(
             assert await phone.unregister() == 200
             await until(lambda: not helpline.service.roster.get("lapse").registered)
             await call_queue(helpline, caller)
-            engine = helpline.service.dispatcher.engine
+            engine = helpline.service.dispatcher
             await until(lambda: engine.waiting("dutch") == 1)
             await until(lambda: state(helpline, "lapse") is VolunteerState.LOGGED_OUT)
             assert phone.events("incoming") == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ivr.model import Queue, RegionalPreference
+from pbx.calls.queue_settings import queue_config
 from queues.engine import DEFAULT_HANDLE_TIME, Offer, QueueConfig, QueueEngine, QueueError
 from queues.roster import AUTO_PAUSED, REGISTRATION_LAPSED, Roster, Volunteer, VolunteerState
 
@@ -356,7 +357,7 @@ def test_config_from_the_dialplan_queue() -> None:
         ring_timeout=25,
         wrap_up=60,
     )
-    c = QueueConfig.from_dialplan(q)
+    c = queue_config(q)
     assert (c.name, c.language, c.priority, c.max_wait, c.prefer_local, c.local_wait) == (
         "turkish",
         "tr",

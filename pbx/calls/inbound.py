@@ -21,9 +21,10 @@ from ivr.collect import DigitBuffer
 from ivr.model import Destination, Dialplan
 from ivr.runtime import IvrOutcome, IvrRuntime, OutcomeKind
 from pbx.anonymity import CallerContext
-from pbx.calls.direct import DirectRouter, Target, bridge_until_end
+from pbx.calls.bridging import bridge_until_end
 from pbx.calls.legs import InboundLeg, watch_call_task
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
+from pbx.calls.ringing import Ringer, Target
 from pbx.calls.shift import ShiftDesk
 from pbx.calls.waiting import WaitingRoom
 from pbx.media.player import play
@@ -40,7 +41,7 @@ MAX_CONTINUATIONS = 8  # overflow / failed-transfer hops one call may take throu
 
 @dataclass
 class HelplineCalls:
-    router: DirectRouter  # rings volunteers
+    ringer: Ringer  # rings configured destinations (transfers, the hand-over)
     waiting: WaitingRoom  # a caller's stay in a language queue
     media: MediaFactory
     prompts: PromptLibrary
@@ -58,7 +59,7 @@ class HelplineCalls:
 
     def volunteer_call(self, leg: InboundLeg, username: str, dialed: str) -> None:
         if self.shift_desk is None:
-            self.router.volunteer_call(leg, username, dialed)
+            leg.reject(404, "Not Found - No such feature code")
         else:
             self.shift_desk.volunteer_call(leg, username, dialed)
 
@@ -177,9 +178,7 @@ class HelplineCalls:
             return False
         try:
             target = Target(uri, peer, f"<{uri}>")
-            out = await self.router.ring(
-                leg, other, target, leg.ref, self.router.display_name, TRANSFER_RING_TIMEOUT
-            )
+            out = await self.ringer.ring(leg, other, target, leg.ref, TRANSFER_RING_TIMEOUT)
             if out is None:
                 log.info("transfer_failed", call=leg.ref, to=dest.name)
                 return False
@@ -193,8 +192,8 @@ class HelplineCalls:
 async def _close_when_ended(leg: InboundLeg, media: AnchoredMedia) -> None:
     """The caller hanging up, or their media going silent for media_timeout (a caller who
     vanished without a BYE), ends whatever plays, listens or records on the call."""
-    ended = asyncio.ensure_future(leg.ended.wait())
-    dead = asyncio.ensure_future(media.dead.wait())
+    ended = asyncio.ensure_future(leg.wait_ended())
+    dead = asyncio.ensure_future(media.wait_dead())
     try:
         await asyncio.wait({ended, dead}, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -17,16 +17,17 @@ import structlog
 from pbx.sip.address import Address
 from pbx.sip.dialog import Dialog, DialogState, new_call_id, new_tag
 from pbx.sip.headers import Headers
-from pbx.sip.message import Request, Response, make_response
+from pbx.sip.message import Request, Response
 from pbx.sip.peer import Peer
 from pbx.sip.stack import IncomingRequest, SipStack, failure_site
-from pbx.sip.transactions import TransactionId
+from pbx.sip.transactions import NoAck, TransactionId, Uas2xxRetransmitter
 from pbx.sip.uri import SipUri
 
 log = structlog.get_logger("pbx.calls")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
 SDP = "application/sdp"
+INVITE_CSEQ = 1  # of the one INVITE an outbound leg sends (its ACK carries the same number)
 
 
 class LegState(enum.Enum):
@@ -60,6 +61,15 @@ class Leg:
     @property
     def is_ended(self) -> bool:
         return self.state is LegState.ENDED
+
+    async def wait_ended(self) -> None:
+        await self.ended.wait()
+
+    @property
+    def dialog_id(self) -> tuple[str, str]:
+        """(Call-ID, our tag): how in-dialog requests find the leg."""
+        assert self.dialog is not None
+        return self.dialog.id
 
     def _finish(self, reason: str) -> None:
         if self.state is LegState.ENDED:
@@ -128,7 +138,7 @@ class Leg:
         self.remote_sdp = request.body or self.remote_sdp
         incoming.respond(
             200,
-            to_tag=self.dialog.local.tag,
+            to_tag=self.dialog.local_tag,
             headers=[("Contact", f"<{self.contact}>"), ("Allow", ALLOW)],
             body=answer,
             content_type=SDP if answer else None,
@@ -140,7 +150,6 @@ class InboundLeg(Leg):
     """The caller's side: an INVITE that reached us from a trunk (we are the UAS)."""
 
     incoming: IncomingRequest | None = None
-    on_cancel: Callable[[], None] | None = None
     _acked: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
@@ -151,16 +160,16 @@ class InboundLeg(Leg):
         return leg
 
     @property
-    def invite(self) -> Request:
-        assert self.incoming is not None
-        return self.incoming.request
+    def caller_host(self) -> str | None:
+        """The address the caller's INVITE came from (where their media is expected from)."""
+        return None if self.incoming is None else self.incoming.source.host
 
-    def _respond(self, status: int, reason: str | None = None, body: bytes = b"") -> None:
+    def _respond(self, status: int, reason: str | None = None, body: bytes = b"") -> Response:
         assert self.incoming is not None and self.dialog is not None
-        self.incoming.respond(
+        return self.incoming.respond(
             status,
             reason,
-            to_tag=self.dialog.local.tag,
+            to_tag=self.dialog.local_tag,
             headers=[("Contact", f"<{self.contact}>"), ("Allow", ALLOW)],
             body=body,
             content_type=SDP if body else None,
@@ -170,12 +179,6 @@ class InboundLeg(Leg):
         if self.state is LegState.NEW:
             self.state = LegState.RINGING
             self._respond(180)
-
-    def progress(self, sdp: bytes) -> None:
-        """183 with SDP: early media (prompts before answer) where a trunk wants it."""
-        if self.state in (LegState.NEW, LegState.RINGING):
-            self.state = LegState.RINGING
-            self._respond(183, body=sdp)
 
     def reject(self, status: int, reason: str | None = None) -> None:
         if self.state in (LegState.NEW, LegState.RINGING):
@@ -204,28 +207,25 @@ class InboundLeg(Leg):
         assert self.dialog is not None and self.incoming is not None
         self.state = LegState.ANSWERED
         self.dialog.state = DialogState.CONFIRMED
-        response = make_response(
-            self.invite, 200, to_tag=self.dialog.local.tag, body=sdp, content_type=SDP
-        )
-        response.headers.add("Contact", f"<{self.contact}>")
-        response.headers.add("Allow", ALLOW)
-        self.stack.respond(self.incoming, response)
-        timers = self.stack.timers
-        interval = timers.t1
-        waited = 0.0
-        while waited < 64 * timers.t1:
+        response = self._respond(200, body=sdp)
+        # The transaction layer sent the 2xx once; keeping it alive until the ACK is ours.
+        caller = self.incoming.source
+        retransmitter = Uas2xxRetransmitter(response, caller, self.stack.now, self.stack.timers)
+        while (deadline := retransmitter.next_deadline()) is not None:
             try:
-                await asyncio.wait_for(self._acked.wait(), interval)
+                await asyncio.wait_for(self._acked.wait(), max(0.0, deadline - self.stack.now))
+                retransmitter.ack_received()
                 return True
             except TimeoutError:
-                waited += interval
                 if self.state is LegState.ENDED:
                     return False
-                if not self.dialog.peer.reliable:
-                    self.stack.send_stateless(response, self.incoming.source, new_via=False)
-                interval = min(interval * 2, timers.t2)
-        log.warning("no_ack", call=self.ref)
-        await self.hangup("no_ack")
+            for effect in retransmitter.on_timer(self.stack.now):
+                if isinstance(effect, NoAck):
+                    log.warning("no_ack", call=self.ref)
+                    await self.hangup("no_ack")
+                    return False
+                if not caller.reliable:  # TCP/TLS deliver it: nothing to repeat
+                    self.stack.send_stateless(effect.message, caller, new_via=False)
         return False
 
     def on_ack(self, request: Request) -> None:
@@ -245,18 +245,13 @@ class InboundLeg(Leg):
         if self.state in (LegState.NEW, LegState.RINGING):
             self._respond(487)
             self._finish("caller_cancel")
-            if self.on_cancel is not None:
-                self.on_cancel()
 
 
 @dataclass
 class OutboundLeg(Leg):
     """The volunteer's side: a call we place to a registered handset (we are the UAC)."""
 
-    invite_request: Request | None = None
     transaction: TransactionId | None = None
-    ringing: asyncio.Event = field(default_factory=asyncio.Event)
-    final: Response | None = None
     _cancel_requested: bool = False
 
     async def call(
@@ -283,25 +278,19 @@ class OutboundLeg(Leg):
         headers.add("From", str(from_addr))
         headers.add("To", to)
         headers.add("Call-ID", call_id)
-        headers.add("CSeq", "1 INVITE")
+        headers.add("CSeq", f"{INVITE_CSEQ} INVITE")
         headers.add("Contact", f"<{self.contact}>")
         headers.add("Allow", ALLOW)
         headers.add("Content-Type", SDP)
         for name, value in extra_headers or []:
             headers.add(name, value)
         invite = Request("INVITE", target, headers, sdp)
-        self.invite_request = invite
         self.state = LegState.RINGING
-
-        def provisional(response: Response) -> None:
-            if response.status in (180, 183):
-                self.ringing.set()
 
         def got_txn(txn: TransactionId) -> None:
             self.transaction = txn
 
-        response = await self.stack.request(invite, peer, provisional, got_txn)
-        self.final = response
+        response = await self.stack.request(invite, peer, on_transaction=got_txn)
         if 200 <= response.status < 300:
             self.dialog = Dialog.as_uac(invite, response, peer)
             self.remote_sdp = response.body
@@ -314,8 +303,8 @@ class OutboundLeg(Leg):
         return response
 
     def send_ack(self) -> None:
-        assert self.dialog is not None and self.invite_request is not None
-        ack = self.dialog.ack(self.invite_request.cseq.number)
+        assert self.dialog is not None
+        ack = self.dialog.ack(INVITE_CSEQ)
         self.stack.send_stateless(ack, self.dialog.peer)
 
     def cancel(self) -> None:

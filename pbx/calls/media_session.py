@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from pbx.calls.legs import InboundLeg, OfferHandler
@@ -50,6 +50,19 @@ class AnchoredMedia:
     version: int = 0
     our_offer: SessionDescription | None = None
     filler: LineFiller | None = None  # keeps the stream towards the caller from going quiet
+
+    @property
+    def is_dead(self) -> bool:
+        return self.dead.is_set()
+
+    async def wait_dead(self) -> None:
+        await self.dead.wait()
+
+    def add_dtmf_listener(self, listener: Callable[[str], None]) -> None:
+        self.leg.add_dtmf_listener(listener)
+
+    def remove_dtmf_listener(self, listener: Callable[[str], None]) -> None:
+        self.leg.remove_dtmf_listener(listener)
 
     def keep_continuous(self) -> None:
         """From now on (the call is answered) the caller's stream never goes quiet: comfort
@@ -139,7 +152,8 @@ class MediaFactory:
         had none: we offer in the 200), with re-INVITEs and SIP INFO keys wired to it. On a
         media problem the leg is refused (503 no ports, 488 unusable SDP) and None returned."""
         try:
-            media = await self.open([leg.incoming.source.host] if leg.incoming else [])
+            host = leg.caller_host
+            media = await self.open([] if host is None else [host])
         except MediaError as exc:
             leg.reject(exc.status, exc.reason)
             return None

@@ -21,13 +21,15 @@ from dataclasses import dataclass
 import structlog
 
 from ivr.model import Queue, VolunteerLost
-from pbx.calls.direct import CallEnd, DirectRouter, bridge_until_end
-from pbx.calls.dispatcher import Dispatcher, Notice, Overflowed, QueueEvent
+from pbx.calls.bridging import CallEnd, bridge_until_end
+from pbx.calls.handsets import Handsets
 from pbx.calls.legs import InboundLeg
-from pbx.calls.media_session import AnchoredMedia, MediaError
+from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
+from pbx.calls.ringing import Ringer, Whisper
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
 from pbx.media.tones import silence, sine
+from queues.dispatcher import Dispatcher, Notice, Overflowed, QueueEvent
 from queues.engine import Offer
 
 log = structlog.get_logger("pbx.calls.waiting")
@@ -48,9 +50,12 @@ class _Next(enum.Enum):
 
 @dataclass
 class WaitingRoom:
-    dispatcher: Dispatcher
-    router: DirectRouter  # rings a volunteer's handset, whispers, bridges
+    dispatcher: Dispatcher  # the caller's place in line, offers, and what became of them
+    handsets: Handsets  # where an offered volunteer's handsets are
+    media: MediaFactory  # media for the volunteer's leg
+    ringer: Ringer
     prompts: PromptLibrary
+    whisper: Whisper = Whisper()  # what the volunteer hears on answering
     comfort_interval: float = 20.0  # seconds of quiet between waiting messages
     ringback: bool = True  # the caller hears ringback while a volunteer's handset rings
     time_limit_tone: bytes = TIME_LIMIT_TONE
@@ -77,8 +82,7 @@ class WaitingRoom:
             while True:
                 result = await self._stay(leg, media, queue, language, inbox)
                 if not isinstance(result, _Next):
-                    return result
-                self.dispatcher.kick()  # first in line again: told why, then waits on
+                    return result  # else first in line again: told why, then waits on
         finally:
             self.dispatcher.leave(leg.ref)
 
@@ -90,14 +94,12 @@ class WaitingRoom:
         language: str,
         inbox: asyncio.Queue[QueueEvent],
     ) -> str | None | _Next:
-        engine = self.dispatcher.engine
         hold = asyncio.create_task(self._hold(leg, media, queue, language))
         try:
             while True:
                 event = await _next_event(inbox, leg)
-                now = self.dispatcher.now()
                 if event is None:  # the caller hung up while waiting
-                    waited = engine.abandon(leg.ref, now)
+                    waited = self.dispatcher.abandon(leg.ref)
                     log.info("caller_abandoned", call=leg.ref, queue=queue.name, waited=waited)
                     self.on_abandon(queue.name, waited)
                     return "abandoned"
@@ -113,7 +115,6 @@ class WaitingRoom:
                 step = await self._offer(leg, media, queue, language, event, hold)
                 if step is not _Next.WAIT_ON:
                     return step
-                self.dispatcher.kick()
         finally:
             hold.cancel()
 
@@ -127,41 +128,38 @@ class WaitingRoom:
         hold: asyncio.Task[None],
     ) -> str | _Next:
         """Ring the offered volunteer; the call's outcome, or what the caller does next."""
-        engine = self.dispatcher.engine
-        bindings = self.router.switchboard.volunteer_bindings(offer.username)
+        bindings = self.handsets.ringable(offer.username)
         vol_media = None
         if bindings:
             with contextlib.suppress(MediaError):  # no media port free
-                vol_media = await self.router.media.open([b.source.host for b in bindings])
+                vol_media = await self.media.open([b.source.host for b in bindings])
         if vol_media is None:  # the offer cannot ring: counted as a miss, the caller waits on
             log.warning("offer_not_rung", call=leg.ref, volunteer=offer.username)
-            engine.ring_no_answer(leg.ref, offer.username, self.dispatcher.now())
+            self.dispatcher.missed(leg.ref, offer.username)
             return _Next.WAIT_ON
         try:
             timeout = max(1.0, offer.ring_until - self.dispatcher.now())
-            targets = [self.router.volunteer_target(b) for b in bindings]  # every handset
+            targets = [self.handsets.target(b) for b in bindings]  # every handset
             media.ringback(self.ringback)
             try:
-                out = await self.router.ring(
-                    leg, vol_media, targets, leg.ref, queue.shown_as, timeout
+                out = await self.ringer.ring(
+                    leg, vol_media, targets, leg.ref, timeout, queue.shown_as
                 )
             finally:
                 media.ringback(False)
-            now = self.dispatcher.now()
             if out is None:
                 if not leg.is_ended:  # the caller is still there: the volunteer missed it
-                    engine.ring_no_answer(leg.ref, offer.username, now)
+                    self.dispatcher.missed(leg.ref, offer.username)
                 return _Next.WAIT_ON  # a caller who left is counted as abandoned next
-            waited = now - engine.joined_at(leg.ref)
-            engine.connected(leg.ref, offer.username, now)
+            waited = self.dispatcher.connected(leg.ref, offer.username)
             self.on_answer(queue.name, waited)
             hold.cancel()
             await asyncio.gather(hold, return_exceptions=True)  # the line is quiet again
-            if self.router.whisper and not await self.router.whisper_to(leg, out, vol_media):
-                engine.call_ended(leg.ref, self.dispatcher.now())
+            if not await self.whisper.to(leg, out, vol_media):
+                self.dispatcher.call_ended(leg.ref)
                 if leg.is_ended:
                     return "answered"
-                engine.enqueue(leg.ref, queue.name, None, self.dispatcher.now(), front=True)
+                self.dispatcher.requeue_first(leg.ref, queue.name)
                 await self._say(media, language, "volunteer_lost")
                 return _Next.REQUEUE  # the volunteer hung up during the whisper
             log.info("call_connected", call=leg.ref, queue=queue.name, volunteer=offer.username)
@@ -172,26 +170,25 @@ class WaitingRoom:
                 leg, media, out, vol_media, keep_caller_if_lost=True, notice=notice,
                 handover_keys=self.handover_keys if self.hand_over is not None else "",
             )  # fmt: skip
-            now = self.dispatcher.now()
             if end is CallEnd.HANDOVER:
-                engine.call_ended(leg.ref, now)  # the volunteer's part is done: wrap-up
+                self.dispatcher.call_ended(leg.ref)  # the volunteer's part is done: wrap-up
                 log.info("handed_over", call=leg.ref, volunteer=offer.username)
                 assert self.hand_over is not None
                 if await self.hand_over(leg, media, language):
                     return "handed_over"
                 if leg.is_ended:
                     return "answered"
-                engine.enqueue(leg.ref, queue.name, None, self.dispatcher.now(), front=True)
+                self.dispatcher.requeue_first(leg.ref, queue.name)
                 return _Next.REQUEUE  # the hand-over failed: first in line for a volunteer
             if end is not CallEnd.OTHER_LOST:
-                engine.call_ended(leg.ref, now)
+                self.dispatcher.call_ended(leg.ref)
                 return "answered"
             log.warning("volunteer_lost", call=leg.ref, volunteer=offer.username)
-            engine.handset_lost(leg.ref, now)  # back at the front of the line
+            self.dispatcher.handset_lost(leg.ref)  # back at the front of the line
             if queue.volunteer_lost is VolunteerLost.REQUEUE:
                 await self._say(media, language, "volunteer_lost")
                 return _Next.REQUEUE
-            engine.remove(leg.ref, now)
+            self.dispatcher.remove(leg.ref)
             await self._say(media, language, "volunteer_lost_goodbye")
             await leg.hangup("volunteer_lost")
             return "volunteer_lost"
@@ -219,11 +216,10 @@ class WaitingRoom:
 
     def _announcement(self, ref: str, queue: Queue) -> list[str]:
         """ "You are number 3 in line. The expected wait is about 4 minutes." as prompts."""
-        engine = self.dispatcher.engine
-        if not engine.is_waiting(ref):
+        place = self.dispatcher.place(ref)
+        if place is None:
             return []
-        position = engine.position(ref)
-        estimate = engine.estimated_wait(ref, self.dispatcher.now())
+        position, estimate = place
         names: list[str] = []
         if position == 1:
             names.append("position_next")
@@ -244,7 +240,7 @@ async def _next_event(inbox: asyncio.Queue[QueueEvent], leg: InboundLeg) -> Queu
     if leg.is_ended:
         return None
     get = asyncio.ensure_future(inbox.get())
-    gone = asyncio.ensure_future(leg.ended.wait())
+    gone = asyncio.ensure_future(leg.wait_ended())
     await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
     gone.cancel()
     if get.done():

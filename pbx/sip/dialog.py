@@ -45,9 +45,13 @@ class Dialog:
     state: DialogState = DialogState.EARLY
 
     @property
+    def local_tag(self) -> str:
+        return self.local.tag or ""
+
+    @property
     def id(self) -> tuple[str, str]:
         """The key the core looks dialogs up by: (Call-ID, our tag)."""
-        return self.call_id, self.local.tag or ""
+        return self.call_id, self.local_tag
 
     @classmethod
     def as_uas(cls, invite: Request, local_tag: str, peer: Peer) -> Dialog:

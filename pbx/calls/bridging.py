@@ -1,0 +1,117 @@
+"""Bridging: the caller and the other side talking, until one of them ends it.
+
+Media of both legs is relayed through the anchored bridge (either side hanging up, or its media
+going silent, ends the call); the other side may be told by a tone that the time limit is near,
+and may press keys that hand the caller over elsewhere (in-call keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import Any
+
+import structlog
+
+from pbx.calls.legs import InboundLeg, LegState, OutboundLeg
+from pbx.calls.media_session import AnchoredMedia
+from pbx.media.bridge import Bridge
+
+log = structlog.get_logger("pbx.calls.bridging")
+
+
+class CallEnd(enum.Enum):
+    """How a bridged call ended."""
+
+    CALLER_LEFT = "caller_left"  # the caller hung up (or their media went silent)
+    OTHER_LEFT = "other_left"  # the volunteer or destination hung up
+    OTHER_LOST = "other_lost"  # the other side's media went silent: their handset vanished
+    HANDOVER = "handover"  # the other side pressed the hand-over keys (e.g. to 113)
+
+
+async def bridge_until_end(
+    leg: InboundLeg,
+    caller_media: AnchoredMedia,
+    out: OutboundLeg,
+    other_media: AnchoredMedia,
+    *,
+    keep_caller_if_lost: bool = False,
+    notice: tuple[float, bytes] | None = None,
+    handover_keys: str = "",
+) -> CallEnd:
+    """Relay media between the caller and the other leg until either hangs up or goes silent
+    (media timeout), then end both; with `keep_caller_if_lost` a caller whose other side
+    vanished stays on the line (to be told and requeued). `notice` = (after seconds, PCM):
+    a tone only the other side hears once the call has lasted that long (the time limit).
+    `handover_keys` pressed on the other side end only that side (HANDOVER): the caller stays
+    on the line to be connected elsewhere."""
+    bridge = Bridge(caller_media.leg, other_media.leg).start()
+    handover = _KeySequence(handover_keys)
+    if handover_keys:
+        other_media.add_dtmf_listener(handover.press)
+    timer = None
+    if notice is not None:
+        after, pcm = notice
+        timer = asyncio.get_running_loop().call_later(
+            after, lambda: _notify(bridge, other_media, pcm, leg.ref)
+        )
+    waits: set[asyncio.Future[Any]] = {
+        asyncio.create_task(leg.wait_ended()),
+        asyncio.create_task(out.wait_ended()),
+        asyncio.ensure_future(bridge.done),
+        asyncio.create_task(caller_media.wait_dead()),
+        asyncio.create_task(other_media.wait_dead()),
+        asyncio.create_task(handover.done.wait()),
+    }
+    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    if timer is not None:
+        timer.cancel()
+    if handover_keys:
+        other_media.remove_dtmf_listener(handover.press)
+    bridge.stop()
+    if caller_media.is_dead or other_media.is_dead:
+        log.warning("media_timeout", call=leg.ref, caller_dead=caller_media.is_dead)
+    if leg.is_ended or caller_media.is_dead:
+        end = CallEnd.CALLER_LEFT
+    elif other_media.is_dead:
+        end = CallEnd.OTHER_LOST
+    elif handover.done.is_set() and not out.is_ended:
+        end = CallEnd.HANDOVER
+    else:
+        end = CallEnd.OTHER_LEFT
+    if out.state is not LegState.ENDED:
+        await out.hangup(_OTHER_HANGUP_REASON[end])
+    keep_caller = end is CallEnd.HANDOVER or (end is CallEnd.OTHER_LOST and keep_caller_if_lost)
+    if leg.state is not LegState.ENDED and not keep_caller:
+        await leg.hangup("other_side_hangup")
+    log.info("call_ended", call=leg.ref, end=end.value)
+    return end
+
+
+_OTHER_HANGUP_REASON = {
+    CallEnd.CALLER_LEFT: "caller_hangup",
+    CallEnd.OTHER_LOST: "media_timeout",
+    CallEnd.HANDOVER: "handover",
+    CallEnd.OTHER_LEFT: "other_side_hangup",
+}
+
+
+class _KeySequence:
+    """Watches key presses for one sequence (e.g. "*9"); `done` is set once it was pressed."""
+
+    def __init__(self, keys: str) -> None:
+        self.keys = keys
+        self.pressed = ""
+        self.done = asyncio.Event()
+
+    def press(self, digit: str) -> None:
+        self.pressed = (self.pressed + digit)[-len(self.keys) :]
+        if self.keys and self.pressed == self.keys:
+            self.done.set()
+
+
+def _notify(bridge: Bridge, other_media: AnchoredMedia, pcm: bytes, ref: str) -> None:
+    log.info("time_limit_reached", call=ref)
+    bridge.inject_tone(other_media.leg, pcm)
