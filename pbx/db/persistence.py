@@ -13,7 +13,8 @@ from pathlib import Path
 import structlog
 
 from pbx.db.database import Database, open_database
-from pbx.db.writebehind import Op, WriteBehind
+from pbx.db.ops import Op
+from pbx.db.writebehind import WriteBehind
 
 log = structlog.get_logger("pbx.db.persistence")
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from pbx.db.writebehind import Delete, Upsert, op_sql
+from pbx.db.ops import Delete, Upsert, op_sql
 from pbx.sip.peer import Peer, TransportKind
 from pbx.sip.registrar import Binding
 from pbx.sip.uri import parse_sip_uri

@@ -25,9 +25,9 @@ from pbx.media import g711
 from pbx.media.dtmf import DtmfDetector, dtmf_packets
 from pbx.media.endpoint import RtpEndpoint
 from pbx.media.g711 import Codec
+from pbx.media.offer_answer import NegotiatedMedia
 from pbx.media.ports import PortPool
 from pbx.media.rtp import RtpPacket, RtpSender
-from pbx.media.sdp import NegotiatedMedia
 from pbx.media.ticker import FRAME_SAMPLES, Ticker, ticker_for
 
 __all__ = ["AudioListener", "DtmfListener", "MediaLeg"]
