@@ -95,7 +95,7 @@ def build_service(settings: Settings) -> HelplineService:
     bookkeeping = Bookkeeping(registrar, roster, persistence, restart_state, metrics)
     keepalive = Keepalive(stack, registrar, s.keepalive_interval)
     dispatcher = Dispatcher(roster, on_change=bookkeeping.roster_changed)
-    plans = PlanInForce(s.dialplan, dispatcher, metrics)
+    plans = PlanInForce(s, dispatcher, metrics)
 
     # --- calls -----------------------------------------------------------------------------------
     legs: dict[tuple[str, str], Leg] = {}  # live call legs: the switchboard's, counted by drain

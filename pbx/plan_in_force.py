@@ -13,14 +13,15 @@ import structlog
 from ivr.loader import DialplanError, load_dialplan
 from ivr.model import Dialplan
 from pbx.calls.dispatcher import Dispatcher
+from pbx.config import Settings
 from pbx.metrics import Metrics
 
 log = structlog.get_logger("pbx.plan_in_force")
 
 
 class PlanInForce:
-    def __init__(self, path: Path, dispatcher: Dispatcher, metrics: Metrics) -> None:
-        self.path = path
+    def __init__(self, settings: Settings, dispatcher: Dispatcher, metrics: Metrics) -> None:
+        self.settings = settings  # names the file, read at every (re)load
         self.dispatcher = dispatcher  # its queues follow the plan's
         self.metrics = metrics
         self.plan: Dialplan | None = None
@@ -28,6 +29,10 @@ class PlanInForce:
     def current(self) -> Dialplan:
         assert self.plan is not None, "the service loads its dialplan before taking calls"
         return self.plan
+
+    @property
+    def path(self) -> Path:
+        return self.settings.dialplan
 
     def load(self) -> Dialplan:
         """At start; raises DialplanError (with every problem) for an invalid plan."""
