@@ -38,8 +38,9 @@ from pbx.media.bridge import Bridge  # noqa: E402
 from pbx.media.filler import LineFiller  # noqa: E402
 from pbx.media.g711 import Codec  # noqa: E402
 from pbx.media.leg import MediaLeg  # noqa: E402
+from pbx.media.offer_answer import NegotiatedMedia  # noqa: E402
 from pbx.media.ports import PortPool  # noqa: E402
-from pbx.media.sdp import Direction, NegotiatedMedia  # noqa: E402
+from pbx.media.sdp import Direction  # noqa: E402
 
 HOST = "127.0.0.1"
 PERIOD = 0.02

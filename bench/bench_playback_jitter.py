@@ -33,9 +33,10 @@ from pbx.media import tones  # noqa: E402
 from pbx.media.filler import LineFiller  # noqa: E402
 from pbx.media.g711 import Codec  # noqa: E402
 from pbx.media.leg import MediaLeg  # noqa: E402
+from pbx.media.offer_answer import NegotiatedMedia  # noqa: E402
 from pbx.media.player import Player  # noqa: E402
 from pbx.media.ports import PortPool  # noqa: E402
-from pbx.media.sdp import Direction, NegotiatedMedia  # noqa: E402
+from pbx.media.sdp import Direction  # noqa: E402
 from pbx.media.ticker import ticker_for  # noqa: E402
 
 HOST = "127.0.0.1"

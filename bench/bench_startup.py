@@ -76,8 +76,8 @@ async def populate(url: str, state: Path, volunteers: int) -> None:
             shifts,
         )
         await db.pool.executemany(
-            "INSERT INTO registrations (aor, contact_uri, received_host, received_port, transport,"
-            " expires_at, call_id, cseq, instance_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+            "INSERT INTO registrations (aor, binding_key, received_host, received_port, transport,"
+            " expires_at, call_id, cseq, contact) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
             regs,
         )
     finally:

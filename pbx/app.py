@@ -1,75 +1,185 @@
-"""Assembles the service with its call application."""
+"""The composition root: builds every part of the service, bottom-up, with constructor arguments.
+
+Order: observers (metrics) and in-memory state (directory, roster, restart state, persistence),
+then the SIP stack and the registrar, the switchboard (the stack's transaction user), the call
+application, and last the service that runs them all. Nothing is set on a part after it is built;
+where two parts need each other the cycle is broken at one named place below, and says why.
+"""
 
 from __future__ import annotations
 
+import secrets
 import time
 
-from ivr.model import Dialplan
+from pbx.bookkeeping import Bookkeeping
+from pbx.call_events import CallEvents
 from pbx.calls.direct import DirectRouter
 from pbx.calls.handsets import Handsets
 from pbx.calls.inbound import HelplineCalls
-from pbx.calls.media_session import MediaFactory
+from pbx.calls.leg_table import LegTable
+from pbx.calls.legs import InboundLeg
+from pbx.calls.media_session import AnchoredMedia, MediaFactory
 from pbx.calls.ringing import Ringer, Whisper
 from pbx.calls.shift import ShiftDesk, pin_lockout
 from pbx.calls.waiting import WaitingRoom
 from pbx.config import Settings
+from pbx.db.persistence import Persistence
+from pbx.directory import Directory
+from pbx.drain import Drain
 from pbx.media.filler import LineFiller
 from pbx.media.ports import PortPool
 from pbx.media.prompts import PromptLibrary
+from pbx.metrics import Metrics, watch_service
+from pbx.plan_in_force import PlanInForce
+from pbx.restart_state import RestartState
 from pbx.service import HelplineService
-from pbx.switchboard import CallApplication
+from pbx.sip.admission import Admission, AdmissionConfig
+from pbx.sip.auth_guard import AuthGuard, LockoutPolicy
+from pbx.sip.digest import Algorithm, NonceManager
+from pbx.sip.keepalive import Keepalive
+from pbx.sip.registrar import Binding, Change, Registrar, RegistrarConfig
+from pbx.sip.stack import SipStack
+from pbx.sip.timers import Timers
+from pbx.sip.tls import client_context
+from pbx.sip.transport import TransportLimits
+from pbx.sip.trunk import TrunkPolicy
+from pbx.switchboard import CallApplication, Switchboard
+from queues.dispatcher import Dispatcher
+from queues.roster import Roster
 
 
 def build_service(settings: Settings) -> HelplineService:
-    prompts = PromptLibrary(settings.recordings)
-    service = HelplineService(settings, prompts)  # checks the dialplan's prompts against them
-    rtp_host = settings.sip_host if settings.sip_host not in ("", "::") else "0.0.0.0"
-    pool = PortPool(rtp_host, settings.rtp_port_min, settings.rtp_port_max)
-    media = MediaFactory(pool, settings.public_host, settings.media_timeout, LineFiller())
-    whisper = Whisper(
-        prompts.get("nl", settings.volunteer_whisper) if settings.volunteer_whisper else b""
-    )
-    handsets = Handsets(service.registrar, settings.public_host)
-    ringer = Ringer(service.legs)
-    router = DirectRouter(handsets, ringer, media, whisper)
-    service.metrics.live(
-        "helpline_rtp_stray_packets", "RTP packets dropped: not from the call's signalled peer",
-        lambda: media.strays, counter=True,
+    s = settings
+    # --- observers and in-memory state -----------------------------------------------------------
+    metrics = Metrics()
+    events: CallEvents = metrics
+    directory = Directory(s.state_dir)  # credentials and profiles (+ snapshots)
+    roster = Roster(s.max_missed_offers, s.registration_grace)
+    restart_state = RestartState(s.state_dir)
+    persistence = Persistence(s.database_url, s.state_dir)  # opened by the service at start
+
+    # --- SIP: transport and transactions, registrar ----------------------------------------------
+    trunk = TrunkPolicy.build(s.trunk_sources, s.realm, s.trunk_credentials)
+    admission = admission_for(s)
+    stack = SipStack(
+        limits=TransportLimits(
+            s.max_message_size, s.max_connections, s.connection_idle_timeout,
+            s.unregistered_connection_timeout, s.tls_handshake_timeout,
+        ),
+        max_transactions=s.max_transactions,
+        public_host=s.public_host,
+        timers=Timers(t1=s.sip_t1, t2=s.sip_t2, invite_answer_limit=s.sip_invite_answer_limit),
+        admission=admission,
+        trunk_reserved_transactions=s.trunk_reserved_transactions,
+        observe=metrics.sip_message,
+        client_ssl=client_context() if s.tls_port is not None else None,
     )  # fmt: skip
-    router.on_outcome = lambda outcome: service.metrics.calls.labels(outcome=outcome).inc()
-    service.switchboard.on_refused = lambda reason: service.metrics.invites_refused.labels(
-        reason=reason
-    ).inc()
+    algorithms = tuple(Algorithm.parse(a) for a in s.digest_algorithms)
+    nonces = NonceManager(secrets.token_bytes(32), lifetime=s.nonce_lifetime)
+
+    # Cycle: the bookkeeping asks the registrar whether a volunteer still has a ringable
+    # handset when the registrar reports a change. The registrar's report is the edge bound
+    # late: it names `bookkeeping`, built just below, before any REGISTER can arrive.
+    def binding_changed(change: Change, binding: Binding) -> None:
+        bookkeeping.binding_changed(change, binding)
+
+    registrar = Registrar(
+        RegistrarConfig(
+            realm=s.realm,
+            min_expires=s.registration_min_expires,
+            max_expires=s.registration_max_expires,
+            default_expires=s.registration_default_expires,
+            keepalive_max_misses=s.keepalive_max_misses,
+        ),
+        credentials=directory.credentials,  # the directory keeps this dict current
+        guard=AuthGuard(s.realm, nonces, algorithms, _lockout_policy(s)),
+        on_change=binding_changed,
+    )
+    bookkeeping = Bookkeeping(registrar, roster, persistence, restart_state, metrics)
+    keepalive = Keepalive(stack, registrar, s.keepalive_interval)
+    dispatcher = Dispatcher(roster, on_change=bookkeeping.roster_changed)
+    prompts = PromptLibrary(s.recordings)
+    plans = PlanInForce(s, prompts, dispatcher, metrics)  # checks the plan's prompts against them
+
+    # --- calls -----------------------------------------------------------------------------------
+    legs = LegTable(stack)  # the live call legs: the switchboard's and the call flows'
+    drain = Drain(
+        legs.live, dispatcher, s.drain_timeout,
+        overflow_waiting=s.drain_waiting == "overflow", retry_after=s.drain_retry_after,
+    )  # fmt: skip
+    rtp_host = s.sip_host if s.sip_host not in ("", "::") else "0.0.0.0"
+    media = MediaFactory(
+        PortPool(rtp_host, s.rtp_port_min, s.rtp_port_max), s.public_host, s.media_timeout,
+        LineFiller(),
+    )  # fmt: skip
+    whisper = Whisper(prompts.get("nl", s.volunteer_whisper) if s.volunteer_whisper else b"")
+    handsets = Handsets(registrar, s.public_host)
+    ringer = Ringer(legs)
+    router = DirectRouter(handsets, ringer, media, whisper, on_outcome=events.call_ended)
     app: CallApplication = router
-    if settings.call_flow == "ivr":
-
-        def plan_in_force() -> Dialplan:
-            assert service.plan is not None, "the service loads its dialplan before taking calls"
-            return service.plan
-
+    if s.call_flow == "ivr":
         # with the IVR, volunteers take calls only while logged in to a shift from the handset
-        metrics = service.metrics
+        shift_desk = ShiftDesk(
+            roster, media, prompts, directory.current_profiles, time.time,
+            on_change=dispatcher.kick,
+            pins=pin_lockout(s.pin_failures, s.pin_lockout, s.pin_lockout_max),
+        )  # fmt: skip
+
+        # Cycle: the waiting room hands a caller over (*9) through the IVR calls, which send
+        # callers to the waiting room; the hand-over is the edge bound late, naming `calls`.
+        async def hand_over(leg: InboundLeg, media: AnchoredMedia, language: str) -> bool:
+            return await calls.hand_over(leg, media, language)
+
         waiting = WaitingRoom(
-            service.dispatcher, handsets, media, ringer, prompts, whisper,
-            comfort_interval=settings.comfort_interval,
-            ringback=settings.ringback_while_ringing,
-            on_abandon=lambda q, waited: metrics.abandoned_wait.labels(queue=q).observe(waited),
-            on_answer=lambda q, waited: metrics.answered_wait.labels(queue=q).observe(waited),
+            dispatcher, handsets, media, ringer, prompts, whisper,
+            comfort_interval=s.comfort_interval,
+            ringback=s.ringback_while_ringing, on_abandon=events.caller_abandoned,
+            on_answer=events.caller_answered, handover_keys=s.backline_keys, hand_over=hand_over,
         )  # fmt: skip
         calls = HelplineCalls(
-            ringer, waiting, media, prompts, plan_in_force, settings.state_dir / "voicemail"
-        )
-        calls.on_outcome = router.on_outcome
-        calls.backline = settings.backline_destination
-        waiting.handover_keys = settings.backline_keys
-        waiting.hand_over = calls.hand_over
-        calls.shift_desk = ShiftDesk(
-            service.roster, media, prompts, lambda: service.profiles, time.time,
-            on_change=service.dispatcher.kick,
-            pins=pin_lockout(settings.pin_failures, settings.pin_lockout, settings.pin_lockout_max),
+            ringer, waiting, media, prompts, plans.current, s.state_dir / "voicemail",
+            on_outcome=events.call_ended, on_overflow=events.queue_overflowed,
+            shift_desk=shift_desk, backline=s.backline_destination,
         )  # fmt: skip
-        calls.on_overflow = lambda queue: service.metrics.queue_overflows.labels(queue=queue).inc()
         app = calls
-    service.switchboard.app = app
-    service.app = app
-    return service
+    switchboard = Switchboard(
+        stack, registrar, trunk, app, max_dialogs=s.max_dialogs,
+        trunk_reserved_dialogs=s.trunk_reserved_dialogs, refusing=drain.refusing,
+        on_refused=events.invite_refused, table=legs,
+    )  # fmt: skip
+
+    watch_service(
+        metrics, stack=stack, registrar=registrar, roster=roster, dispatcher=dispatcher,
+        legs=legs.live, admission=admission, writes_pending=lambda: persistence.pending,
+        rtp_strays=lambda: media.strays,
+    )  # fmt: skip
+    return HelplineService(
+        settings=s, metrics=metrics, plans=plans, directory=directory, persistence=persistence,
+        restart_state=restart_state, bookkeeping=bookkeeping, roster=roster,
+        dispatcher=dispatcher, registrar=registrar, trunk=trunk, admission=admission,
+        stack=stack, switchboard=switchboard, keepalive=keepalive, drain=drain,
+    )  # fmt: skip
+
+
+def _lockout_policy(s: Settings) -> LockoutPolicy:
+    return LockoutPolicy(
+        source_failures=s.auth_source_failures,
+        user_failures=s.auth_user_failures,
+        backoff=s.auth_lockout,
+        max_backoff=s.auth_lockout_max,
+    )
+
+
+def admission_for(s: Settings) -> Admission:
+    return Admission(
+        AdmissionConfig(
+            requests_per_second=s.admission_requests_per_second,
+            request_burst=s.admission_request_burst,
+            bytes_per_second=s.admission_bytes_per_second,
+            byte_burst=s.admission_byte_burst,
+            ban_seconds=s.ban_seconds,
+            ban_max_seconds=s.ban_max_seconds,
+            max_connections_per_source=s.max_connections_per_source,
+        ),
+        exempt=s.trunk_sources,
+    )

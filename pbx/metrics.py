@@ -3,13 +3,24 @@ language names from the dialplan): never a number, a username of a caller or a C
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sized
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pbx.sip.admission import DROP_REASONS
+from pbx.sip.message import Message, Request, Response
 from pbx.sip.parser import KNOWN_METHODS
+
+if TYPE_CHECKING:
+    from pbx.sip.admission import Admission
+    from pbx.sip.registrar import Registrar
+    from pbx.sip.stack import SipStack
+    from queues.dispatcher import Dispatcher
+    from queues.roster import Roster
 
 
 def method_label(method: str) -> str:
@@ -48,6 +59,9 @@ class _LiveReadings(Collector):
 
 
 class Metrics:
+    """The service's Prometheus registry; also the call-events observer (`CallEvents`) and the
+    transports' message observer."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -118,3 +132,124 @@ class Metrics:
     ) -> None:
         """A gauge (or counter) with one series per `label` value, read at scrape time."""
         self._live[name] = (doc, read, counter, label)
+
+    # --- CallEvents (pbx.call_events) --------------------------------------------------------
+    def call_ended(self, outcome: str) -> None:
+        self.calls.labels(outcome=outcome).inc()
+
+    def invite_refused(self, reason: str) -> None:
+        self.invites_refused.labels(reason=reason).inc()
+
+    def queue_overflowed(self, queue: str) -> None:
+        self.queue_overflows.labels(queue=queue).inc()
+
+    def caller_answered(self, queue: str, waited: float) -> None:
+        self.answered_wait.labels(queue=queue).observe(waited)
+
+    def caller_abandoned(self, queue: str, waited: float) -> None:
+        self.abandoned_wait.labels(queue=queue).observe(waited)
+
+    # --- SIP traffic (the transports' observer) ------------------------------------------------
+    def sip_message(self, direction: str, message: Message) -> None:
+        if direction == "in" and isinstance(message, Request):
+            self.sip_requests.labels(method=method_label(message.method)).inc()
+        elif direction == "out" and isinstance(message, Response):
+            self.sip_responses.labels(cls=f"{message.status // 100}xx").inc()
+
+
+def watch_service(
+    m: Metrics,
+    *,
+    stack: SipStack,
+    registrar: Registrar,
+    roster: Roster,
+    dispatcher: Dispatcher,
+    legs: Sized,
+    admission: Admission,
+    writes_pending: Callable[[], int],
+    rtp_strays: Callable[[], int],
+) -> None:
+    """The gauges and counters read from the running service's parts at scrape time."""
+    m.live("helpline_sip_transactions", "Live SIP transactions", lambda: len(stack.layer))
+    m.live(
+        "helpline_volunteers_on_shift",
+        "Volunteers logged in and reachable (available, busy or in wrap-up)",
+        lambda: sum(1 for v in roster.volunteers() if v.on_shift),
+    )
+    m.live(
+        "helpline_volunteers_available",
+        "Volunteers waiting for a call",
+        lambda: sum(1 for v in roster.volunteers() if v.offerable),
+    )
+    m.live_by(
+        "helpline_queue_waiting", "Callers waiting in each queue", "queue",
+        lambda: {q: dispatcher.waiting(q) for q in dispatcher.queues},
+    )  # fmt: skip
+    m.live_by(
+        "helpline_queue_longest_wait_seconds", "How long each queue's first caller has waited",
+        "queue", lambda: {q: dispatcher.longest_wait(q, time.time()) for q in dispatcher.queues},
+    )  # fmt: skip
+    m.live("helpline_sip_dialog_legs", "Live call legs", lambda: len(legs))
+    m.live(
+        "helpline_sip_connections",
+        "Open TCP/TLS connections",
+        lambda: stack.transports.connection_count,
+    )
+    m.live(
+        "helpline_registered_handsets",
+        "Live registrar bindings",
+        lambda: sum(len(b) for b in registrar.bindings.values()),
+    )
+    m.live(
+        "helpline_sip_malformed_messages",
+        "Malformed SIP messages received",
+        lambda: stack.transports.stats.malformed,
+        counter=True,
+    )
+    # the event loop's clock (monotonic), read from the scraping thread
+    m.live(
+        "helpline_sip_banned_sources",
+        "Source addresses banned now for flooding",
+        lambda: admission.banned_count(time.monotonic()),
+    )
+    m.live(
+        "helpline_sip_bans", "Bans imposed on flooding sources", lambda: admission.stats.bans,
+        counter=True,
+    )  # fmt: skip
+    m.live_by(
+        "helpline_sip_dropped", "Packets, chunks and connections dropped before parsing",
+        "reason", lambda: {r: admission.stats.dropped[r] for r in DROP_REASONS}, counter=True,
+    )  # fmt: skip
+    m.live(
+        "helpline_sip_request_failures",
+        "Requests whose handling raised (answered 500/400 by the stack, logged)",
+        lambda: stack.request_failures,
+        counter=True,
+    )
+    m.live(
+        "helpline_sip_requests_malformed_late",
+        "Requests answered 400 because a header read after parsing was not valid SIP",
+        lambda: stack.requests_malformed,
+        counter=True,
+    )
+    m.live(
+        "helpline_sip_failure_answers",
+        "Requests answered 500/400 because the code handling them failed before answering",
+        lambda: stack.unanswered_failures,
+        counter=True,
+    )
+    m.live(
+        "helpline_sip_transactions_abandoned",
+        "Server transactions never answered in time, answered 500 by the transaction layer",
+        lambda: stack.layer.stats.abandoned,
+        counter=True,
+    )
+    m.live(
+        "helpline_db_writes_pending",
+        "Records waiting to be written to the database",
+        writes_pending,
+    )
+    m.live(
+        "helpline_rtp_stray_packets", "RTP packets dropped: not from the call's signalled peer",
+        rtp_strays, counter=True,
+    )  # fmt: skip

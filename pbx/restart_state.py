@@ -25,14 +25,18 @@ import structlog
 
 from pbx.db.registrations import StoredBinding
 from pbx.db.shifts import StoredShift
-from pbx.db.volunteers import Profile
 from pbx.private_files import write_private
+from pbx.profile import Profile
 from queues.roster import Roster, RosterError, Volunteer, VolunteerState
 
 log = structlog.get_logger("pbx.restart_state")
 
 SHIFTS_SNAPSHOT = "shifts.snapshot.json"
 BINDINGS_SNAPSHOT = "registrations.snapshot.json"
+
+
+# a snapshot written before schema version 4 named the binding's columns after the old ones
+_RENAMED = {"contact_uri": "binding_key", "instance_id": "contact"}
 
 
 def _read_json(path: Path) -> Any:
@@ -108,7 +112,8 @@ class RestartState:
         for raw in doc if isinstance(doc, list) else []:
             try:
                 expires_at = datetime.fromisoformat(raw["expires_at"])
-                out.append(StoredBinding(**{**raw, "expires_at": expires_at}))
+                row = {_RENAMED.get(k, k): v for k, v in raw.items()}
+                out.append(StoredBinding(**{**row, "expires_at": expires_at}))
             except (TypeError, KeyError, ValueError):
                 log.warning("registration_snapshot_unreadable")
         return out

@@ -46,6 +46,9 @@ class CallApplication(Protocol):
 
 @dataclass
 class Switchboard:
+    """The stack's transaction user (`pbx.sip.stack.TransactionUser`): the stack delivers to
+    it once started with it."""
+
     stack: SipStack
     registrar: Registrar
     trunk: TrunkPolicy
@@ -54,15 +57,10 @@ class Switchboard:
     max_dialogs: int = 5000
     trunk_reserved_dialogs: int = 0  # of max_dialogs: only calls from trunk addresses get these
     wall_clock: Callable[[], float] = time.time
-    on_refused: Callable[[str], None] = lambda reason: None  # metrics: why an INVITE was refused
+    on_refused: Callable[[str], None] = lambda reason: None  # CallEvents.invite_refused
     # Retry-After seconds while the service takes no new calls (draining); None: take them
     refusing: Callable[[], int | None] = lambda: None
     table: LegTable = field(kw_only=True)  # the live call legs, shared with the call flows
-
-    def __post_init__(self) -> None:
-        self.stack.on_request = self.on_request
-        self.stack.on_stray_response = self.on_stray_response
-        self.stack.on_server_timeout = self.on_server_timeout
 
     @property
     def legs(self) -> dict[DialogKey, Leg]:

@@ -168,20 +168,20 @@ async def test_registrations_survive_and_expire(db: Database) -> None:
     now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     live = StoredBinding(
         aor="sip:anna@helpline",
-        contact_uri="sip:anna@192.0.2.10:5060",
+        binding_key="<urn:uuid:00000000-0000-0000-0000-000000000001>",
         received_host="127.0.0.2",
         received_port=5062,
         transport="udp",
         expires_at=now + timedelta(seconds=600),
         call_id="abc@h",
         cseq=7,
-        instance_id="<urn:uuid:00000000-0000-0000-0000-000000000001>",
+        contact="sip:anna@192.0.2.10:5060",
         reg_id=1,
         user_agent="Yealink",
     )
     expired = StoredBinding(
         aor="sip:bob@helpline",
-        contact_uri="sip:bob@192.0.2.11",
+        binding_key="sip:bob@192.0.2.11",
         received_host="127.0.0.1",
         received_port=5070,
         transport="tcp",
@@ -197,5 +197,5 @@ async def test_registrations_survive_and_expire(db: Database) -> None:
     await repo.save(refreshed)  # same (aor, contact): updated in place
     assert await repo.load_active(now) == [refreshed]
     assert await repo.purge_expired(now) == 1
-    await repo.delete(live.aor, live.contact_uri)
+    await repo.delete(live.aor, live.binding_key)
     assert await repo.load_active(now) == []

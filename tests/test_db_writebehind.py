@@ -16,8 +16,9 @@ import pytest
 from pbx.db.database import Database, open_database
 from pbx.db.embedded import EmbeddedPostgres, start_embedded
 from pbx.db.events import event_op
+from pbx.db.ops import Delete, Insert, Upsert
 from pbx.db.registrations import StoredBinding, delete_op, save_op
-from pbx.db.writebehind import Delete, Insert, Upsert, WriteBehind
+from pbx.db.writebehind import WriteBehind
 from tests.pg_state import pg_state_dir
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -73,7 +74,7 @@ async def wait_until(cond: Callable[[], bool], what: str, limit: float = 30.0) -
 def binding(contact: str) -> StoredBinding:
     return StoredBinding(
         aor="sip:anna@helpline",
-        contact_uri=contact,
+        binding_key=contact,
         received_host="127.0.0.1",
         received_port=5060,
         transport="udp",
@@ -103,8 +104,8 @@ async def test_ops_land_in_order(db: Database, tmp_path: Path) -> None:
     wb.submit(callable_op)
     assert await wb.flush(30)
     assert await seqs(db.pool) == [*range(40), None]
-    contacts = await db.pool.fetch("SELECT contact_uri FROM registrations")
-    assert [r["contact_uri"] for r in contacts] == ["sip:b@x"]
+    contacts = await db.pool.fetch("SELECT binding_key FROM registrations")
+    assert [r["binding_key"] for r in contacts] == ["sip:b@x"]
     stats = wb.stats()
     assert (stats.pending, stats.written, stats.rejected, stats.spilled) == (0, 44, 0, 0)
     assert await wb.close(5)
@@ -181,8 +182,8 @@ async def test_outage_buffers_spills_and_delivers_exactly_once(
     conn = await asyncpg.connect(url)
     try:
         assert await seqs(conn) == list(range(-1, total))
-        contacts = await conn.fetch("SELECT contact_uri FROM registrations")
-        assert [r["contact_uri"] for r in contacts] == ["sip:kept@x"]
+        contacts = await conn.fetch("SELECT binding_key FROM registrations")
+        assert [r["binding_key"] for r in contacts] == ["sip:kept@x"]
     finally:
         await conn.close()
     stats = wb.stats()

@@ -25,11 +25,12 @@ from pbx.media.endpoint import RtpEndpoint
 from pbx.media.g711 import Codec
 from pbx.media.leg import MediaLeg
 from pbx.media.moh import MohLibrary, MusicOnHold
+from pbx.media.offer_answer import NegotiatedMedia
 from pbx.media.player import PlaybackEnd, Player, play
 from pbx.media.ports import PortPool, PortsExhausted
 from pbx.media.recorder import Recorder, RecordingEnd
 from pbx.media.rtp import RtpPacket, RtpSender
-from pbx.media.sdp import Direction, NegotiatedMedia
+from pbx.media.sdp import Direction
 from pbx.media.ticker import Ticker, ticker_for
 
 HOST = "127.0.0.1"

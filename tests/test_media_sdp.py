@@ -12,17 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pbx.media.g711 import Codec
+from pbx.media.offer_answer import NegotiatedMedia, answer_offer, build_offer, parse_answer
 from pbx.media.sdp import (
     Direction,
     MediaDescription,
-    NegotiatedMedia,
     NoCommonCodec,
     SdpError,
     SessionDescription,
     UnusableAddress,
-    answer_offer,
-    build_offer,
-    parse_answer,
 )
 
 

@@ -211,7 +211,7 @@ async def test_a_stored_binding_on_a_trunk_address_is_not_restored(
         until_ = datetime.now(UTC) + timedelta(minutes=10)
         for host, port in (("127.0.0.1", 5070), (HANDSET_HOST, 5072)):
             await repo.save(StoredBinding(
-                aor="rita", contact_uri=f"sip:rita@{host}:{port}", received_host=host,
+                aor="rita", binding_key=f"sip:rita@{host}:{port}", received_host=host,
                 received_port=port, transport="udp", expires_at=until_, call_id=f"c{port}",
                 cseq=1,
             ))  # fmt: skip

@@ -14,7 +14,7 @@ from pbx.calls.legs import InboundLeg, watch_call_task
 from pbx.logs import configure_logging
 from pbx.sip.dialog import contact_uri
 from pbx.sip.peer import TransportKind
-from pbx.sip.stack import IncomingRequest, SipStack
+from pbx.sip.stack import IncomingRequest, RequestHandlers, SipStack
 from pbx.sip.timers import Timers
 from tests.raw_handset import RawHandset
 
@@ -32,8 +32,8 @@ REQUEST = (
 
 @asynccontextmanager
 async def stack_with(handler: Callable[[IncomingRequest], None]) -> AsyncIterator[SipStack]:
-    stack = SipStack(on_request=handler, timers=Timers(t1=0.05))
-    await stack.start("127.0.0.1", 0)
+    stack = SipStack(timers=Timers(t1=0.05))
+    await stack.start(RequestHandlers(handler), "127.0.0.1", 0)
     try:
         yield stack
     finally:

@@ -15,16 +15,9 @@ from pbx.calls.legs import InboundLeg, OfferHandler
 from pbx.media.dtmf import parse_info_body
 from pbx.media.filler import LineFiller
 from pbx.media.leg import MediaLeg
+from pbx.media.offer_answer import answer_offer, build_offer, parse_answer
 from pbx.media.ports import PortPool, PortsExhausted
-from pbx.media.sdp import (
-    NoCommonCodec,
-    SdpError,
-    SessionDescription,
-    UnusableAddress,
-    answer_offer,
-    build_offer,
-    parse_answer,
-)
+from pbx.media.sdp import NoCommonCodec, SdpError, SessionDescription, UnusableAddress
 from pbx.sip.message import Request
 
 __all__ = ["MediaError", "MediaFactory", "NoCommonCodec", "PortsExhausted"]

@@ -24,9 +24,9 @@ import structlog
 from ivr.collect import CollectEnd, collect_digits
 from pbx.calls.legs import InboundLeg, watch_call_task
 from pbx.calls.media_session import AnchoredMedia, MediaFactory
-from pbx.db.volunteers import Profile, verify_pin
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
+from pbx.profile import Profile, verify_pin
 from pbx.sip.auth_guard import Lockout
 from pbx.sip.stack import failure_site
 from queues.roster import AUTO_PAUSED, Roster, RosterError, Volunteer, VolunteerState

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pbx.db.writebehind import Insert
+from pbx.db.ops import Insert
 
 
 def event_op(kind: str, data: Mapping[str, Any], at: datetime) -> Insert:

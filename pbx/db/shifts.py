@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from pbx.db.writebehind import Upsert
+from pbx.db.ops import Upsert
 
 TABLE = "shifts"
 _TIMES = ("state_since", "idle_since", "wrap_up_until", "lapsed_since", "updated_at")

@@ -6,10 +6,6 @@ this repository is for the admin CLI and that start-up load, never for a live ca
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +13,20 @@ from datetime import datetime
 
 import asyncpg
 
+from pbx.profile import (
+    PIN_RE,
+    InvalidValue,
+    Profile,
+    VolunteerError,
+    check_pin,
+    hash_pin,
+    verify_pin,
+)
 from pbx.sip.digest import Credential
+
+__all__ = [  # the domain types live in pbx.profile; re-exported for the admin CLI
+    "PIN_RE", "InvalidValue", "Profile", "VolunteerError", "check_pin", "hash_pin", "verify_pin",
+]  # fmt: skip
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")  # ISO 639 codes: nl, ar, fa, tr
@@ -27,14 +36,6 @@ PASSWORD_RULE = (
     f"a SIP password needs at least {MIN_PASSWORD_LENGTH} characters, at least 4 different"
     " ones, and must not contain the username"
 )
-PIN_RE = re.compile(r"^[0-9]{4,12}$")  # typed on a handset keypad
-
-# scrypt cost: ~16 MiB and tens of milliseconds per check; a PIN has little entropy.
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
-
-
-class VolunteerError(Exception):
-    """A volunteer operation that cannot be done; the message is meant for the admin."""
 
 
 class DuplicateUser(VolunteerError):
@@ -42,10 +43,6 @@ class DuplicateUser(VolunteerError):
 
 
 class UnknownUser(VolunteerError):
-    pass
-
-
-class InvalidValue(VolunteerError):
     pass
 
 
@@ -74,34 +71,6 @@ def check_password(username: str, password: str) -> None:
         raise WeakPassword("password contains the username")
     if len(set(password)) < 4:
         raise WeakPassword("password has too few different characters")
-
-
-def check_pin(pin: str) -> None:
-    if not PIN_RE.match(pin):
-        raise InvalidValue("PIN must be 4 to 12 digits")
-
-
-def hash_pin(pin: str) -> str:
-    """Salted scrypt hash as 'scrypt$n$r$p$salt$hash' (base64)."""
-    check_pin(pin)
-    salt = os.urandom(16)
-    digest = hashlib.scrypt(pin.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)
-    b64 = base64.b64encode
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
-
-
-def verify_pin(pin: str, stored: str) -> bool:
-    try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        expected = base64.b64decode(digest)
-        actual = hashlib.scrypt(
-            pin.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p)
-        )
-    except ValueError:
-        return False
-    return hmac.compare_digest(actual, expected)
 
 
 def _languages(values: Iterable[str]) -> list[str]:
@@ -171,17 +140,6 @@ _COLUMNS = (
 )
 DIGEST_ALGORITHMS = ("MD5", "SHA-256")
 Handsets = list[tuple[str, str | None]]  # (user agent or contact, digest algorithm used)
-
-
-@dataclass(frozen=True)
-class Profile:
-    """What a live call needs to know of a volunteer, kept in memory (no DB on the call path)."""
-
-    username: str
-    languages: tuple[str, ...]
-    skills: tuple[str, ...]
-    region: str | None
-    pin_hash: str | None
 
 
 class VolunteerRepository:
@@ -291,14 +249,14 @@ class VolunteerRepository:
         """Per volunteer, (user agent or contact, digest algorithm) of each live registration
         (as written behind by the service)."""
         rows = await self.pool.fetch(
-            "SELECT aor, contact_uri, user_agent, auth_algorithm FROM registrations"
-            " WHERE expires_at > $1 ORDER BY aor, contact_uri",
+            "SELECT aor, binding_key, user_agent, auth_algorithm FROM registrations"
+            " WHERE expires_at > $1 ORDER BY aor, binding_key",
             now,
         )
         out: dict[str, Handsets] = {}
         for r in rows:
             out.setdefault(r["aor"], []).append(
-                (r["user_agent"] or r["contact_uri"], r["auth_algorithm"])
+                (r["user_agent"] or r["binding_key"], r["auth_algorithm"])
             )
         return out
 

@@ -19,154 +19,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import random
-import re
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, TypeAlias
+from typing import TypeAlias
 
 import asyncpg
 import structlog
 
 from pbx.db.database import init_connection
+from pbx.db.journal import Journal
 from pbx.db.migrate import migrate
+from pbx.db.ops import Delete, Insert, Op, Upsert, op_name, op_sql, valid_op
 from pbx.private_files import private_dir
 
 log = structlog.get_logger()
 
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # SQLSTATE classes that will fail the same way on every retry: data exception, integrity
 # violation, syntax/undefined object, PL/pgSQL raise. Those ops are rejected one by one.
 _PERMANENT_CLASSES = frozenset({"22", "23", "42", "P0"})
-# Journal lines per batch id when spilling.
-_JOURNAL_CHUNK = 500
 # Committed batch ids older than this are pruned; journals are replayed long before that.
 _DEDUP_RETENTION = "30 days"
-
-
-@dataclass(frozen=True)
-class Insert:
-    table: str
-    values: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class Upsert:
-    """INSERT ... ON CONFLICT (key) DO UPDATE SET every other column."""
-
-    table: str
-    values: Mapping[str, Any]
-    key: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Delete:
-    table: str
-    where: Mapping[str, Any]
-
-
-DataOp: TypeAlias = Insert | Upsert | Delete
-# A callable op runs inside the batch transaction. It cannot be journaled: use data ops for
-# anything that must survive an outage longer than the in-memory buffer.
-CallableOp: TypeAlias = Callable[[asyncpg.Connection], Awaitable[object]]
-Op: TypeAlias = DataOp | CallableOp
-
-
-def _quote(ident: str) -> str:
-    return f'"{ident}"'
-
-
-def _columns(op: DataOp) -> Mapping[str, Any]:
-    return op.where if isinstance(op, Delete) else op.values
-
-
-def _valid(op: DataOp) -> bool:
-    names = [op.table, *_columns(op)]
-    if isinstance(op, Upsert):
-        names += op.key
-        if not op.key or not set(op.key) <= set(op.values):
-            return False
-    return bool(_columns(op)) and all(isinstance(n, str) and _IDENT.match(n) for n in names)
-
-
-def op_sql(op: DataOp) -> tuple[str, list[Any]]:
-    """The statement and arguments for one data op (identifiers validated at submit)."""
-    table = _quote(op.table)
-    if isinstance(op, Delete):
-        conds, args = [], []
-        for name, value in op.where.items():
-            if value is None:
-                conds.append(f"{_quote(name)} IS NULL")
-            else:
-                args.append(value)
-                conds.append(f"{_quote(name)} = ${len(args)}")
-        return f"DELETE FROM {table} WHERE {' AND '.join(conds)}", args
-    cols = list(op.values)
-    sql = (
-        f"INSERT INTO {table} ({', '.join(map(_quote, cols))}) "
-        f"VALUES ({', '.join(f'${i}' for i in range(1, len(cols) + 1))})"
-    )
-    if isinstance(op, Upsert):
-        rest = [c for c in cols if c not in op.key]
-        target = ", ".join(map(_quote, op.key))
-        if rest:
-            sets = ", ".join(f"{_quote(c)} = EXCLUDED.{_quote(c)}" for c in rest)
-            sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
-        else:
-            sql += f" ON CONFLICT ({target}) DO NOTHING"
-    return sql, [op.values[c] for c in cols]
-
-
-# --- journal encoding ---------------------------------------------------------------------------
-
-
-def _enc(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return {"$t": value.isoformat()}
-    if isinstance(value, dict):
-        return {"$j": value}  # a jsonb document, kept verbatim
-    if isinstance(value, list | tuple):
-        return [_enc(v) for v in value]
-    return value
-
-
-def _dec(value: Any) -> Any:
-    if isinstance(value, dict):
-        if "$t" in value:
-            return datetime.fromisoformat(value["$t"])
-        return value["$j"]
-    if isinstance(value, list):
-        return [_dec(v) for v in value]
-    return value
-
-
-def encode_op(op: DataOp) -> dict[str, Any]:
-    if isinstance(op, Delete):
-        return {"k": "delete", "t": op.table, "v": {c: _enc(v) for c, v in op.where.items()}}
-    doc: dict[str, Any] = {"k": "insert", "t": op.table}
-    doc["v"] = {c: _enc(v) for c, v in op.values.items()}
-    if isinstance(op, Upsert):
-        doc["k"] = "upsert"
-        doc["key"] = list(op.key)
-    return doc
-
-
-def decode_op(doc: Mapping[str, Any]) -> DataOp:
-    values = {str(c): _dec(v) for c, v in doc["v"].items()}
-    kind = doc["k"]
-    if kind == "insert":
-        return Insert(doc["t"], values)
-    if kind == "upsert":
-        return Upsert(doc["t"], values, tuple(doc["key"]))
-    if kind == "delete":
-        return Delete(doc["t"], values)
-    raise ValueError(f"unknown op kind {kind!r}")
 
 
 # --- buffer segments ----------------------------------------------------------------------------
@@ -178,82 +54,7 @@ class _Memory:
     ops: deque[Op] = field(default_factory=deque)
 
 
-@dataclass
-class _Journal:
-    seq: int
-    path: Path
-    pending: int = 0  # lines not yet applied
-    writer: IO[str] | None = None
-    reader: IO[str] | None = None
-    _chunk_id: str = ""
-    _chunk_len: int = 0
-    _peeked: str | None = None
-
-    def append(self, op: DataOp, batch_id: str | None = None) -> None:
-        if self.writer is None:
-            # Owner-only: registrations hold volunteers' addresses.
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            self.writer = os.fdopen(fd, "a", encoding="utf-8")
-        if batch_id is None:
-            if not self._chunk_id or self._chunk_len >= _JOURNAL_CHUNK:
-                self._chunk_id, self._chunk_len = str(uuid.uuid4()), 0
-            self._chunk_len += 1
-            batch_id = self._chunk_id
-        doc = {"b": batch_id, "op": encode_op(op)}
-        line = json.dumps(doc, separators=(",", ":"), default=str)
-        self.writer.write(line + "\n")
-        self.writer.flush()
-        self.pending += 1
-
-    def seal(self) -> None:
-        if self.writer is not None:
-            # Each line is flushed to the OS when written; sync once the file is complete.
-            os.fsync(self.writer.fileno())
-            self.writer.close()
-            self.writer = None
-
-    def next_group(self) -> tuple[str, list[DataOp], int] | None:
-        """The next run of lines sharing a batch id: (id, ops, lines consumed incl. corrupt)."""
-        if self.reader is None:
-            self.reader = self.path.open("r", encoding="utf-8")
-        batch_id: str | None = None
-        ops: list[DataOp] = []
-        consumed = 0
-        while True:
-            line = self._peeked if self._peeked is not None else self.reader.readline()
-            self._peeked = None
-            if not line:
-                break
-            if not line.strip():
-                continue  # not counted when loading either
-            try:
-                doc = json.loads(line)
-                line_id = str(uuid.UUID(doc["b"]))
-                op = decode_op(doc["op"])
-            except (ValueError, KeyError, TypeError):
-                # A torn last line after a crash: nothing to apply.
-                log.warning("writebehind.journal_corrupt_line", journal=self.path.name)
-                consumed += 1
-                continue
-            if batch_id is None:
-                batch_id = line_id
-            elif line_id != batch_id:
-                self._peeked = line
-                break
-            ops.append(op)
-            consumed += 1
-        if batch_id is None:
-            return None if consumed == 0 else (str(uuid.uuid4()), [], consumed)
-        return batch_id, ops, consumed
-
-    def close(self) -> None:
-        self.seal()
-        if self.reader is not None:
-            self.reader.close()
-            self.reader = None
-
-
-_Segment: TypeAlias = _Memory | _Journal
+_Segment: TypeAlias = _Memory | Journal
 
 
 @dataclass
@@ -292,12 +93,6 @@ def _error_fields(exc: BaseException) -> dict[str, str]:
     if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate:
         fields["sqlstate"] = exc.sqlstate
     return fields
-
-
-def _op_name(op: Op) -> str:
-    if isinstance(op, Insert | Upsert | Delete):
-        return f"{type(op).__name__.lower()}:{op.table}"
-    return getattr(op, "__qualname__", type(op).__name__)
 
 
 class WriteBehind:
@@ -347,13 +142,13 @@ class WriteBehind:
             self._submit(op)
         except Exception as exc:  # a full disk must not take a call down with it
             self._dropped += 1
-            log.error("writebehind.submit_failed", op=_op_name(op), **_error_fields(exc))
+            log.error("writebehind.submit_failed", op=op_name(op), **_error_fields(exc))
 
     def _submit(self, op: Op) -> None:
         if isinstance(op, Insert | Upsert | Delete):
-            if not _valid(op):
+            if not valid_op(op):
                 self._rejected += 1
-                log.error("writebehind.invalid_op", op=_op_name(op))
+                log.error("writebehind.invalid_op", op=op_name(op))
                 return
         elif not callable(op):
             self._rejected += 1
@@ -361,7 +156,7 @@ class WriteBehind:
             return
         tail = self._segments[-1]
         if not self._closed and self._in_memory < self.max_buffer:
-            if isinstance(tail, _Journal):
+            if isinstance(tail, Journal):
                 tail.seal()  # the journal is complete; newer ops queue behind it in memory
                 tail = self._new_memory()
             assert isinstance(tail, _Memory)
@@ -370,11 +165,11 @@ class WriteBehind:
         else:
             if not isinstance(op, Insert | Upsert | Delete):
                 self._dropped += 1
-                log.error("writebehind.dropped_callable", op=_op_name(op))
+                log.error("writebehind.dropped_callable", op=op_name(op))
                 return
             if isinstance(tail, _Memory) or tail.reader is not None:
                 tail = self._new_journal()
-            assert isinstance(tail, _Journal)
+            assert isinstance(tail, Journal)
             tail.append(op)
             self._journaled += 1
             self._spilled += 1
@@ -401,9 +196,9 @@ class WriteBehind:
         self._segments.append(seg)
         return seg
 
-    def _new_journal(self) -> _Journal:
+    def _new_journal(self) -> Journal:
         seq = self._next_seq()
-        seg = _Journal(seq, self._journal_path(seq))
+        seg = Journal(seq, self._journal_path(seq))
         self._segments.append(seg)
         return seg
 
@@ -419,7 +214,7 @@ class WriteBehind:
             if lines == 0:
                 path.unlink()
                 continue
-            self._segments.append(_Journal(int(path.stem), path, pending=lines))
+            self._segments.append(Journal(int(path.stem), path, pending=lines))
             self._journaled += lines
         if paths:
             log.info(
@@ -560,7 +355,7 @@ class WriteBehind:
                         if _is_transient(exc):
                             raise
                         self._rejected += 1
-                        log.error("writebehind.rejected", op=_op_name(op), **_error_fields(exc))
+                        log.error("writebehind.rejected", op=op_name(op), **_error_fields(exc))
         self._written += written
 
     @staticmethod
@@ -645,7 +440,7 @@ class WriteBehind:
         inflight = self._inflight
         self._inflight = None
         for i, seg in enumerate(list(self._segments)):
-            if isinstance(seg, _Journal):
+            if isinstance(seg, Journal):
                 seg.close()
                 continue
             ops: list[tuple[Op, str | None]] = []
@@ -653,7 +448,7 @@ class WriteBehind:
                 ops += [(op, inflight.id) for op in inflight.ops]  # keeps its id: may be applied
             ops += [(op, None) for op in seg.ops]
             seg.ops.clear()
-            journal = _Journal(seg.seq, self._journal_path(seg.seq))
+            journal = Journal(seg.seq, self._journal_path(seg.seq))
             for op, batch_id in ops:
                 self._in_memory -= 1
                 if isinstance(op, Insert | Upsert | Delete):
@@ -663,11 +458,11 @@ class WriteBehind:
                     except (OSError, TypeError, ValueError) as exc:
                         self._dropped += 1
                         log.error(
-                            "writebehind.journal_failed", op=_op_name(op), **_error_fields(exc)
+                            "writebehind.journal_failed", op=op_name(op), **_error_fields(exc)
                         )
                 else:
                     self._dropped += 1
-                    log.error("writebehind.dropped_callable", op=_op_name(op))
+                    log.error("writebehind.dropped_callable", op=op_name(op))
             journal.seal()
             self._segments[i] = journal
         # Submissions after close append to a fresh journal at the end.

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
+
+import structlog
 
 from pbx.media.ports import AllocatedPort, PortPool
 from pbx.media.rtp import RtpError, RtpPacket
@@ -36,7 +37,7 @@ PacketHandler = Callable[[RtpPacket], None]
 _READ_BATCH = 32
 _MAX_DATAGRAM = 2048  # G.711 at 20 ms is 172 bytes; anything near this is not ours
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("pbx.media.endpoint")
 
 
 @dataclass(slots=True)

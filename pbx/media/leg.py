@@ -16,18 +16,19 @@ its marker bit is set only on the first packet and after a real gap in what it s
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+import structlog
 
 from pbx.media import g711
 from pbx.media.dtmf import DtmfDetector, dtmf_packets
 from pbx.media.endpoint import RtpEndpoint
 from pbx.media.g711 import Codec
+from pbx.media.offer_answer import NegotiatedMedia
 from pbx.media.ports import PortPool
 from pbx.media.rtp import RtpPacket, RtpSender
-from pbx.media.sdp import NegotiatedMedia
 from pbx.media.ticker import FRAME_SAMPLES, Ticker, ticker_for
 
 __all__ = ["AudioListener", "DtmfListener", "MediaLeg"]
@@ -41,7 +42,7 @@ _MAX_TS_GAP = 8000  # a timestamp jump above 1 s is a new stream, not lost packe
 _REAL_GAP = 0.05  # s without a packet on a continuous leg that count as a gap (marker bit)
 _MAX_CATCH_UP = 50  # ticks: a longer pause is a new talk-spurt, not a stall to account for
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("pbx.media.leg")
 
 
 class MediaLeg:

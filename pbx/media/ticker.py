@@ -13,9 +13,10 @@ continues, which the far end's jitter buffer absorbs) instead of bursting packet
 from __future__ import annotations
 
 import asyncio
-import logging
 import weakref
 from collections.abc import Callable
+
+import structlog
 
 __all__ = ["FRAME_MS", "FRAME_SAMPLES", "TickCallback", "Ticker", "ticker_for"]
 
@@ -25,7 +26,7 @@ _PERIOD = FRAME_MS / 1000
 
 TickCallback = Callable[[int], None]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("pbx.media.ticker")
 
 
 class Ticker:
@@ -93,7 +94,7 @@ class Ticker:
                     try:
                         callback(tick)
                     except Exception:  # one broken subscriber must not silence all others
-                        log.exception("media tick subscriber failed; unsubscribing it")
+                        log.exception("media_tick_subscriber_failed")  # and unsubscribed
                         group.pop(callback, None)
         finally:
             self._firing = False

@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePath
+from typing import Protocol
 
 import structlog
 
@@ -104,6 +105,28 @@ ResponseHandler = Callable[[Response, Peer], None]
 TimeoutHandler = Callable[[TransactionId, Request], None]
 
 
+class TransactionUser(Protocol):
+    """The core above the stack (RFC 3261's TU): what the stack delivers to."""
+
+    def on_request(self, incoming: IncomingRequest) -> None:
+        """A new request (or an ACK to a 2xx) to answer through `incoming`."""
+
+    def on_stray_response(self, response: Response, peer: Peer) -> None:
+        """A response matching no client transaction (e.g. a 2xx retransmission to an INVITE)."""
+
+    def on_server_timeout(self, transaction: TransactionId, request: Request) -> None:
+        """A server transaction the layer ended without the core's final answer."""
+
+
+@dataclass
+class RequestHandlers:
+    """A transaction user made of plain functions (tests, tools)."""
+
+    on_request: RequestHandler
+    on_stray_response: ResponseHandler = lambda response, peer: None
+    on_server_timeout: TimeoutHandler = lambda txn, request: None
+
+
 @dataclass
 class _Pending:
     future: asyncio.Future[Response]
@@ -112,15 +135,17 @@ class _Pending:
 
 @dataclass
 class SipStack:
-    on_request: RequestHandler
-    on_stray_response: ResponseHandler = lambda response, peer: None
-    on_server_timeout: TimeoutHandler = lambda txn, request: None
+    """Built before its transaction user (the switchboard sends through it, so it must exist
+    first) and given that user by `start`, the moment requests can first arrive."""
+
     timers: Timers = field(default_factory=Timers)
     limits: TransportLimits = field(default_factory=TransportLimits)
     max_transactions: int = 20000
     public_host: str = "127.0.0.1"
     admission: Admission | None = None  # per-source limits before parsing; its exempt: trunks
     trunk_reserved_transactions: int = 0  # of max_transactions, only for admission-exempt sources
+    observe: Callable[[str, Message], None] | None = None  # metrics: ("in"|"out", message)
+    client_ssl: ssl.SSLContext | None = None  # for TLS connections we open (None: no TLS out)
 
     def __post_init__(self) -> None:
         self.request_failures = 0  # the core raised while handling a request (answered here)
@@ -133,7 +158,11 @@ class SipStack:
             reserved=self.trunk_reserved_transactions if admission is not None else 0,
             privileged=lambda peer: admission is not None and admission.is_exempt(peer.host),
         )
-        self.transports = SipTransports(self._on_message, self.limits, admission=admission)
+        self.transports = SipTransports(
+            self._on_message, self.limits, client_ssl=self.client_ssl, observe=self.observe,
+            admission=admission,
+        )  # fmt: skip
+        self._user: TransactionUser = _NOBODY  # until start()
         self._pending: dict[TransactionId, _Pending] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -142,11 +171,15 @@ class SipStack:
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(
         self,
+        user: TransactionUser,
         host: str,
         port: int,
         tls_port: int | None = None,
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
+        """Listen, delivering to `user` (the stack and its user need each other: the user is
+        handed over here rather than set on either after construction)."""
+        self._user = user
         self._loop = asyncio.get_running_loop()
         await self.transports.start_udp(host, port)
         await self.transports.start_stream(TransportKind.TCP, host, port)
@@ -225,7 +258,7 @@ class SipStack:
     def _deliver_request(self, incoming: IncomingRequest) -> None:
         """Hand a new request to the core; if that raises, answer for it (never silence)."""
         try:
-            self.on_request(incoming)
+            self._user.on_request(incoming)
         except SipParseError as exc:  # a header read lazily was not valid SIP: the peer's fault
             self.requests_malformed += 1
             method = incoming.request.method
@@ -266,9 +299,9 @@ class SipStack:
                 elif not pending.future.done():
                     pending.future.set_result(message)
                 else:
-                    self.on_stray_response(message, effect.source)
+                    self._user.on_stray_response(message, effect.source)
             else:
-                self.on_stray_response(message, effect.source)
+                self._user.on_stray_response(message, effect.source)
         elif isinstance(effect, TimedOut):
             pending_req = self._pending.get(effect.transaction)
             if pending_req is not None:
@@ -276,7 +309,7 @@ class SipStack:
                     timeout = make_response(effect.request, 408, "Request Timeout - No response")
                     pending_req.future.set_result(timeout)
             else:
-                self.on_server_timeout(effect.transaction, effect.request)
+                self._user.on_server_timeout(effect.transaction, effect.request)
         elif isinstance(effect, Abandoned):
             method = effect.request.method
             log.warning(
@@ -284,7 +317,7 @@ class SipStack:
                 method=method if method in KNOWN_METHODS else "other",
                 transaction=str(effect.transaction),
             )
-            self.on_server_timeout(effect.transaction, effect.request)  # the core lets it go
+            self._user.on_server_timeout(effect.transaction, effect.request)  # the core lets it go
         elif isinstance(effect, Terminated):
             pending_t = self._pending.pop(effect.transaction, None)
             if pending_t is not None and not pending_t.future.done():
@@ -358,6 +391,9 @@ class SipStack:
             message.headers.prepend("Via", self.via_for(peer.transport))
         log.debug("send_stateless", what=request_summary(message), peer=str(peer))
         self.transports.send(message, peer)
+
+
+_NOBODY = RequestHandlers(lambda incoming: None)  # nothing arrives before start()
 
 
 def failure_site(exc: BaseException, frames: int = 4) -> str:
