@@ -18,7 +18,7 @@ from pbx.db.embedded import EmbeddedPostgres, start_embedded
 from pbx.db.events import event_op
 from pbx.db.registrations import StoredBinding, delete_op, save_op
 from pbx.db.writebehind import Delete, Insert, Upsert, WriteBehind
-from tests.pg_state import pg_state_dir
+from tests.helpers.pg_state import pg_state_dir
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

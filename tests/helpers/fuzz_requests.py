@@ -33,8 +33,9 @@ from typing import Any
 
 from pbx.logs import configure_logging
 from pbx.service import HelplineService
+from tests.helpers.service import UNLIMITED_SOURCE
 
-SEEDS = Path(__file__).parent / "data" / "fuzz-seeds"
+SEEDS = Path(__file__).parents[1] / "data" / "fuzz-seeds"
 PASSWORD = "seed-pass-word1"  # of the volunteers the seeds were captured with
 VOLUNTEERS = ("seedivr", "seeddirect")
 REALM = "helpline"
@@ -752,3 +753,13 @@ def blast(sock: Any, datagrams: list[bytes], target: tuple[str, int], per_ms: in
         if i % per_ms == per_ms - 1:
             time.sleep(0.001)
     return time.monotonic() - started
+
+
+FUZZ_SETTINGS = {
+    "call_flow": "ivr",  # the default flow: calls are answered and walk the dialplan
+    "sip_t1": 0.05,  # short transaction timers so that the table empties within seconds
+    "digest_algorithms": ["MD5", "SHA-256"],  # the seeds' handsets answer MD5 challenges
+    "media_timeout": 2.0,
+    "volunteer_whisper": "",
+    **UNLIMITED_SOURCE,
+}
