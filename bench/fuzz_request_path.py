@@ -26,13 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pbx.db.embedded import start_embedded  # noqa: E402
-from tests.helpers.fuzz_requests import (  # noqa: E402
-    FUZZ_SETTINGS,
-    PASSWORD,
-    VOLUNTEERS,
-    Fuzzer,
-    RequestPathWatch,
-)
+from tests.helpers.fuzz_mutations import PASSWORD, VOLUNTEERS  # noqa: E402
+from tests.helpers.fuzz_requests import FUZZ_SETTINGS, Fuzzer, RequestPathWatch  # noqa: E402
 from tests.helpers.pg_state import pg_state_dir  # noqa: E402
 from tests.helpers.service import running_service  # noqa: E402
 

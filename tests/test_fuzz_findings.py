@@ -11,7 +11,7 @@ import secrets
 
 import asyncpg
 
-from tests.helpers.fuzz_requests import PASSWORD, digest_header
+from tests.helpers.fuzz_mutations import PASSWORD, digest_header
 from tests.helpers.raw_handset import RawHandset
 from tests.helpers.service import MakeHelpline, Running
 from tests.helpers.sip_texts import SDP

@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.fuzz_requests import (
-    FUZZ_SETTINGS,
-    PASSWORD,
-    VOLUNTEERS,
-    Fuzzer,
-    RequestPathWatch,
-)
+from tests.helpers.fuzz_mutations import PASSWORD, VOLUNTEERS
+from tests.helpers.fuzz_requests import FUZZ_SETTINGS, Fuzzer, RequestPathWatch
 from tests.helpers.service import MakeHelpline
 
 BATCHES, PER_BATCH = 6, 500
