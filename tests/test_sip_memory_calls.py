@@ -156,3 +156,19 @@ def test_lost_challenge_is_sent_again_for_the_retransmitted_register() -> None:
     assert times_of(network, "REGISTER")[:2] == [0.0, T1]
     assert handset.register_statuses == [401, 200]
     assert registrar.contacts("vera") == ["sip:vera@127.0.0.1:5060"]
+
+
+def test_register_to_a_silent_registrar_is_retransmitted_then_times_out_with_408() -> None:
+    network = Network(loss=lambda d: d.summary == "REGISTER")  # nothing reaches the registrar
+    registrar = RegistrarServer(network, "127.0.0.2", 5062, {"vera": "pass-word-abc"})
+    handset = Caller(network, "127.0.0.1", 5060, user="vera")
+    handset.register(registrar.node.peer(), "pass-word-abc")
+    network.run_until(lambda: bool(handset.register_statuses))
+    # Timer E: T1, doubling up to T2 (4 s); Timer F ends it at 64*T1 as if a 408 had come
+    assert times_of(network, "REGISTER") == [
+        0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5,
+    ]  # fmt: skip
+    assert handset.register_statuses == [408] and network.now == LINGER
+    assert registrar.contacts("vera") == []
+    network.run(LINGER)
+    assert handset.node.idle and registrar.node.idle
