@@ -16,10 +16,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pbx.db.embedded import start_embedded  # noqa: E402
+from tests.helpers.bursts import burst_from_one_address
+from tests.helpers.pg_state import pg_state_dir  # noqa: E402
+from tests.helpers.service import UNLIMITED_SOURCE, running_service  # noqa: E402
 from tests.peers.sipp import run_sipp_async  # noqa: E402
-from tests.pg_state import pg_state_dir  # noqa: E402
-from tests.service_fixture import UNLIMITED_SOURCE, running_service  # noqa: E402
-from tests.test_sip_burst import burst_from_one_address  # noqa: E402
 
 
 async def run(count: int, repeat: int) -> int:

@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pbx.db.embedded import start_embedded  # noqa: E402
 from pbx.sip.transport import SipTransports  # noqa: E402
+from tests.helpers.pg_state import pg_state_dir  # noqa: E402
+from tests.helpers.service import running_service  # noqa: E402
 from tests.peers.pjsua_phone import AsyncPjsuaPhone  # noqa: E402
 from tests.peers.sipp import find_free_port, run_sipp_async  # noqa: E402
-from tests.pg_state import pg_state_dir  # noqa: E402
-from tests.service_fixture import running_service  # noqa: E402
 
 PASSWORD = "seed-pass-word1"
 

@@ -1,4 +1,4 @@
-"""Long run of the request-path fuzzer against the real service (see tests/fuzz_requests.py).
+"""Long run of the request-path fuzzer against the real service (tests/helpers/fuzz_requests.py).
 
 Run: .venv/bin/python bench/fuzz_request_path.py [--count 1000000] [--batch 2000] [--udp]
 It starts the service (IVR flow, embedded PostgreSQL, loopback, short SIP timers), then sends
@@ -26,10 +26,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pbx.db.embedded import start_embedded  # noqa: E402
-from tests.fuzz_requests import PASSWORD, VOLUNTEERS, Fuzzer, RequestPathWatch  # noqa: E402
-from tests.pg_state import pg_state_dir  # noqa: E402
-from tests.service_fixture import running_service  # noqa: E402
-from tests.test_fuzz_request_path import FUZZ_SETTINGS  # noqa: E402
+from tests.helpers.fuzz_mutations import PASSWORD, VOLUNTEERS  # noqa: E402
+from tests.helpers.fuzz_requests import FUZZ_SETTINGS, Fuzzer, RequestPathWatch  # noqa: E402
+from tests.helpers.pg_state import pg_state_dir  # noqa: E402
+from tests.helpers.service import running_service  # noqa: E402
 
 
 def rss_mb() -> float:

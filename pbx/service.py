@@ -21,7 +21,6 @@ import structlog
 
 from ivr.model import Dialplan
 from pbx.bookkeeping import Bookkeeping
-from queues.dispatcher import Dispatcher
 from pbx.config import Settings
 from pbx.db.database import Database
 from pbx.db.persistence import Persistence
@@ -44,6 +43,7 @@ from pbx.sip.stack import SipStack
 from pbx.sip.tls import ensure_self_signed, server_context
 from pbx.sip.trunk import TrunkPolicy
 from pbx.switchboard import Switchboard
+from queues.dispatcher import Dispatcher
 from queues.roster import Roster, Volunteer, VolunteerState
 
 log = structlog.get_logger("pbx.service")

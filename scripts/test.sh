@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 export PYTHONDONTWRITEBYTECODE=1
 echo "== ruff" && .venv/bin/ruff check .
 echo "== mypy" && .venv/bin/mypy
+echo "== layers" && .venv/bin/python scripts/check_layers.py
 echo "== pytest"
 set +e
 .venv/bin/pytest -q -p no:cacheprovider "$@"

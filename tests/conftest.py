@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from pbx.db.embedded import start_embedded
 from pbx.logs import configure_logging
-from tests.pg_state import pg_state_dir
-from tests.service_fixture import Running, running_service
+from tests.helpers.pg_state import pg_state_dir
+from tests.helpers.service import MakeHelpline, Running, clean_database, running_service
 
 configure_logging("warning", "console")
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
@@ -31,21 +30,6 @@ def pg_url() -> Iterator[str]:
         server.stop()
 
 
-async def _clean(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        exists = await conn.fetchval("select to_regclass('volunteers') is not null")
-        if exists:
-            await conn.execute(
-                "truncate volunteers, registrations, events, shifts restart identity cascade"
-            )
-    finally:
-        await conn.close()
-
-
-MakeHelpline = Callable[..., AbstractAsyncContextManager[Running]]
-
-
 @pytest.fixture
 def make_helpline(tmp_path: Path, pg_url: str) -> MakeHelpline:
     """Starts the service with an empty database and the given setting overrides."""
@@ -53,7 +37,7 @@ def make_helpline(tmp_path: Path, pg_url: str) -> MakeHelpline:
 
     @asynccontextmanager
     async def make(**overrides: Any) -> AsyncIterator[Running]:
-        await _clean(pg_url)
+        await clean_database(pg_url)
         state = tmp_path / f"state{next(counter)}"
         # SIP-core tests ring volunteers directly; IVR tests ask for call_flow="ivr"
         defaults = {"sip_t1": 0.1, "call_flow": "direct"}

@@ -11,35 +11,10 @@ from pathlib import Path
 import asyncpg
 
 from pbx.logs import configure_logging
-from tests.conftest import MakeHelpline
-from tests.raw_handset import RawHandset
-from tests.service_fixture import HANDSET_HOST, free_port
-from tests.test_sip_limits import SDP
-
-DIGITS = "612345678"  # the caller's number without prefix: no form of it may appear anywhere
-
-INVITE = (
-    "INVITE sip:09000767@{host}:{port} SIP/2.0\n"
-    "Via: SIP/2.0/UDP {me}:{myport};branch=z9hG4bK0612345678x;rport\n"
-    'From: "0612345678" <sip:0612345678@{me}>;tag=0612345678\n'
-    "To: <sip:09000767@{host}>\n"
-    "Call-ID: 0612345678-call@{me}\n"
-    "CSeq: 1 INVITE\n"
-    "Contact: <sip:+31612345678@{me}:{myport}>\n"
-    "P-Asserted-Identity: <tel:+31612345678>\n"
-    "Remote-Party-ID: <sip:0612345678@{me}>;party=calling\n"
-    "Diversion: <sip:0612345678@{me}>;reason=unconditional\n"
-    "User-Agent: Phone 0612345678\n"
-    "Max-Forwards: 70\nContent-Type: application/sdp\nContent-Length: {length}\n\n{sdp}"
-)
-
-
-def _headers(message: str) -> dict[str, str]:
-    return {
-        line.split(":", 1)[0].lower(): line.split(":", 1)[1].strip()
-        for line in message.split("\r\n")[1:]
-        if ":" in line
-    }
+from tests.helpers.caller_number import DIGITS, INVITE, headers_by_name
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import HANDSET_HOST, MakeHelpline, free_port
+from tests.helpers.sip_texts import SDP
 
 
 async def test_caller_number_leaves_no_trace(make_helpline: MakeHelpline) -> None:
@@ -70,7 +45,7 @@ async def test_caller_number_leaves_no_trace(make_helpline: MakeHelpline) -> Non
                     volunteer.answer, ringing, "200 OK", target, SDP.format(port=42004)
                 )
                 ok = await asyncio.to_thread(caller.recv_until, "SIP/2.0 200", 5)
-                h = _headers(ok)
+                h = headers_by_name(ok)
                 dialog = (
                     f"Via: SIP/2.0/UDP {caller.host}:{caller.port};branch=z9hG4bK{{b}};rport\n"
                     f"From: {h['from']}\nTo: {h['to']}\nCall-ID: {h['call-id']}\n"

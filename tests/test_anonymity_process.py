@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.raw_handset import RawHandset
-from tests.service_fixture import free_port
-from tests.test_anonymity import DIGITS, INVITE, _headers
-from tests.test_sip_limits import SDP
+from tests.helpers.caller_number import DIGITS, INVITE, headers_by_name
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import free_port
+from tests.helpers.sip_texts import SDP
 
 HELPLINE = Path(sys.executable).with_name("helpline")
 NUMBER = "0612345678"
@@ -106,7 +106,7 @@ def place_call_and_more(target: tuple[str, int]) -> None:
         )  # fmt: skip
         caller.send(invite, target)
         ok = caller.recv_until("SIP/2.0 200", 10)  # the IVR answers at once
-        h = _headers(ok)
+        h = headers_by_name(ok)
         contact = h["contact"].strip("<>")
         dialog = (
             f"Via: SIP/2.0/UDP {caller.host}:{caller.port};branch=z9hG4bK{{b}};rport\n"

@@ -18,7 +18,7 @@ from pbx.sip.auth_guard import (
 from pbx.sip.digest import Algorithm, Credential, NonceManager, parse_authorization
 from pbx.sip.message import Request
 from pbx.sip.parser import parse_message
-from tests.test_digest import sip_authorization
+from tests.helpers.digest import sip_authorization
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 NOW = 1_700_000_000.0

@@ -13,14 +13,15 @@ import secrets
 import socket
 import time
 
+from ivr.loader import DEFAULT_PLAN
 from pbx.calls.inbound import HelplineCalls
-from tests.conftest import MakeHelpline
+from tests.helpers.ivr_helpline import ivr_helpline
+from tests.helpers.logs import captured_logs, log_events
+from tests.helpers.polling import until
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import HANDSET_HOST, TRUNK_HOST, MakeHelpline, Running
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port, run_sipp_async
-from tests.polling import until
-from tests.raw_handset import RawHandset
-from tests.service_fixture import HANDSET_HOST, TRUNK_HOST, Running
-from tests.test_ivr_calls import DEFAULT_PLAN, captured_logs, ivr_helpline, log_events
 
 PASSWORD = "correct-horse-battery"
 OTHER_HOST = "127.0.0.3"

@@ -19,14 +19,14 @@ from ivr.loader import DEFAULT_PLAN
 from pbx.calls.inbound import HelplineCalls
 from pbx.media import g711, tones
 from pbx.media.g711 import Codec
-from tests.conftest import MakeHelpline
+from tests.helpers.ivr_helpline import ivr_helpline
+from tests.helpers.polling import until
+from tests.helpers.raw_call import RawDialog, body_length, headers_of, sdp
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.rtp_capture import Captured, CpuWait, RtpCapture, continuity
+from tests.helpers.service import MakeHelpline, Running
+from tests.helpers.volunteers import on_shift
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.polling import until
-from tests.raw_call import RawDialog, body_length, headers_of, sdp
-from tests.raw_handset import RawHandset
-from tests.rtp_capture import Captured, CpuWait, RtpCapture, continuity
-from tests.service_fixture import Running
-from tests.test_ivr_calls import ivr_helpline, on_shift
 
 DTMF_RELAY = "application/dtmf-relay"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +13,8 @@ import pytest
 
 from pbx.db.embedded import EmbeddedPostgres, start_embedded
 from pbx.sip.digest import Credential
-from tests.pg_state import pg_state_dir
-
-HELPLINE = str(Path(sys.executable).with_name("helpline"))
+from tests.helpers.pg_state import pg_state_dir
+from tests.helpers.served import HELPLINE
 
 
 @pytest.fixture(scope="module")

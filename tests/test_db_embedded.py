@@ -16,7 +16,7 @@ import pytest
 
 from pbx.db.database import open_database
 from pbx.db.embedded import start_embedded
-from tests.pg_state import pg_state_dir
+from tests.helpers.pg_state import pg_state_dir
 
 PYTHON = sys.executable
 

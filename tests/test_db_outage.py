@@ -7,9 +7,9 @@ import asyncio
 import asyncpg
 
 from pbx.db.embedded import start_embedded
-from tests.pg_state import pg_state_dir
-from tests.raw_handset import RawHandset
-from tests.service_fixture import HANDSET_HOST, running_service
+from tests.helpers.pg_state import pg_state_dir
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import HANDSET_HOST, running_service
 
 
 async def test_service_starts_and_registers_handsets_while_the_database_is_down(tmp_path) -> None:  # type: ignore[no-untyped-def]

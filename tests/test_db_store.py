@@ -25,7 +25,7 @@ from pbx.db.volunteers import (
     verify_pin,
 )
 from pbx.sip.digest import Algorithm, Credential, ha1
-from tests.pg_state import pg_state_dir
+from tests.helpers.pg_state import pg_state_dir
 
 
 def with_database(url: str, name: str) -> str:

@@ -19,7 +19,7 @@ from pbx.db.events import event_op
 from pbx.db.ops import Delete, Insert, Upsert
 from pbx.db.registrations import StoredBinding, delete_op, save_op
 from pbx.db.writebehind import WriteBehind
-from tests.pg_state import pg_state_dir
+from tests.helpers.pg_state import pg_state_dir
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 from ivr.loader import DEFAULT_PLAN
-from tests.conftest import MakeHelpline
-from tests.service_fixture import free_port
+from tests.helpers.service import MakeHelpline, free_port
 
 HELPLINE = str(Path(sys.executable).with_name("helpline"))
 

@@ -12,13 +12,12 @@ import subprocess
 import time
 
 from pbx.db.volunteers import VolunteerRepository
-from tests.conftest import MakeHelpline
+from tests.helpers.served import HELPLINE
+from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running
 from tests.peers.baresip import Baresip
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
 from tests.peers.softphone import SipAccount
-from tests.service_fixture import HANDSET_HOST, Running
-from tests.test_db_cli import HELPLINE
 
 PASSWORD = "correct-horse-battery"
 

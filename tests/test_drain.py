@@ -14,14 +14,15 @@ import urllib.request
 from pathlib import Path
 
 from ivr.loader import DEFAULT_PLAN
-from tests.audio import active_part, read_wav, tone_share
-from tests.conftest import MakeHelpline
+from tests.helpers.audio import active_part, read_wav, tone_share
+from tests.helpers.ivr_helpline import ivr_helpline, ivr_paths, without_wrap_up
+from tests.helpers.logs import captured_logs
+from tests.helpers.polling import until
+from tests.helpers.served import HELPLINE, Served, fresh_volunteers
+from tests.helpers.service import HANDSET_HOST, MakeHelpline
+from tests.helpers.volunteers import PASSWORD
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port, run_sipp_async
-from tests.polling import until
-from tests.served import HELPLINE, Served, fresh_volunteers
-from tests.service_fixture import HANDSET_HOST
-from tests.test_ivr_calls import PASSWORD, captured_logs, ivr_helpline, ivr_paths, without_wrap_up
 
 
 async def log_in(served: Served, phone: AsyncPjsuaPhone, name: str) -> None:

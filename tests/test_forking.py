@@ -15,15 +15,16 @@ from pathlib import Path
 
 from ivr.loader import DEFAULT_PLAN
 from queues.roster import VolunteerState
-from tests.audio import active_part, read_wav, tone_share
-from tests.conftest import MakeHelpline
+from tests.helpers.audio import active_part, read_wav, tone_share
+from tests.helpers.callers import call_queue
+from tests.helpers.ivr_helpline import ivr_helpline
+from tests.helpers.logs import captured_logs, log_events
+from tests.helpers.polling import until
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running
+from tests.helpers.volunteers import PASSWORD, on_shift, state
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
-from tests.polling import until
-from tests.raw_handset import RawHandset
-from tests.service_fixture import HANDSET_HOST, Running
-from tests.test_ivr_calls import PASSWORD, captured_logs, ivr_helpline, log_events, on_shift
-from tests.test_queue_calls import call_queue, state
 
 CONNECTED_WITHIN = 5.0  # generous: the old behaviour took 32 s (Timer B of the dead branch)
 

@@ -11,11 +11,10 @@ import secrets
 
 import asyncpg
 
-from tests.conftest import MakeHelpline
-from tests.fuzz_requests import PASSWORD, digest_header
-from tests.raw_handset import RawHandset
-from tests.service_fixture import Running
-from tests.test_sip_limits import SDP
+from tests.helpers.fuzz_mutations import PASSWORD, digest_header
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import MakeHelpline, Running
+from tests.helpers.sip_texts import SDP
 
 USER = "seedivr"
 

@@ -8,20 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import MakeHelpline
-from tests.fuzz_requests import PASSWORD, VOLUNTEERS, Fuzzer, RequestPathWatch
-from tests.service_fixture import UNLIMITED_SOURCE
+from tests.helpers.fuzz_mutations import PASSWORD, VOLUNTEERS
+from tests.helpers.fuzz_requests import FUZZ_SETTINGS, Fuzzer, RequestPathWatch
+from tests.helpers.service import MakeHelpline
 
 BATCHES, PER_BATCH = 6, 500
-
-FUZZ_SETTINGS = {
-    "call_flow": "ivr",  # the default flow: calls are answered and walk the dialplan
-    "sip_t1": 0.05,  # short transaction timers so that the table empties within seconds
-    "digest_algorithms": ["MD5", "SHA-256"],  # the seeds' handsets answer MD5 challenges
-    "media_timeout": 2.0,
-    "volunteer_whisper": "",
-    **UNLIMITED_SOURCE,
-}
 
 
 @pytest.mark.timeout(120)

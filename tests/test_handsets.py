@@ -16,16 +16,16 @@ import pytest
 
 from pbx.sip.peer import TransportKind
 from queues.roster import VolunteerState
-from tests.audio import active_part, read_wav, tone_share
-from tests.conftest import MakeHelpline
+from tests.helpers.audio import active_part, read_wav, tone_share
+from tests.helpers.logs import captured_logs, log_events
+from tests.helpers.polling import until
+from tests.helpers.service import HANDSET_HOST, MakeHelpline
+from tests.helpers.volunteers import PASSWORD
 from tests.peers.baresip import Baresip
 from tests.peers.linphone import Linphone
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
 from tests.peers.softphone import SipAccount, Softphone, Transport
-from tests.polling import until
-from tests.service_fixture import HANDSET_HOST
-from tests.test_ivr_calls import PASSWORD, captured_logs, log_events
 
 PHONES: dict[str, type[Softphone]] = {"baresip": Baresip, "linphone": Linphone}
 CALLER_NUMBER = "0612345678"

@@ -7,99 +7,18 @@ and so is the info line (weekdays 10:00-14:00), whose after-hours voicemail is u
 from __future__ import annotations
 
 import asyncio
-import io
-import json
-import re
 import stat
-import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import datetime
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
 
 from ivr.loader import DEFAULT_PLAN
-from pbx.calls.inbound import HelplineCalls
-from pbx.logs import configure_logging
 from pbx.media.prompts import PromptLibrary
-from tests.audio import active_part, read_wav, tone_share
-from tests.conftest import MakeHelpline
+from tests.helpers.audio import active_part, read_wav, tone_share
+from tests.helpers.ivr_helpline import ivr_helpline, ivr_paths, without_wrap_up
+from tests.helpers.logs import captured_logs
+from tests.helpers.service import MakeHelpline
+from tests.helpers.volunteers import on_shift
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
-from tests.service_fixture import HANDSET_HOST, Running
-
-PASSWORD = "correct-horse-battery"  # every test volunteer's SIP password
-TUESDAY_1500 = datetime(2026, 11, 24, 15, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
-
-
-def without_wrap_up(plan: Path, into: Path) -> Path:
-    """A copy of `plan` whose queues give volunteers no wrap-up time between calls."""
-    text = re.sub(r"\n    wrap_up: \d+[^\n]*", "", plan.read_text())
-    text = re.sub(r"(\n    language: \w+\n)(    schedule: )", r"\1    wrap_up: 0\n\2", text)
-    into.write_text(text)
-    return into
-
-
-@asynccontextmanager
-async def ivr_helpline(
-    make_helpline: MakeHelpline, plan: Path, *, wrap_up: bool = False, **settings: object
-) -> AsyncIterator[Running]:
-    """The service with the IVR, its clock on a Tuesday afternoon (every queue open). Unless
-    `wrap_up`, volunteers may take the next call at once."""
-    with tempfile.TemporaryDirectory() as tmp:
-        if not wrap_up:
-            plan = without_wrap_up(plan, Path(tmp) / "dialplan.yaml")
-        async with _ivr_service(make_helpline, plan, settings) as helpline:
-            yield helpline
-
-
-@asynccontextmanager
-async def _ivr_service(
-    make_helpline: MakeHelpline, plan: Path, settings: dict[str, object]
-) -> AsyncIterator[Running]:
-    settings.setdefault("volunteer_whisper", "")
-    async with make_helpline(call_flow="ivr", dialplan=plan, **settings) as helpline:
-        app = helpline.service.switchboard.app
-        assert isinstance(app, HelplineCalls)
-        app.clock = lambda: TUESDAY_1500
-        app.waiting.comfort_interval = 0.5
-        yield helpline
-
-
-@asynccontextmanager
-async def captured_logs() -> AsyncIterator[io.StringIO]:
-    logs = io.StringIO()
-    configure_logging("info", "json", stream=logs)
-    try:
-        yield logs
-    finally:
-        configure_logging("warning", "console")
-
-
-def log_events(logs: io.StringIO, name: str) -> list[dict[str, Any]]:
-    """The JSON log lines of one event, oldest first."""
-    lines = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
-    return [e for e in lines if e["event"] == name]
-
-
-def ivr_paths(logs: io.StringIO) -> list[list[str]]:
-    return [e["path"] for e in log_events(logs, "ivr_outcome")]
-
-
-async def on_shift(helpline: Running, phone: AsyncPjsuaPhone, name: str, **profile: object) -> None:
-    """A volunteer's handset registers and the volunteer logs in to a shift with *1."""
-    await helpline.add_volunteer(name, PASSWORD, **profile)
-    await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
-    assert await phone.register(helpline.host, helpline.port, name, PASSWORD) == 200
-    await dial_feature_code(helpline, phone, "*1")
-
-
-async def dial_feature_code(helpline: Running, phone: AsyncPjsuaPhone, code: str) -> None:
-    """Dial a feature code; the service answers, confirms with a prompt and hangs up."""
-    assert await phone.make_call(f"sip:{code}@{helpline.host}:{helpline.port}") == 200
-    assert await phone.wait_disconnected(timeout=20) == 200  # our BYE after the confirmation
-    helpline.service.drain_roster_events()
 
 
 async def test_key_1_reaches_a_dutch_volunteer(make_helpline: MakeHelpline, tmp_path: Path) -> None:

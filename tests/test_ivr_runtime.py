@@ -1,6 +1,6 @@
 """IvrRuntime walking a small dialplan over real RTP on 127.0.0.1.
 
-The caller is a plain asyncio datagram socket (tests.test_media_runtime's Peer). Every
+The caller is a plain asyncio datagram socket (tests.helpers.rtp_peer.Peer). Every
 prompt of the test library is a tone of its own frequency, so each talk-spurt the caller
 receives is identified exactly: its audio must equal (after G.711) the PCM that
 PromptLibrary.get(language, name) returns. That is how a language switch is proven.
@@ -27,8 +27,8 @@ from pbx.media.leg import MediaLeg
 from pbx.media.ports import PortPool
 from pbx.media.prompts import PromptLibrary
 from pbx.media.rtp import RtpSender
-from tests.audio import read_wav, write_wav
-from tests.test_media_runtime import HOST, Peer, media_for, send_digit, stream, wait_until
+from tests.helpers.audio import read_wav, write_wav
+from tests.helpers.rtp_peer import HOST, Peer, media_for, send_digit, stream, wait_until
 
 AMS = ZoneInfo("Europe/Amsterdam")
 NAMES = (

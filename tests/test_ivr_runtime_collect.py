@@ -1,6 +1,6 @@
 """Digit collection and menus over real RTP on 127.0.0.1.
 
-The caller is a plain asyncio datagram socket (tests.test_media_runtime's Peer) that sends
+The caller is a plain asyncio datagram socket (tests.helpers.rtp_peer.Peer) that sends
 RFC 4733 key presses and records the prompts it hears; which prompt was heard is told by
 its tone frequency.
 """
@@ -18,7 +18,7 @@ from pbx.media.dtmf import dtmf_packets
 from pbx.media.leg import MediaLeg
 from pbx.media.ports import PortPool
 from pbx.media.rtp import RtpPacket, RtpSender
-from tests.test_media_runtime import HOST, TE_PT, Peer, decoded, media_for, send_digit, wait_until
+from tests.helpers.rtp_peer import HOST, TE_PT, Peer, decoded, media_for, send_digit, wait_until
 
 MENU_HZ, INVALID_HZ, NO_INPUT_HZ = 400.0, 1000.0, 700.0
 TONES = (MENU_HZ, INVALID_HZ, NO_INPUT_HZ)

@@ -14,14 +14,14 @@ import time
 from ivr.loader import DEFAULT_PLAN
 from pbx.sip.registrar import Binding
 from queues.roster import VolunteerState
-from tests.conftest import MakeHelpline
+from tests.helpers.ivr_helpline import ivr_helpline
+from tests.helpers.logs import captured_logs, log_events
+from tests.helpers.polling import until
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running
+from tests.helpers.volunteers import PASSWORD, state
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
-from tests.polling import until
-from tests.raw_handset import RawHandset
-from tests.service_fixture import HANDSET_HOST, Running
-from tests.test_ivr_calls import PASSWORD, captured_logs, ivr_helpline, log_events
-from tests.test_queue_calls import state
 
 FAST = {"keepalive_interval": 0.5, "keepalive_max_misses": 3, "sip_t1": 0.05}
 

@@ -10,13 +10,12 @@ from pbx.media.g711 import Codec, decode, encode
 from pbx.media.ports import PortPool
 from pbx.media.prompts import PromptLibrary
 from pbx.media.rtp import RtpPacket
-from tests.audio import active_part, read_wav, tone_share
-from tests.conftest import MakeHelpline
+from tests.helpers.audio import active_part, read_wav, tone_share
+from tests.helpers.raw_call import body_length, connect, sdp
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
-from tests.raw_call import body_length, connect, sdp
-from tests.raw_handset import RawHandset
-from tests.service_fixture import HANDSET_HOST, Running
 
 
 async def test_audio_flows_both_ways_through_the_anchored_bridge(

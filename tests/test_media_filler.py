@@ -22,8 +22,8 @@ from pbx.media.player import play
 from pbx.media.ports import PortPool
 from pbx.media.rtp import RtpSender
 from pbx.media.sdp import Direction
-from tests.rtp_capture import Captured, RtpCapture, continuity
-from tests.test_media_runtime import HOST, Peer, media_for
+from tests.helpers.rtp_capture import Captured, RtpCapture, continuity
+from tests.helpers.rtp_peer import HOST, Peer, media_for
 
 
 @pytest.fixture

@@ -16,12 +16,11 @@ from typing import cast
 from pbx.media import g711, tones
 from pbx.media.g711 import Codec
 from pbx.media.rtp import RtpPacket, RtpSender
-from tests.audio import active_part, loud_part, tone_share
-from tests.conftest import MakeHelpline
-from tests.polling import until
-from tests.raw_call import body_length, connect, sdp
-from tests.raw_handset import RawHandset
-from tests.service_fixture import HANDSET_HOST, Running
+from tests.helpers.audio import active_part, loud_part, tone_share
+from tests.helpers.polling import until
+from tests.helpers.raw_call import body_length, connect, sdp
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running
 
 HIJACKER = "127.0.0.3"  # neither the trunk's address (127.0.0.1) nor the handsets'
 CALLER_HZ, VOLUNTEER_HZ, ATTACK_HZ = 400, 800, 1000

@@ -9,9 +9,8 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import MakeHelpline
+from tests.helpers.service import MakeHelpline, free_port
 from tests.peers.sipp import run_sipp_async
-from tests.service_fixture import free_port
 
 MONITORING = Path(__file__).parents[1] / "monitoring"
 METRIC = re.compile(r"\bhelpline_[a-z_]+")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.audio import active_part, dominant_frequency, read_wav, tone_share
+from tests.helpers.audio import active_part, dominant_frequency, read_wav, tone_share
 from tests.peers.pjsua_phone import PjsuaPhone
 from tests.peers.pyvoip_phone import PyVoipPhone
 from tests.peers.rtp_pcap import media_pcap, pcap_duration_ms, tone_samples, write_ulaw

@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 from pbx.private_files import private_dir, write_private
-from tests.conftest import MakeHelpline
+from tests.helpers.service import MakeHelpline
 
 
 def modes(root: Path) -> dict[str, int]:

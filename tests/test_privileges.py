@@ -23,9 +23,9 @@ import pytest
 
 from pbx.db.embedded import EmbeddedPostgres
 from pbx.privileges import ServiceUser, service_user, unreachable
+from tests.helpers.pg_state import pg_state_dir
+from tests.helpers.service import free_port
 from tests.peers.sipp import run_sipp
-from tests.pg_state import pg_state_dir
-from tests.service_fixture import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICE_USER = "helpline"  # what scripts/bootstrap.sh creates

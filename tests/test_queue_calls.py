@@ -12,28 +12,15 @@ from pathlib import Path
 
 from ivr.loader import DEFAULT_PLAN
 from queues.roster import AUTO_PAUSED, VolunteerState
-from tests.audio import active_part, read_wav, tone_share
-from tests.conftest import MakeHelpline
+from tests.helpers.audio import active_part, read_wav, tone_share
+from tests.helpers.callers import CALLER_NUMBER, call_queue
+from tests.helpers.ivr_helpline import ivr_helpline
+from tests.helpers.logs import captured_logs, log_events
+from tests.helpers.polling import until
+from tests.helpers.service import HANDSET_HOST, MakeHelpline
+from tests.helpers.volunteers import PASSWORD, on_shift, state
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
-from tests.polling import until
-from tests.service_fixture import HANDSET_HOST, Running
-from tests.test_ivr_calls import PASSWORD, captured_logs, ivr_helpline, log_events, on_shift
-
-CALLER_NUMBER = "0612345678"  # what the caller's phone sends; it must reach nobody
-
-
-async def call_queue(helpline: Running, caller: AsyncPjsuaPhone, key: str = "1") -> None:
-    """A caller on the national number picks a language in the menu."""
-    await caller.start(find_free_port())
-    uri = f"sip:09000767@{helpline.host}:{helpline.port}"
-    headers = {"P-Asserted-Identity": f"<sip:{CALLER_NUMBER}@127.0.0.1>"}
-    assert await caller.make_call(uri, headers=headers) == 200
-    await caller.send_dtmf(key)
-
-
-def state(helpline: Running, user: str) -> VolunteerState:
-    return helpline.service.roster.get(user).state
 
 
 async def test_two_volunteers_three_callers_in_turn(

@@ -14,20 +14,14 @@ from datetime import UTC, datetime, timedelta
 from ivr.loader import DEFAULT_PLAN
 from pbx.db.registrations import RegistrationRepository, StoredBinding
 from queues.roster import VolunteerState
-from tests.conftest import MakeHelpline
+from tests.helpers.callers import call_queue
+from tests.helpers.ivr_helpline import ivr_helpline
+from tests.helpers.logs import captured_logs, log_events
+from tests.helpers.polling import until
+from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running, running_service
+from tests.helpers.volunteers import PASSWORD, dial_feature_code, on_shift, state
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
-from tests.polling import until
-from tests.service_fixture import HANDSET_HOST, Running, running_service
-from tests.test_ivr_calls import (
-    PASSWORD,
-    captured_logs,
-    dial_feature_code,
-    ivr_helpline,
-    log_events,
-    on_shift,
-)
-from tests.test_queue_calls import call_queue, state
 
 GRACE = 1.0  # registration_grace in these tests
 

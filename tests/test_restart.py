@@ -17,12 +17,13 @@ import asyncpg
 import pytest
 
 from ivr.loader import DEFAULT_PLAN
+from tests.helpers.ivr_helpline import without_wrap_up
+from tests.helpers.polling import until
+from tests.helpers.served import Served, fresh_volunteers
+from tests.helpers.service import HANDSET_HOST, free_port
+from tests.helpers.volunteers import PASSWORD
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port, run_sipp_async
-from tests.polling import until
-from tests.served import Served, fresh_volunteers
-from tests.service_fixture import HANDSET_HOST, free_port
-from tests.test_ivr_calls import PASSWORD, without_wrap_up
 
 RESTART_LIMIT = 5.0  # seconds from the restart to taking calls (issue 10)
 

@@ -7,20 +7,16 @@ import asyncio
 
 import asyncpg
 
+from ivr.loader import DEFAULT_PLAN
 from pbx.db.volunteers import VolunteerRepository
 from queues.roster import VolunteerState
-from tests.conftest import MakeHelpline
+from tests.helpers.ivr_helpline import ivr_helpline, ivr_paths
+from tests.helpers.logs import captured_logs
+from tests.helpers.polling import until
+from tests.helpers.service import HANDSET_HOST, MakeHelpline
+from tests.helpers.volunteers import dial_feature_code
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
-from tests.polling import until
-from tests.service_fixture import HANDSET_HOST
-from tests.test_ivr_calls import (
-    DEFAULT_PLAN,
-    captured_logs,
-    dial_feature_code,
-    ivr_helpline,
-    ivr_paths,
-)
 
 PASSWORD = "correct-horse-battery"
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from ivr.loader import DEFAULT_PLAN
 from queues.roster import VolunteerState
-from tests.conftest import MakeHelpline
+from tests.helpers.ivr_helpline import ivr_helpline
+from tests.helpers.service import MakeHelpline
+from tests.helpers.volunteers import dial_feature_code, on_shift
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.test_ivr_calls import dial_feature_code, ivr_helpline, on_shift
 
 
 async def test_unregistering_after_logging_out_is_answered_200(

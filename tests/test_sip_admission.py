@@ -102,7 +102,7 @@ def test_transactions_above_the_high_water_mark_are_kept_for_the_trunks() -> Non
     from pbx.sip.message import Response
     from pbx.sip.peer import Peer, TransportKind
     from pbx.sip.transactions import TransactionLayer
-    from tests.test_sip_transaction_server import delivered, request, sends
+    from tests.helpers.transactions import delivered, request, sends
 
     trunk = Peer(TransportKind.UDP, "127.0.0.1", 5060)
     other = Peer(TransportKind.UDP, FLOODER, 5070)

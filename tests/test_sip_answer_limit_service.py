@@ -10,10 +10,9 @@ import time
 
 import pytest
 
-from tests.conftest import MakeHelpline
-from tests.raw_handset import RawHandset
-from tests.service_fixture import HANDSET_HOST
-from tests.test_sip_limits import INVITE
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import HANDSET_HOST, MakeHelpline
+from tests.helpers.sip_texts import INVITE
 
 
 @pytest.mark.timeout(60)

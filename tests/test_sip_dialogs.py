@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import MakeHelpline
-from tests.raw_call import connect, sdp
-from tests.raw_handset import RawHandset
-from tests.service_fixture import HANDSET_HOST
+from tests.helpers.raw_call import connect, sdp
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import HANDSET_HOST, MakeHelpline
 
 
 async def test_hold_resume_options_info_and_cseq_order(make_helpline: MakeHelpline) -> None:

@@ -15,12 +15,12 @@ from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
 from pbx.sip.peer import TransportKind
-from tests.conftest import MakeHelpline
+from tests.helpers.polling import until
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import MakeHelpline
 from tests.peers.flooder import flood_in_process
 from tests.peers.rtp_pcap import tone_samples, write_ulaw
 from tests.peers.sipp import run_sipp_async, start_sipp
-from tests.polling import until
-from tests.raw_handset import RawHandset
 
 FLOODER = "127.0.0.2"  # not a trunk; 127.0.0.1 is
 CALLS = 20

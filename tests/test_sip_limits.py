@@ -5,18 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.conftest import MakeHelpline
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import HANDSET_HOST, MakeHelpline, running_service
+from tests.helpers.sip_texts import INVITE, SDP
 from tests.peers.sipp import find_free_port, run_sipp_async, start_sipp
-from tests.raw_handset import RawHandset
-from tests.service_fixture import HANDSET_HOST, running_service
-
-INVITE = (
-    "INVITE sip:09000767@{host}:{port} SIP/2.0\n"
-    "Via: SIP/2.0/UDP {me}:{myport};branch=z9hG4bKretrans1;rport\n"
-    "From: <sip:0612345678@{me}>;tag=c1\nTo: <sip:09000767@{host}>\n"
-    "Call-ID: retrans-1@{me}\nCSeq: 1 INVITE\nContact: <sip:c@{me}:{myport}>\n"
-    "Max-Forwards: 70\nContent-Length: 0\n\n"
-)
 
 
 async def test_bindings_survive_a_restart(make_helpline: MakeHelpline, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -120,12 +112,6 @@ async def test_oversized_and_flooding_input(make_helpline: MakeHelpline) -> None
             assert reply.startswith("SIP/2.0 503") and "Retry-After:" in reply
         finally:
             probe.close()
-
-
-SDP = (
-    "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n"
-    "m=audio {port} RTP/AVP 8 0\na=rtpmap:8 PCMA/8000\na=rtpmap:0 PCMU/8000\n"
-)
 
 
 async def test_call_whose_ack_never_comes_is_cleaned_up(make_helpline: MakeHelpline) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.conftest import MakeHelpline
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import HANDSET_HOST, MakeHelpline
 from tests.peers.sipp import start_sipp
-from tests.raw_handset import RawHandset
-from tests.service_fixture import HANDSET_HOST
 
 
 async def test_call_goes_to_the_address_the_register_came_from(make_helpline: MakeHelpline) -> None:

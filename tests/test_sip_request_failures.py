@@ -16,7 +16,7 @@ from pbx.sip.dialog import contact_uri
 from pbx.sip.peer import TransportKind
 from pbx.sip.stack import IncomingRequest, RequestHandlers, SipStack
 from pbx.sip.timers import Timers
-from tests.raw_handset import RawHandset
+from tests.helpers.raw_handset import RawHandset
 
 MARKER = "zebra-caller-marker"  # stands for what a caller sends: it must never be logged
 

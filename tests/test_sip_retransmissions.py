@@ -8,8 +8,8 @@ chance that none of those 60 messages is lost is 0.85**60, about 0.006%.
 
 from __future__ import annotations
 
+from tests.helpers.service import Running
 from tests.peers.sipp import run_sipp_async
-from tests.service_fixture import Running
 
 
 async def test_calls_complete_through_packet_loss(helpline: Running) -> None:

@@ -10,11 +10,10 @@ import time
 import asyncpg
 
 from pbx.sip.peer import TransportKind
-from tests.conftest import MakeHelpline
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port, run_sipp_async, start_sipp
-from tests.raw_handset import RawHandset
-from tests.service_fixture import HANDSET_HOST, Running
 
 CALLER_NUMBER = "0612345678"  # a caller's number: it must never reach a volunteer
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.service import HANDSET_HOST, TRUNK_HOST, Running
 from tests.peers.sipp import run_sipp_async
-from tests.service_fixture import HANDSET_HOST, TRUNK_HOST, Running
 
 TORTURE = Path(__file__).parent / "data" / "sip-torture"
 

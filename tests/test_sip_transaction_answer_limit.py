@@ -15,7 +15,7 @@ from pbx.sip.transactions import (
     TimedOut,
     TransactionLayer,
 )
-from tests.test_sip_transaction_server import (
+from tests.helpers.transactions import (
     TCP,
     UDP,
     ack_for,

@@ -6,9 +6,9 @@ import asyncio
 
 from pbx.sip.peer import Peer, TransportKind
 from pbx.sip.transport import SipTransports
-from tests.polling import until
-from tests.service_fixture import free_port
-from tests.test_ivr_calls import captured_logs, log_events
+from tests.helpers.logs import captured_logs, log_events
+from tests.helpers.polling import until
+from tests.helpers.service import free_port
 
 
 async def _send_and_settle(transports: SipTransports, peer: Peer) -> None:

@@ -11,11 +11,13 @@ from zoneinfo import ZoneInfo
 
 from ivr.loader import DEFAULT_PLAN
 from pbx.calls.inbound import HelplineCalls
-from tests.audio import active_part, read_wav, tone_share
-from tests.conftest import MakeHelpline
+from tests.helpers.audio import active_part, read_wav, tone_share
+from tests.helpers.ivr_helpline import ivr_helpline, ivr_paths
+from tests.helpers.logs import captured_logs, log_events
+from tests.helpers.service import MakeHelpline
+from tests.helpers.volunteers import on_shift
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
-from tests.test_ivr_calls import captured_logs, ivr_helpline, ivr_paths, log_events, on_shift
 
 TUESDAY_1100 = datetime(2026, 11, 24, 11, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))  # info line open
 CALLER_NUMBER = "0612345678"

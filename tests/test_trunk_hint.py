@@ -4,10 +4,10 @@ the call's origin beyond the trunk address."""
 
 from __future__ import annotations
 
-from tests.conftest import MakeHelpline
+from tests.helpers.logs import captured_logs, log_events
+from tests.helpers.service import MakeHelpline
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port
-from tests.test_ivr_calls import captured_logs, log_events
 
 
 async def test_a_feature_code_from_a_trunk_address_is_logged_as_a_likely_handset(

@@ -192,10 +192,6 @@ class Response(_Message):
         self.reason = REASONS.get(status, "") if reason is None else reason
         self.version = version
 
-    @property
-    def is_provisional(self) -> bool:
-        return self.status < 200
-
     def to_bytes(self) -> bytes:
         return self._serialize(f"{self.version} {self.status} {self.reason}")
 

@@ -17,7 +17,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pbx.sip.address import Address, parse_address
+from pbx.sip.address import Address
 from pbx.sip.auth_guard import Authenticated, AuthGuard, Refused, Scheme, Verdict
 from pbx.sip.digest import Credential
 from pbx.sip.errors import SipParseError
@@ -278,7 +278,3 @@ def _instance(contact: Address) -> str | None:
 
 def _key(contact: Address) -> str:
     return _instance(contact) or str(contact.uri)
-
-
-def parse_contact(value: str) -> Address:
-    return parse_address(value)

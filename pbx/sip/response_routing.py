@@ -80,15 +80,6 @@ def replace_top_via(request: Request, via: Via) -> None:
     raise ValueError("request has no Via")
 
 
-def stamp_request(request: Request, source: Peer) -> Via:
-    """Stamp the request's top Via (RFC 3581) and return it; SipParseError if it is unreadable."""
-    original = request.top_via
-    stamped = stamp_via(original, source)
-    if stamped is not original:
-        replace_top_via(request, stamped)
-    return stamped
-
-
 def response_peer(request_source: Peer, via: Via) -> Peer:
     """Where responses to a request go (RFC 3261 18.2.2 with RFC 3581).
 

@@ -343,10 +343,6 @@ class SipTransports:
         self._unreachable[key] = None
         log.info("connect_failed", peer=str(peer), error=str(exc), again="logged at debug")
 
-    def send_keepalive(self, peer: Peer) -> None:
-        """Double-CRLF ping (RFC 5626 section 3.5.1) on a connection or to a UDP address."""
-        self.send_bytes(b"\r\n\r\n", peer)
-
     # --- housekeeping ----------------------------------------------------------------------------
     def _forget(self, conn: _Stream) -> None:
         self._connections.pop(conn.id, None)

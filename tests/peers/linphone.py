@@ -20,7 +20,7 @@ import pty
 import threading
 from pathlib import Path
 
-from tests.audio import write_tone_wav
+from tests.helpers.audio import write_tone_wav
 from tests.peers.sipp import find_free_port
 from tests.peers.softphone import SipAccount, Softphone, SoftphoneError
 

@@ -78,7 +78,7 @@ def find_free_port(host: str = "127.0.0.1", proto: str = "udp") -> int:
 def find_free_media_ports(host: str = "127.0.0.1", count: int = 4) -> int:
     """An even port P with P..P+count-1 free for UDP (sipp binds audio RTP/RTCP and video
     RTP/RTCP there), below the kernel's ephemeral range and the services' RTP ranges
-    (tests/service_fixture.py) so no socket bound to port 0 can take one of them meanwhile."""
+    (tests/helpers/service.py) so no socket bound to port 0 can take one of them meanwhile."""
     rng = random.SystemRandom()
     for _ in range(200):
         base = rng.randrange(10000, 20000 - count, 2)

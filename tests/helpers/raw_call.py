@@ -6,8 +6,8 @@ import asyncio
 import re
 from dataclasses import dataclass
 
-from tests.raw_handset import RawHandset
-from tests.service_fixture import Running
+from tests.helpers.raw_handset import RawHandset
+from tests.helpers.service import Running
 
 SDP = (
     "v=0\no=- 1 {version} IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n"

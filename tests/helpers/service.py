@@ -7,11 +7,13 @@ blocking peer talks to it.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 from pbx.app import build_service
 from pbx.config import Settings
@@ -73,6 +75,10 @@ class Running:
         await self.service.reload_credentials()
 
 
+# the `make_helpline` fixture (tests/conftest.py): the service with setting overrides
+MakeHelpline = Callable[..., AbstractAsyncContextManager[Running]]
+
+
 @asynccontextmanager
 async def running_service(
     state_dir: Path, database_url: str | None, **overrides: Any
@@ -99,3 +105,16 @@ async def running_service(
         yield Running(service, settings)
     finally:
         await service.stop()
+
+
+async def clean_database(url: str) -> None:
+    """Empties the tables a test fills, keeping the schema (one database for the session)."""
+    conn = await asyncpg.connect(url)
+    try:
+        exists = await conn.fetchval("select to_regclass('volunteers') is not null")
+        if exists:
+            await conn.execute(
+                "truncate volunteers, registrations, events, shifts restart identity cascade"
+            )
+    finally:
+        await conn.close()

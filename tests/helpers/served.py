@@ -16,15 +16,14 @@ from typing import IO, Any
 
 from pbx.db.database import open_database
 from pbx.db.volunteers import VolunteerRepository
-from tests.conftest import _clean
-from tests.service_fixture import free_port
+from tests.helpers.service import clean_database, free_port
 
 HELPLINE = str(Path(sys.executable).with_name("helpline"))
 
 
 async def fresh_volunteers(pg_url: str, tmp: Path, *names: str, password: str) -> None:
     """An empty database with these volunteers (Dutch speakers, no PIN)."""
-    await _clean(pg_url)
+    await clean_database(pg_url)
     db = await open_database(pg_url, tmp)
     try:
         repo = VolunteerRepository(db.pool)
@@ -57,7 +56,7 @@ class Served:
         self.runs += 1
         env = {k: v for k, v in os.environ.items() if not k.startswith("HELPLINE_")}
         env["HELPLINE_DATABASE_URL"] = database_url or self.database_url
-        # below the kernel's ephemeral ports, as tests/service_fixture.py does
+        # below the kernel's ephemeral ports, as tests/helpers/service.py does
         env["HELPLINE_RTP_PORT_MIN"] = str(20000 + (self.sip_port % 120) * 100)
         env["HELPLINE_RTP_PORT_MAX"] = str(20000 + (self.sip_port % 120) * 100 + 98)
         env["HELPLINE_RUN_AS_USER"] = ""  # stays root: dropping it is tests/test_privileges.py's

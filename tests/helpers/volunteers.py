@@ -1,0 +1,29 @@
+"""Volunteers in tests: their SIP password, logging in to a shift from a handset, their state."""
+
+from __future__ import annotations
+
+from queues.roster import VolunteerState
+from tests.helpers.service import HANDSET_HOST, Running
+from tests.peers.pjsua_phone import AsyncPjsuaPhone
+from tests.peers.sipp import find_free_port
+
+PASSWORD = "correct-horse-battery"  # every test volunteer's SIP password
+
+
+async def on_shift(helpline: Running, phone: AsyncPjsuaPhone, name: str, **profile: object) -> None:
+    """A volunteer's handset registers and the volunteer logs in to a shift with *1."""
+    await helpline.add_volunteer(name, PASSWORD, **profile)
+    await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+    assert await phone.register(helpline.host, helpline.port, name, PASSWORD) == 200
+    await dial_feature_code(helpline, phone, "*1")
+
+
+async def dial_feature_code(helpline: Running, phone: AsyncPjsuaPhone, code: str) -> None:
+    """Dial a feature code; the service answers, confirms with a prompt and hangs up."""
+    assert await phone.make_call(f"sip:{code}@{helpline.host}:{helpline.port}") == 200
+    assert await phone.wait_disconnected(timeout=20) == 200  # our BYE after the confirmation
+    helpline.service.drain_roster_events()
+
+
+def state(helpline: Running, user: str) -> VolunteerState:
+    return helpline.service.roster.get(user).state
