@@ -1,9 +1,14 @@
 """The composition root: builds every part of the service, bottom-up, with constructor arguments.
 
 Order: observers (metrics) and in-memory state (directory, roster, restart state, persistence),
-then the SIP stack and the registrar, the switchboard (the stack's transaction user), the call
-application, and last the service that runs them all. Nothing is set on a part after it is built;
-where two parts need each other the cycle is broken at one named place below, and says why.
+then the SIP stack, the registrar and the bookkeeping, the dispatcher and the plan in force, media
+and prompts, the switchboard (which builds the call application), and last the service that runs
+them all. Nothing is set on a part after it is built. Where two parts need each other, the cycle
+is broken at one place and the comment there says why:
+- stack and switchboard: the stack is built first and given its transaction user by `start`;
+- registrar and bookkeeping: the registrar's change report names the bookkeeping built next;
+- switchboard and call application: the switchboard builds it (`call_application`);
+- waiting room and IVR calls: the hand-over names the calls built next.
 """
 
 from __future__ import annotations
@@ -103,11 +108,6 @@ def build_service(settings: Settings) -> HelplineService:
         legs, dispatcher, s.drain_timeout,
         overflow_waiting=s.drain_waiting == "overflow", retry_after=s.drain_retry_after,
     )  # fmt: skip
-    switchboard = Switchboard(
-        stack, registrar, trunk, max_dialogs=s.max_dialogs,
-        trunk_reserved_dialogs=s.trunk_reserved_dialogs, refusing=drain.refusing,
-        on_refused=events.invite_refused, legs=legs,
-    )  # fmt: skip
     rtp_host = s.sip_host if s.sip_host not in ("", "::") else "0.0.0.0"
     media = MediaFactory(
         PortPool(rtp_host, s.rtp_port_min, s.rtp_port_max), s.public_host, s.media_timeout,
@@ -115,9 +115,14 @@ def build_service(settings: Settings) -> HelplineService:
     )  # fmt: skip
     prompts = PromptLibrary(s.recordings)
     whisper = prompts.get("nl", s.volunteer_whisper) if s.volunteer_whisper else b""
-    router = DirectRouter(switchboard, media, whisper=whisper, on_outcome=events.call_ended)
-    app: CallApplication = router
-    if s.call_flow == "ivr":
+
+    def call_application(switchboard: Switchboard) -> CallApplication:
+        """Cycle: the application rings volunteers through the switchboard's leg table, and the
+        switchboard hands it new calls; so the switchboard builds it, calling this. (Once the leg
+        table is a part of its own below both, build this first and pass `app=` instead.)"""
+        router = DirectRouter(switchboard, media, whisper=whisper, on_outcome=events.call_ended)
+        if s.call_flow != "ivr":
+            return router
         # with the IVR, volunteers take calls only while logged in to a shift from the handset
         shift_desk = ShiftDesk(
             roster, media, prompts, directory.current_profiles, time.time,
@@ -140,11 +145,13 @@ def build_service(settings: Settings) -> HelplineService:
             on_outcome=events.call_ended, on_overflow=events.queue_overflowed,
             shift_desk=shift_desk, backline=s.backline_destination,
         )  # fmt: skip
-        app = calls
-    # Cycle: the call application rings volunteers through the switchboard's leg table, and
-    # the switchboard hands it new calls. Until that table is a part of its own below both,
-    # the switchboard is given its application here, before the stack delivers anything.
-    switchboard.app = app
+        return calls
+
+    switchboard = Switchboard(
+        stack, registrar, trunk, max_dialogs=s.max_dialogs,
+        trunk_reserved_dialogs=s.trunk_reserved_dialogs, refusing=drain.refusing,
+        on_refused=events.invite_refused, legs=legs, application=call_application,
+    )  # fmt: skip
 
     watch_service(
         metrics, stack=stack, registrar=registrar, roster=roster, engine=dispatcher.engine,

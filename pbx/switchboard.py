@@ -62,6 +62,13 @@ class Switchboard:
     refusing: Callable[[], int | None] = lambda: None
     legs: dict[tuple[str, str], Leg] = field(default_factory=dict)
     _by_invite: dict[TransactionId, InboundLeg] = field(default_factory=dict)
+    # Builds `app` from this switchboard, whose legs the application rings volunteers through:
+    # the two need each other, so the application is made here, while the switchboard is.
+    application: Callable[[Switchboard], CallApplication] | None = None
+
+    def __post_init__(self) -> None:
+        if self.application is not None:
+            self.app = self.application(self)
 
     # --- dispatch --------------------------------------------------------------------------------
     def on_request(self, incoming: IncomingRequest) -> None:
