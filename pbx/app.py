@@ -1,9 +1,14 @@
 """The composition root: builds every part of the service, bottom-up, with constructor arguments.
 
 Order: observers (metrics) and in-memory state (directory, roster, restart state, persistence),
-then the SIP stack and the registrar, the switchboard (the stack's transaction user), the call
-application, and last the service that runs them all. Nothing is set on a part after it is built;
-where two parts need each other the cycle is broken at one named place below, and says why.
+then the SIP stack, the registrar and the bookkeeping, the dispatcher and the plan in force, the
+leg table, media and prompts, the call application, the switchboard (given that application),
+and last the service that runs them all. Nothing is set on a part after it is built. Where two
+parts need each other, the cycle is broken at one place and the comment there says why:
+- stack and switchboard: the stack is built first and given its transaction user by `start`;
+- registrar and bookkeeping: the registrar's change report names the bookkeeping built next;
+- waiting room and IVR calls: the hand-over names the calls built next.
+The call application and the switchboard need no such edge: both use the leg table below them.
 """
 
 from __future__ import annotations
