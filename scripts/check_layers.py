@@ -4,8 +4,9 @@
 Every module of pbx/, ivr/ and queues/ belongs to one layer, found by the longest prefix in
 LAYERS; a module may import its own layer and the ones below, never one above. Every import is
 counted: top-level, inside functions, under TYPE_CHECKING, relative. A module no layer names is
-an error too (place it, so that the map stays whole). Prints each violation as file:line and
-exits 1; stdlib only.
+an error too (place it, so that the map stays whole). Test files and tests/conftest.py are
+imported by nothing: what tests share lives in tests/helpers/. Prints each violation as
+file:line and exits 1; stdlib only.
 
 Usage: scripts/check_layers.py [ROOT]   (ROOT: the tree to check, default: this repository)
 """
@@ -38,8 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]  # fmt: skip
 PACKAGE_INITS_LAYER = "root"  # pbx/__init__.py and the like: the module `pbx` itself only
 
-# Known imports that still run upwards, each being removed on another branch. The check fails
-# when an entry no longer occurs, so the list only shrinks. (file, imported module)
+# Imports allowed to run upwards while a refactoring removes them, each with a comment saying
+# which; the check fails once an entry no longer occurs, so the list only shrinks.
 ALLOWED: set[tuple[str, str]] = set()  # (file, imported module) exceptions; keep it empty
 
 
@@ -128,8 +129,30 @@ def check(
                     f"{imp.file}:{imp.line}: {imp.importer} ({LAYERS[own][0]}) imports "
                     f"{imp.imported} ({LAYERS[target][0]}), a layer above it"
                 )
+    violations += test_imports(root)
     stale = [f"{f}: no longer imports {m}" for f, m in sorted(allowed - seen_allowed)]
     return violations, stale
+
+
+def test_imports(root: Path) -> list[str]:
+    """Test files and conftest sit above everything: what tests share is in tests/helpers/."""
+    found: list[str] = []
+    for folder in ("tests", "bench", "scripts"):
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                else:
+                    continue
+                for name in names:
+                    last = name.split(".")[1] if name.startswith("tests.") else ""
+                    if last == "conftest" or last.startswith("test_"):
+                        rel = path.relative_to(root).as_posix()
+                        found.append(f"{rel}:{node.lineno}: imports {name} (use tests/helpers/)")
+                        break
+    return found
 
 
 def main(argv: list[str]) -> int:

@@ -8,8 +8,8 @@ does, and after 64*T1 without one ends the call with a BYE. The fixture's T1 is 
 
 from __future__ import annotations
 
-from tests.conftest import MakeHelpline
 from tests.helpers.polling import until
+from tests.helpers.service import MakeHelpline
 from tests.peers.sipp import SippResult, run_sipp_async
 
 

@@ -87,6 +87,23 @@ def test_a_module_in_no_layer_and_a_stale_allowance_fail(tmp_path: Path) -> None
     assert stale == ["pbx/calls/direct.py: no longer imports pbx.switchboard"]
 
 
+def test_a_test_file_imported_by_another_or_conftest_imported_fails(tmp_path: Path) -> None:
+    root = tree(tmp_path, {
+        "tests/__init__.py": "",
+        "tests/helpers/__init__.py": "",
+        "tests/helpers/service.py": "from tests.conftest import MakeHelpline\n",
+        "tests/test_a.py": "from tests.helpers.service import Running\nfrom tests import test_b\n",
+        "tests/test_b.py": "\n\nfrom tests.test_a import helper\n",
+        **allowed_files(),
+    })  # fmt: skip
+    result = run(root)
+    assert result.returncode == 1, result.stdout
+    reported = [line.split(": ", 1)[0] for line in result.stdout.splitlines() if ".py:" in line]
+    assert sorted(reported) == [
+        "tests/helpers/service.py:1", "tests/test_a.py:2", "tests/test_b.py:3",
+    ]  # fmt: skip
+
+
 def test_this_repository_passes() -> None:
     result = run(SCRIPT.parent.parent)
     assert result.returncode == 0, result.stdout
