@@ -214,12 +214,16 @@ async def test_messages_past_retention_are_deleted_when_the_service_starts(
     now = datetime.now(UTC)
     old = left_message(store, now - timedelta(days=8))
     recent = left_message(store, now - timedelta(days=6))
+    # what a crash in the middle of writing a message leaves (ciphertext under a temporary name)
+    leftover = store.directory / "info_line" / f".{old}.age.4242.tmp"
+    leftover.write_bytes(b"age-encryption.org/v1\n")
     async with running_service(
         state, pg_url, voicemail_recipients=[str(staff.to_public())],
         voicemail_retention=7 * 86400.0,
     ):  # fmt: skip
         kept = [m.id for m in store.messages()]
     assert kept == [recent] and old not in kept
+    assert not leftover.exists()
 
 
 def test_the_service_is_given_only_a_public_key() -> None:

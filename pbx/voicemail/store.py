@@ -41,6 +41,8 @@ __all__ = [
 RATE = 8000  # telephony PCM: 8 kHz mono 16-bit, as the recorder delivers it
 _ID = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{12})$")
 _STAMP = "%Y%m%dT%H%M%SZ"
+# what write_private leaves behind when the process dies mid-write (ciphertext, never audio)
+_LEFTOVER = re.compile(r"^\.(\d{8}T\d{6}Z-[0-9a-f]{12})\.(age|json)\.\d+\.tmp$")
 _SAFE_LINE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -198,6 +200,11 @@ class VoicemailStore:
             if received is not None and now - received >= retention:
                 self._remove(folder, stem)
                 removed.append(stem)
+        for leftover in self.directory.glob("*/.*.tmp"):
+            match = _LEFTOVER.match(leftover.name)
+            received = message_time(match.group(1)) if match else None
+            if received is not None and now - received >= retention:
+                leftover.unlink(missing_ok=True)
         return removed
 
     @staticmethod
