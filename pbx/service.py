@@ -94,7 +94,7 @@ class HelplineService:
         await self._open_database()
         self.voicemail.sweep()  # messages past their retention are gone before any call
         if not self.voicemail.accepting:
-            log.error(
+            log.warning(
                 "voicemail_no_recipient",
                 detail="voicemail_recipients is empty: callers are told no message can be left",
             )

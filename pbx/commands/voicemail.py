@@ -69,7 +69,15 @@ def _store(args: argparse.Namespace) -> tuple[VoicemailStore, Settings] | int:
     except ConfigError as exc:
         print(f"helpline voicemail: configuration error: {exc}", file=sys.stderr)
         return 2
-    return VoicemailStore(settings.state_dir / "voicemail", ()), settings
+    directory = settings.state_dir / "voicemail"
+    if directory.exists() and not os.access(directory, os.R_OK | os.X_OK):
+        print(
+            f"helpline voicemail: cannot read {directory}: run this as the service's user "
+            f"(e.g. sudo -u {settings.run_as_user or 'root'} ...)",
+            file=sys.stderr,
+        )
+        return 1
+    return VoicemailStore(directory, ()), settings
 
 
 def _list(args: argparse.Namespace) -> int:
