@@ -79,13 +79,15 @@ def assert_no_audio_inside(sealed: bytes) -> None:
 
 
 async def test_a_trunk_callers_message_is_kept_encrypted_told_and_deleted_after_retention(
-    make_helpline: MakeHelpline, tmp_path: Path
+    make_helpline: MakeHelpline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     identity, public = staff_key(tmp_path)
     hook_log = tmp_path / "hook.log"
     hook = tmp_path / "notify.sh"
-    hook.write_text(f'#!/bin/sh\necho "$@" >> {hook_log}\n')
+    # the hook sees the id and the line, and none of the service's settings (secrets)
+    hook.write_text(f'#!/bin/sh\necho "$@" $(env | grep -c ^HELPLINE_) >> {hook_log}\n')
     hook.chmod(0o700)
+    monkeypatch.setenv("HELPLINE_TRUNK_CREDENTIALS", "carrier:secret")  # not for the hook
     async with captured_logs() as logs, ivr_helpline(
         make_helpline, DEFAULT_PLAN, voicemail_recipients=[public],
         voicemail_retention=RETENTION, voicemail_notify=str(hook),
@@ -133,7 +135,7 @@ async def test_a_trunk_callers_message_is_kept_encrypted_told_and_deleted_after_
     assert metadata["seconds"] > 1.0
     assert DIGITS not in metadata_text and DIGITS not in message.id
     assert counted == 1
-    assert hooked == f"{message.id} info_line\n"  # the id and the line, no caller data
+    assert hooked == f"{message.id} info_line 0\n"  # the id and the line, no caller data
     assert DIGITS not in logs.getvalue()
     assert log_events(logs, "voicemail_expired")[0]["message"] == message.id
     assert timedelta(seconds=RETENTION - 1) <= gone_after <= timedelta(seconds=RETENTION + 3)

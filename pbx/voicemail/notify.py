@@ -3,12 +3,14 @@
 The configured command gets two arguments, the message id and the line (the mailbox), and
 nothing else about the call: no number, no audio. It runs beside the call and never delays it;
 at most MAX_RUNNING hooks run at once (a burst of messages must not fork without bound), each
-for at most `timeout` seconds. A hook that fails, times out or cannot start is logged.
+for at most `timeout` seconds, without the service's HELPLINE_* settings in its environment. A
+hook that fails, times out or cannot start is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 from collections.abc import Sequence
 
@@ -53,7 +55,7 @@ class Notifier:
             proc = await asyncio.create_subprocess_exec(
                 *self.command, message_id, line,
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=_hook_environment(),
             )  # fmt: skip
         except OSError as exc:
             log.error("voicemail_notify_failed", message=message_id, error=str(exc)[:200])
@@ -75,3 +77,9 @@ class Notifier:
             )  # fmt: skip
         else:
             log.info("voicemail_notified", message=message_id)
+
+
+def _hook_environment() -> dict[str, str]:
+    """The service's environment without its own settings (HELPLINE_*: database URL, trunk
+    credentials): a mail script needs PATH and HOME, not the service's secrets."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("HELPLINE_")}
