@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # what calls are made of: the dialplan, anonymity, storage, observers
     ("domain", (
         "ivr", "pbx.anonymity", "pbx.db", "pbx.metrics", "pbx.restart_state",
-        "pbx.profile", "pbx.directory", "pbx.call_events",
+        "pbx.profile", "pbx.directory", "pbx.call_events", "pbx.call_records",
+        "pbx.staffing_metrics", "pbx.reports",
     )),
     ("calls", ("pbx.calls",)),
     ("switchboard", (
@@ -103,9 +104,7 @@ def imports_of(path: Path, root: Path) -> list[Import]:
     return found
 
 
-def check(
-    root: Path, allowed: set[tuple[str, str]] = ALLOWED
-) -> tuple[list[str], list[str]]:
+def check(root: Path, allowed: set[tuple[str, str]] = ALLOWED) -> tuple[list[str], list[str]]:
     """(violations, stale allowlist entries)"""
     violations: list[str] = []
     seen_allowed: set[tuple[str, str]] = set()

@@ -1,0 +1,89 @@
+"""Reading call records for reports, and their retention: old records folded into daily counts.
+
+Records are written by the write-behind (`pbx.call_records.record_op`); this module only reads
+them and, for retention, aggregates and deletes in one transaction, so a count is never lost nor
+counted twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+COLUMNS = (
+    "id", "started_at", "entry_kind", "entry_number", "region", "partner", "partner_via",
+    "ivr_path", "language", "queue", "wait_seconds", "offered", "ring_no_answer", "answered_by",
+    "talk_seconds", "time_limit_reached", "transfer_to", "transfer_result", "overflowed",
+    "outcome", "repeat_caller",
+)  # fmt: skip
+
+SERVICE_LEVEL_SECONDS = 60
+
+
+async def fetch_records(
+    conn: asyncpg.Connection | asyncpg.Pool, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """Records of calls that started in [start, end), oldest first."""
+    rows = await conn.fetch(
+        f"SELECT {', '.join(COLUMNS)} FROM call_records "
+        "WHERE started_at >= $1 AND started_at < $2 ORDER BY started_at, id",
+        start,
+        end,
+    )
+    return [dict(r) for r in rows]
+
+
+def months_before(now: datetime, months: int) -> datetime:
+    """The first instant of the month `months` before now's month (UTC)."""
+    now = now.astimezone(UTC)
+    index = now.year * 12 + now.month - 1 - months
+    return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
+
+
+async def fold_old_records(conn: asyncpg.Connection, before: datetime) -> int:
+    """Aggregate the records older than `before` into `call_daily_counts` and delete them, in
+    one transaction; the number of records folded."""
+    async with conn.transaction():
+        await conn.execute(
+            """
+            INSERT INTO call_daily_counts AS d (day, entry_kind, partner, language, queue,
+                outcome, calls, answered_60, wait_seconds, talk_seconds, repeat_callers)
+            SELECT (started_at AT TIME ZONE 'UTC')::date, entry_kind, coalesce(partner, ''),
+                   coalesce(language, ''), coalesce(queue, ''), outcome, count(*),
+                   count(*) FILTER (WHERE answered_by IS NOT NULL AND wait_seconds <= $2),
+                   coalesce(sum(wait_seconds), 0), coalesce(sum(talk_seconds), 0),
+                   count(*) FILTER (WHERE repeat_caller)
+            FROM call_records WHERE started_at < $1
+            GROUP BY 1, 2, 3, 4, 5, 6
+            ON CONFLICT (day, entry_kind, partner, language, queue, outcome) DO UPDATE SET
+                calls = d.calls + EXCLUDED.calls,
+                answered_60 = d.answered_60 + EXCLUDED.answered_60,
+                wait_seconds = d.wait_seconds + EXCLUDED.wait_seconds,
+                talk_seconds = d.talk_seconds + EXCLUDED.talk_seconds,
+                repeat_callers = d.repeat_callers + EXCLUDED.repeat_callers
+            """,
+            before,
+            float(SERVICE_LEVEL_SECONDS),
+        )
+        status = await conn.execute("DELETE FROM call_records WHERE started_at < $1", before)
+    return int(status.split()[-1])
+
+
+async def daily_counts(
+    conn: asyncpg.Connection | asyncpg.Pool, first: date, last: date
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT * FROM call_daily_counts WHERE day >= $1 AND day <= $2 ORDER BY day",
+        first,
+        last,
+    )
+    return [dict(r) for r in rows]
+
+
+def day_bounds(first: date, last: date) -> tuple[datetime, datetime]:
+    """[first 00:00, the day after last 00:00) in UTC."""
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+    return start, end
