@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("domain", (
         "ivr", "pbx.anonymity", "pbx.db", "pbx.metrics", "pbx.restart_state",
         "pbx.profile", "pbx.directory", "pbx.call_events", "pbx.call_records",
-        "pbx.staffing_metrics", "pbx.reports",
+        "pbx.staffing_metrics", "pbx.reports", "pbx.report_charts",
     )),
     ("calls", ("pbx.calls",)),
     ("switchboard", (
