@@ -250,7 +250,7 @@ async def test_a_scripted_day_through_a_database_outage(tmp_path: Path) -> None:
         "month,partner,calls,answered,talk_seconds",
         f"2026-11,Wijkteam Utrecht,1,1,{rows[2]['talk_seconds']:.3f}".rstrip("0").rstrip("."),
     ]
-    assert ["Wijkteam", "Utrecht", "1", "1"] == statement_text.splitlines()[-1].split()[:4]
+    assert statement_text.splitlines()[-1].split()[:4] == ["Wijkteam", "Utrecht", "1", "1"]
     # the charts
     charts = sorted((tmp_path / "charts").glob("*.png"))
     assert [p.name for p in charts] == [
