@@ -4,6 +4,7 @@ yes/no, the forwarding partner's number only when it is a partner's)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from pbx.sip.message import Request
 from pbx.sip.parser import parse_message
 from pbx.staffing_metrics import partner_numbers
 from tests.helpers.caller_number import DIGITS, INVITE
+from tests.helpers.service import running_service
 from tests.helpers.sip_texts import SDP
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -187,6 +189,36 @@ async def test_retention_folds_old_records_into_daily_counts(pg_url: str, tmp_pa
         ]  # fmt: skip
         left = await fetch_records(conn, datetime(2020, 1, 1, tzinfo=UTC), now)
         assert [r["started_at"] for r in left] == [recent]
+    finally:
+        await conn.execute("TRUNCATE call_records, call_daily_counts")
+        await conn.close()
+
+
+async def test_the_service_folds_records_past_retention(pg_url: str, tmp_path: Path) -> None:
+    """At start (then daily) the service folds records older than its retention setting."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await migrate(conn)
+        await conn.execute("TRUNCATE call_records, call_daily_counts")
+        records = CallRecords(
+            submit=lambda op: None, clock=lambda: datetime(2025, 1, 5, tzinfo=UTC)
+        )
+        records.started(
+            "old",
+            CallerContext("old", "09000767", None, "udp"),
+            load_dialplan(DEFAULT_PLAN, prompts=PROMPTS),
+        )
+        record = records.finished("old", "ivr_hangup")
+        assert record is not None
+        sql, args = op_sql(record_op(record))
+        await conn.execute(sql, *args)
+        async with running_service(tmp_path / "state", pg_url, call_records_retention_months=6):
+            for _ in range(200):
+                if await conn.fetchval("SELECT count(*) FROM call_records") == 0:
+                    break
+                await asyncio.sleep(0.05)
+        assert await conn.fetchval("SELECT count(*) FROM call_records") == 0
+        assert await conn.fetchval("SELECT sum(calls) FROM call_daily_counts") == 1
     finally:
         await conn.execute("TRUNCATE call_records, call_daily_counts")
         await conn.close()

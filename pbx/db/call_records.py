@@ -7,10 +7,15 @@ counted twice.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+import asyncio
+import functools
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
+
+from pbx.db.ops import Op
 
 COLUMNS = (
     "id", "started_at", "entry_kind", "entry_number", "region", "partner", "partner_via",
@@ -20,6 +25,8 @@ COLUMNS = (
 )  # fmt: skip
 
 SERVICE_LEVEL_SECONDS = 60
+FOLD_EVERY = 24 * 3600.0  # seconds between retention runs of the service
+_FOLD_LOCK = 0x63616C6C  # "call": serialises concurrent folds
 
 
 async def fetch_records(
@@ -46,6 +53,8 @@ async def fold_old_records(conn: asyncpg.Connection, before: datetime) -> int:
     """Aggregate the records older than `before` into `call_daily_counts` and delete them, in
     one transaction; the number of records folded."""
     async with conn.transaction():
+        # two instances (HA) folding at once must not count the same records twice
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _FOLD_LOCK)
         await conn.execute(
             """
             INSERT INTO call_daily_counts AS d (day, entry_kind, partner, language, queue,
@@ -82,8 +91,13 @@ async def daily_counts(
     return [dict(r) for r in rows]
 
 
-def day_bounds(first: date, last: date) -> tuple[datetime, datetime]:
-    """[first 00:00, the day after last 00:00) in UTC."""
-    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
-    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
-    return start, end
+async def fold_every_day(
+    submit: Callable[[Op], None],
+    months: int,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    """The service's retention duty: once a day, through the write-behind (so it waits for the
+    database like every other write), fold the records older than `months` months."""
+    while True:
+        submit(functools.partial(fold_old_records, before=months_before(now(), months)))
+        await asyncio.sleep(FOLD_EVERY)
