@@ -110,7 +110,7 @@ async def test_a_scripted_day_through_a_database_outage(tmp_path: Path) -> None:
         .replace(
             '"sip:0800-0113@sip-trunk.example.nl"', f'"sip:0800-0113@127.0.0.1:{backline_port}"'
         )
-        .replace("max_wait: 900", "max_wait: 5", 1)
+        .replace("max_wait: 900", "max_wait: 6", 1)
     )
     with pg_state_dir() as pg_dir:
         server = start_embedded(pg_dir)
@@ -156,9 +156,9 @@ async def test_a_scripted_day_through_a_database_outage(tmp_path: Path) -> None:
                     )  # fmt: skip
                     await talk_and_hang_up(g, vera)
                     await dial_feature_code(helpline, vera, "*0")  # nobody on shift tonight
-                    # 20:10 gives up at once; 20:15 after about 2.5 s
+                    # 20:10 gives up at once; 20:15 after about 2 s
                     for phone, number, patience in ((c, OTHER_CALLERS[1], 0.0),
-                                                    (d, OTHER_CALLERS[2], 2.5)):  # fmt: skip
+                                                    (d, OTHER_CALLERS[2], 2.0)):  # fmt: skip
                         await call(helpline, phone, number)
                         await until(lambda: engine.waiting("dutch") == 1, timeout=20)
                         await asyncio.sleep(patience)
@@ -220,7 +220,7 @@ async def test_a_scripted_day_through_a_database_outage(tmp_path: Path) -> None:
     assert [r["partner"] for r in rows].count(None) == 5
     assert [r["overflowed"] for r in rows] == [False] * 5 + [True]
     waits = [r["wait_seconds"] for r in rows]
-    assert waits[3] < 1.5 and 2.0 < waits[4] < 4.0 and 4.5 < waits[5] < 7.0
+    assert waits[3] < 1.5 and 1.9 < waits[4] < 5.0 and 5.9 < waits[5] < 8.0
     assert all(r["talk_seconds"] > 0.5 for r in rows[:3] if r is not rows[1])
     assert all(r["offered"] == 1 and r["ring_no_answer"] == 0 for r in rows[:3])
 
