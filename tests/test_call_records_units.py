@@ -19,6 +19,7 @@ from pbx.call_records import CallRecords, record_op
 from pbx.db.call_records import fetch_records, fold_old_records, months_before
 from pbx.db.migrate import migrate
 from pbx.db.ops import DataOp, op_sql
+from pbx.db.writebehind import WriteBehind
 from pbx.media.prompts import DEFAULT_RECORDINGS, PromptLibrary
 from pbx.reports import build_report, figures, partner_statement, percentile, render_csv
 from pbx.sip.message import Request
@@ -221,4 +222,37 @@ async def test_the_service_folds_records_past_retention(pg_url: str, tmp_path: P
         assert await conn.fetchval("SELECT sum(calls) FROM call_daily_counts") == 1
     finally:
         await conn.execute("TRUNCATE call_records, call_daily_counts")
+        await conn.close()
+
+
+async def test_records_survive_a_restart_in_the_journal_and_land_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The database is unreachable while calls end and the service stops: the records wait in
+    the journal; the next run writes each once, even when the journal is replayed twice."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await migrate(conn)
+        await conn.execute("TRUNCATE call_records")
+        down = "postgresql://nobody@127.0.0.1:1/none"  # nothing listens there
+        first = WriteBehind(down, tmp_path, backoff_initial=0.05, backoff_max=0.1)
+        first.start()
+        plan = load_dialplan(DEFAULT_PLAN, prompts=PROMPTS)
+        records = CallRecords(submit=first.submit)
+        for i in range(3):
+            records.started(f"c{i}", CallerContext(f"c{i}", "09000767", None, "udp"), plan)
+            records.finished(f"c{i}", "ivr_hangup")
+        assert not await first.close(timeout=0.3)  # still down: journaled
+        journal = list((tmp_path / "writebehind").glob("*.jsonl"))
+        assert journal and DIGITS not in journal[0].read_text()
+        copy = journal[0].read_bytes()
+        for _ in range(2):  # the second run replays a journal the first already wrote
+            (tmp_path / "writebehind" / journal[0].name).write_bytes(copy)
+            again = WriteBehind(pg_url, tmp_path)
+            again.start()
+            assert await again.flush(30)
+            await again.close()
+        assert await conn.fetchval("SELECT count(*) FROM call_records") == 3
+    finally:
+        await conn.execute("TRUNCATE call_records")
         await conn.close()
