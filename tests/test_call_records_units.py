@@ -21,10 +21,12 @@ from pbx.db.migrate import migrate
 from pbx.db.ops import DataOp, op_sql
 from pbx.db.writebehind import WriteBehind
 from pbx.media.prompts import DEFAULT_RECORDINGS, PromptLibrary
+from pbx.metrics import Metrics
 from pbx.reports import build_report, figures, partner_statement, percentile, render_csv
 from pbx.sip.message import Request
 from pbx.sip.parser import parse_message
-from pbx.staffing_metrics import partner_numbers
+from pbx.staffing_metrics import partner_numbers, watch_staffing
+from queues.roster import Roster, Volunteer
 from tests.helpers.caller_number import DIGITS, INVITE
 from tests.helpers.service import running_service
 from tests.helpers.sip_texts import SDP
@@ -256,3 +258,33 @@ async def test_records_survive_a_restart_in_the_journal_and_land_once(
     finally:
         await conn.execute("TRUNCATE call_records")
         await conn.close()
+
+
+def test_staffing_metrics_per_language_skill_and_queue() -> None:
+    """Labels come from the plan only: a volunteer's language the plan does not know adds none."""
+    plan = load_dialplan(DEFAULT_PLAN, prompts=PROMPTS)
+    roster = Roster(3, 120.0)
+    metrics = Metrics()
+    tuesday_evening = datetime(2026, 11, 24, 21, 0, tzinfo=AMS)  # the evening queues are open
+    watch_staffing(metrics, roster, lambda: plan, lambda: 0, now=lambda: tuesday_evening)
+    roster.login(Volunteer("anna", frozenset({"nl", "tr", "xx"}), frozenset({"113"})), 1.0)
+    roster.login(Volunteer("bram", frozenset({"nl"})), 1.0)
+    roster.login(Volunteer("cem", frozenset({"tr"})), 1.0)
+    roster.pause("cem", 2.0)
+    roster.offer("bram", 3.0)
+    r = metrics.registry
+
+    def value(name: str, **labels: str) -> float | None:
+        return r.get_sample_value(name, labels)
+
+    on_shift = "helpline_volunteers_on_shift_by_language"
+    assert [value(on_shift, language=lang) for lang in ("nl", "ar", "fa", "tr")] == [2, 0, 0, 1]
+    assert value(on_shift, language="xx") is None  # not a language of the plan: no new label
+    assert value("helpline_volunteers_available_by_language", language="nl") == 1  # bram rings
+    assert value("helpline_volunteers_on_shift_by_skill", skill="113") == 1
+    staffed = "helpline_queue_volunteers_on_shift"
+    assert [value(staffed, queue=q) for q in ("dutch", "turkish", "arabic", "night_113")] == [
+        2, 1, 0, 1
+    ]  # fmt: skip
+    assert value("helpline_queue_open", queue="arabic") == 1  # open, nobody speaks it: alert
+    assert value("helpline_queue_open", queue="night_113") == 0  # 113's night hours: 00-12
