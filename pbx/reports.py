@@ -287,3 +287,19 @@ def render_partners_csv(month: str, lines: Sequence[PartnerLine]) -> str:
     for p in lines:
         w.writerow((month, p.partner, p.calls, p.answered, _cell(p.talk_seconds)))
     return buf.getvalue()
+
+
+def render_folded(counts: Sequence[Row]) -> tuple[str, list[tuple[str, str, str, object]]]:
+    """Days past retention, kept only as daily counts: a table and CSV rows (section "folded")."""
+    days: dict[str, list[float]] = {}
+    for c in counts:
+        d = days.setdefault(str(c["day"]), [0, 0, 0, 0])
+        d[0] += c["calls"]
+        d[1] += c["calls"] if c["outcome"] in ("answered", "handed_over") else 0
+        d[2] += c["answered_60"]
+        d[3] += c["repeat_callers"]
+    names = ("calls", "answered", "answered_within_60s", "repeat_callers")
+    rows = [(day, *map(int, v)) for day, v in sorted(days.items())]
+    text = "\nDays kept as daily counts only (past retention)\n" + _table(("day", *names), rows)
+    flat = [("folded", str(r[0]), n, r[i + 1]) for r in rows for i, n in enumerate(names)]
+    return text + "\n", flat

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -192,6 +194,15 @@ async def test_retention_folds_old_records_into_daily_counts(pg_url: str, tmp_pa
         ]  # fmt: skip
         left = await fetch_records(conn, datetime(2020, 1, 1, tzinfo=UTC), now)
         assert [r["started_at"] for r in left] == [recent]
+        # a report over the folded days still counts their calls
+        cli = [sys.executable, "-c", "from pbx.cli import main; main()", "report"]
+        period = ["--from", "2024-03-01", "--to", "2024-03-31", "--database-url", pg_url]
+        done = await asyncio.to_thread(
+            subprocess.run, [*cli, *period, "--csv", "-"], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert "folded,2024-03-10,calls,2\nfolded,2024-03-10,answered,2\n" in done.stdout
+        assert "total,,calls,0\n" in done.stdout
     finally:
         await conn.execute("TRUNCATE call_records, call_daily_counts")
         await conn.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from pbx.config import Settings
-from pbx.db.call_records import fetch_records, fold_old_records, months_before
+from pbx.db.call_records import daily_counts, fetch_records, fold_old_records, months_before
 from pbx.db.database import open_database
 from pbx.report_charts import draw_charts
 from pbx.reports import (
@@ -27,6 +27,7 @@ from pbx.reports import (
     daily_service_level,
     partner_statement,
     render_csv,
+    render_folded,
     render_partners_csv,
     render_partners_text,
     render_text,
@@ -120,13 +121,15 @@ async def _run(args: argparse.Namespace) -> int:
             raise ValueError("--to is before --from")
         rows = await fetch_records(db.pool, *bounds(first, last, tz))
         report = build_report(rows, first, last, tz)
+        folded_text, folded_csv = render_folded(await daily_counts(db.pool, first, last))
         if args.csv:
-            _write(args.csv, render_csv(report))
+            extra = "".join(f"{s},{k},{n},{v}\n" for s, k, n, v in folded_csv)
+            _write(args.csv, render_csv(report) + extra)
         if args.charts:
             for path in draw_charts(report, daily_service_level(rows, tz), args.charts):
                 print(f"chart: {path}", file=sys.stderr)
         if args.csv != "-":
-            sys.stdout.write(render_text(report))
+            sys.stdout.write(render_text(report) + (folded_text if folded_csv else ""))
         return 0
     finally:
         await db.close()
