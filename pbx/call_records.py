@@ -37,7 +37,7 @@ class CallRecord:
     id: str
     started_at: datetime
     entry_kind: str = "unknown"  # national, local, partner, night_113, info_line, unknown
-    entry_number: str | None = None  # the helpline number dialled (ours)
+    entry_line: str | None = None  # the helpline number dialled (ours)
     region: str | None = None  # local numbers: their region
     partner: str | None = None  # partner line or forwarded by a partner
     partner_via: str | None = None  # "number" (dialled partner line) or "forwarding" header
@@ -54,7 +54,7 @@ class CallRecord:
     transfer_result: str | None = None  # answered, failed
     overflowed: bool = False
     outcome: str = "failed"
-    repeat_caller: bool = False
+    returning_today: bool = False
 
     def row(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, list) else v) for k, v in self.__dict__.items()}
@@ -91,11 +91,11 @@ class CallRecords:
     _open: OrderedDict[str, _Open] = field(default_factory=OrderedDict)
 
     def started(self, ref: str, caller: CallerContext, plan: Dialplan) -> None:
-        record = CallRecord(str(uuid.uuid4()), self.clock(), repeat_caller=caller.repeat_today)
+        record = CallRecord(str(uuid.uuid4()), self.clock(), returning_today=caller.repeat_today)
         _, number = plan.entry_for(caller.dialed)
         if number is not None:
             record.entry_kind = number.kind.value
-            record.entry_number = number.number
+            record.entry_line = number.number
             record.region = number.region
             if number.kind is NumberKind.PARTNER and number.partner:
                 record.partner, record.partner_via = number.partner, "number"

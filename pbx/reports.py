@@ -107,7 +107,7 @@ def figures(rows: Iterable[Row]) -> Figures:
     talks: list[float] = []
     for r in rows:
         f.calls += 1
-        f.repeat_callers += bool(r["repeat_caller"])
+        f.repeat_callers += bool(r["returning_today"])
         f.voicemail += r["outcome"] == "voicemail"
         f.overflowed += bool(r["overflowed"])
         if r["queue"] is None:
@@ -155,7 +155,7 @@ class Report:
 DIMENSIONS: dict[str, Callable[[Row], str | None]] = {
     "language": lambda r: r["language"],
     "queue": lambda r: r["queue"],
-    "entry": lambda r: r["entry_kind"] + (f" {r['entry_number']}" if r["entry_number"] else ""),
+    "entry": lambda r: r["entry_kind"] + (f" {r['entry_line']}" if r["entry_line"] else ""),
     "region": lambda r: r["region"],
     "partner": lambda r: r["partner"],
 }
@@ -297,7 +297,7 @@ def render_folded(counts: Sequence[Row]) -> tuple[str, list[tuple[str, str, str,
         d[0] += c["calls"]
         d[1] += c["calls"] if c["outcome"] in ("answered", "handed_over") else 0
         d[2] += c["answered_60"]
-        d[3] += c["repeat_callers"]
+        d[3] += c["returning_today"]
     names = ("calls", "answered", "answered_within_60s", "repeat_callers")
     rows = [(day, *map(int, v)) for day, v in sorted(days.items())]
     text = "\nDays kept as daily counts only (past retention)\n" + _table(("day", *names), rows)

@@ -209,7 +209,7 @@ async def test_a_scripted_day_through_a_database_outage(tmp_path: Path) -> None:
     assert [r["outcome"] for r in rows] == [
         "answered", "handed_over", "answered", "abandoned", "abandoned", "voicemail"
     ]  # fmt: skip
-    assert [r["repeat_caller"] for r in rows] == [False, True, False, False, False, False]
+    assert [r["returning_today"] for r in rows] == [False, True, False, False, False, False]
     assert [r["answered_by"] for r in rows] == ["vera"] * 3 + [None] * 3
     assert all(r["entry_kind"] == "national" and r["queue"] == "dutch" for r in rows)
     assert all(r["language"] == "nl" for r in rows)

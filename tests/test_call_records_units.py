@@ -94,11 +94,11 @@ def test_the_record_builder_notes_the_call_and_writes_once() -> None:
     row = record.row()
     assert {k: row[k] for k in ("entry_kind", "partner", "partner_via", "ivr_path", "offered",
                                 "ring_no_answer", "answered_by", "wait_seconds", "talk_seconds",
-                                "time_limit_reached", "transfer_result", "repeat_caller")} == {
+                                "time_limit_reached", "transfer_result", "returning_today")} == {
         "entry_kind": "partner", "partner": "Wijkteam Utrecht", "partner_via": "number",
         "ivr_path": ["partner_welcome", "dutch"], "offered": 2, "ring_no_answer": 1,
         "answered_by": "vera", "wait_seconds": 42.0, "talk_seconds": 5.0,
-        "time_limit_reached": True, "transfer_result": "failed", "repeat_caller": True,
+        "time_limit_reached": True, "transfer_result": "failed", "returning_today": True,
     }  # fmt: skip
     sql, _ = op_sql(ops[0])
     assert 'ON CONFLICT ("id")' in sql
@@ -108,11 +108,11 @@ def test_the_record_builder_notes_the_call_and_writes_once() -> None:
 def row(at: datetime, **kw: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "id": str(at.timestamp()) + str(kw), "started_at": at, "entry_kind": "national",
-        "entry_number": "09000767", "region": None, "partner": None, "partner_via": None,
+        "entry_line": "09000767", "region": None, "partner": None, "partner_via": None,
         "ivr_path": ["welcome"], "language": "nl", "queue": "dutch", "wait_seconds": None,
         "offered": 0, "ring_no_answer": 0, "answered_by": None, "talk_seconds": None,
         "time_limit_reached": False, "transfer_to": None, "transfer_result": None,
-        "overflowed": False, "outcome": "abandoned", "repeat_caller": False,
+        "overflowed": False, "outcome": "abandoned", "returning_today": False,
     }  # fmt: skip
     return {**base, **kw}
 
@@ -127,7 +127,7 @@ def test_report_figures_on_a_faked_week() -> None:
         answered(mon, 5, 100),
         answered(mon + timedelta(hours=1), 59, 200, partner="Gemeente Zwolle"),
         answered(mon + timedelta(days=1), 61, 300, language="tr", queue="turkish"),
-        answered(mon + timedelta(days=1), 200, 400, repeat_caller=True),
+        answered(mon + timedelta(days=1), 200, 400, returning_today=True),
         row(mon + timedelta(days=2), wait_seconds=9.0),
         row(mon + timedelta(days=2), wait_seconds=45.0, partner="Gemeente Zwolle"),
         row(mon + timedelta(days=3), wait_seconds=900.0, overflowed=True, outcome="voicemail"),

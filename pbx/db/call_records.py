@@ -18,10 +18,10 @@ import asyncpg
 from pbx.db.ops import Op
 
 COLUMNS = (
-    "id", "started_at", "entry_kind", "entry_number", "region", "partner", "partner_via",
+    "id", "started_at", "entry_kind", "entry_line", "region", "partner", "partner_via",
     "ivr_path", "language", "queue", "wait_seconds", "offered", "ring_no_answer", "answered_by",
     "talk_seconds", "time_limit_reached", "transfer_to", "transfer_result", "overflowed",
-    "outcome", "repeat_caller",
+    "outcome", "returning_today",
 )  # fmt: skip
 
 SERVICE_LEVEL_SECONDS = 60
@@ -58,12 +58,12 @@ async def fold_old_records(conn: asyncpg.Connection, before: datetime) -> int:
         await conn.execute(
             """
             INSERT INTO call_daily_counts AS d (day, entry_kind, partner, language, queue,
-                outcome, calls, answered_60, wait_seconds, talk_seconds, repeat_callers)
+                outcome, calls, answered_60, wait_seconds, talk_seconds, returning_today)
             SELECT (started_at AT TIME ZONE 'UTC')::date, entry_kind, coalesce(partner, ''),
                    coalesce(language, ''), coalesce(queue, ''), outcome, count(*),
                    count(*) FILTER (WHERE answered_by IS NOT NULL AND wait_seconds <= $2),
                    coalesce(sum(wait_seconds), 0), coalesce(sum(talk_seconds), 0),
-                   count(*) FILTER (WHERE repeat_caller)
+                   count(*) FILTER (WHERE returning_today)
             FROM call_records WHERE started_at < $1
             GROUP BY 1, 2, 3, 4, 5, 6
             ON CONFLICT (day, entry_kind, partner, language, queue, outcome) DO UPDATE SET
@@ -71,7 +71,7 @@ async def fold_old_records(conn: asyncpg.Connection, before: datetime) -> int:
                 answered_60 = d.answered_60 + EXCLUDED.answered_60,
                 wait_seconds = d.wait_seconds + EXCLUDED.wait_seconds,
                 talk_seconds = d.talk_seconds + EXCLUDED.talk_seconds,
-                repeat_callers = d.repeat_callers + EXCLUDED.repeat_callers
+                returning_today = d.returning_today + EXCLUDED.returning_today
             """,
             before,
             float(SERVICE_LEVEL_SECONDS),

@@ -4,7 +4,7 @@ CREATE TABLE IF NOT EXISTS call_records (
     id                 text PRIMARY KEY,          -- random per call: a replayed write is a no-op
     started_at         timestamptz NOT NULL,
     entry_kind         text NOT NULL,
-    entry_number       text,                      -- the helpline's own number that was dialled
+    entry_line       text,                      -- the helpline's own number that was dialled
     region             text,
     partner            text,
     partner_via        text,
@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS call_records (
     transfer_result    text,
     overflowed         boolean NOT NULL DEFAULT false,
     outcome            text NOT NULL,
-    repeat_caller      boolean NOT NULL DEFAULT false
+    returning_today      boolean NOT NULL DEFAULT false
 );
 CREATE INDEX IF NOT EXISTS call_records_started_at ON call_records (started_at);
 
@@ -36,6 +36,6 @@ CREATE TABLE IF NOT EXISTS call_daily_counts (
     answered_60     integer NOT NULL,
     wait_seconds    double precision NOT NULL,
     talk_seconds    double precision NOT NULL,
-    repeat_callers  integer NOT NULL,
+    returning_today  integer NOT NULL,
     PRIMARY KEY (day, entry_kind, partner, language, queue, outcome)
 );
