@@ -16,8 +16,10 @@ from __future__ import annotations
 import secrets
 import time
 
+from pbx.anonymity import CallerHasher
 from pbx.bookkeeping import Bookkeeping
 from pbx.call_events import CallEvents
+from pbx.call_records import CallRecords
 from pbx.calls.direct import DirectRouter
 from pbx.calls.handsets import Handsets
 from pbx.calls.inbound import HelplineCalls
@@ -48,6 +50,7 @@ from pbx.sip.timers import Timers
 from pbx.sip.tls import client_context
 from pbx.sip.transport import TransportLimits
 from pbx.sip.trunk import TrunkPolicy
+from pbx.staffing_metrics import RecordMetrics, partner_numbers, watch_staffing
 from pbx.switchboard import CallApplication, Switchboard
 from pbx.voicemail.desk import VoicemailDesk
 from pbx.voicemail.notify import Notifier
@@ -115,6 +118,8 @@ def build_service(settings: Settings) -> HelplineService:
     )  # fmt: skip
 
     # --- calls -----------------------------------------------------------------------------------
+    record_metrics = RecordMetrics(metrics, plans.current)
+    records = CallRecords(submit=persistence.submit, on_started=record_metrics.started)
     legs = LegTable(stack)  # the live call legs: the switchboard's and the call flows'
     drain = Drain(
         legs.live, dispatcher, s.drain_timeout,
@@ -148,17 +153,19 @@ def build_service(settings: Settings) -> HelplineService:
             comfort_interval=s.comfort_interval,
             ringback=s.ringback_while_ringing, on_abandon=events.caller_abandoned,
             on_answer=events.caller_answered, handover_keys=s.backline_keys, hand_over=hand_over,
+            records=records,
         )  # fmt: skip
         calls = HelplineCalls(
             ringer, waiting, media, prompts, plans.current, voicemail,
             on_outcome=events.call_ended, on_overflow=events.queue_overflowed,
-            shift_desk=shift_desk, backline=s.backline_destination,
+            shift_desk=shift_desk, backline=s.backline_destination, records=records,
         )  # fmt: skip
         app = calls
     switchboard = Switchboard(
         stack, registrar, trunk, app, max_dialogs=s.max_dialogs,
         trunk_reserved_dialogs=s.trunk_reserved_dialogs, refusing=drain.refusing,
         on_refused=events.invite_refused, table=legs,
+        hasher=CallerHasher(forwarders=lambda: partner_numbers(plans.current())),
     )  # fmt: skip
 
     watch_service(
@@ -166,6 +173,7 @@ def build_service(settings: Settings) -> HelplineService:
         legs=legs.live, admission=admission, writes_pending=lambda: persistence.pending,
         rtp_strays=lambda: media.strays,
     )  # fmt: skip
+    watch_staffing(metrics, roster, plans.current, lambda: records.open_count)
     return HelplineService(
         settings=s, metrics=metrics, plans=plans, directory=directory, persistence=persistence,
         restart_state=restart_state, bookkeeping=bookkeeping, roster=roster,

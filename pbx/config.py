@@ -59,6 +59,8 @@ class Settings:
     # keys a volunteer presses in a call to hand the caller over to the backline destination
     backline_keys: str = "*9"
     backline_destination: str = "backline_113"
+    # call records older than this many months are folded into daily counts and deleted
+    call_records_retention_months: int = 24
     max_missed_offers: int = 3  # calls a volunteer lets ring out in a row before being paused
     registration_grace: float = 120.0  # seconds a lapsed handset keeps its volunteer logged in
     registration_min_expires: int = 60

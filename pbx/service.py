@@ -22,6 +22,7 @@ import structlog
 from ivr.model import Dialplan
 from pbx.bookkeeping import Bookkeeping
 from pbx.config import Settings
+from pbx.db.call_records import fold_every_day
 from pbx.db.database import Database
 from pbx.db.persistence import Persistence
 from pbx.db.registrations import RegistrationRepository, StoredBinding, binding_from_row
@@ -111,6 +112,9 @@ class HelplineService:
             asyncio.create_task(self._refresh_credentials()),
             asyncio.create_task(self.dispatcher.run()),
             asyncio.create_task(self.voicemail.keep_retention()),
+            asyncio.create_task(
+                fold_every_day(self.persistence.submit, s.call_records_retention_months)
+            ),
         ]
         log.info(
             "service_started",

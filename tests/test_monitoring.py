@@ -25,7 +25,7 @@ def promtool(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProc
 def test_prometheus_config_and_alert_rules_are_valid() -> None:
     result = promtool("check", "config", "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert b"SUCCESS: 10 rules found" in result.stdout
+    assert b"SUCCESS: 14 rules found" in result.stdout
 
 
 def test_alert_rules_fire_as_intended() -> None:

@@ -20,6 +20,7 @@ from ivr.collect import DigitBuffer
 from ivr.model import Destination, Dialplan
 from ivr.runtime import IvrOutcome, IvrRuntime, Mailboxes, OutcomeKind
 from pbx.anonymity import CallerContext
+from pbx.call_records import CallRecords
 from pbx.calls.bridging import bridge_until_end
 from pbx.calls.legs import InboundLeg, watch_call_task
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
@@ -51,6 +52,7 @@ class HelplineCalls:
     on_overflow: Callable[[str], None] = lambda queue: None  # metrics: a queue's max wait passed
     shift_desk: ShiftDesk | None = None  # feature codes from volunteers' handsets
     backline: str = "backline_113"  # the destination a volunteer hands a caller over to
+    records: CallRecords = field(default_factory=CallRecords)  # one record per call
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def inbound_call(self, leg: InboundLeg, caller: CallerContext) -> None:
@@ -63,6 +65,7 @@ class HelplineCalls:
             self.shift_desk.volunteer_call(leg, username, dialed)
 
     async def _run(self, leg: InboundLeg, caller: CallerContext, plan: Dialplan) -> None:
+        self.records.started(leg.ref, caller, plan)
         try:
             outcome = await self._handle(leg, caller, plan)
         except Exception as exc:  # a bug must cost one call a clean ending, never leave it hanging
@@ -71,6 +74,7 @@ class HelplineCalls:
             if not leg.is_ended:
                 await leg.hangup("internal_error")
         log.info("call_finished", call=leg.ref, outcome=outcome)
+        self.records.finished(leg.ref, outcome)
         self.on_outcome(outcome)
 
     async def _handle(self, leg: InboundLeg, caller: CallerContext, plan: Dialplan) -> str:
@@ -111,6 +115,7 @@ class HelplineCalls:
             ).run()  # fmt: skip
             log.info("ivr_outcome", call=leg.ref, outcome=outcome.describe(), path=outcome.path)
             language = outcome.language
+            self.records.ivr(leg.ref, outcome.path, language)
             next_node = await self._act(
                 leg, plan, media, outcome, number.region if number else None
             )
@@ -135,14 +140,18 @@ class HelplineCalls:
             case OutcomeKind.QUEUE:
                 assert outcome.queue is not None
                 queue = plan.queues[outcome.queue]
+                self.records.queued(leg.ref, queue.name)
                 result = await self.waiting.wait(leg, media, queue, outcome.language, region)
                 if result is None:  # waited the queue's maximum: its overflow takes over
                     self.on_overflow(queue.name)
+                    self.records.overflowed(leg.ref)
                     return queue.overflow or _Done("hangup")
                 return _Done(result)
             case OutcomeKind.TRANSFER:
                 assert outcome.destination is not None
-                if await self._transfer(leg, media, plan.destinations[outcome.destination]):
+                ok = await self._transfer(leg, media, plan.destinations[outcome.destination])
+                self.records.transferred(leg.ref, outcome.destination, ok)
+                if ok:
                     return _Done("transferred")
                 if outcome.on_failure:
                     return outcome.on_failure
@@ -160,7 +169,9 @@ class HelplineCalls:
             log.error("backline_not_configured", destination=self.backline)
         else:
             await play(media.leg, [self.prompts.get(language, "transfer_113")], barge_in=False)
-            if not leg.is_ended and await self._transfer(leg, media, dest):
+            ok = not leg.is_ended and await self._transfer(leg, media, dest)
+            self.records.transferred(leg.ref, self.backline, ok)
+            if ok:
                 return True
         if not leg.is_ended:
             await play(media.leg, [self.prompts.get(language, "transfer_failed")], barge_in=False)

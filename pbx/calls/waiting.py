@@ -16,11 +16,12 @@ import enum
 import itertools
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
 from ivr.model import Queue, VolunteerLost
+from pbx.call_records import CallRecords
 from pbx.calls.bridging import CallEnd, bridge_until_end
 from pbx.calls.handsets import Handsets
 from pbx.calls.legs import InboundLeg
@@ -65,6 +66,7 @@ class WaitingRoom:
     # there and says whether it answered.
     handover_keys: str = "*9"
     hand_over: HandOver | None = None
+    records: CallRecords = field(default_factory=CallRecords)  # what the call record notes
 
     async def wait(
         self,
@@ -102,6 +104,7 @@ class WaitingRoom:
                     waited = self.dispatcher.abandon(leg.ref)
                     log.info("caller_abandoned", call=leg.ref, queue=queue.name, waited=waited)
                     self.on_abandon(queue.name, waited)
+                    self.records.abandoned(leg.ref, waited)
                     return "abandoned"
                 if isinstance(event, Overflowed):
                     return None
@@ -129,6 +132,7 @@ class WaitingRoom:
     ) -> str | _Next:
         """Ring the offered volunteer; the call's outcome, or what the caller does next."""
         bindings = self.handsets.ringable(offer.username)
+        self.records.offered(leg.ref)
         vol_media = None
         if bindings:
             with contextlib.suppress(MediaError):  # no media port free
@@ -136,6 +140,7 @@ class WaitingRoom:
         if vol_media is None:  # the offer cannot ring: counted as a miss, the caller waits on
             log.warning("offer_not_rung", call=leg.ref, volunteer=offer.username)
             self.dispatcher.missed(leg.ref, offer.username)
+            self.records.missed(leg.ref)
             return _Next.WAIT_ON
         try:
             timeout = max(1.0, offer.ring_until - self.dispatcher.now())
@@ -150,9 +155,11 @@ class WaitingRoom:
             if out is None:
                 if not leg.is_ended:  # the caller is still there: the volunteer missed it
                     self.dispatcher.missed(leg.ref, offer.username)
+                    self.records.missed(leg.ref)
                 return _Next.WAIT_ON  # a caller who left is counted as abandoned next
             waited = self.dispatcher.connected(leg.ref, offer.username)
             self.on_answer(queue.name, waited)
+            self.records.answered(leg.ref, offer.username, waited)
             hold.cancel()
             await asyncio.gather(hold, return_exceptions=True)  # the line is quiet again
             if not await self.whisper.to(leg, out, vol_media):
@@ -170,6 +177,7 @@ class WaitingRoom:
                 leg, media, out, vol_media, keep_caller_if_lost=True, notice=notice,
                 handover_keys=self.handover_keys if self.hand_over is not None else "",
             )  # fmt: skip
+            self.records.talk_ended(leg.ref, queue.time_limit)
             if end is CallEnd.HANDOVER:
                 self.dispatcher.call_ended(leg.ref)  # the volunteer's part is done: wrap-up
                 log.info("handed_over", call=leg.ref, volunteer=offer.username)

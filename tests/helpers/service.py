@@ -114,7 +114,8 @@ async def clean_database(url: str) -> None:
         exists = await conn.fetchval("select to_regclass('volunteers') is not null")
         if exists:
             await conn.execute(
-                "truncate volunteers, registrations, events, shifts restart identity cascade"
+                "truncate volunteers, registrations, events, shifts, call_records,"
+                " call_daily_counts restart identity cascade"
             )
     finally:
         await conn.close()
