@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import math
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import asyncpg
 from prometheus_client import generate_latest
 
 from ivr.loader import DEFAULT_PLAN
+from ivr.prompts import number_names
 from pbx.calls.inbound import HelplineCalls
 from pbx.db.embedded import start_embedded
 from pbx.media.prompts import PromptLibrary
@@ -174,7 +176,16 @@ async def test_a_scripted_day_through_a_database_outage(tmp_path: Path) -> None:
                     )  # fmt: skip
                     await e.play_tone(700)  # leaves a message after the prompt and beep
                     prompts = PromptLibrary(helpline.settings.recordings)
-                    await asyncio.sleep(prompts.duration("nl", "max_wait_message") + 2.5)
+                    days = math.ceil(helpline.settings.voicemail_retention / 86400)
+                    notice = ("voicemail_kept_intro", *number_names(days),
+                              "day" if days == 1 else "days", "voicemail_kept_outro")  # fmt: skip
+                    before_beep = sum(prompts.duration("nl", n) for n in notice)
+                    await asyncio.sleep(
+                        prompts.duration("nl", "max_wait_message")
+                        + prompts.duration("nl", "voicemail_callback")
+                        + before_beep
+                        + 2.5
+                    )
                     await e.hangup()
                 await until(lambda: len(log_events(logs, "call_finished")) == 6, timeout=20)
                 assert service.writer is not None and service.writer.pending >= 6
