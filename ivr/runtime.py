@@ -12,6 +12,8 @@ prompts, but not the prompts of nodes that end the IVR (queue, transfer, voicema
 hang-up): those are information the caller should hear.
 
 The path it records holds node names only: it goes to logs and metrics, never caller data.
+A voicemail message goes, as audio in memory, to the `Mailboxes` handed in (which keep it
+encrypted); the caller is told how long it is kept before the beep.
 """
 
 from __future__ import annotations
@@ -19,26 +21,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import re
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from typing import Protocol
 
 import structlog
 
 from ivr import model
 from ivr.collect import DigitBuffer, Menu, MenuEnd
+from ivr.prompts import number_names
 from ivr.schedule import is_open as schedule_is_open
 from pbx.media import tones
 from pbx.media.leg import MediaLeg
 from pbx.media.player import PlaybackEnd, play
 from pbx.media.prompts import PromptLibrary
 from pbx.media.recorder import RecordingEnd, RecordingResult, record
-from pbx.private_files import private_dir
 
-__all__ = ["BEEP", "IvrOutcome", "IvrRuntime", "OpenCheck", "OutcomeKind"]
+__all__ = ["BEEP", "IvrOutcome", "IvrRuntime", "Mailboxes", "OpenCheck", "OutcomeKind"]
 
 log = structlog.get_logger("ivr.runtime")
 
@@ -51,7 +51,21 @@ MAX_SILENT_STEPS = 64
 # would otherwise hold a silent caller (a phone left off the hook) for ever.
 MAX_STEPS = 200
 BEEP = tones.sine(1000, 250)  # "speak after the tone"
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+class Mailboxes(Protocol):
+    """Where voicemail messages go (`pbx.voicemail.desk.VoicemailDesk` fits)."""
+
+    @property
+    def accepting(self) -> bool:
+        """False when messages cannot be kept safely (no encryption key configured)."""
+
+    @property
+    def retention_days(self) -> int:
+        """How long a message is kept, as the caller is told it."""
+
+    async def deposit(self, line: str, pcm: bytes) -> str:
+        """Keep a message (8 kHz 16-bit PCM) for `line`; its id. Raises if it was not kept."""
 
 
 class OutcomeKind(enum.StrEnum):
@@ -75,7 +89,7 @@ class IvrOutcome:
     destination: str | None = None  # a Dialplan.destinations name, never a number
     on_failure: str | None = None  # node for the handler to continue at if the transfer fails
     mailbox: str | None = None
-    voicemail: Path | None = None  # the WAV, None when nothing was said
+    voicemail: str | None = None  # the message id, None when nothing was kept
     voicemail_seconds: float = 0.0
     detail: str = ""
 
@@ -119,7 +133,7 @@ class IvrRuntime:
         language: str,
         prompts: PromptLibrary,
         now: Callable[[], datetime],
-        voicemail_dir: Path,
+        mailboxes: Mailboxes,
         is_open: OpenCheck = schedule_is_open,
         region: str | None = None,
         partner: str | None = None,
@@ -133,7 +147,7 @@ class IvrRuntime:
         self.prompts = prompts
         self.now = now
         self.is_open = is_open
-        self.voicemail_dir = Path(voicemail_dir)
+        self.mailboxes = mailboxes
         self.region = region
         self.partner = partner
         self.voicemail_silence = voicemail_silence
@@ -251,21 +265,31 @@ class IvrRuntime:
         return node.default
 
     async def _voicemail(self, node: model.VoicemailNode) -> IvrOutcome:
+        if not self.mailboxes.accepting:  # never a message that could not be kept safely
+            log.error("voicemail_unavailable", mailbox=node.mailbox, reason="no recipient key")
+            await self._play(["voicemail_unavailable"], barge_in=False)
+            return self._outcome(OutcomeKind.VOICEMAIL, node.name, mailbox=node.mailbox)
         await self._play(node.prompts, barge_in=False)
+        days = self.mailboxes.retention_days  # "your message is kept N days, then deleted"
+        await self._play(
+            ["voicemail_kept_intro", *number_names(days), "day" if days == 1 else "days",
+             "voicemail_kept_outro"],
+            barge_in=False,
+        )  # fmt: skip
         await self._play_pcm([BEEP])
-        path = self._message_path(node.mailbox)
         recorded: RecordingResult = await record(
             self.leg,
-            path,
             max_seconds=node.max_seconds,
             silence_seconds=self.voicemail_silence,
             stop_digits=node.finish_key,
         )
         self._digits.clear()  # the finish key is not a menu choice
-        kept: Path | None = path
-        if recorded.duration == 0:  # nothing said: no empty messages for the info line
-            path.unlink(missing_ok=True)
-            kept = None
+        kept: str | None = None
+        if recorded.duration > 0:  # nothing said: no empty messages for the info line
+            try:
+                kept = await self.mailboxes.deposit(node.mailbox, recorded.pcm)
+            except Exception as exc:  # a full disk must not cost the caller a clean ending
+                log.error("voicemail_not_kept", mailbox=node.mailbox, error=type(exc).__name__)
         if recorded.reason is not RecordingEnd.LEG_CLOSED and kept is not None:
             # The message is saved whether or not they stay to hear the thanks.
             with contextlib.suppress(_Abandoned):
@@ -285,14 +309,6 @@ class IvrRuntime:
         if result.reason is PlaybackEnd.LEG_CLOSED:
             raise _Abandoned
 
-    def _message_path(self, mailbox: str) -> Path:
-        """A new file in the mailbox's folder, named by time and a random id: nothing
-        about the caller goes into the name."""
-        folder = self.voicemail_dir / (_SAFE_NAME.sub("_", mailbox) or "mailbox")
-        private_dir(folder)
-        stamp = self.now().strftime("%Y%m%dT%H%M%S")
-        return folder / f"{stamp}-{uuid.uuid4().hex[:12]}.wav"
-
     def _outcome(
         self,
         kind: OutcomeKind,
@@ -302,7 +318,7 @@ class IvrRuntime:
         destination: str | None = None,
         on_failure: str | None = None,
         mailbox: str | None = None,
-        voicemail: Path | None = None,
+        voicemail: str | None = None,
         voicemail_seconds: float = 0.0,
         detail: str = "",
     ) -> IvrOutcome:

@@ -142,7 +142,10 @@ def simulate(plan: model.Dialplan, number: str, at: datetime, keys: str = "") ->
             )
             return steps
         elif isinstance(node, model.VoicemailNode):
-            limit = f"message of at most {node.max_seconds} s"
+            limit = (
+                f"message of at most {node.max_seconds} s, kept encrypted; before the beep "
+                "the caller hears how long it is kept (voicemail_retention)"
+            )
             steps.append(
                 Step(
                     name,

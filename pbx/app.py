@@ -49,6 +49,9 @@ from pbx.sip.tls import client_context
 from pbx.sip.transport import SipTransports, TransportLimits
 from pbx.sip.trunk import TrunkPolicy
 from pbx.switchboard import CallApplication, Switchboard
+from pbx.voicemail.desk import VoicemailDesk
+from pbx.voicemail.notify import Notifier
+from pbx.voicemail.store import VoicemailStore, parse_recipients
 from queues.dispatcher import Dispatcher
 from queues.roster import Roster
 
@@ -110,6 +113,11 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
     dispatcher = Dispatcher(roster, on_change=bookkeeping.roster_changed)
     prompts = PromptLibrary(s.recordings)
     plans = PlanInForce(s, prompts, dispatcher, metrics)  # checks the plan's prompts against them
+    voicemail = VoicemailDesk(
+        VoicemailStore(s.state_dir / "voicemail", parse_recipients(s.voicemail_recipients)),
+        s.voicemail_retention, notifier=Notifier(s.voicemail_notify),
+        on_received=metrics.voicemail_received,
+    )  # fmt: skip
 
     # --- calls -----------------------------------------------------------------------------------
     legs = LegTable(stack)  # the live call legs: the switchboard's and the call flows'
@@ -147,7 +155,7 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
             on_answer=events.caller_answered, handover_keys=s.backline_keys, hand_over=hand_over,
         )  # fmt: skip
         calls = HelplineCalls(
-            ringer, waiting, media, prompts, plans.current, s.state_dir / "voicemail",
+            ringer, waiting, media, prompts, plans.current, voicemail,
             on_outcome=events.call_ended, on_overflow=events.queue_overflowed,
             shift_desk=shift_desk, backline=s.backline_destination,
         )  # fmt: skip
@@ -168,6 +176,7 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
         restart_state=restart_state, bookkeeping=bookkeeping, roster=roster,
         dispatcher=dispatcher, registrar=registrar, trunk=trunk, admission=admission,
         stack=stack, switchboard=switchboard, keepalive=keepalive, drain=drain,
+        voicemail=voicemail,
     )  # fmt: skip
 
 

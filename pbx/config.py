@@ -13,7 +13,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import pyrage
+from pyrage import x25519
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+MAX_VOICEMAIL_RETENTION = 20 * 86400.0  # the spoken numbers go up to 20 (days)
 
 
 class ConfigError(ValueError):
@@ -107,6 +111,13 @@ class Settings:
     # `helpline serve` started as root becomes this user once its sockets are bound ("": stay
     # root, not recommended); scripts/bootstrap.sh creates it. Ignored when not started as root.
     run_as_user: str = "helpline"
+    # Voicemail (info line, overflow): encrypted to these age public keys (age1..., the
+    # info-line staff hold the private key; without one no message is taken), deleted after
+    # voicemail_retention seconds (callers are told it in days: at most 20), and
+    # voicemail_notify (a command) run with the message id and line when one arrives.
+    voicemail_recipients: list[str] = field(default_factory=list)
+    voicemail_retention: float = 7 * 86400.0
+    voicemail_notify: str = ""
     log_level: str = "info"
     log_format: str = "json"  # json or console
 
@@ -157,6 +168,27 @@ class Settings:
         self._validate_admission()
         if self.keepalive_max_misses < 1:
             raise ConfigError("keepalive_max_misses must be at least 1")
+        if not 0 < self.voicemail_retention <= MAX_VOICEMAIL_RETENTION:
+            raise ConfigError(
+                "voicemail_retention must be above 0 and at most 20 days (1728000 s): callers "
+                "are told it in days"
+            )
+        self._validate_voicemail_recipients()
+
+    def _validate_voicemail_recipients(self) -> None:
+        for key in self.voicemail_recipients:
+            if key.strip().upper().startswith("AGE-SECRET-KEY-"):
+                raise ConfigError(
+                    "voicemail_recipients holds a private key (AGE-SECRET-KEY-...): give the "
+                    "service only the staff's public key (age1...); the private key stays "
+                    "with them"
+                )
+            try:
+                x25519.Recipient.from_str(key.strip())
+            except pyrage.RecipientError:
+                raise ConfigError(
+                    f"voicemail_recipients: {key[:16]!r}... is not an age public key (age1...)"
+                ) from None
 
     def _validate_admission(self) -> None:
         for name in (

@@ -114,6 +114,12 @@ class Metrics:
         self.dialplan_reloads = Counter(
             "helpline_dialplan_reloads", "Dialplan reloads by result", ["result"], registry=r
         )
+        self.voicemail_messages = Counter(
+            "helpline_voicemail_messages",
+            "Voicemail messages received (kept encrypted), by line (the dialplan's mailbox)",
+            ["line"],
+            registry=r,
+        )
         self.build = Gauge("helpline_build_info", "Build information", ["version"], registry=r)
         self.build.labels(version="0.1.0").set(1)
         self._live: dict[str, _Source] = {}
@@ -148,6 +154,9 @@ class Metrics:
 
     def caller_abandoned(self, queue: str, waited: float) -> None:
         self.abandoned_wait.labels(queue=queue).observe(waited)
+
+    def voicemail_received(self, line: str) -> None:
+        self.voicemail_messages.labels(line=line).inc()
 
     # --- SIP traffic (the transports' observer) ------------------------------------------------
     def sip_message(self, direction: str, message: Message) -> None:

@@ -43,6 +43,7 @@ from pbx.sip.stack import SipStack
 from pbx.sip.tls import ensure_self_signed, server_context
 from pbx.sip.trunk import TrunkPolicy
 from pbx.switchboard import Switchboard
+from pbx.voicemail.desk import VoicemailDesk
 from queues.dispatcher import Dispatcher
 from queues.roster import Roster, Volunteer, VolunteerState
 
@@ -71,6 +72,7 @@ class HelplineService:
     switchboard: Switchboard  # the stack's transaction user
     keepalive: Keepalive
     drain: Drain
+    voicemail: VoicemailDesk  # messages kept encrypted, deleted after the retention period
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -90,6 +92,12 @@ class HelplineService:
                 s.metrics_port, s.metrics_host, self.metrics.registry, self.readiness
             )
         await self._open_database()
+        self.voicemail.sweep()  # messages past their retention are gone before any call
+        if not self.voicemail.accepting:
+            log.warning(
+                "voicemail_no_recipient",
+                detail="voicemail_recipients is empty: callers are told no message can be left",
+            )
         tls_ctx = None
         if s.tls_port is not None:
             cert, key = (s.tls_cert, s.tls_key)
@@ -102,6 +110,7 @@ class HelplineService:
             asyncio.create_task(self.keepalive.run()),
             asyncio.create_task(self._refresh_credentials()),
             asyncio.create_task(self.dispatcher.run()),
+            asyncio.create_task(self.voicemail.keep_retention()),
         ]
         log.info(
             "service_started",

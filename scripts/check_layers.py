@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # what calls are made of: the dialplan, anonymity, storage, observers
     ("domain", (
         "ivr", "pbx.anonymity", "pbx.db", "pbx.metrics", "pbx.restart_state",
-        "pbx.profile", "pbx.directory", "pbx.call_events",
+        "pbx.profile", "pbx.directory", "pbx.call_events", "pbx.voicemail",
     )),
     ("calls", ("pbx.calls",)),
     ("switchboard", (

@@ -1,17 +1,16 @@
 """Callers through the IVR of the default dialplan, with real PJSIP handsets on both sides.
 
 The IVR's clock is fixed at a Tuesday 15:00 in Amsterdam: Arabic is closed (evenings only)
-and so is the info line (weekdays 10:00-14:00), whose after-hours voicemail is used here.
+and so is the info line (weekdays 10:00-14:00), whose after-hours voicemail
+tests/test_voicemail.py uses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import stat
 from pathlib import Path
 
 from ivr.loader import DEFAULT_PLAN
-from pbx.media.prompts import PromptLibrary
 from tests.helpers.audio import active_part, read_wav, tone_share
 from tests.helpers.ivr_helpline import ivr_helpline, ivr_paths, without_wrap_up
 from tests.helpers.logs import captured_logs
@@ -54,34 +53,6 @@ async def test_closed_language_offers_dutch(make_helpline: MakeHelpline) -> None
             await caller.hangup()
     path = ivr_paths(logs)[0]
     assert path == ["welcome", "language_menu", "arabic", "closed_offer_dutch", "dutch"]
-
-
-async def test_info_line_after_hours_takes_a_voicemail(make_helpline: MakeHelpline) -> None:
-    async with captured_logs() as logs, ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
-        prompts = PromptLibrary(helpline.settings.recordings)
-        intro = prompts.duration("nl", "info_line_closed") + prompts.duration(
-            "nl", "voicemail_instructions"
-        )
-        async with AsyncPjsuaPhone("caller") as caller:
-            await caller.start(find_free_port())
-            assert (
-                await caller.make_call(f"sip:0900-1234567@{helpline.host}:{helpline.port}") == 200
-            )
-            await caller.play_tone(700)  # the caller speaks (a tone stands in for a voice)
-            await asyncio.sleep(intro + 2.5)
-            await caller.hangup()
-        await asyncio.sleep(0.5)
-        messages = list((helpline.settings.state_dir / "voicemail" / "info_line").glob("*.wav"))
-    assert ivr_paths(logs) == [["info_line", "info_line_voicemail"]]
-    assert len(messages) == 1
-    # a caller's message is private from the moment it exists: nobody else on the host reads it
-    assert stat.S_IMODE(messages[0].stat().st_mode) == 0o600
-    assert {
-        stat.S_IMODE(d.stat().st_mode) for d in (messages[0].parent, messages[0].parent.parent)
-    } == {0o700}
-    pcm = read_wav(messages[0])[0]
-    assert len(pcm) > 16000  # over a second of message
-    assert tone_share(active_part(pcm), 700) > 0.8
 
 
 async def test_reload_during_a_call_drops_nothing(

@@ -16,6 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from pyrage import x25519
 
 from ivr import model
 from ivr.loader import load_dialplan_text
@@ -27,6 +28,8 @@ from pbx.media.leg import MediaLeg
 from pbx.media.ports import PortPool
 from pbx.media.prompts import PromptLibrary
 from pbx.media.rtp import RtpSender
+from pbx.voicemail.desk import VoicemailDesk
+from pbx.voicemail.store import VoicemailStore
 from tests.helpers.audio import read_wav, write_wav
 from tests.helpers.rtp_peer import HOST, Peer, media_for, send_digit, stream, wait_until
 
@@ -41,7 +44,15 @@ NAMES = (
     "transfer_info_line",
     "voicemail_instructions",
     "voicemail_saved",
+    "voicemail_kept_intro",
+    "digit_1",
+    "day",
+    "voicemail_kept_outro",
+    "voicemail_unavailable",
 )
+# "your message is kept 1 day, then deleted": one talk-spurt before the beep
+KEPT_NOTICE = ("voicemail_kept_intro", "digit_1", "day", "voicemail_kept_outro")
+STAFF_KEY = x25519.Identity.generate()  # the info-line staff's; the service gets the public half
 LANG_BASE_HZ = {"nl": 300.0, "tr": 1300.0}
 CALLER_HZ = 700.0  # what the caller "says" into the voicemail
 
@@ -151,10 +162,16 @@ def runtime(
         language="nl",
         prompts=library,
         now=lambda: at,
-        voicemail_dir=tmp_path / "voicemail",
+        mailboxes=mailboxes(tmp_path),
         voicemail_silence=1.0,
         **kw,  # type: ignore[arg-type]
     )
+
+
+def mailboxes(tmp_path: Path, *, keys: bool = True) -> VoicemailDesk:
+    """The service's voicemail desk, encrypting to the staff key, messages kept one day."""
+    store = VoicemailStore(tmp_path / "voicemail", [STAFF_KEY.to_public()] if keys else [])
+    return VoicemailDesk(store, 86400.0)
 
 
 def heard(peer: Peer, library: PromptLibrary) -> list[str]:
@@ -194,6 +211,25 @@ def frames(library: PromptLibrary, *names: str, lang: str = "nl") -> int:
 
 
 BEEP_FRAMES = -(-len(BEEP) // 320)
+
+
+def notice_frames(library: PromptLibrary) -> int:
+    """RTP packets of the retention notice, played as one playlist."""
+    return -(-sum(len(library.get("nl", name)) for name in KEPT_NOTICE) // 320)
+
+
+def voicemail_intro(library: PromptLibrary) -> int:
+    """Packets before the recording starts: instructions, retention notice, beep."""
+    return frames(library, "voicemail_instructions") + notice_frames(library) + BEEP_FRAMES
+
+
+def decrypted(tmp_path: Path, message_id: str) -> bytes:
+    wav = VoicemailStore(tmp_path / "voicemail", []).decrypt(message_id, [STAFF_KEY])
+    (tmp_path / "message.wav").write_bytes(wav)
+    return read_wav(tmp_path / "message.wav")[0]
+
+
+INTRO_HEARD = ["nl:voicemail_instructions", "nl:voicemail_kept_intro", "beep"]
 
 
 def start(rt: IvrRuntime) -> asyncio.Task[IvrOutcome]:
@@ -304,23 +340,23 @@ async def test_voicemail_records_what_the_caller_says(
 ) -> None:
     leg, peer = call
     task = start(runtime(leg, library, tmp_path, entry="vm"))
-    await wait_until(lambda: heard(peer, library) == ["nl:voicemail_instructions", "beep"])
-    await wait_until(
-        lambda: len(peer.audio()) >= frames(library, "voicemail_instructions") + BEEP_FRAMES
-    )
+    await wait_until(lambda: heard(peer, library) == INTRO_HEARD)
+    await wait_until(lambda: len(peer.audio()) >= voicemail_intro(library))
     sender = RtpSender()
     await stream(peer, leg.local_address, tones.sine(CALLER_HZ, 600), Codec.PCMU, sender, 0.005)
     await send_digit(peer, leg.local_address, "#", sender)
     outcome = await asyncio.wait_for(task, 5)
     assert (outcome.kind, outcome.mailbox) == (OutcomeKind.VOICEMAIL, "info_line")
     assert outcome.voicemail is not None
-    assert outcome.voicemail.parent == tmp_path / "voicemail" / "info_line"
+    # kept encrypted in the line's folder; the staff key opens it
+    sealed = tmp_path / "voicemail" / "info_line" / f"{outcome.voicemail}.age"
+    assert sealed.read_bytes().startswith(b"age-encryption.org/v1\n")
     assert outcome.voicemail_seconds == pytest.approx(0.6)
-    pcm, rate = read_wav(outcome.voicemail)
-    assert (rate, len(pcm)) == (8000, 9600)
+    pcm = decrypted(tmp_path, outcome.voicemail)
+    assert len(pcm) == 9600
     assert tones.dominant_frequency(pcm, [CALLER_HZ, 1000.0, 400.0]) == CALLER_HZ
-    await wait_until(lambda: len(heard(peer, library)) == 3)
-    assert heard(peer, library)[2] == "nl:voicemail_saved"
+    await wait_until(lambda: len(heard(peer, library)) == 4)
+    assert heard(peer, library)[3] == "nl:voicemail_saved"
 
 
 async def test_voicemail_left_by_hanging_up_is_kept_and_silence_leaves_none(
@@ -328,10 +364,8 @@ async def test_voicemail_left_by_hanging_up_is_kept_and_silence_leaves_none(
 ) -> None:
     leg, peer = call
     task = start(runtime(leg, library, tmp_path, entry="vm"))
-    await wait_until(lambda: heard(peer, library) == ["nl:voicemail_instructions", "beep"])
-    await wait_until(
-        lambda: len(peer.audio()) >= frames(library, "voicemail_instructions") + BEEP_FRAMES
-    )
+    await wait_until(lambda: heard(peer, library) == INTRO_HEARD)
+    await wait_until(lambda: len(peer.audio()) >= voicemail_intro(library))
     await stream(
         peer, leg.local_address, tones.sine(CALLER_HZ, 400), Codec.PCMU, RtpSender(), 0.005
     )
@@ -339,8 +373,9 @@ async def test_voicemail_left_by_hanging_up_is_kept_and_silence_leaves_none(
     leg.close()
     outcome = await asyncio.wait_for(task, 5)
     assert outcome.kind is OutcomeKind.VOICEMAIL
-    assert outcome.voicemail is not None and outcome.voicemail.is_file()
+    assert outcome.voicemail is not None
     assert outcome.voicemail_seconds == pytest.approx(0.4)
+    assert len(decrypted(tmp_path, outcome.voicemail)) == 6400
 
 
 async def test_voicemail_with_nothing_said_keeps_no_file(
@@ -353,8 +388,22 @@ async def test_voicemail_with_nothing_said_keeps_no_file(
         None,
         0.0,
     )
-    assert list((tmp_path / "voicemail" / "info_line").iterdir()) == []
-    assert heard(peer, library) == ["nl:voicemail_instructions", "beep"]  # no "saved"
+    assert VoicemailStore(tmp_path / "voicemail", []).messages() == []
+    assert heard(peer, library) == INTRO_HEARD  # no "saved"
+
+
+async def test_voicemail_without_a_key_takes_no_message(
+    call: tuple[MediaLeg, Peer], library: PromptLibrary, tmp_path: Path
+) -> None:
+    """No public key configured: a message could only be kept in plaintext, so none is taken
+    and the caller is told so instead of speaking into nothing."""
+    leg, peer = call
+    rt = runtime(leg, library, tmp_path, entry="vm")
+    rt.mailboxes = mailboxes(tmp_path, keys=False)
+    outcome = await asyncio.wait_for(rt.run(), 5)
+    assert (outcome.kind, outcome.voicemail) == (OutcomeKind.VOICEMAIL, None)
+    assert heard(peer, library) == ["nl:voicemail_unavailable"]
+    assert not (tmp_path / "voicemail").exists()
 
 
 async def test_a_goto_loop_fails_without_hogging_the_event_loop(
@@ -446,7 +495,7 @@ async def test_loaded_plan_runs_as_the_dry_run_predicts(
         language=dialplan.default_language,
         prompts=library,
         now=lambda: at,
-        voicemail_dir=tmp_path,
+        mailboxes=mailboxes(tmp_path),
         region=dialled.region,
         partner=dialled.partner,
     )

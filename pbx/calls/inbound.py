@@ -13,13 +13,12 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import structlog
 
 from ivr.collect import DigitBuffer
 from ivr.model import Destination, Dialplan
-from ivr.runtime import IvrOutcome, IvrRuntime, OutcomeKind
+from ivr.runtime import IvrOutcome, IvrRuntime, Mailboxes, OutcomeKind
 from pbx.anonymity import CallerContext
 from pbx.calls.bridging import bridge_until_end
 from pbx.calls.legs import InboundLeg, watch_call_task
@@ -46,7 +45,7 @@ class HelplineCalls:
     media: MediaFactory
     prompts: PromptLibrary
     plan: Callable[[], Dialplan]  # the plan in force now
-    voicemail_dir: Path
+    mailboxes: Mailboxes  # voicemail messages, kept encrypted
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     on_outcome: Callable[[str], None] = lambda outcome: None  # metrics
     on_overflow: Callable[[str], None] = lambda queue: None  # metrics: a queue's max wait passed
@@ -106,7 +105,7 @@ class HelplineCalls:
         for _ in range(MAX_CONTINUATIONS):
             outcome = await IvrRuntime(
                 media.leg, plan, node, language=language, prompts=self.prompts, now=self.clock,
-                voicemail_dir=self.voicemail_dir,
+                mailboxes=self.mailboxes,
                 region=number.region if number else None,
                 partner=number.partner if number else None, digits=keys,
             ).run()  # fmt: skip

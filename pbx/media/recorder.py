@@ -1,5 +1,7 @@
-"""Record what a leg receives to a WAV file (8 kHz mono 16-bit), e.g. a message left
-for the info line.
+"""Record what a leg receives, in memory (8 kHz mono 16-bit PCM), e.g. a message left
+for the info line. Nothing is written here: whoever keeps a recording decides how (a caller's
+message is encrypted before it touches the disk, `pbx.voicemail`). Memory is bounded by
+the maximum length.
 
 Ends on: the maximum length, trailing silence (configurable level and duration; the
 silent tail is not kept), a stop digit ('#' by default), the leg closing, or stop().
@@ -11,16 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import wave
 from collections.abc import Generator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
 
 from pbx.media import g711, tones
 from pbx.media.g711 import Codec
 from pbx.media.leg import MediaLeg
-from pbx.private_files import open_private
 
 __all__ = ["Recorder", "RecordingEnd", "RecordingResult", "record"]
 
@@ -40,18 +38,17 @@ class RecordingEnd(enum.Enum):
 @dataclass(frozen=True)
 class RecordingResult:
     reason: RecordingEnd
-    duration: float  # seconds of audio in the file
-    path: Path
+    duration: float  # seconds of audio recorded
+    pcm: bytes  # 8 kHz mono 16-bit little-endian
     digit: str | None = None
 
 
 class Recorder:
-    """Records ``leg``'s received audio into ``path``; await it for the result."""
+    """Records ``leg``'s received audio; await it for the result."""
 
     def __init__(
         self,
         leg: MediaLeg,
-        path: str | Path,
         *,
         max_seconds: float = 120.0,
         silence_threshold: float = 200.0,
@@ -61,16 +58,14 @@ class Recorder:
         if max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive, got {max_seconds}")
         self.leg = leg
-        self.path = Path(path)
         self.max_samples = int(max_seconds * RATE)
         self.silence_threshold = silence_threshold  # RMS on the 0..32768 scale
         self.silence_samples = None if silence_seconds is None else int(silence_seconds * RATE)
         self.stop_digits = stop_digits
         self.loop = leg.ticker.loop
         self.done: asyncio.Future[RecordingResult] = self.loop.create_future()
-        self._wav: wave.Wave_write | None = None
-        self._file: BinaryIO | None = None
-        self._written = 0  # samples in the file
+        self._audio = bytearray()
+        self._written = 0  # samples recorded
         self._pending: list[bytes] = []  # current silent stretch, kept only if speech follows
         self._pending_samples = 0
         self._last_audio = 0.0  # loop time of the last packet
@@ -84,12 +79,6 @@ class Recorder:
         if self.leg.closed:
             self._finish(RecordingEnd.LEG_CLOSED)
             return self
-        self._file = open_private(self.path)  # a caller's message: 0600 from the start
-        wav = wave.open(self._file, "wb")  # noqa: SIM115 - closed in _finish
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(RATE)
-        self._wav = wav
         self._last_audio = self.loop.time()
         self.leg.add_audio_listener(self._on_audio)
         self.leg.add_dtmf_listener(self._on_digit)
@@ -142,8 +131,8 @@ class Recorder:
         self._pending_samples = 0
 
     def _write(self, pcm: bytes) -> None:
-        if self._wav is not None and pcm:
-            self._wav.writeframesraw(pcm)  # header is patched once, on close
+        if pcm:
+            self._audio += pcm
             self._written += len(pcm) // 2
 
     def _on_digit(self, digit: str) -> None:
@@ -181,18 +170,12 @@ class Recorder:
         leg.remove_close_listener(self._on_leg_closed)
         if reason is not RecordingEnd.SILENCE:
             self._flush_pending()  # the trailing silence is only dropped when it ended us
-        if self._wav is not None:
-            self._wav.close()  # does not close a file it did not open
-            self._wav = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self.done.set_result(RecordingResult(reason, self.duration, self.path, digit))
+        self.done.set_result(RecordingResult(reason, self.duration, bytes(self._audio), digit))
+        self._audio = bytearray()
 
 
 async def record(
     leg: MediaLeg,
-    path: str | Path,
     *,
     max_seconds: float = 120.0,
     silence_threshold: float = 200.0,
@@ -202,7 +185,6 @@ async def record(
     """Record and wait; cancelling the awaiting task stops the recording."""
     recorder = Recorder(
         leg,
-        path,
         max_seconds=max_seconds,
         silence_threshold=silence_threshold,
         silence_seconds=silence_seconds,

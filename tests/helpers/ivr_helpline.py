@@ -11,11 +11,15 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from pyrage import x25519
+
 from pbx.calls.inbound import HelplineCalls
 from tests.helpers.logs import log_events
 from tests.helpers.service import MakeHelpline, Running
 
 TUESDAY_1500 = datetime(2026, 11, 24, 15, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
+# voicemail is configured as in production: encrypted to a staff key the service never holds
+STAFF_KEY = x25519.Identity.generate()
 
 
 def without_wrap_up(plan: Path, into: Path) -> Path:
@@ -44,6 +48,7 @@ async def _ivr_service(
     make_helpline: MakeHelpline, plan: Path, settings: dict[str, object]
 ) -> AsyncIterator[Running]:
     settings.setdefault("volunteer_whisper", "")
+    settings.setdefault("voicemail_recipients", [str(STAFF_KEY.to_public())])
     async with make_helpline(call_flow="ivr", dialplan=plan, **settings) as helpline:
         app = helpline.service.switchboard.app
         assert isinstance(app, HelplineCalls)
