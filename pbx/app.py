@@ -45,10 +45,10 @@ from pbx.sip.auth_guard import AuthGuard, LockoutPolicy
 from pbx.sip.digest import Algorithm, NonceManager
 from pbx.sip.keepalive import Keepalive
 from pbx.sip.registrar import Binding, Change, Registrar, RegistrarConfig
-from pbx.sip.stack import SipStack
+from pbx.sip.stack import SipStack, Transports
 from pbx.sip.timers import Timers
 from pbx.sip.tls import client_context
-from pbx.sip.transport import TransportLimits
+from pbx.sip.transport import SipTransports, TransportLimits
 from pbx.sip.trunk import TrunkPolicy
 from pbx.staffing_metrics import RecordMetrics, partner_numbers, watch_staffing
 from pbx.switchboard import CallApplication, Switchboard
@@ -59,7 +59,8 @@ from queues.dispatcher import Dispatcher
 from queues.roster import Roster
 
 
-def build_service(settings: Settings) -> HelplineService:
+def build_service(settings: Settings, transports: Transports | None = None) -> HelplineService:
+    """The service on `settings`; `transports`: what SIP goes over (default: the sockets)."""
     s = settings
     # --- observers and in-memory state -----------------------------------------------------------
     metrics = Metrics()
@@ -72,18 +73,22 @@ def build_service(settings: Settings) -> HelplineService:
     # --- SIP: transport and transactions, registrar ----------------------------------------------
     trunk = TrunkPolicy.build(s.trunk_sources, s.realm, s.trunk_credentials)
     admission = admission_for(s)
+    if transports is None:
+        transports = SipTransports(
+            limits=TransportLimits(
+                s.max_message_size, s.max_connections, s.connection_idle_timeout,
+                s.unregistered_connection_timeout, s.tls_handshake_timeout,
+            ),
+            client_ssl=client_context() if s.tls_port is not None else None,
+            observe=metrics.sip_message, admission=admission,
+        )  # fmt: skip
     stack = SipStack(
-        limits=TransportLimits(
-            s.max_message_size, s.max_connections, s.connection_idle_timeout,
-            s.unregistered_connection_timeout, s.tls_handshake_timeout,
-        ),
+        transports,
         max_transactions=s.max_transactions,
         public_host=s.public_host,
         timers=Timers(t1=s.sip_t1, t2=s.sip_t2, invite_answer_limit=s.sip_invite_answer_limit),
         admission=admission,
         trunk_reserved_transactions=s.trunk_reserved_transactions,
-        observe=metrics.sip_message,
-        client_ssl=client_context() if s.tls_port is not None else None,
     )  # fmt: skip
     algorithms = tuple(Algorithm.parse(a) for a in s.digest_algorithms)
     nonces = NonceManager(secrets.token_bytes(32), lifetime=s.nonce_lifetime)

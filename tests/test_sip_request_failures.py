@@ -16,6 +16,7 @@ from pbx.sip.dialog import contact_uri
 from pbx.sip.peer import TransportKind
 from pbx.sip.stack import IncomingRequest, RequestHandlers, SipStack
 from pbx.sip.timers import Timers
+from pbx.sip.transport import SipTransports
 from tests.helpers.raw_handset import RawHandset
 
 MARKER = "zebra-caller-marker"  # stands for what a caller sends: it must never be logged
@@ -32,7 +33,7 @@ REQUEST = (
 
 @asynccontextmanager
 async def stack_with(handler: Callable[[IncomingRequest], None]) -> AsyncIterator[SipStack]:
-    stack = SipStack(timers=Timers(t1=0.05))
+    stack = SipStack(SipTransports(), timers=Timers(t1=0.05))
     await stack.start(RequestHandlers(handler), "127.0.0.1", 0)
     try:
         yield stack

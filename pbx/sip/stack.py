@@ -39,12 +39,38 @@ from pbx.sip.transactions import (
     TransactionId,
     TransactionLayer,
 )
-from pbx.sip.transport import SipTransports, TransportLimits, request_summary
+from pbx.sip.transport import MessageHandler, TransportStats, request_summary
 from pbx.sip.via import MAGIC_COOKIE
 
 log = structlog.get_logger("pbx.sip.stack")
 
 ProvisionalHandler = Callable[[Response], None]
+
+
+class Transports(Protocol):
+    """What the stack sends and listens through: `SipTransports` (UDP, TCP, TLS sockets) in
+    the service, an in-memory network in tests. Received messages go to the handler given to
+    `start` (the stack's own receive path, which exists only once the stack does)."""
+
+    stats: TransportStats  # read by the metrics through the stack
+
+    @property
+    def connection_count(self) -> int: ...
+
+    async def start(
+        self,
+        handler: MessageHandler,
+        host: str,
+        port: int,
+        tls_port: int | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None: ...
+
+    def local_address(self, kind: TransportKind) -> tuple[str, int] | None: ...
+
+    def send(self, message: Message, peer: Peer) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -138,14 +164,12 @@ class SipStack:
     """Built before its transaction user (the switchboard sends through it, so it must exist
     first) and given that user by `start`, the moment requests can first arrive."""
 
+    transports: Transports  # the service's sockets (pbx.sip.transport), or a test's network
     timers: Timers = field(default_factory=Timers)
-    limits: TransportLimits = field(default_factory=TransportLimits)
     max_transactions: int = 20000
     public_host: str = "127.0.0.1"
     admission: Admission | None = None  # per-source limits before parsing; its exempt: trunks
     trunk_reserved_transactions: int = 0  # of max_transactions, only for admission-exempt sources
-    observe: Callable[[str, Message], None] | None = None  # metrics: ("in"|"out", message)
-    client_ssl: ssl.SSLContext | None = None  # for TLS connections we open (None: no TLS out)
 
     def __post_init__(self) -> None:
         self.request_failures = 0  # the core raised while handling a request (answered here)
@@ -158,10 +182,6 @@ class SipStack:
             reserved=self.trunk_reserved_transactions if admission is not None else 0,
             privileged=lambda peer: admission is not None and admission.is_exempt(peer.host),
         )
-        self.transports = SipTransports(
-            self._on_message, self.limits, client_ssl=self.client_ssl, observe=self.observe,
-            admission=admission,
-        )  # fmt: skip
         self._user: TransactionUser = _NOBODY  # until start()
         self._pending: dict[TransactionId, _Pending] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -181,10 +201,7 @@ class SipStack:
         handed over here rather than set on either after construction)."""
         self._user = user
         self._loop = asyncio.get_running_loop()
-        await self.transports.start_udp(host, port)
-        await self.transports.start_stream(TransportKind.TCP, host, port)
-        if tls_port is not None and tls_context is not None:
-            await self.transports.start_stream(TransportKind.TLS, host, tls_port, tls_context)
+        await self.transports.start(self._on_message, host, port, tls_port, tls_context)
         self._register_sent_by()
 
     def _register_sent_by(self) -> None:

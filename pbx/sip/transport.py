@@ -185,7 +185,7 @@ class _Stream(asyncio.Protocol):
 
 @dataclass
 class SipTransports:
-    handler: MessageHandler
+    handler: MessageHandler = field(default=lambda message, peer: None)  # set by `start`
     limits: TransportLimits = field(default_factory=TransportLimits)
     stats: TransportStats = field(default_factory=TransportStats)
     client_ssl: ssl.SSLContext | None = None
@@ -207,6 +207,22 @@ class SipTransports:
         self._unreachable: OrderedDict[tuple[TransportKind, str, int], None] = OrderedDict()
 
     # --- listening -----------------------------------------------------------------------------
+    async def start(
+        self,
+        handler: MessageHandler,
+        host: str,
+        port: int,
+        tls_port: int | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """Listen on UDP and TCP (and TLS when given), delivering to `handler` (the stack's
+        receive path: the stack is built with these transports, so it hands it over here)."""
+        self.handler = handler
+        await self.start_udp(host, port)
+        await self.start_stream(TransportKind.TCP, host, port)
+        if tls_port is not None and tls_context is not None:
+            await self.start_stream(TransportKind.TLS, host, tls_port, tls_context)
+
     async def start_udp(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_datagram_endpoint(

@@ -17,6 +17,7 @@ import itertools
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pbx.sip.message import Request, Response, make_response
 from pbx.sip.parser import parse_message
@@ -70,6 +71,20 @@ class Datagram:
 Loss = Callable[[Datagram], bool]
 
 
+class Endpoint(Protocol):
+    """What the network delivers to and asks for deadlines: a `SipNode`, or a stack's
+    transports (tests/helpers/memory_stack.py)."""
+
+    @property
+    def address(self) -> Address: ...
+
+    def datagram_received(self, data: bytes, source: Address) -> None: ...
+
+    def next_deadline(self) -> float | None: ...
+
+    def on_timer(self, now: float) -> None: ...
+
+
 def no_loss(datagram: Datagram) -> bool:
     return False
 
@@ -83,12 +98,12 @@ class Network:
         self.loss = loss
         self.now = 0.0
         self.wire: list[Datagram] = []
-        self._nodes: dict[Address, SipNode] = {}
+        self._nodes: dict[Address, Endpoint] = {}
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()
         self._stuck = 0  # steps in a row at one instant: a timer that never moves on is a bug
 
-    def attach(self, node: SipNode) -> None:
+    def attach(self, node: Endpoint) -> None:
         if node.address in self._nodes:
             raise ValueError(f"{node.address} is taken")
         self._nodes[node.address] = node

@@ -73,13 +73,17 @@ class Caller:
         return finals[0] if finals else None
 
     # --- INVITE, ACK, CANCEL, BYE ------------------------------------------------------------
-    def invite(self, target: Peer, number: str = "0900") -> None:
+    def invite(self, target: Peer, number: str = "0900", sdp: bytes = b"") -> None:
+        """INVITE `number` at `target`, with `sdp` as the offer if given."""
         uri = f"sip:{number}@{target.host}:{target.port}"
         invite = new_request(
             "INVITE", uri, f"<sip:{self.user}@{self.host}>;tag={new_tag()}", f"<{uri}>",
             new_call_id(self.host), 1,
         )  # fmt: skip
         invite.headers.add("Contact", self.contact)
+        if sdp:
+            invite.headers.add("Content-Type", "application/sdp")
+            invite.body = sdp
         self._invite, self._target = invite, target
         self._invite_transaction = self.node.request(invite, target, self._on_invite_response)
 
