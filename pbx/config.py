@@ -27,6 +27,17 @@ class Settings:
     tls_port: int | None = 5061  # None disables TLS
     tls_cert: Path | None = None  # PEM; a self-signed pair is generated under state_dir when unset
     tls_key: Path | None = None
+    # Outbound TLS (to handsets, trunks): verify the peer's certificate against this CA bundle
+    # (PEM) when set, and refuse the connection when it does not verify; unset: no verification.
+    tls_ca_file: Path | None = None
+    # SRTP (SDES keys, sent only over TLS) on volunteers' legs: "off", "offer" (SRTP when the
+    # handset takes it, plain RTP otherwise) or "require" (488 for plain RTP; no shift login
+    # over UDP/TCP). srtp_volunteers overrides it per volunteer (name -> mode).
+    srtp: str = "offer"
+    srtp_volunteers: dict[str, str] = field(default_factory=dict)
+    srtp_suites: list[str] = field(
+        default_factory=lambda: ["AES_CM_128_HMAC_SHA1_80", "AEAD_AES_128_GCM"]
+    )
     advertise_host: str | None = (
         None  # address put in Via/Contact/SDP; default: sip_host or 127.0.0.1
     )
@@ -135,6 +146,7 @@ class Settings:
             raise ConfigError("rtp_port_min must be below rtp_port_max")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
+        self._validate_srtp()
         if not (
             0
             < self.registration_min_expires
@@ -157,6 +169,16 @@ class Settings:
         self._validate_admission()
         if self.keepalive_max_misses < 1:
             raise ConfigError("keepalive_max_misses must be at least 1")
+
+    def _validate_srtp(self) -> None:
+        modes = ("off", "offer", "require")
+        for who, mode in [("srtp", self.srtp), *self.srtp_volunteers.items()]:
+            if mode not in modes:
+                raise ConfigError(f"srtp mode for {who!r} must be one of {modes}, not {mode!r}")
+        suites = {"AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM",
+                  "AEAD_AES_256_GCM"}  # fmt: skip
+        if not self.srtp_suites or not set(self.srtp_suites) <= suites:
+            raise ConfigError(f"srtp_suites must be a non-empty subset of {sorted(suites)}")
 
     def _validate_admission(self) -> None:
         for name in (
