@@ -45,7 +45,7 @@ class MediaError(Exception):
         self.reason = reason
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the factory keeps the live ones in a weak set
 class AnchoredMedia:
     leg: MediaLeg
     host: str

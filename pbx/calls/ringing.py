@@ -59,7 +59,7 @@ class Ringer:
         targets = target if isinstance(target, list) else [target]
         shown = self.display_name if display is None else display
         invites: dict[asyncio.Task[Response], OutboundLeg] = {}
-        secure: dict[OutboundLeg, bool] = {}  # signalled over TLS: SRTP keys may go there
+        secure: dict[int, bool] = {}  # by id(leg): signalled over TLS, SRTP keys may go there
         for t in targets:
             tls = t.peer.transport is TransportKind.TLS
             try:
@@ -75,7 +75,7 @@ class Ringer:
                 sdp=sdp, call_id=call_id, local_tag=tag,
             )  # fmt: skip
             invites[asyncio.create_task(call)] = out
-            secure[out] = tls
+            secure[id(out)] = tls
         if not invites:
             return None
         winner = await _first_answer(leg, invites, timeout)
@@ -94,7 +94,7 @@ class Ringer:
             await winner.hangup("caller_gone")
             return None
         try:
-            media.accept_answer(winner.remote_sdp, secure=secure[winner])
+            media.accept_answer(winner.remote_sdp, secure=secure[id(winner)])
         except MediaError:
             await winner.hangup("bad_sdp")
             return None

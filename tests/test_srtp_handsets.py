@@ -1,0 +1,115 @@
+"""SRTP with SDES on volunteers' legs, against real handsets registered over TLS.
+
+baresip (Debian, `srtp` module, `mediaenc=srtp-mand`) and PJSIP (pjsua2, SRTP mandatory, keys
+only over TLS) register over TLS, log in with *1, and take a call from a trunk caller (PJSIP,
+plain RTP over UDP) with the service requiring SRTP. Audio is checked by content both ways, and a
+capture on the loopback interface shows what an eavesdropper on the volunteer's broadband would
+get: the volunteer-side RTP payload does not decode as G.711 to the handset's tone, while the
+carrier side (plain RTP) does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import audioop
+import warnings
+from pathlib import Path
+
+import pytest
+
+from pbx.sip.peer import TransportKind
+from queues.roster import VolunteerState
+from tests.helpers.audio import active_part, read_wav, tone_share
+from tests.helpers.logs import captured_logs, log_events
+from tests.helpers.loopback_sniffer import Datagram, LoopbackSniffer
+from tests.helpers.polling import until
+from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running
+from tests.helpers.volunteers import PASSWORD
+from tests.peers.baresip import Baresip
+from tests.peers.pjsua_phone import AsyncPjsuaPhone
+from tests.peers.sipp import find_free_port
+from tests.peers.softphone import SipAccount
+
+CALLER_TONE, HANDSET_TONE = 1000, 400
+SERVICE_HOST = "127.0.0.1"
+
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="audioop")
+
+
+def decoded(datagrams: list[Datagram]) -> bytes:
+    """The G.711 payloads of RTP-looking datagrams, decoded as their payload type says."""
+    pcm = b""
+    for d in datagrams:
+        payload = d.rtp_payload
+        if payload is None or d.payload_type not in (0, 8) or len(payload) != 160:
+            continue
+        pcm += audioop.ulaw2lin(payload, 2) if d.payload_type == 0 else audioop.alaw2lin(payload, 2)
+    return pcm
+
+
+def g711_share(datagrams: list[Datagram], tone: int) -> float:
+    pcm = active_part(decoded(datagrams))
+    return tone_share(pcm[-16000:], tone) if len(pcm) >= 16000 else 0.0
+
+
+async def trunk_call(helpline: Running, caller: AsyncPjsuaPhone) -> range:
+    """A carrier's call, plain RTP over UDP, for the Dutch queue; the caller's RTP ports."""
+    rtp = find_free_port()
+    await caller.start(find_free_port(), user="0612345678", rtp_port=rtp)
+    assert await caller.make_call(f"sip:09000767@{helpline.host}:{helpline.port}") == 200
+    await caller.send_dtmf("1")  # Dutch, during the welcome
+    await caller.play_tone(CALLER_TONE)
+    return range(rtp, rtp + 100)  # the worker's RTP port range
+
+
+async def test_baresip_over_tls_with_srtp_takes_a_trunk_call(
+    make_helpline: MakeHelpline, tmp_path: Path
+) -> None:
+    async with captured_logs() as logs, make_helpline(call_flow="ivr", srtp="require") as helpline:
+        await helpline.add_volunteer("vera", PASSWORD)
+        port = helpline.service.stack.port(TransportKind.TLS)
+        account = SipAccount("vera", PASSWORD, helpline.host, port, "tls")
+        with LoopbackSniffer() as sniffer:
+            async with (
+                Baresip(account, bind=HANDSET_HOST, tone_hz=HANDSET_TONE, mediaenc="srtp-mand")
+                as phone,
+                AsyncPjsuaPhone("caller") as caller,
+            ):  # fmt: skip
+                await phone.wait_registered()
+                login = await phone.dial("*1")
+                await phone.wait_ended(timeout=20, after=await phone.wait_established(after=login))
+                assert helpline.service.roster.get("vera").state is VolunteerState.AVAILABLE
+
+                ring = phone.mark()
+                caller_ports = await trunk_call(helpline, caller)
+                answered = await phone.wait_established(timeout=20, after=ring)
+                await until(lambda: bool(log_events(logs, "call_connected")))
+                await caller.record(tmp_path / "caller.wav")
+                await asyncio.sleep(2.0)
+                caller_heard = await caller.stop_record()
+                await caller.hangup()
+                await phone.wait_ended(after=answered)
+                handset_heard = read_wav(phone.heard())
+    pcm, rate = handset_heard
+    heard = active_part(pcm, rate=rate)[-2 * rate :]
+    assert tone_share(heard, CALLER_TONE, rate) > 0.8  # the caller, through SRTP
+    assert tone_share(active_part(read_wav(caller_heard)[0]), HANDSET_TONE) > 0.8
+    assert_encrypted_on_volunteer_side(sniffer, phone.rtp_ports, caller_ports)
+
+
+def assert_encrypted_on_volunteer_side(
+    sniffer: LoopbackSniffer, handset_ports: range, caller_ports: range
+) -> None:
+    # other services may run on this machine: only this handset's and this caller's ports
+    volunteer_side = [
+        d for d in sniffer.between(HANDSET_HOST, SERVICE_HOST) if d.src[1] in handset_ports
+    ]
+    assert len([d for d in volunteer_side if d.rtp_payload]) > 50
+    assert g711_share(volunteer_side, HANDSET_TONE) < 0.2, "volunteer RTP decodes as G.711"
+    # the same tone, relayed to the carrier in plain RTP, is there for anyone to hear
+    carrier_side = [
+        d
+        for d in sniffer.between(SERVICE_HOST, SERVICE_HOST)
+        if d.dst[1] in caller_ports and d.rtp_payload
+    ]
+    assert g711_share(carrier_side, HANDSET_TONE) > 0.8
