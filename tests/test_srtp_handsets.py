@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import audioop
+import socket
+import urllib.request
 import warnings
 from pathlib import Path
-
-import pytest
 
 from pbx.sip.peer import TransportKind
 from queues.roster import VolunteerState
@@ -65,7 +65,11 @@ async def trunk_call(helpline: Running, caller: AsyncPjsuaPhone) -> range:
 async def test_baresip_over_tls_with_srtp_takes_a_trunk_call(
     make_helpline: MakeHelpline, tmp_path: Path
 ) -> None:
-    async with captured_logs() as logs, make_helpline(call_flow="ivr", srtp="require") as helpline:
+    metrics = find_free_port()
+    async with (
+        captured_logs() as logs,
+        make_helpline(call_flow="ivr", srtp="require", metrics_port=metrics) as helpline,
+    ):
         await helpline.add_volunteer("vera", PASSWORD)
         port = helpline.service.stack.port(TransportKind.TLS)
         account = SipAccount("vera", PASSWORD, helpline.host, port, "tls")
@@ -84,6 +88,9 @@ async def test_baresip_over_tls_with_srtp_takes_a_trunk_call(
                 caller_ports = await trunk_call(helpline, caller)
                 answered = await phone.wait_established(timeout=20, after=ring)
                 await until(lambda: bool(log_events(logs, "call_connected")))
+                assert 'helpline_media_legs{protection="srtp"} 1.0' in await scrape(metrics)
+                await inject_tampered(sniffer, phone.rtp_ports)
+                await until(lambda: helpline_counter(metrics, "helpline_srtp_auth_failures") >= 1.0)
                 await caller.record(tmp_path / "caller.wav")
                 await asyncio.sleep(2.0)
                 caller_heard = await caller.stop_record()
@@ -95,6 +102,35 @@ async def test_baresip_over_tls_with_srtp_takes_a_trunk_call(
     assert tone_share(heard, CALLER_TONE, rate) > 0.8  # the caller, through SRTP
     assert tone_share(active_part(read_wav(caller_heard)[0]), HANDSET_TONE) > 0.8
     assert_encrypted_on_volunteer_side(sniffer, phone.rtp_ports, caller_ports)
+
+
+async def scrape(port: int) -> str:
+    url = f"http://127.0.0.1:{port}/metrics"
+    return (await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())).decode()
+
+
+def helpline_counter(port: int, name: str) -> float:
+    url = f"http://127.0.0.1:{port}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(name))
+
+
+async def inject_tampered(sniffer: LoopbackSniffer, handset_ports: range) -> None:
+    """One of the handset's SRTP packets, moved ahead in sequence (not a replay) with a payload
+    bit flipped, sent from the handset's address to the service's port as a man in the middle
+    on the volunteer's Wi-Fi might: it must fail authentication and never reach the caller."""
+    srtp = [
+        d
+        for d in sniffer.between(HANDSET_HOST, SERVICE_HOST)
+        if d.src[1] in handset_ports and d.rtp_payload and len(d.data) > 172
+    ]
+    packet = bytearray(srtp[-1].data)
+    seq = (int.from_bytes(packet[2:4], "big") + 1000) & 0xFFFF
+    packet[2:4] = seq.to_bytes(2, "big")
+    packet[40] ^= 0x01
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HANDSET_HOST, 0))
+        sock.sendto(bytes(packet), srtp[-1].dst)
 
 
 def assert_encrypted_on_volunteer_side(
@@ -113,3 +149,61 @@ def assert_encrypted_on_volunteer_side(
         if d.dst[1] in caller_ports and d.rtp_payload
     ]
     assert g711_share(carrier_side, HANDSET_TONE) > 0.8
+
+
+async def test_pjsip_over_tls_with_srtp_takes_a_trunk_call(
+    make_helpline: MakeHelpline, tmp_path: Path
+) -> None:
+    async with captured_logs() as logs, make_helpline(call_flow="ivr", srtp="require") as helpline:
+        await helpline.add_volunteer("vera", PASSWORD)
+        tls = helpline.service.stack.port(TransportKind.TLS)
+        handset_rtp = find_free_port(HANDSET_HOST)
+        with LoopbackSniffer() as sniffer:
+            async with AsyncPjsuaPhone("vera") as phone, AsyncPjsuaPhone("caller") as caller:
+                await phone.start(
+                    find_free_port(HANDSET_HOST), "tls", bind=HANDSET_HOST, srtp=2,
+                    rtp_port=handset_rtp,
+                )  # fmt: skip
+                assert await phone.register(helpline.host, tls, "vera", PASSWORD) == 200
+                await phone.make_call(f"sip:*1@{helpline.host}:{tls};transport=tls")
+                await phone.wait_disconnected(timeout=20)  # confirmed, then the service hangs up
+                assert helpline.service.roster.get("vera").state is VolunteerState.AVAILABLE
+
+                caller_ports = await trunk_call(helpline, caller)
+                incoming = await phone.wait_incoming(timeout=20)
+                assert "RTP/SAVP" in incoming.sdp and "a=crypto:" in incoming.sdp
+                await phone.answer(200)
+                await phone.play_tone(HANDSET_TONE)
+                await until(lambda: bool(log_events(logs, "call_connected")))
+                await phone.record(tmp_path / "handset.wav")
+                await caller.record(tmp_path / "caller.wav")
+                await asyncio.sleep(2.0)
+                handset_heard = await phone.stop_record()
+                caller_heard = await caller.stop_record()
+                await caller.hangup()
+                await phone.wait_disconnected(timeout=10)
+    assert tone_share(active_part(read_wav(handset_heard)[0]), CALLER_TONE) > 0.8
+    assert tone_share(active_part(read_wav(caller_heard)[0]), HANDSET_TONE) > 0.8
+    assert_encrypted_on_volunteer_side(sniffer, range(handset_rtp, handset_rtp + 100), caller_ports)
+
+
+async def test_require_refuses_plain_rtp_with_488_and_a_shift_over_udp(
+    make_helpline: MakeHelpline,
+) -> None:
+    async with captured_logs() as logs, make_helpline(call_flow="ivr", srtp="require") as helpline:
+        await helpline.add_volunteer("vera", PASSWORD)
+        tls = helpline.service.stack.port(TransportKind.TLS)
+        async with AsyncPjsuaPhone("vera") as plain_tls, AsyncPjsuaPhone("vera-udp") as on_udp:
+            await plain_tls.start(find_free_port(HANDSET_HOST), "tls", bind=HANDSET_HOST)
+            assert await plain_tls.register(helpline.host, tls, "vera", PASSWORD) == 200
+            await plain_tls.make_call(f"sip:*1@{helpline.host}:{tls};transport=tls")
+            assert await plain_tls.wait_disconnected(timeout=10) == 488
+            await until(lambda: bool(log_events(logs, "srtp_required_refused")))
+            assert log_events(logs, "srtp_required_refused")[0]["reason"] == "plain_rtp_offered"
+
+            await on_udp.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            assert await on_udp.register(helpline.host, helpline.port, "vera", PASSWORD) == 200
+            await on_udp.make_call(f"sip:*1@{helpline.host}:{helpline.port}")
+            assert await on_udp.wait_disconnected(timeout=10) == 403
+            assert log_events(logs, "shift_refused_unencrypted_transport")
+        assert "vera" not in helpline.service.roster
