@@ -18,9 +18,7 @@ def invite_200s(result: SippResult) -> list[str]:
 
 
 def _cseq(message: str) -> str:
-    return next(
-        (line for line in message.splitlines() if line.lower().startswith("cseq:")), ""
-    )
+    return next((line for line in message.splitlines() if line.lower().startswith("cseq:")), "")
 
 
 async def test_late_ack_gets_the_200_again_until_it_comes(make_helpline: MakeHelpline) -> None:

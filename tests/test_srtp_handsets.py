@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import audioop
-import socket
 import urllib.request
 import warnings
 from pathlib import Path
@@ -21,7 +20,7 @@ from pbx.sip.peer import TransportKind
 from queues.roster import VolunteerState
 from tests.helpers.audio import active_part, read_wav, tone_share
 from tests.helpers.logs import captured_logs, log_events
-from tests.helpers.loopback_sniffer import Datagram, LoopbackSniffer
+from tests.helpers.loopback_sniffer import Datagram, LoopbackSniffer, send_spoofed
 from tests.helpers.polling import until
 from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running
 from tests.helpers.volunteers import PASSWORD
@@ -89,7 +88,7 @@ async def test_baresip_over_tls_with_srtp_takes_a_trunk_call(
                 answered = await phone.wait_established(timeout=20, after=ring)
                 await until(lambda: bool(log_events(logs, "call_connected")))
                 assert 'helpline_media_legs{protection="srtp"} 1.0' in await scrape(metrics)
-                await inject_tampered(sniffer, phone.rtp_ports)
+                await inject_tampered(sniffer, phone.rtp_ports, sniffer.mark())
                 await until(lambda: helpline_counter(metrics, "helpline_srtp_auth_failures") >= 1.0)
                 await caller.record(tmp_path / "caller.wav")
                 await asyncio.sleep(2.0)
@@ -115,22 +114,25 @@ def helpline_counter(port: int, name: str) -> float:
     return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(name))
 
 
-async def inject_tampered(sniffer: LoopbackSniffer, handset_ports: range) -> None:
+async def inject_tampered(sniffer: LoopbackSniffer, handset_ports: range, after: int) -> None:
     """One of the handset's SRTP packets, moved ahead in sequence (not a replay) with a payload
-    bit flipped, sent from the handset's address to the service's port as a man in the middle
-    on the volunteer's Wi-Fi might: it must fail authentication and never reach the caller."""
-    srtp = [
-        d
-        for d in sniffer.between(HANDSET_HOST, SERVICE_HOST)
-        if d.src[1] in handset_ports and d.rtp_payload and len(d.data) > 172
-    ]
-    packet = bytearray(srtp[-1].data)
+    bit flipped, sent with the handset's address and port (spoofed) to the service's port as a
+    man in the middle on the volunteer's Wi-Fi might: it must fail authentication."""
+
+    def srtp() -> list[Datagram]:  # of the call in progress (not the *1 call before it)
+        return [
+            d
+            for d in sniffer.between(HANDSET_HOST, SERVICE_HOST, after)
+            if d.src[1] in handset_ports and d.rtp_payload and len(d.data) > 172
+        ]
+
+    await until(lambda: bool(srtp()))
+    captured = srtp()[-1]
+    packet = bytearray(captured.data)
     seq = (int.from_bytes(packet[2:4], "big") + 1000) & 0xFFFF
     packet[2:4] = seq.to_bytes(2, "big")
     packet[40] ^= 0x01
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HANDSET_HOST, 0))
-        sock.sendto(bytes(packet), srtp[-1].dst)
+    send_spoofed(bytes(packet), captured.src, captured.dst)
 
 
 def assert_encrypted_on_volunteer_side(

@@ -33,6 +33,21 @@ class Datagram:
         return self.data[1] & 0x7F
 
 
+def send_spoofed(data: bytes, src: tuple[str, int], dst: tuple[str, int]) -> None:
+    """Send a UDP datagram on loopback with a forged source address and port (raw socket, root),
+    as a man in the middle would: the receiver cannot tell it from its peer's by address."""
+    for host in (src[0], dst[0]):
+        if not host.startswith("127."):
+            raise ValueError("spoofed packets stay on loopback")
+    udp = struct.pack("!HHHH", src[1], dst[1], 8 + len(data), 0) + data  # no UDP checksum
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, socket.IPPROTO_UDP, 0,
+        socket.inet_aton(src[0]), socket.inet_aton(dst[0]),
+    )  # fmt: skip
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+        sock.sendto(header + udp, (dst[0], 0))  # the kernel fills in the IP checksum
+
+
 class LoopbackSniffer:
     """Captures UDP on ``lo`` from start until closed."""
 
@@ -64,9 +79,13 @@ class LoopbackSniffer:
             payload = ip[ihl + 8 : ihl + length]
             self.datagrams.append(Datagram((src, sport), (dst, dport), payload))
 
-    def between(self, a: str, b: str) -> list[Datagram]:
-        """Datagrams sent from host ``a`` to host ``b``."""
-        return [d for d in list(self.datagrams) if d.src[0] == a and d.dst[0] == b]
+    def mark(self) -> int:
+        """A point in the capture: pass it to ``between(after=...)``."""
+        return len(self.datagrams)
+
+    def between(self, a: str, b: str, after: int = 0) -> list[Datagram]:
+        """Datagrams sent from host ``a`` to host ``b`` (captured since the mark ``after``)."""
+        return [d for d in self.datagrams[after:] if d.src[0] == a and d.dst[0] == b]
 
     def close(self) -> None:
         self._stop.set()
