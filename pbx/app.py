@@ -73,7 +73,7 @@ def build_service(settings: Settings) -> HelplineService:
         admission=admission,
         trunk_reserved_transactions=s.trunk_reserved_transactions,
         observe=metrics.sip_message,
-        client_ssl=client_context() if s.tls_port is not None else None,
+        client_ssl=client_context(s.tls_ca_file) if s.tls_port is not None else None,
     )  # fmt: skip
     algorithms = tuple(Algorithm.parse(a) for a in s.digest_algorithms)
     nonces = NonceManager(secrets.token_bytes(32), lifetime=s.nonce_lifetime)

@@ -30,6 +30,7 @@ class Settings:
     # Outbound TLS (to handsets, trunks): verify the peer's certificate against this CA bundle
     # (PEM) when set, and refuse the connection when it does not verify; unset: no verification.
     tls_ca_file: Path | None = None
+    tls_reload_interval: float = 10.0  # seconds between looks at tls_cert/tls_key for a renewal
     # SRTP (SDES keys, sent only over TLS) on volunteers' legs: "off", "offer" (SRTP when the
     # handset takes it, plain RTP otherwise) or "require" (488 for plain RTP; no shift login
     # over UDP/TCP). srtp_volunteers overrides it per volunteer (name -> mode).
@@ -184,7 +185,7 @@ class Settings:
         for name in (
             "admission_requests_per_second", "admission_request_burst",
             "admission_bytes_per_second", "ban_seconds", "tls_handshake_timeout",
-            "unregistered_connection_timeout",
+            "unregistered_connection_timeout", "tls_reload_interval",
         ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be above 0")

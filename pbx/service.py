@@ -40,7 +40,7 @@ from pbx.sip.keepalive import Keepalive
 from pbx.sip.peer import TransportKind
 from pbx.sip.registrar import Registrar
 from pbx.sip.stack import SipStack
-from pbx.sip.tls import ensure_self_signed, server_context
+from pbx.sip.tls import CertificateFiles, ensure_self_signed
 from pbx.sip.trunk import TrunkPolicy
 from pbx.switchboard import Switchboard
 from queues.dispatcher import Dispatcher
@@ -90,12 +90,13 @@ class HelplineService:
                 s.metrics_port, s.metrics_host, self.metrics.registry, self.readiness
             )
         await self._open_database()
-        tls_ctx = None
+        tls_files = None
         if s.tls_port is not None:
             cert, key = (s.tls_cert, s.tls_key)
             if cert is None or key is None:
                 cert, key = ensure_self_signed(s.state_dir / "tls", s.public_host)
-            tls_ctx = server_context(cert, key)
+            tls_files = CertificateFiles(cert, key)  # reloaded when renewed, calls kept
+        tls_ctx = None if tls_files is None else tls_files.context
         await self.stack.start(self.switchboard, s.sip_host, s.sip_port, s.tls_port, tls_ctx)
         self._tasks = [
             asyncio.create_task(self._sweep_expired()),
@@ -103,6 +104,8 @@ class HelplineService:
             asyncio.create_task(self._refresh_credentials()),
             asyncio.create_task(self.dispatcher.run()),
         ]
+        if tls_files is not None:
+            self._tasks.append(asyncio.create_task(tls_files.watch(s.tls_reload_interval)))
         log.info(
             "service_started",
             sip=f"{s.sip_host}:{self.stack.port(TransportKind.UDP)}",
