@@ -5,7 +5,8 @@ only over TLS) register over TLS, log in with *1, and take a call from a trunk c
 plain RTP over UDP) with the service requiring SRTP. Audio is checked by content both ways, and a
 capture on the loopback interface shows what an eavesdropper on the volunteer's broadband would
 get: the volunteer-side RTP payload does not decode as G.711 to the handset's tone, while the
-carrier side (plain RTP) does.
+carrier side (plain RTP) does. PJSIP's volunteer types a PIN (RFC 4733 inside SRTP) to log in;
+a tampered SRTP packet is dropped and counted.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ async def test_pjsip_over_tls_with_srtp_takes_a_trunk_call(
     make_helpline: MakeHelpline, tmp_path: Path
 ) -> None:
     async with captured_logs() as logs, make_helpline(call_flow="ivr", srtp="require") as helpline:
-        await helpline.add_volunteer("vera", PASSWORD)
+        await helpline.add_volunteer("vera", PASSWORD, pin="4711")
         tls = helpline.service.stack.port(TransportKind.TLS)
         handset_rtp = find_free_port(HANDSET_HOST)
         with LoopbackSniffer() as sniffer:
@@ -167,8 +168,9 @@ async def test_pjsip_over_tls_with_srtp_takes_a_trunk_call(
                     rtp_port=handset_rtp,
                 )  # fmt: skip
                 assert await phone.register(helpline.host, tls, "vera", PASSWORD) == 200
-                await phone.make_call(f"sip:*1@{helpline.host}:{tls};transport=tls")
-                await phone.wait_disconnected(timeout=20)  # confirmed, then the service hangs up
+                assert await phone.make_call(f"sip:*1@{helpline.host}:{tls};transport=tls") == 200
+                await phone.send_dtmf("4711#")  # RFC 4733 inside SRTP: the PIN gets through
+                assert await phone.wait_disconnected(timeout=30) == 200
                 assert helpline.service.roster.get("vera").state is VolunteerState.AVAILABLE
 
                 caller_ports = await trunk_call(helpline, caller)
