@@ -143,9 +143,11 @@ class AnchoredMedia:
 
     def accept_answer(self, answer_body: bytes, secure: bool | None = None) -> None:
         """The answer of a peer we sent ``offer(secure)`` to."""
-        our_offer = self.our_offers.get(
-            self.secure_signalling if secure is None else secure, self.our_offer
-        )
+        if secure is not None:
+            # the handset that answered is this leg's peer from now on: its re-INVITEs are
+            # answered as its transport allows (keys only over TLS)
+            self.secure_signalling = secure
+        our_offer = self.our_offers.get(self.secure_signalling, self.our_offer)
         assert our_offer is not None
         try:
             negotiated = parse_answer(SessionDescription.parse(answer_body), our_offer)
