@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from pbx.calls.media_session import MediaError, MediaFactory
 from pbx.media.g711 import Codec
 from pbx.media.leg import MediaLeg
 from pbx.media.offer_answer import (
@@ -160,3 +161,31 @@ async def test_srtp_legs_carry_audio_and_key_presses_and_drop_a_tampered_packet(
         a.close()
         b.close()
         await asyncio.sleep(0)
+
+
+async def test_a_volunteer_leg_keeps_srtp_and_its_key_through_a_reinvite() -> None:
+    factory = MediaFactory(PortPool("127.0.0.1", 42000, 42998), "127.0.0.1")
+    media = await factory.open(["127.0.0.2"], srtp=SrtpMode.REQUIRE)
+    handset = LocalKeys([Suite.AES_CM_128_HMAC_SHA1_80])
+    try:
+        with pytest.raises(MediaError):  # a handset not on TLS is never offered keys
+            media.offer(secure=False)
+        offer = SessionDescription.parse(media.offer(secure=True))
+        answer, _ = answer_offer(offer, "127.0.0.2", 40000, srtp=SrtpMode.REQUIRE, keys=handset)
+        media.accept_answer(answer.to_bytes(), secure=True)
+        assert media.protected and factory.legs_by_protection() == {"plain": 0, "srtp": 1}
+        tx = media.leg.endpoint.protection
+        # the handset puts the call on hold and back (re-INVITEs with its crypto, over TLS)
+        for direction in (Direction.SENDONLY, Direction.SENDRECV):
+            reoffer = build_offer(
+                "127.0.0.2", 40000, crypto=handset.offer(), savp=True, direction=direction
+            )
+            reanswer = SessionDescription.parse(media.answer(reoffer.to_bytes()))
+            assert reanswer.media[0].proto == "RTP/SAVP"
+        assert media.leg.endpoint.protection is tx and tx is not None  # same contexts, same key
+        assert tx.keys.tx_key == media.keys.key(Suite.AES_CM_128_HMAC_SHA1_80)
+        with pytest.raises(MediaError):  # a plain re-offer: refused (488), SRTP kept
+            media.answer(build_offer("127.0.0.2", 40000).to_bytes())
+        assert media.protected
+    finally:
+        media.close()
