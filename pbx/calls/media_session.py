@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import weakref
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
@@ -45,7 +44,7 @@ class MediaError(Exception):
         self.reason = reason
 
 
-@dataclass(eq=False)  # identity: the factory keeps the live ones in a weak set
+@dataclass(eq=False)  # identity, not value: one leg's media
 class AnchoredMedia:
     leg: MediaLeg
     host: str
@@ -189,7 +188,8 @@ class MediaFactory:
     srtp: SrtpPolicy = field(default_factory=SrtpPolicy)
     strays: int = 0  # RTP packets dropped for coming from anybody but the signalled peer
     srtp_auth_failures: int = 0  # SRTP packets dropped for failing authentication
-    live: weakref.WeakSet[AnchoredMedia] = field(default_factory=weakref.WeakSet)
+    # open legs by id, for the metrics (read from the scraping thread: copied in one C call)
+    live: dict[int, AnchoredMedia] = field(default_factory=dict)
 
     async def open(
         self,
@@ -214,7 +214,13 @@ class MediaFactory:
             leg, self.host, dead, filler=self.filler, srtp=srtp,
             secure_signalling=secure_signalling, keys=LocalKeys(self.srtp.suites),
         )  # fmt: skip
-        self.live.add(media)
+        key = id(media)
+        self.live[key] = media
+
+        def closed(_: MediaLeg) -> None:
+            self.live.pop(key, None)
+
+        leg.add_close_listener(closed)
         return media
 
     async def open_for_volunteer(self, username: str, peer_hosts: Collection[str]) -> AnchoredMedia:
@@ -225,7 +231,7 @@ class MediaFactory:
     def legs_by_protection(self) -> dict[str, int]:
         """Live media legs that negotiated media, by protection (metrics)."""
         counts = {"plain": 0, "srtp": 0}
-        for media in list(self.live):
+        for media in list(self.live.values()):
             if not media.leg.closed and media.leg.media is not None:
                 counts["srtp" if media.protected else "plain"] += 1
         return counts
