@@ -10,6 +10,8 @@ import os
 import pytest
 
 from pbx.calls.media_session import MediaError, MediaFactory
+from pbx.media import g711
+from pbx.media.bridge import Bridge
 from pbx.media.g711 import Codec
 from pbx.media.leg import MediaLeg
 from pbx.media.offer_answer import (
@@ -24,6 +26,8 @@ from pbx.media.ports import PortPool
 from pbx.media.rtp import RtpSender
 from pbx.media.sdp import Direction, SessionDescription
 from pbx.media.srtp import CryptoAttribute, LocalKeys, SrtpKeys, SrtpMode, SrtpSession, Suite
+from pbx.media.tones import sine
+from tests.helpers.audio import tone_share
 from tests.helpers.polling import until
 
 SUITES = list(Suite)
@@ -189,3 +193,47 @@ async def test_a_volunteer_leg_keeps_srtp_and_its_key_through_a_reinvite() -> No
         assert media.protected
     finally:
         media.close()
+
+
+async def test_the_bridge_relays_between_plain_and_srtp_legs_and_the_tone_goes_encrypted() -> None:
+    """Carrier leg plain PCMU, volunteer leg SRTP PCMA: audio crosses (transcoded) both ways, and
+    the time-limit tone injected towards the volunteer arrives through SRTP."""
+    pool = PortPool("127.0.0.1", 44000, 44998)
+    suite = Suite.AES_CM_128_HMAC_SHA1_80
+    x, y = os.urandom(suite.key_length), os.urandom(suite.key_length)
+    carrier, caller_leg = await MediaLeg.open(pool), await MediaLeg.open(pool)
+    volunteer_leg, handset = await MediaLeg.open(pool), await MediaLeg.open(pool)
+    legs = (carrier, caller_leg, volunteer_leg, handset)
+    try:
+
+        def media(port: int, codec: Codec, keys: SrtpKeys | None) -> NegotiatedMedia:
+            return NegotiatedMedia("127.0.0.1", port, codec, 101, 20, Direction.SENDRECV, srtp=keys)
+
+        carrier.update(media(caller_leg.local_address[1], Codec.PCMU, None))
+        caller_leg.update(media(carrier.local_address[1], Codec.PCMU, None))
+        volunteer_leg.update(media(handset.local_address[1], Codec.PCMA, SrtpKeys(suite, x, y)))
+        handset.update(media(volunteer_leg.local_address[1], Codec.PCMA, SrtpKeys(suite, y, x)))
+        at_handset: list[bytes] = []
+        at_carrier: list[bytes] = []
+        handset.add_audio_listener(lambda p, c: at_handset.append(g711.decode(c, p)))
+        carrier.add_audio_listener(lambda p, c: at_carrier.append(g711.decode(c, p)))
+        bridge = Bridge(caller_leg, volunteer_leg).start()
+        caller_tone, handset_tone = sine(1000, 400), sine(400, 400)
+        for i in range(0, len(caller_tone), 320):
+            carrier.send_audio(caller_tone[i : i + 320])
+            handset.send_audio(handset_tone[i : i + 320])
+            await asyncio.sleep(0.02)
+        await until(lambda: len(at_handset) >= 15 and len(at_carrier) >= 15, timeout=5)
+        assert tone_share(b"".join(at_handset[-10:]), 1000) > 0.8
+        assert tone_share(b"".join(at_carrier[-10:]), 400) > 0.8
+        at_handset.clear()
+        await asyncio.wait_for(bridge.inject_tone(volunteer_leg, sine(1400, 400)), 5)
+        await until(lambda: len(at_handset) >= 15, timeout=5)
+        assert tone_share(b"".join(at_handset[:15]), 1400) > 0.8
+        assert volunteer_leg.protected and not caller_leg.protected
+        assert handset.endpoint.stats.srtp_dropped == 0
+        bridge.stop()
+    finally:
+        for leg in legs:
+            leg.close()
+        await asyncio.sleep(0)
