@@ -127,7 +127,12 @@ async def inject_tampered(sniffer: LoopbackSniffer, handset_ports: range, after:
             if d.src[1] in handset_ports and d.rtp_payload and len(d.data) > 172
         ]
 
-    await until(lambda: bool(srtp()))
+    try:
+        await until(lambda: bool(srtp()))
+    except AssertionError:
+        seen = sniffer.between(HANDSET_HOST, SERVICE_HOST, after)
+        ports = sorted({(d.src[1], d.dst[1], len(d.data)) for d in seen})[:20]
+        raise AssertionError(f"no SRTP from {handset_ports}: {ports}, {sniffer.errors}") from None
     captured = srtp()[-1]
     packet = bytearray(captured.data)
     seq = (int.from_bytes(packet[2:4], "big") + 1000) & 0xFFFF
