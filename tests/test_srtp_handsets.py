@@ -203,8 +203,14 @@ async def test_pjsip_over_tls_with_srtp_takes_a_trunk_call(
 async def test_require_refuses_plain_rtp_with_488_and_a_shift_over_udp(
     make_helpline: MakeHelpline,
 ) -> None:
-    async with captured_logs() as logs, make_helpline(call_flow="ivr", srtp="require") as helpline:
+    """``require`` set for one volunteer only (the others keep the global ``offer``)."""
+    async with (
+        captured_logs() as logs,
+        make_helpline(call_flow="ivr", srtp="offer", srtp_volunteers={"vera": "require"})
+        as helpline,
+    ):  # fmt: skip
         await helpline.add_volunteer("vera", PASSWORD)
+        await helpline.add_volunteer("otto", PASSWORD)
         tls = helpline.service.stack.port(TransportKind.TLS)
         async with AsyncPjsuaPhone("vera") as plain_tls, AsyncPjsuaPhone("vera-udp") as on_udp:
             await plain_tls.start(find_free_port(HANDSET_HOST), "tls", bind=HANDSET_HOST)
@@ -220,3 +226,9 @@ async def test_require_refuses_plain_rtp_with_488_and_a_shift_over_udp(
             assert await on_udp.wait_disconnected(timeout=10) == 403
             assert log_events(logs, "shift_refused_unencrypted_transport")
         assert "vera" not in helpline.service.roster
+        async with AsyncPjsuaPhone("otto") as otto:  # no override: plain RTP over UDP is fine
+            await otto.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            assert await otto.register(helpline.host, helpline.port, "otto", PASSWORD) == 200
+            assert await otto.make_call(f"sip:*1@{helpline.host}:{helpline.port}") == 200
+            assert await otto.wait_disconnected(timeout=30) == 200
+        assert helpline.service.roster.get("otto").state is VolunteerState.AVAILABLE
