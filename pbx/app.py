@@ -25,7 +25,7 @@ from pbx.calls.handsets import Handsets
 from pbx.calls.inbound import HelplineCalls
 from pbx.calls.leg_table import LegTable
 from pbx.calls.legs import InboundLeg
-from pbx.calls.media_session import AnchoredMedia, MediaFactory
+from pbx.calls.media_session import AnchoredMedia, MediaFactory, SrtpPolicy
 from pbx.calls.ringing import Ringer, Whisper
 from pbx.calls.shift import ShiftDesk, pin_lockout
 from pbx.calls.waiting import WaitingRoom
@@ -36,7 +36,8 @@ from pbx.drain import Drain
 from pbx.media.filler import LineFiller
 from pbx.media.ports import PortPool
 from pbx.media.prompts import PromptLibrary
-from pbx.metrics import Metrics, watch_service
+from pbx.media.srtp import SrtpMode, Suite
+from pbx.metrics import Metrics, watch_media_protection, watch_service
 from pbx.plan_in_force import PlanInForce
 from pbx.restart_state import RestartState
 from pbx.service import HelplineService
@@ -79,7 +80,7 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
                 s.max_message_size, s.max_connections, s.connection_idle_timeout,
                 s.unregistered_connection_timeout, s.tls_handshake_timeout,
             ),
-            client_ssl=client_context() if s.tls_port is not None else None,
+            client_ssl=client_context(s.tls_ca_file) if s.tls_port is not None else None,
             observe=metrics.sip_message, admission=admission,
         )  # fmt: skip
     stack = SipStack(
@@ -133,7 +134,7 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
     rtp_host = s.sip_host if s.sip_host not in ("", "::") else "0.0.0.0"
     media = MediaFactory(
         PortPool(rtp_host, s.rtp_port_min, s.rtp_port_max), s.public_host, s.media_timeout,
-        LineFiller(),
+        LineFiller(), srtp_policy(s),
     )  # fmt: skip
     whisper = Whisper(prompts.get("nl", s.volunteer_whisper) if s.volunteer_whisper else b"")
     handsets = Handsets(registrar, s.public_host)
@@ -179,6 +180,7 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
         rtp_strays=lambda: media.strays,
     )  # fmt: skip
     watch_staffing(metrics, roster, plans.current, lambda: records.open_count)
+    watch_media_protection(metrics, media.legs_by_protection, lambda: media.srtp_auth_failures)
     return HelplineService(
         settings=s, metrics=metrics, plans=plans, directory=directory, persistence=persistence,
         restart_state=restart_state, bookkeeping=bookkeeping, roster=roster,
@@ -186,6 +188,13 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
         stack=stack, switchboard=switchboard, keepalive=keepalive, drain=drain,
         voicemail=voicemail,
     )  # fmt: skip
+
+
+def srtp_policy(s: Settings) -> SrtpPolicy:
+    per_volunteer = {name: SrtpMode(mode) for name, mode in s.srtp_volunteers.items()}
+    return SrtpPolicy(
+        SrtpMode(s.srtp), tuple(Suite.parse(n) for n in s.srtp_suites), per_volunteer.get
+    )
 
 
 def _lockout_policy(s: Settings) -> LockoutPolicy:

@@ -31,6 +31,18 @@ class Settings:
     tls_port: int | None = 5061  # None disables TLS
     tls_cert: Path | None = None  # PEM; a self-signed pair is generated under state_dir when unset
     tls_key: Path | None = None
+    # Outbound TLS (to handsets, trunks): verify the peer's certificate against this CA bundle
+    # (PEM) when set, and refuse the connection when it does not verify; unset: no verification.
+    tls_ca_file: Path | None = None
+    tls_reload_interval: float = 10.0  # seconds between looks at tls_cert/tls_key for a renewal
+    # SRTP (SDES keys, sent only over TLS) on volunteers' legs: "off", "offer" (SRTP when the
+    # handset takes it, plain RTP otherwise) or "require" (488 for plain RTP; no shift login
+    # over UDP/TCP). srtp_volunteers overrides it per volunteer (name -> mode).
+    srtp: str = "offer"
+    srtp_volunteers: dict[str, str] = field(default_factory=dict)
+    srtp_suites: list[str] = field(
+        default_factory=lambda: ["AES_CM_128_HMAC_SHA1_80", "AEAD_AES_128_GCM"]
+    )
     advertise_host: str | None = (
         None  # address put in Via/Contact/SDP; default: sip_host or 127.0.0.1
     )
@@ -148,6 +160,7 @@ class Settings:
             raise ConfigError("rtp_port_min must be below rtp_port_max")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
+        self._validate_srtp()
         if not (
             0
             < self.registration_min_expires
@@ -192,11 +205,21 @@ class Settings:
                     f"voicemail_recipients: {key[:16]!r}... is not an age public key (age1...)"
                 ) from None
 
+    def _validate_srtp(self) -> None:
+        modes = ("off", "offer", "require")
+        for who, mode in [("srtp", self.srtp), *self.srtp_volunteers.items()]:
+            if mode not in modes:
+                raise ConfigError(f"srtp mode for {who!r} must be one of {modes}, not {mode!r}")
+        suites = {"AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM",
+                  "AEAD_AES_256_GCM"}  # fmt: skip
+        if not self.srtp_suites or not set(self.srtp_suites) <= suites:
+            raise ConfigError(f"srtp_suites must be a non-empty subset of {sorted(suites)}")
+
     def _validate_admission(self) -> None:
         for name in (
             "admission_requests_per_second", "admission_request_burst",
             "admission_bytes_per_second", "ban_seconds", "tls_handshake_timeout",
-            "unregistered_connection_timeout",
+            "unregistered_connection_timeout", "tls_reload_interval",
         ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be above 0")

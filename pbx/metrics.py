@@ -262,3 +262,20 @@ def watch_service(
         "helpline_rtp_stray_packets", "RTP packets dropped: not from the call's signalled peer",
         rtp_strays, counter=True,
     )  # fmt: skip
+
+
+def watch_media_protection(
+    m: Metrics,
+    legs_by_protection: Callable[[], Mapping[str, float]],
+    auth_failures: Callable[[], int],
+) -> None:
+    """Media legs by protection (plain RTP or SRTP) and SRTP packets failing authentication."""
+    m.live_by(
+        "helpline_media_legs", "Live media legs by protection", "protection", legs_by_protection
+    )
+    m.live(
+        "helpline_srtp_auth_failures",
+        "SRTP/SRTCP packets dropped for failing authentication (tampered or forged)",
+        auth_failures,
+        counter=True,
+    )

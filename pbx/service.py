@@ -41,7 +41,7 @@ from pbx.sip.keepalive import Keepalive
 from pbx.sip.peer import TransportKind
 from pbx.sip.registrar import Registrar
 from pbx.sip.stack import SipStack
-from pbx.sip.tls import ensure_self_signed, server_context
+from pbx.sip.tls import CertificateFiles, ensure_self_signed
 from pbx.sip.trunk import TrunkPolicy
 from pbx.switchboard import Switchboard
 from pbx.voicemail.desk import VoicemailDesk
@@ -99,12 +99,13 @@ class HelplineService:
                 "voicemail_no_recipient",
                 detail="voicemail_recipients is empty: callers are told no message can be left",
             )
-        tls_ctx = None
+        tls_files = None
         if s.tls_port is not None:
             cert, key = (s.tls_cert, s.tls_key)
             if cert is None or key is None:
                 cert, key = ensure_self_signed(s.state_dir / "tls", s.public_host)
-            tls_ctx = server_context(cert, key)
+            tls_files = CertificateFiles(cert, key)  # reloaded when renewed, calls kept
+        tls_ctx = None if tls_files is None else tls_files.context
         await self.stack.start(self.switchboard, s.sip_host, s.sip_port, s.tls_port, tls_ctx)
         self._tasks = [
             asyncio.create_task(self._sweep_expired()),
@@ -116,6 +117,8 @@ class HelplineService:
                 fold_every_day(self.persistence.submit, s.call_records_retention_months)
             ),
         ]
+        if tls_files is not None:
+            self._tasks.append(asyncio.create_task(tls_files.watch(s.tls_reload_interval)))
         log.info(
             "service_started",
             sip=f"{s.sip_host}:{self.stack.port(TransportKind.UDP)}",

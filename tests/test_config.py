@@ -59,3 +59,20 @@ def test_an_on_off_setting_reads_true_false_words(tmp_path: Path) -> None:
     assert load_settings(toml, env={}).ringback_while_ringing is False
     with pytest.raises(ConfigError, match="ringback_while_ringing"):
         load_settings(env={"HELPLINE_RINGBACK_WHILE_RINGING": "maybe"})
+
+
+def test_srtp_settings_per_volunteer_from_the_environment() -> None:
+    from pbx.app import srtp_policy
+    from pbx.media.srtp import SrtpMode, Suite
+
+    env = {"HELPLINE_SRTP": "off", "HELPLINE_SRTP_VOLUNTEERS": "anna:require,ben:offer",
+           "HELPLINE_SRTP_SUITES": "AEAD_AES_128_GCM"}  # fmt: skip
+    policy = srtp_policy(load_settings(env=env))
+    assert policy.for_volunteer("anna") is SrtpMode.REQUIRE
+    assert policy.for_volunteer("ben") is SrtpMode.OFFER
+    assert policy.for_volunteer("carla") is SrtpMode.OFF
+    assert policy.suites == (Suite.AEAD_AES_128_GCM,)
+    for bad in ({"HELPLINE_SRTP": "always"}, {"HELPLINE_SRTP_VOLUNTEERS": "anna:yes"},
+                {"HELPLINE_SRTP_SUITES": "F8_128_HMAC_SHA1_80"}):  # fmt: skip
+        with pytest.raises(ConfigError):
+            load_settings(env=bad)

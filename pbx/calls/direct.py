@@ -121,7 +121,9 @@ class DirectRouter:
         """Ring one volunteer; True when the call was connected (or the caller is gone)."""
         leg = attempt.leg
         try:
-            vol_media = await self.media.open({b.source.host for b in attempt.bindings})
+            vol_media = await self.media.open_for_volunteer(
+                attempt.username, {b.source.host for b in attempt.bindings}
+            )
         except MediaError as exc:
             leg.reject(exc.status, exc.reason)
             return True

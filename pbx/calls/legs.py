@@ -18,7 +18,7 @@ from pbx.sip.address import Address
 from pbx.sip.dialog import Dialog, DialogState, new_call_id, new_tag
 from pbx.sip.headers import Headers
 from pbx.sip.message import Request, Response
-from pbx.sip.peer import Peer
+from pbx.sip.peer import Peer, TransportKind
 from pbx.sip.stack import IncomingRequest, SipStack, failure_site
 from pbx.sip.transactions import NoAck, TransactionId, Uas2xxRetransmitter
 from pbx.sip.uri import SipUri
@@ -158,6 +158,11 @@ class InboundLeg(Leg):
         leg.dialog = Dialog.as_uas(incoming.request, new_tag(), incoming.source)
         leg.remote_sdp = incoming.request.body
         return leg
+
+    @property
+    def transport(self) -> TransportKind | None:
+        """The transport the INVITE came over (TLS: SRTP keys may be exchanged)."""
+        return None if self.incoming is None else self.incoming.source.transport
 
     @property
     def caller_host(self) -> str | None:

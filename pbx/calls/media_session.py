@@ -2,6 +2,10 @@
 
 The service always puts its own address in the SDP it sends, so caller and volunteer only ever see
 the service: neither learns the other's address.
+
+SRTP (SDES) policy per leg: ``srtp`` (off, offer, require) and whether the leg's signalling is
+TLS. Keys are offered or accepted only over TLS; a leg that requires SRTP refuses plain RTP (488)
+and anything not signalled over TLS.
 """
 
 from __future__ import annotations
@@ -11,14 +15,20 @@ import itertools
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+import structlog
+
 from pbx.calls.legs import InboundLeg, OfferHandler
 from pbx.media.dtmf import parse_info_body
 from pbx.media.filler import LineFiller
 from pbx.media.leg import MediaLeg
-from pbx.media.offer_answer import answer_offer, build_offer, parse_answer
+from pbx.media.offer_answer import SrtpRequired, answer_offer, build_offer, parse_answer
 from pbx.media.ports import PortPool, PortsExhausted
 from pbx.media.sdp import NoCommonCodec, SdpError, SessionDescription, UnusableAddress
+from pbx.media.srtp import DEFAULT_SUITES, LocalKeys, SrtpMode, Suite
 from pbx.sip.message import Request
+from pbx.sip.peer import TransportKind
+
+log = structlog.get_logger("pbx.calls.media")
 
 __all__ = ["MediaError", "MediaFactory", "NoCommonCodec", "PortsExhausted"]
 
@@ -34,7 +44,7 @@ class MediaError(Exception):
         self.reason = reason
 
 
-@dataclass
+@dataclass(eq=False)  # identity, not value: one leg's media
 class AnchoredMedia:
     leg: MediaLeg
     host: str
@@ -43,6 +53,21 @@ class AnchoredMedia:
     version: int = 0
     our_offer: SessionDescription | None = None
     filler: LineFiller | None = None  # keeps the stream towards the caller from going quiet
+    srtp: SrtpMode = SrtpMode.OFF  # this leg's media protection policy
+    secure_signalling: bool = False  # the leg's signalling is TLS: keys may be exchanged
+    keys: LocalKeys = field(default_factory=LocalKeys)  # our SRTP master keys for this leg
+    our_offers: dict[bool, SessionDescription] = field(default_factory=dict)  # by secure
+
+    @property
+    def protected(self) -> bool:
+        """The media is SRTP (as last negotiated)."""
+        return self.leg.protected
+
+    def _mode(self, secure: bool) -> SrtpMode:
+        """The policy as it applies over signalling that is (not) TLS: no keys in the clear."""
+        if secure or self.srtp is SrtpMode.REQUIRE:
+            return self.srtp
+        return SrtpMode.OFF
 
     @property
     def is_dead(self) -> bool:
@@ -75,13 +100,20 @@ class AnchoredMedia:
         session does not change, so the answer in the ACK is not needed."""
         if not offer_body.strip():
             return self.offer()
+        mode = self._mode(self.secure_signalling)
+        if mode is SrtpMode.REQUIRE and not self.secure_signalling:
+            log.warning("srtp_required_refused", reason="signalling_not_tls")
+            raise MediaError(488, "Not Acceptable Here - SRTP over TLS required")
         try:
             offer = SessionDescription.parse(offer_body)
             self.version += 1
             answer, negotiated = answer_offer(
                 offer, self.host, self.leg.local_address[1], session_id=self.session_id,
-                version=self.version,
+                version=self.version, srtp=mode, keys=self.keys,
             )  # fmt: skip
+        except SrtpRequired as exc:
+            log.warning("srtp_required_refused", reason="plain_rtp_offered")
+            raise MediaError(488, "Not Acceptable Here - SRTP required") from exc
         except NoCommonCodec as exc:
             raise MediaError(488, "Not Acceptable Here - No common codec") from exc
         except UnusableAddress as exc:
@@ -91,19 +123,38 @@ class AnchoredMedia:
         self.leg.update(negotiated)
         return answer.to_bytes()
 
-    def offer(self) -> bytes:
+    def offer(self, secure: bool | None = None) -> bytes:
+        """Our offer, to a peer whose signalling is (not) TLS (default: this leg's). With
+        ``offer`` the keys ride on RTP/AVP (best effort), with ``require`` on RTP/SAVP; a peer
+        that must not get keys gets plain RTP, or MediaError (488) when SRTP is required."""
+        secure = self.secure_signalling if secure is None else secure
+        mode = self._mode(secure)
+        if mode is SrtpMode.REQUIRE and not secure:
+            raise MediaError(488, "Not Acceptable Here - SRTP over TLS required")
         self.version += 1
+        crypto = self.keys.offer() if mode is not SrtpMode.OFF else []
         self.our_offer = build_offer(
-            self.host, self.leg.local_address[1], session_id=self.session_id, version=self.version
-        )
+            self.host, self.leg.local_address[1], session_id=self.session_id,
+            version=self.version, crypto=crypto, savp=mode is SrtpMode.REQUIRE,
+        )  # fmt: skip
+        self.our_offers[secure] = self.our_offer
         return self.our_offer.to_bytes()
 
-    def accept_answer(self, answer_body: bytes) -> None:
-        assert self.our_offer is not None
+    def accept_answer(self, answer_body: bytes, secure: bool | None = None) -> None:
+        """The answer of a peer we sent ``offer(secure)`` to."""
+        if secure is not None:
+            # the handset that answered is this leg's peer from now on: its re-INVITEs are
+            # answered as its transport allows (keys only over TLS)
+            self.secure_signalling = secure
+        our_offer = self.our_offers.get(self.secure_signalling, self.our_offer)
+        assert our_offer is not None
         try:
-            negotiated = parse_answer(SessionDescription.parse(answer_body), self.our_offer)
+            negotiated = parse_answer(SessionDescription.parse(answer_body), our_offer)
         except SdpError as exc:
             raise MediaError(488, f"Not Acceptable Here - Bad SDP answer: {exc}"[:100]) from exc
+        if negotiated.srtp is None and self.srtp is SrtpMode.REQUIRE:
+            log.warning("srtp_required_refused", reason="plain_rtp_answered")
+            raise MediaError(488, "Not Acceptable Here - SRTP required")
         self.leg.update(negotiated)
 
     def on_info(self, request: Request) -> None:
@@ -116,37 +167,96 @@ class AnchoredMedia:
         self.leg.close()
 
 
+@dataclass(frozen=True)
+class SrtpPolicy:
+    """SRTP for volunteers' legs: the global mode, a volunteer's own (None: the global one)."""
+
+    mode: SrtpMode = SrtpMode.OFFER
+    suites: tuple[Suite, ...] = DEFAULT_SUITES  # offered in this order; answered if offered
+    of_volunteer: Callable[[str], SrtpMode | None] = lambda username: None
+
+    def for_volunteer(self, username: str) -> SrtpMode:
+        return self.of_volunteer(username) or self.mode
+
+
 @dataclass
 class MediaFactory:
     pool: PortPool
     host: str  # the address we advertise in SDP
     media_timeout: float | None = 60.0
     filler: LineFiller | None = None  # see AnchoredMedia.keep_continuous
+    srtp: SrtpPolicy = field(default_factory=SrtpPolicy)
     strays: int = 0  # RTP packets dropped for coming from anybody but the signalled peer
+    srtp_auth_failures: int = 0  # SRTP packets dropped for failing authentication
+    # open legs by id, for the metrics (read from the scraping thread: copied in one C call)
+    live: dict[int, AnchoredMedia] = field(default_factory=dict)
 
-    async def open(self, peer_hosts: Collection[str]) -> AnchoredMedia:
+    async def open(
+        self,
+        peer_hosts: Collection[str],
+        *,
+        srtp: SrtpMode = SrtpMode.OFFER,
+        secure_signalling: bool = False,
+    ) -> AnchoredMedia:
         """Media for a leg whose signalling comes from ``peer_hosts`` (IP addresses): besides
-        the address its SDP names, only those may send it RTP (from any port: NAT)."""
+        the address its SDP names, only those may send it RTP (from any port: NAT). ``srtp``
+        and ``secure_signalling`` (TLS) decide whether it is SRTP (see AnchoredMedia)."""
         dead = asyncio.Event()
         try:
             leg = await MediaLeg.open(
                 self.pool, media_timeout=self.media_timeout, on_timeout=lambda _: dead.set(),
                 signalling_hosts=peer_hosts, on_foreign=self._stray,
+                on_srtp_failure=self._srtp_failed,
             )  # fmt: skip
         except PortsExhausted as exc:
             raise MediaError(503, "Service Unavailable - No media ports") from exc
-        return AnchoredMedia(leg, self.host, dead, filler=self.filler)
+        media = AnchoredMedia(
+            leg, self.host, dead, filler=self.filler, srtp=srtp,
+            secure_signalling=secure_signalling, keys=LocalKeys(self.srtp.suites),
+        )  # fmt: skip
+        key = id(media)
+        self.live[key] = media
+
+        def closed(_: MediaLeg) -> None:
+            self.live.pop(key, None)
+
+        leg.add_close_listener(closed)
+        return media
+
+    async def open_for_volunteer(self, username: str, peer_hosts: Collection[str]) -> AnchoredMedia:
+        """Media for ringing a volunteer's handsets, under the volunteer's SRTP policy (each
+        handset is offered keys only if its signalling is TLS: ``offer(secure=...)``)."""
+        return await self.open(peer_hosts, srtp=self.srtp.for_volunteer(username))
+
+    def legs_by_protection(self) -> dict[str, int]:
+        """Live media legs that negotiated media, by protection (metrics)."""
+        counts = {"plain": 0, "srtp": 0}
+        for media in list(self.live.values()):
+            if not media.leg.closed and media.leg.media is not None:
+                counts["srtp" if media.protected else "plain"] += 1
+        return counts
 
     def _stray(self) -> None:
         self.strays += 1
 
-    async def open_for(self, leg: InboundLeg) -> tuple[AnchoredMedia, bytes | None] | None:
+    def _srtp_failed(self) -> None:
+        self.srtp_auth_failures += 1
+
+    async def open_for(
+        self, leg: InboundLeg, srtp: SrtpMode = SrtpMode.OFFER
+    ) -> tuple[AnchoredMedia, bytes | None] | None:
         """Anchor media for an inbound call: our answer to its SDP offer (None when the INVITE
         had none: we offer in the 200), with re-INVITEs and SIP INFO keys wired to it. On a
-        media problem the leg is refused (503 no ports, 488 unusable SDP) and None returned."""
+        media problem the leg is refused (503 no ports, 488 unusable SDP) and None returned.
+
+        A trunk's call gets the default ``offer``: SRTP only if the trunk offers it over TLS;
+        a volunteer's own call (feature codes) gets the volunteer's policy."""
         try:
             host = leg.caller_host
-            media = await self.open([] if host is None else [host])
+            media = await self.open(
+                [] if host is None else [host], srtp=srtp,
+                secure_signalling=leg.transport is TransportKind.TLS,
+            )  # fmt: skip
         except MediaError as exc:
             leg.reject(exc.status, exc.reason)
             return None

@@ -20,7 +20,7 @@ from pbx.calls.legs import InboundLeg, OutboundLeg
 from pbx.calls.media_session import AnchoredMedia, MediaError, reinvite_handler
 from pbx.media.player import play
 from pbx.sip.message import Response
-from pbx.sip.peer import Peer
+from pbx.sip.peer import Peer, TransportKind
 from pbx.sip.uri import SipUri
 
 log = structlog.get_logger("pbx.calls.ringing")
@@ -59,15 +59,25 @@ class Ringer:
         targets = target if isinstance(target, list) else [target]
         shown = self.display_name if display is None else display
         invites: dict[asyncio.Task[Response], OutboundLeg] = {}
+        secure: dict[int, bool] = {}  # by id(leg): signalled over TLS, SRTP keys may go there
         for t in targets:
+            tls = t.peer.transport is TransportKind.TLS
+            try:
+                sdp = media.offer(secure=tls)
+            except MediaError:  # SRTP required, and this handset is not on TLS
+                log.warning("handset_not_rung", call=ref, reason="srtp_requires_tls")
+                continue
             out, call_id, tag = self.legs.new_outbound(t.peer, ref)
             out.on_reinvite = reinvite_handler(media)
             out.on_info = media.on_info
             call = out.call(
                 t.uri, t.peer, from_user="hulplijn", from_display=shown, to=t.to,
-                sdp=media.offer(), call_id=call_id, local_tag=tag,
+                sdp=sdp, call_id=call_id, local_tag=tag,
             )  # fmt: skip
             invites[asyncio.create_task(call)] = out
+            secure[id(out)] = tls
+        if not invites:
+            return None
         winner = await _first_answer(leg, invites, timeout)
         for task, out in invites.items():
             if out is not winner:
@@ -84,7 +94,7 @@ class Ringer:
             await winner.hangup("caller_gone")
             return None
         try:
-            media.accept_answer(winner.remote_sdp)
+            media.accept_answer(winner.remote_sdp, secure=secure[id(winner)])
         except MediaError:
             await winner.hangup("bad_sdp")
             return None

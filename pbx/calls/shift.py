@@ -26,8 +26,10 @@ from pbx.calls.legs import InboundLeg, watch_call_task
 from pbx.calls.media_session import AnchoredMedia, MediaFactory
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
+from pbx.media.srtp import SrtpMode
 from pbx.profile import Profile, verify_pin
 from pbx.sip.auth_guard import Lockout
+from pbx.sip.peer import TransportKind
 from pbx.sip.stack import failure_site
 from queues.roster import AUTO_PAUSED, Roster, RosterError, Volunteer, VolunteerState
 
@@ -72,7 +74,16 @@ class ShiftDesk:
         if profile is None:
             leg.reject(403, "Forbidden - Unknown or disabled volunteer")
             return
-        anchored = await self.media.open_for(leg)
+        srtp = self.media.srtp.for_volunteer(username)
+        if srtp is SrtpMode.REQUIRE and leg.transport is not TransportKind.TLS:
+            # keys never travel in the clear, so no SRTP is possible: no shift either
+            log.warning(
+                "shift_refused_unencrypted_transport", user=username, code=code,
+                transport=str(leg.transport),
+            )  # fmt: skip
+            leg.reject(403, "Forbidden - TLS and SRTP required")
+            return
+        anchored = await self.media.open_for(leg, srtp=srtp)
         if anchored is None:
             return
         media, sdp = anchored

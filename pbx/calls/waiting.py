@@ -136,7 +136,9 @@ class WaitingRoom:
         vol_media = None
         if bindings:
             with contextlib.suppress(MediaError):  # no media port free
-                vol_media = await self.media.open([b.source.host for b in bindings])
+                vol_media = await self.media.open_for_volunteer(
+                    offer.username, [b.source.host for b in bindings]
+                )
         if vol_media is None:  # the offer cannot ring: counted as a miss, the caller waits on
             log.warning("offer_not_rung", call=leg.ref, volunteer=offer.username)
             self.dispatcher.missed(leg.ref, offer.username)

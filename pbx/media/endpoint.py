@@ -14,6 +14,10 @@ the stream), so a stream only ever accepts its signalled peer:
   a new address legitimately moves the stream);
 - once latched, packets from any other source are dropped and counted (``foreign``),
   whatever they carry and however long the latched source is silent: never relatched.
+
+With SRTP agreed (``set_protection``), every packet from the signalled peer is authenticated
+before anything else looks at it, so a forged or tampered packet can neither latch nor reach
+the call: it is dropped and counted (``srtp_dropped``); what we send is protected last.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import structlog
 
 from pbx.media.ports import AllocatedPort, PortPool
 from pbx.media.rtp import RtpError, RtpPacket
+from pbx.media.srtp import SrtpSession
 
 __all__ = ["Address", "EndpointStats", "RtpEndpoint"]
 
@@ -54,6 +59,7 @@ class EndpointStats:
     send_errors: int = 0  # socket errors on send/receive (unreachable network, ...)
     latches: int = 0  # negotiations that latched to a source
     timeouts: int = 0
+    srtp_dropped: int = 0  # failed SRTP authentication or replay check: dropped
 
 
 class RtpEndpoint:
@@ -97,6 +103,7 @@ class RtpEndpoint:
         self._timeout_handle: asyncio.TimerHandle | None = None
         self._timeout_since = 0.0
         self._timed_out = False
+        self._srtp: SrtpSession | None = None
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
@@ -190,6 +197,15 @@ class RtpEndpoint:
         self._latched = None
         self._send_to = self._sdp_address  # None: stream disabled (port 0) or held
 
+    @property
+    def protection(self) -> SrtpSession | None:
+        """The SRTP session protecting this stream, or None for plain RTP."""
+        return self._srtp
+
+    def set_protection(self, session: SrtpSession | None) -> None:
+        """SRTP from now on (a session), or plain RTP (None), as the last negotiation agreed."""
+        self._srtp = session
+
     def set_payload_types(self, payload_types: Collection[int] | None) -> None:
         """Change the accepted payload types without a new latch (codec change only)."""
         self._payload_types = None if payload_types is None else frozenset(payload_types)
@@ -204,9 +220,18 @@ class RtpEndpoint:
             if self.on_foreign is not None:
                 self.on_foreign()
             return
+        srtp = self._srtp
         if len(data) > 1 and 192 <= data[1] <= 223:  # inlined is_rtcp(): hot path
             stats.rtcp += 1
+            if srtp is not None:
+                srtp.unprotect_rtcp(data)  # authenticated (and counted), otherwise unused
             return
+        if srtp is not None:
+            plain = srtp.unprotect(data)
+            if plain is None:
+                stats.srtp_dropped += 1
+                return
+            data = plain
         try:
             packet = RtpPacket.parse(data)
         except RtpError:
@@ -247,6 +272,8 @@ class RtpEndpoint:
             self.stats.tx_dropped += 1
             return False
         data = packet if isinstance(packet, bytes) else packet.to_bytes()
+        if self._srtp is not None:
+            data = self._srtp.protect(data)
         try:
             self._sock.sendto(data, addr)
         except (BlockingIOError, InterruptedError):

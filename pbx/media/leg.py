@@ -29,6 +29,7 @@ from pbx.media.g711 import Codec
 from pbx.media.offer_answer import NegotiatedMedia
 from pbx.media.ports import PortPool
 from pbx.media.rtp import RtpPacket, RtpSender
+from pbx.media.srtp import SrtpSession
 from pbx.media.ticker import FRAME_SAMPLES, Ticker, ticker_for
 
 __all__ = ["AudioListener", "DtmfListener", "MediaLeg"]
@@ -56,8 +57,10 @@ class MediaLeg:
         on_dtmf: DtmfListener | None = None,
         ticker: Ticker | None = None,
         sender: RtpSender | None = None,
+        on_srtp_failure: Callable[[], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.on_srtp_failure = on_srtp_failure  # a packet failed SRTP authentication
         self.sender = sender or RtpSender()
         self.ticker = ticker or ticker_for()
         self.on_dtmf = on_dtmf
@@ -101,13 +104,14 @@ class MediaLeg:
         media_timeout: float | None = 30.0,
         on_timeout: Callable[[RtpEndpoint], None] | None = None,
         on_dtmf: DtmfListener | None = None,
+        on_srtp_failure: Callable[[], None] | None = None,
         **endpoint_options: Any,
     ) -> MediaLeg:
         """Allocate a port and create a leg; pass ``media`` now or ``update`` it later."""
         endpoint = await RtpEndpoint.open(
             pool, media_timeout=media_timeout, on_timeout=on_timeout, **endpoint_options
         )
-        return cls(endpoint, media, on_dtmf=on_dtmf)
+        return cls(endpoint, media, on_dtmf=on_dtmf, on_srtp_failure=on_srtp_failure)
 
     # --------------------------------------------------------------- negotiation
     @property
@@ -118,6 +122,11 @@ class MediaLeg:
     def on_hold(self) -> bool:
         """The remote holds us (sendonly/inactive): we send nothing to it."""
         return self.media is not None and self.media.on_hold
+
+    @property
+    def protected(self) -> bool:
+        """Media is SRTP (encrypted and authenticated both ways)."""
+        return self.endpoint.protection is not None
 
     @property
     def sending(self) -> bool:
@@ -149,9 +158,19 @@ class MediaLeg:
             self.endpoint.set_remote(media.remote_host, media.remote_port, pts)
         else:
             self.endpoint.set_payload_types(pts)
+        self._apply_srtp(media)
         # A peer that does not send (inactive/recvonly) must not trip the media timeout.
         if previous is None or previous.direction.sends != media.direction.sends:
             self.endpoint.set_media_timeout(self._media_timeout if media.direction.sends else None)
+
+    def _apply_srtp(self, media: NegotiatedMedia) -> None:
+        current = self.endpoint.protection
+        if media.srtp is None:
+            self.endpoint.set_protection(None)
+        elif current is None:
+            self.endpoint.set_protection(SrtpSession(media.srtp, self.on_srtp_failure))
+        else:
+            current.rekey(media.srtp)  # same keys: the contexts (and their indexes) go on
 
     # ----------------------------------------------------------------- listeners
     def add_audio_listener(self, listener: AudioListener) -> None:

@@ -1,5 +1,10 @@
 """RFC 3264 offer/answer for G.711 audio: what a peer's session description means for a call
-(address, codec, DTMF events, packet time, direction), and the descriptions we send.
+(address, codec, DTMF events, packet time, direction, SRTP keys), and the descriptions we send.
+
+SRTP with SDES (RFC 4568): ``RTP/SAVP`` streams carry ``a=crypto`` lines; an ``RTP/AVP`` stream
+with crypto lines is "best effort" SRTP (what most handsets offer when SRTP is optional), and is
+answered the same way. Whether keys may be exchanged at all (only over TLS) is the caller's call:
+it passes ``SrtpMode.OFF`` when they may not.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from pbx.media.sdp import (
     SessionDescription,
     check_media_address,
 )
+from pbx.media.srtp import CryptoAttribute, LocalKeys, SrtpKeys, SrtpMode, Suite
 
 DEFAULT_PTIME = 20
 TELEPHONE_EVENT = "telephone-event"
-_AUDIO_PROTOS = frozenset({"RTP/AVP"})
+AVP, SAVP = "RTP/AVP", "RTP/SAVP"
+_AUDIO_PROTOS = frozenset({AVP, SAVP})
 _LEGACY_HOLD = frozenset({"0.0.0.0", "::"})
 
 
@@ -34,6 +41,7 @@ class NegotiatedMedia:
     ptime: int
     direction: Direction  # the remote side's direction (legacy c=0.0.0.0 hold -> SENDONLY)
     rtcp_mux: bool = False
+    srtp: SrtpKeys | None = None  # SRTP agreed (SDES), or plain RTP
 
     @property
     def on_hold(self) -> bool:
@@ -42,6 +50,21 @@ class NegotiatedMedia:
 
 
 _CODEC_NAMES = {Codec.PCMU: "PCMU", Codec.PCMA: "PCMA"}
+
+
+class SrtpRequired(NoCommonCodec):
+    """SRTP is required and the offer or answer has no usable crypto: answer the INVITE 488."""
+
+
+def _crypto_lines(media: MediaDescription, suites: Sequence[Suite]) -> list[CryptoAttribute]:
+    """The usable crypto lines of a stream whose suite we allow, in the peer's order."""
+    found: list[CryptoAttribute] = []
+    for name, value in media.attributes:
+        if name == "crypto" and value is not None:
+            crypto = CryptoAttribute.parse(value)
+            if crypto is not None and crypto.suite in suites:
+                found.append(crypto)
+    return found
 
 
 def _origin_for(host: str, session_id: int, version: int) -> Origin:
@@ -96,6 +119,8 @@ def _audio_media(
     direction: Direction,
     ptime: int,
     rtcp_mux: bool,
+    proto: str = AVP,
+    crypto: Sequence[CryptoAttribute] = (),
 ) -> MediaDescription:
     formats = [str(int(c)) for c in codecs]
     attributes: list[tuple[str, str | None]] = [
@@ -108,9 +133,10 @@ def _audio_media(
     attributes.append(("ptime", str(ptime)))
     if rtcp_mux:
         attributes.append(("rtcp-mux", None))
+    attributes.extend(("crypto", c.to_value()) for c in crypto)
     attributes.append((direction.value, None))
     return MediaDescription(
-        media="audio", port=port, proto="RTP/AVP", formats=formats, attributes=attributes
+        media="audio", port=port, proto=proto, formats=formats, attributes=attributes
     )
 
 
@@ -124,8 +150,15 @@ def build_offer(
     version: int = 0,
     ptime: int = 20,
     rtcp_mux: bool = False,
+    crypto: Sequence[CryptoAttribute] = (),
+    savp: bool = False,
 ) -> SessionDescription:
-    """An SDP offer for one G.711 audio stream (pass telephone_event_pt=None to omit DTMF)."""
+    """An SDP offer for one G.711 audio stream (pass telephone_event_pt=None to omit DTMF).
+
+    ``crypto`` lines offer SRTP keys: on ``RTP/SAVP`` when ``savp`` (SRTP or nothing), else on
+    ``RTP/AVP`` (best effort: a handset without SRTP ignores them and answers plain RTP)."""
+    if savp and not crypto:
+        raise ValueError("an RTP/SAVP offer needs crypto lines")
     if not codecs:
         raise ValueError("an offer needs at least one codec")
     if telephone_event_pt is not None and not 96 <= telephone_event_pt <= 127:
@@ -138,8 +171,16 @@ def build_offer(
         other=[("t", "0 0")],
         media=[
             _audio_media(
-                local_host, local_port, codecs, telephone_event_pt, direction, ptime, rtcp_mux
-            )
+                local_host,
+                local_port,
+                codecs,
+                telephone_event_pt,
+                direction,
+                ptime,
+                rtcp_mux,
+                SAVP if savp else AVP,
+                crypto,
+            )  # fmt: skip
         ],
     )
 
@@ -161,6 +202,8 @@ def answer_offer(
     direction: Direction | None = None,
     rtcp_mux: bool = False,
     ptime: int = DEFAULT_PTIME,
+    srtp: SrtpMode = SrtpMode.OFF,
+    keys: LocalKeys | None = None,
 ) -> tuple[SessionDescription, NegotiatedMedia]:
     """Answer an offer: accept the first audio stream with a codec we support.
 
@@ -170,8 +213,16 @@ def answer_offer(
     restricted by the offer (RFC 3264 6.1: sendonly -> recvonly, inactive -> inactive).
     Every other stream is rejected with port 0. Raises NoCommonCodec (-> SIP 488)
     when no audio stream has a common codec, SdpError when the offer is unusable.
+
+    SRTP: with ``srtp`` OFF an ``RTP/SAVP`` stream is rejected and crypto lines are ignored;
+    otherwise the offerer's first crypto line with a suite of ``keys`` is answered with our key
+    for that suite. With REQUIRE a stream without usable crypto is rejected, and SrtpRequired
+    raised when that leaves nothing.
     """
+    if srtp is not SrtpMode.OFF and keys is None:
+        raise ValueError("SRTP needs our local keys")
     wanted = set(supported)
+    refused_plain = False
     local = direction or Direction.SENDRECV
     answer = SessionDescription(
         origin=_origin_for(local_host, session_id, version),
@@ -190,6 +241,12 @@ def answer_offer(
         if codec is None:
             answer.media.append(_rejected(media))
             continue
+        offered = [] if keys is None or srtp is SrtpMode.OFF else _crypto_lines(media, keys.suites)
+        proto = media.proto.upper()
+        if not offered and (proto == SAVP or srtp is SrtpMode.REQUIRE):
+            refused_plain = refused_plain or proto == AVP or srtp is SrtpMode.REQUIRE
+            answer.media.append(_rejected(media))
+            continue
         host = offer.media_connection(media)
         if host is None:
             raise SdpError("offered audio stream has no c= line at media or session level")
@@ -200,8 +257,16 @@ def answer_offer(
         ours = Direction.of(
             sends=local.sends and remote_dir.receives, receives=local.receives and remote_dir.sends
         )
+        keys_agreed = None
+        ours_crypto: list[CryptoAttribute] = []
+        if offered and keys is not None:
+            theirs = offered[0]
+            ours_crypto = [CryptoAttribute(theirs.tag, theirs.suite, keys.key(theirs.suite))]
+            keys_agreed = SrtpKeys(theirs.suite, keys.key(theirs.suite), theirs.key)
         answer.media.append(
-            _audio_media(local_host, local_port, [codec], event_pt, ours, ptime, mux)
+            _audio_media(
+                local_host, local_port, [codec], event_pt, ours, ptime, mux, proto, ours_crypto
+            )
         )
         negotiated = NegotiatedMedia(
             remote_host=host,
@@ -211,8 +276,11 @@ def answer_offer(
             ptime=_sane_ptime(media.ptime()),
             direction=remote_dir,
             rtcp_mux=mux,
+            srtp=keys_agreed,
         )
     if negotiated is None:
+        if refused_plain:
+            raise SrtpRequired("SRTP required: the offer has no usable crypto line")
         raise NoCommonCodec("no offered audio stream has a codec in common with us")
     return answer, negotiated
 
@@ -244,6 +312,7 @@ def parse_answer(answer: SessionDescription, offer: SessionDescription) -> Negot
         event_pt = _telephone_event_pt(media, rtpmaps)
         if event_pt is not None and _telephone_event_pt(offered, offered_maps) is None:
             event_pt = None  # answered something we never offered; ignore it
+        keys = _answered_keys(offered, media)
         return NegotiatedMedia(
             remote_host=host,
             remote_port=media.port,
@@ -252,5 +321,22 @@ def parse_answer(answer: SessionDescription, offer: SessionDescription) -> Negot
             ptime=_sane_ptime(media.ptime()),
             direction=_remote_direction(answer, media, host),
             rtcp_mux=offered.has_attribute("rtcp-mux") and media.has_attribute("rtcp-mux"),
+            srtp=keys,
         )
     raise NoCommonCodec("answer rejected every audio stream")
+
+
+def _answered_keys(offered: MediaDescription, media: MediaDescription) -> SrtpKeys | None:
+    """The SRTP keys an answer agreed to: its crypto line naming one of our offered tags with
+    the same suite. None for plain RTP; SrtpRequired when we offered RTP/SAVP and got none."""
+    ours = {c.tag: c for c in _crypto_lines(offered, tuple(Suite))}
+    for name, value in media.attributes:
+        if name != "crypto" or value is None:
+            continue
+        theirs = CryptoAttribute.parse(value)
+        mine = None if theirs is None else ours.get(theirs.tag)
+        if theirs is not None and mine is not None and mine.suite is theirs.suite:
+            return SrtpKeys(mine.suite, mine.key, theirs.key)
+    if offered.proto.upper() == SAVP:
+        raise SrtpRequired("answer to our RTP/SAVP offer has no usable crypto line")
+    return None

@@ -345,6 +345,11 @@ class SipTransports:
             proto.vouched = True  # we opened it, towards a handset or destination we chose
             self._unreachable.pop((peer.transport, peer.host, peer.port), None)
             proto.send(data)
+        except ssl.SSLCertVerificationError as exc:
+            # the peer is not who the CA bundle vouches for: nothing is sent to it
+            self.stats.send_failures += 1
+            log.warning("tls_peer_refused", peer=str(peer), why=exc.verify_message)
+            self._connect_failed(peer, exc)
         except (OSError, TimeoutError, ConnectionError) as exc:
             self.stats.send_failures += 1
             self._connect_failed(peer, exc)

@@ -28,16 +28,25 @@ class Baresip(Softphone):
     kind = "baresip"
 
     def __init__(
-        self, account: SipAccount, *, bind: str, tone_hz: int, max_life: float = 60.0
+        self,
+        account: SipAccount,
+        *,
+        bind: str,
+        tone_hz: int,
+        max_life: float = 60.0,
+        mediaenc: str | None = None,
     ) -> None:
         super().__init__(account, bind=bind, tone_hz=tone_hz, max_life=max_life)
+        self.mediaenc = mediaenc  # e.g. "srtp-mand": SRTP (SDES) or no call, module srtp
         self.cons_port = find_free_port()
         self.stdout = self.dir / "stdout.log"
         self.snd = self.dir / "snd"
+        self.rtp_ports = range(0)
 
     async def start(self) -> None:
         self.snd.mkdir()
         rtp = find_free_port(self.bind)
+        self.rtp_ports = range(rtp, rtp + 21)  # where its RTP comes from (a capture filters on it)
         lines = {
             "sip_listen": f"{self.bind}:0",  # every transport on a port of its own choosing
             "net_interface": self.bind,  # SIP Via/Contact, SDP and RTP on this address alone
@@ -53,12 +62,16 @@ class Baresip(Softphone):
             "snd_path": str(self.snd),
         }
         config = [f"{key} {value}" for key, value in lines.items()]
-        config += [f"module {m}.so" for m in ("cons", "g711", "alsa", "ausine", "sndfile")]
+        modules = ["cons", "g711", "alsa", "ausine", "sndfile"]
+        modules += ["srtp"] if self.mediaenc else []
+        config += [f"module {m}.so" for m in modules]
         config += ["module_tmp uuid.so", "module_tmp account.so", "module_app menu.so"]
         (self.dir / "config").write_text("\n".join(config) + "\n")
         a = self.account
+        enc = f";mediaenc={self.mediaenc}" if self.mediaenc else ""
         (self.dir / "accounts").write_text(
-            f"<{a.uri()}>;auth_user={a.user};auth_pass={a.password};answermode=auto;regint=60\n"
+            f"<{a.uri()}>;auth_user={a.user};auth_pass={a.password};answermode=auto;regint=60"
+            f"{enc}\n"
         )
         out = self.stdout.open("wb")
         try:

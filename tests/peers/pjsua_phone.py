@@ -334,16 +334,18 @@ class PjsuaPhone:
     def start(
         self,
         local_port: int,
-        transport: Literal["udp", "tcp"] = "udp",
+        transport: Literal["udp", "tcp", "tls"] = "udp",
         *,
         bind: str = "127.0.0.1",
         user: str | None = None,
         rtp_port: int = 0,
         codecs: tuple[str, ...] = ("PCMU", "PCMA"),
         auto_ringing: bool = True,
+        srtp: int = 0,
     ) -> int:
         """Opens the SIP transport on bind:local_port. Incoming INVITEs are answered 180
-        at once when ``auto_ringing`` (as a real handset rings). Returns the port."""
+        at once when ``auto_ringing`` (as a real handset rings). ``srtp``: SRTP with SDES,
+        0 off, 1 optional, 2 mandatory (keys only over TLS). Returns the port."""
         self.user = user or self.name
         res = self._request(
             "start",
@@ -355,6 +357,7 @@ class PjsuaPhone:
             rtp_port=rtp_port,
             codecs=list(codecs),
             auto_ringing=auto_ringing,
+            srtp=srtp,
             log_path=str(self.log_dir / "pjsua.log"),
             log_level=self.log_level,
         )
@@ -365,7 +368,7 @@ class PjsuaPhone:
     @property
     def uri(self) -> str:
         """Direct SIP URI of this handset (no registrar involved)."""
-        tp = ";transport=tcp" if self.transport == "tcp" else ""
+        tp = "" if self.transport == "udp" else f";transport={self.transport}"
         return f"sip:{self.user}@{self.bind}:{self.port}{tp}"
 
     def register(

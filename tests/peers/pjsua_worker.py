@@ -43,6 +43,7 @@ class Worker:
         self.calls: dict[int, WorkerCall] = {}
         self.next_handle = 1
         self.auto_ringing = True
+        self.srtp = 0
         self.user = "phone"
         self._rtp = (0, 100)  # first RTP port (0: any free one) and range
         self.deadline = time.monotonic() + max_life
@@ -103,10 +104,12 @@ class Worker:
         user_agent: str = "helpline-test-pjsua",
         auto_ringing: bool = True,
         user: str = "phone",
+        srtp: int = 0,
     ) -> dict[str, Any]:
         if self.ep is not None:
             raise CommandError("already started")
         self.auto_ringing = auto_ringing
+        self.srtp = srtp  # pjmedia_srtp_use: 0 disabled, 1 optional, 2 mandatory (SDES)
         self.user = user
         ep = pj.Endpoint()
         ep.libCreate()
@@ -132,7 +135,10 @@ class Worker:
         tcfg.port = port
         tcfg.boundAddress = bind
         tcfg.publicAddress = bind
-        kind = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP}.get(transport)
+        kind = {
+            "udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP,
+            "tls": pj.PJSIP_TRANSPORT_TLS,  # the service's certificate is not verified
+        }.get(transport)  # fmt: skip
         if kind is None:
             raise CommandError(f"unsupported transport {transport}")
         self.transport_id = ep.transportCreate(kind, tcfg)
@@ -173,6 +179,11 @@ class Worker:
         mt.portRange = rtp_range if rtp_port else 0
         acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_INACTIVE
         acfg.callConfig.prackUse = pj.PJSUA_100REL_NOT_USED
+        if self.srtp:
+            acfg.mediaConfig.srtpUse = self.srtp
+            acfg.mediaConfig.srtpSecureSignaling = 1  # keys only over TLS (the first hop)
+            acfg.mediaConfig.srtpOpt.keyings.clear()
+            acfg.mediaConfig.srtpOpt.keyings.append(pj.PJMEDIA_SRTP_KEYING_SDES)
         return acfg
 
     def make_account(self, name: str, id_uri: str, acfg: pj.AccountConfig | None) -> WorkerAccount:
