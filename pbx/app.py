@@ -49,6 +49,8 @@ from pbx.sip.tls import client_context
 from pbx.sip.transport import TransportLimits
 from pbx.sip.trunk import TrunkPolicy
 from pbx.switchboard import CallApplication, Switchboard
+from pbx.web.build import build_web
+from pbx.web.tally import DayTally
 from queues.dispatcher import Dispatcher
 from queues.roster import Roster
 
@@ -57,7 +59,8 @@ def build_service(settings: Settings) -> HelplineService:
     s = settings
     # --- observers and in-memory state -----------------------------------------------------------
     metrics = Metrics()
-    events: CallEvents = metrics
+    tally = DayTally(metrics, s.service_level_seconds)  # today's counts for the wallboard
+    events: CallEvents = tally
     directory = Directory(s.state_dir)  # credentials and profiles (+ snapshots)
     roster = Roster(s.max_missed_offers, s.registration_grace)
     restart_state = RestartState(s.state_dir)
@@ -158,11 +161,16 @@ def build_service(settings: Settings) -> HelplineService:
         legs=legs.live, admission=admission, writes_pending=lambda: persistence.pending,
         rtp_strays=lambda: media.strays,
     )  # fmt: skip
+    web = build_web(
+        s, roster=roster, dispatcher=dispatcher, registrar=registrar, directory=directory,
+        persistence=persistence, plans=plans, tally=tally,
+    )  # fmt: skip
     return HelplineService(
         settings=s, metrics=metrics, plans=plans, directory=directory, persistence=persistence,
         restart_state=restart_state, bookkeeping=bookkeeping, roster=roster,
         dispatcher=dispatcher, registrar=registrar, trunk=trunk, admission=admission,
         stack=stack, switchboard=switchboard, keepalive=keepalive, drain=drain,
+        web=web,
     )  # fmt: skip
 
 

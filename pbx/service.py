@@ -43,6 +43,7 @@ from pbx.sip.stack import SipStack
 from pbx.sip.tls import ensure_self_signed, server_context
 from pbx.sip.trunk import TrunkPolicy
 from pbx.switchboard import Switchboard
+from pbx.web.server import WebServer
 from queues.dispatcher import Dispatcher
 from queues.roster import Roster, Volunteer, VolunteerState
 
@@ -71,6 +72,7 @@ class HelplineService:
     switchboard: Switchboard  # the stack's transaction user
     keepalive: Keepalive
     drain: Drain
+    web: WebServer | None = None  # wallboard and console (pbx/web)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -97,6 +99,8 @@ class HelplineService:
                 cert, key = ensure_self_signed(s.state_dir / "tls", s.public_host)
             tls_ctx = server_context(cert, key)
         await self.stack.start(self.switchboard, s.sip_host, s.sip_port, s.tls_port, tls_ctx)
+        if self.web is not None:
+            await self.web.start()
         self._tasks = [
             asyncio.create_task(self._sweep_expired()),
             asyncio.create_task(self.keepalive.run()),
@@ -117,6 +121,8 @@ class HelplineService:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.web is not None:
+            await self.web.stop()
         await self.stack.close()
         await self.bookkeeping.close()
         await self.persistence.close()

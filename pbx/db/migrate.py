@@ -15,6 +15,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (2, "digest_algorithms.sql"),
     (3, "shifts.sql"),
     (4, "registrations_columns.sql"),
+    (12, "console_accounts.sql"),  # numbers 5-11 belong to other branches being merged
 )
 
 # Serialises concurrent migrators (service and CLI starting at once); any constant will do.
