@@ -224,13 +224,19 @@ class Console:
         if session.account.role is Role.ADMIN:
             toggle = "enable" if v["disabled"] else "disable"
             actions.append(button(toggle, toggle.capitalize()))
+            values = {
+                "languages": ",".join(v["languages"]),
+                "skills": ",".join(v["skills"]),
+                "region": v["region"] or "",
+            }
+            inputs = "".join(
+                f'<input name="{k}" placeholder="{k}" title="{k}" value="{escape(x)}" size="10">'
+                for k, x in values.items()
+            )
             fields = (
                 f'<form method="post" action="{base}/edit" class="edit">'
-                f'<input type="hidden" name="csrf" value="{csrf}">'
-                f'<input name="languages" value="{escape(",".join(v["languages"]))}" size="8">'
-                f'<input name="skills" value="{escape(",".join(v["skills"]))}" size="10">'
-                f'<input name="region" value="{escape(v["region"] or "")}" size="10">'
-                f'<button type="submit">Save</button></form>'
+                f'<input type="hidden" name="csrf" value="{csrf}">{inputs}'
+                '<button type="submit">Save</button></form>'
             )
         return (
             f'<tr id="v-{escape(name)}"><td>{escape(name)}</td>'
