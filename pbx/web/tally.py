@@ -50,38 +50,31 @@ class DayTally:
         self.threshold = threshold
         self.today = today
         self.counts = DayCounts(today())
-        self.version = 0  # bumped at every change: the wallboard pushes when it moves
 
     def current(self) -> DayCounts:
         day = self.today()
         if day != self.counts.day:
             self.counts = DayCounts(day)
-            self.version += 1
         return self.counts
 
     def call_ended(self, outcome: str) -> None:
         self.forward.call_ended(outcome)
         self.current().outcomes[outcome] += 1
-        self.version += 1
 
     def invite_refused(self, reason: str) -> None:
         self.forward.invite_refused(reason)
         self.current().refused += 1
-        self.version += 1
 
     def queue_overflowed(self, queue: str) -> None:
         self.forward.queue_overflowed(queue)
         self.current().queue(queue).overflowed += 1
-        self.version += 1
 
     def caller_answered(self, queue: str, waited: float) -> None:
         self.forward.caller_answered(queue, waited)
         q = self.current().queue(queue)
         q.answered += 1
         q.answered_in_time += waited <= self.threshold
-        self.version += 1
 
     def caller_abandoned(self, queue: str, waited: float) -> None:
         self.forward.caller_abandoned(queue, waited)
         self.current().queue(queue).abandoned += 1
-        self.version += 1
