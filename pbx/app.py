@@ -147,6 +147,7 @@ def build_service(settings: Settings) -> HelplineService:
         calls = HelplineCalls(
             ringer, waiting, media, prompts, plans.current, s.state_dir / "voicemail",
             on_outcome=events.call_ended, on_overflow=events.queue_overflowed,
+            on_entry=tally.call_entered, on_transfer=tally.transferred,
             shift_desk=shift_desk, backline=s.backline_destination,
         )  # fmt: skip
         app = calls

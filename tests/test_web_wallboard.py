@@ -92,9 +92,12 @@ async def test_wallboard_follows_volunteers_and_callers(make_helpline: MakeHelpl
             await c1.hangup()
             await browser.until_text(f"{nl} .wrap_up", lambda t: t == "1", timeout=5)
             await browser.until_text("#calls-today", lambda t: t == "2", timeout=5)
+            # both came in on the national number; nobody was transferred
+            assert await browser.text('#entries tr[data-key="national"] .count') == "2"
+            assert await browser.text("#transfers") == "0"
             registry = service.metrics.registry
             for outcome in ("answered", "abandoned"):
-                shown = await browser.text(f'#outcomes tr[data-outcome="{outcome}"] .count')
+                shown = await browser.text(f'#outcomes tr[data-key="{outcome}"] .count')
                 counted = registry.get_sample_value("helpline_calls_total", {"outcome": outcome})
                 assert shown is not None and counted is not None and int(shown) == int(counted)
 

@@ -59,7 +59,9 @@ def snapshot(roster: Roster, dispatcher: Dispatcher, tally: DayTally) -> dict[st
         "regions": _rows(by_region),
         "outcomes": outcomes,
         "calls_today": sum(outcomes.values()),
-        "transfers": outcomes.get("transferred", 0),
+        "entries": dict(sorted(day.entries.items())),
+        "transfers": dict(sorted(day.transfers.items())),
+        "transfers_total": sum(day.transfers.values()),
         "states": [s.value for s in SHOWN_STATES],
     }
 

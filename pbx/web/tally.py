@@ -14,8 +14,6 @@ from datetime import date
 
 from pbx.call_events import CallEvents
 
-TRANSFERRED = "transferred"  # the outcome of a call the service connected on (113 and the like)
-
 
 @dataclass
 class QueueDay:
@@ -35,6 +33,8 @@ class QueueDay:
 class DayCounts:
     day: date
     outcomes: Counter[str] = field(default_factory=Counter)
+    entries: Counter[str] = field(default_factory=Counter)  # by the kind of number dialled
+    transfers: Counter[str] = field(default_factory=Counter)  # by destination (backline_113...)
     queues: dict[str, QueueDay] = field(default_factory=dict)
     refused: int = 0
 
@@ -60,6 +60,14 @@ class DayTally:
     def call_ended(self, outcome: str) -> None:
         self.forward.call_ended(outcome)
         self.current().outcomes[outcome] += 1
+
+    def call_entered(self, kind: str) -> None:
+        """A call came in on a number of this kind (national, local, partner, ...)."""
+        self.current().entries[kind] += 1
+
+    def transferred(self, destination: str) -> None:
+        """A configured destination answered a transfer or a volunteer's hand-over."""
+        self.current().transfers[destination] += 1
 
     def invite_refused(self, reason: str) -> None:
         self.forward.invite_refused(reason)

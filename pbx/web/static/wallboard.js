@@ -51,10 +51,10 @@ function states(id, rows, order) {
   }));
 }
 
-function outcomes(board) {
-  fill(document.getElementById("outcomes"), Object.entries(board.outcomes).map(([k, n]) => {
+function counts(id, values) {
+  fill(document.getElementById(id), Object.entries(values).map(([k, n]) => {
     const tr = document.createElement("tr");
-    tr.dataset.outcome = k;
+    tr.dataset.key = k;
     cell(tr, k.replace(/_/g, " "), "name");
     cell(tr, String(n), "count");
     return tr;
@@ -67,9 +67,11 @@ function show(board) {
   queues(board);
   states("languages", board.languages, board.states);
   states("regions", board.regions, board.states);
-  outcomes(board);
+  counts("outcomes", board.outcomes);
+  counts("entries", board.entries);
+  counts("transfer-destinations", board.transfers);
   document.getElementById("calls-today").textContent = String(board.calls_today);
-  document.getElementById("transfers").textContent = String(board.transfers);
+  document.getElementById("transfers").textContent = String(board.transfers_total);
 }
 
 function connect() {
