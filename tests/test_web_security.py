@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from pathlib import Path
 
 import aiohttp
+import pytest
 
+from pbx.sip.tls import ensure_self_signed
 from pbx.web.accounts import AccountRepository, Role
 from queues.roster import VolunteerState
 from tests.helpers.service import MakeHelpline, Running, free_port
@@ -120,3 +123,19 @@ async def test_wallboard_needs_no_login_and_console_does(make_helpline: MakeHelp
         assert response.status == 303
         response = await http.get(f"{base}/static/..%2Fconsole.py")
         assert response.status == 404
+
+
+async def test_console_over_https_has_secure_cookies(
+    make_helpline: MakeHelpline, tmp_path: Path
+) -> None:
+    cert, key = ensure_self_signed(tmp_path / "web-tls", "127.0.0.1")
+    port = free_port()
+    async with (
+        make_helpline(web_port=port, web_tls_cert=cert, web_tls_key=key),
+        aiohttp.ClientSession() as http,
+    ):
+        response = await http.get(f"https://127.0.0.1:{port}/console/login", ssl=False)
+        assert response.status == 200
+        assert "Secure" in response.headers["Set-Cookie"]
+        with pytest.raises(aiohttp.ClientError):  # no plain HTTP on that port
+            await http.get(f"http://127.0.0.1:{port}/console/login")
