@@ -8,6 +8,7 @@ admins also edit them, enable or disable them and reload the dialplan.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
 import time
@@ -37,6 +38,7 @@ SESSION_COOKIE = "helpline_console"
 LOGIN_COOKIE = "helpline_login"  # the login form's CSRF token (double submit)
 SHIFT_ACTIONS = ("pause", "resume", "logout")  # coordinators and admins
 ADMIN_ACTIONS = ("edit", "enable", "disable")
+MAX_PASSWORD_CHECKS = 2
 LOGOUT_NOW = (VolunteerState.AVAILABLE, VolunteerState.WRAP_UP, VolunteerState.PAUSED)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -65,6 +67,8 @@ class Console:
         self.sessions = sessions
         self.throttle = throttle
         self.secure_cookies = secure_cookies  # served over TLS (or behind a TLS proxy)
+        # each argon2 check takes 64 MiB and a core for a while: a few at a time, the rest wait
+        self._checking = asyncio.Semaphore(MAX_PASSWORD_CHECKS)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get("/console/login", self._login_page)
@@ -148,7 +152,8 @@ class Console:
         db = self.persistence.db
         if db is None:  # accounts live in the database: no login while it is away
             return None
-        return await AccountRepository(db.pool).authenticate(username, password)
+        async with self._checking:
+            return await AccountRepository(db.pool).authenticate(username, password)
 
     async def _logout(self, request: web.Request) -> web.StreamResponse:
         session = self.sessions.get(request.cookies.get(SESSION_COOKIE), time.monotonic())
