@@ -56,6 +56,8 @@ from pbx.switchboard import CallApplication, Switchboard
 from pbx.voicemail.desk import VoicemailDesk
 from pbx.voicemail.notify import Notifier
 from pbx.voicemail.store import VoicemailStore, parse_recipients
+from pbx.web.build import build_web
+from pbx.web.tally import DayTally
 from queues.dispatcher import Dispatcher
 from queues.roster import Roster
 
@@ -65,7 +67,8 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
     s = settings
     # --- observers and in-memory state -----------------------------------------------------------
     metrics = Metrics()
-    events: CallEvents = metrics
+    tally = DayTally(metrics, s.service_level_seconds)  # today's counts for the wallboard
+    events: CallEvents = tally
     directory = Directory(s.state_dir)  # credentials and profiles (+ snapshots)
     roster = Roster(s.max_missed_offers, s.registration_grace)
     restart_state = RestartState(s.state_dir)
@@ -164,6 +167,7 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
         calls = HelplineCalls(
             ringer, waiting, media, prompts, plans.current, voicemail,
             on_outcome=events.call_ended, on_overflow=events.queue_overflowed,
+            on_entry=tally.call_entered, on_transfer=tally.transferred,
             shift_desk=shift_desk, backline=s.backline_destination, records=records,
         )  # fmt: skip
         app = calls
@@ -181,12 +185,17 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
     )  # fmt: skip
     watch_staffing(metrics, roster, plans.current, lambda: records.open_count)
     watch_media_protection(metrics, media.legs_by_protection, lambda: media.srtp_auth_failures)
+    web = build_web(
+        s, roster=roster, dispatcher=dispatcher, registrar=registrar, directory=directory,
+        persistence=persistence, plans=plans, tally=tally,
+    )  # fmt: skip
     return HelplineService(
         settings=s, metrics=metrics, plans=plans, directory=directory, persistence=persistence,
         restart_state=restart_state, bookkeeping=bookkeeping, roster=roster,
         dispatcher=dispatcher, registrar=registrar, trunk=trunk, admission=admission,
         stack=stack, switchboard=switchboard, keepalive=keepalive, drain=drain,
         voicemail=voicemail,
+        web=web,
     )  # fmt: skip
 
 

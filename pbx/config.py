@@ -59,6 +59,13 @@ class Settings:
     recordings: Path = REPO_ROOT / "recordings"
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9160  # Prometheus /metrics; None disables
+    # Wallboard and coordinators' console (pbx/web). On by default, on loopback only: exposing
+    # it (web_host) wants HTTPS, from web_tls_cert/key or a TLS reverse proxy. None disables.
+    web_host: str = "127.0.0.1"
+    web_port: int | None = 8080
+    web_tls_cert: Path | None = None  # PEM; with web_tls_key the console is served over HTTPS
+    web_tls_key: Path | None = None
+    service_level_seconds: float = 30.0  # the wallboard's service level: answered within this
     rtp_port_min: int = 20000
     rtp_port_max: int = 29999
     media_timeout: float = 60.0  # a call leg that sends no RTP this long is hung up
@@ -158,6 +165,8 @@ class Settings:
             raise ConfigError(f"sip_port {self.sip_port} is not a port number")
         if self.rtp_port_min >= self.rtp_port_max:
             raise ConfigError("rtp_port_min must be below rtp_port_max")
+        if (self.web_tls_cert is None) != (self.web_tls_key is None):
+            raise ConfigError("web_tls_cert and web_tls_key must be given together")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
         self._validate_srtp()

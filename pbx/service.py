@@ -45,6 +45,7 @@ from pbx.sip.tls import CertificateFiles, ensure_self_signed
 from pbx.sip.trunk import TrunkPolicy
 from pbx.switchboard import Switchboard
 from pbx.voicemail.desk import VoicemailDesk
+from pbx.web.server import WebServer
 from queues.dispatcher import Dispatcher
 from queues.roster import Roster, Volunteer, VolunteerState
 
@@ -74,6 +75,7 @@ class HelplineService:
     keepalive: Keepalive
     drain: Drain
     voicemail: VoicemailDesk  # messages kept encrypted, deleted after the retention period
+    web: WebServer | None = None  # wallboard and console (pbx/web)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -107,6 +109,8 @@ class HelplineService:
             tls_files = CertificateFiles(cert, key)  # reloaded when renewed, calls kept
         tls_ctx = None if tls_files is None else tls_files.context
         await self.stack.start(self.switchboard, s.sip_host, s.sip_port, s.tls_port, tls_ctx)
+        if self.web is not None:
+            await self.web.start()
         self._tasks = [
             asyncio.create_task(self._sweep_expired()),
             asyncio.create_task(self.keepalive.run()),
@@ -133,6 +137,8 @@ class HelplineService:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.web is not None:
+            await self.web.stop()
         await self.stack.close()
         await self.bookkeeping.close()
         await self.persistence.close()

@@ -50,6 +50,8 @@ class HelplineCalls:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     on_outcome: Callable[[str], None] = lambda outcome: None  # metrics
     on_overflow: Callable[[str], None] = lambda queue: None  # metrics: a queue's max wait passed
+    on_entry: Callable[[str], None] = lambda kind: None  # wallboard: the number's kind, "other"
+    on_transfer: Callable[[str], None] = lambda dest: None  # wallboard: a destination answered
     shift_desk: ShiftDesk | None = None  # feature codes from volunteers' handsets
     backline: str = "backline_113"  # the destination a volunteer hands a caller over to
     records: CallRecords = field(default_factory=CallRecords)  # one record per call
@@ -105,6 +107,7 @@ class HelplineCalls:
         keys: DigitBuffer,
     ) -> str:
         node, number = plan.entry_for(caller.dialed)
+        self.on_entry(number.kind.value if number else "other")
         language = plan.default_language
         for _ in range(MAX_CONTINUATIONS):
             outcome = await IvrRuntime(
@@ -193,6 +196,7 @@ class HelplineCalls:
                 log.info("transfer_failed", call=leg.ref, to=dest.name)
                 return False
             log.info("transferred", call=leg.ref, to=dest.name)
+            self.on_transfer(dest.name)
             await bridge_until_end(leg, media, out, other)
             return True
         finally:

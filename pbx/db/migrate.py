@@ -15,8 +15,8 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (2, "digest_algorithms.sql"),
     (3, "shifts.sql"),
     (4, "registrations_columns.sql"),
-    # 5, 6, 7 are other branches' (fixed numbers; see the merge notes)
     (8, "call_records.sql"),
+    (12, "console_accounts.sql"),
 )
 
 # Serialises concurrent migrators (service and CLI starting at once); any constant will do.

@@ -59,6 +59,7 @@ class Served:
         # below the kernel's ephemeral ports, as tests/helpers/service.py does
         env["HELPLINE_RTP_PORT_MIN"] = str(20000 + (self.sip_port % 120) * 100)
         env["HELPLINE_RTP_PORT_MAX"] = str(20000 + (self.sip_port % 120) * 100 + 98)
+        env["HELPLINE_WEB_PORT"] = "none"  # the wallboard's own tests give it a free port
         env["HELPLINE_RUN_AS_USER"] = ""  # stays root: dropping it is tests/test_privileges.py's
         env.update(self.env)
         self._log = self.log_path().open("wb")
