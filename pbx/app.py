@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 
 from pbx.bookkeeping import Bookkeeping
 from pbx.call_events import CallEvents
+from pbx.calls.consultation import Consultation, InCall
 from pbx.calls.direct import DirectRouter
+from pbx.calls.handover import State
 from pbx.calls.handsets import Handsets
 from pbx.calls.inbound import HelplineCalls
 from pbx.calls.leg_table import LegTable
-from pbx.calls.legs import InboundLeg
-from pbx.calls.media_session import AnchoredMedia, MediaFactory
+from pbx.calls.media_session import MediaFactory
 from pbx.calls.ringing import Ringer, Whisper
 from pbx.calls.shift import ShiftDesk, pin_lockout
 from pbx.calls.waiting import WaitingRoom
@@ -27,6 +29,8 @@ from pbx.db.persistence import Persistence
 from pbx.directory import Directory
 from pbx.drain import Drain
 from pbx.media.filler import LineFiller
+from pbx.media.hold_melody import hold_melody
+from pbx.media.moh import MusicOnHold
 from pbx.media.ports import PortPool
 from pbx.media.prompts import PromptLibrary
 from pbx.metrics import Metrics, watch_service
@@ -35,6 +39,7 @@ from pbx.restart_state import RestartState
 from pbx.service import HelplineService
 from pbx.sip.admission import Admission, AdmissionConfig
 from pbx.sip.auth_guard import AuthGuard, LockoutPolicy
+from pbx.sip.client_auth import ClientCredentials
 from pbx.sip.digest import Algorithm, NonceManager
 from pbx.sip.keepalive import Keepalive
 from pbx.sip.registrar import Binding, Change, Registrar, RegistrarConfig
@@ -114,7 +119,10 @@ def build_service(settings: Settings) -> HelplineService:
     )  # fmt: skip
     whisper = Whisper(prompts.get("nl", s.volunteer_whisper) if s.volunteer_whisper else b"")
     handsets = Handsets(registrar, s.public_host)
-    ringer = Ringer(legs)
+    outbound_auth = None
+    if s.outbound_auth_user:
+        outbound_auth = ClientCredentials(s.outbound_auth_user, s.outbound_auth_password)
+    ringer = Ringer(legs, auth=outbound_auth)
     router = DirectRouter(handsets, ringer, media, whisper, on_outcome=events.call_ended)
     app: CallApplication = router
     if s.call_flow == "ivr":
@@ -127,8 +135,8 @@ def build_service(settings: Settings) -> HelplineService:
 
         # Cycle: the waiting room hands a caller over (*9) through the IVR calls, which send
         # callers to the waiting room; the hand-over is the edge bound late, naming `calls`.
-        async def hand_over(leg: InboundLeg, media: AnchoredMedia, language: str) -> bool:
-            return await calls.hand_over(leg, media, language)
+        async def hand_over(call: InCall, language: str, free: Callable[[], None]) -> State:
+            return await calls.hand_over(call, language, free)
 
         waiting = WaitingRoom(
             dispatcher, handsets, media, ringer, prompts, whisper,
@@ -140,6 +148,10 @@ def build_service(settings: Settings) -> HelplineService:
             ringer, waiting, media, prompts, plans.current, s.state_dir / "voicemail",
             on_outcome=events.call_ended, on_overflow=events.queue_overflowed,
             shift_desk=shift_desk, backline=s.backline_destination,
+            consultation=None if s.handover_mode == "blind" else Consultation(
+                ringer, media, prompts, MusicOnHold("hold", hold_melody()),
+                s.handover_complete_keys, s.handover_cancel_keys, s.handover_ring_timeout,
+            ),
         )  # fmt: skip
         app = calls
     switchboard = Switchboard(

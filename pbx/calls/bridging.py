@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -43,10 +44,11 @@ async def bridge_until_end(
     (media timeout), then end both; with `keep_caller_if_lost` a caller whose other side
     vanished stays on the line (to be told and requeued). `notice` = (after seconds, PCM):
     a tone only the other side hears once the call has lasted that long (the time limit).
-    `handover_keys` pressed on the other side end only that side (HANDOVER): the caller stays
-    on the line to be connected elsewhere."""
+    `handover_keys` pressed on the other side end the bridge (HANDOVER) with both legs up: the
+    hand-over decides what becomes of them (a warm one consults first, a blind one hangs the
+    other side up)."""
     bridge = Bridge(caller_media.leg, other_media.leg).start()
-    handover = _KeySequence(handover_keys)
+    handover = KeySequence(handover_keys)
     if handover_keys:
         other_media.add_dtmf_listener(handover.press)
     timer = None
@@ -81,7 +83,7 @@ async def bridge_until_end(
         end = CallEnd.HANDOVER
     else:
         end = CallEnd.OTHER_LEFT
-    if out.state is not LegState.ENDED:
+    if out.state is not LegState.ENDED and end is not CallEnd.HANDOVER:
         await out.hangup(_OTHER_HANGUP_REASON[end])
     keep_caller = end is CallEnd.HANDOVER or (end is CallEnd.OTHER_LOST and keep_caller_if_lost)
     if leg.state is not LegState.ENDED and not keep_caller:
@@ -90,26 +92,30 @@ async def bridge_until_end(
     return end
 
 
-_OTHER_HANGUP_REASON = {
+_OTHER_HANGUP_REASON: dict[CallEnd, str] = {
     CallEnd.CALLER_LEFT: "caller_hangup",
     CallEnd.OTHER_LOST: "media_timeout",
-    CallEnd.HANDOVER: "handover",
     CallEnd.OTHER_LEFT: "other_side_hangup",
 }
 
 
-class _KeySequence:
-    """Watches key presses for one sequence (e.g. "*9"); `done` is set once it was pressed."""
+class KeySequence:
+    """Watches key presses for one sequence (e.g. "*9"); `done` is set (and `on_done` called)
+    each time it was pressed."""
 
-    def __init__(self, keys: str) -> None:
+    def __init__(self, keys: str, on_done: Callable[[], None] | None = None) -> None:
         self.keys = keys
         self.pressed = ""
         self.done = asyncio.Event()
+        self.on_done = on_done
 
     def press(self, digit: str) -> None:
         self.pressed = (self.pressed + digit)[-len(self.keys) :]
         if self.keys and self.pressed == self.keys:
+            self.pressed = ""
             self.done.set()
+            if self.on_done is not None:
+                self.on_done()
 
 
 def _notify(bridge: Bridge, other_media: AnchoredMedia, pcm: bytes, ref: str) -> None:

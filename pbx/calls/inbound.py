@@ -22,6 +22,8 @@ from ivr.model import Destination, Dialplan
 from ivr.runtime import IvrOutcome, IvrRuntime, OutcomeKind
 from pbx.anonymity import CallerContext
 from pbx.calls.bridging import bridge_until_end
+from pbx.calls.consultation import Consultation, InCall
+from pbx.calls.handover import State
 from pbx.calls.legs import InboundLeg, watch_call_task
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
 from pbx.calls.ringing import Ringer, Target
@@ -52,6 +54,7 @@ class HelplineCalls:
     on_overflow: Callable[[str], None] = lambda queue: None  # metrics: a queue's max wait passed
     shift_desk: ShiftDesk | None = None  # feature codes from volunteers' handsets
     backline: str = "backline_113"  # the destination a volunteer hands a caller over to
+    consultation: Consultation | None = None  # warm hand-over; None: blind
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def inbound_call(self, leg: InboundLeg, caller: CallerContext) -> None:
@@ -153,19 +156,33 @@ class HelplineCalls:
         await leg.hangup("ivr_end")
         return _Done("ivr_hangup" if outcome.kind is OutcomeKind.HANGUP else "failed")
 
-    async def hand_over(self, leg: InboundLeg, media: AnchoredMedia, language: str) -> bool:
-        """A volunteer pressed the hand-over keys: connect the caller to the backline (113).
-        True when it answered; otherwise the caller has been told and stays on the line."""
+    async def hand_over(
+        self, call: InCall, language: str, volunteer_free: Callable[[], None]
+    ) -> State:
+        """A volunteer pressed the hand-over keys: connect the caller to the backline (113),
+        after consulting it (warm) or at once (blind). COMPLETED once the caller's call there
+        has ended; RETURNED: the volunteer is back with the caller; FAILED: the volunteer is
+        gone and so is the destination (the caller has been told and waits on the line)."""
         dest = self.plan().destinations.get(self.backline)
         if dest is None:
             log.error("backline_not_configured", destination=self.backline)
-        else:
-            await play(media.leg, [self.prompts.get(language, "transfer_113")], barge_in=False)
-            if not leg.is_ended and await self._transfer(leg, media, dest):
-                return True
-        if not leg.is_ended:
-            await play(media.leg, [self.prompts.get(language, "transfer_failed")], barge_in=False)
-        return False
+            await play(call.other.leg, [self.prompts.get(language, "handover_refused")],
+                       barge_in=False)  # fmt: skip
+            return State.RETURNED
+        if self.consultation is not None:
+            uri = parse_sip_uri(dest.uri)
+            target = Target(uri, await _resolve(uri), f"<{uri}>")
+            return await self.consultation.run(call, target, dest.name, language, volunteer_free)
+        await call.out.hangup("handover")
+        volunteer_free()
+        leg, media = call.leg, call.media
+        await play(media.leg, [self.prompts.get(language, "transfer_113")], barge_in=False)
+        if not leg.is_ended and await self._transfer(leg, media, dest):
+            return State.COMPLETED
+        if leg.is_ended:
+            return State.CALLER_LEFT
+        await play(media.leg, [self.prompts.get(language, "transfer_failed")], barge_in=False)
+        return State.FAILED
 
     async def _transfer(self, leg: InboundLeg, media: AnchoredMedia, dest: Destination) -> bool:
         """Connect the caller to a configured destination (only those: no number a caller

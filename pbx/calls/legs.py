@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from pbx.sip.address import Address
+from pbx.sip.client_auth import ClientCredentials, authorize
 from pbx.sip.dialog import Dialog, DialogState, new_call_id, new_tag
 from pbx.sip.headers import Headers
 from pbx.sip.message import Request, Response
@@ -252,7 +253,9 @@ class OutboundLeg(Leg):
     """The volunteer's side: a call we place to a registered handset (we are the UAC)."""
 
     transaction: TransactionId | None = None
+    auth: ClientCredentials | None = None  # answers a carrier's digest challenge (once)
     _cancel_requested: bool = False
+    _invite_cseq: int = INVITE_CSEQ
 
     async def call(
         self,
@@ -278,7 +281,7 @@ class OutboundLeg(Leg):
         headers.add("From", str(from_addr))
         headers.add("To", to)
         headers.add("Call-ID", call_id)
-        headers.add("CSeq", f"{INVITE_CSEQ} INVITE")
+        headers.add("CSeq", f"{INVITE_CSEQ} INVITE")  # the answer to a challenge: the next one
         headers.add("Contact", f"<{self.contact}>")
         headers.add("Allow", ALLOW)
         headers.add("Content-Type", SDP)
@@ -291,6 +294,16 @@ class OutboundLeg(Leg):
             self.transaction = txn
 
         response = await self.stack.request(invite, peer, on_transaction=got_txn)
+        answer = None
+        if response.status in (401, 407) and self.auth is not None and not self._cancel_requested:
+            answer = authorize(response, "INVITE", str(target), self.auth)
+        if answer is not None:  # RFC 3261 22.2: the same call, CSeq + 1, with credentials
+            self._invite_cseq = INVITE_CSEQ + 1
+            invite.headers.remove("Via")  # the stack stamps a fresh one (a new transaction)
+            invite.headers.set("CSeq", f"{self._invite_cseq} INVITE")
+            invite.headers.add(*answer)
+            log.info("outbound_challenged", call=self.ref, status=response.status)
+            response = await self.stack.request(invite, peer, on_transaction=got_txn)
         if 200 <= response.status < 300:
             self.dialog = Dialog.as_uac(invite, response, peer)
             self.remote_sdp = response.body
@@ -304,7 +317,7 @@ class OutboundLeg(Leg):
 
     def send_ack(self) -> None:
         assert self.dialog is not None
-        ack = self.dialog.ack(INVITE_CSEQ)
+        ack = self.dialog.ack(self._invite_cseq)
         self.stack.send_stateless(ack, self.dialog.peer)
 
     def cancel(self) -> None:

@@ -22,6 +22,8 @@ import structlog
 
 from ivr.model import Queue, VolunteerLost
 from pbx.calls.bridging import CallEnd, bridge_until_end
+from pbx.calls.consultation import InCall
+from pbx.calls.handover import State
 from pbx.calls.handsets import Handsets
 from pbx.calls.legs import InboundLeg
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
@@ -40,7 +42,8 @@ MAX_SPOKEN = 20  # digit prompts go up to 20; beyond, no number is spoken
 TIME_LIMIT_TONE = b"".join([sine(1400, 150, 0.25), silence(150)] * 3)
 
 
-HandOver = Callable[[InboundLeg, AnchoredMedia, str], Awaitable[bool]]
+# (the call, the caller's language, called once the volunteer is free) -> how it ended
+HandOver = Callable[[InCall, str, Callable[[], None]], Awaitable[State]]
 
 
 class _Next(enum.Enum):
@@ -166,20 +169,19 @@ class WaitingRoom:
             notice = None if queue.time_limit is None else (
                 float(queue.time_limit), self.time_limit_tone
             )  # fmt: skip
-            end = await bridge_until_end(
-                leg, media, out, vol_media, keep_caller_if_lost=True, notice=notice,
-                handover_keys=self.handover_keys if self.hand_over is not None else "",
-            )  # fmt: skip
-            if end is CallEnd.HANDOVER:
-                self.dispatcher.call_ended(leg.ref)  # the volunteer's part is done: wrap-up
-                log.info("handed_over", call=leg.ref, volunteer=offer.username)
-                assert self.hand_over is not None
-                if await self.hand_over(leg, media, language):
-                    return "handed_over"
-                if leg.is_ended:
-                    return "answered"
-                self.dispatcher.requeue_first(leg.ref, queue.name)
-                return _Next.REQUEUE  # the hand-over failed: first in line for a volunteer
+            while True:
+                end = await bridge_until_end(
+                    leg, media, out, vol_media, keep_caller_if_lost=True, notice=notice,
+                    handover_keys=self.handover_keys if self.hand_over is not None else "",
+                )  # fmt: skip
+                if end is not CallEnd.HANDOVER:
+                    break
+                log.info("handing_over", call=leg.ref, volunteer=offer.username)
+                handed = await self._hand_over(InCall(leg, media, out, vol_media), language)
+                if handed is not None:
+                    if handed is _Next.REQUEUE:
+                        self.dispatcher.requeue_first(leg.ref, queue.name)
+                    return handed  # else the volunteer is back with the caller
             if end is not CallEnd.OTHER_LOST:
                 self.dispatcher.call_ended(leg.ref)
                 return "answered"
@@ -194,6 +196,29 @@ class WaitingRoom:
             return "volunteer_lost"
         finally:
             vol_media.close()
+
+    async def _hand_over(self, call: InCall, language: str) -> str | _Next | None:
+        """The volunteer's hand-over; None when the volunteer is back with the caller."""
+        assert self.hand_over is not None
+        freed = False
+
+        def volunteer_free() -> None:  # the volunteer's part is done: wrap-up
+            nonlocal freed
+            if not freed:
+                freed = True
+                self.dispatcher.call_ended(call.leg.ref)
+
+        state = await self.hand_over(call, language, volunteer_free)
+        if state is State.RETURNED and not call.leg.is_ended and not call.out.is_ended:
+            return None
+        if state is State.RETURNED and not call.out.is_ended:  # the caller left meanwhile
+            await call.out.hangup("caller_hangup")
+        volunteer_free()
+        if state is State.COMPLETED:
+            return "handed_over"
+        if call.leg.is_ended:
+            return "answered"
+        return _Next.REQUEUE  # the hand-over failed: first in line for a volunteer
 
     async def _say(self, media: AnchoredMedia, language: str, prompt: str) -> None:
         await play(media.leg, [self.prompts.get(language, prompt)], barge_in=False)
