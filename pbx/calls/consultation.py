@@ -132,7 +132,7 @@ class _Run:
             event = await self.events.get()
             transition = step(state, event)
             if transition.state is not state:
-                log.info("handover_step", call=call.leg.ref, event=event.value,
+                log.info("handover_step", call=call.leg.ref, by=event.value,
                          state=transition.state.value)  # fmt: skip
             state = transition.state
             if state in (State.COMPLETED, State.FAILED):

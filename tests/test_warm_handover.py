@@ -1,0 +1,248 @@
+"""Warm handover to 113 with real peers: a PJSIP caller from the trunk address, a PJSIP
+volunteer on 127.0.0.2, and sipp as the 113 professional (echoing the audio it gets, so what
+reaches 113 comes back and can be checked by content).
+
+The volunteer presses *9: the caller hears a short message and then the hold melody; the
+volunteer talks to 113 first, then completes (*1) or cancels (*0); a busy or unreachable 113
+sends the volunteer back to the caller with the reason spoken; a carrier that challenges the
+call gets the digest."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ivr.loader import DEFAULT_PLAN
+from pbx.calls.inbound import HelplineCalls
+from pbx.media.hold_melody import HOLD_NOTES
+from tests.helpers.audio import loud_part, read_wav, rms, tone_share
+from tests.helpers.ivr_helpline import ivr_helpline
+from tests.helpers.logs import captured_logs, log_events
+from tests.helpers.polling import until
+from tests.helpers.service import MakeHelpline, Running
+from tests.helpers.volunteers import on_shift
+from tests.peers.pjsua_phone import AsyncPjsuaPhone
+from tests.peers.sipp import SippProcess, find_free_port, start_sipp
+
+CALLER_NUMBER = "0612345678"
+FRAME = 320  # 20 ms of 16-bit PCM at 8 kHz
+
+
+@dataclass
+class Call:
+    helpline: Running
+    logs: io.StringIO
+    caller: AsyncPjsuaPhone
+    volunteer: AsyncPjsuaPhone
+    tmp: Path
+
+    def steps(self) -> list[tuple[str, str]]:
+        return [(e["by"], e["state"]) for e in log_events(self.logs, "handover_step")]
+
+    async def until_step(self, state: str, timeout: float = 20.0) -> None:
+        try:
+            await until(lambda: any(s == state for _, s in self.steps()), timeout)
+        except AssertionError:
+            print(self.logs.getvalue()[-6000:])
+            raise
+
+    async def heard(self, phone: AsyncPjsuaPhone, name: str, seconds: float) -> Path:
+        """Record what `phone` hears for `seconds` (read it once the call has ended: PJSIP
+        completes the WAV file then)."""
+        await phone.record(self.tmp / f"{name}.wav")
+        await asyncio.sleep(seconds)
+        path: Path = await phone.stop_record()
+        return path
+
+    def prompt_seconds(self, name: str) -> float:
+        app = self.helpline.service.switchboard.app
+        assert isinstance(app, HelplineCalls)
+        return len(app.prompts.get("nl", name)) / 16000
+
+
+@asynccontextmanager
+async def volunteer_talking(
+    make_helpline: MakeHelpline, tmp_path: Path, port: int, **settings: object
+) -> AsyncIterator[Call]:
+    """A caller (from the trunk) talking to a volunteer; 113 is at 127.0.0.1:`port`."""
+    plan = tmp_path / "dialplan.yaml"
+    plan.write_text(
+        DEFAULT_PLAN.read_text().replace(
+            '"sip:0800-0113@sip-trunk.example.nl"', f'"sip:0800-0113@127.0.0.1:{port}"'
+        )
+    )
+    async with (
+        captured_logs() as logs,
+        ivr_helpline(make_helpline, plan, **settings) as helpline,
+        AsyncPjsuaPhone("vera") as volunteer,
+        AsyncPjsuaPhone("caller") as caller,
+    ):
+        await on_shift(helpline, volunteer, "vera")
+        await caller.start(find_free_port())
+        headers = {"P-Asserted-Identity": f"<sip:{CALLER_NUMBER}@127.0.0.1>"}
+        uri = f"sip:0900-0767@{helpline.host}:{helpline.port}"
+        assert await caller.make_call(uri, headers=headers) == 200
+        await caller.send_dtmf("1")
+        await volunteer.wait_incoming(timeout=15)
+        await volunteer.answer(200)
+        await volunteer.play_tone(400)  # a talking volunteer: their media flows
+        await asyncio.sleep(0.5)
+        yield Call(helpline, logs, caller, volunteer, tmp_path)
+
+
+def pcm(path: Path) -> bytes:
+    return read_wav(path)[0]
+
+
+def melody_share(pcm: bytes) -> float:
+    """Share of the 20 ms frames whose power sits mostly at one of the hold melody's notes."""
+    frames = [pcm[i : i + FRAME] for i in range(0, len(pcm) - FRAME + 1, FRAME)]
+    frames = [f for f in frames if rms(f) >= 300]
+    if not frames:
+        return 0.0
+    musical = [f for f in frames if max(tone_share(f, n) for n in HOLD_NOTES) > 0.6]
+    return len(musical) / len(frames)
+
+
+def longest_quiet(pcm: bytes) -> float:
+    """Seconds of the longest run of quiet (comfort-noise level) frames."""
+    longest = run = 0
+    for i in range(0, len(pcm) - FRAME + 1, FRAME):
+        run = run + 1 if rms(pcm[i : i + FRAME]) < 300 else 0
+        longest = max(longest, run)
+    return longest * 0.02
+
+
+def answering_113(port: int, scenario: str = "uas_answer.xml", **kwargs: object) -> SippProcess:
+    return start_sipp(
+        scenario, local_ip="127.0.0.1", local_port=port, rtp_echo=True, timeout_s=60,
+        **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+async def test_warm_handover_completed(make_helpline: MakeHelpline, tmp_path: Path) -> None:
+    port = find_free_port()
+    with answering_113(port) as sipp:
+        async with volunteer_talking(make_helpline, tmp_path, port) as call:
+            await call.caller.record(tmp_path / "hold.wav")
+            loop = asyncio.get_running_loop()
+            pressed = loop.time()
+            await call.volunteer.send_dtmf("*9")
+            await call.until_step("consulting")
+            # the volunteer talks to 113 (which echoes): their own tone comes back from 113
+            consult = await call.heard(call.volunteer, "consult", 1.5)
+            held_for = call.prompt_seconds("handover_hold") + 2.0  # the message, then music
+            await asyncio.sleep(max(0.0, pressed + held_for - loop.time()))
+            hold = await call.caller.stop_record()
+            await call.volunteer.send_dtmf("*1")
+            assert await call.volunteer.wait_disconnected(timeout=10) == 200
+            await call.caller.play_tone(1000)
+            await asyncio.sleep(0.5)
+            connected = await call.heard(call.caller, "connected", 1.5)
+            await call.caller.hangup()
+            result = await asyncio.to_thread(sipp.wait, 20)
+            finished = [e["outcome"] for e in log_events(call.logs, "call_finished")]
+            steps = call.steps()
+    result.assert_ok()
+    assert steps == [("answered", "consulting"), ("complete_key", "completed")]
+    assert tone_share(loud_part(pcm(consult)), 400) > 0.7
+    # on hold: the message, then the melody, and never a silent stretch
+    held = pcm(hold)
+    assert melody_share(held[-int(1.0 * 16000) :]) > 0.8
+    assert longest_quiet(held[int(0.3 * 16000) :]) < 1.0
+    assert melody_share(held) < 0.9  # the message came first
+    # caller and 113 talk (the caller's tone echoed by 113), nothing of the caller reached 113
+    assert tone_share(loud_part(pcm(connected)), 1000) > 0.7
+    assert not any(CALLER_NUMBER in m for _, m in result.messages())
+    assert finished == ["handed_over"]
+
+
+async def test_warm_handover_cancelled(make_helpline: MakeHelpline, tmp_path: Path) -> None:
+    port = find_free_port()
+    with answering_113(port) as sipp:
+        async with volunteer_talking(make_helpline, tmp_path, port) as call:
+            await call.volunteer.send_dtmf("*9")
+            await call.until_step("consulting")
+            await asyncio.sleep(0.5)
+            await call.volunteer.send_dtmf("*0")
+            await call.until_step("returned")
+            result = await asyncio.to_thread(sipp.wait, 20)  # 113 got our BYE
+            await call.caller.play_tone(1000)
+            await asyncio.sleep(0.5)
+            volunteer_heard = await call.heard(call.volunteer, "back", 1.5)
+            caller_heard = await call.heard(call.caller, "back_caller", 1.0)
+            await call.caller.hangup()
+            assert await call.volunteer.wait_disconnected(timeout=10) == 200
+            finished = [e["outcome"] for e in log_events(call.logs, "call_finished")]
+            steps = call.steps()
+    result.assert_ok()
+    assert steps == [("answered", "consulting"), ("cancel_key", "returned")]
+    assert tone_share(loud_part(pcm(volunteer_heard)), 1000) > 0.7  # back with the caller
+    assert tone_share(loud_part(pcm(caller_heard)), 400) > 0.7
+    assert finished == ["answered"]
+
+
+async def _returned_with_reason(call: Call, event: str, reason_prompt: str) -> None:
+    await call.volunteer.record(call.tmp / "reason.wav")
+    await call.volunteer.send_dtmf("*9")
+    await call.until_step("returned", timeout=30)
+    await asyncio.sleep(call.prompt_seconds(reason_prompt) + 0.3)
+    reason = await call.volunteer.stop_record()
+    await call.caller.play_tone(1000)
+    await asyncio.sleep(0.5)
+    back = await call.heard(call.volunteer, "back", 1.5)
+    await call.caller.hangup()
+    assert await call.volunteer.wait_disconnected(timeout=10) == 200
+    assert call.steps() == [(event, "returned")]
+    # the volunteer heard the reason spoken (loud for most of the prompt's length)
+    assert len(loud_part(pcm(reason))) / 16000 > 0.5 * call.prompt_seconds(reason_prompt)
+    assert tone_share(loud_part(pcm(back)), 1000) > 0.7  # and is back with the caller
+
+
+async def test_113_busy_returns_the_volunteer(make_helpline: MakeHelpline, tmp_path: Path) -> None:
+    port = find_free_port()
+    busy = start_sipp("uas_reject.xml", local_ip="127.0.0.1", local_port=port, timeout_s=60,
+                      keys={"status": "486", "reason": "Busy Here"})  # fmt: skip
+    with busy:
+        async with volunteer_talking(make_helpline, tmp_path, port) as call:
+            await _returned_with_reason(call, "busy", "handover_busy")
+            result = await asyncio.to_thread(busy.wait, 20)
+    result.assert_ok()  # our ACK to the 486 came
+
+
+async def test_113_unreachable_returns_the_volunteer(
+    make_helpline: MakeHelpline, tmp_path: Path
+) -> None:
+    port = find_free_port()  # nobody listens there: the INVITE times out (Timer B = 64*T1)
+    async with volunteer_talking(make_helpline, tmp_path, port, sip_t1=0.05) as call:
+        await _returned_with_reason(call, "unreachable", "handover_unreachable")
+
+
+async def test_113_challenging_with_digest(make_helpline: MakeHelpline, tmp_path: Path) -> None:
+    port = find_free_port()
+    sipp = answering_113(port, "uas_digest_answer.xml",
+                         extra=["-au", "helpline-trunk", "-ap", "carrier-secret-1"])  # fmt: skip
+    with sipp:
+        async with volunteer_talking(
+            make_helpline, tmp_path, port,
+            outbound_auth_user="helpline-trunk", outbound_auth_password="carrier-secret-1",
+        ) as call:  # fmt: skip
+            await call.volunteer.send_dtmf("*9")
+            await call.until_step("consulting")
+            consult = await call.heard(call.volunteer, "consult", 1.5)
+            await call.volunteer.hangup()  # hanging up completes the handover too
+            await call.until_step("completed")
+            await call.caller.play_tone(1000)
+            await asyncio.sleep(0.5)
+            connected = await call.heard(call.caller, "connected", 1.5)
+            await call.caller.hangup()
+            result = await asyncio.to_thread(sipp.wait, 20)
+            steps = call.steps()
+    result.assert_ok()  # the challenge was answered with the right digest
+    assert steps == [("answered", "consulting"), ("volunteer_hung_up", "completed")]
+    assert tone_share(loud_part(pcm(consult)), 400) > 0.7
+    assert tone_share(loud_part(pcm(connected)), 1000) > 0.7
