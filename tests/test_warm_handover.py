@@ -47,7 +47,7 @@ class Call:
         try:
             await until(lambda: any(s == state for _, s in self.steps()), timeout)
         except AssertionError:
-            print(self.logs.getvalue()[-6000:])
+            print(self.logs.getvalue()[-6000:])  # what the service did instead
             raise
 
     async def heard(self, phone: AsyncPjsuaPhone, name: str, seconds: float) -> Path:
@@ -225,7 +225,7 @@ async def test_113_unreachable_returns_the_volunteer(
 async def test_113_challenging_with_digest(make_helpline: MakeHelpline, tmp_path: Path) -> None:
     port = find_free_port()
     sipp = answering_113(port, "uas_digest_answer.xml",
-                         extra=["-au", "helpline-trunk", "-ap", "carrier-secret-1"])  # fmt: skip
+                         keys={"user": "helpline-trunk", "password": "carrier-secret-1"})  # fmt: skip
     with sipp:
         async with volunteer_talking(
             make_helpline, tmp_path, port,
