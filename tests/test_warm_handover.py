@@ -224,8 +224,8 @@ async def test_113_unreachable_returns_the_volunteer(
 
 async def test_113_challenging_with_digest(make_helpline: MakeHelpline, tmp_path: Path) -> None:
     port = find_free_port()
-    sipp = answering_113(port, "uas_digest_answer.xml",
-                         keys={"user": "helpline-trunk", "password": "carrier-secret-1"})  # fmt: skip
+    account = {"user": "helpline-trunk", "password": "carrier-secret-1"}
+    sipp = answering_113(port, "uas_digest_answer.xml", keys=account)
     with sipp:
         async with volunteer_talking(
             make_helpline, tmp_path, port,
