@@ -1,6 +1,6 @@
 """Warm handover to 113 with real peers: a PJSIP caller from the trunk address, a PJSIP
-volunteer on 127.0.0.2, and sipp as the 113 professional (echoing the audio it gets, so what
-reaches 113 comes back and can be checked by content).
+volunteer on 127.0.0.2, and sipp as the 113 professional (talking: a tone from a pcap, so who
+hears 113 when can be checked by content).
 
 The volunteer presses *9: the caller hears a short message and then the hold melody; the
 volunteer talks to 113 first, then completes (*1) or cancels (*0); a busy or unreachable 113
@@ -26,6 +26,7 @@ from tests.helpers.polling import until
 from tests.helpers.service import MakeHelpline, Running
 from tests.helpers.volunteers import on_shift
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
+from tests.peers.rtp_pcap import media_pcap
 from tests.peers.sipp import SippProcess, find_free_port, start_sipp
 
 CALLER_NUMBER = "0612345678"
@@ -119,31 +120,36 @@ def longest_quiet(pcm: bytes) -> float:
     return longest * 0.02
 
 
-def answering_113(port: int, scenario: str = "uas_answer.xml", **kwargs: object) -> SippProcess:
+PROFESSIONAL_HZ = 700  # what 113 says, as a tone: heard by the volunteer, then the caller
+
+
+def answering_113(
+    port: int, tmp_path: Path, scenario: str = "uas_answer_play.xml", **kwargs: object
+) -> SippProcess:
+    """sipp as 113: answers and talks (a tone, from a pcap) for 30 s."""
+    pcap = media_pcap(tmp_path / "113.pcap", tone_hz=PROFESSIONAL_HZ, tone_ms=30000)
     return start_sipp(
-        scenario, local_ip="127.0.0.1", local_port=port, rtp_echo=True, timeout_s=60,
-        **kwargs,  # type: ignore[arg-type]
+        scenario, local_ip="127.0.0.1", local_port=port, timeout_s=60,
+        files={"media.pcap": pcap}, **kwargs,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
 async def test_warm_handover_completed(make_helpline: MakeHelpline, tmp_path: Path) -> None:
     port = find_free_port()
-    with answering_113(port) as sipp:
+    with answering_113(port, tmp_path) as sipp:
         async with volunteer_talking(make_helpline, tmp_path, port) as call:
             await call.caller.record(tmp_path / "hold.wav")
             loop = asyncio.get_running_loop()
             pressed = loop.time()
             await call.volunteer.send_dtmf("*9")
             await call.until_step("consulting")
-            # the volunteer talks to 113 (which echoes): their own tone comes back from 113
-            consult = await call.heard(call.volunteer, "consult", 1.5)
+            consult = await call.heard(call.volunteer, "consult", 1.5)  # 113 talking
             held_for = call.prompt_seconds("handover_hold") + 2.0  # the message, then music
             await asyncio.sleep(max(0.0, pressed + held_for - loop.time()))
             hold = await call.caller.stop_record()
             await call.volunteer.send_dtmf("*1")
             assert await call.volunteer.wait_disconnected(timeout=10) == 200
-            await call.caller.play_tone(1000)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.3)
             connected = await call.heard(call.caller, "connected", 1.5)
             await call.caller.hangup()
             result = await asyncio.to_thread(sipp.wait, 20)
@@ -151,21 +157,21 @@ async def test_warm_handover_completed(make_helpline: MakeHelpline, tmp_path: Pa
             steps = call.steps()
     result.assert_ok()
     assert steps == [("answered", "consulting"), ("complete_key", "completed")]
-    assert tone_share(loud_part(pcm(consult)), 400) > 0.7
+    assert tone_share(loud_part(pcm(consult)), PROFESSIONAL_HZ) > 0.7
     # on hold: the message, then the melody, and never a silent stretch
     held = pcm(hold)
     assert melody_share(held[-int(1.0 * 16000) :]) > 0.8
     assert longest_quiet(held[int(0.3 * 16000) :]) < 1.0
     assert melody_share(held) < 0.9  # the message came first
-    # caller and 113 talk (the caller's tone echoed by 113), nothing of the caller reached 113
-    assert tone_share(loud_part(pcm(connected)), 1000) > 0.7
+    # the caller talks to 113 now; nothing of the caller reached 113
+    assert tone_share(loud_part(pcm(connected)), PROFESSIONAL_HZ) > 0.7
     assert not any(CALLER_NUMBER in m for _, m in result.messages())
     assert finished == ["handed_over"]
 
 
 async def test_warm_handover_cancelled(make_helpline: MakeHelpline, tmp_path: Path) -> None:
     port = find_free_port()
-    with answering_113(port) as sipp:
+    with answering_113(port, tmp_path) as sipp:
         async with volunteer_talking(make_helpline, tmp_path, port) as call:
             await call.volunteer.send_dtmf("*9")
             await call.until_step("consulting")
@@ -227,7 +233,7 @@ async def test_113_unreachable_returns_the_volunteer(
 async def test_113_challenging_with_digest(make_helpline: MakeHelpline, tmp_path: Path) -> None:
     port = find_free_port()
     account = {"user": "helpline-trunk", "password": "carrier-secret-1"}
-    sipp = answering_113(port, "uas_digest_answer.xml", keys=account)
+    sipp = answering_113(port, tmp_path, "uas_digest_answer.xml", keys=account)
     with sipp:
         async with volunteer_talking(
             make_helpline, tmp_path, port,
@@ -238,13 +244,12 @@ async def test_113_challenging_with_digest(make_helpline: MakeHelpline, tmp_path
             consult = await call.heard(call.volunteer, "consult", 1.5)
             await call.volunteer.hangup()  # hanging up completes the handover too
             await call.until_step("completed")
-            await call.caller.play_tone(1000)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.3)
             connected = await call.heard(call.caller, "connected", 1.5)
             await call.caller.hangup()
             result = await asyncio.to_thread(sipp.wait, 20)
             steps = call.steps()
     result.assert_ok()  # the challenge was answered with the right digest
     assert steps == [("answered", "consulting"), ("volunteer_hung_up", "completed")]
-    assert tone_share(loud_part(pcm(consult)), 400) > 0.7
-    assert tone_share(loud_part(pcm(connected)), 1000) > 0.7
+    assert tone_share(loud_part(pcm(consult)), PROFESSIONAL_HZ) > 0.7
+    assert tone_share(loud_part(pcm(connected)), PROFESSIONAL_HZ) > 0.7

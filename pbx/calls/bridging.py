@@ -60,7 +60,8 @@ async def bridge_until_end(
     waits: set[asyncio.Future[Any]] = {
         asyncio.create_task(leg.wait_ended()),
         asyncio.create_task(out.wait_ended()),
-        asyncio.ensure_future(bridge.done),
+        asyncio.shield(bridge.done),  # cancelling the wait must not cancel the bridge's end:
+        # a cancelled `done` would make `stop` a no-op and leave the relay running
         asyncio.create_task(caller_media.wait_dead()),
         asyncio.create_task(other_media.wait_dead()),
         asyncio.create_task(handover.done.wait()),

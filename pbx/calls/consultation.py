@@ -205,6 +205,10 @@ class _Run:
     def _stop_bridge(self) -> None:
         if self.bridge is not None:
             self.bridge.stop()
+            to_other, back = self.bridge.a_to_b, self.bridge.b_to_a
+            log.info("consultation_media", call=self.call.leg.ref, to_destination=to_other.relayed,
+                     from_destination=back.packets, to_volunteer=back.relayed,
+                     dropped=back.dropped)  # fmt: skip
             self.bridge = None
 
     def _stop_volunteer_keys(self) -> None:
