@@ -194,21 +194,36 @@ async def test_warm_handover_cancelled(make_helpline: MakeHelpline, tmp_path: Pa
     assert finished == ["answered"]
 
 
-async def _returned_with_reason(call: Call, event: str, reason_prompt: str) -> None:
+@dataclass
+class Returned:
+    """What the volunteer heard when 113 failed: the reason, then the caller again."""
+
+    steps: list[tuple[str, str]]
+    reason: Path
+    back: Path
+    reason_seconds: float
+
+    def check(self, event: str) -> None:
+        """Asserted once the phones are closed (PJSIP completes its WAV files then)."""
+        assert self.steps == [(event, "returned")]
+        # the volunteer heard the reason spoken (loud for most of the prompt's length)
+        assert len(loud_part(pcm(self.reason))) / 16000 > 0.5 * self.reason_seconds
+        assert tone_share(loud_part(pcm(self.back)), 1000) > 0.7  # back with the caller
+
+
+async def _returned_with_reason(call: Call, reason_prompt: str) -> Returned:
     await call.volunteer.record(call.tmp / "reason.wav")
     await call.volunteer.send_dtmf("*9")
     await call.until_step("returned", timeout=30)
-    await asyncio.sleep(call.prompt_seconds(reason_prompt) + 0.3)
+    seconds = call.prompt_seconds(reason_prompt)
+    await asyncio.sleep(seconds + 0.3)
     reason = await call.volunteer.stop_record()
     await call.caller.play_tone(1000)
     await asyncio.sleep(0.5)
     back = await call.heard(call.volunteer, "back", 1.5)
     await call.caller.hangup()
     assert await call.volunteer.wait_disconnected(timeout=10) == 200
-    assert call.steps() == [(event, "returned")]
-    # the volunteer heard the reason spoken (loud for most of the prompt's length)
-    assert len(loud_part(pcm(reason))) / 16000 > 0.5 * call.prompt_seconds(reason_prompt)
-    assert tone_share(loud_part(pcm(back)), 1000) > 0.7  # and is back with the caller
+    return Returned(call.steps(), reason, back, seconds)
 
 
 async def test_113_busy_returns_the_volunteer(make_helpline: MakeHelpline, tmp_path: Path) -> None:
@@ -217,9 +232,10 @@ async def test_113_busy_returns_the_volunteer(make_helpline: MakeHelpline, tmp_p
                       keys={"status": "486", "reason": "Busy Here"})  # fmt: skip
     with busy:
         async with volunteer_talking(make_helpline, tmp_path, port) as call:
-            await _returned_with_reason(call, "busy", "handover_busy")
+            returned = await _returned_with_reason(call, "handover_busy")
             result = await asyncio.to_thread(busy.wait, 20)
     result.assert_ok()  # our ACK to the 486 came
+    returned.check("busy")
 
 
 async def test_113_unreachable_returns_the_volunteer(
@@ -227,7 +243,8 @@ async def test_113_unreachable_returns_the_volunteer(
 ) -> None:
     port = find_free_port()  # nobody listens there: the INVITE times out (Timer B = 64*T1)
     async with volunteer_talking(make_helpline, tmp_path, port, sip_t1=0.05) as call:
-        await _returned_with_reason(call, "unreachable", "handover_unreachable")
+        returned = await _returned_with_reason(call, "handover_unreachable")
+    returned.check("unreachable")
 
 
 async def test_113_challenging_with_digest(make_helpline: MakeHelpline, tmp_path: Path) -> None:
