@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ivr.loader import DEFAULT_PLAN
 from pbx.calls.inbound import HelplineCalls
@@ -67,7 +68,7 @@ class Call:
 
 @asynccontextmanager
 async def volunteer_talking(
-    make_helpline: MakeHelpline, tmp_path: Path, port: int, **settings: object
+    make_helpline: MakeHelpline, tmp_path: Path, port: int, **settings: Any
 ) -> AsyncIterator[Call]:
     """A caller (from the trunk) talking to a volunteer; 113 is at 127.0.0.1:`port`."""
     plan = tmp_path / "dialplan.yaml"
