@@ -23,6 +23,7 @@ from pbx.calls.leg_table import LegTable
 from pbx.calls.media_session import MediaFactory
 from pbx.calls.ringing import Ringer, Whisper
 from pbx.calls.shift import ShiftDesk, pin_lockout
+from pbx.calls.transfers import VolunteerTransfers
 from pbx.calls.waiting import WaitingRoom
 from pbx.config import Settings
 from pbx.db.persistence import Persistence
@@ -135,14 +136,17 @@ def build_service(settings: Settings) -> HelplineService:
 
         # Cycle: the waiting room hands a caller over (*9) through the IVR calls, which send
         # callers to the waiting room; the hand-over is the edge bound late, naming `calls`.
-        async def hand_over(call: InCall, language: str, free: Callable[[], None]) -> State:
-            return await calls.hand_over(call, language, free)
+        async def hand_over(
+            call: InCall, to: str, refer: bool, language: str, free: Callable[[], None]
+        ) -> State:
+            return await calls.hand_over(call, to, refer, language, free)
 
         waiting = WaitingRoom(
             dispatcher, handsets, media, ringer, prompts, whisper,
             comfort_interval=s.comfort_interval,
             ringback=s.ringback_while_ringing, on_abandon=events.caller_abandoned,
-            on_answer=events.caller_answered, handover_keys=s.backline_keys, hand_over=hand_over,
+            on_answer=events.caller_answered, hand_over=hand_over,
+            transfers=VolunteerTransfers(plans.current, s.backline_destination, s.backline_keys),
         )  # fmt: skip
         calls = HelplineCalls(
             ringer, waiting, media, prompts, plans.current, s.state_dir / "voicemail",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -17,6 +17,7 @@ import structlog
 from pbx.calls.legs import InboundLeg, LegState, OutboundLeg
 from pbx.calls.media_session import AnchoredMedia
 from pbx.media.bridge import Bridge
+from pbx.sip.stack import IncomingRequest
 
 log = structlog.get_logger("pbx.calls.bridging")
 
@@ -38,19 +39,19 @@ async def bridge_until_end(
     *,
     keep_caller_if_lost: bool = False,
     notice: tuple[float, bytes] | None = None,
-    handover_keys: str = "",
+    handover: HandoverRequest | None = None,
 ) -> CallEnd:
     """Relay media between the caller and the other leg until either hangs up or goes silent
     (media timeout), then end both; with `keep_caller_if_lost` a caller whose other side
     vanished stays on the line (to be told and requeued). `notice` = (after seconds, PCM):
     a tone only the other side hears once the call has lasted that long (the time limit).
-    `handover_keys` pressed on the other side end the bridge (HANDOVER) with both legs up: the
-    hand-over decides what becomes of them (a warm one consults first, a blind one hangs the
-    other side up)."""
+    A `handover` asked for on the other side (keys, or a REFER from its handset) ends the
+    bridge (HANDOVER) with both legs up: the hand-over decides what becomes of them (a warm one
+    consults first, a blind one hangs the other side up)."""
     bridge = Bridge(caller_media.leg, other_media.leg).start()
-    handover = KeySequence(handover_keys)
-    if handover_keys:
-        other_media.add_dtmf_listener(handover.press)
+    handover = handover or HandoverRequest({})
+    other_media.add_dtmf_listener(handover.press)
+    out.on_refer = handover.refer
     timer = None
     if notice is not None:
         after, pcm = notice
@@ -71,8 +72,8 @@ async def bridge_until_end(
         task.cancel()
     if timer is not None:
         timer.cancel()
-    if handover_keys:
-        other_media.remove_dtmf_listener(handover.press)
+    other_media.remove_dtmf_listener(handover.press)
+    out.on_refer = None
     bridge.stop()
     if caller_media.is_dead or other_media.is_dead:
         log.warning("media_timeout", call=leg.ref, caller_dead=caller_media.is_dead)
@@ -117,6 +118,50 @@ class KeySequence:
             self.done.set()
             if self.on_done is not None:
                 self.on_done()
+
+
+class HandoverRequest:
+    """How the other side asks to hand the caller over: one of `keys` (keys -> destination)
+    pressed, or a REFER from its handset naming a destination `refer_target` allows (any
+    other REFER gets 403). `done` is set once asked; `destination` says where to."""
+
+    def __init__(
+        self,
+        keys: Mapping[str, str],
+        refer_target: Callable[[str], str | None] = lambda refer_to: None,
+    ) -> None:
+        self.sequences = [KeySequence(k, self._chose(name)) for k, name in keys.items()]
+        self.refer_target = refer_target
+        self.destination: str | None = None
+        self.by_refer = False  # asked by REFER: its sender is told how it went (NOTIFY)
+        self.done = asyncio.Event()
+
+    def _chose(self, name: str) -> Callable[[], None]:
+        def chose() -> None:
+            if not self.done.is_set():
+                self.destination = name
+                self.done.set()
+
+        return chose
+
+    def press(self, digit: str) -> None:
+        for sequence in self.sequences:
+            sequence.press(digit)
+
+    def refer(self, incoming: IncomingRequest) -> None:
+        refer_to = incoming.request.headers.get("Refer-To")
+        if refer_to is None:
+            incoming.respond(400, "Bad Request - Missing Refer-To")
+            return
+        target = None if self.done.is_set() else self.refer_target(refer_to)
+        if target is None:
+            log.info("refer_refused")  # what it named stays out of the logs
+            incoming.respond(403, "Forbidden - Not a destination for volunteers")
+            return
+        incoming.respond(202)
+        self.destination = target
+        self.by_refer = True
+        self.done.set()
 
 
 def _notify(bridge: Bridge, other_media: AnchoredMedia, pcm: bytes, ref: str) -> None:

@@ -37,6 +37,11 @@ REASON_PROMPTS = {
 }
 
 
+_REASONS = {200: "OK", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
+            480: "Temporarily Unavailable", 486: "Busy Here", 487: "Request Terminated",
+            503: "Service Unavailable", 603: "Decline"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class InCall:
     """A caller talking to a volunteer (or a colleague): both legs and their media."""
@@ -65,16 +70,20 @@ class Consultation:
         name: str,
         language: str,
         volunteer_free: Callable[[], None],
+        *,
+        refer: bool = False,
     ) -> State:
         """Consult `target` for `call`; the final state. COMPLETED returns once the caller's
         call with the destination has ended; `volunteer_free` is called as soon as the
-        volunteer's part is over (completed, or hung up and nobody took the caller)."""
+        volunteer's part is over (completed, or hung up and nobody took the caller). With
+        `refer` (the volunteer's handset asked by REFER) there is no consultation: the caller
+        is connected once the destination answers, and the handset is told by NOTIFY."""
         try:
             other = await self.media.open([target.peer.host])
         except MediaError:
             await self._say(call.other, language, "handover_unreachable")
             return State.RETURNED
-        run = _Run(self, call, other, language)
+        run = _Run(self, call, other, language, refer)
         try:
             return await run.drive(target, name, volunteer_free)
         finally:
@@ -89,8 +98,9 @@ class _Run:
     """One consultation: the event queue, the legs and what was started for them."""
 
     def __init__(
-        self, owner: Consultation, call: InCall, other: AnchoredMedia, language: str
+        self, owner: Consultation, call: InCall, other: AnchoredMedia, language: str, refer: bool
     ) -> None:
+        self.refer = refer
         self.owner = owner
         self.call = call
         self.other = other  # the destination's media
@@ -126,8 +136,10 @@ class _Run:
             call.leg, self.other, target, call.leg.ref, owner.ring_timeout, stop=self.stop_ringing,
         ))  # fmt: skip
         self.dialling = asyncio.create_task(self._dialled(dial))
-        log.info("handover_dialling", call=call.leg.ref, to=name)
-        state = State.DIALLING
+        log.info("handover_dialling", call=call.leg.ref, to=name, refer=self.refer)
+        state = State.TRANSFERRING if self.refer else State.DIALLING
+        if self.refer:
+            call.out.notify_refer("SIP/2.0 100 Trying", final=False)
         while state not in FINAL:
             event = await self.events.get()
             transition = step(state, event)
@@ -154,7 +166,11 @@ class _Run:
             await dialled.leg.hangup("handover_cancelled")  # answered as we gave up
             return
         self.professional = dialled.leg
-        self.events.put_nowait(status_event(dialled.status if dialled.leg is None else 200))
+        status = dialled.status if dialled.leg is None else 200
+        if self.refer:  # the handset learns the outcome before anything else happens
+            final = status if status >= 200 else 408
+            self.call.out.notify_refer(f"SIP/2.0 {final} {_REASONS.get(final, 'Failed')}", True)
+        self.events.put_nowait(status_event(status))
         if dialled.leg is not None:
             self._watch(dialled.leg.wait_ended(), Event.PROFESSIONAL_HUNG_UP)
 

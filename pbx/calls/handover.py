@@ -17,6 +17,7 @@ from dataclasses import dataclass
 class State(enum.Enum):
     DIALLING = "dialling"  # the caller on hold, the destination ringing, the volunteer waiting
     DIALLING_ALONE = "dialling_alone"  # ... and the volunteer has hung up: a blind handover now
+    TRANSFERRING = "transferring"  # a handset's REFER: no consultation, connected on answer
     CONSULTING = "consulting"  # volunteer and professional talk, the caller on hold
     # final states
     COMPLETED = "completed"  # caller and professional bridged, the volunteer gone
@@ -90,6 +91,12 @@ def step(state: State, event: Event) -> Transition:
         case State.DIALLING, Event.CANCEL_KEY:
             return Transition(State.RETURNED, (Action.STOP_RINGING,))
         case State.DIALLING, Event.VOLUNTEER_HUNG_UP:
+            return Transition(State.DIALLING_ALONE)
+        case State.TRANSFERRING, Event.ANSWERED:
+            return Transition(State.COMPLETED, (Action.HANG_UP_VOLUNTEER, Action.CONNECT_CALLER))
+        case State.TRANSFERRING, e if e in FAILURES:
+            return Transition(State.RETURNED, (Action.TELL_REASON,))
+        case State.TRANSFERRING, Event.VOLUNTEER_HUNG_UP:
             return Transition(State.DIALLING_ALONE)
         case State.DIALLING_ALONE, Event.ANSWERED:
             return Transition(State.COMPLETED, (Action.CONNECT_CALLER,))

@@ -157,26 +157,35 @@ class HelplineCalls:
         return _Done("ivr_hangup" if outcome.kind is OutcomeKind.HANGUP else "failed")
 
     async def hand_over(
-        self, call: InCall, language: str, volunteer_free: Callable[[], None]
+        self,
+        call: InCall,
+        destination: str,
+        refer: bool,
+        language: str,
+        volunteer_free: Callable[[], None],
     ) -> State:
-        """A volunteer pressed the hand-over keys: connect the caller to the backline (113),
-        after consulting it (warm) or at once (blind). COMPLETED once the caller's call there
-        has ended; RETURNED: the volunteer is back with the caller; FAILED: the volunteer is
-        gone and so is the destination (the caller has been told and waits on the line)."""
-        dest = self.plan().destinations.get(self.backline)
+        """A volunteer pressed a destination's keys (or their handset sent a REFER): connect
+        the caller there, after consulting it (warm), at once (blind), or as the REFER asked.
+        COMPLETED once the caller's call there has ended; RETURNED: the volunteer is back with
+        the caller; FAILED: the volunteer is gone and so is the destination (the caller has
+        been told and waits on the line)."""
+        dest = self.plan().destinations.get(destination)
         if dest is None:
-            log.error("backline_not_configured", destination=self.backline)
+            log.error("handover_destination_not_configured", destination=destination)
             await play(call.other.leg, [self.prompts.get(language, "handover_refused")],
                        barge_in=False)  # fmt: skip
             return State.RETURNED
         if self.consultation is not None:
             uri = parse_sip_uri(dest.uri)
             target = Target(uri, await _resolve(uri), f"<{uri}>")
-            return await self.consultation.run(call, target, dest.name, language, volunteer_free)
+            return await self.consultation.run(
+                call, target, dest.name, language, volunteer_free, refer=refer
+            )
         await call.out.hangup("handover")
         volunteer_free()
         leg, media = call.leg, call.media
-        await play(media.leg, [self.prompts.get(language, "transfer_113")], barge_in=False)
+        if destination == self.backline:
+            await play(media.leg, [self.prompts.get(language, "transfer_113")], barge_in=False)
         if not leg.is_ended and await self._transfer(leg, media, dest):
             return State.COMPLETED
         if leg.is_ended:

@@ -26,7 +26,7 @@ from pbx.sip.uri import SipUri
 
 log = structlog.get_logger("pbx.calls")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER, REFER"
 SDP = "application/sdp"
 INVITE_CSEQ = 1  # of the one INVITE an outbound leg sends (its ACK carries the same number)
 
@@ -57,6 +57,7 @@ class Leg:
     on_reinvite: OfferHandler | None = None
     on_info: Callable[[Request], None] | None = None
     on_end: Callable[[Leg], None] | None = None
+    on_refer: Callable[[IncomingRequest], None] | None = None  # a transfer request, while allowed
     remote_sdp: bytes = b""
 
     @property
@@ -119,8 +120,30 @@ class Leg:
             incoming.respond(200, headers=[("Allow", ALLOW), ("Accept", SDP)])
         elif method == "ACK":
             self.on_ack(request)
+        elif method == "REFER":
+            if self.on_refer is None:  # no transfer from here, now (e.g. before the bridge)
+                incoming.respond(403, "Forbidden - No transfer from this call")
+            else:
+                self.on_refer(incoming)
         else:
             incoming.respond(405, headers=[("Allow", ALLOW)])
+
+    def notify_refer(self, sipfrag: str, final: bool) -> None:
+        """Tell the handset that sent a REFER how the transfer goes (RFC 3515 section 2.4.4):
+        a NOTIFY with the destination's status line as message/sipfrag; the implicit
+        subscription ends with the final one. Sent in the background, never waited for."""
+        if self.dialog is None or self.state is LegState.ENDED:
+            return
+        notify = self.dialog.request(
+            "NOTIFY", body=f"{sipfrag}\r\n".encode(), content_type="message/sipfrag;version=2.0"
+        )
+        notify.headers.add("Event", "refer")
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        notify.headers.add("Subscription-State", state)
+        notify.headers.add("Contact", f"<{self.contact}>")
+        task = asyncio.create_task(self.stack.request(notify, self.dialog.peer))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
     def on_ack(self, request: Request) -> None:
         if self.state is LegState.ANSWERED:

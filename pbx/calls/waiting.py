@@ -21,13 +21,14 @@ from dataclasses import dataclass
 import structlog
 
 from ivr.model import Queue, VolunteerLost
-from pbx.calls.bridging import CallEnd, bridge_until_end
+from pbx.calls.bridging import CallEnd, HandoverRequest, bridge_until_end
 from pbx.calls.consultation import InCall
 from pbx.calls.handover import State
 from pbx.calls.handsets import Handsets
 from pbx.calls.legs import InboundLeg
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
 from pbx.calls.ringing import Ringer, Whisper
+from pbx.calls.transfers import VolunteerTransfers
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
 from pbx.media.tones import silence, sine
@@ -42,8 +43,9 @@ MAX_SPOKEN = 20  # digit prompts go up to 20; beyond, no number is spoken
 TIME_LIMIT_TONE = b"".join([sine(1400, 150, 0.25), silence(150)] * 3)
 
 
-# (the call, the caller's language, called once the volunteer is free) -> how it ended
-HandOver = Callable[[InCall, str, Callable[[], None]], Awaitable[State]]
+# (the call, where to, asked by REFER, the caller's language, called once the volunteer is
+# free) -> how it ended
+HandOver = Callable[[InCall, str, bool, str, Callable[[], None]], Awaitable[State]]
 
 
 class _Next(enum.Enum):
@@ -64,9 +66,9 @@ class WaitingRoom:
     time_limit_tone: bytes = TIME_LIMIT_TONE
     on_abandon: Callable[[str, float], None] = lambda queue, waited: None  # metrics
     on_answer: Callable[[str, float], None] = lambda queue, waited: None  # metrics
-    # The volunteer's keys that hand the caller over (to 113); `hand_over` connects the caller
-    # there and says whether it answered.
-    handover_keys: str = "*9"
+    # Where volunteers may hand a caller over, and with which keys (or their handset's REFER);
+    # `hand_over` connects the caller there and says how it went.
+    transfers: VolunteerTransfers | None = None
     hand_over: HandOver | None = None
 
     async def wait(
@@ -170,14 +172,20 @@ class WaitingRoom:
                 float(queue.time_limit), self.time_limit_tone
             )  # fmt: skip
             while True:
+                request = None
+                if self.transfers is not None and self.hand_over is not None:
+                    request = HandoverRequest(self.transfers.keys(), self.transfers.for_refer)
                 end = await bridge_until_end(
                     leg, media, out, vol_media, keep_caller_if_lost=True, notice=notice,
-                    handover_keys=self.handover_keys if self.hand_over is not None else "",
+                    handover=request,
                 )  # fmt: skip
                 if end is not CallEnd.HANDOVER:
                     break
-                log.info("handing_over", call=leg.ref, volunteer=offer.username)
-                handed = await self._hand_over(InCall(leg, media, out, vol_media), language)
+                assert request is not None and request.destination is not None
+                log.info("handing_over", call=leg.ref, volunteer=offer.username,
+                         to=request.destination, refer=request.by_refer)  # fmt: skip
+                call = InCall(leg, media, out, vol_media)
+                handed = await self._hand_over(call, request, language)
                 if handed is not None:
                     if handed is _Next.REQUEUE:
                         self.dispatcher.requeue_first(leg.ref, queue.name)
@@ -197,7 +205,9 @@ class WaitingRoom:
         finally:
             vol_media.close()
 
-    async def _hand_over(self, call: InCall, language: str) -> str | _Next | None:
+    async def _hand_over(
+        self, call: InCall, request: HandoverRequest, language: str
+    ) -> str | _Next | None:
         """The volunteer's hand-over; None when the volunteer is back with the caller."""
         assert self.hand_over is not None
         freed = False
@@ -208,7 +218,10 @@ class WaitingRoom:
                 freed = True
                 self.dispatcher.call_ended(call.leg.ref)
 
-        state = await self.hand_over(call, language, volunteer_free)
+        assert request.destination is not None
+        state = await self.hand_over(
+            call, request.destination, request.by_refer, language, volunteer_free
+        )
         if state is State.RETURNED and not call.leg.is_ended and not call.out.is_ended:
             return None
         if state is State.RETURNED and not call.out.is_ended:  # the caller left meanwhile
