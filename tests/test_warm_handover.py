@@ -10,94 +10,24 @@ call gets the digest."""
 from __future__ import annotations
 
 import asyncio
-import io
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ivr.loader import DEFAULT_PLAN
-from pbx.calls.inbound import HelplineCalls
 from pbx.media.hold_melody import HOLD_NOTES
-from tests.helpers.audio import loud_part, read_wav, rms, tone_share
-from tests.helpers.ivr_helpline import ivr_helpline
-from tests.helpers.logs import captured_logs, log_events
-from tests.helpers.polling import until
-from tests.helpers.service import MakeHelpline, Running
-from tests.helpers.volunteers import on_shift
-from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.rtp_pcap import media_pcap
-from tests.peers.sipp import SippProcess, find_free_port, start_sipp
+from tests.helpers.audio import loud_part, rms, tone_share
+from tests.helpers.handover_call import (
+    CALLER_NUMBER,
+    PROFESSIONAL_HZ,
+    Call,
+    answering,
+    pcm,
+    volunteer_talking,
+)
+from tests.helpers.logs import log_events
+from tests.helpers.service import MakeHelpline
+from tests.peers.sipp import find_free_port, start_sipp
 
-CALLER_NUMBER = "0612345678"
 FRAME = 320  # 20 ms of 16-bit PCM at 8 kHz
-
-
-@dataclass
-class Call:
-    helpline: Running
-    logs: io.StringIO
-    caller: AsyncPjsuaPhone
-    volunteer: AsyncPjsuaPhone
-    tmp: Path
-
-    def steps(self) -> list[tuple[str, str]]:
-        return [(e["by"], e["state"]) for e in log_events(self.logs, "handover_step")]
-
-    async def until_step(self, state: str, timeout: float = 20.0) -> None:
-        try:
-            await until(lambda: any(s == state for _, s in self.steps()), timeout)
-        except AssertionError:
-            print(self.logs.getvalue()[-6000:])  # what the service did instead
-            raise
-
-    async def heard(self, phone: AsyncPjsuaPhone, name: str, seconds: float) -> Path:
-        """Record what `phone` hears for `seconds` (read it once the call has ended: PJSIP
-        completes the WAV file then)."""
-        await phone.record(self.tmp / f"{name}.wav")
-        await asyncio.sleep(seconds)
-        path: Path = await phone.stop_record()
-        return path
-
-    def prompt_seconds(self, name: str) -> float:
-        app = self.helpline.service.switchboard.app
-        assert isinstance(app, HelplineCalls)
-        return len(app.prompts.get("nl", name)) / 16000
-
-
-@asynccontextmanager
-async def volunteer_talking(
-    make_helpline: MakeHelpline, tmp_path: Path, port: int, **settings: Any
-) -> AsyncIterator[Call]:
-    """A caller (from the trunk) talking to a volunteer; 113 is at 127.0.0.1:`port`."""
-    plan = tmp_path / "dialplan.yaml"
-    plan.write_text(
-        DEFAULT_PLAN.read_text().replace(
-            '"sip:0800-0113@sip-trunk.example.nl"', f'"sip:0800-0113@127.0.0.1:{port}"'
-        )
-    )
-    async with (
-        captured_logs() as logs,
-        ivr_helpline(make_helpline, plan, **settings) as helpline,
-        AsyncPjsuaPhone("vera") as volunteer,
-        AsyncPjsuaPhone("caller") as caller,
-    ):
-        await on_shift(helpline, volunteer, "vera")
-        await caller.start(find_free_port())
-        headers = {"P-Asserted-Identity": f"<sip:{CALLER_NUMBER}@127.0.0.1>"}
-        uri = f"sip:0900-0767@{helpline.host}:{helpline.port}"
-        assert await caller.make_call(uri, headers=headers) == 200
-        await caller.send_dtmf("1")
-        await volunteer.wait_incoming(timeout=15)
-        await volunteer.answer(200)
-        await volunteer.play_tone(400)  # a talking volunteer: their media flows
-        await asyncio.sleep(0.5)
-        yield Call(helpline, logs, caller, volunteer, tmp_path)
-
-
-def pcm(path: Path) -> bytes:
-    return read_wav(path)[0]
 
 
 def melody_share(pcm: bytes) -> float:
@@ -121,23 +51,9 @@ def longest_quiet(pcm: bytes) -> float:
     return longest * 0.02
 
 
-PROFESSIONAL_HZ = 700  # what 113 says, as a tone: heard by the volunteer, then the caller
-
-
-def answering_113(
-    port: int, tmp_path: Path, scenario: str = "uas_answer_play.xml", **kwargs: object
-) -> SippProcess:
-    """sipp as 113: answers and talks (a tone, from a pcap) for 30 s."""
-    pcap = media_pcap(tmp_path / "113.pcap", tone_hz=PROFESSIONAL_HZ, tone_ms=30000)
-    return start_sipp(
-        scenario, local_ip="127.0.0.1", local_port=port, timeout_s=60,
-        files={"media.pcap": pcap}, **kwargs,  # type: ignore[arg-type]
-    )  # fmt: skip
-
-
 async def test_warm_handover_completed(make_helpline: MakeHelpline, tmp_path: Path) -> None:
     port = find_free_port()
-    with answering_113(port, tmp_path) as sipp:
+    with answering(port, tmp_path) as sipp:
         async with volunteer_talking(make_helpline, tmp_path, port) as call:
             await call.caller.record(tmp_path / "hold.wav")
             loop = asyncio.get_running_loop()
@@ -172,7 +88,7 @@ async def test_warm_handover_completed(make_helpline: MakeHelpline, tmp_path: Pa
 
 async def test_warm_handover_cancelled(make_helpline: MakeHelpline, tmp_path: Path) -> None:
     port = find_free_port()
-    with answering_113(port, tmp_path) as sipp:
+    with answering(port, tmp_path) as sipp:
         async with volunteer_talking(make_helpline, tmp_path, port) as call:
             await call.volunteer.send_dtmf("*9")
             await call.until_step("consulting")
@@ -251,7 +167,7 @@ async def test_113_unreachable_returns_the_volunteer(
 async def test_113_challenging_with_digest(make_helpline: MakeHelpline, tmp_path: Path) -> None:
     port = find_free_port()
     account = {"user": "helpline-trunk", "password": "carrier-secret-1"}
-    sipp = answering_113(port, tmp_path, "uas_digest_answer.xml", keys=account)
+    sipp = answering(port, tmp_path, "uas_digest_answer.xml", keys=account)
     with sipp:
         async with volunteer_talking(
             make_helpline, tmp_path, port,

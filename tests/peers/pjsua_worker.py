@@ -105,6 +105,11 @@ class WorkerCall(pj.Call):  # type: ignore[misc]
         self.media_active = active
         event("media_state", call=self.handle, active=active)
 
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:  # noqa: N802
+        # how a transfer we asked for (REFER) goes: the REFER's answer, then each NOTIFY
+        event("xfer_status", call=self.handle, status=int(prm.statusCode),
+              final=bool(prm.finalNotify))  # fmt: skip
+
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # noqa: N802
         method = "rfc4733" if prm.method == pj.PJSUA_DTMF_METHOD_RFC2833 else "sip_info"
         self.digits.append(prm.digit)
@@ -372,6 +377,19 @@ class Worker:
         if call.state == "CONFIRMED":
             self.pump_until(lambda: call.media_active, 5.0, "call media")
         return {"call": handle, "status": call.last_status, "state": call.state}
+
+    def cmd_xfer(self, uri: str, call: int | None = None) -> dict[str, Any]:
+        """Blind transfer: REFER the call's peer to `uri` (RFC 3515)."""
+        c = self.call(call)
+        c.xfer(uri, pj.CallOpParam(True))
+        return {"call": c.handle}
+
+    def cmd_xfer_replaces(self, dest_call: int, call: int | None = None) -> dict[str, Any]:
+        """Attended transfer: REFER the call's peer to `dest_call`'s peer, with Replaces
+        naming `dest_call`'s dialog (RFC 3891)."""
+        c = self.call(call)
+        c.xferReplaces(self.call(dest_call), pj.CallOpParam(True))
+        return {"call": c.handle}
 
     def cmd_answer(
         self, code: int = 200, call: int | None = None, timeout: float = 5.0
