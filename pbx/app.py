@@ -14,11 +14,13 @@ from collections.abc import Callable
 
 from pbx.bookkeeping import Bookkeeping
 from pbx.call_events import CallEvents
+from pbx.calls.bridging import HandoverRequest
+from pbx.calls.consult_calls import ConsultCalls
 from pbx.calls.consultation import Consultation, InCall
 from pbx.calls.direct import DirectRouter
 from pbx.calls.handover import State
 from pbx.calls.handsets import Handsets
-from pbx.calls.inbound import HelplineCalls
+from pbx.calls.inbound import HelplineCalls, resolve_destination
 from pbx.calls.leg_table import LegTable
 from pbx.calls.media_session import MediaFactory
 from pbx.calls.ringing import Ringer, Whisper
@@ -137,16 +139,21 @@ def build_service(settings: Settings) -> HelplineService:
         # Cycle: the waiting room hands a caller over (*9) through the IVR calls, which send
         # callers to the waiting room; the hand-over is the edge bound late, naming `calls`.
         async def hand_over(
-            call: InCall, to: str, refer: bool, language: str, free: Callable[[], None]
+            call: InCall, asked: HandoverRequest, language: str, free: Callable[[], None]
         ) -> State:
-            return await calls.hand_over(call, to, refer, language, free)
+            return await calls.hand_over(call, asked, language, free)
+
+        transfers = VolunteerTransfers(plans.current, s.backline_destination, s.backline_keys)
+        consult_calls = ConsultCalls(
+            ringer, media, transfers, resolve_destination, s.handover_ring_timeout
+        )
 
         waiting = WaitingRoom(
             dispatcher, handsets, media, ringer, prompts, whisper,
             comfort_interval=s.comfort_interval,
             ringback=s.ringback_while_ringing, on_abandon=events.caller_abandoned,
-            on_answer=events.caller_answered, hand_over=hand_over,
-            transfers=VolunteerTransfers(plans.current, s.backline_destination, s.backline_keys),
+            on_answer=events.caller_answered, hand_over=hand_over, transfers=transfers,
+            replaced=consult_calls.replaced,
         )  # fmt: skip
         calls = HelplineCalls(
             ringer, waiting, media, prompts, plans.current, s.state_dir / "voicemail",
@@ -156,6 +163,7 @@ def build_service(settings: Settings) -> HelplineService:
                 ringer, media, prompts, MusicOnHold("hold", hold_melody()),
                 s.handover_complete_keys, s.handover_cancel_keys, s.handover_ring_timeout,
             ),
+            consult_calls=consult_calls,
         )  # fmt: skip
         app = calls
     switchboard = Switchboard(

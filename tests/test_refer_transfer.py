@@ -67,6 +67,36 @@ async def test_refer_to_a_number_not_allowed_gets_403(
     assert tone_share(loud_part(pcm(back)), 1000) > 0.7
 
 
+async def test_attended_refer_with_replaces_to_the_info_line(
+    make_helpline: MakeHelpline, tmp_path: Path
+) -> None:
+    """The handset's attended transfer: the volunteer calls the info line through the service
+    (their own call), talks to it, then REFERs the caller there with Replaces naming that
+    call: caller and info line talk, both of the volunteer's calls end."""
+    port = find_free_port()
+    with answering(port, tmp_path) as sipp:
+        async with volunteer_talking(make_helpline, tmp_path, port, at=INFO_LINE_URI) as call:
+            first = call.volunteer_call
+            assert await call.volunteer.make_call(f"sip:info-line@{call.service_uri}") == 200
+            second = await call.volunteer.call_handle()
+            consult = await call.heard(call.volunteer, "consult", 1.0)
+            await call.volunteer.xfer_replaces(second, call=first)
+            done = await call.volunteer.wait_event("xfer_status", timeout=20, pred=final)
+            assert await call.volunteer.wait_disconnected(timeout=10, call=first) == 200
+            assert await call.volunteer.wait_disconnected(timeout=10, call=second) == 200
+            await asyncio.sleep(0.3)
+            connected = await call.heard(call.caller, "connected", 1.5)
+            await call.caller.hangup()
+            result = await asyncio.to_thread(sipp.wait, 20)
+            finished = [e["outcome"] for e in log_events(call.logs, "call_finished")]
+    result.assert_ok()  # one call at the info line: the volunteer's, handed to the caller
+    assert done.data["status"] == 200
+    assert tone_share(loud_part(pcm(consult)), PROFESSIONAL_HZ) > 0.7
+    assert tone_share(loud_part(pcm(connected)), PROFESSIONAL_HZ) > 0.7
+    assert not any(CALLER_NUMBER in m for _, m in result.messages())
+    assert "handed_over" in finished
+
+
 async def test_info_line_keys_hand_over_warm(make_helpline: MakeHelpline, tmp_path: Path) -> None:
     port = find_free_port()
     with answering(port, tmp_path) as sipp:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -120,6 +120,12 @@ class KeySequence:
                 self.on_done()
 
 
+class Replaceable(Protocol):
+    """A call a REFER with Replaces names (a volunteer's own call to a destination)."""
+
+    def take(self) -> tuple[OutboundLeg, AnchoredMedia] | None: ...
+
+
 class HandoverRequest:
     """How the other side asks to hand the caller over: one of `keys` (keys -> destination)
     pressed, or a REFER from its handset naming a destination `refer_target` allows (any
@@ -129,7 +135,10 @@ class HandoverRequest:
         self,
         keys: Mapping[str, str],
         refer_target: Callable[[str], str | None] = lambda refer_to: None,
+        replaced: Callable[[str], Replaceable | None] = lambda refer_to: None,
     ) -> None:
+        self.replaced = replaced
+        self.replaces: Replaceable | None = None  # an attended transfer: the call it names
         self.sequences = [KeySequence(k, self._chose(name)) for k, name in keys.items()]
         self.refer_target = refer_target
         self.destination: str | None = None
@@ -153,7 +162,14 @@ class HandoverRequest:
         if refer_to is None:
             incoming.respond(400, "Bad Request - Missing Refer-To")
             return
-        target = None if self.done.is_set() else self.refer_target(refer_to)
+        target = None
+        if self.done.is_set():
+            pass
+        elif "replaces=" in refer_to.lower():  # attended: to the call the handset consulted
+            self.replaces = self.replaced(refer_to)
+            target = "replaces" if self.replaces is not None else None
+        else:
+            target = self.refer_target(refer_to)
         if target is None:
             log.info("refer_refused")  # what it named stays out of the logs
             incoming.respond(403, "Forbidden - Not a destination for volunteers")

@@ -46,13 +46,15 @@ class VolunteerTransfers:
             return None
         return self.by_user(uri) if isinstance(uri, SipUri) else None
 
-    def by_user(self, uri: SipUri) -> str | None:
-        user = (uri.user or "").lower()
+    def by_user(self, uri: SipUri, *, keys: bool = True) -> str | None:
+        """The allowed destination whose name, URI user part or (with `keys`) keys are
+        `uri`'s user part."""
+        user = (uri.user or "").replace("%2A", "*").lower()
         if not user:
             return None
-        keys = {n: k for k, n in self.keys().items()}
+        by_name = {n: k for k, n in self.keys().items()} if keys else {}
         for name, dest in self.allowed().items():
-            names = {name.lower(), keys.get(name, "")}
+            names = {name.lower(), by_name.get(name, "")}
             with contextlib.suppress(SipParseError):
                 names.add((parse_sip_uri(dest.uri).user or "").lower())
             if user in names - {""}:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import structlog
 
 from ivr.model import Queue, VolunteerLost
-from pbx.calls.bridging import CallEnd, HandoverRequest, bridge_until_end
+from pbx.calls.bridging import CallEnd, HandoverRequest, Replaceable, bridge_until_end
 from pbx.calls.consultation import InCall
 from pbx.calls.handover import State
 from pbx.calls.handsets import Handsets
@@ -43,9 +43,9 @@ MAX_SPOKEN = 20  # digit prompts go up to 20; beyond, no number is spoken
 TIME_LIMIT_TONE = b"".join([sine(1400, 150, 0.25), silence(150)] * 3)
 
 
-# (the call, where to, asked by REFER, the caller's language, called once the volunteer is
-# free) -> how it ended
-HandOver = Callable[[InCall, str, bool, str, Callable[[], None]], Awaitable[State]]
+# (the call, what the volunteer asked for, the caller's language, called once the volunteer
+# is free) -> how it ended
+HandOver = Callable[[InCall, HandoverRequest, str, Callable[[], None]], Awaitable[State]]
 
 
 class _Next(enum.Enum):
@@ -70,6 +70,8 @@ class WaitingRoom:
     # `hand_over` connects the caller there and says how it went.
     transfers: VolunteerTransfers | None = None
     hand_over: HandOver | None = None
+    # the volunteer's own call a REFER with Replaces names (attended transfer), if any
+    replaced: Callable[[str], Replaceable | None] = lambda refer_to: None
 
     async def wait(
         self,
@@ -174,7 +176,9 @@ class WaitingRoom:
             while True:
                 request = None
                 if self.transfers is not None and self.hand_over is not None:
-                    request = HandoverRequest(self.transfers.keys(), self.transfers.for_refer)
+                    request = HandoverRequest(
+                        self.transfers.keys(), self.transfers.for_refer, self.replaced
+                    )
                 end = await bridge_until_end(
                     leg, media, out, vol_media, keep_caller_if_lost=True, notice=notice,
                     handover=request,
@@ -218,10 +222,7 @@ class WaitingRoom:
                 freed = True
                 self.dispatcher.call_ended(call.leg.ref)
 
-        assert request.destination is not None
-        state = await self.hand_over(
-            call, request.destination, request.by_refer, language, volunteer_free
-        )
+        state = await self.hand_over(call, request, language, volunteer_free)
         if state is State.RETURNED and not call.leg.is_ended and not call.out.is_ended:
             return None
         if state is State.RETURNED and not call.out.is_ended:  # the caller left meanwhile

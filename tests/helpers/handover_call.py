@@ -37,6 +37,7 @@ class Call:
     caller: AsyncPjsuaPhone
     volunteer: AsyncPjsuaPhone
     tmp: Path
+    volunteer_call: int  # the volunteer's handle of the call with the caller
 
     def steps(self) -> list[tuple[str, str]]:
         """The handover's transitions: (event, new state)."""
@@ -89,11 +90,11 @@ async def volunteer_talking(
         uri = f"sip:0900-0767@{helpline.host}:{helpline.port}"
         assert await caller.make_call(uri, headers=headers) == 200
         await caller.send_dtmf("1")
-        await volunteer.wait_incoming(timeout=15)
+        incoming = await volunteer.wait_incoming(timeout=15)
         await volunteer.answer(200)
         await volunteer.play_tone(400)  # a talking volunteer: their media flows
         await asyncio.sleep(0.5)
-        yield Call(helpline, logs, caller, volunteer, tmp_path)
+        yield Call(helpline, logs, caller, volunteer, tmp_path, incoming.call)
 
 
 def answering(

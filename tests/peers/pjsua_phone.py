@@ -429,6 +429,11 @@ class PjsuaPhone:
             for e in self._events
         )
 
+    def call_handle(self) -> int:
+        """The handle of the call the test last got (made or received)."""
+        assert self._current is not None
+        return self._current
+
     def xfer(self, uri: str, *, call: int | None = None, timeout: float = 5.0) -> None:
         """The handset's transfer key: REFER the peer of the live call (or ``call``) to
         ``uri``; how it goes arrives as ``xfer_status`` events (status, final)."""
