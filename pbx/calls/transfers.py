@@ -29,7 +29,7 @@ class VolunteerTransfers:
             allowed[self.backline] = destinations[self.backline]
         return allowed
 
-    def keys(self) -> dict[str, str]:
+    def by_keys(self) -> dict[str, str]:
         """Keys -> destination name; the backline's keys are the setting's."""
         out = {d.volunteer_keys: n for n, d in self.allowed().items() if d.volunteer_keys}
         out = {k: n for k, n in out.items() if n != self.backline}
@@ -52,7 +52,7 @@ class VolunteerTransfers:
         user = (uri.user or "").replace("%2A", "*").lower()
         if not user:
             return None
-        by_name = {n: k for k, n in self.keys().items()} if keys else {}
+        by_name = {n: k for k, n in self.by_keys().items()} if keys else {}
         for name, dest in self.allowed().items():
             names = {name.lower(), by_name.get(name, "")}
             with contextlib.suppress(SipParseError):

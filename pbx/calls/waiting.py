@@ -177,7 +177,7 @@ class WaitingRoom:
                 request = None
                 if self.transfers is not None and self.hand_over is not None:
                     request = HandoverRequest(
-                        self.transfers.keys(), self.transfers.for_refer, self.replaced
+                        self.transfers.by_keys(), self.transfers.for_refer, self.replaced
                     )
                 end = await bridge_until_end(
                     leg, media, out, vol_media, keep_caller_if_lost=True, notice=notice,
