@@ -11,7 +11,7 @@ import pytest
 from ivr.loader import DEFAULT_PLAN, DialplanError, load_dialplan, load_dialplan_text
 from ivr.model import Dialplan
 from pbx.calls.consult_calls import ConsultCalls
-from pbx.calls.transfers import VolunteerTransfers
+from pbx.calls.transfers import VolunteerTransfers, key_clashes
 from pbx.media.prompts import DEFAULT_RECORDINGS, PromptLibrary
 
 PROMPTS = PromptLibrary(DEFAULT_RECORDINGS)
@@ -77,3 +77,13 @@ def test_replaces_names_a_consult_call_by_call_id_and_both_tags() -> None:
     assert calls.replaced("<sip:info-line@pbx.test>") is None
     assert calls.destination("info-line") == "info_line"
     assert calls.destination("*7") is None  # keys are for in-call use, not for dialling
+
+
+def test_a_destination_cannot_use_the_in_call_keys_of_the_settings() -> None:
+    text = DEFAULT_PLAN.read_text().replace('volunteer_keys: "*7"', 'volunteer_keys: "*1"')
+    clashes = key_clashes(plan(text), {"*1": "handover_complete_keys", "*9": "backline_keys"})
+    assert clashes == [
+        "`volunteer_keys` '*1' of destination 'info_line' are the setting "
+        "handover_complete_keys's keys; choose others"
+    ]
+    assert key_clashes(plan(), {"*1": "handover_complete_keys"}) == []

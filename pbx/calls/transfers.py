@@ -60,3 +60,14 @@ class VolunteerTransfers:
             if user in names - {""}:
                 return name
         return None
+
+
+def key_clashes(plan: Dialplan, in_call_keys: dict[str, str]) -> list[str]:
+    """Destinations whose `volunteer_keys` are keys the settings give another meaning
+    (`in_call_keys`: keys -> setting name, e.g. the handover's complete and cancel keys)."""
+    return [
+        f"`volunteer_keys` {d.volunteer_keys!r} of destination {n!r} are the setting "
+        f"{in_call_keys[d.volunteer_keys]}'s keys; choose others"
+        for n, d in plan.destinations.items()
+        if d.volunteer_keys in in_call_keys
+    ]
