@@ -26,6 +26,7 @@ from ivr.yaml_reader import Pos, Reader, suggest, type_name
 __all__ = ["DEFAULT_TIMEZONE", "TOP_KEYS", "PlanBuilder"]
 
 DEFAULT_TIMEZONE = "Europe/Amsterdam"
+VOLUNTEER_KEYS = re.compile(r"^[*#][0-9*#]{1,3}$")
 SIP_URI = re.compile(r"^sips?:[^@\s:;]+@[A-Za-z0-9.\-\[\]:]+(;[^\s]*)?$")
 TOP_KEYS = (
     "timezone",
@@ -314,10 +315,11 @@ class PlanBuilder:
         out: dict[str, model.Destination] = {}
         for name, body, where in self.r.entries(
             doc, "destinations", "destination", "a section with `uri:` (and `description:`)",
-            ("uri", "description"), ("uri",),
+            ("uri", "description", "volunteer_keys"), ("uri",),
         ):  # fmt: skip
             uri = self.r.text(body, "uri", where)
             description = self.r.text(body, "description", where) or ""
+            keys = self.volunteer_keys(body, where, out)
             if uri is None:
                 continue
             if not SIP_URI.fullmatch(uri.strip()):
@@ -327,5 +329,33 @@ class PlanBuilder:
                     '"sip:0800113@sip.provider.nl"',
                 )
                 continue
-            out[name] = model.Destination(name=name, uri=uri.strip(), description=description)
+            out[name] = model.Destination(
+                name=name, uri=uri.strip(), description=description, volunteer_keys=keys
+            )
         return out
+
+    def volunteer_keys(
+        self, body: CommentedMap, where: str, earlier: dict[str, model.Destination]
+    ) -> str:
+        """A destination's `volunteer_keys`: phone keys, starting with * or # (so that a
+        volunteer cannot hit them by accident), and no other destination's."""
+        keys = self.r.text(body, "volunteer_keys", where)
+        if keys is None:
+            return ""
+        keys = keys.strip()
+        if not VOLUNTEER_KEYS.fullmatch(keys):
+            self.r.error(
+                self.r.value_pos(body, "volunteer_keys"),
+                f"`volunteer_keys` in {where} must be * or # and then one to three keys "
+                f'(0-9, *, #), like "*7"; not {keys!r}',
+            )
+            return ""
+        for other in earlier.values():
+            if other.volunteer_keys == keys:
+                self.r.error(
+                    self.r.value_pos(body, "volunteer_keys"),
+                    f"`volunteer_keys` {keys!r} in {where} are already destination "
+                    f"{other.name!r}'s: each destination needs its own keys",
+                )
+                return ""
+        return keys

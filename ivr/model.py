@@ -211,6 +211,9 @@ class Destination:
     name: str
     uri: str  # sip:/sips: URI
     description: str = ""
+    # the keys a volunteer presses in a call to hand the caller over here; a destination with
+    # keys is one volunteers may transfer to (also with their handset's transfer key, REFER)
+    volunteer_keys: str = ""
 
 
 # --- nodes ---------------------------------------------------------------------------

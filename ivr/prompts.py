@@ -67,6 +67,7 @@ CALLER_PROMPTS: tuple[str, ...] = (
     "transfer_failed",
     "volunteer_lost",
     "volunteer_lost_goodbye",
+    "handover_hold",
 )
 DIGIT_PROMPTS: tuple[str, ...] = tuple(f"digit_{n}" for n in range(MAX_SPOKEN_NUMBER + 1))
 VOLUNTEER_PROMPTS: tuple[str, ...] = (
@@ -83,6 +84,10 @@ VOLUNTEER_PROMPTS: tuple[str, ...] = (
     "queue_announce",
     "queue_announce_113",
     "queue_announce_partner",
+    "handover_busy",
+    "handover_unreachable",
+    "handover_no_answer",
+    "handover_refused",
 )
 REQUIRED_PROMPTS: tuple[str, ...] = CALLER_PROMPTS + DIGIT_PROMPTS + VOLUNTEER_PROMPTS
 

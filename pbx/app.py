@@ -15,25 +15,32 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 
 from pbx.anonymity import CallerHasher
 from pbx.bookkeeping import Bookkeeping
 from pbx.call_events import CallEvents
 from pbx.call_records import CallRecords
+from pbx.calls.bridging import HandoverRequest
+from pbx.calls.consult_calls import ConsultCalls
+from pbx.calls.consultation import Consultation, InCall
 from pbx.calls.direct import DirectRouter
+from pbx.calls.handover import State
 from pbx.calls.handsets import Handsets
-from pbx.calls.inbound import HelplineCalls
+from pbx.calls.inbound import HelplineCalls, resolve_destination
 from pbx.calls.leg_table import LegTable
-from pbx.calls.legs import InboundLeg
-from pbx.calls.media_session import AnchoredMedia, MediaFactory, SrtpPolicy
+from pbx.calls.media_session import MediaFactory, SrtpPolicy
 from pbx.calls.ringing import Ringer, Whisper
 from pbx.calls.shift import ShiftDesk, pin_lockout
+from pbx.calls.transfers import VolunteerTransfers
 from pbx.calls.waiting import WaitingRoom
 from pbx.config import Settings
 from pbx.db.persistence import Persistence
 from pbx.directory import Directory
 from pbx.drain import Drain
 from pbx.media.filler import LineFiller
+from pbx.media.hold_melody import hold_melody
+from pbx.media.moh import MusicOnHold
 from pbx.media.ports import PortPool
 from pbx.media.prompts import PromptLibrary
 from pbx.media.srtp import SrtpMode, Suite
@@ -43,6 +50,7 @@ from pbx.restart_state import RestartState
 from pbx.service import HelplineService
 from pbx.sip.admission import Admission, AdmissionConfig
 from pbx.sip.auth_guard import AuthGuard, LockoutPolicy
+from pbx.sip.client_auth import ClientCredentials
 from pbx.sip.digest import Algorithm, NonceManager
 from pbx.sip.keepalive import Keepalive
 from pbx.sip.registrar import Binding, Change, Registrar, RegistrarConfig
@@ -141,7 +149,10 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
     )  # fmt: skip
     whisper = Whisper(prompts.get("nl", s.volunteer_whisper) if s.volunteer_whisper else b"")
     handsets = Handsets(registrar, s.public_host)
-    ringer = Ringer(legs)
+    outbound_auth = None
+    if s.outbound_auth_user:
+        outbound_auth = ClientCredentials(s.outbound_auth_user, s.outbound_auth_password)
+    ringer = Ringer(legs, auth=outbound_auth)
     router = DirectRouter(handsets, ringer, media, whisper, on_outcome=events.call_ended)
     app: CallApplication = router
     if s.call_flow == "ivr":
@@ -154,21 +165,33 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
 
         # Cycle: the waiting room hands a caller over (*9) through the IVR calls, which send
         # callers to the waiting room; the hand-over is the edge bound late, naming `calls`.
-        async def hand_over(leg: InboundLeg, media: AnchoredMedia, language: str) -> bool:
-            return await calls.hand_over(leg, media, language)
+        async def hand_over(
+            call: InCall, asked: HandoverRequest, language: str, free: Callable[[], None]
+        ) -> State:
+            return await calls.hand_over(call, asked, language, free)
+
+        transfers = VolunteerTransfers(plans.current, s.backline_destination, s.backline_keys)
+        consult_calls = ConsultCalls(
+            ringer, media, transfers, resolve_destination, s.handover_ring_timeout
+        )
 
         waiting = WaitingRoom(
             dispatcher, handsets, media, ringer, prompts, whisper,
             comfort_interval=s.comfort_interval,
             ringback=s.ringback_while_ringing, on_abandon=events.caller_abandoned,
-            on_answer=events.caller_answered, handover_keys=s.backline_keys, hand_over=hand_over,
-            records=records,
+            on_answer=events.caller_answered, hand_over=hand_over, transfers=transfers,
+            replaced=consult_calls.replaced, records=records,
         )  # fmt: skip
         calls = HelplineCalls(
             ringer, waiting, media, prompts, plans.current, voicemail,
             on_outcome=events.call_ended, on_overflow=events.queue_overflowed,
             on_entry=tally.call_entered, on_transfer=tally.transferred,
             shift_desk=shift_desk, backline=s.backline_destination, records=records,
+            consultation=None if s.handover_mode == "blind" else Consultation(
+                ringer, media, prompts, MusicOnHold("hold", hold_melody()),
+                s.handover_complete_keys, s.handover_cancel_keys, s.handover_ring_timeout,
+            ),
+            consult_calls=consult_calls,
         )  # fmt: skip
         app = calls
     switchboard = Switchboard(

@@ -80,6 +80,15 @@ class Settings:
     backline_destination: str = "backline_113"
     # call records older than this many months are folded into daily counts and deleted
     call_records_retention_months: int = 24
+    # "warm": the volunteer talks to the destination first, then completes or cancels with
+    # these keys (or completes by hanging up); "blind": the volunteer is gone at once
+    handover_mode: str = "warm"
+    handover_complete_keys: str = "*1"
+    handover_cancel_keys: str = "*0"
+    handover_ring_timeout: float = 30.0  # seconds the destination rings before "no answer"
+    # our account at the carrier, for a destination's trunk that challenges our calls (digest)
+    outbound_auth_user: str = ""
+    outbound_auth_password: str = ""
     max_missed_offers: int = 3  # calls a volunteer lets ring out in a row before being paused
     registration_grace: float = 120.0  # seconds a lapsed handset keeps its volunteer logged in
     registration_min_expires: int = 60
@@ -177,10 +186,14 @@ class Settings:
             <= self.registration_max_expires
         ):
             raise ConfigError("registration expiries must satisfy 0 < min <= default <= max")
-        if not self.backline_keys or not set(self.backline_keys) <= set("0123456789*#"):
-            raise ConfigError(
-                f"backline_keys must be phone keys (0-9, *, #), not {self.backline_keys!r}"
-            )
+        for name in ("backline_keys", "handover_complete_keys", "handover_cancel_keys"):
+            keys = getattr(self, name)
+            if not keys or not set(keys) <= set("0123456789*#"):
+                raise ConfigError(f"{name} must be phone keys (0-9, *, #), not {keys!r}")
+        if self.handover_mode not in ("warm", "blind"):
+            raise ConfigError(f"handover_mode must be warm or blind, not {self.handover_mode!r}")
+        if len({self.backline_keys, self.handover_complete_keys, self.handover_cancel_keys}) < 3:
+            raise ConfigError("backline_keys and the handover keys must differ")
         if min(self.auth_source_failures, self.auth_user_failures, self.pin_failures) < 1:
             raise ConfigError("auth_*_failures and pin_failures must be at least 1")
         if self.drain_waiting not in ("keep", "overflow"):
