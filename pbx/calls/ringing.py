@@ -33,6 +33,7 @@ class Target:
     uri: SipUri
     peer: Peer
     to: str
+    routes: tuple[tuple[str, str], ...] = ()  # Route headers (a handset's Path)
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Ringer:
             out.on_info = media.on_info
             call = out.call(
                 t.uri, t.peer, from_user="hulplijn", from_display=shown, to=t.to,
-                sdp=media.offer(), call_id=call_id, local_tag=tag,
+                sdp=media.offer(), call_id=call_id, local_tag=tag, extra_headers=list(t.routes),
             )  # fmt: skip
             invites[asyncio.create_task(call)] = out
         winner = await _first_answer(leg, invites, timeout)
