@@ -201,8 +201,7 @@ def build_service(settings: Settings) -> HelplineService:
         settings=s, metrics=metrics, plans=plans, directory=directory, persistence=persistence,
         restart_state=restart_state, bookkeeping=bookkeeping, roster=roster,
         dispatcher=dispatcher, registrar=registrar, trunk=trunk, admission=admission,
-        stack=stack, switchboard=switchboard, keepalive=keepalive, drain=drain,
-        leader_work=leader_work, ha=ha,
+        stack=stack, switchboard=switchboard, drain=drain, leader_work=leader_work, ha=ha,
     )  # fmt: skip
 
 

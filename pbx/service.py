@@ -37,7 +37,6 @@ from pbx.private_files import private_dir, write_private
 from pbx.profile import Profile
 from pbx.restart_state import RestartState
 from pbx.sip.admission import Admission
-from pbx.sip.keepalive import Keepalive
 from pbx.sip.peer import TransportKind
 from pbx.sip.registrar import Registrar
 from pbx.sip.stack import SipStack
@@ -69,7 +68,6 @@ class HelplineService:
     admission: Admission
     stack: SipStack
     switchboard: Switchboard  # the stack's transaction user
-    keepalive: Keepalive
     drain: Drain
     leader_work: LeaderWork  # expiry sweep and keepalives: only while this node leads
     ha: HighAvailability | None = None  # the active/standby lease; None: one node, it leads
