@@ -4,6 +4,8 @@ Start-up order matters for the "live calls never depend on the database" rule: c
 registrations are loaded into memory once (from the database, or from the last snapshot when the
 database is unreachable); from then on the database is only written behind and re-read. Every
 part is built by the composition root (`pbx/app.py`) and handed in; this class only runs them.
+With active/standby (`ha`) the node starts standby and the lease decides when the leader's work
+runs (`pbx/takeover.py`); at stop the lease is given up first, so the standby takes over at once.
 """
 
 from __future__ import annotations
