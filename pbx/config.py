@@ -37,6 +37,9 @@ class Settings:
     digest_algorithms: list[str] = field(default_factory=lambda: ["MD5"])
     trunk_sources: list[str] = field(default_factory=lambda: ["127.0.0.1/32"])
     trunk_credentials: dict[str, str] = field(default_factory=dict)  # username -> password
+    # SIP edge proxies (Kamailio, deploy/kamailio/) in front of this node: their
+    # X-Helpline-Source header gives a request's real source (none: everyone talks to us direct)
+    edge_proxies: list[str] = field(default_factory=list)
     database_url: str | None = None  # None: embedded PostgreSQL under state_dir
     state_dir: Path = REPO_ROOT / "var"
     dialplan: Path = REPO_ROOT / "dialplan.yaml"
@@ -117,13 +120,12 @@ class Settings:
         return "127.0.0.1" if self.sip_host in ("0.0.0.0", "::", "") else self.sip_host
 
     def validate(self) -> None:
-        for net in self.trunk_sources:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"trunk_sources: {net!r} is not an address range: {exc}"
-                ) from None
+        for name in ("trunk_sources", "edge_proxies"):
+            for net in getattr(self, name):
+                try:
+                    ipaddress.ip_network(net, strict=False)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {net!r} is not an address range: {exc}") from None
         if self.call_flow not in ("ivr", "direct"):
             raise ConfigError(f"call_flow must be 'ivr' or 'direct', not {self.call_flow!r}")
         known = {"SHA-256", "MD5"}

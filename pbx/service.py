@@ -41,6 +41,7 @@ from pbx.restart_state import RestartState
 from pbx.sip.admission import DROP_REASONS, Admission, AdmissionConfig
 from pbx.sip.auth_guard import AuthGuard, LockoutPolicy
 from pbx.sip.digest import Algorithm, Credential, NonceManager
+from pbx.sip.edge import EdgeProxies
 from pbx.sip.keepalive import Keepalive
 from pbx.sip.message import Message, Request, Response
 from pbx.sip.peer import Peer, TransportKind
@@ -123,6 +124,7 @@ class HelplineService:
             self.stack, self.registrar, self.trunk, self.app, max_dialogs=s.max_dialogs,
             trunk_reserved_dialogs=s.trunk_reserved_dialogs,
             refusing=lambda: self.drain.refusing(),
+            edge=EdgeProxies.build(s.edge_proxies, self.admission) if s.edge_proxies else None,
         )  # fmt: skip
         self.drain = Drain(
             self.switchboard.legs, self.dispatcher, s.drain_timeout,
@@ -539,6 +541,7 @@ def _binding_to_row(b: Binding) -> StoredBinding:
         instance_id=_db_text(str(b.contact)),  # the contact URI itself (key may be the instance id)
         user_agent=None if b.user_agent is None else _db_text(b.user_agent),
         auth_algorithm=b.algorithm,
+        path="\n".join(_db_text(p) for p in b.path) or None,
     )
 
 
@@ -555,6 +558,7 @@ def _binding_from_row(row: StoredBinding) -> Binding:
         instance=instance if instance and not instance.startswith("sip") else None,
         user_agent=row.user_agent,
         algorithm=row.auth_algorithm,
+        path=tuple(row.path.split("\n")) if row.path else (),
     )
 
 
@@ -569,7 +573,7 @@ def admission_for(s: Settings) -> Admission:
             ban_max_seconds=s.ban_max_seconds,
             max_connections_per_source=s.max_connections_per_source,
         ),
-        exempt=s.trunk_sources,
+        exempt=[*s.trunk_sources, *s.edge_proxies],  # an edge's senders are limited in edge.py
     )
 
 

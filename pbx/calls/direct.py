@@ -144,9 +144,10 @@ class DirectRouter:
             vol_media.close()
 
     def volunteer_target(self, binding: Binding) -> Target:
-        """A registered handset, at the address its REGISTER came from (NAT)."""
+        """A registered handset, at the address its REGISTER came from (NAT), or through the
+        edge proxy of its Path."""
         to = f"<sip:{binding.username}@{self.switchboard.stack.public_host}>"
-        return Target(binding.contact, binding.source, to)
+        return Target(binding.contact, binding.next_hop, to, tuple(binding.routes))
 
     async def ring(
         self,
@@ -170,7 +171,7 @@ class DirectRouter:
             out.on_info = media.on_info
             call = out.call(
                 t.uri, t.peer, from_user="hulplijn", from_display=display, to=t.to,
-                sdp=media.offer(), call_id=call_id, local_tag=tag,
+                sdp=media.offer(), call_id=call_id, local_tag=tag, extra_headers=list(t.routes),
             )  # fmt: skip
             invites[asyncio.create_task(call)] = out
         winner = await _first_answer(leg, invites, timeout)
@@ -366,6 +367,7 @@ class Target:
     uri: SipUri
     peer: Peer
     to: str
+    routes: tuple[tuple[str, str], ...] = ()  # Route headers (a handset's Path)
 
 
 @dataclass

@@ -139,7 +139,7 @@ class MediaFactory:
         had none: we offer in the 200), with re-INVITEs and SIP INFO keys wired to it. On a
         media problem the leg is refused (503 no ports, 488 unusable SDP) and None returned."""
         try:
-            media = await self.open([leg.incoming.source.host] if leg.incoming else [])
+            media = await self.open([leg.incoming.real_source.host] if leg.incoming else [])
         except MediaError as exc:
             leg.reject(exc.status, exc.reason)
             return None

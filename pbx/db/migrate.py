@@ -14,6 +14,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, "schema.sql"),
     (2, "digest_algorithms.sql"),
     (3, "shifts.sql"),
+    (5, "registration_path.sql"),  # 4 is taken by another branch's migration
 )
 
 # Serialises concurrent migrators (service and CLI starting at once); any constant will do.

@@ -30,6 +30,7 @@ class StoredBinding:
     reg_id: int | None = None
     user_agent: str | None = None
     auth_algorithm: str | None = None  # digest algorithm the REGISTER authenticated with
+    path: str | None = None  # RFC 3327 Path entries, one per line (None: registered directly)
 
 
 def save_op(binding: StoredBinding) -> Upsert:
@@ -47,7 +48,7 @@ def delete_aor_op(aor: str) -> Delete:
 
 _COLUMNS = (
     "aor, contact_uri, received_host, received_port, transport, expires_at, call_id, cseq,"
-    " instance_id, reg_id, user_agent, auth_algorithm"
+    " instance_id, reg_id, user_agent, auth_algorithm, path"
 )
 
 
