@@ -1,0 +1,107 @@
+"""A helpline node behind Kamailio (the shipped deploy/kamailio/kamailio.cfg) on loopback.
+
+Kamailio on 127.0.0.1 faces the carrier (sipp on 127.0.0.4) and the volunteer's handset (PJSIP
+on 127.0.0.2); the node listens on 127.0.0.11 and trusts Kamailio as its edge proxy. The
+handset registers and logs in to a shift through Kamailio, a carrier call enters through
+Kamailio and reaches it, the caller's voice is heard on the handset (media straight between
+the node and each side), the handset never sees the caller's number, and the node's keepalive
+OPTIONS reach the handset through the Path Kamailio put on its REGISTER.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from ivr.loader import DEFAULT_PLAN
+from tests.audio import active_part, read_wav, tone_share
+from tests.conftest import MakeHelpline
+from tests.peers.kamailio import Kamailio
+from tests.peers.pjsua_phone import AsyncPjsuaPhone
+from tests.peers.rtp_pcap import media_pcap, pcap_duration_ms
+from tests.peers.sipp import find_free_port, start_sipp
+from tests.polling import until
+from tests.service_fixture import HANDSET_HOST, free_port
+from tests.test_ivr_calls import PASSWORD, ivr_helpline
+
+EDGE_HOST = "127.0.0.1"
+NODE_HOST = "127.0.0.11"
+CARRIER_HOST = "127.0.0.4"
+CALLER_NUMBER = "0612345678"
+
+
+async def test_a_trunk_call_through_kamailio_reaches_a_volunteer_registered_through_it(
+    make_helpline: MakeHelpline, tmp_path: Path
+) -> None:
+    pcap = media_pcap(
+        tmp_path / "press1.pcap", tone_hz=1000, tone_ms=12000, digits="1", lead_ms=500,
+        digits_first=True,
+    )  # fmt: skip
+    async with ivr_helpline(
+        make_helpline, DEFAULT_PLAN, sip_host=NODE_HOST, sip_port=free_port(NODE_HOST),
+        tls_port=None, trunk_sources=[f"{CARRIER_HOST}/32"], edge_proxies=[f"{EDGE_HOST}/32"],
+        keepalive_interval=1.0,
+    ) as helpline:  # fmt: skip
+        service = helpline.service
+        edge = Kamailio([(NODE_HOST, helpline.port)], trunk_nets=[f"{CARRIER_HOST}/32"])
+        try:
+            await asyncio.to_thread(edge.start)
+            await helpline.add_volunteer("yara", PASSWORD, languages=["nl"])
+            async with AsyncPjsuaPhone("yara") as volunteer:
+                await volunteer.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+                assert await volunteer.register(EDGE_HOST, edge.port, "yara", PASSWORD) == 200
+                # the node knows the handset's real address, and the way back to it
+                (binding,) = service.registrar.contacts("yara", service.switchboard.wall_clock())
+                assert binding.source.host == HANDSET_HOST
+                assert binding.source.port == volunteer.port
+                assert binding.next_hop.host == EDGE_HOST
+                assert binding.next_hop.port == edge.port
+                assert f"received=sip:{HANDSET_HOST}:{volunteer.port}" in binding.path[0]
+
+                assert await volunteer.make_call(f"sip:*1@{EDGE_HOST}:{edge.port}") == 200
+                assert await volunteer.wait_disconnected(timeout=20) == 200
+                service.drain_roster_events()
+                assert service.roster.get("yara").offerable
+
+                # keepalives (every second here) go out through Kamailio and are answered
+                probes = volunteer_options_seen(volunteer.log_text(10**7))
+                try:
+                    await until(
+                        lambda: volunteer_options_seen(volunteer.log_text(10**7)) >= probes + 2,
+                        timeout=10,
+                    )
+                except AssertionError:
+                    Path("/tmp/h1_pjsua.log").write_text(volunteer.log_text(10**7))
+                    raise
+                assert binding.reachable
+
+                caller = start_sipp(
+                    "uac_call_rtp", edge.target, local_ip=CARRIER_HOST, service="09000767",
+                    keys={"caller": CALLER_NUMBER, "caller_display": CALLER_NUMBER},
+                    files={"media.pcap": pcap}, pause_ms=pcap_duration_ms(pcap) + 2000,
+                    timeout_s=40,
+                )  # fmt: skip
+                incoming = await volunteer.wait_incoming(timeout=20)
+                assert incoming.display == "Hulplijn NL"  # the queue, nothing of the caller
+                assert CALLER_NUMBER not in incoming.invite
+                assert CARRIER_HOST not in incoming.invite
+                await volunteer.answer(200)
+                await volunteer.record(tmp_path / "heard.wav")
+                await asyncio.sleep(1.5)
+                heard = await volunteer.stop_record()
+                result = await asyncio.to_thread(caller.wait, 40)
+                result.assert_ok()  # the caller's BYE after its pause ended the call
+                await volunteer.wait_disconnected(timeout=10)
+                # the call came in as the carrier's (its real source), not as Kamailio's
+                assert not service.switchboard.legs
+        except BaseException:
+            print(edge.describe())
+            raise
+        finally:
+            edge.close()
+    assert tone_share(active_part(read_wav(heard)[0]), 1000) > 0.8  # the caller's voice
+
+
+def volunteer_options_seen(log: str) -> int:
+    """OPTIONS requests the handset received (pjsua logs each incoming request)."""
+    return log.count("Request msg OPTIONS")
