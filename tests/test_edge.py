@@ -11,6 +11,7 @@ OPTIONS reach the handset through the Path Kamailio put on its REGISTER.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from pathlib import Path
 
 from ivr.loader import DEFAULT_PLAN
@@ -21,6 +22,8 @@ from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.rtp_pcap import media_pcap, pcap_duration_ms
 from tests.peers.sipp import find_free_port, start_sipp
 from tests.polling import until
+from tests.raw_call import body_length, sdp
+from tests.raw_handset import RawHandset
 from tests.service_fixture import HANDSET_HOST, free_port
 from tests.test_ivr_calls import PASSWORD, ivr_helpline
 
@@ -105,3 +108,51 @@ async def test_a_trunk_call_through_kamailio_reaches_a_volunteer_registered_thro
 def volunteer_options_seen(log: str) -> int:
     """OPTIONS requests the handset received (pjsua logs each incoming request)."""
     return log.count("Request msg OPTIONS")
+
+
+async def test_the_edge_headers_count_only_from_a_configured_edge(
+    make_helpline: MakeHelpline,
+) -> None:
+    """Someone talking to the node directly cannot claim to be the carrier (X-Helpline-Source)
+    nor make the node route a handset's calls through a host of their choosing (Path)."""
+    async with make_helpline(
+        sip_host=NODE_HOST, sip_port=free_port(NODE_HOST), tls_port=None,
+        trunk_sources=[f"{CARRIER_HOST}/32"], edge_proxies=[f"{EDGE_HOST}/32"],
+    ) as helpline:  # fmt: skip
+        node = (NODE_HOST, helpline.port)
+        claim = f"X-Helpline-Source: udp:{CARRIER_HOST}:5060;trunk=1\n"
+        stranger, edge = RawHandset("127.0.0.3"), RawHandset(EDGE_HOST)
+        try:
+            stranger.send(invite(stranger, node, claim), node)
+            refused = await asyncio.to_thread(stranger.recv_until, "SIP/2.0")
+            assert refused.startswith("SIP/2.0 407")  # a stranger: challenged as a handset
+            edge.send(invite(edge, node, claim), node)
+            first = await asyncio.to_thread(edge.recv_until, "SIP/2.0", 10)  # the carrier's call
+            assert first.startswith(("SIP/2.0 100", "SIP/2.0 18", "SIP/2.0 200")), first
+
+            await helpline.add_volunteer("yara", PASSWORD)
+            answer = await asyncio.to_thread(
+                stranger.register, node, "yara", PASSWORD, contact_port=stranger.port,
+                extra="Path: <sip:127.0.0.9:5060;lr>\n",
+            )  # fmt: skip
+            assert answer.startswith("SIP/2.0 200") and "Path:" not in answer
+            service = helpline.service
+            (binding,) = service.registrar.contacts("yara", service.switchboard.wall_clock())
+            assert binding.path == ()
+            assert binding.next_hop.host == "127.0.0.3"
+        finally:
+            stranger.close()
+            edge.close()
+
+
+def invite(sender: RawHandset, node: tuple[str, int], extra: str) -> str:
+    host, port = node
+    body = sdp(sender.port + 2)
+    return (
+        f"INVITE sip:09000767@{host}:{port} SIP/2.0\n"
+        f"Via: SIP/2.0/UDP {sender.host}:{sender.port};branch=z9hG4bK{secrets.token_hex(6)}\n"
+        f"From: <sip:{CALLER_NUMBER}@{sender.host}>;tag={secrets.token_hex(4)}\n"
+        f"To: <sip:09000767@{host}>\nCall-ID: {secrets.token_hex(8)}\nCSeq: 1 INVITE\n"
+        f"Contact: <sip:c@{sender.host}:{sender.port}>\nMax-Forwards: 70\n{extra}"
+        f"Content-Type: application/sdp\nContent-Length: {body_length(body)}\n\n{body}"
+    )
