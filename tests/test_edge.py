@@ -95,7 +95,9 @@ async def test_a_trunk_call_through_kamailio_reaches_a_volunteer_registered_thro
                 result = await asyncio.to_thread(caller.wait, 40)
                 result.assert_ok()  # the caller's BYE after its pause ended the call
                 await volunteer.wait_disconnected(timeout=10)
-                # the call came in as the carrier's (its real source), not as Kamailio's
+                # Kamailio's own address is no trunk address here: the call was taken as the
+                # carrier's by its real source (else it would have been challenged, 407); and
+                # both legs are over
                 assert not service.switchboard.legs
         except BaseException:
             print(edge.describe())

@@ -10,6 +10,7 @@ nothing behind). Its log (stderr) is kept in the directory for `describe()` on f
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import os
 import shutil
@@ -28,6 +29,14 @@ from tests.peers.sipp import find_free_port
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "kamailio" / "kamailio.cfg"
 KAMAILIO = "/usr/sbin/kamailio"
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies (`timeout` passes it to Kamailio)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class KamailioError(RuntimeError):
@@ -85,8 +94,9 @@ class Kamailio:
     def start(self, timeout: float = 10.0) -> None:
         log = (self.dir / "kamailio.log").open("wb")
         self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_end_with_parent,
+        )  # fmt: skip
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
