@@ -4,6 +4,9 @@ before anything else (the node must stop offering calls before it reconnects).""
 
 from __future__ import annotations
 
+import pytest
+
+from pbx.config import ConfigError, load_settings
 from pbx.leadership import (
     CheckLease,
     DropConnection,
@@ -122,3 +125,14 @@ def test_stopping_gives_the_lease_up_and_tries_no_more() -> None:
     assert lease.poll(now + 10) == []
     assert lease.next_wakeup() is None
     assert lease.connection_closed(now + 11) == []
+
+
+def test_the_lease_needs_a_shared_database_and_is_off_by_default() -> None:
+    assert load_settings(env={}).ha_lease is False
+    with pytest.raises(ConfigError, match="ha_lease needs database_url"):
+        load_settings(env={"HELPLINE_HA_LEASE": "true"})
+    shared = {"HELPLINE_HA_LEASE": "true", "HELPLINE_DATABASE_URL": "postgresql://db/helpline"}
+    with pytest.raises(ConfigError, match="ha_check_timeout must be above 0"):
+        load_settings(env={**shared, "HELPLINE_HA_CHECK_TIMEOUT": "0"})
+    s = load_settings(env={**shared, "HELPLINE_NODE_NAME": "a"})
+    assert (s.ha_lease, s.node_name, s.ha_retry_interval) == (True, "a", 1.0)
