@@ -69,6 +69,14 @@ class Settings:
     drain_timeout: float = 3600.0
     drain_retry_after: int = 30
     drain_waiting: str = "keep"
+    # Active/standby (pbx/ha.py): off, one process as ever. On, the nodes sharing one external
+    # database_url take a leadership lease in it and only its holder distributes calls.
+    ha_lease: bool = False
+    node_name: str = ""  # this node in logs and pg_stat_activity ("": the host name)
+    ha_retry_interval: float = 1.0  # a standby tries the lease this often
+    ha_check_interval: float = 1.0  # the leader checks its lease connection this often,
+    ha_check_timeout: float = 1.0  # and stands down when a check takes longer than this
+    ha_refresh_interval: float = 2.0  # a standby re-reads registrations and shifts this often
     keepalive_interval: float = 25.0  # OPTIONS to every handset: keeps NAT open, shows it is there
     keepalive_max_misses: int = 3  # unanswered keepalives in a row before a binding is removed
     max_message_size: int = 65535
@@ -157,8 +165,20 @@ class Settings:
         if self.max_missed_offers < 1:
             raise ConfigError("max_missed_offers must be at least 1")
         self._validate_admission()
+        self._validate_ha()
         if self.keepalive_max_misses < 1:
             raise ConfigError("keepalive_max_misses must be at least 1")
+
+    def _validate_ha(self) -> None:
+        if self.ha_lease and self.database_url is None:
+            raise ConfigError(
+                "ha_lease needs database_url: the nodes must share one external PostgreSQL "
+                "(the embedded one lives on one machine and dies with it)"
+            )
+        for name in ("ha_retry_interval", "ha_check_interval", "ha_check_timeout",
+                     "ha_refresh_interval"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be above 0")
 
     def _validate_admission(self) -> None:
         for name in (

@@ -34,7 +34,9 @@ from pbx.db.shifts import save_op as shift_save_op
 from pbx.db.volunteers import Profile, VolunteerRepository
 from pbx.db.writebehind import WriteBehind
 from pbx.drain import Drain, Readiness
+from pbx.ha import HighAvailability, node_name
 from pbx.health import start_health_server
+from pbx.leadership import LeaseTiming
 from pbx.metrics import Metrics, method_label
 from pbx.private_files import private_dir, write_private
 from pbx.restart_state import RestartState
@@ -53,6 +55,7 @@ from pbx.sip.transport import TransportLimits
 from pbx.sip.trunk import TrunkPolicy
 from pbx.sip.uri import parse_sip_uri
 from pbx.switchboard import CallApplication, Switchboard
+from pbx.takeover import adopt
 from queues.roster import Roster, Volunteer, VolunteerState
 
 log = structlog.get_logger("pbx.service")
@@ -77,7 +80,12 @@ class HelplineService:
         self.roster = Roster(  # volunteers' shift states, in memory
             self.settings.max_missed_offers, self.settings.registration_grace
         )
-        self.dispatcher = Dispatcher(self.roster, on_change=self.drain_roster_events)
+        self._leader_tasks: list[asyncio.Task[None]] = []  # expiry sweep, keepalive
+        self._shared_state: tuple[list[StoredShift], list[StoredBinding]] = ([], [])
+        self.ha = self._high_availability()  # None: one node, it always leads
+        self.dispatcher = Dispatcher(
+            self.roster, on_change=self.drain_roster_events, offering=self._leading
+        )
         self.profiles: dict[str, Profile] = {}  # languages, skills, region, PIN hash
         self.db: Database | None = None
         self.writer: WriteBehind | None = None
@@ -125,6 +133,7 @@ class HelplineService:
             trunk_reserved_dialogs=s.trunk_reserved_dialogs,
             refusing=lambda: self.drain.refusing(),
             edge=EdgeProxies.build(s.edge_proxies, self.admission) if s.edge_proxies else None,
+            standby=lambda: None if self.ha is None else self.ha.refusing(),
         )  # fmt: skip
         self.drain = Drain(
             self.switchboard.legs, self.dispatcher, s.drain_timeout,
@@ -155,11 +164,13 @@ class HelplineService:
         await self.stack.start(s.sip_host, s.sip_port, s.tls_port, tls_ctx)
         self._register_gauges()
         self._tasks = [
-            asyncio.create_task(self._sweep_expired()),
-            asyncio.create_task(self.keepalive.run()),
             asyncio.create_task(self._refresh_credentials()),
             asyncio.create_task(self.dispatcher.run()),
         ]
+        if self.ha is None:
+            self._start_leader_tasks()
+        else:  # standby until the lease is ours (pbx/ha.py)
+            self._tasks.append(asyncio.create_task(self.ha.run()))
         log.info(
             "service_started",
             sip=f"{s.sip_host}:{self.stack.port(TransportKind.UDP)}",
@@ -172,7 +183,9 @@ class HelplineService:
         self.drain.state = Readiness.SERVING
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        if self.ha is not None:
+            self.ha.stop()  # give the lease up first: the standby takes over at once
+        for task in self._tasks + self._leader_tasks:
             task.cancel()
         await self.stack.close()
         if self._bindings_write is not None:
@@ -190,7 +203,76 @@ class HelplineService:
 
     def readiness(self) -> tuple[bool, str]:
         """For /ready: take new calls here?"""
+        if self.drain.state is Readiness.SERVING and not self._leading():
+            return False, "standby"
         return self.drain.state is Readiness.SERVING, self.drain.state.value
+
+    # --- active/standby (pbx/ha.py) ---------------------------------------------------------
+    def _high_availability(self) -> HighAvailability | None:
+        s = self.settings
+        if not s.ha_lease or s.database_url is None:
+            return None
+        timing = LeaseTiming(s.ha_retry_interval, s.ha_check_interval, s.ha_check_timeout)
+        return HighAvailability(
+            s.database_url, node_name(s.node_name), timing, s.ha_refresh_interval,
+            take_over=self._take_over, stand_down=self._stand_down,
+            refresh=self._refresh_shared_state, metrics=self.metrics,
+        )  # fmt: skip
+
+    def _leading(self) -> bool:
+        """This node distributes calls: the only node, or the lease holder that took over."""
+        return self.ha is None or self.ha.serving
+
+    def _start_leader_tasks(self) -> None:
+        """What only the leading node does to the shared registrations: expire and probe them."""
+        self._leader_tasks = [
+            asyncio.create_task(self._sweep_expired()),
+            asyncio.create_task(self.keepalive.run()),
+        ]
+
+    def _stand_down(self, reason: str) -> None:
+        for task in self._leader_tasks:
+            task.cancel()
+        self._leader_tasks = []
+
+    async def _read_shared_state(self) -> tuple[list[StoredShift], list[StoredBinding]]:
+        if self.db is None:
+            await self.reload_credentials()  # opens the database
+        assert self.db is not None
+        bindings = await RegistrationRepository(self.db.pool).load_active(datetime.now(UTC))
+        return await ShiftRepository(self.db.pool).load_all(), bindings
+
+    async def _refresh_shared_state(self) -> None:
+        """A standby's picture, kept fresh so that a takeover has one even if a read fails."""
+        self._shared_state = await asyncio.wait_for(self._read_shared_state(), 5.0)
+
+    async def _take_over(self) -> None:
+        """The lease is ours: the shared database's registrations and shifts replace this
+        node's picture (pbx/takeover.py), then this node expires and probes handsets."""
+        assert self.ha is not None
+        if self.writer is not None:  # REGISTERs this node took while standing by, stored
+            await self.writer.flush(1.0)
+        try:
+            await asyncio.wait_for(self.reload_credentials(), 3.0)
+            self._shared_state = await asyncio.wait_for(self._read_shared_state(), 3.0)
+        except Exception as exc:  # the last picture read while standing by
+            log.error("takeover_read_failed", error=type(exc).__name__)
+        shifts, rows = self._shared_state
+        now = time.time()
+        adopted = adopt(
+            self.roster, self.registrar, shifts, self._usable_bindings(rows), self.profiles,
+            wrap_up_for=self._wrap_up_for, now=now,
+        )  # fmt: skip
+        self._save_shifts(adopted.restored)
+        self._bindings_dirty = True
+        self.ha.calls_lost += adopted.lost_calls
+        log.info(
+            "takeover", node=self.ha.node, on_shift=len(adopted.restored),
+            handsets=sum(len(b) for b in self.registrar.bindings.values()),
+            calls_lost=adopted.lost_calls, calls_kept=adopted.kept,
+        )  # fmt: skip
+        self._start_leader_tasks()
+        self.dispatcher.kick()
 
     @property
     def pid_file(self) -> Path:
@@ -248,7 +330,21 @@ class HelplineService:
             known = rows.get((b.aor, b.contact_uri))
             if known is None or b.expires_at > known.expires_at:
                 rows[(b.aor, b.contact_uri)] = b
-        for row in rows.values():
+        for binding in self._usable_bindings(list(rows.values())):
+            self.registrar.restore(binding)
+        restored = self.restart_state.restore(
+            self.roster, self.restart_state.load_shifts(shifts), self.profiles,
+            registered=lambda user: bool(self.registrar.contacts(user, now)),
+            wrap_up_for=self._wrap_up_for, now=now,
+        )  # fmt: skip
+        for v in restored:
+            log.info("shift_restored", user=v.username, state=v.state.value,
+                     registered=v.registered)  # fmt: skip
+        self._save_shifts(restored)  # a ringing or talking volunteer's state changed
+
+    def _usable_bindings(self, rows: list[StoredBinding]) -> list[Binding]:
+        now, usable = time.time(), []
+        for row in rows:
             if row.expires_at.timestamp() <= now:
                 continue
             try:
@@ -261,16 +357,8 @@ class HelplineService:
                 # carrier, so it is dropped (a live handset there could not register now either)
                 log.warning("stored_binding_on_trunk_dropped", user=binding.username)
                 continue
-            self.registrar.restore(binding)
-        restored = self.restart_state.restore(
-            self.roster, self.restart_state.load_shifts(shifts), self.profiles,
-            registered=lambda user: bool(self.registrar.contacts(user, now)),
-            wrap_up_for=self._wrap_up_for, now=now,
-        )  # fmt: skip
-        for v in restored:
-            log.info("shift_restored", user=v.username, state=v.state.value,
-                     registered=v.registered)  # fmt: skip
-        self._save_shifts(restored)  # a ringing or talking volunteer's state changed
+            usable.append(binding)
+        return usable
 
     def _wrap_up_for(self, v: Volunteer) -> float:
         """The wrap-up a call of this volunteer's would have ended in (the longest of the
@@ -279,6 +367,8 @@ class HelplineService:
         return max((q.wrap_up for q in queues if v.serves(q.language, q.skill)), default=0.0)
 
     def _save_shifts(self, volunteers: list[Volunteer]) -> None:
+        if self.ha is not None and not self.ha.lease.leading:
+            return  # a standby's roster is a copy: the leader writes the shifts
         for row in self.restart_state.shifts_changed(volunteers, time.time()):
             if self.writer is not None:
                 self.writer.submit(shift_save_op(row))

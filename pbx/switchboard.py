@@ -59,6 +59,8 @@ class Switchboard:
     # Retry-After seconds while the service takes no new calls (draining); None: take them
     refusing: Callable[[], int | None] = lambda: None
     edge: EdgeProxies | None = None  # trusted edge proxies: requests' real sources (edge.py)
+    # Retry-After seconds while another node holds the leadership lease (pbx.ha); None: leading
+    standby: Callable[[], int | None] = lambda: None
     legs: dict[tuple[str, str], Leg] = field(default_factory=dict)
     _by_invite: dict[TransactionId, InboundLeg] = field(default_factory=dict)
 
@@ -109,6 +111,8 @@ class Switchboard:
             incoming.respond(501, headers=[("Allow", ALLOW)])
 
     def _options(self, incoming: IncomingRequest) -> None:
+        if self._standing_by(incoming, "OPTIONS"):  # a proxy's probe: send calls elsewhere
+            return
         incoming.respond(
             200,
             headers=[
@@ -171,6 +175,8 @@ class Switchboard:
             )
             self.on_refused("draining")
             return
+        if self._standing_by(incoming, "INVITE"):
+            return
         now = self.wall_clock()
         volunteer = self._volunteer_identity(incoming)
         if volunteer is None:
@@ -204,6 +210,18 @@ class Switchboard:
                 )  # fmt: skip
             log.info("inbound_call", call=ctx.call_ref, dialed=ctx.dialed)
             self.app.inbound_call(leg, ctx)
+
+    def _standing_by(self, incoming: IncomingRequest, method: str) -> bool:
+        """503 while another node leads (its proxy or carrier tries that one); True if so."""
+        retry_after = self.standby()
+        if retry_after is None:
+            return False
+        incoming.respond(
+            503, "Service Unavailable - Standby", headers=[("Retry-After", str(retry_after))]
+        )
+        if method == "INVITE":
+            self.on_refused("standby")
+        return True
 
     def _volunteer_identity(self, incoming: IncomingRequest) -> str | None:
         """'' for a trunk call, a username for an authenticated volunteer, None if answered.

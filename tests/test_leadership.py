@@ -1,0 +1,172 @@
+"""Active/standby over one PostgreSQL: only the node holding the leadership lease answers and
+distributes calls; when it is killed (SIGKILL: PostgreSQL drops its session and the lock),
+the standby takes over within seconds and the volunteer who logged in at the dead node gets
+the next call without touching the handset; the node that comes back stays standby.
+
+Two `helpline serve` processes, A on 127.0.0.11 and B on 127.0.0.12, share the test's
+embedded PostgreSQL; the volunteer's handset (PJSIP) is on the handsets' address, the carrier
+(sipp) on 127.0.0.1, the trunk address of both nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+
+from ivr.loader import DEFAULT_PLAN
+from tests.peers.pjsua_phone import AsyncPjsuaPhone
+from tests.peers.sipp import find_free_port, run_sipp_async
+from tests.polling import until
+from tests.served import Served, fresh_volunteers
+from tests.service_fixture import HANDSET_HOST
+from tests.test_ivr_calls import PASSWORD, without_wrap_up
+
+NODE_A, NODE_B = "127.0.0.11", "127.0.0.12"
+TAKEOVER_LIMIT = 5.0  # seconds from killing the leader to the standby taking calls
+
+
+def ready_text(served: Served) -> tuple[int | None, str]:
+    """GET /ready: (status, body), (None, "") while nothing answers."""
+    url = f"http://127.0.0.1:{served.metrics_port}/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return int(resp.status), resp.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode().strip()
+    except OSError:
+        return None, ""
+
+
+def options_status(served: Served) -> tuple[int, str]:
+    """An out-of-dialog OPTIONS probe (as Kamailio's dispatcher sends) from the trunk address:
+    (status, the whole answer)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(3.0)
+        port = sock.getsockname()[1]
+        probe = (
+            f"OPTIONS sip:{served.target} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-probe{time.monotonic_ns()}\r\n"
+            f"From: <sip:probe@127.0.0.1:{port}>;tag=probe\r\n"
+            f"To: <sip:{served.target}>\r\nCall-ID: probe-{time.monotonic_ns()}\r\n"
+            "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        sock.sendto(probe.encode(), (served.host, served.sip_port))
+        answer = sock.recv(65535).decode(errors="replace")
+    return int(answer.split()[1]), answer
+
+
+async def stored(pg_url: str) -> bool:
+    """vera's shift and her handset's binding are in the shared database (written behind)."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        state = await conn.fetchval("select state from shifts where username = 'vera'")
+        bindings = await conn.fetchval("select count(*) from registrations where aor = 'vera'")
+    finally:
+        await conn.close()
+    return bool(state == "available" and bindings == 1)
+
+
+def logged(served: Served, event: str, run: int | None = None) -> list[dict[str, object]]:
+    try:
+        return [e for e in served.events(run) if e["event"] == event]
+    except OSError:
+        return []
+
+
+async def assert_standby(served: Served) -> None:
+    assert ready_text(served) == (503, "standby"), served.describe()
+    status, answer = await asyncio.to_thread(options_status, served)
+    assert status == 503 and "Retry-After: 5" in answer, answer
+    refused = await run_sipp_async(
+        "uac_expect_status", served.target, service="09000767",
+        keys={"expect_status": "503"}, timeout_s=20,
+    )  # fmt: skip
+    assert refused.ok, refused.describe()
+    assert "Retry-After: 5" in refused.received("SIP/2.0 503")[0]
+
+
+async def test_the_standby_takes_over_when_the_leader_is_killed(
+    tmp_path: Path, pg_url: str
+) -> None:
+    await fresh_volunteers(pg_url, tmp_path, "vera", password=PASSWORD)
+    plan = without_wrap_up(DEFAULT_PLAN, tmp_path / "dialplan.yaml")
+    env = {"HELPLINE_VOLUNTEER_WHISPER": "", "HELPLINE_HA_LEASE": "true"}
+    a = Served(tmp_path / "a" / "state", plan, pg_url, host=NODE_A,
+               env={**env, "HELPLINE_NODE_NAME": "a"})  # fmt: skip
+    b = Served(tmp_path / "b" / "state", plan, pg_url, host=NODE_B,
+               env={**env, "HELPLINE_NODE_NAME": "b"})  # fmt: skip
+    for node in (a, b):
+        node.state_dir.parent.mkdir(parents=True)
+    try:
+        a.start()
+        await until(lambda: a.ready() == 200, timeout=60)  # A starts first: A leads
+        b.start()
+        await until(lambda: bool(logged(b, "service_started")), timeout=60)
+        await asyncio.sleep(1.5)  # B has tried the lock (every second) and found it taken
+        await assert_standby(b)
+        assert (await asyncio.to_thread(options_status, a))[0] == 200
+
+        async with AsyncPjsuaPhone("vera") as phone:
+            await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            assert await phone.register(NODE_A, a.sip_port, "vera", PASSWORD) == 200
+            assert await phone.make_call(f"sip:*1@{a.target}") == 200
+            assert await phone.wait_disconnected(timeout=20) == 200
+            logged_in = time.monotonic()
+            while not await stored(pg_url):
+                assert time.monotonic() - logged_in < 5, "not written behind within 5 s"
+                await asyncio.sleep(0.02)
+            written = time.monotonic() - logged_in
+
+            a.send(signal.SIGKILL)
+            killed = time.monotonic()
+            a.wait_exit(10)
+            await until(lambda: b.ready() == 200, timeout=TAKEOVER_LIMIT + 5)
+            took = time.monotonic() - killed
+            assert took <= TAKEOVER_LIMIT, f"the standby took {took:.1f} s\n{b.describe()}"
+            [takeover] = logged(b, "takeover")
+            assert (takeover["on_shift"], takeover["handsets"], takeover["calls_lost"]) == (
+                1, 1, 0,
+            ), takeover  # fmt: skip
+            assert (await asyncio.to_thread(options_status, b))[0] == 200
+
+            # A carrier's call to B (press 1: the Dutch queue) rings the volunteer's handset,
+            # which registered at A and has not sent anything since.
+            call = asyncio.create_task(
+                run_sipp_async(
+                    "uac_call_key_wait_bye", b.target, service="09000767",
+                    keys={"bye_within_ms": "40000"}, timeout_s=60,
+                )
+            )  # fmt: skip
+            try:
+                incoming = await phone.wait_incoming(timeout=30)
+            except Exception:
+                call.cancel()
+                raise AssertionError(f"not rung; B said {b.describe()}") from None
+            assert '"Hulplijn NL"' in incoming.remote_uri
+            await phone.answer(200)
+            await asyncio.sleep(1.0)
+            await phone.hangup()
+            result = await call
+            assert result.ok, f"{b.describe()}\n{result.describe()}"
+
+            # A comes back while B holds the lease: it stays standby.
+            a.start()
+            await until(lambda: bool(logged(a, "service_started")), timeout=60)
+            await asyncio.sleep(2.5)  # a few tries of the lock
+            await assert_standby(a)
+            assert b.ready() == 200
+    finally:
+        a.stop()
+        b.stop()
+    names = [e["event"] for e in b.events()]
+    # nothing came from the handset to B: its binding was taken over, not renewed
+    assert "registration" not in names[: names.index("inbound_call")]
+    assert not logged(a, "lease_acquired", 2)
+    print(f"written behind {written:.2f} s after login; standby took over in {took:.2f} s")
