@@ -44,10 +44,9 @@ async def first_answered_call(cluster: Cluster, killed: float) -> tuple[float, f
     while True:
         caller: SippProcess = cluster.call()
         try:
-            phone = await cluster.rung(timeout=2.0)
-            if phone is None and caller.proc.poll() is None:
-                phone = await cluster.rung(timeout=15.0)
+            phone = await cluster.rung(30.0, caller)
             if phone is None:
+                await asyncio.sleep(0.2)  # refused (503/408): the carrier tries again
                 continue
             rung = time.monotonic() - killed
             await phone.answer(200)

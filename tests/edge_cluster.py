@@ -93,14 +93,19 @@ class Cluster:
             timeout_s=bye_within_ms / 1000 + 30,
         )  # fmt: skip
 
-    async def rung(self, timeout: float) -> AsyncPjsuaPhone | None:
-        """The handset that gets the next new INVITE within `timeout` s (None: none did)."""
+    async def rung(
+        self, timeout: float, caller: SippProcess | None = None
+    ) -> AsyncPjsuaPhone | None:
+        """The handset that gets the next new INVITE within `timeout` s; None if none did, or
+        if `caller` ended first (refused: no node took the call)."""
         counts = {id(p): len(p.events("incoming")) for p in self.phones}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for p in self.phones:
                 if len(p.events("incoming")) > counts[id(p)]:
                     return p
+            if caller is not None and caller.proc.poll() is not None:
+                return None
             await asyncio.sleep(0.02)
         return None
 
