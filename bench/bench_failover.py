@@ -7,7 +7,8 @@ through Kamailio (tests/edge_cluster.py). Each round kills the leader, has the c
 through Kamailio every ~2 s (a call refused with 503 while nobody leads is retried) until the
 handset rings, answers it and hangs up, then starts the killed node again (it comes back as
 standby) before the next round kills the new leader. Printed per round: seconds to the ring
-and to the answer; then the median. Asserts nothing; the machine is shared, so figures are
+and to the answer; then the median. The ring includes about 1 s of IVR (the caller is answered,
+hears the welcome and presses 1 a second later); the node failover itself is the rest. Asserts nothing; the machine is shared, so figures are
 noisy.
 
     .venv/bin/python bench/bench_failover.py [--rounds 3]
