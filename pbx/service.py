@@ -132,7 +132,7 @@ class HelplineService:
             self.stack, self.registrar, self.trunk, self.app, max_dialogs=s.max_dialogs,
             trunk_reserved_dialogs=s.trunk_reserved_dialogs,
             refusing=lambda: self.drain.refusing(),
-            edge=EdgeProxies.build(s.edge_proxies, self.admission) if s.edge_proxies else None,
+            edge=EdgeProxies.build(s.edge_proxies, self.admission),  # none: strips their headers
             standby=lambda: None if self.ha is None else self.ha.refusing(),
         )  # fmt: skip
         self.drain = Drain(

@@ -158,3 +158,25 @@ def invite(sender: RawHandset, node: tuple[str, int], extra: str) -> str:
         f"Contact: <sip:c@{sender.host}:{sender.port}>\nMax-Forwards: 70\n{extra}"
         f"Content-Type: application/sdp\nContent-Length: {body_length(body)}\n\n{body}"
     )
+
+
+async def test_without_an_edge_a_handsets_path_is_not_followed(
+    make_helpline: MakeHelpline,
+) -> None:
+    """The single-process default: a Path a handset puts on its REGISTER is dropped, and the
+    node calls it at the address its REGISTER came from, as before."""
+    async with make_helpline() as helpline:
+        await helpline.add_volunteer("yara", PASSWORD)
+        handset = RawHandset(HANDSET_HOST)
+        try:
+            answer = await asyncio.to_thread(
+                handset.register, (helpline.host, helpline.port), "yara", PASSWORD,
+                contact_port=handset.port, extra="Path: <sip:127.0.0.9:5060;lr>\n",
+            )  # fmt: skip
+        finally:
+            handset.close()
+        assert answer.startswith("SIP/2.0 200") and "Path:" not in answer
+        service = helpline.service
+        (binding,) = service.registrar.contacts("yara", service.switchboard.wall_clock())
+        assert binding.path == ()
+        assert (binding.next_hop.host, binding.next_hop.port) == (HANDSET_HOST, handset.port)
