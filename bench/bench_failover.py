@@ -4,12 +4,12 @@ answered by a volunteer via the other node (issue 10).
 Kamailio (deploy/kamailio/kamailio.cfg) on 127.0.0.1, node A on 127.0.0.11 and node B on
 127.0.0.12 over one embedded PostgreSQL, one volunteer's PJSIP handset registered and on shift
 through Kamailio (tests/edge_cluster.py). Each round kills the leader, has the carrier call
-through Kamailio every ~2 s (a call refused with 503 while nobody leads is retried) until the
+through Kamailio (a call refused with 503 or 408 while nobody leads is retried) until the
 handset rings, answers it and hangs up, then starts the killed node again (it comes back as
 standby) before the next round kills the new leader. Printed per round: seconds to the ring
 and to the answer; then the median. The ring includes about 1 s of IVR (the caller is answered,
-hears the welcome and presses 1 a second later); the node failover itself is the rest. Asserts nothing; the machine is shared, so figures are
-noisy.
+hears the welcome and presses 1 a second later); the node failover itself is the rest.
+Asserts nothing; the machine is shared, so figures are noisy.
 
     .venv/bin/python bench/bench_failover.py [--rounds 3]
 """
