@@ -71,6 +71,7 @@ class HighAvailability:
         self.losses = 0
         self.calls_lost = 0  # calls in progress on a dead leader, counted at our takeover
         self._wake = asyncio.Event()
+        self._leader_seen: str | None = None  # the other node leading, as last logged
         metrics.live("helpline_ha_leader", "1 while this node holds the lease and distributes "
                      "calls, 0 on standby", lambda: 1.0 if self.serving else 0.0)  # fmt: skip
         metrics.live("helpline_ha_takeovers", "Times this node took the lease over",
@@ -118,6 +119,8 @@ class HighAvailability:
                     more = self.lease.failed(action.attempt, type(exc).__name__, self.clock())
                 else:
                     more = self.lease.lock_answered(action.attempt, acquired, self.clock())
+                    if not acquired:
+                        await self._standing_by()
                 await self._apply(more)
             elif isinstance(action, CheckLease):
                 try:
@@ -137,8 +140,11 @@ class HighAvailability:
         for action in actions:
             if isinstance(action, StandDown):
                 self.serving = False
-                self.losses += 1
-                log.warning("lease_lost", node=self.node, reason=action.reason)
+                if action.reason == "stopping":
+                    log.info("lease_released", node=self.node)
+                else:
+                    self.losses += 1
+                    log.warning("lease_lost", node=self.node, reason=action.reason)
                 self._stand_down(action.reason)
             elif isinstance(action, DropConnection):
                 self.connection.drop()
@@ -151,9 +157,20 @@ class HighAvailability:
         except Exception:  # what could be read is in place; serving beats a dead line
             log.exception("takeover_incomplete", node=self.node)
         if self.lease.leading:  # not lost meanwhile
+            self._leader_seen = self.node
             self.serving = True
             self.takeovers += 1
             log.info("leading", node=self.node, seconds=round(time.monotonic() - started, 3))
+
+    async def _standing_by(self) -> None:
+        """Log once which node leads while this one stands by (and again when that changes)."""
+        try:
+            leader = await self.connection.leader(self.lease.timing.check_timeout)
+        except Exception:
+            return
+        if leader != self._leader_seen:
+            self._leader_seen = leader
+            log.info("standby", node=self.node, leader=leader)
 
     def _connection_closed(self) -> None:
         self._apply_now(self.lease.connection_closed(self.clock()))

@@ -261,6 +261,9 @@ class HelplineService:
             self.roster, self.registrar, shifts, self._usable_bindings(rows), self.profiles,
             wrap_up_for=self._wrap_up_for, now=now,
         )  # fmt: skip
+        for v in adopted.restored:
+            log.info("shift_restored", user=v.username, state=v.state.value,
+                     registered=v.registered)  # fmt: skip
         self._save_shifts(adopted.restored)
         self._bindings_dirty = True
         self.ha.calls_lost += adopted.lost_calls

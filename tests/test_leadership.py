@@ -15,13 +15,15 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 
 from ivr.loader import DEFAULT_PLAN
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port, run_sipp_async
+from tests.peers.sipp import find_free_port, run_sipp_async, start_sipp
 from tests.polling import until
 from tests.served import Served, fresh_volunteers
 from tests.service_fixture import HANDSET_HOST
@@ -92,11 +94,12 @@ async def assert_standby(served: Served) -> None:
     assert "Retry-After: 5" in refused.received("SIP/2.0 503")[0]
 
 
-async def test_the_standby_takes_over_when_the_leader_is_killed(
-    tmp_path: Path, pg_url: str
-) -> None:
+@asynccontextmanager
+async def two_nodes(
+    tmp_path: Path, pg_url: str, plan: Path
+) -> AsyncIterator[tuple[Served, Served]]:
+    """Node A leading and node B standing by, over the test's PostgreSQL, with vera."""
     await fresh_volunteers(pg_url, tmp_path, "vera", password=PASSWORD)
-    plan = without_wrap_up(DEFAULT_PLAN, tmp_path / "dialplan.yaml")
     env = {"HELPLINE_VOLUNTEER_WHISPER": "", "HELPLINE_HA_LEASE": "true"}
     a = Served(tmp_path / "a" / "state", plan, pg_url, host=NODE_A,
                env={**env, "HELPLINE_NODE_NAME": "a"})  # fmt: skip
@@ -108,65 +111,175 @@ async def test_the_standby_takes_over_when_the_leader_is_killed(
         a.start()
         await until(lambda: a.ready() == 200, timeout=60)  # A starts first: A leads
         b.start()
-        await until(lambda: bool(logged(b, "service_started")), timeout=60)
-        await asyncio.sleep(1.5)  # B has tried the lock (every second) and found it taken
-        await assert_standby(b)
-        assert (await asyncio.to_thread(options_status, a))[0] == 200
-
-        async with AsyncPjsuaPhone("vera") as phone:
-            await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
-            assert await phone.register(NODE_A, a.sip_port, "vera", PASSWORD) == 200
-            assert await phone.make_call(f"sip:*1@{a.target}") == 200
-            assert await phone.wait_disconnected(timeout=20) == 200
-            logged_in = time.monotonic()
-            while not await stored(pg_url):
-                assert time.monotonic() - logged_in < 5, "not written behind within 5 s"
-                await asyncio.sleep(0.02)
-            written = time.monotonic() - logged_in
-
-            a.send(signal.SIGKILL)
-            killed = time.monotonic()
-            a.wait_exit(10)
-            await until(lambda: b.ready() == 200, timeout=TAKEOVER_LIMIT + 5)
-            took = time.monotonic() - killed
-            assert took <= TAKEOVER_LIMIT, f"the standby took {took:.1f} s\n{b.describe()}"
-            [takeover] = logged(b, "takeover")
-            assert (takeover["on_shift"], takeover["handsets"], takeover["calls_lost"]) == (
-                1, 1, 0,
-            ), takeover  # fmt: skip
-            assert (await asyncio.to_thread(options_status, b))[0] == 200
-
-            # A carrier's call to B (press 1: the Dutch queue) rings the volunteer's handset,
-            # which registered at A and has not sent anything since.
-            call = asyncio.create_task(
-                run_sipp_async(
-                    "uac_call_key_wait_bye", b.target, service="09000767",
-                    keys={"bye_within_ms": "40000"}, timeout_s=60,
-                )
-            )  # fmt: skip
-            try:
-                incoming = await phone.wait_incoming(timeout=30)
-            except Exception:
-                call.cancel()
-                raise AssertionError(f"not rung; B said {b.describe()}") from None
-            assert '"Hulplijn NL"' in incoming.remote_uri
-            await phone.answer(200)
-            await asyncio.sleep(1.0)
-            await phone.hangup()
-            result = await call
-            assert result.ok, f"{b.describe()}\n{result.describe()}"
-
-            # A comes back while B holds the lease: it stays standby.
-            a.start()
-            await until(lambda: bool(logged(a, "service_started")), timeout=60)
-            await asyncio.sleep(2.5)  # a few tries of the lock
-            await assert_standby(a)
-            assert b.ready() == 200
+        await until(lambda: [e["leader"] for e in logged(b, "standby")] == ["a"], timeout=60)
+        yield a, b
     finally:
         a.stop()
         b.stop()
+
+
+async def on_shift_at(phone: AsyncPjsuaPhone, node: Served) -> None:
+    """The handset registers at `node` and its volunteer logs in there with *1."""
+    await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+    assert await phone.register(node.host, node.sip_port, "vera", PASSWORD) == 200
+    assert await phone.make_call(f"sip:*1@{node.target}") == 200
+    assert await phone.wait_disconnected(timeout=20) == 200
+
+
+async def rung_and_answered(phone: AsyncPjsuaPhone, node: Served) -> None:
+    """A carrier's call to `node` (press 1: the Dutch queue) rings the volunteer's handset;
+    the volunteer answers, talks a second and hangs up."""
+    call = asyncio.create_task(
+        run_sipp_async(
+            "uac_call_key_wait_bye", node.target, service="09000767",
+            keys={"bye_within_ms": "40000"}, timeout_s=60,
+        )
+    )  # fmt: skip
+    try:
+        incoming = await phone.wait_incoming(timeout=30)
+    except Exception:
+        call.cancel()
+        raise AssertionError(f"not rung; the node said {node.describe()}") from None
+    assert '"Hulplijn NL"' in incoming.remote_uri
+    await phone.answer(200)
+    await asyncio.sleep(1.0)
+    await phone.hangup()
+    result = await call
+    assert result.ok, f"{node.describe()}\n{result.describe()}"
+
+
+async def test_the_standby_takes_over_when_the_leader_is_killed(
+    tmp_path: Path, pg_url: str
+) -> None:
+    plan = without_wrap_up(DEFAULT_PLAN, tmp_path / "dialplan.yaml")
+    async with two_nodes(tmp_path, pg_url, plan) as (a, b), AsyncPjsuaPhone("vera") as phone:
+        await assert_standby(b)
+        assert (await asyncio.to_thread(options_status, a))[0] == 200
+        await on_shift_at(phone, a)
+        logged_in = time.monotonic()
+        while not await stored(pg_url):
+            assert time.monotonic() - logged_in < 5, "not written behind within 5 s"
+            await asyncio.sleep(0.02)
+        written = time.monotonic() - logged_in
+
+        a.send(signal.SIGKILL)
+        killed = time.monotonic()
+        a.wait_exit(10)
+        await until(lambda: b.ready() == 200, timeout=TAKEOVER_LIMIT + 5)
+        took = time.monotonic() - killed
+        assert took <= TAKEOVER_LIMIT, f"the standby took {took:.1f} s\n{b.describe()}"
+        [takeover] = logged(b, "takeover")
+        assert (takeover["on_shift"], takeover["handsets"], takeover["calls_lost"]) == (
+            1, 1, 0,
+        ), takeover  # fmt: skip
+        assert (await asyncio.to_thread(options_status, b))[0] == 200
+
+        # A carrier's call to B rings the volunteer's handset, which registered at A and
+        # has not sent anything since.
+        await rung_and_answered(phone, b)
+
+        # A comes back while B holds the lease: it stays standby.
+        a.start()
+        await until(lambda: bool(logged(a, "service_started")), timeout=60)
+        await asyncio.sleep(2.5)  # a few tries of the lock
+        await assert_standby(a)
+        assert b.ready() == 200
+        assert [e["leader"] for e in logged(a, "standby", 2)] == ["b"]
     names = [e["event"] for e in b.events()]
     # nothing came from the handset to B: its binding was taken over, not renewed
     assert "registration" not in names[: names.index("inbound_call")]
     assert not logged(a, "lease_acquired", 2)
     print(f"written behind {written:.2f} s after login; standby took over in {took:.2f} s")
+
+
+def with_wrap_up(plan: Path, into: Path, seconds: int) -> Path:
+    """A copy of `plan` whose queues give volunteers `seconds` of wrap-up after a call."""
+    without_wrap_up(plan, into)
+    into.write_text(into.read_text().replace("wrap_up: 0\n", f"wrap_up: {seconds}\n"))
+    return into
+
+
+async def shift_state(pg_url: str) -> str | None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        state = await conn.fetchval("select state from shifts where username = 'vera'")
+    finally:
+        await conn.close()
+    return str(state) if state is not None else None
+
+
+def calls_lost(served: Served) -> float | None:
+    url = f"http://127.0.0.1:{served.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("helpline_ha_calls_lost_total "):
+                return float(line.split()[1])
+    return None
+
+
+async def test_a_call_lost_with_the_leader_is_counted_and_its_volunteer_comes_back(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """vera is in a call on A when A is killed: B counts the lost call, puts vera in the
+    wrap-up the call's end would have given her, and then offers her the next call."""
+    plan = with_wrap_up(DEFAULT_PLAN, tmp_path / "dialplan.yaml", 2)
+    async with two_nodes(tmp_path, pg_url, plan) as (a, b), AsyncPjsuaPhone("vera") as phone:
+        await on_shift_at(phone, a)
+        await asyncio.sleep(2.5)  # the wrap-up of the *1 call, if any, is over
+        with start_sipp(
+            "uac_call_key_wait_bye", a.target, service="09000767",
+            keys={"bye_within_ms": "60000"}, timeout_s=70,
+        ):  # fmt: skip
+            await phone.wait_incoming(timeout=30)
+            await phone.answer(200)
+            for _ in range(100):  # the leader wrote her state behind
+                if await shift_state(pg_url) == "in_call":
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"not in_call in the database; A said {a.describe()}")
+            a.send(signal.SIGKILL)
+            a.wait_exit(10)
+            await until(lambda: b.ready() == 200, timeout=TAKEOVER_LIMIT + 5)
+        await phone.hangup()  # the handset notices nothing; its volunteer hangs up
+        [takeover] = logged(b, "takeover")
+        assert (takeover["on_shift"], takeover["calls_lost"]) == (1, 1), takeover
+        assert calls_lost(b) == 1.0
+        # in wrap-up at B (as after any call), then available again, and rung
+        states = [(e["user"], e["state"]) for e in logged(b, "shift_restored")]
+        assert states == [("vera", "wrap_up")], states
+        await until(lambda: bool(logged(b, "volunteer_state")), timeout=10)
+        ended = [e for e in logged(b, "volunteer_state") if e["kind"] == "wrap_up_ended"]
+        assert [e["user"] for e in ended] == ["vera"], b.describe()
+        await rung_and_answered(phone, b)
+
+
+async def test_a_leader_that_loses_its_lease_connection_stands_down_before_another_leads(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The database ends the leader's lease session (as a failover of the database, a network
+    cut or an administrator would): the leader stops serving at once, and exactly one node
+    leads afterwards, never both."""
+    plan = without_wrap_up(DEFAULT_PLAN, tmp_path / "dialplan.yaml")
+    async with two_nodes(tmp_path, pg_url, plan) as (a, b):
+        conn = await asyncpg.connect(pg_url)
+        try:
+            ended = await conn.fetchval(
+                "select count(pg_terminate_backend(pid)) from pg_stat_activity"
+                " where application_name = 'helpline-lease:a'"
+            )
+        finally:
+            await conn.close()
+        assert ended == 1
+        await until(lambda: bool(logged(a, "lease_lost")), timeout=5)
+        await until(lambda: bool(logged(b, "leading") or len(logged(a, "leading")) == 2), 10)
+        await asyncio.sleep(1.5)  # the other node has tried the lock again meanwhile
+        readiness = sorted([ready_text(a), ready_text(b)], key=lambda r: r[0] or 0)
+        assert readiness == [(200, "serving"), (503, "standby")], readiness
+        [lost] = logged(a, "lease_lost")
+        assert lost["reason"] == "connection_closed"
+        # the old leader stood down before anyone (itself again, or B) took the lease
+        acquired = sorted(
+            str(e["timestamp"]) for e in logged(a, "lease_acquired") + logged(b, "lease_acquired")
+        )
+        assert len(acquired) == 2 and acquired[0] < str(lost["timestamp"]) < acquired[1]
