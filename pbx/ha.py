@@ -8,7 +8,9 @@ database, and re-reads the shared picture (registrations, shifts) every `refresh
 
 On acquiring the lease the service's `take_over` re-reads that picture and only then does the
 node serve. Losing it (connection closed, a check failed or unanswered) calls `stand_down`
-at once, before the dedicated connection is dropped and tried again.
+at once, before the dedicated connection is dropped and tried again. A planned stop retires
+the lease (`retire`): the standby takes new calls within a retry while this node finishes its
+own, and sees that it does (`pbx.takeover`: its volunteers are busy elsewhere, not lost).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pbx.leadership import (
     Role,
     StandDown,
     TryLock,
+    Unlock,
 )
 from pbx.metrics import Metrics
 
@@ -54,7 +57,7 @@ class HighAvailability:
         *,
         take_over: Callable[[], Awaitable[None]],  # re-read the shared state; then we serve
         stand_down: Callable[[str], None],  # stop what only the leader does, now
-        refresh: Callable[[], Awaitable[None]],  # a standby's periodic re-read
+        refresh: Callable[[bool], Awaitable[None]],  # periodic re-read (arg: leading)
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -71,6 +74,7 @@ class HighAvailability:
         self.losses = 0
         self.calls_lost = 0  # calls in progress on a dead leader, counted at our takeover
         self._wake = asyncio.Event()
+        self._queued: list[Action] = []  # decided outside the loop, done by it (in order)
         self._leader_seen: str | None = None  # the other node leading, as last logged
         metrics.live("helpline_ha_leader", "1 while this node holds the lease and distributes "
                      "calls, 0 on standby", lambda: 1.0 if self.serving else 0.0)  # fmt: skip
@@ -90,15 +94,15 @@ class HighAvailability:
         return self.lease.role
 
     async def run(self) -> None:
-        refresher = asyncio.create_task(self._refresh_while_standby())
+        refresher = asyncio.create_task(self._refresh_periodically())
         try:
             while True:
-                await self._apply(self.lease.poll(self.clock()))
+                queued, self._queued = self._queued, []
+                await self._apply(queued + self.lease.poll(self.clock()))
                 wake = self.lease.next_wakeup()
-                if wake is None:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, wake - self.clock()))
+                timeout = None if wake is None else max(0.0, wake - self.clock())
+                with contextlib.suppress(TimeoutError):  # retired: only queued work is left
+                    await asyncio.wait_for(self._wake.wait(), timeout)
                 self._wake.clear()
         finally:
             refresher.cancel()
@@ -107,6 +111,13 @@ class HighAvailability:
     def stop(self) -> None:
         """Give the lease up (a planned stop): the standby takes over within a retry."""
         self._apply_now(self.lease.stop())
+        self._wake.set()
+
+    def retire(self) -> None:
+        """A planned stop: hand the lease over now, keep the session while calls finish."""
+        actions = self.lease.retire()
+        self._apply_now([a for a in actions if isinstance(a, StandDown)])
+        self._queued += [a for a in actions if not isinstance(a, StandDown)]
         self._wake.set()
 
     async def _apply(self, actions: list[Action]) -> None:
@@ -132,6 +143,13 @@ class HighAvailability:
                 await self._apply(more)
             elif isinstance(action, Lead):
                 await self._lead()
+            elif isinstance(action, Unlock):
+                try:
+                    await asyncio.wait_for(self.connection.retire(timeout), timeout)
+                    log.info("lease_handed_over", node=self.node)
+                except Exception as exc:  # then the session goes, and the lock with it
+                    log.warning("lease_release_failed", error=type(exc).__name__)
+                    self.connection.drop()
             else:
                 self._apply_now([action])
 
@@ -140,8 +158,8 @@ class HighAvailability:
         for action in actions:
             if isinstance(action, StandDown):
                 self.serving = False
-                if action.reason == "stopping":
-                    log.info("lease_released", node=self.node)
+                if action.reason in ("stopping", "draining"):
+                    log.info("lease_released", node=self.node, reason=action.reason)
                 else:
                     self.losses += 1
                     log.warning("lease_lost", node=self.node, reason=action.reason)
@@ -176,12 +194,10 @@ class HighAvailability:
         self._apply_now(self.lease.connection_closed(self.clock()))
         self._wake.set()
 
-    async def _refresh_while_standby(self) -> None:
+    async def _refresh_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_interval)
-            if self.lease.leading:
-                continue
             try:
-                await self._refresh()
+                await self._refresh(self.serving)
             except Exception as exc:
-                log.warning("standby_refresh_failed", error=type(exc).__name__)
+                log.warning("shared_state_refresh_failed", error=type(exc).__name__)

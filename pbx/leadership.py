@@ -14,6 +14,10 @@ This module decides; `pbx.ha` does the I/O. Time is passed in, decisions come ba
               closed--> STANDBY (+ StandDown first: stop offering calls at once,
               then DropConnection: the lock goes with the session)
 
+A planned stop (drain) retires the lease: the leader stands down and gives the lock back at
+once (Unlock) but keeps its session, so that the node taking over sees it still alive and
+carrying calls; it tries no more.
+
 Every try and check carries an attempt number; an answer to an attempt given up on (timed
 out, or overtaken by a lost connection) counts for nothing.
 """
@@ -67,7 +71,12 @@ class DropConnection:
     """Close the dedicated connection (a lock it may still hold goes with the session)."""
 
 
-Action = TryLock | CheckLease | Lead | StandDown | DropConnection
+@dataclass(frozen=True)
+class Unlock:
+    """Give the lock back, keep the session, say this node drains (it still carries calls)."""
+
+
+Action = TryLock | CheckLease | Lead | StandDown | DropConnection | Unlock
 
 
 class Lease:
@@ -142,6 +151,21 @@ class Lease:
     def stop(self) -> list[Action]:
         """The node stops: give the lease up (the standby takes over) and try no more."""
         actions = self._lost(0.0, "stopping")
+        self._stopped = True
+        return actions
+
+    def retire(self) -> list[Action]:
+        """A planned stop with calls to finish: stand down and hand the lock over now, keep
+        the connection, try no more."""
+        if self._stopped:
+            return []
+        actions: list[Action] = []
+        if self.leading:
+            self.role = Role.STANDBY
+            actions.append(StandDown("draining"))
+        actions.append(Unlock())
+        self._attempt += 1
+        self._asked_at = None
         self._stopped = True
         return actions
 

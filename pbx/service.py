@@ -28,6 +28,7 @@ from pbx.calls.dispatcher import Dispatcher
 from pbx.config import Settings
 from pbx.db.database import Database, open_database
 from pbx.db.events import event_op
+from pbx.db.lease import draining_nodes
 from pbx.db.registrations import RegistrationRepository, StoredBinding, delete_op, save_op
 from pbx.db.shifts import ShiftRepository, StoredShift
 from pbx.db.shifts import save_op as shift_save_op
@@ -54,7 +55,7 @@ from pbx.sip.transport import TransportLimits
 from pbx.sip.trunk import TrunkPolicy
 from pbx.sip.uri import parse_sip_uri
 from pbx.switchboard import CallApplication, Switchboard
-from pbx.takeover import adopt
+from pbx.takeover import IN_A_CALL, adopt, settle
 from queues.roster import Roster, Volunteer, VolunteerState
 
 log = structlog.get_logger("pbx.service")
@@ -81,6 +82,8 @@ class HelplineService:
         )
         self._leader_tasks: list[asyncio.Task[None]] = []  # expiry sweep, keepalive
         self._shared_state: tuple[list[StoredShift], list[StoredBinding]] = ([], [])
+        self._elsewhere: set[str] = set()  # in a call on a node that drains (pbx/takeover.py)
+        self._carried: set[str] = set()  # in a call here when this node stood down
         self.ha = self._high_availability()  # None: one node, it always leads
         self.dispatcher = Dispatcher(
             self.roster, on_change=self.drain_roster_events, offering=self._leading
@@ -135,7 +138,9 @@ class HelplineService:
         )  # fmt: skip
         self.drain = Drain(
             self.switchboard.legs, self.dispatcher, s.drain_timeout,
-            overflow_waiting=s.drain_waiting == "overflow", retry_after=s.drain_retry_after,
+            # with a lease, callers waiting here go to the overflow: the standby leads now
+            overflow_waiting=s.drain_waiting == "overflow" or s.ha_lease,
+            retry_after=s.drain_retry_after, on_start=self._draining,
         )  # fmt: skip
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -182,6 +187,8 @@ class HelplineService:
 
     async def stop(self) -> None:
         if self.ha is not None:
+            if self.writer is not None:  # the ends of calls carried here, before the lease goes
+                await self.writer.flush(2.0)
             self.ha.stop()  # give the lease up first: the standby takes over at once
         for task in self._tasks + self._leader_tasks:
             task.cancel()
@@ -228,7 +235,14 @@ class HelplineService:
             asyncio.create_task(self.keepalive.run()),
         ]
 
+    def _draining(self) -> None:
+        """A planned stop: the standby takes new calls at once while this node finishes its
+        own (its volunteers stay busy there until their calls end here)."""
+        if self.ha is not None:
+            self.ha.retire()
+
     def _stand_down(self, reason: str) -> None:
+        self._carried = {v.username for v in self.roster.volunteers() if v.state in IN_A_CALL}
         for task in self._leader_tasks:
             task.cancel()
         self._leader_tasks = []
@@ -240,9 +254,48 @@ class HelplineService:
         bindings = await RegistrationRepository(self.db.pool).load_active(datetime.now(UTC))
         return await ShiftRepository(self.db.pool).load_all(), bindings
 
-    async def _refresh_shared_state(self) -> None:
-        """A standby's picture, kept fresh so that a takeover has one even if a read fails."""
-        self._shared_state = await asyncio.wait_for(self._read_shared_state(), 5.0)
+    async def _refresh_shared_state(self, leading: bool) -> None:
+        """A standby's picture, kept fresh so that a takeover has one even if a read fails;
+        the leader's look at what other nodes wrote (pbx/ha.py)."""
+        if not leading:
+            self._shared_state = await asyncio.wait_for(self._read_shared_state(), 5.0)
+            return
+        if self.db is None or self.ha is None:
+            return
+        if self._elsewhere:  # volunteers in a call on a draining node: over there yet?
+            shifts = await asyncio.wait_for(ShiftRepository(self.db.pool).load_all(), 5.0)
+            draining = await draining_nodes(self.db.pool, 5.0)
+            settled = settle(
+                self.roster, self.registrar, shifts, self._elsewhere, self.profiles,
+                wrap_up_for=self._wrap_up_for, now=time.time(), calls_elsewhere=bool(draining),
+            )  # fmt: skip
+            self._elsewhere = settled.elsewhere
+            self.ha.calls_lost += settled.lost_calls
+            for v in settled.restored:
+                log.info("shift_settled", user=v.username, state=v.state.value,
+                         calls_lost=settled.lost_calls)  # fmt: skip
+            self._save_shifts(settled.restored)
+            self.dispatcher.kick()
+        await self._take_newer_bindings()
+
+    async def _take_newer_bindings(self) -> None:
+        """REGISTERs another node took (a proxy may send one there while this node leads):
+        a binding stored with a later expiry than ours is taken, so that our expiry sweep
+        never deletes a handset that refreshed there. Our own changes are written first."""
+        if self.db is None or (self.writer is not None and not await self.writer.flush(1.0)):
+            return
+        repo = RegistrationRepository(self.db.pool)
+        rows = await asyncio.wait_for(repo.load_active(datetime.now(UTC)), 5.0)
+        newer = []
+        for row in rows:
+            known = self.registrar.bindings.get(row.aor, {}).get(row.contact_uri)
+            if known is None or row.expires_at.timestamp() > known.expires_at + 1.0:
+                newer.append(row)
+        for binding in self._usable_bindings(newer):
+            self.registrar.restore(binding)
+            log.info("registration_taken", user=binding.username)
+            self._registration_seen_by_roster(Change.REFRESHED, binding)
+            self._bindings_dirty = True
 
     async def _take_over(self) -> None:
         """The lease is ours: the shared database's registrations and shifts replace this
@@ -255,12 +308,17 @@ class HelplineService:
             self._shared_state = await asyncio.wait_for(self._read_shared_state(), 3.0)
         except Exception as exc:  # the last picture read while standing by
             log.error("takeover_read_failed", error=type(exc).__name__)
+        try:  # a node that handed the lease over to drain still carries its calls
+            draining = await draining_nodes(self.db.pool, 2.0) if self.db is not None else []
+        except Exception as exc:
+            draining = []
+            log.error("takeover_read_failed", error=type(exc).__name__)
         shifts, rows = self._shared_state
-        now = time.time()
         adopted = adopt(
             self.roster, self.registrar, shifts, self._usable_bindings(rows), self.profiles,
-            wrap_up_for=self._wrap_up_for, now=now,
+            wrap_up_for=self._wrap_up_for, now=time.time(), calls_elsewhere=bool(draining),
         )  # fmt: skip
+        self._elsewhere, self._carried = adopted.elsewhere, set()
         for v in adopted.restored:
             log.info("shift_restored", user=v.username, state=v.state.value,
                      registered=v.registered)  # fmt: skip
@@ -271,6 +329,7 @@ class HelplineService:
             "takeover", node=self.ha.node, on_shift=len(adopted.restored),
             handsets=sum(len(b) for b in self.registrar.bindings.values()),
             calls_lost=adopted.lost_calls, calls_kept=adopted.kept,
+            calls_elsewhere=len(adopted.elsewhere), draining=draining,
         )  # fmt: skip
         self._start_leader_tasks()
         self.dispatcher.kick()
@@ -343,6 +402,16 @@ class HelplineService:
                      registered=v.registered)  # fmt: skip
         self._save_shifts(restored)  # a ringing or talking volunteer's state changed
 
+    def _shifts_to_write(self, volunteers: list[Volunteer]) -> list[Volunteer]:
+        """The leader writes the shifts, except of volunteers busy on a draining node (that
+        node writes their call's end); a node not leading writes only the ends of the calls
+        it still carries (a standby's roster is a copy)."""
+        if self.ha is not None and self.ha.lease.leading:
+            return [v for v in volunteers if v.username not in self._elsewhere]
+        carried = [v for v in volunteers if v.username in self._carried]
+        self._carried -= {v.username for v in carried if v.state not in IN_A_CALL}
+        return carried
+
     def _usable_bindings(self, rows: list[StoredBinding]) -> list[Binding]:
         now, usable = time.time(), []
         for row in rows:
@@ -368,8 +437,8 @@ class HelplineService:
         return max((q.wrap_up for q in queues if v.serves(q.language, q.skill)), default=0.0)
 
     def _save_shifts(self, volunteers: list[Volunteer]) -> None:
-        if self.ha is not None and not self.ha.lease.leading:
-            return  # a standby's roster is a copy: the leader writes the shifts
+        if self.ha is not None:
+            volunteers = self._shifts_to_write(volunteers)
         for row in self.restart_state.shifts_changed(volunteers, time.time()):
             if self.writer is not None:
                 self.writer.submit(shift_save_op(row))

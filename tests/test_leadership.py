@@ -283,3 +283,76 @@ async def test_a_leader_that_loses_its_lease_connection_stands_down_before_anoth
             str(e["timestamp"]) for e in logged(a, "lease_acquired") + logged(b, "lease_acquired")
         )
         assert len(acquired) == 2 and acquired[0] < str(lost["timestamp"]) < acquired[1]
+
+
+def waiting_callers(served: Served) -> float:
+    url = f"http://127.0.0.1:{served.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        lines = resp.read().decode().splitlines()
+    return sum(
+        float(line.split()[-1]) for line in lines if line.startswith("helpline_queue_waiting{")
+    )
+
+
+async def test_a_planned_stop_hands_the_lease_over_and_no_volunteer_gets_two_calls(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """SIGTERM on the leader while its volunteer talks: the standby takes new calls at once;
+    the caller who rings it then waits while the volunteer still talks on the draining node,
+    is offered to her once that call ends there, and the drained node exits."""
+    plan = without_wrap_up(DEFAULT_PLAN, tmp_path / "dialplan.yaml")
+    async with two_nodes(tmp_path, pg_url, plan) as (a, b), AsyncPjsuaPhone("vera") as phone:
+        await on_shift_at(phone, a)
+        keys = {"bye_within_ms": "60000"}
+        with start_sipp("uac_call_key_wait_bye", a.target, service="09000767", keys=keys,
+                        timeout_s=70) as first:  # fmt: skip
+            talking = await phone.wait_incoming(timeout=30)
+            await phone.answer(200)
+            for _ in range(100):
+                if await shift_state(pg_url) == "in_call":
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"not in_call in the database; A said {a.describe()}")
+            a.send(signal.SIGTERM)
+            await until(lambda: b.ready() == 200, timeout=TAKEOVER_LIMIT + 5)
+            assert ready_text(a) == (503, "draining")
+            [takeover] = logged(b, "takeover")
+            assert (takeover["calls_lost"], takeover["calls_elsewhere"]) == (0, 1), takeover
+
+            with start_sipp("uac_call_key_wait_bye", b.target, service="09000767", keys=keys,
+                            timeout_s=70) as second:  # fmt: skip
+                await until(lambda: waiting_callers(b) == 1, timeout=20)
+                await asyncio.sleep(3.0)  # B leads, a caller waits: vera is not offered it
+                assert len(phone.events("incoming")) == 1, b.describe()
+                assert waiting_callers(b) == 1
+
+                await phone.hangup(call=talking.call)  # her call on A ends
+                assert (await asyncio.to_thread(first.wait, 20)).ok
+                assert await asyncio.to_thread(a.wait_exit, 20) == 0  # drained: A exits
+                incoming = await phone.wait_incoming(timeout=20)  # and B offers her the caller
+                assert '"Hulplijn NL"' in incoming.remote_uri
+                await phone.answer(200)
+                await asyncio.sleep(1.0)
+                await phone.hangup()
+                result = await asyncio.to_thread(second.wait, 20)
+                assert result.ok, f"{b.describe()}\n{result.describe()}"
+        assert calls_lost(b) == 0.0
+    settled = [(e["user"], e["state"]) for e in logged(b, "shift_settled")]
+    assert settled == [("vera", "available")], settled
+
+
+async def test_a_handset_that_registers_at_the_standby_is_rung_by_the_leader(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A REGISTER may reach either node: the standby answers it and writes it through to the
+    shared database, and the leader takes the binding from there and rings that handset."""
+    plan = without_wrap_up(DEFAULT_PLAN, tmp_path / "dialplan.yaml")
+    async with two_nodes(tmp_path, pg_url, plan) as (a, b), AsyncPjsuaPhone("vera") as phone:
+        await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+        assert await phone.register(b.host, b.sip_port, "vera", PASSWORD) == 200
+        await until(lambda: bool(logged(a, "registration_taken")), timeout=10)
+        assert await phone.make_call(f"sip:*1@{a.target}") == 200  # the leader takes calls
+        assert await phone.wait_disconnected(timeout=20) == 200
+        await rung_and_answered(phone, a)
+        assert not logged(a, "registration")  # nothing reached A but the *1 call

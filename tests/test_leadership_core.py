@@ -16,6 +16,7 @@ from pbx.leadership import (
     Role,
     StandDown,
     TryLock,
+    Unlock,
 )
 
 TIMING = LeaseTiming(retry_interval=1.0, check_interval=1.0, check_timeout=0.5)
@@ -136,3 +137,17 @@ def test_the_lease_needs_a_shared_database_and_is_off_by_default() -> None:
         load_settings(env={**shared, "HELPLINE_HA_CHECK_TIMEOUT": "0"})
     s = load_settings(env={**shared, "HELPLINE_NODE_NAME": "a"})
     assert (s.ha_lease, s.node_name, s.ha_retry_interval) == (True, "a", 1.0)
+
+
+def test_retiring_for_a_drain_hands_the_lock_over_but_keeps_the_session() -> None:
+    lease, now = leader()
+    [check] = lease.poll(now + 1.0)
+    assert isinstance(check, CheckLease)
+    assert lease.retire() == [StandDown("draining"), Unlock()]  # no DropConnection
+    assert lease.check_answered(check.attempt, True, now + 1.01) == []  # stale now
+    assert lease.role is Role.STANDBY
+    assert lease.poll(now + 5) == [] and lease.next_wakeup() is None
+    assert lease.retire() == [] and lease.stop() == [DropConnection()]
+    standby = Lease(TIMING, 0.0)
+    assert standby.retire() == [Unlock()]  # nothing to stand down; tries no more
+    assert standby.poll(3.0) == []

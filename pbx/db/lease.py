@@ -3,7 +3,9 @@
 One connection per node, used for nothing else, so the lock lives exactly as long as the
 session: when the node dies, PostgreSQL closes the session and the lock is free for the next
 `pg_try_advisory_lock`. The connection's application_name names the node, so
-`pg_stat_activity` (and `leader()`) tell which node holds the lease.
+`pg_stat_activity` (and `leader()`) tell which node holds the lease. A node that drains gives
+the lock back but keeps the session, renamed `helpline-draining:<node>`: the node taking over
+sees (`draining_nodes`) that the calls it carries are still going on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncpg
 # "HELPLINE" in ASCII: one fixed key for every node of a deployment (a bigint).
 LEASE_KEY = 0x48454C504C494E45
 APPLICATION_PREFIX = "helpline-lease:"
+DRAINING_PREFIX = "helpline-draining:"
 
 _HELD = (
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
@@ -58,6 +61,14 @@ class LeaseConnection:
             return None
         return name.removeprefix(APPLICATION_PREFIX)
 
+    async def retire(self, timeout: float) -> None:
+        """Give the lock back and say so in the session's name; the session stays."""
+        if self._conn is None or self._conn.is_closed():
+            return
+        await self._conn.execute("SELECT pg_advisory_unlock_all()", timeout=timeout)
+        name = (DRAINING_PREFIX + self.node)[:63]
+        await self._conn.execute(f"SET application_name = '{_quoted(name)}'", timeout=timeout)
+
     def drop(self) -> None:
         """Close at once, without a goodbye that could hang: the server ends the session (and
         releases the lock) when the socket closes."""
@@ -79,3 +90,16 @@ class LeaseConnection:
         if conn is self._conn:  # not one we dropped ourselves
             self._conn = None
             self.on_closed()
+
+
+def _quoted(text: str) -> str:
+    return text.replace("'", "''")
+
+
+async def draining_nodes(pool: asyncpg.Pool, timeout: float) -> list[str]:
+    """Nodes that gave the lease up to drain and are still alive (finishing their calls)."""
+    rows = await pool.fetch(
+        "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE $1",
+        DRAINING_PREFIX + "%", timeout=timeout,
+    )  # fmt: skip
+    return [str(r["application_name"]).removeprefix(DRAINING_PREFIX) for r in rows]
