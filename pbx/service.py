@@ -81,7 +81,8 @@ class HelplineService:
             self.settings.max_missed_offers, self.settings.registration_grace
         )
         self._leader_tasks: list[asyncio.Task[None]] = []  # expiry sweep, keepalive
-        self._shared_state: tuple[list[StoredShift], list[StoredBinding]] = ([], [])
+        # the shared database's shifts and registrations as last read (None: not yet)
+        self._shared_state: tuple[list[StoredShift], list[StoredBinding]] | None = None
         self._elsewhere: set[str] = set()  # in a call on a node that drains (pbx/takeover.py)
         self._carried: set[str] = set()  # in a call here when this node stood down
         self.ha = self._high_availability()  # None: one node, it always leads
@@ -247,6 +248,16 @@ class HelplineService:
             task.cancel()
         self._leader_tasks = []
 
+    def _shifts_to_write(self, volunteers: list[Volunteer]) -> list[Volunteer]:
+        """The leader writes the shifts, except of volunteers busy on a draining node (that
+        node writes their call's end); a node not leading writes only the ends of the calls
+        it still carries (a standby's roster is a copy)."""
+        if self.ha is not None and self.ha.lease.leading:
+            return [v for v in volunteers if v.username not in self._elsewhere]
+        carried = [v for v in volunteers if v.username in self._carried]
+        self._carried -= {v.username for v in carried if v.state not in IN_A_CALL}
+        return carried
+
     async def _read_shared_state(self) -> tuple[list[StoredShift], list[StoredBinding]]:
         if self.db is None:
             await self.reload_credentials()  # opens the database
@@ -313,6 +324,12 @@ class HelplineService:
         except Exception as exc:
             draining = []
             log.error("takeover_read_failed", error=type(exc).__name__)
+        if not self.ha.lease.leading:
+            return  # lost again meanwhile: this node stands by as it did
+        if self._shared_state is None:  # never read: the picture this node started with stays
+            log.error("takeover_without_shared_state", node=self.ha.node)
+            self._start_leader_tasks()
+            return
         shifts, rows = self._shared_state
         adopted = adopt(
             self.roster, self.registrar, shifts, self._usable_bindings(rows), self.profiles,
@@ -401,16 +418,6 @@ class HelplineService:
             log.info("shift_restored", user=v.username, state=v.state.value,
                      registered=v.registered)  # fmt: skip
         self._save_shifts(restored)  # a ringing or talking volunteer's state changed
-
-    def _shifts_to_write(self, volunteers: list[Volunteer]) -> list[Volunteer]:
-        """The leader writes the shifts, except of volunteers busy on a draining node (that
-        node writes their call's end); a node not leading writes only the ends of the calls
-        it still carries (a standby's roster is a copy)."""
-        if self.ha is not None and self.ha.lease.leading:
-            return [v for v in volunteers if v.username not in self._elsewhere]
-        carried = [v for v in volunteers if v.username in self._carried]
-        self._carried -= {v.username for v in carried if v.state not in IN_A_CALL}
-        return carried
 
     def _usable_bindings(self, rows: list[StoredBinding]) -> list[Binding]:
         now, usable = time.time(), []

@@ -18,6 +18,8 @@ import asyncpg
 LEASE_KEY = 0x48454C504C494E45
 APPLICATION_PREFIX = "helpline-lease:"
 DRAINING_PREFIX = "helpline-draining:"
+KEEPALIVES = {"tcp_keepalives_idle": "2", "tcp_keepalives_interval": "1",
+              "tcp_keepalives_count": "3"}  # fmt: skip
 
 _HELD = (
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
@@ -80,7 +82,11 @@ class LeaseConnection:
         if self._conn is None or self._conn.is_closed():
             conn = await asyncpg.connect(
                 self.url, timeout=timeout,
-                server_settings={"application_name": (APPLICATION_PREFIX + self.node)[:63]},
+                server_settings={
+                    "application_name": (APPLICATION_PREFIX + self.node)[:63],
+                    # the server notices a node cut off (not closed) within ~5 s: its lock goes
+                    **KEEPALIVES,
+                },
             )  # fmt: skip
             conn.add_termination_listener(self._terminated)
             self._conn = conn
