@@ -7,7 +7,9 @@ and last the service that runs them all. Nothing is set on a part after it is bu
 parts need each other, the cycle is broken at one place and the comment there says why:
 - stack and switchboard: the stack is built first and given its transaction user by `start`;
 - registrar and bookkeeping: the registrar's change report names the bookkeeping built next;
-- waiting room and IVR calls: the hand-over names the calls built next.
+- waiting room and IVR calls: the hand-over names the calls built next;
+- dispatcher and active/standby: the dispatcher offers calls only while this node leads, and
+  the takeover re-reads the queues' wrap-ups from it: its `offering` names `ha`, built later.
 The call application and the switchboard need no such edge: both use the leg table below them.
 """
 
@@ -38,6 +40,8 @@ from pbx.config import Settings
 from pbx.db.persistence import Persistence
 from pbx.directory import Directory
 from pbx.drain import Drain
+from pbx.ha import HighAvailability, node_name
+from pbx.leadership import Lease, LeaseTiming
 from pbx.media.filler import LineFiller
 from pbx.media.hold_melody import hold_melody
 from pbx.media.moh import MusicOnHold
@@ -52,6 +56,7 @@ from pbx.sip.admission import Admission, AdmissionConfig
 from pbx.sip.auth_guard import AuthGuard, LockoutPolicy
 from pbx.sip.client_auth import ClientCredentials
 from pbx.sip.digest import Algorithm, NonceManager
+from pbx.sip.edge import EdgeProxies
 from pbx.sip.keepalive import Keepalive
 from pbx.sip.registrar import Binding, Change, Registrar, RegistrarConfig
 from pbx.sip.stack import SipStack, Transports
@@ -66,6 +71,7 @@ from pbx.voicemail.notify import Notifier
 from pbx.voicemail.store import VoicemailStore, parse_recipients
 from pbx.web.build import build_web
 from pbx.web.tally import DayTally
+from pbx.takeover import LeaderWork, ShiftWriters, Takeover
 from queues.dispatcher import Dispatcher
 from queues.roster import Roster
 
@@ -81,6 +87,13 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
     roster = Roster(s.max_missed_offers, s.registration_grace)
     restart_state = RestartState(s.state_dir)
     persistence = Persistence(s.database_url, s.state_dir)  # opened by the service at start
+    # active/standby (pbx/ha.py): nodes sharing one external database take a lease in it
+    lease = (
+        Lease(LeaseTiming(s.ha_retry_interval, s.ha_check_interval, s.ha_check_timeout),
+              time.monotonic())
+        if s.ha_lease and s.database_url is not None else None
+    )  # fmt: skip
+    writers = ShiftWriters(lease)  # which shifts this node writes (with a lease: not all)
 
     # --- SIP: transport and transactions, registrar ----------------------------------------------
     trunk = TrunkPolicy.build(s.trunk_sources, s.realm, s.trunk_credentials)
@@ -123,9 +136,15 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
         guard=AuthGuard(s.realm, nonces, algorithms, _lockout_policy(s)),
         on_change=binding_changed,
     )
-    bookkeeping = Bookkeeping(registrar, roster, persistence, restart_state, metrics)
+    bookkeeping = Bookkeeping(
+        registrar, roster, persistence, restart_state, metrics, writes=writers.to_write
+    )
     keepalive = Keepalive(stack, registrar, s.keepalive_interval)
-    dispatcher = Dispatcher(roster, on_change=bookkeeping.roster_changed)
+    leader_work = LeaderWork(registrar, keepalive)  # run by the service, or by the takeover
+    dispatcher = Dispatcher(
+        roster, on_change=bookkeeping.roster_changed,
+        offering=lambda: ha is None or ha.serving,  # the cycle's late edge: `ha` is built below
+    )  # fmt: skip
     prompts = PromptLibrary(s.recordings)
     plans = PlanInForce(s, prompts, dispatcher, metrics)  # checks the plan's prompts against them
     voicemail = VoicemailDesk(
@@ -133,6 +152,19 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
         s.voicemail_retention, notifier=Notifier(s.voicemail_notify),
         on_received=metrics.voicemail_received,
     )  # fmt: skip
+    ha: HighAvailability | None = None
+    if lease is not None:
+        assert s.database_url is not None
+        node = node_name(s.node_name)
+        takeover = Takeover(
+            node=node, lease=lease, writers=writers, roster=roster, registrar=registrar,
+            directory=directory, persistence=persistence, bookkeeping=bookkeeping,
+            dispatcher=dispatcher, trunk=trunk, leader_work=leader_work, metrics=metrics,
+        )  # fmt: skip
+        ha = HighAvailability(
+            s.database_url, node, lease, s.ha_refresh_interval, take_over=takeover.take_over,
+            stand_down=takeover.stand_down, refresh=takeover.refresh, metrics=metrics,
+        )  # fmt: skip
 
     # --- calls -----------------------------------------------------------------------------------
     record_metrics = RecordMetrics(metrics, plans.current)
@@ -140,7 +172,12 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
     legs = LegTable(stack)  # the live call legs: the switchboard's and the call flows'
     drain = Drain(
         legs.live, dispatcher, s.drain_timeout,
-        overflow_waiting=s.drain_waiting == "overflow", retry_after=s.drain_retry_after,
+        # with a lease, callers waiting here go to the overflow: the standby leads now
+        overflow_waiting=s.drain_waiting == "overflow" or ha is not None,
+        retry_after=s.drain_retry_after,
+        # a planned stop hands the lease over: the standby takes new calls while this node
+        # finishes its own (its volunteers stay busy there until their calls end here)
+        on_start=ha.retire if ha is not None else lambda: None,
     )  # fmt: skip
     rtp_host = s.sip_host if s.sip_host not in ("", "::") else "0.0.0.0"
     media = MediaFactory(
@@ -199,6 +236,8 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
         trunk_reserved_dialogs=s.trunk_reserved_dialogs, refusing=drain.refusing,
         on_refused=events.invite_refused, table=legs,
         hasher=CallerHasher(forwarders=lambda: partner_numbers(plans.current())),
+        standby=ha.refusing if ha is not None else lambda: None,
+        edge=EdgeProxies.build(s.edge_proxies, admission),  # none: strips their headers
     )  # fmt: skip
 
     watch_service(
@@ -216,9 +255,8 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
         settings=s, metrics=metrics, plans=plans, directory=directory, persistence=persistence,
         restart_state=restart_state, bookkeeping=bookkeeping, roster=roster,
         dispatcher=dispatcher, registrar=registrar, trunk=trunk, admission=admission,
-        stack=stack, switchboard=switchboard, keepalive=keepalive, drain=drain,
-        voicemail=voicemail,
-        web=web,
+        stack=stack, switchboard=switchboard, drain=drain, leader_work=leader_work, ha=ha,
+        voicemail=voicemail, web=web,
     )  # fmt: skip
 
 
@@ -249,5 +287,5 @@ def admission_for(s: Settings) -> Admission:
             ban_max_seconds=s.ban_max_seconds,
             max_connections_per_source=s.max_connections_per_source,
         ),
-        exempt=s.trunk_sources,
+        exempt=[*s.trunk_sources, *s.edge_proxies],  # an edge's senders are limited in edge.py
     )

@@ -53,6 +53,9 @@ class Settings:
     digest_algorithms: list[str] = field(default_factory=lambda: ["MD5"])
     trunk_sources: list[str] = field(default_factory=lambda: ["127.0.0.1/32"])
     trunk_credentials: dict[str, str] = field(default_factory=dict)  # username -> password
+    # SIP edge proxies (Kamailio, deploy/kamailio/) in front of this node: their
+    # X-Helpline-Source header gives a request's real source (none: everyone talks to us direct)
+    edge_proxies: list[str] = field(default_factory=list)
     database_url: str | None = None  # None: embedded PostgreSQL under state_dir
     state_dir: Path = REPO_ROOT / "var"
     dialplan: Path = REPO_ROOT / "dialplan.yaml"
@@ -100,6 +103,14 @@ class Settings:
     drain_timeout: float = 3600.0
     drain_retry_after: int = 30
     drain_waiting: str = "keep"
+    # Active/standby (pbx/ha.py): off, one process as ever. On, the nodes sharing one external
+    # database_url take a leadership lease in it and only its holder distributes calls.
+    ha_lease: bool = False
+    node_name: str = ""  # this node in logs and pg_stat_activity ("": the host name)
+    ha_retry_interval: float = 1.0  # a standby tries the lease this often
+    ha_check_interval: float = 1.0  # the leader checks its lease connection this often,
+    ha_check_timeout: float = 1.0  # and stands down when a check takes longer than this
+    ha_refresh_interval: float = 2.0  # a standby re-reads registrations and shifts this often
     keepalive_interval: float = 25.0  # OPTIONS to every handset: keeps NAT open, shows it is there
     keepalive_max_misses: int = 3  # unanswered keepalives in a row before a binding is removed
     max_message_size: int = 65535
@@ -158,13 +169,12 @@ class Settings:
         return "127.0.0.1" if self.sip_host in ("0.0.0.0", "::", "") else self.sip_host
 
     def validate(self) -> None:
-        for net in self.trunk_sources:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"trunk_sources: {net!r} is not an address range: {exc}"
-                ) from None
+        for name in ("trunk_sources", "edge_proxies"):
+            for net in getattr(self, name):
+                try:
+                    ipaddress.ip_network(net, strict=False)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {net!r} is not an address range: {exc}") from None
         if self.call_flow not in ("ivr", "direct"):
             raise ConfigError(f"call_flow must be 'ivr' or 'direct', not {self.call_flow!r}")
         known = {"SHA-256", "MD5"}
@@ -203,6 +213,7 @@ class Settings:
         if self.max_missed_offers < 1:
             raise ConfigError("max_missed_offers must be at least 1")
         self._validate_admission()
+        self._validate_ha()
         if self.keepalive_max_misses < 1:
             raise ConfigError("keepalive_max_misses must be at least 1")
         if not 0 < self.voicemail_retention <= MAX_VOICEMAIL_RETENTION:
@@ -236,6 +247,17 @@ class Settings:
                   "AEAD_AES_256_GCM"}  # fmt: skip
         if not self.srtp_suites or not set(self.srtp_suites) <= suites:
             raise ConfigError(f"srtp_suites must be a non-empty subset of {sorted(suites)}")
+
+    def _validate_ha(self) -> None:
+        if self.ha_lease and self.database_url is None:
+            raise ConfigError(
+                "ha_lease needs database_url: the nodes must share one external PostgreSQL "
+                "(the embedded one lives on one machine and dies with it)"
+            )
+        for name in ("ha_retry_interval", "ha_check_interval", "ha_check_timeout",
+                     "ha_refresh_interval"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be above 0")
 
     def _validate_admission(self) -> None:
         for name in (

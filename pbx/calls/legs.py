@@ -190,8 +190,9 @@ class InboundLeg(Leg):
 
     @property
     def caller_host(self) -> str | None:
-        """The address the caller's INVITE came from (where their media is expected from)."""
-        return None if self.incoming is None else self.incoming.source.host
+        """The address the caller's INVITE came from (where their media is expected from),
+        behind an edge proxy the real sender's (pbx/sip/edge.py)."""
+        return None if self.incoming is None else self.incoming.real_source.host
 
     def _respond(self, status: int, reason: str | None = None, body: bytes = b"") -> Response:
         assert self.incoming is not None and self.dialog is not None

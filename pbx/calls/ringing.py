@@ -34,6 +34,7 @@ class Target:
     uri: SipUri
     peer: Peer
     to: str
+    routes: tuple[tuple[str, str], ...] = ()  # Route headers (a handset's Path)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class Ringer:
             out.auth = self.auth
             call = out.call(
                 t.uri, t.peer, from_user="hulplijn", from_display=shown, to=t.to,
-                sdp=sdp, call_id=call_id, local_tag=tag,
+                sdp=sdp, call_id=call_id, local_tag=tag, extra_headers=list(t.routes),
             )  # fmt: skip
             invites[asyncio.create_task(call)] = out
             secure[id(out)] = tls

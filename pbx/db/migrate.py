@@ -15,6 +15,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (2, "digest_algorithms.sql"),
     (3, "shifts.sql"),
     (4, "registrations_columns.sql"),
+    (5, "registration_path.sql"),
     (8, "call_records.sql"),
     (12, "console_accounts.sql"),
 )
