@@ -66,12 +66,12 @@ from pbx.sip.transport import SipTransports, TransportLimits
 from pbx.sip.trunk import TrunkPolicy
 from pbx.staffing_metrics import RecordMetrics, partner_numbers, watch_staffing
 from pbx.switchboard import CallApplication, Switchboard
+from pbx.takeover import LeaderWork, ShiftWriters, Takeover
 from pbx.voicemail.desk import VoicemailDesk
 from pbx.voicemail.notify import Notifier
 from pbx.voicemail.store import VoicemailStore, parse_recipients
 from pbx.web.build import build_web
 from pbx.web.tally import DayTally
-from pbx.takeover import LeaderWork, ShiftWriters, Takeover
 from queues.dispatcher import Dispatcher
 from queues.roster import Roster
 

@@ -46,9 +46,9 @@ from pbx.sip.stack import SipStack
 from pbx.sip.tls import CertificateFiles, ensure_self_signed
 from pbx.sip.trunk import TrunkPolicy
 from pbx.switchboard import Switchboard
+from pbx.takeover import LeaderWork, usable_bindings, wrap_up_for
 from pbx.voicemail.desk import VoicemailDesk
 from pbx.web.server import WebServer
-from pbx.takeover import LeaderWork, usable_bindings, wrap_up_for
 from queues.dispatcher import Dispatcher
 from queues.roster import Roster, Volunteer
 
