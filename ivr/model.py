@@ -24,10 +24,12 @@ TimeRange(start, end)    minutes after local midnight; end > start, or end <= st
                          range crossing midnight ("22:00-02:00"); end may be 1440 ("24:00").
                          A range belongs to the day it starts on.
 DayHours(ranges)         ranges of one day; empty = closed all day.
-Schedule(name, timezone, week, exceptions)
+Schedule(name, timezone, week, exceptions, holidays, calendar)
     week: 7 DayHours, Monday first
-    exceptions: date -> DayHours that replaces that date's weekly hours (holidays, or other
-    hours on a date). `ivr.schedule.is_open(schedule, at)` answers "open at this instant?".
+    exceptions: date -> DayHours that replaces that date's weekly hours (other hours on a
+    date). `ivr.schedule.is_open(schedule, at)` answers "open at this instant?".
+    holidays: public holiday name (case-folded; "public holidays" for any) -> DayHours, on
+    the days `calendar` says the holiday falls; a dated exception wins over a holiday's.
 
 Queues, numbers, destinations
 -----------------------------
@@ -76,10 +78,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 from zoneinfo import ZoneInfo
 
 __all__ = [
+    "ANY_HOLIDAY",
     "MINUTES_PER_DAY",
     "DayHours",
     "Destination",
@@ -88,6 +91,7 @@ __all__ = [
     "Dialplan",
     "GotoNode",
     "HangupNode",
+    "HolidayNames",
     "HoursNode",
     "MenuNode",
     "Node",
@@ -139,16 +143,47 @@ class DayHours:
         return not self.ranges
 
 
+class HolidayNames(Protocol):
+    """Which public holidays fall on a day (`ivr.holiday_calendar.HolidayCalendar` fits)."""
+
+    def names_on(self, day: date) -> tuple[str, ...]: ...  # as written, e.g. "King's Day"
+
+
+ANY_HOLIDAY = "public holidays"  # an exception for every public holiday not named on its own
+
+
 @dataclass(frozen=True)
 class Schedule:
     name: str
     timezone: ZoneInfo
     week: tuple[DayHours, ...]  # 7 entries, Monday = 0 (date.weekday())
     exceptions: Mapping[date, DayHours] = field(default_factory=dict)
+    # Exceptions by holiday name (case-folded; ANY_HOLIDAY for all), looked up in `calendar`.
+    holidays: Mapping[str, DayHours] = field(default_factory=dict)
+    calendar: HolidayNames | None = field(default=None, compare=False)
 
     def hours_on(self, day: date) -> DayHours:
-        """The hours that apply on `day`: its exception if any, else the weekly hours."""
-        return self.exceptions.get(day, self.week[day.weekday()])
+        """The hours that apply on `day`: its dated exception if any, else the exception of a
+        holiday on that day, else the weekly hours."""
+        hours = self.exceptions.get(day)
+        if hours is not None:
+            return hours
+        holiday = self.holiday_on(day)
+        if holiday is not None:
+            named = self.holidays.get(holiday.casefold())
+            return named if named is not None else self.holidays[ANY_HOLIDAY]
+        return self.week[day.weekday()]
+
+    def holiday_on(self, day: date) -> str | None:
+        """The public holiday whose exception gives the hours of `day` (None: none does, or a
+        dated exception overrides it)."""
+        if not self.holidays or self.calendar is None or day in self.exceptions:
+            return None
+        names = self.calendar.names_on(day)
+        for name in names:
+            if name.casefold() in self.holidays:
+                return name
+        return names[0] if names and ANY_HOLIDAY in self.holidays else None
 
 
 # --- queues, numbers, destinations ---------------------------------------------------

@@ -28,7 +28,7 @@ def test_check_default_plan_is_ok() -> None:
     result = helpline("check")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("0 warning(s)")
-    assert ": OK: 17 steps, 9 numbers" in result.stdout
+    assert ": OK: 19 steps, 9 numbers" in result.stdout
 
 
 def test_check_lists_every_problem_with_position(tmp_path: Path) -> None:

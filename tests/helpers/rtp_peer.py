@@ -10,8 +10,9 @@ from typing import cast
 from pbx.media import g711
 from pbx.media.dtmf import dtmf_packets
 from pbx.media.g711 import Codec
+from pbx.media.offer_answer import NegotiatedMedia
 from pbx.media.rtp import RtpPacket, RtpSender
-from pbx.media.sdp import Direction, NegotiatedMedia
+from pbx.media.sdp import Direction
 
 HOST = "127.0.0.1"
 TE_PT = 101
