@@ -27,8 +27,9 @@ from pbx.db.persistence import Persistence
 from pbx.directory import Directory
 from pbx.drain import Drain
 from pbx.media.filler import LineFiller
+from pbx.media.moh import MusicOnHold
 from pbx.media.ports import PortPool
-from pbx.media.prompts import PromptLibrary
+from pbx.media.prompts import PromptLibrary, read_telephony_wav
 from pbx.metrics import Metrics, watch_service
 from pbx.plan_in_force import PlanInForce
 from pbx.restart_state import RestartState
@@ -135,6 +136,7 @@ def build_service(settings: Settings) -> HelplineService:
             comfort_interval=s.comfort_interval,
             ringback=s.ringback_while_ringing, on_abandon=events.caller_abandoned,
             on_answer=events.caller_answered, handover_keys=s.backline_keys, hand_over=hand_over,
+            music=hold_music(s),
         )  # fmt: skip
         calls = HelplineCalls(
             ringer, waiting, media, prompts, plans.current, s.state_dir / "voicemail",
@@ -159,6 +161,17 @@ def build_service(settings: Settings) -> HelplineService:
         dispatcher=dispatcher, registrar=registrar, trunk=trunk, admission=admission,
         stack=stack, switchboard=switchboard, keepalive=keepalive, drain=drain,
     )  # fmt: skip
+
+
+def hold_music(s: Settings) -> MusicOnHold | None:
+    """The music waiting callers hear between messages (`hold_music`), or None for none."""
+    if not s.hold_music:
+        return None
+    path = s.recordings / s.hold_music  # an absolute `hold_music` stays as it is
+    try:
+        return MusicOnHold("hold", read_telephony_wav(path))
+    except FileNotFoundError as exc:
+        raise ValueError(f"hold_music: {path} not found (set hold_music = \"\" for none)") from exc
 
 
 def _lockout_policy(s: Settings) -> LockoutPolicy:

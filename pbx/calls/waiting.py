@@ -1,7 +1,9 @@
 """A caller in a language queue: from joining the line to the end of the conversation.
 
 While waiting the caller hears their place in line and an honest estimated wait (every
-`announce_every` seconds of the queue) with comfort messages between. The dispatcher's offers
+`announce_every` seconds of the queue) with comfort messages between, and music on hold under
+them (a message claims the line, so the music pauses while it plays; without music, the line
+filler's comfort noise). The dispatcher's offers
 ring one volunteer at a time; the caller keeps hearing the waiting messages meanwhile. Once a
 volunteer answers they hear the whisper, then both are bridged; at the queue's time limit the
 volunteer alone hears a short tone. If the volunteer's handset vanishes mid-call the caller is
@@ -23,9 +25,10 @@ import structlog
 from ivr.model import Queue, VolunteerLost
 from pbx.calls.bridging import CallEnd, bridge_until_end
 from pbx.calls.handsets import Handsets
-from pbx.calls.legs import InboundLeg
+from pbx.calls.legs import InboundLeg, OutboundLeg
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
 from pbx.calls.ringing import Ringer, Whisper
+from pbx.media.moh import MusicOnHold
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
 from pbx.media.tones import silence, sine
@@ -65,6 +68,7 @@ class WaitingRoom:
     # there and says whether it answered.
     handover_keys: str = "*9"
     hand_over: HandOver | None = None
+    music: MusicOnHold | None = None  # heard between the waiting messages (None: comfort noise)
 
     async def wait(
         self,
@@ -95,6 +99,7 @@ class WaitingRoom:
         inbox: asyncio.Queue[QueueEvent],
     ) -> str | None | _Next:
         hold = asyncio.create_task(self._hold(leg, media, queue, language))
+        self._music(media, True)
         try:
             while True:
                 event = await _next_event(inbox, leg)
@@ -117,6 +122,7 @@ class WaitingRoom:
                     return step
         finally:
             hold.cancel()
+            self._music(media, False)
 
     async def _offer(
         self,
@@ -141,12 +147,15 @@ class WaitingRoom:
             timeout = max(1.0, offer.ring_until - self.dispatcher.now())
             targets = [self.handsets.target(b) for b in bindings]  # every handset
             media.ringback(self.ringback)
+            self._music(media, not self.ringback)  # ringback, if heard, takes the music's place
+            out: OutboundLeg | None = None
             try:
                 out = await self.ringer.ring(
                     leg, vol_media, targets, leg.ref, timeout, queue.shown_as
                 )
             finally:
                 media.ringback(False)
+                self._music(media, out is None)  # nobody answered: music again while waiting
             if out is None:
                 if not leg.is_ended:  # the caller is still there: the volunteer missed it
                     self.dispatcher.missed(leg.ref, offer.username)
@@ -194,6 +203,13 @@ class WaitingRoom:
             return "volunteer_lost"
         finally:
             vol_media.close()
+
+    def _music(self, media: AnchoredMedia, on: bool) -> None:
+        if self.music is not None:
+            if on:
+                self.music.subscribe(media.leg)
+            else:
+                self.music.unsubscribe(media.leg)
 
     async def _say(self, media: AnchoredMedia, language: str, prompt: str) -> None:
         await play(media.leg, [self.prompts.get(language, prompt)], barge_in=False)
