@@ -25,7 +25,8 @@ Dispatch rules
 * Regional preference: while a caller from a local number has waited less than the queue's
   `local_wait` (and `prefer_local` is set), only volunteers of that region may take the call,
   provided at least one volunteer of that region who serves the queue is on shift (logged in,
-  registered, not paused). Otherwise, and afterwards, the whole country.
+  registered, not paused). Otherwise, and afterwards, the whole country. Regions compare
+  case-insensitively ("utrecht" on a volunteer is the plan's "Utrecht").
 
 Known simplification: the matching is greedy (a volunteer who speaks a rare language may be
 given a Dutch caller while a Dutch-only colleague is also free); integration may refine this.
@@ -153,6 +154,7 @@ class QueueEngine:
         if front:
             rank_since = min([now, *(w.rank_since for w in self._in_queue(queue))])
             seq = next(self._front_seq)
+        region = _region_key(region)
         self._waiting[call_ref] = _Waiting(call_ref, queue, region, now, rank_since, seq)
 
     def abandon(self, call_ref: str, now: float) -> float:
@@ -316,7 +318,7 @@ class QueueEngine:
         paused) who serves it."""
         on_shift = [v for v in self.roster.volunteers() if v.on_shift]
         return {
-            name: {v.region for v in on_shift if self._serves(v, q)}
+            name: {_region_key(v.region) for v in on_shift if self._serves(v, q)}
             for name, q in self.queues.items()
         }
 
@@ -340,7 +342,8 @@ class QueueEngine:
             if not self._serves(v, q):
                 continue
             for w in lines[name]:
-                if self._local_only(w, q, now, regions[name]) and v.region != w.region:
+                local_only = self._local_only(w, q, now, regions[name])
+                if local_only and _region_key(v.region) != w.region:
                     continue
                 waited = now - w.rank_since
                 key = (-waited * priority_weight(q.priority), -q.priority, *w.order())
@@ -348,3 +351,10 @@ class QueueEngine:
                     best, best_key = w, key
                 break  # only the first caller this volunteer may take counts per queue
         return best
+
+
+def _region_key(region: str | None) -> str | None:
+    """Regions compare case-insensitively: a volunteer's "utrecht" is the plan's "Utrecht"."""
+    if region is None:
+        return None
+    return " ".join(region.split()).casefold() or None

@@ -161,6 +161,17 @@ def test_local_caller_goes_to_own_region_first_even_if_others_are_idler() -> Non
     assert pairs(e.dispatch(11.0)) == {("local", "utrecht1"), ("plain", "national")}
 
 
+def test_regions_match_whatever_their_case() -> None:
+    """A volunteer set up as "utrecht" takes the calls of the plan's "Utrecht" number first."""
+    e = make(vol("national"), vol("u", region="utrecht"))
+    e.enqueue("local", "dutch", "Utrecht", 10.0)
+    assert pairs(e.dispatch(10.0)) == {("local", "u")}
+    e2 = make(vol("national"), vol("u", region=" UTRECHT "))
+    e2.enqueue("local", "dutch", "utrecht", 10.0)
+    e2.enqueue("other", "dutch", None, 11.0)
+    assert pairs(e2.dispatch(11.0)) == {("local", "u"), ("other", "national")}
+
+
 def test_no_volunteer_of_that_region_on_shift_means_national_at_once() -> None:
     e = make(vol("national"), vol("zwolle", region="zwolle"))
     e.roster.pause("zwolle", 1.0)  # paused volunteers do not hold calls for their region
