@@ -247,3 +247,11 @@ def test_an_unknown_holiday_country_is_an_error() -> None:
     assert [p.message for p in info.value.problems] == [
         "no public holidays known for 'XX'; use a country code like NL"
     ]
+
+
+def test_a_queue_step_says_its_way_out(plan: Dialplan) -> None:
+    farsi = simulate(plan, "0900-0767", datetime(2026, 11, 24, 19, 0), keys="3")
+    assert ends(farsi, Ending.QUEUE, "farsi")
+    assert farsi[-1].note.endswith("after 600 s: to_dutch")
+    night = simulate(plan, "0800-0113001", datetime(2026, 11, 25, 3, 0))
+    assert night[-1].note.endswith("after 120 s: night_113_backline")
