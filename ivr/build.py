@@ -152,6 +152,7 @@ class PlanBuilder:
             "priority",
             "skill",
             "max_wait",
+            "unstaffed_wait",
             "overflow",
             "regional",
             "display",
@@ -172,6 +173,9 @@ class PlanBuilder:
             skill = self.r.text(body, "skill", where)
             max_wait = self.r.number(
                 body, "max_wait", where, low=1, high=24 * 3600, whole=True, unit=" seconds"
+            )
+            unstaffed = self.r.number(
+                body, "unstaffed_wait", where, low=0, high=24 * 3600, whole=True, unit=" seconds"
             )
             overflow = self.refs.use(body, "overflow", "node", where)
             for missing in ("max_wait", "overflow"):
@@ -206,6 +210,7 @@ class PlanBuilder:
                 priority=int(priority or 0),
                 skill=skill,
                 max_wait=int(max_wait) if max_wait is not None else None,
+                unstaffed_wait=int(unstaffed) if unstaffed is not None else None,
                 overflow=overflow,
                 regional=regional,
                 display=display or "",

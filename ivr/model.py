@@ -33,9 +33,11 @@ Schedule(name, timezone, week, exceptions, holidays, calendar)
 
 Queues, numbers, destinations
 -----------------------------
-Queue(name, language, schedule, priority, skill, max_wait, overflow, regional)
+Queue(name, language, schedule, priority, skill, max_wait, unstaffed_wait, overflow, regional)
     priority: higher is offered to volunteers first; skill: volunteers need it (e.g. "113")
-    or None; max_wait: seconds before the caller is sent to node `overflow` (None = wait on).
+    or None; max_wait: seconds before the caller is sent to node `overflow` (a loaded plan
+    always has both); unstaffed_wait: the same, sooner, while nobody who serves the queue
+    is on shift (None: max_wait only).
     regional: RegionalPreference(prefer_local, local_wait) - first offer the call to
     volunteers of the caller's own region for `local_wait` seconds, then nationally.
 Number(number, kind, entry, region, partner)
@@ -210,6 +212,7 @@ class Queue:
     priority: int = 0
     skill: str | None = None
     max_wait: int | None = None  # seconds; None = no limit
+    unstaffed_wait: int | None = None  # seconds, while nobody who serves it is on shift
     overflow: str | None = None  # node name, taken after max_wait
     regional: RegionalPreference = RegionalPreference()
     display: str = ""  # what the volunteer's handset shows; "" = "Hulplijn <LANGUAGE>"

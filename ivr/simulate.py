@@ -120,8 +120,10 @@ def simulate(plan: model.Dialplan, number: str, at: datetime, keys: str = "") ->
                 extra.append(f"region {dialled.region} first")
             if dialled is not None and dialled.partner:
                 extra.append(f"counted for partner {dialled.partner}")
-            if queue.max_wait is not None and queue.overflow is not None:
-                extra.append(f"after {queue.max_wait} s: {queue.overflow}")  # the way out
+            if queue.max_wait is not None and queue.overflow is not None:  # the way out
+                unstaffed = queue.unstaffed_wait
+                sooner = "" if unstaffed is None else f" ({unstaffed} s with nobody on shift)"
+                extra.append(f"after {queue.max_wait} s{sooner}: {queue.overflow}")
             steps.append(
                 Step(
                     name,

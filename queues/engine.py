@@ -66,6 +66,8 @@ class QueueConfig:
     skill: str | None = None
     priority: int = 0
     max_wait: float | None = None  # seconds; None = wait on
+    # seconds a caller waits while nobody who serves the queue is on shift (None: max_wait)
+    unstaffed_wait: float | None = None
     ring_timeout: float = 20.0  # seconds an offer rings before it counts as missed
     wrap_up: float = 30.0  # seconds after a call before the volunteer is offered another
     prefer_local: bool = True
@@ -167,16 +169,25 @@ class QueueEngine:
         self._take(call_ref, now)
 
     def overflowed(self, now: float, everyone: bool = False) -> list[tuple[str, str]]:
-        """Callers past their queue's max_wait (or all, when `everyone`: the service is
+        """Callers past their queue's max_wait, or its unstaffed_wait while nobody who serves
+        it is on shift (or all, when `everyone`: the service is
         draining), removed from the queue, as (call_ref, queue). A caller whose offer is
         ringing is left to ring; they overflow after a miss."""
         out: list[tuple[str, str]] = []
+        staffed = {name for name, regions in self._regions_on_shift().items() if regions}
         for w in sorted(self._waiting.values(), key=_Waiting.order):
-            limit = 0.0 if everyone else self.queues[w.queue].max_wait
+            limit = 0.0 if everyone else self._limit(self.queues[w.queue], staffed)
             if limit is not None and w.ringing is None and now - w.joined_at >= limit:
                 del self._waiting[w.call_ref]
                 out.append((w.call_ref, w.queue))
         return out
+
+    @staticmethod
+    def _limit(q: QueueConfig, staffed: set[str]) -> float | None:
+        """How long a caller may wait now: max_wait, or less while nobody serves the queue."""
+        if q.unstaffed_wait is None or q.name in staffed:
+            return q.max_wait
+        return q.unstaffed_wait if q.max_wait is None else min(q.max_wait, q.unstaffed_wait)
 
     # --- offers ----------------------------------------------------------------------
 

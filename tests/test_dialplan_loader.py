@@ -457,3 +457,6 @@ def test_the_default_plan_gives_every_queue_a_way_out() -> None:
         assert plan.nodes[overflow.next].queue == "dutch"  # type: ignore[attr-defined]
     backline = plan.nodes[plan.queues["night_113"].overflow or ""]
     assert isinstance(backline, TransferNode) and backline.destination == "backline_113"
+    night = plan.queues["night_113"]  # nobody trained on shift: to 113 sooner than max_wait
+    assert night.unstaffed_wait is not None and night.max_wait is not None
+    assert night.unstaffed_wait < night.max_wait

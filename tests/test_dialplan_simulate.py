@@ -254,4 +254,4 @@ def test_a_queue_step_says_its_way_out(plan: Dialplan) -> None:
     assert ends(farsi, Ending.QUEUE, "farsi")
     assert farsi[-1].note.endswith("after 600 s: to_dutch")
     night = simulate(plan, "0800-0113001", datetime(2026, 11, 25, 3, 0))
-    assert night[-1].note.endswith("after 120 s: night_113_backline")
+    assert night[-1].note.endswith("after 120 s (20 s with nobody on shift): night_113_backline")

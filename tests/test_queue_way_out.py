@@ -96,7 +96,7 @@ async def test_a_113_caller_with_nobody_trained_reaches_the_113_backline(
     plan = _plan(
         tmp_path,
         ('"sip:0800-0113@sip-trunk.example.nl"', f'"sip:0800-0113@127.0.0.1:{port}"'),
-        ("    max_wait: 120 ", "    max_wait: 2 "),
+        ("    unstaffed_wait: 20 ", "    unstaffed_wait: 2 "),  # max_wait stays 120 s
     )
     backline = start_sipp("uas_answer", local_port=port, rtp_echo=True, timeout_s=60)
     try:

@@ -293,6 +293,24 @@ def test_overflow_after_max_wait() -> None:
     assert e.waiting("dutch") == 0 and e.waiting("arabic") == 1
 
 
+def test_with_nobody_trained_on_shift_a_caller_overflows_after_unstaffed_wait() -> None:
+    """The 113 night line at 03:00: an untrained volunteer on shift does not count; once
+    someone trained is on shift, the caller waits the full max_wait for them."""
+    night = QueueConfig(name="night113", language="nl", skill="113", max_wait=120.0,
+                        unstaffed_wait=20.0)  # fmt: skip
+    e = QueueEngine({"night113": night}, Roster())
+    e.roster.login(vol("untrained"), 0.0)
+    e.enqueue("c1", "night113", None, 0.0)
+    assert e.overflowed(19.9) == []
+    assert e.overflowed(20.0) == [("c1", "night113")]
+    e.roster.login(vol("trained", skills=("113",)), 30.0)
+    e.enqueue("c2", "night113", None, 30.0)
+    e.dispatch(30.0)  # offered to the trained volunteer, who lets it ring out
+    e.ring_no_answer("c2", "trained", 50.0)
+    assert e.overflowed(60.0) == []  # someone trained is on shift: max_wait holds
+    assert e.overflowed(150.0) == [("c2", "night113")]
+
+
 def test_a_ringing_caller_overflows_only_after_the_ring_ends() -> None:
     e = make(vol("a"))
     e.enqueue("c1", "dutch", None, 0.0)
