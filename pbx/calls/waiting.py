@@ -1,10 +1,10 @@
 """A caller in a language queue: from joining the line to the end of the conversation.
 
 While waiting the caller hears their place in line and an honest estimated wait (every
-`announce_every` seconds of the queue) with comfort messages between, and music on hold under
-them (a message claims the line, so the music pauses while it plays; without music, the line
-filler's comfort noise). The dispatcher's offers
-ring one volunteer at a time; the caller keeps hearing the waiting messages meanwhile. Once a
+`announce_every` seconds of the queue) with comfort messages between, and music on hold in
+the pauses (a message claims the line, so the music pauses while it plays; without music, the
+line filler's comfort noise). The dispatcher's offers ring one volunteer at a time; the caller
+keeps hearing the waiting messages meanwhile (with ringback, if set, instead of the music). Once a
 volunteer answers they hear the whisper, then both are bridged; at the queue's time limit the
 volunteer alone hears a short tone. If the volunteer's handset vanishes mid-call the caller is
 told, then is first in line again (or hears goodbye, as the queue is configured).
