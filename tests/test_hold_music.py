@@ -12,7 +12,10 @@ import sys
 import wave
 from pathlib import Path
 
+import pytest
+
 from ivr.loader import DEFAULT_PLAN
+from pbx.app import hold_music
 from pbx.calls.inbound import HelplineCalls
 from pbx.config import Settings
 from pbx.media.prompts import BYTES_PER_SECOND, read_telephony_wav
@@ -108,3 +111,10 @@ async def test_a_waiting_caller_hears_music_between_messages(
     for gap in gaps:  # each pause is the music, not silence or comfort noise
         assert gap.count("m") >= 0.8 * len(gap), labels
     assert "s" in labels[labels.index("m") :]  # and a message after the music started
+
+
+def test_hold_music_setting_none_or_a_missing_file_said_clearly(tmp_path: Path) -> None:
+    assert hold_music(Settings(hold_music="")) is None  # comfort noise between messages
+    assert hold_music(Settings()) is not None  # the shipped track
+    with pytest.raises(ValueError, match=r"hold_music: .*nothing\.wav not found"):
+        hold_music(Settings(recordings=tmp_path, hold_music="nothing.wav"))
