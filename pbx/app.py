@@ -114,6 +114,7 @@ def build_service(settings: Settings) -> HelplineService:
         LineFiller(),
     )  # fmt: skip
     whisper = Whisper(prompts.get("nl", s.volunteer_whisper) if s.volunteer_whisper else b"")
+    music = hold_music(s)  # one shared stream for every caller on hold
     handsets = Handsets(registrar, s.public_host)
     ringer = Ringer(legs)
     router = DirectRouter(handsets, ringer, media, whisper, on_outcome=events.call_ended)
@@ -136,7 +137,7 @@ def build_service(settings: Settings) -> HelplineService:
             comfort_interval=s.comfort_interval,
             ringback=s.ringback_while_ringing, on_abandon=events.caller_abandoned,
             on_answer=events.caller_answered, handover_keys=s.backline_keys, hand_over=hand_over,
-            music=hold_music(s),
+            music=music,
         )  # fmt: skip
         calls = HelplineCalls(
             ringer, waiting, media, prompts, plans.current, s.state_dir / "voicemail",
