@@ -141,7 +141,11 @@ async def test_the_caller_gets_rtp_every_20_ms_from_answer_to_hang_up(
     ]
     print(f"gaps of 100 ms or more (ms, of which waiting for a CPU): {long_gaps}")
     assert all(gap - waited < 100 for gap, waited in long_gaps), long_gaps
-    assert 49.0 <= stream.rate <= 51.0, stream
+    # 50 a second; frames the service could not send while the machine did not run it are not
+    # made up afterwards (timestamps move on instead), so that time is not counted either
+    starved = cpu_wait.during(call[0].at, call[-1].at)
+    assert (stream.packets - 1) / (stream.seconds - starved) >= 49.0, (stream, starved)
+    assert stream.rate <= 51.0, stream
     assert len(stream.ssrcs) == 1 and stream.seq_breaks == [], stream
     assert {p.payload_type for p in call} == {int(Codec.PCMA)}  # first in the offer
     # timestamps advance 160 a packet and follow the clock (after a stall they move on by the
