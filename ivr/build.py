@@ -19,6 +19,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ivr import model
 from ivr.build_flow import FlowReader
 from ivr.build_schedules import read_schedules
+from ivr.holiday_calendar import DEFAULT_COUNTRY, HolidayCalendar, UnknownCountry
 from ivr.model import Dialplan, NumberKind
 from ivr.references import References
 from ivr.yaml_reader import Pos, Reader, suggest, type_name
@@ -31,6 +32,7 @@ SIP_URI = re.compile(r"^sips?:[^@\s:;]+@[A-Za-z0-9.\-\[\]:]+(;[^\s]*)?$")
 TOP_KEYS = (
     "timezone",
     "languages",
+    "public_holidays",
     "recordings",  # read by nothing now: prompts are checked in what the caller hands in
     "schedules",
     "queues",
@@ -65,7 +67,7 @@ class PlanBuilder:
         )
         zone = self.timezone(doc)
         self.read_languages(doc)
-        schedules = read_schedules(self.r, doc, zone)
+        schedules = read_schedules(self.r, doc, zone, self.holiday_calendar(doc))
         queues = self.queues(doc)
         numbers = self.numbers(doc)
         destinations = self.destinations(doc)
@@ -108,6 +110,22 @@ class PlanBuilder:
             )
             return None
 
+    def holiday_calendar(self, doc: CommentedMap) -> HolidayCalendar | None:
+        """The public holidays schedules may name: `public_holidays:` (a country code)."""
+        country = self.r.text(doc, "public_holidays", "the dialplan")
+        if country is None:
+            if "public_holidays" in doc:
+                return None
+            country = DEFAULT_COUNTRY
+        try:
+            return HolidayCalendar(country)
+        except UnknownCountry:
+            self.r.error(
+                self.r.value_pos(doc, "public_holidays"),
+                f"no public holidays known for {country!r}; use a country code like NL",
+            )
+            return None
+
     def read_languages(self, doc: CommentedMap) -> None:
         if "languages" not in doc:
             return
@@ -135,6 +153,7 @@ class PlanBuilder:
             "priority",
             "skill",
             "max_wait",
+            "unstaffed_wait",
             "overflow",
             "regional",
             "display",
@@ -156,13 +175,18 @@ class PlanBuilder:
             max_wait = self.r.number(
                 body, "max_wait", where, low=1, high=24 * 3600, whole=True, unit=" seconds"
             )
+            unstaffed = self.r.number(
+                body, "unstaffed_wait", where, low=0, high=24 * 3600, whole=True, unit=" seconds"
+            )
             overflow = self.refs.use(body, "overflow", "node", where)
-            if ("overflow" in body) != ("max_wait" in body):
-                self.r.error(
-                    self.r.key_pos(body, "overflow" if "overflow" in body else "max_wait"),
-                    f"{where}: `max_wait` and `overflow` go together (after max_wait seconds "
-                    "the caller goes to the overflow node)",
-                )
+            for missing in ("max_wait", "overflow"):
+                if missing not in body:  # every queue has a way out: nobody waits forever
+                    self.r.error(
+                        self.r.key_pos(doc["queues"], name),
+                        f"{where} needs `{missing}:`: every queue needs a way out "
+                        "(after max_wait seconds the caller goes to the overflow step, e.g. "
+                        "another queue, a transfer or voicemail)",
+                    )
             regional = self.regional(body, where)
             display = self.r.text(body, "display", where)
             ring_timeout = self.r.number(
@@ -187,6 +211,7 @@ class PlanBuilder:
                 priority=int(priority or 0),
                 skill=skill,
                 max_wait=int(max_wait) if max_wait is not None else None,
+                unstaffed_wait=int(unstaffed) if unstaffed is not None else None,
                 overflow=overflow,
                 regional=regional,
                 display=display or "",

@@ -47,6 +47,7 @@ CALLER_PROMPTS: tuple[str, ...] = (
     "comfort_3",
     "overflow_national",
     "max_wait_message",
+    "overflow_to_dutch",
     "info_line_open",
     "info_line_closed",
     "voicemail_instructions",

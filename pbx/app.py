@@ -46,7 +46,7 @@ from pbx.media.filler import LineFiller
 from pbx.media.hold_melody import hold_melody
 from pbx.media.moh import MusicOnHold
 from pbx.media.ports import PortPool
-from pbx.media.prompts import PromptLibrary
+from pbx.media.prompts import PromptLibrary, read_telephony_wav
 from pbx.media.srtp import SrtpMode, Suite
 from pbx.metrics import Metrics, watch_media_protection, watch_service
 from pbx.plan_in_force import PlanInForce
@@ -185,6 +185,7 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
         LineFiller(), srtp_policy(s),
     )  # fmt: skip
     whisper = Whisper(prompts.get("nl", s.volunteer_whisper) if s.volunteer_whisper else b"")
+    music = hold_music(s)  # one shared stream for every caller on hold
     handsets = Handsets(registrar, s.public_host)
     outbound_auth = None
     if s.outbound_auth_user:
@@ -217,7 +218,7 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
             comfort_interval=s.comfort_interval,
             ringback=s.ringback_while_ringing, on_abandon=events.caller_abandoned,
             on_answer=events.caller_answered, hand_over=hand_over, transfers=transfers,
-            replaced=consult_calls.replaced, records=records,
+            replaced=consult_calls.replaced, records=records, music=music,
         )  # fmt: skip
         calls = HelplineCalls(
             ringer, waiting, media, prompts, plans.current, voicemail,
@@ -265,6 +266,17 @@ def srtp_policy(s: Settings) -> SrtpPolicy:
     return SrtpPolicy(
         SrtpMode(s.srtp), tuple(Suite.parse(n) for n in s.srtp_suites), per_volunteer.get
     )
+
+
+def hold_music(s: Settings) -> MusicOnHold | None:
+    """The music waiting callers hear between messages (`hold_music`), or None for none."""
+    if not s.hold_music:
+        return None
+    path = s.recordings / s.hold_music  # an absolute `hold_music` stays as it is
+    try:
+        return MusicOnHold("hold", read_telephony_wav(path))
+    except FileNotFoundError as exc:
+        raise ValueError(f"hold_music: {path} not found (set hold_music = \"\" for none)") from exc
 
 
 def _lockout_policy(s: Settings) -> LockoutPolicy:

@@ -76,6 +76,9 @@ class Settings:
     # "ivr": answer at once and follow the dialplan; "direct": ring volunteers at once, no menu
     call_flow: str = "ivr"
     comfort_interval: float = 20.0  # seconds of quiet between messages a waiting caller hears
+    # music a waiting caller hears between messages: a telephony WAV in `recordings` (or a full
+    # path); "" for comfort noise instead. Replace it with `helpline prompts convert`.
+    hold_music: str = "hold_music.wav"
     # a waiting caller hears ringback (425 Hz, 1 s on, 4 s off) while a volunteer's handset rings
     ringback_while_ringing: bool = True
     # keys a volunteer presses in a call to hand the caller over to the backline destination

@@ -1,8 +1,10 @@
 """A caller in a language queue: from joining the line to the end of the conversation.
 
 While waiting the caller hears their place in line and an honest estimated wait (every
-`announce_every` seconds of the queue) with comfort messages between. The dispatcher's offers
-ring one volunteer at a time; the caller keeps hearing the waiting messages meanwhile. Once a
+`announce_every` seconds of the queue) with comfort messages between, and music on hold in
+the pauses (a message claims the line, so the music pauses while it plays; without music, the
+line filler's comfort noise). The dispatcher's offers ring one volunteer at a time; the caller
+keeps hearing the waiting messages meanwhile (with ringback, if set, instead of the music). Once a
 volunteer answers they hear the whisper, then both are bridged; at the queue's time limit the
 volunteer alone hears a short tone. If the volunteer's handset vanishes mid-call the caller is
 told, then is first in line again (or hears goodbye, as the queue is configured).
@@ -26,10 +28,11 @@ from pbx.calls.bridging import CallEnd, HandoverRequest, Replaceable, bridge_unt
 from pbx.calls.consultation import InCall
 from pbx.calls.handover import State
 from pbx.calls.handsets import Handsets
-from pbx.calls.legs import InboundLeg
+from pbx.calls.legs import InboundLeg, OutboundLeg
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
 from pbx.calls.ringing import Ringer, Whisper
 from pbx.calls.transfers import VolunteerTransfers
+from pbx.media.moh import MusicOnHold
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
 from pbx.media.tones import silence, sine
@@ -74,6 +77,7 @@ class WaitingRoom:
     records: CallRecords = field(default_factory=CallRecords)  # what the call record notes
     # the volunteer's own call a REFER with Replaces names (attended transfer), if any
     replaced: Callable[[str], Replaceable | None] = lambda refer_to: None
+    music: MusicOnHold | None = None  # heard between the waiting messages (None: comfort noise)
 
     async def wait(
         self,
@@ -104,6 +108,7 @@ class WaitingRoom:
         inbox: asyncio.Queue[QueueEvent],
     ) -> str | None | _Next:
         hold = asyncio.create_task(self._hold(leg, media, queue, language))
+        self._music(media, True)
         try:
             while True:
                 event = await _next_event(inbox, leg)
@@ -127,6 +132,7 @@ class WaitingRoom:
                     return step
         finally:
             hold.cancel()
+            self._music(media, False)
 
     async def _offer(
         self,
@@ -155,12 +161,15 @@ class WaitingRoom:
             timeout = max(1.0, offer.ring_until - self.dispatcher.now())
             targets = [self.handsets.target(b) for b in bindings]  # every handset
             media.ringback(self.ringback)
+            self._music(media, not self.ringback)  # ringback, if heard, takes the music's place
+            out: OutboundLeg | None = None
             try:
                 out = await self.ringer.ring(
                     leg, vol_media, targets, leg.ref, timeout, queue.shown_as
                 )
             finally:
                 media.ringback(False)
+                self._music(media, out is None)  # nobody answered: music again while waiting
             if out is None:
                 if not leg.is_ended:  # the caller is still there: the volunteer missed it
                     self.dispatcher.missed(leg.ref, offer.username)
@@ -245,6 +254,13 @@ class WaitingRoom:
         if call.leg.is_ended:
             return "answered"
         return _Next.REQUEUE  # the hand-over failed: first in line for a volunteer
+
+    def _music(self, media: AnchoredMedia, on: bool) -> None:
+        if self.music is not None:
+            if on:
+                self.music.subscribe(media.leg)
+            else:
+                self.music.unsubscribe(media.leg)
 
     async def _say(self, media: AnchoredMedia, language: str, prompt: str) -> None:
         await play(media.leg, [self.prompts.get(language, prompt)], barge_in=False)
