@@ -139,7 +139,10 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
     whisper = Whisper(prompts.get("nl", s.volunteer_whisper) if s.volunteer_whisper else b"")
     handsets = Handsets(registrar, s.public_host)
     ringer = Ringer(legs)
-    router = DirectRouter(handsets, ringer, media, whisper, on_outcome=events.call_ended)
+    router = DirectRouter(
+        handsets, ringer, media, whisper, on_outcome=events.call_ended, records=records,
+        plan=lambda: plans.plan,
+    )  # fmt: skip
     app: CallApplication = router
     if s.call_flow == "ivr":
         # with the IVR, volunteers take calls only while logged in to a shift from the handset
@@ -171,6 +174,7 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
         stack, registrar, trunk, app, max_dialogs=s.max_dialogs,
         trunk_reserved_dialogs=s.trunk_reserved_dialogs, refusing=drain.refusing,
         on_refused=events.invite_refused, table=legs,
+        on_refused_call=lambda dialed: records.refused(dialed, plans.plan),
         hasher=CallerHasher(forwarders=lambda: partner_numbers(plans.current())),
     )  # fmt: skip
 
@@ -186,7 +190,7 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
         restart_state=restart_state, bookkeeping=bookkeeping, roster=roster,
         dispatcher=dispatcher, registrar=registrar, trunk=trunk, admission=admission,
         stack=stack, switchboard=switchboard, keepalive=keepalive, drain=drain,
-        voicemail=voicemail,
+        voicemail=voicemail, records=records,
     )  # fmt: skip
 
 

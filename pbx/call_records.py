@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from ivr.model import Dialplan, NumberKind
+from ivr.model import Dialplan, HoursNode, NumberKind
 from pbx.anonymity import CallerContext
 from pbx.db.ops import DataOp, Upsert
 
@@ -65,6 +65,16 @@ def record_op(record: CallRecord) -> DataOp:
     return Upsert(TABLE, record.row(), key=("id",))
 
 
+def ended_closed(plan: Dialplan, path: tuple[str, ...]) -> bool:
+    """The IVR took a closed-hours branch on its way (an hours node's `closed` step): a call
+    that then ends in the plan was closed, not an ordinary IVR hang-up."""
+    for here, nxt in zip(path, path[1:], strict=False):
+        node = plan.nodes.get(here)
+        if isinstance(node, HoursNode) and nxt == node.closed and node.closed != node.open:
+            return True
+    return False
+
+
 def _no_submit(op: DataOp) -> None:
     pass
 
@@ -90,16 +100,11 @@ class CallRecords:
     monotonic: Callable[[], float] = time.monotonic
     _open: OrderedDict[str, _Open] = field(default_factory=OrderedDict)
 
-    def started(self, ref: str, caller: CallerContext, plan: Dialplan) -> None:
+    def started(self, ref: str, caller: CallerContext, plan: Dialplan | None) -> None:
         record = CallRecord(str(uuid.uuid4()), self.clock(), returning_today=caller.repeat_today)
-        _, number = plan.entry_for(caller.dialed)
-        if number is not None:
-            record.entry_kind = number.kind.value
-            record.entry_line = number.number
-            record.region = number.region
-            if number.kind is NumberKind.PARTNER and number.partner:
-                record.partner, record.partner_via = number.partner, "number"
-        if record.partner is None and caller.forwarded_by is not None:
+        if plan is not None:
+            self._entry(record, caller.dialed, plan)
+        if plan is not None and record.partner is None and caller.forwarded_by is not None:
             forwarder = plan.numbers.get(caller.forwarded_by)
             if forwarder is not None and forwarder.partner:
                 record.partner, record.partner_via = forwarder.partner, "forwarding"
@@ -107,6 +112,27 @@ class CallRecords:
             self._open.popitem(last=False)
             log.error("call_record_dropped", reason="too_many_open")
         self._open[ref] = _Open(record)
+        self._observe(record)
+
+    def refused(self, dialed: str, plan: Dialplan | None) -> None:
+        """A trunk call the service refused (draining, call limit, ...): a record of the entry
+        line only, written at once; nothing of the caller is read."""
+        record = CallRecord(str(uuid.uuid4()), self.clock(), outcome="refused")
+        if plan is not None:
+            self._entry(record, dialed, plan)
+        self._observe(record)
+        self._submit(record)
+
+    def _entry(self, record: CallRecord, dialed: str, plan: Dialplan) -> None:
+        _, number = plan.entry_for(dialed)
+        if number is not None:
+            record.entry_kind = number.kind.value
+            record.entry_line = number.number
+            record.region = number.region
+            if number.kind is NumberKind.PARTNER and number.partner:
+                record.partner, record.partner_via = number.partner, "number"
+
+    def _observe(self, record: CallRecord) -> None:
         try:
             self.on_started(record)
         except Exception as exc:
@@ -133,10 +159,10 @@ class CallRecords:
         if (o := self._get(ref)) is not None:
             o.record.ring_no_answer += 1
 
-    def answered(self, ref: str, volunteer: str, waited: float) -> None:
+    def answered(self, ref: str, volunteer: str, waited: float | None) -> None:
         if (o := self._get(ref)) is not None:
             o.record.answered_by = volunteer
-            o.record.wait_seconds = round(waited, 3)
+            o.record.wait_seconds = None if waited is None else round(waited, 3)
             o.talking_since = self.monotonic()
 
     def talk_ended(self, ref: str, time_limit: float | None) -> None:
@@ -165,15 +191,27 @@ class CallRecords:
 
     def finished(self, ref: str, outcome: str) -> CallRecord | None:
         """The call ended: its record is written behind (once), and forgotten here."""
+        self.talk_ended(ref, None)  # ended mid-talk (shutdown): the talk so far counts
         o = self._open.pop(ref, None)
         if o is None:
             return None
         o.record.outcome = outcome
+        self._submit(o.record)
+        return o.record
+
+    def finish_all(self, outcome: str) -> int:
+        """The service stops: every open record is written with `outcome` (its call's task may
+        be cancelled after the write-behind closed). A later `finished` finds nothing."""
+        refs = list(self._open)
+        for ref in refs:
+            self.finished(ref, outcome)
+        return len(refs)
+
+    def _submit(self, record: CallRecord) -> None:
         try:
-            self.submit(record_op(o.record))
+            self.submit(record_op(record))
         except Exception as exc:  # a record must never cost the call its clean ending
             log.error("call_record_not_written", error=type(exc).__name__)
-        return o.record
 
     @property
     def open_count(self) -> int:

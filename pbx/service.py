@@ -21,6 +21,7 @@ import structlog
 
 from ivr.model import Dialplan
 from pbx.bookkeeping import Bookkeeping
+from pbx.call_records import CallRecords
 from pbx.config import Settings
 from pbx.db.call_records import fold_every_day
 from pbx.db.database import Database
@@ -74,6 +75,7 @@ class HelplineService:
     keepalive: Keepalive
     drain: Drain
     voicemail: VoicemailDesk  # messages kept encrypted, deleted after the retention period
+    records: CallRecords = field(default_factory=CallRecords)  # live calls' records
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -134,6 +136,8 @@ class HelplineService:
         for task in self._tasks:
             task.cancel()
         await self.stack.close()
+        # calls still running when we stop: their records go out before the write-behind closes
+        self.records.finish_all("shutdown")
         await self.bookkeeping.close()
         await self.persistence.close()
         if self._metrics_server is not None:

@@ -17,6 +17,8 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (4, "registrations_columns.sql"),
     # 5, 6, 7 are other branches' (fixed numbers; see the merge notes)
     (8, "call_records.sql"),
+    # 9, 10, 11, 12 are other branches'
+    (13, "call_daily_answered.sql"),
 )
 
 # Serialises concurrent migrators (service and CLI starting at once); any constant will do.
