@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from ivr.model import Dialplan, HoursNode, NumberKind
+from ivr.model import Dialplan, HoursNode, NumberKind, QueueNode, TransferNode, VoicemailNode
 from pbx.anonymity import CallerContext
 from pbx.db.ops import DataOp, Upsert
 
@@ -66,13 +66,20 @@ def record_op(record: CallRecord) -> DataOp:
 
 
 def ended_closed(plan: Dialplan, path: tuple[str, ...]) -> bool:
-    """The IVR took a closed-hours branch on its way (an hours node's `closed` step): a call
-    that then ends in the plan was closed, not an ordinary IVR hang-up."""
-    for here, nxt in zip(path, path[1:], strict=False):
+    """The call ended in the IVR on a closed-hours branch (an hours node's `closed` step, and
+    nothing after it that queues, transfers or takes a message): the line was closed to it,
+    which is not an ordinary IVR hang-up."""
+    closed_from = None
+    for i, (here, nxt) in enumerate(zip(path, path[1:], strict=False)):
         node = plan.nodes.get(here)
         if isinstance(node, HoursNode) and nxt == node.closed and node.closed != node.open:
-            return True
-    return False
+            closed_from = i + 1
+    if closed_from is None:
+        return False
+    return not any(
+        isinstance(plan.nodes.get(name), QueueNode | TransferNode | VoicemailNode)
+        for name in path[closed_from:]
+    )
 
 
 def _no_submit(op: DataOp) -> None:
