@@ -30,6 +30,7 @@ log = structlog.get_logger("pbx.call_records")
 
 TABLE = "call_records"
 MAX_OPEN = 10_000  # open records kept at most (live calls are bounded far below this)
+MAX_REFUSED_PER_SECOND = 50  # refused calls recorded; a flood beyond is logged, not written
 
 
 @dataclass
@@ -106,6 +107,7 @@ class CallRecords:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     monotonic: Callable[[], float] = time.monotonic
     _open: OrderedDict[str, _Open] = field(default_factory=OrderedDict)
+    _refused_second: tuple[int, int] = (0, 0)  # (second, calls refused in it)
 
     def started(self, ref: str, caller: CallerContext, plan: Dialplan | None) -> None:
         record = CallRecord(str(uuid.uuid4()), self.clock(), returning_today=caller.repeat_today)
@@ -124,6 +126,13 @@ class CallRecords:
     def refused(self, dialed: str, plan: Dialplan | None) -> None:
         """A trunk call the service refused (draining, call limit, ...): a record of the entry
         line only, written at once; nothing of the caller is read."""
+        second = int(self.monotonic())
+        seen = self._refused_second[1] if self._refused_second[0] == second else 0
+        self._refused_second = (second, seen + 1)
+        if seen >= MAX_REFUSED_PER_SECOND:  # a flood must not fill the write-behind (or the log)
+            if seen == MAX_REFUSED_PER_SECOND:
+                log.warning("call_records_dropped", reason="refused_flood")
+            return
         record = CallRecord(str(uuid.uuid4()), self.clock(), outcome="refused")
         if plan is not None:
             self._entry(record, dialed, plan)

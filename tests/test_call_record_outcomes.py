@@ -17,10 +17,10 @@ import asyncpg
 
 from ivr.loader import DEFAULT_PLAN, load_dialplan
 from pbx.anonymity import CallerContext
-from pbx.call_records import CallRecords, ended_closed, record_op
+from pbx.call_records import MAX_REFUSED_PER_SECOND, CallRecords, ended_closed, record_op
 from pbx.db.call_records import fold_old_records
 from pbx.db.migrate import migrate
-from pbx.db.ops import DataOp, op_sql
+from pbx.db.ops import DataOp, Upsert, op_sql
 from pbx.media.prompts import DEFAULT_RECORDINGS, PromptLibrary
 from pbx.reports import build_report, partner_statement, render_csv, render_text
 from tests.helpers.caller_number import DIGITS
@@ -297,3 +297,21 @@ def test_the_partner_statement_adds_daily_counts_to_records() -> None:
     assert [(p.partner, p.calls, p.answered, p.talk_seconds) for p in lines] == [
         ("Gemeente Zwolle", 4, 3, 300.0), ("Wijkteam Utrecht", 1, 0, 0.0)
     ]  # fmt: skip
+
+
+def test_a_flood_of_refused_calls_is_recorded_bounded() -> None:
+    """Refused calls are written up to a bound per second: a flood cannot fill the write-behind;
+    the next second records again."""
+    plan = load_dialplan(DEFAULT_PLAN, prompts=PROMPTS)
+    ops: list[DataOp] = []
+    now = [100.0]
+    records = CallRecords(submit=ops.append, monotonic=lambda: now[0])
+    for _ in range(MAX_REFUSED_PER_SECOND + 30):
+        records.refused("09000767", plan)
+    assert len(ops) == MAX_REFUSED_PER_SECOND
+    now[0] = 101.0
+    records.refused("09000767", None)  # no plan loaded: the record has no line
+    assert len(ops) == MAX_REFUSED_PER_SECOND + 1
+    assert isinstance(ops[0], Upsert) and ops[0].values["entry_line"] == "09000767"
+    assert isinstance(ops[-1], Upsert) and ops[-1].values["entry_kind"] == "unknown"
+    assert {op.values["outcome"] for op in ops if isinstance(op, Upsert)} == {"refused"}
