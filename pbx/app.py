@@ -191,7 +191,10 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
     if s.outbound_auth_user:
         outbound_auth = ClientCredentials(s.outbound_auth_user, s.outbound_auth_password)
     ringer = Ringer(legs, auth=outbound_auth)
-    router = DirectRouter(handsets, ringer, media, whisper, on_outcome=events.call_ended)
+    router = DirectRouter(
+        handsets, ringer, media, whisper, on_outcome=events.call_ended, records=records,
+        plan=lambda: plans.plan,
+    )  # fmt: skip
     app: CallApplication = router
     if s.call_flow == "ivr":
         # with the IVR, volunteers take calls only while logged in to a shift from the handset
@@ -236,6 +239,7 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
         stack, registrar, trunk, app, max_dialogs=s.max_dialogs,
         trunk_reserved_dialogs=s.trunk_reserved_dialogs, refusing=drain.refusing,
         on_refused=events.invite_refused, table=legs,
+        on_refused_call=lambda dialed: records.refused(dialed, plans.plan),
         hasher=CallerHasher(forwarders=lambda: partner_numbers(plans.current())),
         standby=ha.refusing if ha is not None else lambda: None,
         edge=EdgeProxies.build(s.edge_proxies, admission),  # none: strips their headers
@@ -257,7 +261,7 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
         restart_state=restart_state, bookkeeping=bookkeeping, roster=roster,
         dispatcher=dispatcher, registrar=registrar, trunk=trunk, admission=admission,
         stack=stack, switchboard=switchboard, drain=drain, leader_work=leader_work, ha=ha,
-        voicemail=voicemail, web=web,
+        voicemail=voicemail, web=web, records=records,
     )  # fmt: skip
 
 

@@ -23,6 +23,7 @@ import structlog
 
 from ivr.model import Dialplan
 from pbx.bookkeeping import Bookkeeping
+from pbx.call_records import CallRecords
 from pbx.config import Settings
 from pbx.db.call_records import fold_every_day
 from pbx.db.database import Database
@@ -78,6 +79,7 @@ class HelplineService:
     web: WebServer | None = None  # wallboard and console (pbx/web)
     leader_work: LeaderWork  # expiry sweep and keepalives: only while this node leads
     ha: HighAvailability | None = None  # the active/standby lease; None: one node, it leads
+    records: CallRecords = field(default_factory=CallRecords)  # live calls' records
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -150,6 +152,8 @@ class HelplineService:
             await self.web.stop()
         self.leader_work.stop()
         await self.stack.close()
+        # calls still running when we stop: their records go out before the write-behind closes
+        self.records.finish_all("shutdown")
         await self.bookkeeping.close()
         await self.persistence.close()
         if self._metrics_server is not None:

@@ -64,6 +64,8 @@ class Switchboard:
     # Retry-After seconds while another node holds the leadership lease (pbx.ha); None: leading
     standby: Callable[[], int | None] = lambda: None
     edge: EdgeProxies | None = None  # trusted edge proxies: requests' real sources (edge.py)
+    # a trunk call refused (draining, call limit, ...): its record, by the number dialled (ours)
+    on_refused_call: Callable[[str], None] = lambda dialed: None
     table: LegTable = field(kw_only=True)  # the live call legs, shared with the call flows
 
     @property
@@ -169,6 +171,7 @@ class Switchboard:
             incoming.respond(
                 503, "Service Unavailable - Call limit", headers=[("Retry-After", "5")]
             )
+            self._refused_call(incoming, trunk=None)
             return
         retry_after = self.refusing()
         if retry_after is not None:  # a planned stop: the carrier or proxy tries elsewhere
@@ -176,22 +179,26 @@ class Switchboard:
                 503, "Service Unavailable - Draining", headers=[("Retry-After", str(retry_after))]
             )
             self.on_refused("draining")
+            self._refused_call(incoming, trunk=None)
             return
         if self._standing_by(incoming, "INVITE"):
             return
         now = self.wall_clock()
         volunteer = self._volunteer_identity(incoming)
         if volunteer is None:
-            return  # answered (challenge or refusal)
+            return  # answered (challenge or refusal): no call yet, no record
         if request.body and request.content_type != SDP:
             incoming.respond(415, headers=[("Accept", SDP)])
+            self._refused_call(incoming, trunk=volunteer == "")
             return
         accept = [a.split(";")[0].strip().lower() for a in request.headers.values("Accept")]
         if accept and SDP not in accept and "application/*" not in accept and "*/*" not in accept:
             incoming.respond(406, "Not Acceptable - We answer with application/sdp")
+            self._refused_call(incoming, trunk=volunteer == "")
             return
         if self.app is None:
             incoming.respond(480, "Temporarily Unavailable - Not accepting calls")
+            self._refused_call(incoming, trunk=volunteer == "")
             return
         leg = self.table.accept_inbound(incoming)
         if volunteer:
@@ -224,6 +231,14 @@ class Switchboard:
         if method == "INVITE":
             self.on_refused("standby")
         return True
+
+    def _refused_call(self, incoming: IncomingRequest, trunk: bool | None) -> None:
+        """A caller's call refused: recorded (entry line only). `trunk` None: known only by the
+        source address (before authentication); volunteers' own calls are not recorded."""
+        if trunk is None:
+            trunk = self.trunk.from_trusted_address(incoming.real_source)
+        if trunk:
+            self.on_refused_call(dialed_number(incoming.request))
 
     def _volunteer_identity(self, incoming: IncomingRequest) -> str | None:
         """'' for a trunk call, a username for an authenticated volunteer, None if answered.

@@ -20,7 +20,7 @@ from ivr.collect import DigitBuffer
 from ivr.model import Destination, Dialplan
 from ivr.runtime import IvrOutcome, IvrRuntime, Mailboxes, OutcomeKind
 from pbx.anonymity import CallerContext
-from pbx.call_records import CallRecords
+from pbx.call_records import CallRecords, ended_closed
 from pbx.calls.bridging import HandoverRequest, Replaceable, bridge_until_end
 from pbx.calls.consult_calls import ConsultCalls
 from pbx.calls.consultation import Consultation, InCall
@@ -77,6 +77,7 @@ class HelplineCalls:
 
     async def _run(self, leg: InboundLeg, caller: CallerContext, plan: Dialplan) -> None:
         self.records.started(leg.ref, caller, plan)
+        outcome = "shutdown"  # the record's outcome if the task is cancelled (the service stops)
         try:
             outcome = await self._handle(leg, caller, plan)
         except Exception as exc:  # a bug must cost one call a clean ending, never leave it hanging
@@ -84,8 +85,9 @@ class HelplineCalls:
             outcome = "failed"
             if not leg.is_ended:
                 await leg.hangup("internal_error")
+        finally:
+            self.records.finished(leg.ref, outcome)  # however the call ends: never lost
         log.info("call_finished", call=leg.ref, outcome=outcome)
-        self.records.finished(leg.ref, outcome)
         self.on_outcome(outcome)
 
     async def _handle(self, leg: InboundLeg, caller: CallerContext, plan: Dialplan) -> str:
@@ -148,7 +150,7 @@ class HelplineCalls:
         """Carry out where the IVR ended; a node name to continue there, or the call's end."""
         match outcome.kind:
             case OutcomeKind.ABANDONED:
-                return _Done("abandoned")
+                return _Done("closed" if ended_closed(plan, outcome.path) else "abandoned")
             case OutcomeKind.QUEUE:
                 assert outcome.queue is not None
                 queue = plan.queues[outcome.queue]
@@ -171,7 +173,9 @@ class HelplineCalls:
                 await leg.hangup("voicemail_done")
                 return _Done("voicemail")
         await leg.hangup("ivr_end")
-        return _Done("ivr_hangup" if outcome.kind is OutcomeKind.HANGUP else "failed")
+        if outcome.kind is not OutcomeKind.HANGUP:
+            return _Done("failed")
+        return _Done("closed" if ended_closed(plan, outcome.path) else "ivr_hangup")
 
     async def hand_over(
         self,

@@ -225,7 +225,7 @@ class WaitingRoom:
             self.dispatcher.remove(leg.ref)
             await self._say(media, language, "volunteer_lost_goodbye")
             await leg.hangup("volunteer_lost")
-            return "volunteer_lost"
+            return "handset_lost"
         finally:
             vol_media.close()
 

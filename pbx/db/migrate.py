@@ -18,6 +18,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (5, "registration_path.sql"),
     (8, "call_records.sql"),
     (12, "console_accounts.sql"),
+    (13, "call_daily_answered.sql"),
 )
 
 # Serialises concurrent migrators (service and CLI starting at once); any constant will do.
