@@ -53,13 +53,14 @@ async def migrate(conn: asyncpg.Connection) -> int:
         )
     # Every listed version not applied yet, in order: not just those above the newest applied,
     # so a migration merged in from a branch after a later one was applied is never skipped.
+    applied = await _applied(conn)
     for number, name in MIGRATIONS:
-        if number in await _applied(conn):
+        if number in applied:
             continue
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
             # Another process may have applied it while we waited for the lock.
-            if number in await _applied(conn):
+            if await conn.fetchval("SELECT 1 FROM schema_version WHERE version = $1", number):
                 continue
             await conn.execute(_sql(name))
             await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
