@@ -26,7 +26,7 @@ from pbx.sip.errors import SipParseError
 from pbx.sip.message import Request, Response, make_response
 from pbx.sip.parser import KNOWN_METHODS
 from pbx.sip.peer import Peer
-from pbx.sip.registrar import Binding, Registrar
+from pbx.sip.registrar import Registrar
 from pbx.sip.stack import IncomingRequest, SipStack
 from pbx.sip.transactions import TransactionId
 from pbx.sip.trunk import TrunkPolicy
@@ -295,7 +295,3 @@ class Switchboard:
             self.on_refused(refused.why.value)
         incoming.stack.respond_once(incoming, refused.response)
 
-    # --- handsets ---------------------------------------------------------------------------------
-    def volunteer_bindings(self, username: str) -> list[Binding]:
-        """The handsets to ring: live and answering their keepalive."""
-        return self.registrar.ringable(username, self.wall_clock())

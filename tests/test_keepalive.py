@@ -99,7 +99,7 @@ async def test_an_unanswered_udp_keepalive_skips_the_handset_until_it_answers_th
                 await answer_keepalives_until(
                     helpline, raw, lambda: reachable(helpline, "duo", raw.port)
                 )
-                ringable = helpline.service.switchboard.volunteer_bindings("duo")
+                ringable = helpline.service.registrar.ringable("duo", time.time())
                 assert sorted(b.source.port for b in ringable) == sorted([raw.port, live.port])
                 # unanswered again, then a REGISTER refresh restores it too
                 await until(lambda: unreachable(helpline, "duo", raw.port), 10)
