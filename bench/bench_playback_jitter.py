@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pbx import event_loop  # noqa: E402
 from pbx.media import tones  # noqa: E402
 from pbx.media.filler import LineFiller  # noqa: E402
 from pbx.media.g711 import Codec  # noqa: E402
@@ -148,4 +149,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())
