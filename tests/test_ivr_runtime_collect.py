@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ivr.collect import CollectEnd, Collected, DigitBuffer, Menu, MenuEnd, collect_digits
+from ivr.collect import Collected, CollectEnd, DigitBuffer, Menu, MenuEnd, collect_digits
 from pbx.media import tones
 from pbx.media.dtmf import dtmf_packets
 from pbx.media.leg import MediaLeg
