@@ -324,7 +324,11 @@ class SipTransports:
             if self._udp is None or self._udp.transport is None:
                 self.stats.send_failures += 1
                 return
-            self._udp.transport.sendto(data, (peer.host, peer.port))
+            try:
+                self._udp.transport.sendto(data, (peer.host, peer.port))
+            except ValueError as exc:  # uvloop: a host name (a Via's sent-by) is not looked up
+                self.stats.send_failures += 1
+                log.info("udp_send_failed", peer=str(peer), error=str(exc))
             return
         conn = self._connection_for(peer)
         if conn is not None:
