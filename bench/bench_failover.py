@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ivr.loader import DEFAULT_PLAN  # noqa: E402
+from pbx import event_loop  # noqa: E402
 from pbx.db.embedded import start_embedded  # noqa: E402
 from tests.helpers.edge_cluster import Cluster, logged  # noqa: E402
 from tests.helpers.ivr_helpline import without_wrap_up  # noqa: E402
@@ -137,7 +138,7 @@ def main() -> None:
     with pg_state_dir() as pg, tempfile.TemporaryDirectory() as tmp:
         server = start_embedded(pg)
         try:
-            asyncio.run(bench(args.runs, server.url, Path(tmp)))
+            event_loop.run(bench(args.runs, server.url, Path(tmp)))
         finally:
             server.stop()
 

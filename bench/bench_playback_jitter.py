@@ -5,6 +5,11 @@ receiver process timestamps every packet and reports the inter-packet interval
 deviation from 20 ms (p50/p99/max), the RFC 3550 interarrival jitter, how many ticks
 the clock had to skip, and the service CPU per stream. Prints figures, asserts nothing.
 
+Arrival times are the kernel's (SO_TIMESTAMPNS: when the packet reached the receiver's
+socket, on loopback the moment it was sent), so the figures are the service's pacing, not
+the receiver's own scheduling; ``udev99`` is the p99 with the receiver's user-space clock
+read after each recv, as this bench measured before.
+
     .venv/bin/python bench/bench_playback_jitter.py [--streams 100 300 500] [--seconds 4]
         [--mode prompt prompt+filler filler]
 
@@ -29,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pbx import event_loop  # noqa: E402
 from pbx.media import tones  # noqa: E402
 from pbx.media.filler import LineFiller  # noqa: E402
 from pbx.media.g711 import Codec  # noqa: E402
@@ -41,24 +47,39 @@ from pbx.media.ticker import ticker_for  # noqa: E402
 
 HOST = "127.0.0.1"
 HEADER = struct.Struct("!BBHII")
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python names it from 3.12 on
+TIMESPEC = struct.Struct("@qq")
 
 
 def receiver(conn: Connection) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.bind((HOST, 0))
     conn.send(sock.getsockname()[1])
     sock.settimeout(5.0)  # until the first packet
     arrivals: dict[int, list[tuple[float, int]]] = {}
+    read_at: dict[int, list[float]] = {}  # the receiver's own clock after each recv
     try:
         while True:
-            data = sock.recv(2048)
+            data, ancillary, _, _ = sock.recvmsg(2048, 64)
             now = time.monotonic()
             _, _, _, ts, ssrc = HEADER.unpack_from(data)
-            arrivals.setdefault(ssrc, []).append((now, ts))
+            stamp = now
+            for level, kind, value in ancillary:
+                if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS):
+                    sec, nsec = TIMESPEC.unpack_from(value)
+                    stamp = sec + nsec * 1e-9
+            arrivals.setdefault(ssrc, []).append((stamp, ts))
+            read_at.setdefault(ssrc, []).append(now)
             sock.settimeout(0.5)  # the end: nothing for half a second
     except TimeoutError:
         pass
+    user_deviations = [
+        abs((t1 - t0) - 0.02)
+        for series in read_at.values()
+        for t0, t1 in zip(series, series[1:], strict=False)
+    ]
     deviations: list[float] = []
     jitters: list[float] = []
     packets = 0
@@ -71,7 +92,7 @@ def receiver(conn: Connection) -> None:
             d = (t1 - t0) - ((ts1 - ts0) & 0xFFFFFFFF) / 8000
             jitter += (abs(d) - jitter) / 16
         jitters.append(jitter)
-    conn.send((len(arrivals), packets, deviations, jitters))
+    conn.send((len(arrivals), packets, deviations, jitters, pct(user_deviations, 0.99)))
     sock.close()
 
 
@@ -108,14 +129,14 @@ async def run(pool: PortPool, streams: int, seconds: float, mode: str) -> None:
         filler.release(leg)
     cpu, elapsed = time.process_time() - cpu0, time.monotonic() - t0
     skipped = ticker.skipped - skipped0
-    n_streams, packets, deviations, jitters = await loop.run_in_executor(None, parent.recv)
+    n_streams, packets, deviations, jitters, udev99 = await loop.run_in_executor(None, parent.recv)
     proc.join(5)
     for leg in legs:
         leg.close()
     expected = streams * -(-len(prompt) // 320)
     print(
         f"{mode:>13} {streams:>7} {packets:>8}/{expected:<8} {pct(deviations, 0.5):>6.2f} "
-        f"{pct(deviations, 0.99):>6.2f} {pct(deviations, 1.0):>7.2f} "
+        f"{pct(deviations, 0.99):>6.2f} {pct(deviations, 1.0):>7.2f} {udev99:>6.2f} "
         f"{pct(jitters, 0.5):>7.2f} {pct(jitters, 1.0):>7.2f} {skipped:>5} "
         f"{100 * cpu / elapsed:>6.1f} {100 * cpu / elapsed / streams:>9.4f}",
         flush=True,
@@ -134,13 +155,14 @@ async def main() -> None:
     args = parser.parse_args()
     pool = PortPool(HOST, 30000, 39999)
     print(
-        f"playback jitter bench: {os.cpu_count()} CPUs, load average "
+        f"playback jitter bench: {event_loop.loop_name()}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.2f}, {args.seconds:.0f} s prompt per stream (PCMA)"
     )
     print("interval deviation = |inter-arrival - 20 ms|; jitter = RFC 3550 estimate per stream")
     print(
         f"{'mode':>13} {'streams':>7} {'packets/expected':>17} {'dev50':>6} {'dev99':>6} "
-        f"{'devmax':>7} {'jit50':>7} {'jitmax':>7} {'skip':>5} {'CPU%':>6} {'CPU%/strm':>9}   (ms)"
+        f"{'devmax':>7} {'udev99':>6} {'jit50':>7} {'jitmax':>7} {'skip':>5} {'CPU%':>6} "
+        f"{'CPU%/strm':>9}   (ms)"
     )
     for streams in args.streams:
         for mode in args.mode:
@@ -148,4 +170,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pbx import event_loop  # noqa: E402
 from pbx.media.g711 import Codec  # noqa: E402
 from pbx.media.leg import MediaLeg  # noqa: E402
 from pbx.media.offer_answer import NegotiatedMedia  # noqa: E402
@@ -105,4 +106,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

@@ -16,7 +16,6 @@ machine is shared, so figures are noisy.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pbx import event_loop  # noqa: E402
 from pbx.db.database import open_database  # noqa: E402
 from pbx.sip.digest import Credential  # noqa: E402
 
@@ -173,7 +173,7 @@ def main() -> None:
             url = server.url
         state = work / "state"
         state.mkdir()
-        asyncio.run(populate(url, state, args.volunteers))
+        event_loop.run(populate(url, state, args.volunteers))
         t = time.monotonic()
         subprocess.run([sys.executable, "-c", "import pbx.app, pbx.commands.serve"], check=True)
         imports = time.monotonic() - t

@@ -9,12 +9,12 @@ Run: .venv/bin/python bench/burst_malformed.py [--count 50000] [--repeat 1]
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pbx import event_loop  # noqa: E402
 from pbx.db.embedded import start_embedded  # noqa: E402
 from tests.helpers.bursts import burst_from_one_address
 from tests.helpers.pg_state import pg_state_dir  # noqa: E402
@@ -58,7 +58,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    return asyncio.run(run(args.count, args.repeat))
+    return event_loop.run(run(args.count, args.repeat))
 
 
 if __name__ == "__main__":

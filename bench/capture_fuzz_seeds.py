@@ -19,6 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pbx import event_loop  # noqa: E402
 from pbx.db.embedded import start_embedded  # noqa: E402
 from pbx.sip.transport import SipTransports  # noqa: E402
 from tests.helpers.pg_state import pg_state_dir  # noqa: E402
@@ -128,7 +129,7 @@ def main() -> int:
     default = Path(__file__).resolve().parent.parent / "tests" / "data" / "fuzz-seeds"
     parser.add_argument("--out", type=Path, default=default)
     args = parser.parse_args()
-    asyncio.run(capture(args.out))
+    event_loop.run(capture(args.out))
     return 0
 
 

@@ -17,7 +17,6 @@ kind are printed in full. Exit status 1 if there was any.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import resource
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pbx import event_loop  # noqa: E402
 from pbx.db.embedded import start_embedded  # noqa: E402
 from tests.helpers.fuzz_mutations import PASSWORD, VOLUNTEERS  # noqa: E402
 from tests.helpers.fuzz_requests import FUZZ_SETTINGS, Fuzzer, RequestPathWatch  # noqa: E402
@@ -114,7 +114,7 @@ def main() -> int:
     parser.add_argument("--udp", action="store_true", help="send over a real UDP socket")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    return asyncio.run(run(args.count, args.batch, args.udp, args.seed))
+    return event_loop.run(run(args.count, args.batch, args.udp, args.seed))
 
 
 if __name__ == "__main__":

@@ -164,6 +164,7 @@ class Settings:
     voicemail_notify: str = ""
     log_level: str = "info"
     log_format: str = "json"  # json or console
+    event_loop: str = "auto"  # auto (uvloop where installed), uvloop or asyncio (pbx/event_loop.py)
 
     @property
     def public_host(self) -> str:
@@ -178,6 +179,8 @@ class Settings:
                     ipaddress.ip_network(net, strict=False)
                 except ValueError as exc:
                     raise ConfigError(f"{name}: {net!r} is not an address range: {exc}") from None
+        if self.event_loop not in ("auto", "uvloop", "asyncio"):
+            raise ConfigError(f"event_loop must be auto, uvloop or asyncio: {self.event_loop!r}")
         if self.call_flow not in ("ivr", "direct"):
             raise ConfigError(f"call_flow must be 'ivr' or 'direct', not {self.call_flow!r}")
         known = {"SHA-256", "MD5"}

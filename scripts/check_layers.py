@@ -22,7 +22,9 @@ PACKAGES = ("pbx", "ivr", "queues")
 
 # Bottom to top. Modules named here that do not exist yet are placed for branches being merged.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("pbx.private_files", "pbx.logs", "pbx.config", "pbx.privileges")),
+    ("foundation", (
+        "pbx.private_files", "pbx.logs", "pbx.config", "pbx.privileges", "pbx.event_loop",
+    )),
     # the protocol cores: sans-IO state machines with their asyncio adapters
     ("protocol", ("pbx.sip", "pbx.media", "queues", "pbx.leadership")),
     # what calls are made of: the dialplan, anonymity, storage, observers

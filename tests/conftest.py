@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pbx import event_loop
 from pbx.db.embedded import start_embedded
 from pbx.logs import configure_logging
 from tests.helpers.pg_state import pg_state_dir
@@ -20,6 +21,13 @@ os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 # A `helpline serve` subprocess started by a test stays root (the test runner's Python may live
 # where the service user cannot read it); tests/test_privileges.py tests dropping root.
 os.environ.setdefault("HELPLINE_RUN_AS_USER", "")
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, event_loop.LoopFactory]:
+    """Tests run on the loop production runs (uvloop where installed; HELPLINE_EVENT_LOOP)."""
+    return {"service_loop": event_loop.loop_factory()}
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from ivr.loader import DEFAULT_PLAN
+from pbx import event_loop
 from tests.helpers.audio import active_part, read_wav, tone_share
 from tests.helpers.ivr_helpline import ivr_helpline, ivr_paths, without_wrap_up
 from tests.helpers.logs import captured_logs
@@ -191,3 +192,6 @@ def test_helpline_drain_stops_an_idle_service(tmp_path: Path, pg_url: str) -> No
         served.stop()
     events = [e["event"] for e in served.events()]
     assert "draining" in events and "drained" in events
+    # it says which event loop ran: uvloop where installed, unless HELPLINE_EVENT_LOOP says not
+    expected = "asyncio" if event_loop.loop_factory() is asyncio.new_event_loop else "uvloop"
+    assert [e["loop"] for e in served.events() if e["event"] == "event_loop"] == [expected]

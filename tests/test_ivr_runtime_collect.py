@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ivr.collect import CollectEnd, DigitBuffer, Menu, MenuEnd, collect_digits
+from ivr.collect import Collected, CollectEnd, DigitBuffer, Menu, MenuEnd, collect_digits
 from pbx.media import tones
 from pbx.media.dtmf import dtmf_packets
 from pbx.media.leg import MediaLeg
@@ -46,6 +46,14 @@ def spurts(peer: Peer) -> list[list[RtpPacket]]:
 def heard(peer: Peer) -> list[float]:
     """The tone of every prompt the caller heard, in order."""
     return [tones.dominant_frequency(decoded(s), TONES) for s in spurts(peer)]
+
+
+async def listening(task: asyncio.Task[Collected]) -> None:
+    """Let a collection just created start listening before keys are pressed: uvloop runs the
+    I/O that is ready before a task scheduled meanwhile (asyncio the other way round), so a
+    key sent at once could reach the leg before the collection does."""
+    await asyncio.sleep(0)
+    assert not task.done()
 
 
 async def press(peer: Peer, leg: MediaLeg, keys: str, sender: RtpSender) -> None:
@@ -118,6 +126,7 @@ async def test_inter_digit_timeout_returns_what_was_typed(call: tuple[MediaLeg, 
     task = asyncio.create_task(
         collect_digits(leg, [], max_digits=4, first_digit_timeout=2, inter_digit_timeout=0.3)
     )
+    await listening(task)
     await press(peer, leg, "73", RtpSender())
     got = await asyncio.wait_for(task, 5)
     assert (got.digits, got.reason) == ("73", CollectEnd.TIMEOUT)
@@ -138,6 +147,7 @@ async def test_no_input_and_a_lone_terminator(call: tuple[MediaLeg, Peer]) -> No
     task = asyncio.create_task(
         collect_digits(leg, [], max_digits=4, first_digit_timeout=2, inter_digit_timeout=2)
     )
+    await listening(task)
     await press(peer, leg, "#", RtpSender())
     got = await asyncio.wait_for(task, 5)
     assert (got.digits, got.reason) == ("", CollectEnd.TERMINATOR)

@@ -95,9 +95,8 @@ async def _final_answer(data: bytes, service_port: int) -> str | None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind((host, 0))
         probe.setblocking(False)
-        await loop.sock_sendto(
-            probe, aimed_at(data, host, probe.getsockname()[1]), ("127.0.0.1", service_port)
-        )
+        # a plain sendto: uvloop has no loop.sock_sendto (one datagram never blocks here)
+        probe.sendto(aimed_at(data, host, probe.getsockname()[1]), ("127.0.0.1", service_port))
         while True:
             try:
                 reply = await asyncio.wait_for(loop.sock_recv(probe, 65535), 1.5)

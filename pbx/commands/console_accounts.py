@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import os
 import sys
 from pathlib import Path
 
+from pbx import event_loop
 from pbx.db.database import open_database
 from pbx.web.accounts import AccountError, AccountRepository, Role
 
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         p = sub.add_parser(name, parents=[common], help=f"{name} an account")
         p.add_argument("username")
     sub.add_parser("list", parents=[common], help="list the accounts")
-    parser.set_defaults(func=lambda args: asyncio.run(_run(args)))
+    parser.set_defaults(func=lambda args: event_loop.run(_run(args)))
 
 
 def _password(args: argparse.Namespace) -> str:

@@ -11,13 +11,13 @@ Dates are the plan's local calendar (--timezone, default Europe/Amsterdam). The 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from pbx import event_loop
 from pbx.config import Settings
 from pbx.db.call_records import daily_counts, fetch_records, fold_old_records, months_before
 from pbx.db.database import open_database
@@ -82,7 +82,7 @@ def _write(target: str, text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return asyncio.run(_run(args))
+        return event_loop.run(_run(args))
     except ValueError as exc:
         print(f"helpline report: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,10 @@ import signal
 import sys
 from pathlib import Path
 
+import structlog
+
 from ivr.loader import DialplanError
+from pbx import event_loop
 from pbx.config import ConfigError, Settings, load_settings
 from pbx.logs import configure_logging
 from pbx.privileges import PrivilegeError, drop_root
@@ -60,13 +63,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"helpline: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    return asyncio.run(_serve(settings))
+    try:
+        return event_loop.run(_serve(settings), choice=settings.event_loop)
+    except event_loop.EventLoopError as exc:
+        print(f"helpline: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 async def _serve(settings: Settings) -> int:
     from pbx.app import build_service
 
     os.umask(0o077)  # whatever else gets written (logs of child processes, ...) stays private
+    structlog.get_logger("pbx.serve").info("event_loop", loop=event_loop.loop_name())
     try:
         service = build_service(settings)
     except (ValueError, FileNotFoundError) as exc:  # a bad recording, a missing hold music file

@@ -8,7 +8,6 @@ would silently get no calls.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import logging
@@ -23,6 +22,7 @@ import structlog
 
 from ivr.loader import DialplanError, load_dialplan
 from ivr.volunteer_fit import PlanVocabulary, ProfileMismatch
+from pbx import event_loop
 from pbx.config import Settings
 from pbx.db.database import open_database
 from pbx.db.volunteers import (
@@ -182,7 +182,7 @@ def _handler(action: Action) -> Callable[[argparse.Namespace], int]:
     def handle(args: argparse.Namespace) -> int:
         _quiet_logs()
         try:
-            return asyncio.run(_run(action, args))
+            return event_loop.run(_run(action, args))
         except UsageError as exc:
             print(f"helpline volunteers: {exc}", file=sys.stderr)
             return EXIT_USAGE

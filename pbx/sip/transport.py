@@ -13,7 +13,6 @@ we did not open) is closed after `unregistered_timeout`.
 from __future__ import annotations
 
 import asyncio
-import errno
 import itertools
 import socket
 import ssl
@@ -27,6 +26,7 @@ import structlog
 
 from pbx.sip.admission import Admission, Verdict
 from pbx.sip.headers import Headers
+from pbx.sip.listener import StreamListener
 from pbx.sip.message import Message, Request, Response
 from pbx.sip.parser import ParseFailure, StreamFramer, parse_message
 from pbx.sip.peer import Peer, TransportKind
@@ -121,8 +121,8 @@ class _Stream(asyncio.Protocol):
         self.vouched = False  # registered, in a dialog, outbound or a trunk: not closed early
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a stream transport; uvloop's are not asyncio.Transport subclasses, so no isinstance
+        self.transport = transport = cast(asyncio.Transport, transport)
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Peer(self.kind, str(host), int(port), self.id)
         if len(self.owner._connections) >= self.owner.limits.max_connections:
@@ -196,7 +196,8 @@ class SipTransports:
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)
         self._udp: _Datagram | None = None
-        self._servers: list[asyncio.base_events.Server] = []
+        self._servers: list[StreamListener] = []
+        self._out_of_files_logged = -1e9
         self._connections: dict[int, _Stream] = {}
         self._by_address: dict[tuple[TransportKind, str, int], _Stream] = {}
         self._local: dict[TransportKind, tuple[str, int]] = {}
@@ -237,22 +238,29 @@ class SipTransports:
     async def start_stream(
         self, kind: TransportKind, host: str, port: int, ssl_context: ssl.SSLContext | None = None
     ) -> tuple[str, int]:
-        loop = asyncio.get_running_loop()
-        _guard_accept(loop, self.stats)
-        server = await loop.create_server(
-            lambda: _Stream(self, kind),
+        server = StreamListener.open(
             host,
             port,
-            ssl=ssl_context,
-            reuse_address=True,
-            ssl_handshake_timeout=self.limits.tls_handshake_timeout if ssl_context else None,
+            lambda: _Stream(self, kind),
+            ssl_context=ssl_context,
+            handshake_timeout=self.limits.tls_handshake_timeout,
+            on_out_of_files=self._out_of_files,
         )
         self._servers.append(server)
-        bound = server.sockets[0].getsockname()[:2]
+        bound = server.getsockname()
         self._local[kind] = (str(bound[0]), int(bound[1]))
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_idle())
         return self._local[kind]
+
+    def _out_of_files(self, exc: OSError) -> None:
+        """No descriptor for a new connection: it waits in the backlog (StreamListener retries
+        a second later); counted every time, logged once in 10 s."""
+        self.stats.accept_failures += 1
+        now = self.clock()
+        if now - self._out_of_files_logged >= 10.0:
+            self._out_of_files_logged = now
+            log.warning("accept_out_of_descriptors", error=str(exc))
 
     def local_address(self, kind: TransportKind) -> tuple[str, int] | None:
         return self._local.get(kind)
@@ -316,7 +324,11 @@ class SipTransports:
             if self._udp is None or self._udp.transport is None:
                 self.stats.send_failures += 1
                 return
-            self._udp.transport.sendto(data, (peer.host, peer.port))
+            try:
+                self._udp.transport.sendto(data, (peer.host, peer.port))
+            except ValueError as exc:  # uvloop: a host name (a Via's sent-by) is not looked up
+                self.stats.send_failures += 1
+                log.info("udp_send_failed", peer=str(peer), error=str(exc))
             return
         conn = self._connection_for(peer)
         if conn is not None:
@@ -434,32 +446,6 @@ def _vouches(message: Message) -> bool:
         return False
     method = (message.headers.get("CSeq") or "").split()[-1:]
     return method in (["REGISTER"], ["INVITE"])
-
-
-def _guard_accept(loop: asyncio.AbstractEventLoop, stats: TransportStats) -> None:
-    """Out of file descriptors on accept: asyncio already pauses accepting for a second and
-    leaves the connection in the backlog; count it and log one line instead of a traceback."""
-    previous = loop.get_exception_handler()
-    if getattr(previous, "_sip_accept_guard", False):
-        return
-
-    logged_at = [-1e9]
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
-            stats.accept_failures += 1
-            if loop.time() - logged_at[0] >= 10.0:  # asyncio reports it once per backlog slot
-                logged_at[0] = loop.time()
-                log.warning("accept_out_of_descriptors", error=str(exc))
-            return
-        if previous is not None:
-            previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
-
-    handler._sip_accept_guard = True  # type: ignore[attr-defined]
-    loop.set_exception_handler(handler)
 
 
 def request_summary(message: Message) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from pbx import event_loop
 from pbx.db.database import open_database
 from pbx.db.volunteers import VolunteerRepository
 from tests.helpers.service import clean_database, free_port
@@ -56,6 +57,8 @@ class Served:
     def start(self, database_url: str | None = None) -> None:
         self.runs += 1
         env = {k: v for k, v in os.environ.items() if not k.startswith("HELPLINE_")}
+        if event_loop.ENV in os.environ:  # the suite's loop choice (tests/conftest.py) too
+            env[event_loop.ENV] = os.environ[event_loop.ENV]
         env["HELPLINE_DATABASE_URL"] = database_url or self.database_url
         # below the kernel's ephemeral ports, as tests/helpers/service.py does
         env["HELPLINE_RTP_PORT_MIN"] = str(20000 + (self.sip_port % 120) * 100)
