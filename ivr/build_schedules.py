@@ -70,7 +70,7 @@ _YEARLY = re.compile(r"\s*(\d{1,2})\s+([^\W\d_]+)\s*$")  # "24 December", "24 de
 _DAY_MONTH_DIGITS = re.compile(r"\s*\d{1,2}\s*[-/.]\s*\d{1,2}\s*$")  # "12-24": which is the month?
 _DUTCH_MONTHS = ("januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus",
                  "september", "oktober", "november", "december")  # fmt: skip
-MONTHS = {
+_MONTHS = {
     **{name.casefold(): i for i, name in enumerate(model.MONTH_NAMES, 1)},
     **{name: i for i, name in enumerate(_DUTCH_MONTHS, 1)},
 }
@@ -208,10 +208,10 @@ def _yearly(r: Reader, key: str, pos: Pos, where: str) -> tuple[int, int] | None
                      "date as YYYY-MM-DD")  # fmt: skip
         return None
     day, month_name = int(match.group(1)), match.group(2).casefold()
-    month = MONTHS.get(month_name)
+    month = _MONTHS.get(month_name)
     if month is None:
         r.error(pos, f"{key!r} in the exceptions of {where}: {match.group(2)!r} is not a month"
-                     f"{suggest(month_name, MONTHS)}; {example}")  # fmt: skip
+                     f"{suggest(month_name, _MONTHS)}; {example}")  # fmt: skip
         return None
     if not 1 <= day <= _DAYS_IN_MONTH[month - 1]:
         r.error(pos, f"{key!r} in the exceptions of {where} is not a day of the year: "
