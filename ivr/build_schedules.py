@@ -1,4 +1,6 @@
-"""Opening hours read from the plan: `schedules:` with weekly hours and dated exceptions.
+"""Opening hours read from the plan: `schedules:` with weekly hours and exceptions: on a date
+(YYYY-MM-DD), on a day every year ("24 December", month in English or Dutch), or on a public
+holiday by name (English or Dutch).
 
 Each range is checked as it is read (a time of day, not empty); ranges of one day that overlap
 are reported once per line of the file (`ivr.check_hours`).
@@ -16,7 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from ivr import model
 from ivr.check_hours import overlap
-from ivr.holiday_calendar import HolidayCalendar
+from ivr.holiday_calendar import HolidayCalendar, KnownNames
 from ivr.model import MINUTES_PER_DAY, DayHours, TimeRange
 from ivr.yaml_reader import Pos, Reader, suggest, type_name
 
@@ -38,7 +40,7 @@ def read_schedules(
     """The schedules; `calendar` names the public holidays exceptions may use (None: the
     plan's country is wrong, already reported)."""
     out: dict[str, model.Schedule] = {}
-    known: dict[str, str] | None = None  # the calendar's names, read once when first needed
+    known: KnownNames | None = None  # the calendar's names, read once when first needed
     for name, body, where in r.entries(
         doc, "schedules", "schedule", "a section with `weekly:` (and optionally `exceptions:`)",
         ("weekly", "exceptions", "note"), ("weekly",),
@@ -48,9 +50,9 @@ def read_schedules(
             known = calendar.names()
         read = _exceptions(r, body, where, known)
         if week is not None and read is not None and zone is not None:
-            dated, by_name = read
+            dated, yearly, by_name = read
             out[name] = model.Schedule(
-                name, zone, week, dated, by_name, calendar if by_name else None
+                name, zone, week, dated, by_name, calendar if by_name else None, yearly
             )
     return out
 
@@ -58,11 +60,21 @@ def read_schedules(
 def _names_holidays(body: CommentedMap) -> bool:
     section = body.get("exceptions")
     return isinstance(section, CommentedMap) and any(
-        not isinstance(k, date) and not _DATE_LIKE.match(str(k)) for k in section
+        not isinstance(k, date) and not _DATE_LIKE.match(str(k)) and not _YEARLY.match(str(k))
+        for k in section
     )
 
 
 _DATE_LIKE = re.compile(r"\s*\d{4}-\d{1,2}-\d{1,2}\s*$")
+_YEARLY = re.compile(r"\s*(\d{1,2})\s+([^\W\d_]+)\s*$")  # "24 December", "24 december"
+_DAY_MONTH_DIGITS = re.compile(r"\s*\d{1,2}\s*[-/.]\s*\d{1,2}\s*$")  # "12-24": which is the month?
+_DUTCH_MONTHS = ("januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus",
+                 "september", "oktober", "november", "december")  # fmt: skip
+_MONTHS = {
+    **{name.casefold(): i for i, name in enumerate(model.MONTH_NAMES, 1)},
+    **{name: i for i, name in enumerate(_DUTCH_MONTHS, 1)},
+}
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # 29 February: leap years
 
 
 def _weekly(r: Reader, body: CommentedMap, where: str) -> tuple[DayHours, ...] | None:
@@ -115,20 +127,23 @@ def _weekly(r: Reader, body: CommentedMap, where: str) -> tuple[DayHours, ...] |
 
 
 def _exceptions(
-    r: Reader, body: CommentedMap, where: str, known: dict[str, str] | None
-) -> tuple[dict[date, DayHours], dict[str, DayHours]] | None:
-    """Dated exceptions and exceptions by public holiday name (`known`: the calendar's
-    names, case-folded -> as written; None when no calendar could be read)."""
+    r: Reader, body: CommentedMap, where: str, known: KnownNames | None
+) -> tuple[dict[date, DayHours], dict[tuple[int, int], DayHours], dict[str, DayHours]] | None:
+    """Dated exceptions, yearly ones ((month, day) -> hours) and exceptions by public holiday
+    name (`known`: the calendar's names; None when no calendar could be read)."""
     section = r.mapping(body, "exceptions", f"`exceptions` of {where}")
     dated: dict[date, DayHours] = {}
+    yearly: dict[tuple[int, int], DayHours] = {}
     by_name: dict[str, DayHours] = {}
     if section is None:
         empty = "exceptions" not in body or body["exceptions"] is None
-        return (dated, by_name) if empty else None
+        return (dated, yearly, by_name) if empty else None
     ok = True
+    seen: dict[object, tuple[str, Pos]] = {}  # (month, day) or a holiday -> where given first
     for key, _value in section.items():
         pos = r.key_pos(section, key)
         day: date | None = None
+        every: tuple[int, int] | None = None
         holiday: str | None = None
         if isinstance(key, date):
             day = key
@@ -143,9 +158,14 @@ def _exceptions(
                 )
                 ok = False
                 continue
+        elif _YEARLY.match(str(key)) or _DAY_MONTH_DIGITS.match(str(key)):
+            every = _yearly(r, str(key), pos, where)
+            if every is None or not _first(r, seen, every, str(key), pos, where):
+                ok = False
+                continue
         else:
             holiday = _holiday(r, str(key), pos, where, known)
-            if holiday is None:
+            if holiday is None or not _first(r, seen, holiday, str(key), pos, where):
                 ok = False
                 continue
         ranges = _day_ranges(r, section, key, where)
@@ -157,30 +177,69 @@ def _exceptions(
             continue
         if holiday is not None:
             by_name[holiday] = DayHours(tuple(ranges))
+        elif every is not None:
+            yearly[every] = DayHours(tuple(ranges))
         else:
             assert day is not None
             dated[day] = DayHours(tuple(ranges))
-    return (dated, by_name) if ok else None
+    return (dated, yearly, by_name) if ok else None
+
+
+def _first(
+    r: Reader, seen: dict[object, tuple[str, Pos]], day: object, key: str, pos: Pos, where: str
+) -> bool:
+    """False (reported) when another key already gave this day ("Koningsdag" after "King's
+    Day", "24 december" after "24 December")."""
+    if day in seen:
+        first, first_pos = seen[day]
+        r.error(pos, f"{key!r} in the exceptions of {where} is the same day as {first!r} on "
+                     f"line {first_pos[0]}; give each day its hours only once")  # fmt: skip
+        return False
+    seen[day] = (key, pos)
+    return True
+
+
+def _yearly(r: Reader, key: str, pos: Pos, where: str) -> tuple[int, int] | None:
+    """(month, day) of an exception every year ("24 December"), or None (reported)."""
+    example = "write a day every year as 24 December (the month in English or Dutch)"
+    match = _YEARLY.match(key)
+    if match is None:  # "12-24" or "24-12": day first or month first cannot be told apart
+        r.error(pos, f"{key!r} in the exceptions of {where} is not a date; {example}, or one "
+                     "date as YYYY-MM-DD")  # fmt: skip
+        return None
+    day, month_name = int(match.group(1)), match.group(2).casefold()
+    month = _MONTHS.get(month_name)
+    if month is None:
+        r.error(pos, f"{key!r} in the exceptions of {where}: {match.group(2)!r} is not a month"
+                     f"{suggest(month_name, _MONTHS)}; {example}")  # fmt: skip
+        return None
+    if not 1 <= day <= _DAYS_IN_MONTH[month - 1]:
+        r.error(pos, f"{key!r} in the exceptions of {where} is not a day of the year: "
+                     f"{model.MONTH_NAMES[month - 1]} has {_DAYS_IN_MONTH[month - 1]} days")
+        return None
+    return month, day
 
 
 def _holiday(
-    r: Reader, name: str, pos: Pos, where: str, known: dict[str, str] | None
+    r: Reader, name: str, pos: Pos, where: str, known: KnownNames | None
 ) -> str | None:
-    """The case-folded holiday name, or None (reported) when the calendar has no such name."""
+    """The holiday's English name case-folded (a Dutch name stands for its English one), or
+    None (reported) when the calendar has no such name."""
     folded = " ".join(name.split()).casefold()
     if folded == model.ANY_HOLIDAY:
         return folded
     if known is None:
         return None  # the plan's country is wrong: said once, where it is set
-    if folded in known:
-        return folded
-    close = difflib.get_close_matches(folded, list(known), n=1, cutoff=0.6)
-    hint = f" (did you mean {known[close[0]]!r}?)" if close else ""
+    if folded in known.english:
+        return known.english[folded].casefold()
+    close = difflib.get_close_matches(folded, list(known.written), n=1, cutoff=0.6)
+    hint = f" (did you mean {known.written[close[0]]!r}?)" if close else ""
     r.error(
         pos,
-        f"{name!r} in the exceptions of {where} is neither a date (YYYY-MM-DD) nor a public "
-        f"holiday{hint}; holidays: {', '.join(sorted(known.values()))}, or "
-        f"{model.ANY_HOLIDAY!r} for all of them",
+        f"{name!r} in the exceptions of {where} is neither a date (YYYY-MM-DD, or 24 December "
+        f"for every year) nor a public holiday{hint}; "
+        f"holidays (English, Dutch): {known.listing()}, or {model.ANY_HOLIDAY!r} for all of "
+        "them",
     )
     return None
 

@@ -30,6 +30,8 @@ Schedule(name, timezone, week, exceptions, holidays, calendar)
     date). `ivr.schedule.is_open(schedule, at)` answers "open at this instant?".
     holidays: public holiday name (case-folded; "public holidays" for any) -> DayHours, on
     the days `calendar` says the holiday falls; a dated exception wins over a holiday's.
+    yearly: (month, day) -> DayHours, every year on that day (Christmas Eve); it wins over a
+    holiday's, and a one-off dated exception wins over it.
 
 Queues, numbers, destinations
 -----------------------------
@@ -151,6 +153,8 @@ class HolidayNames(Protocol):
     def names_on(self, day: date) -> tuple[str, ...]: ...  # as written, e.g. "King's Day"
 
 
+MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August",
+               "September", "October", "November", "December")  # fmt: skip
 ANY_HOLIDAY = "public holidays"  # an exception for every public holiday not named on its own
 
 
@@ -163,11 +167,14 @@ class Schedule:
     # Exceptions by holiday name (case-folded; ANY_HOLIDAY for all), looked up in `calendar`.
     holidays: Mapping[str, DayHours] = field(default_factory=dict)
     calendar: HolidayNames | None = field(default=None, compare=False)
+    yearly: Mapping[tuple[int, int], DayHours] = field(default_factory=dict)  # (month, day)
 
     def hours_on(self, day: date) -> DayHours:
-        """The hours that apply on `day`: its dated exception if any, else the exception of a
-        holiday on that day, else the weekly hours."""
+        """The hours that apply on `day`: its dated exception if any, else its yearly one,
+        else the exception of a holiday on that day, else the weekly hours."""
         hours = self.exceptions.get(day)
+        if hours is None:
+            hours = self.yearly.get((day.month, day.day))
         if hours is not None:
             return hours
         holiday = self.holiday_on(day)
@@ -181,11 +188,22 @@ class Schedule:
         dated exception overrides it)."""
         if not self.holidays or self.calendar is None or day in self.exceptions:
             return None
+        if (day.month, day.day) in self.yearly:
+            return None
         names = self.calendar.names_on(day)
         for name in names:
             if name.casefold() in self.holidays:
                 return name
         return names[0] if names and ANY_HOLIDAY in self.holidays else None
+
+    def exception_on(self, day: date) -> str | None:
+        """Which exception gives the hours of `day`, as a plan names it ("2026-12-28",
+        "24 December", "King's Day"); None: the weekly hours apply."""
+        if day in self.exceptions:
+            return day.isoformat()
+        if (day.month, day.day) in self.yearly:
+            return f"{day.day} {MONTH_NAMES[day.month - 1]}"
+        return self.holiday_on(day)
 
 
 # --- queues, numbers, destinations ---------------------------------------------------

@@ -103,11 +103,11 @@ def simulate(plan: model.Dialplan, number: str, at: datetime, keys: str = "") ->
             whose = f"queue {node.queue}" if node.queue else f"schedule {node.schedule}"
             wall = local_time(plan.schedules[node.schedule], at).strftime("%a %H:%M %Z")
             decided = f"{whose} {'open' if opened else 'closed'} at {wall}"
-            holiday = plan.schedules[node.schedule].holiday_on(
+            exception = plan.schedules[node.schedule].exception_on(
                 local_time(plan.schedules[node.schedule], at).date()
-            )
-            if holiday is not None:
-                decided += f" ({holiday})"
+            )  # a holiday by name, a day every year or one date
+            if exception is not None:
+                decided += f" ({exception})"
             steps.append(Step(name, node.kind, lang, note=_join(note, decided)))
             name = node.open if opened else node.closed
         elif isinstance(node, model.MenuNode):

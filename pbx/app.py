@@ -43,7 +43,6 @@ from pbx.drain import Drain
 from pbx.ha import HighAvailability, node_name
 from pbx.leadership import Lease, LeaseTiming
 from pbx.media.filler import LineFiller
-from pbx.media.hold_melody import hold_melody
 from pbx.media.moh import MusicOnHold
 from pbx.media.ports import PortPool
 from pbx.media.prompts import PromptLibrary, read_telephony_wav
@@ -185,7 +184,7 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
         LineFiller(), srtp_policy(s),
     )  # fmt: skip
     whisper = Whisper(prompts.get("nl", s.volunteer_whisper) if s.volunteer_whisper else b"")
-    music = hold_music(s)  # one shared stream for every caller on hold
+    music = hold_music(s)  # one shared stream for every caller on hold (waiting, hand-over)
     handsets = Handsets(registrar, s.public_host)
     outbound_auth = None
     if s.outbound_auth_user:
@@ -229,7 +228,7 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
             on_entry=tally.call_entered, on_transfer=tally.transferred,
             shift_desk=shift_desk, backline=s.backline_destination, records=records,
             consultation=None if s.handover_mode == "blind" else Consultation(
-                ringer, media, prompts, MusicOnHold("hold", hold_melody()),
+                ringer, media, prompts, music,  # the same track as waiting callers
                 s.handover_complete_keys, s.handover_cancel_keys, s.handover_ring_timeout,
             ),
             consult_calls=consult_calls,
@@ -273,7 +272,8 @@ def srtp_policy(s: Settings) -> SrtpPolicy:
 
 
 def hold_music(s: Settings) -> MusicOnHold | None:
-    """The music waiting callers hear between messages (`hold_music`), or None for none."""
+    """The music callers on hold hear (`hold_music`): waiting callers between messages, and a
+    caller on hold while the volunteer consults; None for none (comfort noise)."""
     if not s.hold_music:
         return None
     path = s.recordings / s.hold_music  # an absolute `hold_music` stays as it is

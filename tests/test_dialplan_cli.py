@@ -49,6 +49,39 @@ def test_check_lists_every_problem_with_position(tmp_path: Path) -> None:
     assert lines[-1] == f"{bad}: 2 error(s); the plan was not loaded"
 
 
+def test_check_names_a_wrong_day_every_year_and_a_wrong_holiday_at_their_lines(
+    tmp_path: Path,
+) -> None:
+    text = DEFAULT_PLAN.read_text()
+    text = text.replace("      24 December:", "      24-12:", 1)
+    text = text.replace("      public holidays: closed", "      Koningsdaag: closed", 1)
+    bad = tmp_path / "dialplan.yaml"
+    bad.write_text(text)
+    result = helpline("check", str(bad))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    eve = text.splitlines().index('      24-12: "18:00-20:00"  # Christmas Eve: shorter evening '
+                                  "(not a public holiday)") + 1  # fmt: skip
+    assert lines[0] == (
+        f"{bad}:{eve}:7: '24-12' in the exceptions of schedule 'evenings' is not a date; write "
+        "a day every year as 24 December (the month in English or Dutch), or one date as "
+        "YYYY-MM-DD"
+    )
+    office = next(i for i, line in enumerate(text.splitlines(), 1) if "Koningsdaag" in line)
+    assert lines[1].startswith(f"{bad}:{office}:7: 'Koningsdaag' in the exceptions of ")
+    assert "(did you mean 'Koningsdag'?)" in lines[1] and "King's Day (Koningsdag)" in lines[1]
+    assert lines[-1] == f"{bad}: 2 error(s); the plan was not loaded"
+
+
+def test_simulate_takes_christmas_eve_and_new_years_eve_in_any_year() -> None:
+    for at, hours in (("2027-12-24 19:30", "open"), ("2027-12-24 20:30", "closed"),
+                      ("2027-12-31 19:00", "closed")):  # fmt: skip
+        result = helpline("simulate", "--number", "09000767", "--at", at, "--keys", "3")
+        assert result.returncode == 0, result.stderr
+        day = "24 December" if at.startswith("2027-12-24") else "31 December"
+        assert f"queue farsi {hours} at Fri {at[-5:]} CET ({day})" in result.stdout
+
+
 def test_simulate_prints_the_path() -> None:
     result = helpline("simulate", "--number", "09000767", "--at", "2026-03-29 19:30", "--keys", "2")
     assert result.returncode == 0, result.stderr

@@ -231,10 +231,120 @@ def test_a_misspelt_holiday_is_named_with_its_line_and_the_right_name() -> None:
     (problem,) = info.value.problems
     assert (problem.line, problem.column) == (7, 7)
     assert problem.message.startswith(
-        "'Kings Day' in the exceptions of schedule 'office' is neither a date (YYYY-MM-DD) nor "
-        "a public holiday (did you mean \"King's Day\"?)"
+        "'Kings Day' in the exceptions of schedule 'office' is neither a date (YYYY-MM-DD, or "
+        "24 December for every year) nor a public holiday (did you mean \"King's Day\"?)"
     )
-    assert "Christmas Day" in problem.message
+    assert "Christmas Day (Eerste kerstdag)" in problem.message  # both languages listed
+
+
+def test_holidays_named_in_dutch_are_the_same_holidays() -> None:
+    text = HOLIDAY_PLAN.replace("king's day:", "Koningsdag:").replace(
+        "Public Holidays: closed", "EERSTE KERSTDAG: closed\n      Hemelvaartsdag: closed"
+    )  # fmt: skip
+    office = load_dialplan_text(text, "plan.yaml", prompts=PromptLibrary()).schedules["office"]
+    assert is_open(office, datetime(2027, 4, 27, 11, 0, tzinfo=AMS))  # King's Day: mornings
+    assert not is_open(office, datetime(2027, 4, 27, 13, 0, tzinfo=AMS))
+    assert office.holiday_on(date(2027, 4, 27)) == "King's Day"
+    assert not is_open(office, datetime(2027, 5, 6, 11, 0, tzinfo=AMS))  # Ascension Day
+    assert not is_open(office, datetime(2030, 12, 25, 11, 0, tzinfo=AMS))  # a Wednesday
+    assert is_open(office, datetime(2030, 12, 24, 11, 0, tzinfo=AMS))
+    assert is_open(office, datetime(2027, 3, 29, 11, 0, tzinfo=AMS))  # Easter Monday: not named
+
+
+def test_an_unknown_dutch_holiday_is_named_with_its_line_and_both_languages() -> None:
+    text = HOLIDAY_PLAN.replace("king's day:", "Koningdag:")
+    with pytest.raises(DialplanError) as info:
+        load_dialplan_text(text, "plan.yaml", prompts=PromptLibrary())
+    (problem,) = info.value.problems
+    assert (problem.line, problem.column) == (7, 7)
+    assert "'Koningdag' in the exceptions of schedule 'office'" in problem.message
+    assert "(did you mean 'Koningsdag'?)" in problem.message
+    assert "King's Day (Koningsdag)" in problem.message
+    assert "Second Day of Christmas (Tweede kerstdag)" in problem.message
+
+
+def test_one_holiday_named_in_both_languages_is_an_error() -> None:
+    text = HOLIDAY_PLAN.replace("      Public Holidays: closed", "      koningsdag: closed")
+    with pytest.raises(DialplanError) as info:
+        load_dialplan_text(text, "plan.yaml", prompts=PromptLibrary())
+    (problem,) = info.value.problems
+    assert problem.line == 8
+    assert problem.message.startswith(
+        "'koningsdag' in the exceptions of schedule 'office' is the same day as \"king's day\" "
+        "on line 7"
+    )
+
+
+# --- exceptions on a day every year (not public holidays: Christmas Eve) ----------------
+
+
+@pytest.mark.parametrize("year", [2026, 2027, 2031])
+def test_christmas_eve_and_new_years_eve_every_year(plan: Dialplan, year: int) -> None:
+    """The default plan's evening exceptions carry no year: right in any year, unedited."""
+    farsi = "3"
+
+    def when(day: int, hhmm: str) -> datetime:
+        return datetime.fromisoformat(f"{year}-12-{day:02d} {hhmm}")
+
+    def at(day: int, hhmm: str) -> list:  # type: ignore[type-arg]
+        return simulate(plan, "0900-0767", when(day, hhmm), keys=farsi)
+
+    eve_early, eve_late, before = at(24, "19:30"), at(24, "20:30"), at(23, "20:30")
+    assert ends(eve_early, Ending.QUEUE, "farsi")  # Christmas Eve: 18:00-20:00
+    assert eve_early[2].note.endswith(f"open at {when(24, '19:30'):%a} 19:30 CET (24 December)")
+    assert "closed" in eve_late[2].note and "(24 December)" in eve_late[2].note
+    assert not ends(eve_late, Ending.QUEUE, "farsi")  # offered the Dutch queue instead
+    assert ends(before, Ending.QUEUE, "farsi") and "(" not in before[2].note  # an evening
+    new_years_eve = at(31, "19:00")
+    assert "closed" in new_years_eve[2].note and "(31 December)" in new_years_eve[2].note
+    assert not ends(new_years_eve, Ending.QUEUE, "farsi")
+    assert ends(at(30, "19:00"), Ending.QUEUE, "farsi")
+
+
+YEARLY_PLAN = HOLIDAY_PLAN.replace(
+    '      2027-12-27: "10:00-11:00"     # a literal date still works, and wins',
+    '      24 december: "09:00-12:00"    # every year, month in Dutch or English\n'
+    '      2027-12-24: closed            # a literal date wins over a day every year\n'
+    '      1 May: "09:00-10:00"',
+)
+
+
+def test_a_day_every_year_wins_over_a_holiday_and_a_date_over_it() -> None:
+    text = YEARLY_PLAN.replace('1 May: "09:00-10:00"', '27 April: "14:00-15:00"')
+    office = load_dialplan_text(text, "plan.yaml", prompts=PromptLibrary()).schedules["office"]
+    assert is_open(office, datetime(2026, 12, 24, 11, 0, tzinfo=AMS))  # a Thursday
+    assert not is_open(office, datetime(2026, 12, 24, 13, 0, tzinfo=AMS))
+    assert not is_open(office, datetime(2027, 12, 24, 11, 0, tzinfo=AMS))  # the dated one
+    assert office.exception_on(date(2027, 12, 24)) == "2027-12-24"
+    assert office.exception_on(date(2026, 12, 24)) == "24 December"
+    # King's Day (27 April) has its own hours, but the day every year wins
+    assert is_open(office, datetime(2027, 4, 27, 14, 30, tzinfo=AMS))
+    assert not is_open(office, datetime(2027, 4, 27, 11, 0, tzinfo=AMS))
+    assert office.exception_on(date(2027, 4, 27)) == "27 April"
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("12-24", "'12-24' in the exceptions of schedule 'office' is not a date; write a day "
+                  "every year as 24 December (the month in English or Dutch), or one date as "
+                  "YYYY-MM-DD"),
+        ("31 November", "'31 November' in the exceptions of schedule 'office' is not a day of "
+                        "the year: November has 30 days"),
+        ("24 Decembre", "'24 Decembre' in the exceptions of schedule 'office': 'Decembre' is "
+                        "not a month (did you mean 'december'?); write a day every year as 24 "
+                        "December (the month in English or Dutch)"),
+        ("24 December", "'24 December' in the exceptions of schedule 'office' is the same day "
+                        "as '24 december' on line 9; give each day its hours only once"),
+    ],
+)  # fmt: skip
+def test_a_wrong_day_every_year_is_named_at_its_line(key: str, message: str) -> None:
+    text = YEARLY_PLAN.replace("1 May:", f"{key}:")
+    with pytest.raises(DialplanError) as info:
+        load_dialplan_text(text, "plan.yaml", prompts=PromptLibrary())
+    (problem,) = info.value.problems
+    assert (problem.line, problem.column) == (11, 7)
+    assert problem.message == message
 
 
 def test_an_unknown_holiday_country_is_an_error() -> None:

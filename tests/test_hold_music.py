@@ -118,3 +118,21 @@ def test_hold_music_setting_none_or_a_missing_file_said_clearly(tmp_path: Path) 
     assert hold_music(Settings()) is not None  # the shipped track
     with pytest.raises(ValueError, match=r"hold_music: .*nothing\.wav not found"):
         hold_music(Settings(recordings=tmp_path, hold_music="nothing.wav"))
+
+
+async def test_one_track_for_waiting_callers_and_callers_on_hold(
+    make_helpline: MakeHelpline,
+) -> None:
+    """The hand-over's hold plays the same configured track as the waiting room (replaced the
+    same way); with `hold_music = ""` neither plays music (comfort noise)."""
+    shipped = read_telephony_wav(Settings().recordings / Settings().hold_music)
+    async with ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
+        app = helpline.service.switchboard.app
+        assert isinstance(app, HelplineCalls) and app.consultation is not None
+        music = app.consultation.hold_music
+        assert music is not None and music is app.waiting.music  # one shared stream
+        assert music._pcm[: len(shipped)] == shipped  # the shipped track (padded to a frame)
+    async with ivr_helpline(make_helpline, DEFAULT_PLAN, hold_music="") as helpline:
+        app = helpline.service.switchboard.app
+        assert isinstance(app, HelplineCalls) and app.consultation is not None
+        assert app.consultation.hold_music is None and app.waiting.music is None

@@ -1,6 +1,8 @@
 """A caller talking to a volunteer, ready to be handed over (tests of warm handover and
 transfers): a PJSIP caller from the trunk address, a PJSIP volunteer on 127.0.0.2, and sipp as
-the destination (113, the info line), talking a tone so who hears it when can be checked."""
+the destination (113, the info line), talking a tone so who hears it when can be checked. The
+service's hold music (`hold_music`, the one track for waiting callers and callers on hold) is a
+tone too, so hearing it is checked by content."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 
 from ivr.loader import DEFAULT_PLAN
 from pbx.calls.inbound import HelplineCalls
-from tests.helpers.audio import read_wav
+from tests.helpers.audio import read_wav, write_tone_wav
 from tests.helpers.ivr_helpline import ivr_helpline
 from tests.helpers.logs import captured_logs, log_events
 from tests.helpers.polling import until
@@ -26,6 +28,7 @@ from tests.peers.sipp import SippProcess, find_free_port, start_sipp
 
 CALLER_NUMBER = "0612345678"
 PROFESSIONAL_HZ = 700  # what the destination says, as a tone
+HOLD_HZ = 520  # the hold music an admin put in place, as a tone (the volunteer talks at 400)
 BACKLINE_URI = '"sip:0800-0113@sip-trunk.example.nl"'
 INFO_LINE_URI = '"sip:info-line@pbx.example.nl"'
 
@@ -74,7 +77,10 @@ async def volunteer_talking(
     **settings: Any,
 ) -> AsyncIterator[Call]:  # fmt: skip
     """A caller (from the trunk) talking to a volunteer; the destination whose URI in the
-    default plan is `at` (113 by default) is at 127.0.0.1:`port`."""
+    default plan is `at` (113 by default) is at 127.0.0.1:`port`. The hold music is a HOLD_HZ
+    tone unless `hold_music` is given."""
+    if "hold_music" not in settings:  # 8 s, a whole number of periods: it loops seamlessly
+        settings["hold_music"] = str(write_tone_wav(tmp_path / "hold_track.wav", HOLD_HZ, 8000))
     user = at.strip('"').split(":", 1)[1].split("@", 1)[0]
     plan = tmp_path / "dialplan.yaml"
     plan.write_text(DEFAULT_PLAN.read_text().replace(at, f'"sip:{user}@127.0.0.1:{port}"'))
