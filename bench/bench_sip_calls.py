@@ -72,6 +72,7 @@ from sip_call_service import (  # noqa: E402
     cpu_seconds,
     free_port,
     media_port,
+    pin,
     register_all,
     start_service,
     wait_ready,
@@ -313,7 +314,9 @@ def bench(args: argparse.Namespace, work: Path, procs: Processes) -> None:
     with database(work) as db:
         asyncio.run(_create_volunteers(db.url, work, users))
         port = free_port(TRUNK_IP)
-        service = start_service(procs, work, db.url, port, not args.no_whisper, volunteers)
+        service = start_service(
+            procs, work, db.url, port, not args.no_whisper, volunteers, args.service_cpus
+        )
         try:
             target = (TRUNK_IP, port)
             wait_ready(service, target, work / "service.log")
@@ -382,11 +385,18 @@ def main() -> None:
     )
     parser.add_argument("--budget", type=float, default=170.0, help="total seconds, roughly")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--service-cpu", type=int, default=None, metavar="N",
+        help="pin the service to core N and everything else (sipp, database) to the others",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.service_cpus = pin(args.service_cpu)
     # SIGTERM ends the bench like Ctrl-C, so the cleanup below still runs.
     signal.signal(signal.SIGTERM, _interrupt)
     configure_logging("warning", "console")  # this process's own (database) log lines
     print(machine(), flush=True)
+    if args.service_cpus:
+        print(f"service pinned to core {args.service_cpu}, sipp and the rest to the others")
     # As root pgserver runs PostgreSQL as its own user, which must be able to enter this directory.
     work = Path(tempfile.mkdtemp(prefix="helpline-bench-calls-"))
     work.chmod(0o755)

@@ -139,8 +139,27 @@ def whisper_seconds(enabled: bool) -> float:
     return len(pcm) / 16000  # 8 kHz, 16-bit mono
 
 
+def pin(cpu: int | None) -> set[int] | None:
+    """With `cpu`, pins this process (and so every child it starts from now on: sipp, the
+    database, the registering client) to the other cores and returns {cpu} for the service
+    alone, so "on one core" is what a run measures. None: no pinning."""
+    if cpu is None:
+        return None
+    cores = os.sched_getaffinity(0)
+    if cpu not in cores or len(cores) < 2:
+        raise SystemExit(f"--service-cpu {cpu}: needs that core and another (have {sorted(cores)})")
+    os.sched_setaffinity(0, cores - {cpu})
+    return {cpu}
+
+
 def start_service(
-    procs: Processes, state: Path, db_url: str, port: int, whisper: bool, volunteers: int
+    procs: Processes,
+    state: Path,
+    db_url: str,
+    port: int,
+    whisper: bool,
+    volunteers: int,
+    cpus: set[int] | None = None,
 ) -> subprocess.Popen[bytes]:
     helpline = Path(sys.executable).with_name("helpline")
     cmd = [str(helpline)] if helpline.exists() else [sys.executable, "-m", "pbx.cli"]
@@ -157,10 +176,21 @@ def start_service(
         "HELPLINE_RTP_PORT_MAX": str(rtp + span - 1),
         "HELPLINE_LOG_FORMAT": "json",
         "HELPLINE_CALL_FLOW": "direct",  # measure SIP call setup, not the IVR's prompts
+        # Every handset here is one address (127.0.0.2), which per-source admission would ban
+        # as a flood; real handsets each have their own.
+        "HELPLINE_ADMISSION_REQUESTS_PER_SECOND": "1000000",
+        "HELPLINE_ADMISSION_REQUEST_BURST": "1000000",
+        "HELPLINE_ADMISSION_BYTES_PER_SECOND": "1000000000",
+        "HELPLINE_ADMISSION_BYTE_BURST": "1000000000",
     }
     if not whisper:
         env["HELPLINE_VOLUNTEER_WHISPER"] = ""
-    return procs.start(cmd, state / "service.log", env=env, cwd=state)
+    if cpus is None:
+        return procs.start(cmd, state / "service.log", env=env, cwd=state)
+    return procs.start(
+        cmd, state / "service.log", env=env, cwd=state,
+        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+    )  # fmt: skip
 
 
 def _send(sock: socket.socket, text: str, target: tuple[str, int]) -> None:
