@@ -73,6 +73,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / HZ  # utime, stime (fields 14, 15)
 
 
+def runqueue_wait(pid: int) -> float:
+    """Seconds the process's main thread (the event loop) waited for a CPU while runnable:
+    other processes on its core. High under load: its calls are then slow through no cost
+    of its own."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return math.nan
+
+
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -176,6 +186,10 @@ def start_service(
         "HELPLINE_RTP_PORT_MAX": str(rtp + span - 1),
         "HELPLINE_LOG_FORMAT": "json",
         "HELPLINE_CALL_FLOW": "direct",  # measure SIP call setup, not the IVR's prompts
+        # Stay the user this bench runs as: as root the service would become its own user,
+        # which cannot reach this bench's database socket, and every call record would go to
+        # the write-behind journal instead of the database.
+        "HELPLINE_RUN_AS_USER": "",
         # Every handset here is one address (127.0.0.2), which per-source admission would ban
         # as a flood; real handsets each have their own.
         "HELPLINE_ADMISSION_REQUESTS_PER_SECOND": "1000000",
