@@ -180,6 +180,7 @@ def start_service(
     rtp = random.randrange(20000, 65000 - span) // 2 * 2
     env = {
         **os.environ,
+        "PYTHONPATH": str(REPO),  # this checkout's code, whichever one the venv installed
         "HELPLINE_DIGEST_ALGORITHMS": "MD5",  # sipp only answers MD5, and only the first
         "HELPLINE_KEEPALIVE_INTERVAL": "3600",
         "HELPLINE_RTP_PORT_MIN": str(rtp),
