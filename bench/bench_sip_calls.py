@@ -207,11 +207,12 @@ def run_level(
     whisper: float,
     service: int,
     uas: int,
+    scenario: Path | None = None,
 ) -> Level:
     run_dir.mkdir(parents=True)
     # Calls still open 15 s after the last should have ended are counted as unfinished.
     timeout_s = calls / rate + hold_ms / 1000 + whisper + 15
-    uac = scenario_path("uac_call")
+    uac = scenario or scenario_path("uac_call")
     cmd = sipp_base(uac, TRUNK_IP, free_port(TRUNK_IP), timeout_s, run_dir, calls)
     cmd += ["-m", str(calls), "-r", f"{rate:g}", "-d", str(hold_ms), "-s", SERVICE_NUMBER]
     cmd += ["-l", str(calls)]  # sipp's own default (3 x rate x hold) would cap concurrency

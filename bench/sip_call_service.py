@@ -103,18 +103,23 @@ def free_port(host: str) -> int:
     raise RuntimeError("no free port")
 
 
+def _udp_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        try:
+            u.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def media_port(host: str, calls: int) -> int:
     """A free even port low enough for sipp's [auto_media_port] (base + 4 per call) to stay
     below 65536 for all `calls`; the ephemeral range is too high for that."""
     top = max(1100, 65530 - 4 * calls) // 2
     for _ in range(200):
         port = random.randrange(min(5000, top - 50), top) * 2
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            try:
-                u.bind((host, port))
-            except OSError:
-                continue
-        return port
+        if all(_udp_free(host, port + i) for i in range(4)):  # sipp binds audio and video pairs
+            return port
     raise RuntimeError("no free media port")
 
 
