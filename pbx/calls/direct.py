@@ -56,7 +56,7 @@ class DirectRouter:
         checked as it comes up (``busy``, ``ringable``): usually the first one takes the call,
         so nothing here checks every volunteer's bindings for every call."""
         ended = self.last_call_end
-        return [u for u in self.handsets.known_users() if u not in ended] + list(ended)
+        return [*(self.handsets.known_users() - ended.keys()), *ended]
 
     async def _run(self, leg: InboundLeg, caller: CallerContext) -> None:
         self.records.started(leg.ref, caller, self.plan())
