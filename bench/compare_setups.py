@@ -292,15 +292,20 @@ def _ratios(runs: list[SystemRun], rates: tuple[int, ...]) -> Table:
         a, b = ours.get(rate), peer.get(rate)
         if a is None and b is None:
             continue
-        ratio = math.nan
-        if a is not None and b is not None and a.ok and b.ok and a.cpu_ms_per_call > 0:
+        text = "-"
+        if a is not None and b is not None and a.cpu_ms_per_call > 0:
             ratio = b.cpu_ms_per_call / a.cpu_ms_per_call
-            ratios.append(ratio)
+            text = f"{ratio:.2f}"
+            if a.ok and b.ok:  # only rates both completed count towards the target
+                ratios.append(ratio)
+            else:
+                failed = [r for r, lv in ((SERVICE, a), (SIPPY, b)) if not lv.ok]
+                text += f" ({' and '.join(failed)} failed: not counted)"
         rows.append((
             str(rate),
             f"{a.cpu_ms_per_call:.2f}" if a else "-",
             f"{b.cpu_ms_per_call:.2f}" if b else "-",
-            f"{ratio:.2f}" if not math.isnan(ratio) else "- (a system failed or stopped)",
+            text,
         ))  # fmt: skip
     best = max(
         (lv.achieved_cps for lv in ours.values() if lv.ok and lv.achieved_cps >= 0.95 * lv.rate),
