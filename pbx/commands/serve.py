@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import signal
 import sys
@@ -93,9 +92,6 @@ async def _serve(settings: Settings) -> int:
         print(f"helpline: not starting as root: {exc}", file=sys.stderr)
         await service.stop()
         return 2
-    # What start-up built (settings, dialplan, prompts, volunteers, ...) lives as long as the
-    # service: out of the collector's way, so a full collection walks only what calls made.
-    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     draining: list[asyncio.Task[bool]] = []
