@@ -72,7 +72,9 @@ from sip_call_service import (  # noqa: E402
     cpu_seconds,
     free_port,
     media_port,
+    pin,
     register_all,
+    runqueue_wait,
     start_service,
     wait_ready,
     whisper_seconds,
@@ -151,6 +153,7 @@ class Level:
     achieved_cps: float = math.nan
     service_cpu: float = math.nan  # seconds
     service_peak: float = math.nan  # highest share of one core over any 1 s
+    service_wait: float = math.nan  # seconds its event loop was runnable but not running
     wall: float = math.nan
     peak_calls: int = 0
     sipp_cpu: float = math.nan  # both sipp processes, seconds
@@ -204,17 +207,19 @@ def run_level(
     whisper: float,
     service: int,
     uas: int,
+    scenario: Path | None = None,
 ) -> Level:
     run_dir.mkdir(parents=True)
     # Calls still open 15 s after the last should have ended are counted as unfinished.
     timeout_s = calls / rate + hold_ms / 1000 + whisper + 15
-    uac = scenario_path("uac_call")
+    uac = scenario or scenario_path("uac_call")
     cmd = sipp_base(uac, TRUNK_IP, free_port(TRUNK_IP), timeout_s, run_dir, calls)
     cmd += ["-m", str(calls), "-r", f"{rate:g}", "-d", str(hold_ms), "-s", SERVICE_NUMBER]
     cmd += ["-l", str(calls)]  # sipp's own default (3 x rate x hold) would cap concurrency
     cmd += ["-key", "caller", CALLER, "-key", "caller_display", CALLER]
     cmd += ["-trace_rtt", "-rtt_freq", "1", target]
     cpu0, uas0, kids0 = cpu_seconds(service), cpu_seconds(uas), children_cpu()
+    wait0 = runqueue_wait(service)
     start = time.monotonic()
     proc = procs.start(cmd, run_dir / "sipp.log", cwd=run_dir)
     code, peak = wait_sampling(proc, timeout_s + 10, service)
@@ -222,6 +227,7 @@ def run_level(
         procs.end(proc, signal.SIGKILL)
     level = Level(rate=rate, wall=time.monotonic() - start, exit_code=code, service_peak=peak)
     level.service_cpu = cpu_seconds(service) - cpu0
+    level.service_wait = runqueue_wait(service) - wait0
     level.sipp_cpu = (children_cpu() - kids0) + (cpu_seconds(uas) - uas0)
     rows = stats_rows(run_dir / "stats.csv")
     if rows:
@@ -255,18 +261,19 @@ def run_level(
 HEADER = (
     f"{'rate':>5} {'calls':>5} {'ok':>5} {'fail':>4} {'retr':>4} "
     f"{'setup p50':>9} {'p95':>7} {'max':>7} {'setups/s':>8} {'CPU ms/call':>11} "
-    f"{'svc CPU avg':>11} {'peak':>4} {'calls up':>8} {'sipp CPU':>8}"
+    f"{'svc CPU avg':>11} {'peak':>4} {'waited':>6} {'calls up':>8} {'sipp CPU':>8}"
 )
 
 
 def line(lv: Level) -> str:
     p50, p95, top = lv.setup_ms
     busy = 100 * lv.service_cpu / lv.wall if lv.wall else math.nan
+    waited = 100 * lv.service_wait / lv.wall if lv.wall else math.nan
     text = (
         f"{lv.rate:>5g} {lv.attempted:>5} {lv.succeeded:>5} {lv.failed:>4} "
         f"{lv.retransmissions:>4} {p50:>7.0f}ms {p95:>5.0f}ms {top:>5.0f}ms "
         f"{lv.achieved_cps:>8.1f} {lv.cpu_ms_per_call:>11.2f} {busy:>10.0f}% "
-        f"{100 * lv.service_peak:>3.0f}% {lv.peak_calls:>8} {lv.sipp_cpu:>7.1f}s"
+        f"{100 * lv.service_peak:>3.0f}% {waited:>5.0f}% {lv.peak_calls:>8} {lv.sipp_cpu:>7.1f}s"
     )
     if lv.failures:
         text += f"  failures: {', '.join(lv.failures)}"
@@ -313,10 +320,15 @@ def bench(args: argparse.Namespace, work: Path, procs: Processes) -> None:
     with database(work) as db:
         asyncio.run(_create_volunteers(db.url, work, users))
         port = free_port(TRUNK_IP)
-        service = start_service(procs, work, db.url, port, not args.no_whisper, volunteers)
+        # Its own state directory, apart from the database's.
+        state = work / "service"
+        state.mkdir()
+        service = start_service(
+            procs, state, db.url, port, not args.no_whisper, volunteers, args.service_cpus
+        )
         try:
             target = (TRUNK_IP, port)
-            wait_ready(service, target, work / "service.log")
+            wait_ready(service, target, state / "service.log")
             uas_port = free_port(HANDSET_IP)
             t0 = time.monotonic()
             register_all(users, target, uas_port)
@@ -342,7 +354,7 @@ def bench(args: argparse.Namespace, work: Path, procs: Processes) -> None:
                 )  # fmt: skip
                 print(line(level), flush=True)
                 if service.poll() is not None:
-                    print(f"service exited ({service.returncode}); see {work / 'service.log'}")
+                    print(f"service exited ({service.returncode}); see {state / 'service.log'}")
                     break
                 if not level.ok:
                     print(f"failures at {rate:g} calls/s: stopping (details in {work})")
@@ -382,11 +394,18 @@ def main() -> None:
     )
     parser.add_argument("--budget", type=float, default=170.0, help="total seconds, roughly")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--service-cpu", type=int, default=None, metavar="N",
+        help="pin the service to core N and everything else (sipp, database) to the others",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.service_cpus = pin(args.service_cpu)
     # SIGTERM ends the bench like Ctrl-C, so the cleanup below still runs.
     signal.signal(signal.SIGTERM, _interrupt)
     configure_logging("warning", "console")  # this process's own (database) log lines
     print(machine(), flush=True)
+    if args.service_cpus:
+        print(f"service pinned to core {args.service_cpu}, sipp and the rest to the others")
     # As root pgserver runs PostgreSQL as its own user, which must be able to enter this directory.
     work = Path(tempfile.mkdtemp(prefix="helpline-bench-calls-"))
     work.chmod(0o755)

@@ -73,6 +73,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / HZ  # utime, stime (fields 14, 15)
 
 
+def runqueue_wait(pid: int) -> float:
+    """Seconds the process's main thread (the event loop) waited for a CPU while runnable:
+    other processes on its core. High under load: its calls are then slow through no cost
+    of its own."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return math.nan
+
+
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -93,18 +103,23 @@ def free_port(host: str) -> int:
     raise RuntimeError("no free port")
 
 
+def _udp_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        try:
+            u.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def media_port(host: str, calls: int) -> int:
     """A free even port low enough for sipp's [auto_media_port] (base + 4 per call) to stay
     below 65536 for all `calls`; the ephemeral range is too high for that."""
     top = max(1100, 65530 - 4 * calls) // 2
     for _ in range(200):
         port = random.randrange(min(5000, top - 50), top) * 2
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            try:
-                u.bind((host, port))
-            except OSError:
-                continue
-        return port
+        if all(_udp_free(host, port + i) for i in range(4)):  # sipp binds audio and video pairs
+            return port
     raise RuntimeError("no free media port")
 
 
@@ -139,8 +154,27 @@ def whisper_seconds(enabled: bool) -> float:
     return len(pcm) / 16000  # 8 kHz, 16-bit mono
 
 
+def pin(cpu: int | None) -> set[int] | None:
+    """With `cpu`, pins this process (and so every child it starts from now on: sipp, the
+    database, the registering client) to the other cores and returns {cpu} for the service
+    alone, so "on one core" is what a run measures. None: no pinning."""
+    if cpu is None:
+        return None
+    cores = os.sched_getaffinity(0)
+    if cpu not in cores or len(cores) < 2:
+        raise SystemExit(f"--service-cpu {cpu}: needs that core and another (have {sorted(cores)})")
+    os.sched_setaffinity(0, cores - {cpu})
+    return {cpu}
+
+
 def start_service(
-    procs: Processes, state: Path, db_url: str, port: int, whisper: bool, volunteers: int
+    procs: Processes,
+    state: Path,
+    db_url: str,
+    port: int,
+    whisper: bool,
+    volunteers: int,
+    cpus: set[int] | None = None,
 ) -> subprocess.Popen[bytes]:
     helpline = Path(sys.executable).with_name("helpline")
     cmd = [str(helpline)] if helpline.exists() else [sys.executable, "-m", "pbx.cli"]
@@ -151,16 +185,32 @@ def start_service(
     rtp = random.randrange(20000, 65000 - span) // 2 * 2
     env = {
         **os.environ,
+        "PYTHONPATH": str(REPO),  # this checkout's code, whichever one the venv installed
         "HELPLINE_DIGEST_ALGORITHMS": "MD5",  # sipp only answers MD5, and only the first
         "HELPLINE_KEEPALIVE_INTERVAL": "3600",
         "HELPLINE_RTP_PORT_MIN": str(rtp),
         "HELPLINE_RTP_PORT_MAX": str(rtp + span - 1),
         "HELPLINE_LOG_FORMAT": "json",
         "HELPLINE_CALL_FLOW": "direct",  # measure SIP call setup, not the IVR's prompts
+        # Stay the user this bench runs as: as root the service would become its own user,
+        # which cannot reach this bench's database socket, and every call record would go to
+        # the write-behind journal instead of the database.
+        "HELPLINE_RUN_AS_USER": "",
+        # Every handset here is one address (127.0.0.2), which per-source admission would ban
+        # as a flood; real handsets each have their own.
+        "HELPLINE_ADMISSION_REQUESTS_PER_SECOND": "1000000",
+        "HELPLINE_ADMISSION_REQUEST_BURST": "1000000",
+        "HELPLINE_ADMISSION_BYTES_PER_SECOND": "1000000000",
+        "HELPLINE_ADMISSION_BYTE_BURST": "1000000000",
     }
     if not whisper:
         env["HELPLINE_VOLUNTEER_WHISPER"] = ""
-    return procs.start(cmd, state / "service.log", env=env, cwd=state)
+    if cpus is None:
+        return procs.start(cmd, state / "service.log", env=env, cwd=state)
+    return procs.start(
+        cmd, state / "service.log", env=env, cwd=state,
+        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+    )  # fmt: skip
 
 
 def _send(sock: socket.socket, text: str, target: tuple[str, int]) -> None:

@@ -123,6 +123,8 @@ class Metrics:
         self.build = Gauge("helpline_build_info", "Build information", ["version"], registry=r)
         self.build.labels(version="0.1.0").set(1)
         self._live: dict[str, _Source] = {}
+        self._by_method: dict[str, Counter] = {}  # series of sip_requests per known method
+        self._by_class: dict[int, Counter] = {}  # series of sip_responses per status class
         r.register(_LiveReadings(self._live))
 
     def live(self, name: str, doc: str, read: Callable[[], float], counter: bool = False) -> None:
@@ -160,10 +162,23 @@ class Metrics:
 
     # --- SIP traffic (the transports' observer) ------------------------------------------------
     def sip_message(self, direction: str, message: Message) -> None:
+        # Runs for every message: each series is looked up once (labels() takes a lock and
+        # validates the labels each time); both label sets are closed, so the caches are bounded.
         if direction == "in" and isinstance(message, Request):
-            self.sip_requests.labels(method=method_label(message.method)).inc()
+            method = message.method
+            counter = self._by_method.get(method)
+            if counter is None:
+                label = method_label(method)
+                counter = self.sip_requests.labels(method=label)
+                if label != "other":  # an invented method is not a key: the cache stays bounded
+                    self._by_method[method] = counter
+            counter.inc()
         elif direction == "out" and isinstance(message, Response):
-            self.sip_responses.labels(cls=f"{message.status // 100}xx").inc()
+            cls = message.status // 100
+            counter = self._by_class.get(cls)
+            if counter is None:
+                counter = self._by_class[cls] = self.sip_responses.labels(cls=f"{cls}xx")
+            counter.inc()
 
 
 def watch_service(

@@ -51,8 +51,12 @@ class DirectRouter:
         leg.reject(404, "Not Found - No such feature code")
 
     def _candidates(self) -> list[str]:
-        users = self.handsets.registered_users() - self.busy
-        return sorted(users, key=lambda u: self.last_call_end.get(u, 0.0))  # longest idle first
+        """Longest idle first: volunteers never called yet, then by their last call's end
+        (``last_call_end`` is kept in that order). Whether each is idle and registered is
+        checked as it comes up (``busy``, ``ringable``): usually the first one takes the call,
+        so nothing here checks every volunteer's bindings for every call."""
+        ended = self.last_call_end
+        return [*(self.handsets.known_users() - ended.keys()), *ended]
 
     async def _run(self, leg: InboundLeg, caller: CallerContext) -> None:
         self.records.started(leg.ref, caller, self.plan())
@@ -97,6 +101,8 @@ class DirectRouter:
         Works for a caller still ringing and for one already answered (after the IVR).
         """
         for username in self._candidates():
+            if username in self.busy:
+                continue
             bindings = self.handsets.ringable(username)
             if not bindings:
                 continue
@@ -108,6 +114,7 @@ class DirectRouter:
                 await self._try(attempt, ref)
             finally:
                 self.busy.discard(username)
+                self.last_call_end.pop(username, None)  # to the end: the order is idle order
                 self.last_call_end[username] = time.time()
             if attempt.connected:
                 return Offer.CONNECTED

@@ -7,7 +7,7 @@ Only what the registrar holds is ever rung: a handset at the address its REGISTE
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, KeysView
 from dataclasses import dataclass
 
 from pbx.calls.ringing import Target
@@ -23,6 +23,10 @@ class Handsets:
     def registered_users(self) -> set[str]:
         """Volunteers with at least one live binding."""
         return self.registrar.registered_users(self.wall_clock())
+
+    def known_users(self) -> KeysView[str]:
+        """Every volunteer the registrar holds bindings for, live or not (cheap: no clock)."""
+        return self.registrar.bindings.keys()
 
     def ringable(self, username: str) -> list[Binding]:
         """A volunteer's handsets to ring: live and answering their keepalive."""

@@ -174,9 +174,13 @@ async def _first_answer(
 ) -> OutboundLeg | None:
     """The branch answered first with a 2xx, waiting until one is, all have failed, the
     caller left, `stop` was set or `timeout` passed."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     caller_gone = asyncio.create_task(leg.wait_ended())
-    stopped = asyncio.create_task((stop or asyncio.Event()).wait())
+    # Without `stop` nothing can set it: a bare future, not a task per call waiting for nothing.
+    stopped: asyncio.Future[Any] = (
+        asyncio.create_task(stop.wait()) if stop is not None else loop.create_future()
+    )
     pending: set[asyncio.Future[Any]] = {caller_gone, stopped, *invites}
     try:
         while not leg.is_ended and not stopped.done():

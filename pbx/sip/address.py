@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from pbx.sip.errors import SipParseError
 from pbx.sip.grammar import WS, format_params, is_token, parse_params, quote, read_quoted
@@ -31,6 +32,15 @@ class Address:
 
 
 def parse_address(value: str) -> Address:
+    """Parsed once per distinct header text (bounded cache): the parser checks every
+    message's headers and the stack, dialogs and legs read them again, for each message
+    of a call. The result is frozen and shared, its params never changed in place; a
+    flood of distinct texts only evicts, and errors are not cached."""
+    return _parse_address(value)
+
+
+@lru_cache(maxsize=4096)
+def _parse_address(value: str) -> Address:
     text = value.strip(WS)
     if text == "*":
         return _wildcard()

@@ -62,6 +62,8 @@ class EdgeProxies:
         return cls(tuple(ipaddress.ip_network(s, strict=False) for s in sources), admission, clock)
 
     def is_edge(self, host: str) -> bool:
+        if not self.networks:  # no edge proxy configured: no address to parse per request
+            return False
         try:
             address = ipaddress.ip_address(host)
         except ValueError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from pbx.sip.address import Address, parse_address
 from pbx.sip.errors import SipParseError
@@ -62,6 +63,7 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
+@lru_cache(maxsize=1024)  # read for every message, often more than once; CSeq is immutable
 def parse_cseq(value: str) -> CSeq:
     parts = value.replace("\t", " ").split(" ")
     parts = [p for p in parts if p]

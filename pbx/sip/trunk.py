@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pbx.sip.digest import Credential
 from pbx.sip.peer import Peer
@@ -27,8 +28,13 @@ class TrunkPolicy:
         return cls(nets, creds)
 
     def from_trusted_address(self, peer: Peer) -> bool:
-        try:
-            addr = ipaddress.ip_address(peer.host)
-        except ValueError:
-            return False
-        return any(addr in net for net in self.networks)
+        addr = _address(peer.host)
+        return addr is not None and any(addr in net for net in self.networks)
+
+
+@lru_cache(maxsize=4096)  # asked a few times per call, mostly about the same trunk addresses
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from pbx.sip.errors import SipParseError
 from pbx.sip.grammar import WS, format_params, is_digits, is_token, parse_params
@@ -45,6 +46,15 @@ class Via:
 
 
 def parse_via(value: str) -> Via:
+    """Parsed once per distinct header text (bounded cache): the parser checks every
+    message's headers and the stack, dialogs and legs read them again, for each message
+    of a call. The result is frozen and shared, its params never changed in place; a
+    flood of distinct texts only evicts, and errors are not cached."""
+    return _parse_via(value)
+
+
+@lru_cache(maxsize=4096)
+def _parse_via(value: str) -> Via:
     match = _VIA.fullmatch(value.strip(WS))
     if match is None:
         raise SipParseError("Bad Request - Malformed Via")
