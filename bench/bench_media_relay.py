@@ -29,7 +29,7 @@ import statistics
 import struct
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -61,10 +61,17 @@ class LevelResult:
     seconds: float = 0.0
     runqueue: float = 0.0  # fraction of the time the service was runnable but not running
     loop_lag_p99: float = 0.0  # ms
+    shares: list[float] = field(default_factory=list)  # per stream: share of packets relayed
 
     @property
     def loss(self) -> float:
         return 1 - self.received / self.sent if self.sent else 0.0
+
+    @property
+    def achieved(self) -> int:
+        """Calls relayed both ways (at least 95% of each direction's packets arrived)."""
+        shares = self.shares
+        return sum(min(shares[i], shares[i + 1]) >= 0.95 for i in range(0, len(shares), 2))
 
     @property
     def late(self) -> float:
@@ -117,6 +124,7 @@ def generator(conn: Connection, seconds: float, check_payload: bool = False) -> 
     tick_times: list[float] = []
     delays: list[float] = []
     received = 0
+    counts = [0] * len(streams)  # packets relayed per stream
 
     def drain(until: float) -> None:
         nonlocal received
@@ -142,6 +150,7 @@ def generator(conn: Connection, seconds: float, check_payload: bool = False) -> 
                     base = base_ts.setdefault(stream, ts)
                     index = ((ts - base) & 0xFFFFFFFF) // 160
                     received += 1
+                    counts[stream] += 1
                     if index < len(tick_times):
                         delays.append(now - tick_times[index])
 
@@ -158,7 +167,7 @@ def generator(conn: Connection, seconds: float, check_payload: bool = False) -> 
                 sock.sendto(header + payloads[codec], addr)
     drain(time.monotonic() + 0.3)
     cpu = (time.process_time() - cpu0) / (time.monotonic() - start)
-    conn.send((ticks * len(streams), received, delays, cpu))
+    conn.send((ticks * len(streams), received, delays, cpu, [c / ticks for c in counts]))
     for sock in socks:
         sock.close()
 
@@ -206,7 +215,7 @@ async def run_level(
     lags: list[float] = []
     probe = asyncio.create_task(loop_lag_probe(lags))
     cpu0, t0, wait0 = time.process_time(), time.monotonic(), runqueue_wait()
-    sent, received, delays, gen_cpu = await loop.run_in_executor(None, parent.recv)
+    sent, received, delays, gen_cpu, shares = await loop.run_in_executor(None, parent.recv)
     elapsed = time.monotonic() - t0
     waited = (runqueue_wait() - wait0) / elapsed
     probe.cancel()
@@ -215,7 +224,9 @@ async def run_level(
     for leg in legs:
         leg.close()
     await asyncio.sleep(0.05)
-    result = LevelResult(calls, sent, received, delays, gen_cpu, service_cpu, elapsed, waited)
+    result = LevelResult(
+        calls, sent, received, delays, gen_cpu, service_cpu, elapsed, waited, shares=shares
+    )
     result.loop_lag_p99 = sorted(lags)[int(0.99 * len(lags))] * 1000 if lags else float("nan")
     return result
 
