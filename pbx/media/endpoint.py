@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from pbx.media.poller import MediaPoller, poller_for
 from pbx.media.ports import AllocatedPort, PortPool
 from pbx.media.rtp import RtpError, RtpPacket
 from pbx.media.srtp import SrtpSession
@@ -63,7 +64,7 @@ class EndpointStats:
 
 
 class RtpEndpoint:
-    """RTP on one allocated port, read with ``loop.add_reader``.
+    """RTP on one allocated port, read through the loop's media poller (``poller.py``).
 
     Not an asyncio datagram transport on purpose: that path costs about twice the CPU
     per packet (it allocates a 256 KiB buffer per recvfrom and queues sends), and a
@@ -93,6 +94,8 @@ class RtpEndpoint:
         self._media_timeout = media_timeout
         self._sock = port.rtp_socket
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._poller: MediaPoller | None = None
+        self._fd = -1
         self._closed = False
         self._closed_future: asyncio.Future[None] | None = None
         self._sdp_address: Address | None = None
@@ -118,13 +121,16 @@ class RtpEndpoint:
             raise
         return endpoint
 
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start receiving on ``loop`` (done by ``open``)."""
+    def attach(self, loop: asyncio.AbstractEventLoop, poller: MediaPoller | None = None) -> None:
+        """Start receiving on ``loop`` (done by ``open``), through ``poller`` (default: the
+        loop's media poller)."""
         if self._loop is not None:
             raise RuntimeError("endpoint already attached to a loop")
         self._loop = loop
         self._sock.setblocking(False)
-        loop.add_reader(self._sock.fileno(), self._read_ready)
+        self._fd = self._sock.fileno()
+        self._poller = poller or poller_for(loop)
+        self._poller.add_reader(self._fd, self._read_ready)
         self._closed_future = loop.create_future()
         self._timeout_since = loop.time()
         self._arm_timeout()
@@ -149,8 +155,8 @@ class RtpEndpoint:
             return
         self._closed = True
         self._cancel_timeout()
-        if self._loop is not None and not self.port.closed:
-            self._loop.remove_reader(self._sock.fileno())
+        if self._poller is not None:
+            self._poller.remove_reader(self._fd, self._read_ready, closed=self.port.closed)
         self.port.close()
         if self._closed_future is not None and not self._closed_future.done():
             self._closed_future.set_result(None)
