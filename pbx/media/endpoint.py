@@ -40,6 +40,7 @@ __all__ = ["Address", "EndpointStats", "RtpEndpoint"]
 Address = tuple[Any, ...]  # (host, port) for IPv4, (host, port, flow, scope) for IPv6
 PacketHandler = Callable[[RtpPacket], None]
 
+_READ_BATCH = 32  # datagrams per wake-up at most while catching up
 _MAX_DATAGRAM = 2048  # G.711 at 20 ms is 172 bytes; anything near this is not ours
 
 log = structlog.get_logger("pbx.media.endpoint")
@@ -67,11 +68,12 @@ class RtpEndpoint:
 
     Not an asyncio datagram transport on purpose: that path costs about twice the CPU
     per packet (it allocates a 256 KiB buffer per recvfrom and queues sends), and a
-    media server lives on per-packet cost. One datagram is read per wake-up: a call's port
-    holds one packet per 20 ms, so draining until EAGAIN cost a failed recvfrom and an
-    exception for nearly every packet; what is left is read at the next wake-up (the poller
-    is level-triggered), which also keeps a flooded port from starving the others. A send
-    that would block is dropped (late RTP is worthless), not queued.
+    media server lives on per-packet cost. One datagram is read per wake-up (a call's port
+    holds one packet per 20 ms: draining until EAGAIN cost a failed recvfrom and an
+    exception for nearly every packet), a bounded batch after the loop was held up (the
+    poller says when); what is left is read at the next wake-up (level-triggered), so a
+    flooded port cannot starve the others. A send that would block is dropped (late RTP
+    is worthless), not queued.
     """
 
     def __init__(
@@ -146,6 +148,24 @@ class RtpEndpoint:
             self.error_received(exc)
             return
         self.datagram_received(data, addr)
+        poller = self._poller
+        if poller is not None and poller.catching_up and not self._closed:
+            self._drain()
+
+    def _drain(self) -> None:
+        """The rest of a backlog, bounded: the loop was held up and packets piled up."""
+        recvfrom = self._sock.recvfrom
+        for _ in range(_READ_BATCH - 1):
+            try:
+                data, addr = recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.error_received(exc)
+                return
+            self.datagram_received(data, addr)
+            if self._closed:  # a handler closed us
+                return
 
     def close(self) -> None:
         """Stop receiving and sending and release the port pair; idempotent."""
