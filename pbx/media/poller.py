@@ -55,8 +55,9 @@ class MediaPoller:
         if self._epoll is None:
             self.loop.add_reader(fd, reader)
             return
-        if fd in self._readers:
-            raise RuntimeError(f"fd {fd} already has a media reader")
+        # An entry left for this number is stale: its socket was closed without
+        # remove_reader (the kernel only reuses a free number) and has left the epoll set.
+        # Registering a socket that is still registered raises (FileExistsError).
         self._epoll.register(fd, select.EPOLLIN)
         self._readers[fd] = reader
         if not self._attached:
