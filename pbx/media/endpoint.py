@@ -70,10 +70,10 @@ class RtpEndpoint:
     per packet (it allocates a 256 KiB buffer per recvfrom and queues sends), and a
     media server lives on per-packet cost. One datagram is read per wake-up (a call's port
     holds one packet per 20 ms: draining until EAGAIN cost a failed recvfrom and an
-    exception for nearly every packet), a bounded batch after the loop was held up (the
-    poller says when); what is left is read at the next wake-up (level-triggered), so a
-    flooded port cannot starve the others. A send that would block is dropped (late RTP
-    is worthless), not queued.
+    exception for nearly every packet), a bounded batch when the poller's last gap between
+    wake-ups was longer than the stream's packet time; what is left is read at the next
+    wake-up (level-triggered), so a flooded port cannot starve the others. A send that
+    would block is dropped (late RTP is worthless), not queued.
     """
 
     def __init__(
@@ -99,6 +99,9 @@ class RtpEndpoint:
         self._sock = port.rtp_socket
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: MediaPoller | None = None
+        # Seconds per packet the peer sends (SDP ptime; set by the leg): after a longer gap
+        # between the poller's wake-ups, several may be waiting and a read drains the socket.
+        self.packet_time = 0.02
         self._fd = -1
         self._closed = False
         self._closed_future: asyncio.Future[None] | None = None
@@ -149,7 +152,7 @@ class RtpEndpoint:
             return
         self.datagram_received(data, addr)
         poller = self._poller
-        if poller is not None and poller.catching_up and not self._closed:
+        if poller is not None and poller.gap > self.packet_time and not self._closed:
             self._drain()
 
     def _drain(self) -> None:

@@ -159,6 +159,7 @@ class MediaLeg:
         else:
             self.endpoint.set_payload_types(pts)
         self._apply_srtp(media)
+        self.endpoint.packet_time = media.ptime / 1000
         # A peer that does not send (inactive/recvonly) must not trip the media timeout.
         if previous is None or previous.direction.sends != media.direction.sends:
             self.endpoint.set_media_timeout(self._media_timeout if media.direction.sends else None)

@@ -6,11 +6,11 @@ once per packet (one packet per 20 ms per call). The media poller registers a si
 descriptor with the loop instead; when it is readable the poller polls it once (no waiting)
 and calls each ready socket's reader directly. Level-triggered like the loop's own selector:
 a reader that leaves datagrams behind is called again at the next wake-up, so one busy port
-cannot hold up the others or the loop. A port carries one packet per 20 ms, so readers read
-one datagram per wake-up (a read that finds nothing costs a syscall and an exception, nearly
-one per packet); after a gap between wake-ups (the loop was held up) they drain their socket,
-so a backlog is caught up at once instead of one packet per wake-up. Where epoll is missing
-(not Linux) readers go to the loop as before.
+cannot hold up the others or the loop. A port carries one packet per packet time (20 ms), so
+readers read one datagram per wake-up (a read that finds nothing costs a syscall and an
+exception, nearly one per packet) while wake-ups come at least once per packet time; after a
+longer gap (an idle spell, or the loop was held up) they drain their socket, so a backlog is
+caught up at once. Where epoll is missing (not Linux) readers go to the loop as before.
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ __all__ = ["MediaPoller", "poller_for"]
 Reader = Callable[[], None]
 
 _MAX_EVENTS = 1024  # per wake-up; the rest are reported again at the next one
-# A gap between wake-ups this long (two packets of a 20 ms stream) means the loop was held
-# up: a port may hold several packets, and readers drain theirs (``catching_up``).
-_CATCH_UP_GAP = 0.04
 
 
 class MediaPoller:
@@ -41,9 +38,12 @@ class MediaPoller:
         self._readers: dict[int, Reader] = {}
         self._attached = False
         self._last_wakeup = 0.0
-        # Readers drain their socket (rather than read one datagram) in this wake-up: it came
-        # after a gap. Always so without epoll: the loop calls each reader on its own.
-        self.catching_up = self._epoll is None
+        # Seconds between this wake-up and the one before. A reader whose stream sends a
+        # packet per ``t`` seconds drains its socket when the gap exceeds ``t`` (several
+        # packets may be waiting) and reads one datagram otherwise: while wake-ups come at
+        # least once per packet time, one read each keeps up, so no backlog can build up.
+        # Infinite without epoll: the loop calls each reader on its own, readers drain.
+        self.gap = float("inf") if self._epoll is None else 0.0
         self.wakeups = 0  # times the loop woke the poller
         self.events = 0  # sockets found readable, over all wake-ups
 
@@ -87,7 +87,7 @@ class MediaPoller:
         readers = self._readers
         ready = self._epoll.poll(0, _MAX_EVENTS)
         now = time.monotonic()
-        self.catching_up = now - self._last_wakeup > _CATCH_UP_GAP
+        self.gap = now - self._last_wakeup
         self._last_wakeup = now
         self.wakeups += 1
         self.events += len(ready)
