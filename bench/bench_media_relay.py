@@ -1,7 +1,8 @@
 """How many concurrent bridged calls does this machine relay?
 
 The service side (this process, one asyncio loop, the real MediaLeg/Bridge code) bridges
-N calls: caller legs in PCMA, volunteer legs in PCMU, so every packet is transcoded.
+N calls: caller legs in PCMA, volunteer legs in PCMU, so every packet is transcoded
+(``--codecs same``: PCMA on both legs, plain relaying).
 A separate load-generator process plays both handsets of every call over loopback: it
 sends one 20 ms packet per stream per tick and receives what the bridge relays,
 measuring loss and delay (receive time minus the tick at which the packet's source was
@@ -9,6 +10,7 @@ sent). N grows until loss or lateness appears, the service CPU saturates, or the
 budget (~60 s) runs out. Prints figures, asserts nothing.
 
     .venv/bin/python bench/bench_media_relay.py [--budget 60] [--seconds 5] [--filler]
+                                                [--codecs transcode|same]
 
 ``--filler`` keeps every caller leg continuous with the line filler, as the service does
 from the answer on: it watches each leg every 20 ms and sends only when the relay is quiet.
@@ -27,7 +29,7 @@ import statistics
 import struct
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -60,10 +62,17 @@ class LevelResult:
     seconds: float = 0.0
     runqueue: float = 0.0  # fraction of the time the service was runnable but not running
     loop_lag_p99: float = 0.0  # ms
+    shares: list[float] = field(default_factory=list)  # per stream: share of packets relayed
 
     @property
     def loss(self) -> float:
         return 1 - self.received / self.sent if self.sent else 0.0
+
+    @property
+    def achieved(self) -> int:
+        """Calls relayed both ways (at least 95% of each direction's packets arrived)."""
+        shares = self.shares
+        return sum(min(shares[i], shares[i + 1]) >= 0.95 for i in range(0, len(shares), 2))
 
     @property
     def late(self) -> float:
@@ -77,8 +86,20 @@ class LevelResult:
 
 
 # ----------------------------------------------------------------- load generator
-def generator(conn: Connection, seconds: float) -> None:
-    """Both handsets of every call: two sockets (all callers, all volunteers)."""
+# One bridged call as the load generator sees it: where the caller's handset sends (the
+# relay's port for leg a) and in which codec, and the same for the volunteer's handset.
+# Both compare_media.py (against rtpengine) and this bench drive their relay with it.
+CallMedia = tuple[tuple[str, int], tuple[str, int], Codec, Codec]
+
+
+def generator(conn: Connection, seconds: float, check_payload: bool = False) -> None:
+    """Both handsets of every call: two sockets (all callers, all volunteers).
+
+    A relayed packet is told apart by the relay port it came from (each call's legs have
+    their own ports, and a relay sends from the port it receives on: symmetric RTP), so
+    any relay can be measured whatever SSRC it sends with. ``check_payload`` skips packets
+    whose payload is not the other side's silence (the line filler's comfort noise).
+    """
     socks = []
     for _ in range(2):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -87,30 +108,24 @@ def generator(conn: Connection, seconds: float) -> None:
         sock.setblocking(False)
         socks.append(sock)
     conn.send([s.getsockname()[1] for s in socks])
-    calls: list[tuple[tuple[str, int], tuple[str, int], int, int]] = conn.recv()
+    calls: list[CallMedia] = conn.recv()
 
-    # Stream 2i: caller i -> leg a (PCMA); stream 2i+1: volunteer i -> leg b (PCMU).
-    # The bridge re-sends stream 2i from leg b (SSRC ssrc_b) and 2i+1 from leg a.
-    payloads = {
-        Codec.PCMA: g711.encode(Codec.PCMA, bytes(320)),
-        Codec.PCMU: g711.encode(Codec.PCMU, bytes(320)),
-    }
-    # what the bridge relays: the other side's silence, transcoded
-    relayed = {
-        int(Codec.PCMA): g711.transcode(payloads[Codec.PCMU], Codec.PCMU, Codec.PCMA),
-        int(Codec.PCMU): g711.transcode(payloads[Codec.PCMA], Codec.PCMA, Codec.PCMU),
-    }
+    # Stream 2i: caller i -> relay port a; stream 2i+1: volunteer i -> relay port b.
+    # The relay re-sends stream 2i from port b and 2i+1 from port a.
+    payloads = {codec: g711.encode(codec, bytes(320)) for codec in Codec}
     streams = []
-    by_ssrc: dict[int, int] = {}
-    for i, (addr_a, addr_b, ssrc_a, ssrc_b) in enumerate(calls):
-        streams.append((socks[0], addr_a, Codec.PCMA, 0x1000 + 2 * i))
-        streams.append((socks[1], addr_b, Codec.PCMU, 0x1000 + 2 * i + 1))
-        by_ssrc[ssrc_b] = 2 * i
-        by_ssrc[ssrc_a] = 2 * i + 1
+    by_source: dict[tuple[str, int], tuple[int, bytes]] = {}
+    for i, (addr_a, addr_b, codec_a, codec_b) in enumerate(calls):
+        streams.append((socks[0], addr_a, codec_a, 0x1000 + 2 * i))
+        streams.append((socks[1], addr_b, codec_b, 0x1000 + 2 * i + 1))
+        # what the relay sends: the other side's silence, transcoded if the codecs differ
+        by_source[addr_b] = (2 * i, g711.transcode(payloads[codec_a], codec_a, codec_b))
+        by_source[addr_a] = (2 * i + 1, g711.transcode(payloads[codec_b], codec_b, codec_a))
     base_ts: dict[int, int] = {}
     tick_times: list[float] = []
     delays: list[float] = []
     received = 0
+    counts = [0] * len(streams)  # packets relayed per stream
 
     def drain(until: float) -> None:
         nonlocal received
@@ -122,17 +137,21 @@ def generator(conn: Connection, seconds: float) -> None:
             for sock in ready:
                 while True:
                     try:
-                        data = sock.recv(2048)
+                        data, source = sock.recvfrom(2048)
                     except BlockingIOError:
                         break
                     now = time.monotonic()
-                    _, b1, _, ts, ssrc = HEADER.unpack_from(data)
-                    stream = by_ssrc.get(ssrc)
-                    if stream is None or data[12:] != relayed[b1 & 0x7F]:
-                        continue  # not ours, or the line filler's comfort noise (--filler)
+                    known = by_source.get(source)
+                    if known is None or len(data) < 12 or 192 <= data[1] <= 223:
+                        continue  # not ours, or RTCP
+                    stream, expected = known
+                    if check_payload and data[12:] != expected:
+                        continue  # the line filler's comfort noise (--filler)
+                    ts = HEADER.unpack_from(data)[3]
                     base = base_ts.setdefault(stream, ts)
                     index = ((ts - base) & 0xFFFFFFFF) // 160
                     received += 1
+                    counts[stream] += 1
                     if index < len(tick_times):
                         delays.append(now - tick_times[index])
 
@@ -149,45 +168,55 @@ def generator(conn: Connection, seconds: float) -> None:
                 sock.sendto(header + payloads[codec], addr)
     drain(time.monotonic() + 0.3)
     cpu = (time.process_time() - cpu0) / (time.monotonic() - start)
-    conn.send((ticks * len(streams), received, delays, cpu))
+    conn.send((ticks * len(streams), received, delays, cpu, [c / ticks for c in counts]))
     for sock in socks:
         sock.close()
 
 
 # ------------------------------------------------------------------------ service
+CODECS = {
+    "transcode": (Codec.PCMA, Codec.PCMU),  # every packet transcoded
+    "same": (Codec.PCMA, Codec.PCMA),  # plain relaying
+}
+
+
 async def run_level(
-    pool: PortPool, calls: int, seconds: float, filler: LineFiller | None = None
+    pool: PortPool,
+    calls: int,
+    seconds: float,
+    filler: LineFiller | None = None,
+    codecs: tuple[Codec, Codec] = CODECS["transcode"],
 ) -> LevelResult:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=generator, args=(child, seconds), daemon=True)
+    proc = ctx.Process(target=generator, args=(child, seconds, filler is not None), daemon=True)
     proc.start()
     loop = asyncio.get_running_loop()
     port_a, port_b = await loop.run_in_executor(None, parent.recv)
     legs: list[MediaLeg] = []
     bridges = []
-    description = []
+    description: list[CallMedia] = []
     for _ in range(calls):
         a = await MediaLeg.open(
             pool,
-            NegotiatedMedia(HOST, port_a, Codec.PCMA, None, 20, Direction.SENDRECV),
+            NegotiatedMedia(HOST, port_a, codecs[0], None, 20, Direction.SENDRECV),
             media_timeout=None,
         )
         b = await MediaLeg.open(
             pool,
-            NegotiatedMedia(HOST, port_b, Codec.PCMU, None, 20, Direction.SENDRECV),
+            NegotiatedMedia(HOST, port_b, codecs[1], None, 20, Direction.SENDRECV),
             media_timeout=None,
         )
         legs += [a, b]
         bridges.append(Bridge(a, b).start())
         if filler is not None:
             filler.keep(a)
-        description.append((a.local_address, b.local_address, a.sender.ssrc, b.sender.ssrc))
+        description.append((a.local_address, b.local_address, codecs[0], codecs[1]))
     parent.send(description)
     lags: list[float] = []
     probe = asyncio.create_task(loop_lag_probe(lags))
     cpu0, t0, wait0 = time.process_time(), time.monotonic(), runqueue_wait()
-    sent, received, delays, gen_cpu = await loop.run_in_executor(None, parent.recv)
+    sent, received, delays, gen_cpu, shares = await loop.run_in_executor(None, parent.recv)
     elapsed = time.monotonic() - t0
     waited = (runqueue_wait() - wait0) / elapsed
     probe.cancel()
@@ -196,7 +225,9 @@ async def run_level(
     for leg in legs:
         leg.close()
     await asyncio.sleep(0.05)
-    result = LevelResult(calls, sent, received, delays, gen_cpu, service_cpu, elapsed, waited)
+    result = LevelResult(
+        calls, sent, received, delays, gen_cpu, service_cpu, elapsed, waited, shares=shares
+    )
     result.loop_lag_p99 = sorted(lags)[int(0.99 * len(lags))] * 1000 if lags else float("nan")
     return result
 
@@ -226,6 +257,13 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="streaming time per level")
     parser.add_argument("--start", type=int, default=50, help="first number of calls")
     parser.add_argument("--filler", action="store_true", help="callers kept by the filler")
+    parser.add_argument(
+        "--codecs",
+        choices=sorted(CODECS),
+        default="transcode",
+        help="transcode: PCMA callers, PCMU volunteers (every packet transcoded); "
+        "same: PCMA on both legs (plain relaying, as rtpengine without transcoding)",
+    )
     args = parser.parse_args()
     filler = LineFiller() if args.filler else None
 
@@ -233,7 +271,11 @@ async def main() -> None:
     print(
         f"media relay bench: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
         f"(other work on the machine skews delays), {args.seconds:.0f} s per level, "
-        "PCMA<->PCMU transcoding on every packet"
+        + (
+            "PCMA<->PCMU transcoding on every packet"
+            if args.codecs == "transcode"
+            else "PCMA on both legs (plain relay)"
+        )
         + (", caller legs kept by the line filler" if args.filler else "")
     )
     print(
@@ -250,7 +292,7 @@ async def main() -> None:
     best: LevelResult | None = None
     last: LevelResult | None = None
     while time.monotonic() - begin + args.seconds + 2 < args.budget:
-        r = await run_level(pool, calls, args.seconds, filler)
+        r = await run_level(pool, calls, args.seconds, filler, CODECS[args.codecs])
         last = r
         pps = r.received / r.seconds
         us_per_pkt = r.service_cpu * r.seconds / max(1, r.received) * 1e6

@@ -22,6 +22,7 @@ import sys
 from array import array
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 
 from pbx.media import g711
 from pbx.media.g711 import Codec
@@ -108,6 +109,9 @@ class Bridge:
         self.done: asyncio.Future[BridgeEnd] = self.ticker.loop.create_future()
         self._tones: dict[Side, _Tone] = {}
         self._started = False
+        # The audio listeners, one per direction: the leg calls _relay with no hop between.
+        self._from_a = partial(self._relay, self.a, self.b, Side.B, self.a_to_b)
+        self._from_b = partial(self._relay, self.b, self.a, Side.A, self.b_to_a)
 
     # ------------------------------------------------------------------ control
     def start(self) -> Bridge:
@@ -167,20 +171,14 @@ class Bridge:
         raise ValueError("leg is not part of this bridge")
 
     # -------------------------------------------------------------------- relay
-    def _from_a(self, payload: bytes, codec: Codec) -> None:
-        self._relay(payload, codec, self.a, self.b, Side.B, self.a_to_b)
-
-    def _from_b(self, payload: bytes, codec: Codec) -> None:
-        self._relay(payload, codec, self.b, self.a, Side.A, self.b_to_a)
-
     def _relay(
         self,
-        payload: bytes,
-        codec: Codec,
         src: MediaLeg,
         dst: MediaLeg,
         dst_side: Side,
         stats: DirectionStats,
+        payload: bytes,
+        codec: Codec,
     ) -> None:
         stats.packets += 1
         if self._tones:
@@ -194,9 +192,7 @@ class Bridge:
         if dst_codec is not None and dst_codec != codec:
             payload = payload.translate(_TABLES[codec, dst_codec])
             stats.transcoded += 1
-        if dst.send_audio(
-            payload, encoded=True, samples=src.rx_samples, marker=src.rx_marker, relayed=True
-        ):
+        if dst.relay_audio(payload, src.rx_samples, src.rx_marker):
             stats.relayed += 1
         else:
             stats.dropped += 1

@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from pbx.media.poller import MediaPoller, poller_for
 from pbx.media.ports import AllocatedPort, PortPool
 from pbx.media.rtp import RtpError, RtpPacket
 from pbx.media.srtp import SrtpSession
@@ -39,7 +40,7 @@ __all__ = ["Address", "EndpointStats", "RtpEndpoint"]
 Address = tuple[Any, ...]  # (host, port) for IPv4, (host, port, flow, scope) for IPv6
 PacketHandler = Callable[[RtpPacket], None]
 
-_READ_BATCH = 32
+_READ_BATCH = 32  # datagrams per wake-up at most while catching up
 _MAX_DATAGRAM = 2048  # G.711 at 20 ms is 172 bytes; anything near this is not ours
 
 log = structlog.get_logger("pbx.media.endpoint")
@@ -63,12 +64,16 @@ class EndpointStats:
 
 
 class RtpEndpoint:
-    """RTP on one allocated port, read with ``loop.add_reader``.
+    """RTP on one allocated port, read through the loop's media poller (``poller.py``).
 
     Not an asyncio datagram transport on purpose: that path costs about twice the CPU
     per packet (it allocates a 256 KiB buffer per recvfrom and queues sends), and a
-    media server lives on per-packet cost. Reads drain the socket in bounded batches;
-    a send that would block is dropped (late RTP is worthless), not queued.
+    media server lives on per-packet cost. One datagram is read per wake-up (a call's port
+    holds one packet per 20 ms: draining until EAGAIN cost a failed recvfrom and an
+    exception for nearly every packet), a bounded batch when the poller's last gap between
+    wake-ups was longer than the stream's packet time; what is left is read at the next
+    wake-up (level-triggered), so a flooded port cannot starve the others. A send that
+    would block is dropped (late RTP is worthless), not queued.
     """
 
     def __init__(
@@ -93,6 +98,11 @@ class RtpEndpoint:
         self._media_timeout = media_timeout
         self._sock = port.rtp_socket
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._poller: MediaPoller | None = None
+        # Seconds per packet the peer sends (SDP ptime; set by the leg): after a longer gap
+        # between the poller's wake-ups, several may be waiting and a read drains the socket.
+        self.packet_time = 0.02
+        self._fd = -1
         self._closed = False
         self._closed_future: asyncio.Future[None] | None = None
         self._sdp_address: Address | None = None
@@ -118,20 +128,37 @@ class RtpEndpoint:
             raise
         return endpoint
 
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start receiving on ``loop`` (done by ``open``)."""
+    def attach(self, loop: asyncio.AbstractEventLoop, poller: MediaPoller | None = None) -> None:
+        """Start receiving on ``loop`` (done by ``open``), through ``poller`` (default: the
+        loop's media poller)."""
         if self._loop is not None:
             raise RuntimeError("endpoint already attached to a loop")
         self._loop = loop
         self._sock.setblocking(False)
-        loop.add_reader(self._sock.fileno(), self._read_ready)
+        self._fd = self._sock.fileno()
+        self._poller = poller or poller_for(loop)
+        self._poller.add_reader(self._fd, self._read_ready)
         self._closed_future = loop.create_future()
         self._timeout_since = loop.time()
         self._arm_timeout()
 
     def _read_ready(self) -> None:
+        try:
+            data, addr = self._sock.recvfrom(_MAX_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.error_received(exc)
+            return
+        self.datagram_received(data, addr)
+        poller = self._poller
+        if poller is not None and poller.gap > self.packet_time and not self._closed:
+            self._drain()
+
+    def _drain(self) -> None:
+        """The rest of a backlog, bounded: the loop was held up and packets piled up."""
         recvfrom = self._sock.recvfrom
-        for _ in range(_READ_BATCH):  # bounded: a flooded port must not starve the others
+        for _ in range(_READ_BATCH - 1):
             try:
                 data, addr = recvfrom(_MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
@@ -149,8 +176,8 @@ class RtpEndpoint:
             return
         self._closed = True
         self._cancel_timeout()
-        if self._loop is not None and not self.port.closed:
-            self._loop.remove_reader(self._sock.fileno())
+        if self._poller is not None:
+            self._poller.remove_reader(self._fd, self._read_ready, closed=self.port.closed)
         self.port.close()
         if self._closed_future is not None and not self._closed_future.done():
             self._closed_future.set_result(None)

@@ -159,6 +159,7 @@ class MediaLeg:
         else:
             self.endpoint.set_payload_types(pts)
         self._apply_srtp(media)
+        self.endpoint.packet_time = media.ptime / 1000
         # A peer that does not send (inactive/recvonly) must not trip the media timeout.
         if previous is None or previous.direction.sends != media.direction.sends:
             self.endpoint.set_media_timeout(self._media_timeout if media.direction.sends else None)
@@ -271,6 +272,12 @@ class MediaLeg:
         claimed by somebody other than ``owner``. ``relayed``: from the bridge, paced
         by the other side's packets rather than by the ticker.
         """
+        if relayed and owner is None:
+            return self.relay_audio(
+                data if encoded or self.codec is None else g711.encode(self.codec, data),
+                samples or 0,
+                marker,
+            )
         codec = self.codec
         if not self._sending or codec is None or self._closed:
             return False
@@ -281,17 +288,40 @@ class MediaLeg:
         if self._continuous:
             now = self.ticker.loop.time()
             marker = self._need_marker or now - self._last_tx > _REAL_GAP
-            if relayed:
-                self._last_tick = None
-                if self._filled:  # the filler already covered the other side's pause
-                    samples = len(payload)
-            else:
-                self._catch_up(now)
+            self._catch_up(now)
             self._last_tx = now
         elif self._need_marker:
             marker = True
         self._need_marker = False
-        self._relayed = relayed
+        self._relayed = False
+        self._filled = False
+        self.sent += 1
+        return self.endpoint.send(
+            self.sender.packet_bytes(payload, codec, samples or len(payload), marker)
+        )
+
+    def relay_audio(self, payload: bytes, samples: int, marker: bool) -> bool:
+        """The bridge's path: one packet in the leg's codec, relayed from the other side
+        (paced by its packets rather than by the ticker), ``samples`` since the previous one
+        (0: the payload's length). The rules of ``send_audio`` without its keyword arguments
+        and branches for other sources: this runs for every relayed packet."""
+        codec = self.codec
+        if not self._sending or codec is None or self._closed:
+            return False
+        if self._claimant is not None or self._dtmf_out:
+            self.suppressed += 1
+            return False
+        if self._continuous:
+            now = self.ticker.loop.time()
+            marker = self._need_marker or now - self._last_tx > _REAL_GAP
+            self._last_tick = None
+            if self._filled:  # the filler already covered the other side's pause
+                samples = 0
+            self._last_tx = now
+        elif self._need_marker:
+            marker = True
+        self._need_marker = False
+        self._relayed = True
         self._filled = False
         self.sent += 1
         return self.endpoint.send(

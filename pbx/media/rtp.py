@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import secrets
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["RtpError", "RtpPacket", "RtpSender", "is_rtcp"]
 
 _HEADER = struct.Struct("!BBHII")
 _EXT_HEADER = struct.Struct("!HH")
+_new = tuple.__new__
 RTP_VERSION = 2
 
 
@@ -17,8 +18,11 @@ class RtpError(ValueError):
     """A datagram is not a well-formed RTP packet, or a packet cannot be serialised."""
 
 
-@dataclass(frozen=True, slots=True)
-class RtpPacket:
+class RtpPacket(NamedTuple):
+    """One RTP packet. A named tuple, not a frozen dataclass: the relay parses every packet
+    it forwards, and a tuple is built in one C call where a frozen dataclass sets each of
+    its eight fields through ``object.__setattr__`` (about 1 us of the ~1.2 us parse)."""
+
     payload_type: int
     sequence: int
     timestamp: int
@@ -37,7 +41,9 @@ class RtpPacket:
             raise RtpError(f"RTP packet too short: {size} bytes")
         b0, b1, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
         if b0 == 0x80:  # fast path: the usual packet, no CSRCs, extension or padding
-            return cls(b1 & 0x7F, sequence, timestamp, ssrc, bytes(data[12:]), b1 > 0x7F)
+            return _new(
+                cls, (b1 & 0x7F, sequence, timestamp, ssrc, bytes(data[12:]), b1 > 0x7F, (), None)
+            )
         if b0 >> 6 != RTP_VERSION:
             raise RtpError(f"unsupported RTP version {b0 >> 6}")
         offset = 12
