@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pbx import event_loop  # noqa: E402
 from pbx.media import g711  # noqa: E402
 from pbx.media.bridge import Bridge  # noqa: E402
 from pbx.media.g711 import Codec  # noqa: E402
@@ -133,4 +134,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())  # the service's loop; HELPLINE_EVENT_LOOP=asyncio for the other

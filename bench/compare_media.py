@@ -24,7 +24,6 @@ streaming time and the number of calls: % of one core per call. Run alone:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import multiprocessing as mp
 import os
@@ -56,6 +55,7 @@ from bench_media_relay import (  # noqa: E402
 )
 from compare_table import Table  # noqa: E402
 
+from pbx import event_loop  # noqa: E402
 from pbx.media.g711 import Codec  # noqa: E402
 from pbx.media.ports import PortPool  # noqa: E402
 
@@ -300,7 +300,8 @@ def rtpengine_level(
 
 
 def service_level(pool: PortPool, calls: int, seconds: float, mode: str) -> LevelResult:
-    return asyncio.run(run_level(pool, calls, seconds, None, CODECS[MODES[mode]]))
+    # The relay runs on the loop the service runs on (uvloop where installed).
+    return event_loop.run(run_level(pool, calls, seconds, None, CODECS[MODES[mode]]))
 
 
 # ---------------------------------------------------------------------- report
@@ -389,7 +390,8 @@ def run(
                 "than 40 ms behind the source packet; CPU: the relay process's CPU time "
                 "over the level (all threads), % of one core",
                 f"rtpengine {_rtpengine_version()} userspace (--table=-1), "
-                f"{threads} threads; this service: one asyncio loop (plain asyncio)",
+                f"{threads} threads; this service: one event loop "
+                f"({event_loop.loop_factory().__module__.split('.')[0]})",
             ]
             title = (
                 "Media relay, plain (PCMA both legs): this service vs rtpengine"
