@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 
 from ivr.loader import DialplanError
-from pbx import event_loop
+from pbx import collector, event_loop
 from pbx.config import ConfigError, Settings, load_settings
 from pbx.logs import configure_logging
 from pbx.privileges import PrivilegeError, drop_root
@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"helpline: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    collector.tune()
     try:
         return event_loop.run(_serve(settings), choice=settings.event_loop)
     except event_loop.EventLoopError as exc:
