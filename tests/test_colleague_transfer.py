@@ -43,9 +43,9 @@ async def test_warm_transfer_to_a_colleagues_queue_completed(
     make_helpline: MakeHelpline, tmp_path: Path
 ) -> None:
     async with (
-        volunteer_talking(make_helpline, tmp_path, find_free_port()) as call,
+        volunteer_talking(make_helpline, tmp_path, find_free_port(), wrap_up=True) as call,
         AsyncPjsuaPhone("amal") as amal,
-    ):
+    ):  # with the queues' wrap-up times: the caller became amal's call, not vera's
         await amal_on_shift(call, amal)
         await call.volunteer.send_dtmf("#2")
         incoming = await amal.wait_incoming(timeout=15)
@@ -83,9 +83,9 @@ async def test_warm_transfer_to_a_colleagues_queue_cancelled(
     make_helpline: MakeHelpline, tmp_path: Path
 ) -> None:
     async with (
-        volunteer_talking(make_helpline, tmp_path, find_free_port()) as call,
+        volunteer_talking(make_helpline, tmp_path, find_free_port(), wrap_up=True) as call,
         AsyncPjsuaPhone("amal") as amal,
-    ):
+    ):  # with the queues' wrap-up times: only consulted, amal has none
         await amal_on_shift(call, amal)
         await call.volunteer.send_dtmf("#2")
         await amal.wait_incoming(timeout=15)
