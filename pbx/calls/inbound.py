@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import structlog
 
 from ivr.collect import DigitBuffer
-from ivr.model import Destination, Dialplan
+from ivr.model import Destination, Dialplan, Queue
 from ivr.runtime import IvrOutcome, IvrRuntime, Mailboxes, OutcomeKind
 from pbx.anonymity import CallerContext
 from pbx.call_records import CallRecords, ended_closed
@@ -162,10 +162,10 @@ class HelplineCalls:
                 queue = plan.queues[outcome.queue]
                 self.records.queued(leg.ref, queue.name)
                 result = await self.waiting.wait(leg, media, queue, outcome.language, region)
-                if result is None:  # waited the queue's maximum: its overflow takes over
-                    self.on_overflow(queue.name)
+                if isinstance(result, Queue):  # waited its maximum: its overflow takes over
+                    self.on_overflow(result.name)
                     self.records.overflowed(leg.ref)
-                    return queue.overflow or _Done("hangup")
+                    return result.overflow or _Done("hangup")
                 return _Done(result)
             case OutcomeKind.TRANSFER:
                 assert outcome.destination is not None

@@ -93,9 +93,10 @@ class WaitingRoom:
         queue: Queue,
         language: str,
         region: str | None,
-    ) -> str | None:
-        """Wait for and talk to a volunteer. The outcome (answered, abandoned, ...), or None
-        when the queue's maximum wait passed (its overflow follows)."""
+    ) -> str | Queue:
+        """Wait for and talk to a volunteer. The outcome (answered, abandoned, ...), or the
+        queue whose maximum wait passed (its overflow follows): `queue`, or the colleague's
+        queue a volunteer transferred the caller to."""
         inbox = self.dispatcher.inbox(leg.ref)
         transferred_to: str | None = None  # the queue of a blind transfer, until it ends
         try:
@@ -109,6 +110,8 @@ class WaitingRoom:
                 if transferred_to is not None and not isinstance(result, _Next):
                     answered = result in ("answered", "handed_over", "handset_lost")
                     self.records.transferred(leg.ref, transferred_to, answered)
+                if result is None:
+                    return queue
                 if not isinstance(result, _Next):
                     return result  # else first in line again: told why, then waits on
         finally:
