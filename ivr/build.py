@@ -48,6 +48,7 @@ class PlanBuilder:
         self.r = reader
         self.refs = References(reader)
         self.flow = FlowReader(reader, self.refs)
+        self.keys_taken: dict[str, str] = {}  # volunteer_keys -> whose (queue or destination)
 
     def build(self, doc: Any) -> Dialplan | None:
         """The plan in `doc` without its warnings (the checks add them), or None on errors."""
@@ -162,6 +163,7 @@ class PlanBuilder:
             "time_limit",
             "announce_every",
             "volunteer_lost",
+            "volunteer_keys",
             "note",
         )
         for name, body, where in self.r.entries(
@@ -202,6 +204,7 @@ class PlanBuilder:
                 body, "announce_every", where, low=15, high=3600, whole=True, unit=" seconds"
             )
             lost = self.r.choice(body, "volunteer_lost", where, model.VolunteerLost)
+            keys = self.volunteer_keys(body, where, f"queue {name!r}")
             if len(self.r.problems) != before or lang is None or schedule is None:
                 continue
             out[name] = model.Queue(
@@ -220,6 +223,7 @@ class PlanBuilder:
                 time_limit=int(time_limit) if time_limit is not None else None,
                 announce_every=int(announce or 60),
                 volunteer_lost=lost or model.VolunteerLost.REQUEUE,
+                volunteer_keys=keys,
             )
         return out
 
@@ -344,7 +348,7 @@ class PlanBuilder:
         ):  # fmt: skip
             uri = self.r.text(body, "uri", where)
             description = self.r.text(body, "description", where) or ""
-            keys = self.volunteer_keys(body, where, out)
+            keys = self.volunteer_keys(body, where, f"destination {name!r}")
             if uri is None:
                 continue
             if not SIP_URI.fullmatch(uri.strip()):
@@ -359,11 +363,9 @@ class PlanBuilder:
             )
         return out
 
-    def volunteer_keys(
-        self, body: CommentedMap, where: str, earlier: dict[str, model.Destination]
-    ) -> str:
-        """A destination's `volunteer_keys`: phone keys, starting with * or # (so that a
-        volunteer cannot hit them by accident), and no other destination's."""
+    def volunteer_keys(self, body: CommentedMap, where: str, owner: str) -> str:
+        """A destination's or a queue's `volunteer_keys`: phone keys, starting with * or # (so
+        that a volunteer cannot hit them by accident), and no other destination's or queue's."""
         keys = self.r.text(body, "volunteer_keys", where)
         if keys is None:
             return ""
@@ -375,12 +377,22 @@ class PlanBuilder:
                 f'(0-9, *, #), like "*7"; not {keys!r}',
             )
             return ""
-        for other in earlier.values():
-            if other.volunteer_keys == keys:
-                self.r.error(
-                    self.r.value_pos(body, "volunteer_keys"),
-                    f"`volunteer_keys` {keys!r} in {where} are already destination "
-                    f"{other.name!r}'s: each destination needs its own keys",
-                )
-                return ""
+        overlapping = [k for k in self.keys_taken if model.keys_overlap(k, keys)]
+        if (other := self.keys_taken.get(keys)) is None and overlapping:
+            self.r.error(
+                self.r.value_pos(body, "volunteer_keys"),
+                f"`volunteer_keys` {keys!r} in {where} and {overlapping[0]!r} of "
+                f"{self.keys_taken[overlapping[0]]} overlap (pressing one presses the other "
+                "first); choose keys that neither starts nor ends the other",
+            )
+            return ""
+        if other is not None:
+            self.r.error(
+                self.r.value_pos(body, "volunteer_keys"),
+                f"`volunteer_keys` {keys!r} in {where} are already {other}'s: each "
+                "destination and queue needs its own keys",
+            )
+            return ""
+        self.keys_taken[keys] = owner
         return keys
+

@@ -239,6 +239,9 @@ class Queue:
     time_limit: int | None = None  # seconds of conversation after which the volunteer hears a tone
     announce_every: int = 60  # seconds between position / estimated-wait announcements
     volunteer_lost: VolunteerLost = VolunteerLost.REQUEUE
+    # keys a volunteer presses in a call to transfer the caller to a colleague of this queue
+    # (warm: they talk to the colleague first); also reachable by REFER to `queue-<name>`
+    volunteer_keys: str = ""
 
     @property
     def shown_as(self) -> str:
@@ -270,6 +273,13 @@ class Destination:
     # the keys a volunteer presses in a call to hand the caller over here; a destination with
     # keys is one volunteers may transfer to (also with their handset's transfer key, REFER)
     volunteer_keys: str = ""
+
+
+def keys_overlap(a: str, b: str) -> bool:
+    """Two different in-call key sequences one of which is met on the way to the other (a
+    sequence is recognised by the last keys pressed: "*7" fires while "*71" is typed, "#1" in
+    "*#1"), so they cannot both have a meaning at the same time."""
+    return a != b and (a.startswith(b) or b.startswith(a) or a.endswith(b) or b.endswith(a))
 
 
 # --- nodes ---------------------------------------------------------------------------

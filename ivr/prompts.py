@@ -66,6 +66,7 @@ CALLER_PROMPTS: tuple[str, ...] = (
     "transfer_113",
     "transfer_info_line",
     "transfer_failed",
+    "transfer_to_colleague",
     "volunteer_lost",
     "volunteer_lost_goodbye",
     "handover_hold",
@@ -89,6 +90,7 @@ VOLUNTEER_PROMPTS: tuple[str, ...] = (
     "handover_unreachable",
     "handover_no_answer",
     "handover_refused",
+    "handover_nobody_available",
 )
 REQUIRED_PROMPTS: tuple[str, ...] = CALLER_PROMPTS + DIGIT_PROMPTS + VOLUNTEER_PROMPTS
 

@@ -24,6 +24,7 @@ from pbx.bookkeeping import Bookkeeping
 from pbx.call_events import CallEvents
 from pbx.call_records import CallRecords
 from pbx.calls.bridging import HandoverRequest
+from pbx.calls.colleagues import ColleagueQueues
 from pbx.calls.consult_calls import ConsultCalls
 from pbx.calls.consultation import Consultation, InCall
 from pbx.calls.direct import DirectRouter
@@ -222,16 +223,20 @@ def build_service(settings: Settings, transports: Transports | None = None) -> H
             on_answer=events.caller_answered, hand_over=hand_over, transfers=transfers,
             replaced=consult_calls.replaced, records=records, music=music,
         )  # fmt: skip
+        consultation = None if s.handover_mode == "blind" else Consultation(
+            ringer, media, prompts, music,  # the same track as waiting callers
+            s.handover_complete_keys, s.handover_cancel_keys, s.handover_ring_timeout,
+        )  # fmt: skip
+        colleagues = ColleagueQueues(
+            dispatcher, handsets, media, prompts, consultation, directory.current_profiles
+        )
         calls = HelplineCalls(
             ringer, waiting, media, prompts, plans.current, voicemail,
             on_outcome=events.call_ended, on_overflow=events.queue_overflowed,
             on_entry=tally.call_entered, on_transfer=tally.transferred,
             shift_desk=shift_desk, backline=s.backline_destination, records=records,
-            consultation=None if s.handover_mode == "blind" else Consultation(
-                ringer, media, prompts, music,  # the same track as waiting callers
-                s.handover_complete_keys, s.handover_cancel_keys, s.handover_ring_timeout,
-            ),
-            consult_calls=consult_calls,
+            consultation=consultation, consult_calls=consult_calls, colleagues=colleagues,
+            on_volunteer_transfer=metrics.volunteer_transfer,
         )  # fmt: skip
         app = calls
     switchboard = Switchboard(

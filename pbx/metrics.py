@@ -83,6 +83,14 @@ class Metrics:
         self.registrations_changes = Counter(
             "helpline_registration_changes", "Registrar binding changes", ["change"], registry=r
         )
+        self.volunteer_transfers = Counter(
+            "helpline_volunteer_transfers",
+            "Volunteers' transfers of a caller, by destination kind (backline, destination, "
+            "queue: a colleague's) and how they ended (completed, returned, failed, "
+            "caller_left, queued: waits in the colleague's queue)",
+            ["kind", "result"],
+            registry=r,
+        )
         self.queue_overflows = Counter(
             "helpline_queue_overflows",
             "Callers who waited a queue's maximum and went to its overflow",
@@ -150,6 +158,9 @@ class Metrics:
 
     def queue_overflowed(self, queue: str) -> None:
         self.queue_overflows.labels(queue=queue).inc()
+
+    def volunteer_transfer(self, kind: str, result: str) -> None:
+        self.volunteer_transfers.labels(kind=kind, result=result).inc()
 
     def caller_answered(self, queue: str, waited: float) -> None:
         self.answered_wait.labels(queue=queue).observe(waited)

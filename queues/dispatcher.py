@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import structlog
 
 from queues.engine import Offer, QueueConfig, QueueEngine
-from queues.roster import Roster
+from queues.roster import Roster, RosterError
 
 log = structlog.get_logger("queues.dispatcher")
 
@@ -137,6 +137,46 @@ class Dispatcher:
         if self._engine.is_waiting(call_ref):
             self._engine.remove(call_ref, self.now())
         self._inboxes.pop(call_ref, None)
+        self.kick()
+
+    # --- a colleague rung for a volunteer's transfer to their queue -------------------------------
+    def claim_colleague(
+        self, queue: str, exclude: str | None, reachable: Callable[[str], bool]
+    ) -> str | None:
+        """A free volunteer of `queue` (not `exclude`), now ringing; None: nobody free (or
+        another node leads)."""
+        if not self.offering():
+            return None
+        username = self._engine.claim_colleague(queue, self.now(), exclude, reachable)
+        self.kick()
+        return username
+
+    def staffed(self, queue: str, exclude: str | None = None) -> bool:
+        """Someone who serves `queue` is on shift (busy or not), besides `exclude`."""
+        return self._engine.staffed(queue, exclude)
+
+    def colleague_answered(self, username: str) -> None:
+        self._roster_step(lambda now: self._engine.roster.answered(username, now))
+
+    def colleague_missed(self, username: str) -> None:
+        """Rang out or refused: a miss, as a queue's offer would be."""
+        self._roster_step(lambda now: self._engine.roster.missed(username, now))
+
+    def colleague_withdrawn(self, username: str) -> None:
+        """The transfer ended before the colleague answered (cancelled, the caller left)."""
+        self._roster_step(lambda now: self._engine.roster.withdraw(username, now))
+
+    def colleague_done(self, username: str, queue: str | None) -> None:
+        """The colleague's call is over: the queue's wrap-up (None: none, only consulted)."""
+        config = None if queue is None else self._engine.queues.get(queue)
+        wrap_up = 0.0 if config is None else config.wrap_up
+        self._roster_step(lambda now: self._engine.roster.call_ended(username, now, wrap_up))
+
+    def _roster_step(self, step: Callable[[float], object]) -> None:
+        try:
+            step(self.now())
+        except RosterError as exc:  # e.g. logged out by a takeover meanwhile: nothing to undo
+            log.warning("colleague_state_unexpected", error=str(exc))
         self.kick()
 
     # --- what a waiting caller is told, and gauges ----------------------------------------------

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from queues.roster import Roster, Volunteer, VolunteerState
@@ -248,6 +248,42 @@ class QueueEngine:
         if self.roster.get(a.username).registered:
             self.roster.registration_lapsed(a.username, now)
         self.enqueue(call_ref, a.queue, a.region, now, front=True)
+
+    # --- a volunteer's transfer to a colleague of a queue ------------------------------
+
+    def claim_colleague(
+        self,
+        queue: str,
+        now: float,
+        exclude: str | None = None,
+        reachable: Callable[[str], bool] = lambda username: True,
+    ) -> str | None:
+        """A free volunteer who serves `queue` by its rules (language, skill) to be rung for a
+        colleague's transfer, longest idle first, never `exclude` (who transfers) nor anyone
+        ringing, in a call, wrapping up or paused; marked RINGING, so no queue offers them a
+        call meanwhile. The transfer's driver ends the claim through the roster (answered,
+        missed, withdraw, call_ended). None: nobody free."""
+        q = self.queues.get(queue)
+        if q is None:
+            return None
+        free = sorted(
+            (v for v in self.roster.volunteers()
+             if v.offerable and v.username != exclude and self._serves(v, q)),
+            key=lambda v: (v.idle_since, v.username),
+        )  # fmt: skip
+        for v in free:
+            if reachable(v.username):
+                self.roster.offer(v.username, now)
+                return v.username
+        return None
+
+    def staffed(self, queue: str, exclude: str | None = None) -> bool:
+        """Someone who serves `queue` is on shift (busy or not), besides `exclude`."""
+        q = self.queues.get(queue)
+        return q is not None and any(
+            v.on_shift and v.username != exclude and self._serves(v, q)
+            for v in self.roster.volunteers()
+        )
 
     # --- what a caller is told -------------------------------------------------------
 

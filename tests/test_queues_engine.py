@@ -409,3 +409,19 @@ def test_reload_keeps_statistics_and_queues_callers_still_wait_in() -> None:
     assert e.queues["dutch"].max_wait == 1200.0
     assert e.position("c1") == 1 and e.waiting("arabic") == 1  # still waits, old settings
     assert e.overflowed(700.0) == []  # the Dutch caller is now within the new maximum
+
+
+def test_a_colleague_for_a_transfer_is_free_serves_the_queue_and_is_not_the_transferrer() -> None:
+    e = make(vol("a", "nl", "ar"), vol("b", "nl"), vol("c", "ar"), vol("d", "ar"), vol("t", "nl"))
+    e.enqueue("c1", "dutch", None, 10.0)
+    assert pairs(e.dispatch(10.0)) == {("c1", "a")}  # a (longest idle) rings for a caller
+    e.roster.pause("c", 11.0)
+    # for the Arabic queue: a is ringing, b speaks no Arabic, c is paused: d
+    assert e.claim_colleague("arabic", 12.0, exclude="t") == "d"
+    assert e.roster.get("d").state is S.RINGING  # no queue offers d a call meanwhile
+    assert e.claim_colleague("arabic", 12.0) is None  # nobody else free
+    assert e.staffed("arabic") and not e.staffed("night113")
+    # never who transfers, even if free; `reachable` skips a volunteer with no live handset
+    assert e.claim_colleague("dutch", 13.0, exclude="b", reachable=lambda u: u != "t") is None
+    assert e.claim_colleague("dutch", 13.0, exclude="t") == "b"
+    assert e.claim_colleague("no_such_queue", 13.0) is None

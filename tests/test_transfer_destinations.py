@@ -31,7 +31,42 @@ def messages(text: str) -> list[str]:
 
 def test_the_default_plan_lets_volunteers_reach_the_info_line_and_crisis_service() -> None:
     transfers = VolunteerTransfers(lambda: plan(), "backline_113", "*9")
-    assert transfers.by_keys() == {"*7": "info_line", "*8": "crisis_service", "*9": "backline_113"}
+    assert transfers.by_keys() == {
+        "*7": "info_line", "*8": "crisis_service", "*9": "backline_113",
+        "#1": "queue:dutch", "#2": "queue:arabic", "#3": "queue:farsi", "#4": "queue:turkish",
+    }  # fmt: skip
+
+
+def test_refer_to_a_colleagues_queue_by_name_or_keys_and_only_with_keys() -> None:
+    transfers = VolunteerTransfers(lambda: plan(), "backline_113", "*9")
+    assert transfers.for_refer("<sip:queue-arabic@pbx.test>") == "queue:arabic"
+    assert transfers.for_refer("<sip:%232@pbx.test>") == "queue:arabic"  # its keys, #2
+    assert transfers.queue("queue:arabic") == plan().queues["arabic"]
+    # the 113 night queue has no volunteer_keys; a queue that does not exist; a bare name
+    for forbidden in ("<sip:queue-night_113@pbx.test>", "<sip:queue-spanish@pbx.test>",
+                      "<sip:arabic@pbx.test>", "<sip:queue-@pbx.test>"):  # fmt: skip
+        assert transfers.for_refer(forbidden) is None
+    assert transfers.queue("queue:night_113") is None and transfers.queue("info_line") is None
+
+
+def test_a_queue_cannot_take_a_destinations_keys_nor_overlap_them() -> None:
+    text = DEFAULT_PLAN.read_text().replace('volunteer_keys: "#2"', 'volunteer_keys: "*7"')
+    text = text.replace('volunteer_keys: "#3"', 'volunteer_keys: "#11"')
+    found = messages(text)
+    assert any("'*7' in destination 'info_line' are already queue 'arabic''s" in m for m in found)
+    assert any("'#11' in queue 'farsi' and '#1' of queue 'dutch' overlap" in m for m in found)
+
+
+def test_queue_keys_cannot_be_the_settings_in_call_keys() -> None:
+    text = DEFAULT_PLAN.read_text().replace('volunteer_keys: "#4"', 'volunteer_keys: "*0"')
+    clashes = key_clashes(plan(text), {"*0": "handover_cancel_keys", "*9": "backline_keys"})
+    assert clashes == [
+        "`volunteer_keys` '*0' of queue 'turkish' are the setting handover_cancel_keys's keys; "
+        "choose others"
+    ]
+    text = DEFAULT_PLAN.read_text().replace('volunteer_keys: "#4"', 'volunteer_keys: "#*9"')
+    clashes = key_clashes(plan(text), {"*9": "backline_keys"})
+    assert "overlap the setting backline_keys" in clashes[0]
 
 
 @pytest.mark.parametrize("keys", ["7", "*", "*7x", "*1234", "**#9x"])

@@ -50,6 +50,18 @@ class InCall:
     media: AnchoredMedia
     out: OutboundLeg
     other: AnchoredMedia
+    volunteer: str | None = None  # who talks to the caller (None: a destination, not a volunteer)
+
+
+@dataclass(frozen=True)
+class ColleagueCall:
+    """A colleague's handsets rung instead of a destination (a transfer to their queue)."""
+
+    media: AnchoredMedia  # opened for the colleague (their SRTP policy); closed by `run`
+    display: str  # what their handset shows: the queue, never anything of the caller
+    ring_timeout: float  # the queue's
+    volunteer_language: str  # the reasons the transferring volunteer hears
+    on_dialled: Callable[[int, bool], None]  # (final status, given up) once ringing is over
 
 
 @dataclass
@@ -66,24 +78,30 @@ class Consultation:
     async def run(
         self,
         call: InCall,
-        target: Target,
+        target: Target | list[Target],
         name: str,
         language: str,
         volunteer_free: Callable[[], None],
         *,
         refer: bool = False,
+        colleague: ColleagueCall | None = None,
     ) -> State:
         """Consult `target` for `call`; the final state. COMPLETED returns once the caller's
         call with the destination has ended; `volunteer_free` is called as soon as the
         volunteer's part is over (completed, or hung up and nobody took the caller). With
         `refer` (the volunteer's handset asked by REFER) there is no consultation: the caller
-        is connected once the destination answers, and the handset is told by NOTIFY."""
-        try:
-            other = await self.media.open([target.peer.host])
-        except MediaError:
-            await self._say(call.other, language, "handover_unreachable")
-            return State.RETURNED
-        run = _Run(self, call, other, language, refer)
+        is connected once the destination answers, and the handset is told by NOTIFY. With
+        `colleague`, `target` is a colleague's handsets, rung as it says."""
+        if colleague is not None:
+            other = colleague.media
+        else:
+            assert isinstance(target, Target)
+            try:
+                other = await self.media.open([target.peer.host])
+            except MediaError:
+                await self._say(call.other, language, "handover_unreachable")
+                return State.RETURNED
+        run = _Run(self, call, other, language, refer, colleague)
         try:
             return await run.drive(target, name, volunteer_free)
         finally:
@@ -98,9 +116,18 @@ class _Run:
     """One consultation: the event queue, the legs and what was started for them."""
 
     def __init__(
-        self, owner: Consultation, call: InCall, other: AnchoredMedia, language: str, refer: bool
+        self,
+        owner: Consultation,
+        call: InCall,
+        other: AnchoredMedia,
+        language: str,
+        refer: bool,
+        colleague: ColleagueCall | None = None,
     ) -> None:
         self.refer = refer
+        self.colleague = colleague
+        # the volunteer hears the reasons in their own language (a colleague's transfer)
+        self.volunteer_language = language if colleague is None else colleague.volunteer_language
         self.owner = owner
         self.call = call
         self.other = other  # the destination's media
@@ -124,7 +151,9 @@ class _Run:
 
         self.watchers.append(asyncio.create_task(watch()))
 
-    async def drive(self, target: Target, name: str, volunteer_free: Callable[[], None]) -> State:
+    async def drive(
+        self, target: Target | list[Target], name: str, volunteer_free: Callable[[], None]
+    ) -> State:
         call, owner = self.call, self.owner
         self.hold = asyncio.create_task(self._hold())
         call.other.add_dtmf_listener(self.complete.press)
@@ -132,8 +161,11 @@ class _Run:
         self._watch(call.leg.wait_ended(), Event.CALLER_HUNG_UP)
         self._watch(call.media.wait_dead(), Event.CALLER_HUNG_UP)
         self._watch(call.out.wait_ended(), Event.VOLUNTEER_HUNG_UP)
+        colleague = self.colleague
         dial = asyncio.create_task(owner.ringer.dial(
-            call.leg, self.other, target, call.leg.ref, owner.ring_timeout, stop=self.stop_ringing,
+            call.leg, self.other, target, call.leg.ref,
+            owner.ring_timeout if colleague is None else colleague.ring_timeout,
+            None if colleague is None else colleague.display, stop=self.stop_ringing,
         ))  # fmt: skip
         self.dialling = asyncio.create_task(self._dialled(dial))
         log.info("handover_dialling", call=call.leg.ref, to=name, refer=self.refer)
@@ -162,6 +194,9 @@ class _Run:
 
     async def _dialled(self, dial: asyncio.Task[Dialled]) -> None:
         dialled = await dial
+        if self.colleague is not None:
+            status = 200 if dialled.leg is not None else dialled.status
+            self.colleague.on_dialled(status, self.stop_ringing.is_set())
         if dialled.leg is not None and self.stop_ringing.is_set():
             await dialled.leg.hangup("handover_cancelled")  # answered as we gave up
             return
@@ -183,7 +218,7 @@ class _Run:
                 assert self.professional is not None
                 self.bridge = Bridge(call.other.leg, self.other.leg).start()
             case Action.TELL_REASON:
-                await self.owner._say(call.other, self.language, REASON_PROMPTS[event])
+                await self.owner._say(call.other, self.volunteer_language, REASON_PROMPTS[event])
             case Action.HANG_UP_VOLUNTEER:
                 self._stop_bridge()
                 if not call.out.is_ended:

@@ -24,9 +24,12 @@ class State(enum.Enum):
     RETURNED = "returned"  # the volunteer is back with the caller
     FAILED = "failed"  # nobody took the caller: the volunteer had left, the destination failed
     CALLER_LEFT = "caller_left"  # the caller hung up on hold: everything ends
+    QUEUED = "queued"  # a blind transfer to a colleague's queue: the caller waits there
 
 
-FINAL = frozenset({State.COMPLETED, State.RETURNED, State.FAILED, State.CALLER_LEFT})
+FINAL = frozenset(
+    {State.COMPLETED, State.RETURNED, State.FAILED, State.CALLER_LEFT, State.QUEUED}
+)
 
 
 class Event(enum.Enum):

@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 import structlog
 
 from ivr.collect import DigitBuffer
-from ivr.model import Destination, Dialplan
+from ivr.model import Destination, Dialplan, Queue
 from ivr.runtime import IvrOutcome, IvrRuntime, Mailboxes, OutcomeKind
 from pbx.anonymity import CallerContext
 from pbx.call_records import CallRecords, ended_closed
 from pbx.calls.bridging import HandoverRequest, Replaceable, bridge_until_end
+from pbx.calls.colleagues import ColleagueQueues
 from pbx.calls.consult_calls import ConsultCalls
 from pbx.calls.consultation import Consultation, InCall
 from pbx.calls.handover import State
@@ -29,6 +30,7 @@ from pbx.calls.legs import InboundLeg, watch_call_task
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
 from pbx.calls.ringing import Ringer, Target
 from pbx.calls.shift import ShiftDesk
+from pbx.calls.transfers import queue_of
 from pbx.calls.waiting import WaitingRoom
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
@@ -60,6 +62,10 @@ class HelplineCalls:
     records: CallRecords = field(default_factory=CallRecords)  # one record per call
     consultation: Consultation | None = None  # warm hand-over; None: blind
     consult_calls: ConsultCalls | None = None  # volunteers' own calls to allowed destinations
+    colleagues: ColleagueQueues | None = None  # transfers to a colleague's queue
+    # metrics: a volunteer's transfer by destination kind (backline, destination, queue) and
+    # how it ended (completed, returned, failed, caller_left, queued)
+    on_volunteer_transfer: Callable[[str, str], None] = lambda kind, result: None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def inbound_call(self, leg: InboundLeg, caller: CallerContext) -> None:
@@ -156,10 +162,10 @@ class HelplineCalls:
                 queue = plan.queues[outcome.queue]
                 self.records.queued(leg.ref, queue.name)
                 result = await self.waiting.wait(leg, media, queue, outcome.language, region)
-                if result is None:  # waited the queue's maximum: its overflow takes over
-                    self.on_overflow(queue.name)
+                if isinstance(result, Queue):  # waited its maximum: its overflow takes over
+                    self.on_overflow(result.name)
                     self.records.overflowed(leg.ref)
-                    return queue.overflow or _Done("hangup")
+                    return result.overflow or _Done("hangup")
                 return _Done(result)
             case OutcomeKind.TRANSFER:
                 assert outcome.destination is not None
@@ -190,8 +196,38 @@ class HelplineCalls:
         the caller; FAILED: the volunteer is gone and so is the destination (the caller has
         been told and waits on the line)."""
         if request.replaces is not None:
-            return await _replace(call, request.replaces, volunteer_free)
-        destination, refer = request.destination or "", request.by_refer
+            state = await _replace(call, request.replaces, volunteer_free)
+            self.on_volunteer_transfer("destination", state.value)
+            return state
+        destination = request.destination or ""
+        queue_name = queue_of(destination)
+        if queue_name is not None:
+            queue = self.plan().queues.get(queue_name)
+            if queue is None or self.colleagues is None:  # gone with a reload meanwhile
+                if request.by_refer:
+                    call.out.notify_refer("SIP/2.0 404 Not Found", final=True)
+                await play(call.other.leg, [self.prompts.get(language, "handover_refused")],
+                           barge_in=False)  # fmt: skip
+                return State.RETURNED
+            state = await self.colleagues.hand_over(call, queue, request, language, volunteer_free)
+            if state is not State.QUEUED:  # a queued caller's record is noted once served
+                self.records.transferred(call.leg.ref, destination, state is State.COMPLETED)
+            self.on_volunteer_transfer("queue", state.value)
+            return state
+        state = await self._hand_over(call, destination, request.by_refer, language, volunteer_free)
+        kind = "backline" if destination == self.backline else "destination"
+        self.on_volunteer_transfer(kind, state.value)
+        return state
+
+    async def _hand_over(
+        self,
+        call: InCall,
+        destination: str,
+        refer: bool,
+        language: str,
+        volunteer_free: Callable[[], None],
+    ) -> State:
+        """A hand-over to a destination of the plan (113, the info line, ...)."""
         dest = self.plan().destinations.get(destination)
         if dest is None:
             log.error("handover_destination_not_configured", destination=destination)

@@ -31,7 +31,7 @@ from pbx.calls.handsets import Handsets
 from pbx.calls.legs import InboundLeg, OutboundLeg
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
 from pbx.calls.ringing import Ringer, Whisper
-from pbx.calls.transfers import VolunteerTransfers
+from pbx.calls.transfers import VolunteerTransfers, queue_target
 from pbx.media.moh import MusicOnHold
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
@@ -55,6 +55,13 @@ HandOver = Callable[[InCall, HandoverRequest, str, Callable[[], None]], Awaitabl
 class _Next(enum.Enum):
     WAIT_ON = "wait_on"  # the offer did not connect: keep waiting
     REQUEUE = "requeue"  # the volunteer vanished: first in line again
+
+
+@dataclass(frozen=True)
+class _ToQueue:
+    """A blind transfer to a colleague's queue: the caller is first in line there now."""
+
+    queue: Queue
 
 
 @dataclass
@@ -86,14 +93,25 @@ class WaitingRoom:
         queue: Queue,
         language: str,
         region: str | None,
-    ) -> str | None:
-        """Wait for and talk to a volunteer. The outcome (answered, abandoned, ...), or None
-        when the queue's maximum wait passed (its overflow follows)."""
+    ) -> str | Queue:
+        """Wait for and talk to a volunteer. The outcome (answered, abandoned, ...), or the
+        queue whose maximum wait passed (its overflow follows): `queue`, or the colleague's
+        queue a volunteer transferred the caller to."""
         inbox = self.dispatcher.inbox(leg.ref)
+        transferred_to: str | None = None  # the queue of a blind transfer, until it ends
         try:
             self.dispatcher.join(leg.ref, queue.name, region)
             while True:
                 result = await self._stay(leg, media, queue, language, inbox)
+                if isinstance(result, _ToQueue):  # waits there now (first in line)
+                    queue = result.queue
+                    transferred_to = queue_target(queue.name)
+                    continue
+                if transferred_to is not None and not isinstance(result, _Next):
+                    answered = result in ("answered", "handed_over", "handset_lost")
+                    self.records.transferred(leg.ref, transferred_to, answered)
+                if result is None:
+                    return queue
                 if not isinstance(result, _Next):
                     return result  # else first in line again: told why, then waits on
         finally:
@@ -106,7 +124,7 @@ class WaitingRoom:
         queue: Queue,
         language: str,
         inbox: asyncio.Queue[QueueEvent],
-    ) -> str | None | _Next:
+    ) -> str | None | _Next | _ToQueue:
         hold = asyncio.create_task(self._hold(leg, media, queue, language))
         self._music(media, True)
         try:
@@ -142,7 +160,7 @@ class WaitingRoom:
         language: str,
         offer: Offer,
         hold: asyncio.Task[None],
-    ) -> str | _Next:
+    ) -> str | _Next | _ToQueue:
         """Ring the offered volunteer; the call's outcome, or what the caller does next."""
         bindings = self.handsets.ringable(offer.username)
         self.records.offered(leg.ref)
@@ -207,12 +225,14 @@ class WaitingRoom:
                 assert request is not None and request.destination is not None
                 log.info("handing_over", call=leg.ref, volunteer=offer.username,
                          to=request.destination, refer=request.by_refer)  # fmt: skip
-                call = InCall(leg, media, out, vol_media)
+                call = InCall(leg, media, out, vol_media, offer.username)
                 handed = await self._hand_over(call, request, language)
                 if handed is not None:
                     self.records.talk_ended(leg.ref, queue.time_limit)
                     if handed is _Next.REQUEUE:
                         self.dispatcher.requeue_first(leg.ref, queue.name)
+                    if isinstance(handed, _ToQueue):
+                        self.dispatcher.requeue_first(leg.ref, handed.queue.name)
                     return handed  # else the volunteer is back with the caller
             if end is not CallEnd.OTHER_LOST:
                 self.dispatcher.call_ended(leg.ref)
@@ -231,7 +251,7 @@ class WaitingRoom:
 
     async def _hand_over(
         self, call: InCall, request: HandoverRequest, language: str
-    ) -> str | _Next | None:
+    ) -> str | _Next | _ToQueue | None:
         """The volunteer's hand-over; None when the volunteer is back with the caller."""
         assert self.hand_over is not None
         freed = False
@@ -251,6 +271,10 @@ class WaitingRoom:
         volunteer_free()
         if state is State.COMPLETED:
             return "handed_over"
+        if state is State.QUEUED and self.transfers is not None:
+            to = self.transfers.queue(request.destination or "")
+            if to is not None and not call.leg.is_ended:
+                return _ToQueue(to)
         if call.leg.is_ended:
             return "answered"
         return _Next.REQUEUE  # the hand-over failed: first in line for a volunteer

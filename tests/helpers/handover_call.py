@@ -96,7 +96,11 @@ async def volunteer_talking(
         uri = f"sip:0900-0767@{helpline.host}:{helpline.port}"
         assert await caller.make_call(uri, headers=headers) == 200
         await caller.send_dtmf("1")
-        incoming = await volunteer.wait_incoming(timeout=15)
+        try:
+            incoming = await volunteer.wait_incoming(timeout=15)
+        except Exception:
+            print(logs.getvalue()[-8000:])  # how far the caller got instead
+            raise
         await volunteer.answer(200)
         await volunteer.play_tone(400)  # a talking volunteer: their media flows
         await asyncio.sleep(0.5)

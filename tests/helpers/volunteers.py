@@ -22,7 +22,8 @@ async def on_shift(helpline: Running, phone: AsyncPjsuaPhone, name: str, **profi
 
 async def dial_feature_code(helpline: Running, phone: AsyncPjsuaPhone, code: str) -> None:
     """Dial a feature code; the service answers, confirms with a prompt and hangs up."""
-    assert await phone.make_call(f"sip:{code}@{helpline.host}:{helpline.port}") == 200
+    status = await phone.make_call(f"sip:{code}@{helpline.host}:{helpline.port}")
+    assert status == 200, f"{code} answered {status}"
     assert await phone.wait_disconnected(timeout=20) == 200  # our BYE after the confirmation
     helpline.service.drain_roster_events()
 
