@@ -23,6 +23,7 @@ the call: it is dropped and counted (``srtp_dropped``); what we send is protecte
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -217,7 +218,7 @@ class RtpEndpoint:
         RFC 2543 hold, gives no address to send to (and no DNS lookup per packet).
         """
         ip = _normal_ip(host)
-        usable = ip is not None and port != 0 and not ipaddress.ip_address(ip).is_unspecified
+        usable = ip is not None and port != 0 and ip not in _UNSPECIFIED
         self._sdp_address = (ip, port) if usable else None
         self._negotiated = True
         self._payload_types = None if payload_types is None else frozenset(payload_types)
@@ -355,6 +356,13 @@ class RtpEndpoint:
             self._timeout_handle = None
 
 
+_UNSPECIFIED = frozenset({"0.0.0.0", "::"})  # as _normal_ip writes them
+
+
+# Cached: every endpoint normalises its call's hosts (two legs, a few each) and ``ipaddress``
+# costs ~3-5 us per text; a call's peers repeat across calls. Bounded, so texts from strays
+# or forged SDP can only evict entries (costing a parse again), never grow the table.
+@functools.lru_cache(maxsize=1024)
 def _normal_ip(host: str) -> str | None:
     """``host`` as the text recvfrom reports for it, or None if it is not an IP literal."""
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 import struct
 from typing import NamedTuple
 
@@ -123,9 +123,12 @@ class RtpSender:
     ) -> None:
         # Random initial values (RFC 3550 section 5.1) make known-plaintext attacks on
         # SRTP harder and keep restarted streams distinguishable.
-        self.ssrc: int = secrets.randbits(32) if ssrc is None else ssrc & 0xFFFFFFFF
-        self._sequence = secrets.randbits(16) if sequence is None else sequence & 0xFFFF
-        self._timestamp = secrets.randbits(32) if timestamp is None else timestamp & 0xFFFFFFFF
+        # One read of the system's randomness for all three (each ``secrets.randbits`` is a
+        # urandom call of its own: three per leg, two legs per call).
+        rand = int.from_bytes(os.urandom(10))
+        self.ssrc: int = rand & 0xFFFFFFFF if ssrc is None else ssrc & 0xFFFFFFFF
+        self._sequence = (rand >> 32) & 0xFFFF if sequence is None else sequence & 0xFFFF
+        self._timestamp = rand >> 48 if timestamp is None else timestamp & 0xFFFFFFFF
 
     @property
     def next_sequence(self) -> int:

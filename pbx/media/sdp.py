@@ -9,6 +9,7 @@ mean for a call (offer/answer for G.711 audio) is in `pbx.media.offer_answer`.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -260,18 +261,32 @@ def _parse_ip_literal(addrtype: str, address: str, line: str) -> str:
     # Media goes to an IP address only: a name would cost a DNS lookup per packet sent (on
     # the event loop that paces every call) and lets the peer point our media anywhere.
     host = address.split("/", 1)[0]  # multicast "224.2.1.1/127" carries a TTL
-    kinds: dict[str, type[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {
-        "IP4": ipaddress.IPv4Address,
-        "IP6": ipaddress.IPv6Address,
-    }
-    if addrtype not in kinds:
+    if addrtype not in _IP_KINDS:
         raise SdpError(f"unsupported address type {addrtype!r} in {line[:80]!r}")
-    try:
-        return str(kinds[addrtype](host))
-    except ValueError:
+    ip = _ip_literal(addrtype, host)
+    if ip is None:
         raise UnusableAddress(
             f"c= address {host[:40]!r} is not an IPv{addrtype[2]} literal: host names are refused"
-        ) from None
+        )
+    return ip
+
+
+_IP_KINDS: dict[str, type[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {
+    "IP4": ipaddress.IPv4Address,
+    "IP6": ipaddress.IPv6Address,
+}
+
+
+# Address checks cached (bounded: texts from any peer can only evict entries, at the cost of
+# a parse): every offer and answer carries one, ``ipaddress`` costs microseconds per text,
+# and a service talks to the same few trunks and handsets all day.
+@functools.lru_cache(maxsize=1024)
+def _ip_literal(addrtype: str, host: str) -> str | None:
+    """The normal text of an IP literal of ``addrtype``, or None if ``host`` is not one."""
+    try:
+        return str(_IP_KINDS[addrtype](host))
+    except ValueError:
+        return None
 
 
 def _parse_connection(value: str, line: str) -> str:
@@ -292,18 +307,26 @@ def check_media_address(host: str) -> None:
 
     The unspecified address passes: it is the RFC 2543 way to hold, and means "send nothing".
     """
+    problem = _media_address_problem(host)
+    if problem is not None:
+        raise UnusableAddress(problem)
+
+
+@functools.lru_cache(maxsize=1024)  # see _ip_literal
+def _media_address_problem(host: str) -> str | None:
     ip = ipaddress.ip_address(host)  # c= parsing already made it an IP literal
     if ip.is_unspecified:
-        return
+        return None
     if ip.is_multicast:
-        raise UnusableAddress(f"c= address {host} is multicast, only unicast media is supported")
+        return f"c= address {host} is multicast, only unicast media is supported"
     if isinstance(ip, ipaddress.IPv4Address):
         if ip == ipaddress.IPv4Address("255.255.255.255") or ip in _THIS_NETWORK:
-            raise UnusableAddress(f'c= address {host} is a broadcast or "this network" address')
+            return f'c= address {host} is a broadcast or "this network" address'
         if ip.is_reserved:
-            raise UnusableAddress(f"c= address {host} is in a reserved range")
+            return f"c= address {host} is in a reserved range"
     elif ip.is_link_local or ip.ipv4_mapped is not None:
-        raise UnusableAddress(f"c= address {host} has no usable scope (link-local or mapped)")
+        return f"c= address {host} has no usable scope (link-local or mapped)"
+    return None
 
 
 class _Parser:
