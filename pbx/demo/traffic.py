@@ -1,0 +1,234 @@
+"""Demo traffic: callers arriving at a rate with HELPLINE.md's mix, and volunteers on shift.
+
+Each caller is its own simulated phone on the trunk address; each volunteer's handset is a
+simulated phone on another loopback address. Everything they do goes over real SIP and RTP."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from pbx.demo.phone import Call, SimPhone
+
+# HELPLINE.md: mostly Dutch, a few percent Arabic, Farsi, Turkish (the language menu's keys)
+LANGUAGES: list[tuple[str, str, float]] = [("nl", "1", 0.91), ("ar", "2", 0.03),
+                                           ("fa", "3", 0.03), ("tr", "4", 0.03)]  # fmt: skip
+ASKS_113 = 0.05  # share of callers dialling the 113 night line
+NATIONAL = "0900-0767"
+LOCAL = ["020-6250000", "010-4362323", "030-2333444", "050-5771000"]
+PARTNER = ["088-1234500", "088-5550100"]
+LINE_113 = "0800-0113001"
+REGIONS = ["Amsterdam", "Rotterdam", "Utrecht", "Groningen"]
+SERVICE_LEVEL_SECONDS = 30.0  # answered within this wait counts towards the service level
+DEMO_PASSWORD = "demo-volunteer-password"
+
+
+@dataclass(frozen=True)
+class TrafficConfig:
+    callers_per_minute: float = 4.0
+    volunteers: int = 6
+    talk_seconds: float = 40.0  # mean conversation length
+    patience_seconds: float = 90.0  # mean time a caller waits before hanging up
+    miss_share: float = 0.08  # offers a volunteer lets ring out
+    trunk_host: str = "127.0.0.1"
+    handset_host: str = "127.0.0.2"
+    seed: int | None = None
+
+
+@dataclass
+class Summary:
+    offered: int = 0  # calls the service took (200 to the INVITE)
+    refused: int = 0
+    answered: int = 0  # a volunteer was heard
+    abandoned: int = 0  # hung up while waiting
+    other: int = 0  # ended by the service without a volunteer (closed line, voicemail, ...)
+    waits: list[float] = field(default_factory=list)
+    by_language: Counter[str] = field(default_factory=Counter)
+    answered_by_language: Counter[str] = field(default_factory=Counter)
+    by_entry: Counter[str] = field(default_factory=Counter)
+    volunteer_answers: int = 0
+    volunteer_misses: int = 0
+
+    @property
+    def service_level(self) -> float | None:
+        """Share of answered and abandoned calls answered within SERVICE_LEVEL_SECONDS."""
+        total = self.answered + self.abandoned
+        if total == 0:
+            return None
+        return sum(1 for w in self.waits if w <= SERVICE_LEVEL_SECONDS) / total
+
+    @property
+    def average_wait(self) -> float | None:
+        return sum(self.waits) / len(self.waits) if self.waits else None
+
+    def render(self) -> str:
+        level = self.service_level
+        avg = self.average_wait
+        lines = [
+            f"offered {self.offered}, answered {self.answered}, abandoned {self.abandoned}, "
+            f"other {self.other}, refused {self.refused}",
+            "service level ("
+            f"{SERVICE_LEVEL_SECONDS:.0f} s): " + ("-" if level is None else f"{level:.0%}"),
+            "average wait of answered calls: " + ("-" if avg is None else f"{avg:.1f} s"),
+            "per language: " + ", ".join(
+                f"{lang} {self.by_language[lang]} offered/{self.answered_by_language[lang]} "
+                "answered" for lang in sorted(self.by_language)
+            ),
+            "per entry: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_entry.items())),
+            f"volunteers: {self.volunteer_answers} answered, {self.volunteer_misses} let ring out",
+        ]  # fmt: skip
+        return "\n".join(lines)
+
+
+def volunteer_names(count: int) -> list[str]:
+    return [f"demo{i:02d}" for i in range(1, count + 1)]
+
+
+def volunteer_profile(index: int) -> dict[str, object]:
+    """Everyone speaks Dutch; a few also Arabic, Farsi, Turkish; one in four is 113-trained."""
+    extra = ["ar", "fa", "tr", None][index % 4]
+    return {
+        "languages": ["nl"] + ([extra] if extra else []),
+        "region": REGIONS[index % len(REGIONS)],
+        "skills": ["113"] if index % 4 == 0 else [],
+    }
+
+
+class Traffic:
+    def __init__(self, server: tuple[str, int], config: TrafficConfig) -> None:
+        self.server = server
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.summary = Summary()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._volunteers: list[SimPhone] = []
+
+    # --- volunteers -------------------------------------------------------------------------
+    async def start_volunteers(self) -> None:
+        for name in volunteer_names(self.config.volunteers):
+            phone = SimPhone(
+                self.config.handset_host, self.server, user=name, password=DEMO_PASSWORD,
+                on_incoming=self._offered,
+            )  # fmt: skip
+            await phone.start()
+            status = await phone.register()
+            if status != 200:
+                raise RuntimeError(f"volunteer {name}: REGISTER answered {status}")
+            login = await phone.dial("*1")
+            if login is None:
+                raise RuntimeError(f"volunteer {name}: the *1 login was refused")
+            await asyncio.wait_for(login.ended.wait(), 30)  # the service confirms and hangs up
+            self._volunteers.append(phone)
+
+    def _offered(self, phone: SimPhone, call: Call) -> None:
+        self._spawn(self._volunteer_call(phone, call))
+
+    async def _volunteer_call(self, phone: SimPhone, call: Call) -> None:
+        phone.ring(call)
+        if self.rng.random() < self.config.miss_share:
+            self.summary.volunteer_misses += 1
+            await call.ended.wait()  # rings until the service tries someone else
+            return
+        try:
+            await asyncio.wait_for(call.ended.wait(), self.rng.uniform(1.0, 4.0))
+            return  # the caller gave up while it rang
+        except TimeoutError:
+            pass
+        phone.answer(call)
+        self.summary.volunteer_answers += 1
+        talk = self.rng.expovariate(1 / self.config.talk_seconds)
+        try:
+            await asyncio.wait_for(call.ended.wait(), max(3.0, talk))
+        except TimeoutError:
+            await phone.hang_up(call)
+
+    # --- callers ----------------------------------------------------------------------------
+    async def run_callers(self, seconds: float) -> None:
+        """Callers arrive as a Poisson process for `seconds`; then the calls in progress end."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while True:
+            gap = self.rng.expovariate(self.config.callers_per_minute / 60.0)
+            if loop.time() + gap >= end:
+                await asyncio.sleep(max(0.0, end - loop.time()))
+                break
+            await asyncio.sleep(gap)
+            self._spawn(self._caller())
+
+    async def finish(self, grace: float = 30.0) -> None:
+        """Let calls in progress end (callers hang up), then close every phone."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in list(self._tasks):
+            task.cancel()
+        for phone in self._volunteers:
+            await phone.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _pick_call(self) -> tuple[str, str, str, str]:
+        """(entry kind, number, language, keys)."""
+        if self.rng.random() < ASKS_113:
+            return "night_113", LINE_113, "nl", ""
+        pick = self.rng.random()
+        lang, key = "nl", "1"
+        acc = 0.0
+        for code, k, share in LANGUAGES:
+            acc += share
+            if pick < acc:
+                lang, key = code, k
+                break
+        entry = self.rng.random()
+        if entry < 0.6:
+            return "national", NATIONAL, lang, key
+        if entry < 0.9:
+            return "local", self.rng.choice(LOCAL), lang, key
+        return "partner", self.rng.choice(PARTNER), "nl", ""  # partners start in Dutch
+
+    async def _caller(self) -> None:
+        kind, number, lang, keys = self._pick_call()
+        phone = SimPhone(self.config.trunk_host, self.server, user="caller")
+        await phone.start()
+        try:
+            call = await phone.dial(number)
+            if call is None:
+                self.summary.refused += 1
+                return
+            self.summary.offered += 1
+            self.summary.by_language[lang] += 1
+            self.summary.by_entry[kind] += 1
+            await self._as_caller(phone, call, lang, keys)
+        finally:
+            await phone.close()
+
+    async def _as_caller(self, phone: SimPhone, call: Call, lang: str, keys: str) -> None:
+        if keys:
+            await asyncio.sleep(self.rng.uniform(1.5, 3.0))  # into the language menu
+            call.media.press(keys)
+        waiting_since = time.monotonic()
+        patience = self.rng.expovariate(1 / self.config.patience_seconds) + 5
+        heard = asyncio.ensure_future(call.media.protocol.heard_voice.wait())
+        ended = asyncio.ensure_future(call.ended.wait())
+        done, _ = await asyncio.wait({heard, ended}, timeout=patience,
+                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        if heard in done:
+            self.summary.answered += 1
+            self.summary.answered_by_language[lang] += 1
+            self.summary.waits.append(time.monotonic() - waiting_since)
+            await ended  # the volunteer ends the conversation
+        elif ended in done:
+            heard.cancel()
+            self.summary.other += 1
+        else:
+            heard.cancel()
+            ended.cancel()
+            self.summary.abandoned += 1
+            await phone.hang_up(call)
