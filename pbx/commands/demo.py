@@ -9,6 +9,7 @@ import contextlib
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pbx.config import REPO_ROOT, ConfigError, Settings, load_settings
 from pbx.demo.traffic import (
@@ -21,6 +22,9 @@ from pbx.demo.traffic import (
 )
 from pbx.logs import configure_logging
 from pbx.sip.peer import TransportKind
+
+if TYPE_CHECKING:
+    from pbx.service import HelplineService
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -81,18 +85,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def add_demo_volunteers(service: object, settings: Settings, count: int) -> None:
+async def add_demo_volunteers(service: HelplineService, settings: Settings, count: int) -> None:
     """Demo accounts in the demo's own database (kept when they exist from an earlier run)."""
     from pbx.db.volunteers import VolunteerRepository
 
-    db = getattr(service, "db", None)
+    db = service.db
     if db is None:
         raise RuntimeError("the demo needs the service's database for its volunteer accounts")
     repo = VolunteerRepository(db.pool)
     for index, name in enumerate(volunteer_names(count)):
         with contextlib.suppress(Exception):  # already there from an earlier demo run
             await repo.create(name, DEMO_PASSWORD, settings.realm, **volunteer_profile(index))  # type: ignore[arg-type]
-    await service.reload_credentials()  # type: ignore[attr-defined]
+    await service.reload_credentials()
 
 
 async def run_demo(
@@ -103,27 +107,46 @@ async def run_demo(
     service = build_service(settings)
     await service.start()
     try:
-        await add_demo_volunteers(service, settings, config.volunteers)
-        server = (settings.sip_host, service.stack.port(TransportKind.UDP))
-        traffic = Traffic(server, config)
-        await traffic.start_volunteers()
-        if not quiet:
-            rate = f"{config.callers_per_minute:g}/minute"
-            print(f"helpline demo: {config.volunteers} volunteers on shift, callers arriving at "
-                  f"{rate} on sip:{server[0]}:{server[1]}")  # fmt: skip
-            print(f"helpline demo: open the wallboard at {wallboard_address(settings)}")
-            print("helpline demo: Ctrl-C stops it and prints a summary", flush=True)
-        callers = asyncio.ensure_future(traffic.run_callers(seconds if seconds else 10**9))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, stop.set)
-            loop.add_signal_handler(signal.SIGTERM, stop.set)
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({callers, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        callers.cancel()
-        stopper.cancel()
-        await traffic.finish(grace=config.patience_seconds + config.talk_seconds)
-        return traffic.summary
+        return await drive(service, settings, config, seconds, quiet=quiet)
     finally:
         await service.stop()
+
+
+async def drive(
+    service: HelplineService,
+    settings: Settings,
+    config: TrafficConfig,
+    seconds: float | None,
+    *,
+    quiet: bool = False,
+    grace: float | None = None,
+) -> Summary:
+    """Volunteers log in, callers arrive for `seconds` (None: until SIGINT/SIGTERM), then the
+    calls in progress end (for at most `grace` seconds) and the summary is returned."""
+    await add_demo_volunteers(service, settings, config.volunteers)
+    server = (settings.sip_host, service.stack.port(TransportKind.UDP))
+    traffic = Traffic(server, config)
+    await traffic.start_volunteers()
+    if not quiet:
+        rate = f"{config.callers_per_minute:g}/minute"
+        print(f"helpline demo: {config.volunteers} volunteers on shift, callers arriving at "
+              f"{rate} on sip:{server[0]}:{server[1]}")  # fmt: skip
+        print(f"helpline demo: open the wallboard at {wallboard_address(settings)}")
+        print("helpline demo: Ctrl-C stops it and prints a summary", flush=True)
+    callers = asyncio.ensure_future(traffic.run_callers(seconds if seconds else 10**9))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({callers, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    callers.cancel()
+    stopper.cancel()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.remove_signal_handler(signal.SIGTERM)
+    if not quiet:
+        print("helpline demo: no new callers; letting the calls in progress end", flush=True)
+    await traffic.finish(grace=grace if grace is not None else 30.0)
+    return traffic.summary

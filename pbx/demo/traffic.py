@@ -103,7 +103,10 @@ class Traffic:
     def __init__(self, server: tuple[str, int], config: TrafficConfig) -> None:
         self.server = server
         self.config = config
-        self.rng = random.Random(config.seed)
+        # who calls (arrival gaps, numbers, languages) apart from how phones behave, so that a
+        # seed gives the same callers whatever the timing of the calls in between
+        self.arrivals = random.Random(config.seed)
+        self.rng = random.Random(None if config.seed is None else config.seed + 1)
         self.summary = Summary()
         self._tasks: set[asyncio.Task[None]] = set()
         self._volunteers: list[SimPhone] = []
@@ -153,7 +156,7 @@ class Traffic:
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
         while True:
-            gap = self.rng.expovariate(self.config.callers_per_minute / 60.0)
+            gap = self.arrivals.expovariate(self.config.callers_per_minute / 60.0)
             if loop.time() + gap >= end:
                 await asyncio.sleep(max(0.0, end - loop.time()))
                 break
@@ -176,9 +179,9 @@ class Traffic:
 
     def _pick_call(self) -> tuple[str, str, str, str]:
         """(entry kind, number, language, keys)."""
-        if self.rng.random() < ASKS_113:
+        if self.arrivals.random() < ASKS_113:
             return "night_113", LINE_113, "nl", ""
-        pick = self.rng.random()
+        pick = self.arrivals.random()
         lang, key = "nl", "1"
         acc = 0.0
         for code, k, share in LANGUAGES:
@@ -186,12 +189,12 @@ class Traffic:
             if pick < acc:
                 lang, key = code, k
                 break
-        entry = self.rng.random()
+        entry = self.arrivals.random()
         if entry < 0.6:
             return "national", NATIONAL, lang, key
         if entry < 0.9:
-            return "local", self.rng.choice(LOCAL), lang, key
-        return "partner", self.rng.choice(PARTNER), "nl", ""  # partners start in Dutch
+            return "local", self.arrivals.choice(LOCAL), lang, key
+        return "partner", self.arrivals.choice(PARTNER), "nl", ""  # partners start in Dutch
 
     async def _caller(self) -> None:
         kind, number, lang, keys = self._pick_call()
