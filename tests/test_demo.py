@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 
 import asyncpg
 
 from ivr.loader import DEFAULT_PLAN
 from pbx.cli import build_parser
 from pbx.commands.demo import drive
-from pbx.demo.traffic import TrafficConfig
+from pbx.demo.traffic import Traffic, TrafficConfig, demo_plan
 from tests.helpers.ivr_helpline import ivr_helpline
 from tests.helpers.polling import until
 from tests.helpers.service import MakeHelpline
@@ -39,15 +40,17 @@ def _counter(helpline_metrics: object, name: str) -> Counter[str]:
 
 
 async def test_demo_summary_agrees_with_metrics_and_call_records(
-    make_helpline: MakeHelpline, pg_url: str
+    make_helpline: MakeHelpline, pg_url: str, tmp_path: Path
 ) -> None:
     config = TrafficConfig(
         callers_per_minute=30, volunteers=4, talk_seconds=5, patience_seconds=10,
-        miss_share=0.25, seed=14,
+        miss_share=0.25, handover_share=0.2, seed=14,
     )  # fmt: skip
-    async with ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
+    traffic = Traffic(config)
+    plan = demo_plan(DEFAULT_PLAN, tmp_path / "dialplan.yaml", await traffic.start_backline())
+    async with ivr_helpline(make_helpline, plan) as helpline:
         summary = await drive(
-            helpline.service, helpline.settings, config, RUN_SECONDS, quiet=True, grace=60
+            helpline.service, helpline.settings, traffic, RUN_SECONDS, quiet=True, grace=60
         )
         metrics = helpline.service.metrics
         # every call the demo placed ended (none left hanging when the grace ran out)
@@ -72,12 +75,16 @@ async def test_demo_summary_agrees_with_metrics_and_call_records(
     assert set(summary.by_entry) >= {"national", "local", "partner"}
     # the demo's figures are the service's figures
     assert sum(outcomes.values()) == summary.offered
-    assert outcomes["answered"] == answered == summary.answered
+    assert answered == summary.answered
+    assert outcomes["answered"] + outcomes["handed_over"] == summary.answered
+    assert outcomes["handed_over"] == summary.handed_over == summary.backline_answered >= 1
     assert outcomes["abandoned"] == summary.abandoned
     assert abandoned <= summary.abandoned  # the others hung up in the menu, before a queue
     assert len(rows) == summary.offered
     assert sum(1 for r in rows if r["answered_by"] is not None) == summary.answered
     assert Counter(r["entry_kind"] for r in rows) == summary.by_entry
+    to_113 = [r for r in rows if r["transfer_to"] == "backline_113"]
+    assert [r["transfer_result"] for r in to_113] == ["answered"] * summary.backline_answered
 
 
 def test_demo_command_takes_its_scale_flags() -> None:

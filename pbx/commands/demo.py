@@ -17,6 +17,7 @@ from pbx.demo.traffic import (
     Summary,
     Traffic,
     TrafficConfig,
+    demo_plan,
     volunteer_names,
     volunteer_profile,
 )
@@ -43,6 +44,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="the demo's own data directory (never the real one)")  # fmt: skip
     p.add_argument("--sip-port", type=int, default=5070)
     p.add_argument("--metrics-port", type=int, default=9170)
+    p.add_argument("--handover-share", type=float, default=0.05,
+                   help="share of answered calls handed over to the simulated 113")  # fmt: skip
     p.add_argument("--seed", type=int)
     p.set_defaults(func=run)
 
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrafficConfig(
         callers_per_minute=args.callers_per_minute, volunteers=args.volunteers,
         talk_seconds=args.talk_seconds, patience_seconds=args.patience_seconds, seed=args.seed,
+        handover_share=args.handover_share,
     )  # fmt: skip
     seconds = args.minutes * 60 if args.minutes is not None else None
     summary = asyncio.run(run_demo(settings, config, seconds))
@@ -104,18 +108,24 @@ async def run_demo(
 ) -> Summary:
     from pbx.app import build_service
 
+    traffic = Traffic(config)
+    backline = await traffic.start_backline()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # the plan in force, its 113 destination pointed at the simulated 113 on loopback
+    settings.dialplan = demo_plan(settings.dialplan, settings.state_dir / "dialplan.yaml", backline)
     service = build_service(settings)
-    await service.start()
     try:
-        return await drive(service, settings, config, seconds, quiet=quiet)
+        await service.start()
+        return await drive(service, settings, traffic, seconds, quiet=quiet)
     finally:
+        await traffic.backline.close()
         await service.stop()
 
 
 async def drive(
     service: HelplineService,
     settings: Settings,
-    config: TrafficConfig,
+    traffic: Traffic,
     seconds: float | None,
     *,
     quiet: bool = False,
@@ -123,10 +133,10 @@ async def drive(
 ) -> Summary:
     """Volunteers log in, callers arrive for `seconds` (None: until SIGINT/SIGTERM), then the
     calls in progress end (for at most `grace` seconds) and the summary is returned."""
+    config = traffic.config
     await add_demo_volunteers(service, settings, config.volunteers)
     server = (settings.sip_host, service.stack.port(TransportKind.UDP))
-    traffic = Traffic(server, config)
-    await traffic.start_volunteers()
+    await traffic.start_volunteers(server)
     if not quiet:
         rate = f"{config.callers_per_minute:g}/minute"
         print(f"helpline demo: {config.volunteers} volunteers on shift, callers arriving at "

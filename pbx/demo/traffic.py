@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pbx.demo.phone import Call, SimPhone
@@ -35,6 +37,7 @@ class TrafficConfig:
     talk_seconds: float = 40.0  # mean conversation length
     patience_seconds: float = 90.0  # mean time a caller waits before hanging up
     miss_share: float = 0.08  # offers a volunteer lets ring out
+    handover_share: float = 0.05  # answered calls a volunteer hands over to 113 (keys *9)
     trunk_host: str = "127.0.0.1"
     handset_host: str = "127.0.0.2"
     seed: int | None = None
@@ -53,6 +56,8 @@ class Summary:
     by_entry: Counter[str] = field(default_factory=Counter)
     volunteer_answers: int = 0
     volunteer_misses: int = 0
+    handed_over: int = 0  # volunteers pressed the hand-over keys
+    backline_answered: int = 0  # the simulated 113 took the call
 
     @property
     def service_level(self) -> float | None:
@@ -80,7 +85,8 @@ class Summary:
                 "answered" for lang in sorted(self.by_language)
             ),
             "per entry: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_entry.items())),
-            f"volunteers: {self.volunteer_answers} answered, {self.volunteer_misses} let ring out",
+            f"volunteers: {self.volunteer_answers} answered, {self.volunteer_misses} let ring out,"
+            f" {self.handed_over} handed over to 113 ({self.backline_answered} taken by 113)",
         ]  # fmt: skip
         return "\n".join(lines)
 
@@ -99,9 +105,25 @@ def volunteer_profile(index: int) -> dict[str, object]:
     }
 
 
+BACKLINE_HOST = "127.0.0.3"  # the simulated 113 (a destination the service dials out to)
+
+
+def demo_plan(plan: Path, into: Path, backline: tuple[str, int]) -> Path:
+    """A copy of `plan` whose backline_113 destination is the simulated 113 on loopback."""
+    text, count = re.subn(
+        r'(\n  backline_113:\n    uri: )"[^"]*"',
+        rf'\1"sip:113@{backline[0]}:{backline[1]}"',
+        plan.read_text(),
+    )
+    if count != 1:
+        raise ValueError(f"{plan}: no backline_113 destination to point at the simulated 113")
+    into.write_text(text)
+    return into
+
+
 class Traffic:
-    def __init__(self, server: tuple[str, int], config: TrafficConfig) -> None:
-        self.server = server
+    def __init__(self, config: TrafficConfig) -> None:
+        self.server: tuple[str, int] = ("127.0.0.1", 0)  # set by start_volunteers
         self.config = config
         # who calls (arrival gaps, numbers, languages) apart from how phones behave, so that a
         # seed gives the same callers whatever the timing of the calls in between
@@ -110,9 +132,33 @@ class Traffic:
         self.summary = Summary()
         self._tasks: set[asyncio.Task[None]] = set()
         self._volunteers: list[SimPhone] = []
+        self.backline = SimPhone(BACKLINE_HOST, self.server, user="113", on_incoming=self._at_113)
+
+    async def start_backline(self) -> tuple[str, int]:
+        """The simulated 113 listens first: the plan the service loads names its address."""
+        await self.backline.start()
+        return BACKLINE_HOST, self.backline.port
+
+    def _at_113(self, phone: SimPhone, call: Call) -> None:
+        self._spawn(self._backline_call(phone, call))
+
+    async def _backline_call(self, phone: SimPhone, call: Call) -> None:
+        phone.ring(call)
+        try:
+            await asyncio.wait_for(call.ended.wait(), self.rng.uniform(1.0, 2.0))
+            return
+        except TimeoutError:
+            pass
+        phone.answer(call)
+        self.summary.backline_answered += 1
+        try:
+            await asyncio.wait_for(call.ended.wait(), max(3.0, self.rng.expovariate(1 / 20)))
+        except TimeoutError:
+            await phone.hang_up(call)
 
     # --- volunteers -------------------------------------------------------------------------
-    async def start_volunteers(self) -> None:
+    async def start_volunteers(self, server: tuple[str, int]) -> None:
+        self.server = server
         for name in volunteer_names(self.config.volunteers):
             phone = SimPhone(
                 self.config.handset_host, self.server, user=name, password=DEMO_PASSWORD,
@@ -144,9 +190,16 @@ class Traffic:
             pass
         phone.answer(call)
         self.summary.volunteer_answers += 1
-        talk = self.rng.expovariate(1 / self.config.talk_seconds)
+        talk = max(3.0, self.rng.expovariate(1 / self.config.talk_seconds))
+        if self.rng.random() < self.config.handover_share:
+            try:  # talk a while, then hand the caller over to 113 with the keys
+                await asyncio.wait_for(call.ended.wait(), talk / 2)
+                return
+            except TimeoutError:
+                self.summary.handed_over += 1
+                call.media.press("*9")
         try:
-            await asyncio.wait_for(call.ended.wait(), max(3.0, talk))
+            await asyncio.wait_for(call.ended.wait(), talk)
         except TimeoutError:
             await phone.hang_up(call)
 
@@ -171,6 +224,7 @@ class Traffic:
             task.cancel()
         for phone in self._volunteers:
             await phone.close()
+        await self.backline.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
