@@ -158,5 +158,5 @@ async def drive(
         loop.remove_signal_handler(signal.SIGTERM)
     if not quiet:
         print("helpline demo: no new callers; letting the calls in progress end", flush=True)
-    await traffic.finish(grace=grace if grace is not None else 30.0)
+    await traffic.finish(grace=grace if grace is not None else 60.0)
     return traffic.summary

@@ -60,6 +60,11 @@ class Summary:
     backline_answered: int = 0  # the simulated 113 took the call
 
     @property
+    def unfinished(self) -> int:
+        """Calls still going when the demo stopped waiting for them (cut off at its end)."""
+        return self.offered - self.answered - self.abandoned - self.other
+
+    @property
     def service_level(self) -> float | None:
         """Share of answered and abandoned calls answered within SERVICE_LEVEL_SECONDS."""
         total = self.answered + self.abandoned
@@ -76,7 +81,7 @@ class Summary:
         avg = self.average_wait
         lines = [
             f"offered {self.offered}, answered {self.answered}, abandoned {self.abandoned}, "
-            f"other {self.other}, refused {self.refused}",
+            f"other {self.other}, refused {self.refused}, cut off at the end {self.unfinished}",
             "service level ("
             f"{SERVICE_LEVEL_SECONDS:.0f} s): " + ("-" if level is None else f"{level:.0%}"),
             "average wait of answered calls: " + ("-" if avg is None else f"{avg:.1f} s"),
