@@ -19,6 +19,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ivr import model
 from ivr.build_flow import FlowReader
 from ivr.build_schedules import read_schedules
+from ivr.holiday_calendar import DEFAULT_COUNTRY, HolidayCalendar, UnknownCountry
 from ivr.model import Dialplan, NumberKind
 from ivr.references import References
 from ivr.yaml_reader import Pos, Reader, suggest, type_name
@@ -26,10 +27,12 @@ from ivr.yaml_reader import Pos, Reader, suggest, type_name
 __all__ = ["DEFAULT_TIMEZONE", "TOP_KEYS", "PlanBuilder"]
 
 DEFAULT_TIMEZONE = "Europe/Amsterdam"
+VOLUNTEER_KEYS = re.compile(r"^[*#][0-9*#]{1,3}$")
 SIP_URI = re.compile(r"^sips?:[^@\s:;]+@[A-Za-z0-9.\-\[\]:]+(;[^\s]*)?$")
 TOP_KEYS = (
     "timezone",
     "languages",
+    "public_holidays",
     "recordings",  # read by nothing now: prompts are checked in what the caller hands in
     "schedules",
     "queues",
@@ -64,7 +67,7 @@ class PlanBuilder:
         )
         zone = self.timezone(doc)
         self.read_languages(doc)
-        schedules = read_schedules(self.r, doc, zone)
+        schedules = read_schedules(self.r, doc, zone, self.holiday_calendar(doc))
         queues = self.queues(doc)
         numbers = self.numbers(doc)
         destinations = self.destinations(doc)
@@ -107,6 +110,22 @@ class PlanBuilder:
             )
             return None
 
+    def holiday_calendar(self, doc: CommentedMap) -> HolidayCalendar | None:
+        """The public holidays schedules may name: `public_holidays:` (a country code)."""
+        country = self.r.text(doc, "public_holidays", "the dialplan")
+        if country is None:
+            if "public_holidays" in doc:
+                return None
+            country = DEFAULT_COUNTRY
+        try:
+            return HolidayCalendar(country)
+        except UnknownCountry:
+            self.r.error(
+                self.r.value_pos(doc, "public_holidays"),
+                f"no public holidays known for {country!r}; use a country code like NL",
+            )
+            return None
+
     def read_languages(self, doc: CommentedMap) -> None:
         if "languages" not in doc:
             return
@@ -134,6 +153,7 @@ class PlanBuilder:
             "priority",
             "skill",
             "max_wait",
+            "unstaffed_wait",
             "overflow",
             "regional",
             "display",
@@ -155,13 +175,18 @@ class PlanBuilder:
             max_wait = self.r.number(
                 body, "max_wait", where, low=1, high=24 * 3600, whole=True, unit=" seconds"
             )
+            unstaffed = self.r.number(
+                body, "unstaffed_wait", where, low=0, high=24 * 3600, whole=True, unit=" seconds"
+            )
             overflow = self.refs.use(body, "overflow", "node", where)
-            if ("overflow" in body) != ("max_wait" in body):
-                self.r.error(
-                    self.r.key_pos(body, "overflow" if "overflow" in body else "max_wait"),
-                    f"{where}: `max_wait` and `overflow` go together (after max_wait seconds "
-                    "the caller goes to the overflow node)",
-                )
+            for missing in ("max_wait", "overflow"):
+                if missing not in body:  # every queue has a way out: nobody waits forever
+                    self.r.error(
+                        self.r.key_pos(doc["queues"], name),
+                        f"{where} needs `{missing}:`: every queue needs a way out "
+                        "(after max_wait seconds the caller goes to the overflow step, e.g. "
+                        "another queue, a transfer or voicemail)",
+                    )
             regional = self.regional(body, where)
             display = self.r.text(body, "display", where)
             ring_timeout = self.r.number(
@@ -186,6 +211,7 @@ class PlanBuilder:
                 priority=int(priority or 0),
                 skill=skill,
                 max_wait=int(max_wait) if max_wait is not None else None,
+                unstaffed_wait=int(unstaffed) if unstaffed is not None else None,
                 overflow=overflow,
                 regional=regional,
                 display=display or "",
@@ -314,10 +340,11 @@ class PlanBuilder:
         out: dict[str, model.Destination] = {}
         for name, body, where in self.r.entries(
             doc, "destinations", "destination", "a section with `uri:` (and `description:`)",
-            ("uri", "description"), ("uri",),
+            ("uri", "description", "volunteer_keys"), ("uri",),
         ):  # fmt: skip
             uri = self.r.text(body, "uri", where)
             description = self.r.text(body, "description", where) or ""
+            keys = self.volunteer_keys(body, where, out)
             if uri is None:
                 continue
             if not SIP_URI.fullmatch(uri.strip()):
@@ -327,5 +354,33 @@ class PlanBuilder:
                     '"sip:0800113@sip.provider.nl"',
                 )
                 continue
-            out[name] = model.Destination(name=name, uri=uri.strip(), description=description)
+            out[name] = model.Destination(
+                name=name, uri=uri.strip(), description=description, volunteer_keys=keys
+            )
         return out
+
+    def volunteer_keys(
+        self, body: CommentedMap, where: str, earlier: dict[str, model.Destination]
+    ) -> str:
+        """A destination's `volunteer_keys`: phone keys, starting with * or # (so that a
+        volunteer cannot hit them by accident), and no other destination's."""
+        keys = self.r.text(body, "volunteer_keys", where)
+        if keys is None:
+            return ""
+        keys = keys.strip()
+        if not VOLUNTEER_KEYS.fullmatch(keys):
+            self.r.error(
+                self.r.value_pos(body, "volunteer_keys"),
+                f"`volunteer_keys` in {where} must be * or # and then one to three keys "
+                f'(0-9, *, #), like "*7"; not {keys!r}',
+            )
+            return ""
+        for other in earlier.values():
+            if other.volunteer_keys == keys:
+                self.r.error(
+                    self.r.value_pos(body, "volunteer_keys"),
+                    f"`volunteer_keys` {keys!r} in {where} are already destination "
+                    f"{other.name!r}'s: each destination needs its own keys",
+                )
+                return ""
+        return keys

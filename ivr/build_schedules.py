@@ -6,6 +6,7 @@ are reported once per line of the file (`ivr.check_hours`).
 
 from __future__ import annotations
 
+import difflib
 import re
 from datetime import date
 from typing import Any
@@ -15,6 +16,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from ivr import model
 from ivr.check_hours import overlap
+from ivr.holiday_calendar import HolidayCalendar
 from ivr.model import MINUTES_PER_DAY, DayHours, TimeRange
 from ivr.yaml_reader import Pos, Reader, suggest, type_name
 
@@ -31,18 +33,36 @@ DAY_GROUPS: dict[str, tuple[int, ...]] = {
 
 
 def read_schedules(
-    r: Reader, doc: CommentedMap, zone: ZoneInfo | None
+    r: Reader, doc: CommentedMap, zone: ZoneInfo | None, calendar: HolidayCalendar | None
 ) -> dict[str, model.Schedule]:
+    """The schedules; `calendar` names the public holidays exceptions may use (None: the
+    plan's country is wrong, already reported)."""
     out: dict[str, model.Schedule] = {}
+    known: dict[str, str] | None = None  # the calendar's names, read once when first needed
     for name, body, where in r.entries(
         doc, "schedules", "schedule", "a section with `weekly:` (and optionally `exceptions:`)",
         ("weekly", "exceptions", "note"), ("weekly",),
     ):  # fmt: skip
         week = _weekly(r, body, where)
-        exceptions = _exceptions(r, body, where)
-        if week is not None and exceptions is not None and zone is not None:
-            out[name] = model.Schedule(name, zone, week, exceptions)
+        if known is None and calendar is not None and _names_holidays(body):
+            known = calendar.names()
+        read = _exceptions(r, body, where, known)
+        if week is not None and read is not None and zone is not None:
+            dated, by_name = read
+            out[name] = model.Schedule(
+                name, zone, week, dated, by_name, calendar if by_name else None
+            )
     return out
+
+
+def _names_holidays(body: CommentedMap) -> bool:
+    section = body.get("exceptions")
+    return isinstance(section, CommentedMap) and any(
+        not isinstance(k, date) and not _DATE_LIKE.match(str(k)) for k in section
+    )
+
+
+_DATE_LIKE = re.compile(r"\s*\d{4}-\d{1,2}-\d{1,2}\s*$")
 
 
 def _weekly(r: Reader, body: CommentedMap, where: str) -> tuple[DayHours, ...] | None:
@@ -94,20 +114,27 @@ def _weekly(r: Reader, body: CommentedMap, where: str) -> tuple[DayHours, ...] |
     return tuple(DayHours(tuple(d)) for d in days) if ok else None
 
 
-def _exceptions(r: Reader, body: CommentedMap, where: str) -> dict[date, DayHours] | None:
+def _exceptions(
+    r: Reader, body: CommentedMap, where: str, known: dict[str, str] | None
+) -> tuple[dict[date, DayHours], dict[str, DayHours]] | None:
+    """Dated exceptions and exceptions by public holiday name (`known`: the calendar's
+    names, case-folded -> as written; None when no calendar could be read)."""
     section = r.mapping(body, "exceptions", f"`exceptions` of {where}")
-    out: dict[date, DayHours] = {}
+    dated: dict[date, DayHours] = {}
+    by_name: dict[str, DayHours] = {}
     if section is None:
-        return out if "exceptions" not in body or body["exceptions"] is None else None
+        empty = "exceptions" not in body or body["exceptions"] is None
+        return (dated, by_name) if empty else None
     ok = True
     for key, _value in section.items():
         pos = r.key_pos(section, key)
         day: date | None = None
+        holiday: str | None = None
         if isinstance(key, date):
             day = key
-        else:
+        elif _DATE_LIKE.match(str(key)):
             try:
-                day = date.fromisoformat(str(key))
+                day = date.fromisoformat(str(key).strip())
             except ValueError:
                 r.error(
                     pos,
@@ -116,15 +143,46 @@ def _exceptions(r: Reader, body: CommentedMap, where: str) -> dict[date, DayHour
                 )
                 ok = False
                 continue
+        else:
+            holiday = _holiday(r, str(key), pos, where, known)
+            if holiday is None:
+                ok = False
+                continue
         ranges = _day_ranges(r, section, key, where)
         clash = None if ranges is None else overlap(ranges, [])
         if clash is not None:
-            r.error(pos, f"on {day} in {where}, {clash}; join them into one range")
+            r.error(pos, f"on {day or key} in {where}, {clash}; join them into one range")
         if ranges is None or clash is not None:
             ok = False
             continue
-        out[day] = DayHours(tuple(ranges))
-    return out if ok else None
+        if holiday is not None:
+            by_name[holiday] = DayHours(tuple(ranges))
+        else:
+            assert day is not None
+            dated[day] = DayHours(tuple(ranges))
+    return (dated, by_name) if ok else None
+
+
+def _holiday(
+    r: Reader, name: str, pos: Pos, where: str, known: dict[str, str] | None
+) -> str | None:
+    """The case-folded holiday name, or None (reported) when the calendar has no such name."""
+    folded = " ".join(name.split()).casefold()
+    if folded == model.ANY_HOLIDAY:
+        return folded
+    if known is None:
+        return None  # the plan's country is wrong: said once, where it is set
+    if folded in known:
+        return folded
+    close = difflib.get_close_matches(folded, list(known), n=1, cutoff=0.6)
+    hint = f" (did you mean {known[close[0]]!r}?)" if close else ""
+    r.error(
+        pos,
+        f"{name!r} in the exceptions of {where} is neither a date (YYYY-MM-DD) nor a public "
+        f"holiday{hint}; holidays: {', '.join(sorted(known.values()))}, or "
+        f"{model.ANY_HOLIDAY!r} for all of them",
+    )
+    return None
 
 
 def _day_ranges(r: Reader, m: CommentedMap, key: Any, where: str) -> list[TimeRange] | None:

@@ -24,16 +24,20 @@ TimeRange(start, end)    minutes after local midnight; end > start, or end <= st
                          range crossing midnight ("22:00-02:00"); end may be 1440 ("24:00").
                          A range belongs to the day it starts on.
 DayHours(ranges)         ranges of one day; empty = closed all day.
-Schedule(name, timezone, week, exceptions)
+Schedule(name, timezone, week, exceptions, holidays, calendar)
     week: 7 DayHours, Monday first
-    exceptions: date -> DayHours that replaces that date's weekly hours (holidays, or other
-    hours on a date). `ivr.schedule.is_open(schedule, at)` answers "open at this instant?".
+    exceptions: date -> DayHours that replaces that date's weekly hours (other hours on a
+    date). `ivr.schedule.is_open(schedule, at)` answers "open at this instant?".
+    holidays: public holiday name (case-folded; "public holidays" for any) -> DayHours, on
+    the days `calendar` says the holiday falls; a dated exception wins over a holiday's.
 
 Queues, numbers, destinations
 -----------------------------
-Queue(name, language, schedule, priority, skill, max_wait, overflow, regional)
+Queue(name, language, schedule, priority, skill, max_wait, unstaffed_wait, overflow, regional)
     priority: higher is offered to volunteers first; skill: volunteers need it (e.g. "113")
-    or None; max_wait: seconds before the caller is sent to node `overflow` (None = wait on).
+    or None; max_wait: seconds before the caller is sent to node `overflow` (a loaded plan
+    always has both); unstaffed_wait: the same, sooner, while nobody who serves the queue
+    is on shift (None: max_wait only).
     regional: RegionalPreference(prefer_local, local_wait) - first offer the call to
     volunteers of the caller's own region for `local_wait` seconds, then nationally.
 Number(number, kind, entry, region, partner)
@@ -76,10 +80,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 from zoneinfo import ZoneInfo
 
 __all__ = [
+    "ANY_HOLIDAY",
     "MINUTES_PER_DAY",
     "DayHours",
     "Destination",
@@ -88,6 +93,7 @@ __all__ = [
     "Dialplan",
     "GotoNode",
     "HangupNode",
+    "HolidayNames",
     "HoursNode",
     "MenuNode",
     "Node",
@@ -139,16 +145,47 @@ class DayHours:
         return not self.ranges
 
 
+class HolidayNames(Protocol):
+    """Which public holidays fall on a day (`ivr.holiday_calendar.HolidayCalendar` fits)."""
+
+    def names_on(self, day: date) -> tuple[str, ...]: ...  # as written, e.g. "King's Day"
+
+
+ANY_HOLIDAY = "public holidays"  # an exception for every public holiday not named on its own
+
+
 @dataclass(frozen=True)
 class Schedule:
     name: str
     timezone: ZoneInfo
     week: tuple[DayHours, ...]  # 7 entries, Monday = 0 (date.weekday())
     exceptions: Mapping[date, DayHours] = field(default_factory=dict)
+    # Exceptions by holiday name (case-folded; ANY_HOLIDAY for all), looked up in `calendar`.
+    holidays: Mapping[str, DayHours] = field(default_factory=dict)
+    calendar: HolidayNames | None = field(default=None, compare=False)
 
     def hours_on(self, day: date) -> DayHours:
-        """The hours that apply on `day`: its exception if any, else the weekly hours."""
-        return self.exceptions.get(day, self.week[day.weekday()])
+        """The hours that apply on `day`: its dated exception if any, else the exception of a
+        holiday on that day, else the weekly hours."""
+        hours = self.exceptions.get(day)
+        if hours is not None:
+            return hours
+        holiday = self.holiday_on(day)
+        if holiday is not None:
+            named = self.holidays.get(holiday.casefold())
+            return named if named is not None else self.holidays[ANY_HOLIDAY]
+        return self.week[day.weekday()]
+
+    def holiday_on(self, day: date) -> str | None:
+        """The public holiday whose exception gives the hours of `day` (None: none does, or a
+        dated exception overrides it)."""
+        if not self.holidays or self.calendar is None or day in self.exceptions:
+            return None
+        names = self.calendar.names_on(day)
+        for name in names:
+            if name.casefold() in self.holidays:
+                return name
+        return names[0] if names and ANY_HOLIDAY in self.holidays else None
 
 
 # --- queues, numbers, destinations ---------------------------------------------------
@@ -175,6 +212,7 @@ class Queue:
     priority: int = 0
     skill: str | None = None
     max_wait: int | None = None  # seconds; None = no limit
+    unstaffed_wait: int | None = None  # seconds, while nobody who serves it is on shift
     overflow: str | None = None  # node name, taken after max_wait
     regional: RegionalPreference = RegionalPreference()
     display: str = ""  # what the volunteer's handset shows; "" = "Hulplijn <LANGUAGE>"
@@ -211,6 +249,9 @@ class Destination:
     name: str
     uri: str  # sip:/sips: URI
     description: str = ""
+    # the keys a volunteer presses in a call to hand the caller over here; a destination with
+    # keys is one volunteers may transfer to (also with their handset's transfer key, REFER)
+    volunteer_keys: str = ""
 
 
 # --- nodes ---------------------------------------------------------------------------

@@ -47,6 +47,7 @@ CALLER_PROMPTS: tuple[str, ...] = (
     "comfort_3",
     "overflow_national",
     "max_wait_message",
+    "overflow_to_dutch",
     "info_line_open",
     "info_line_closed",
     "voicemail_instructions",
@@ -67,6 +68,7 @@ CALLER_PROMPTS: tuple[str, ...] = (
     "transfer_failed",
     "volunteer_lost",
     "volunteer_lost_goodbye",
+    "handover_hold",
 )
 DIGIT_PROMPTS: tuple[str, ...] = tuple(f"digit_{n}" for n in range(MAX_SPOKEN_NUMBER + 1))
 VOLUNTEER_PROMPTS: tuple[str, ...] = (
@@ -83,6 +85,10 @@ VOLUNTEER_PROMPTS: tuple[str, ...] = (
     "queue_announce",
     "queue_announce_113",
     "queue_announce_partner",
+    "handover_busy",
+    "handover_unreachable",
+    "handover_no_answer",
+    "handover_refused",
 )
 REQUIRED_PROMPTS: tuple[str, ...] = CALLER_PROMPTS + DIGIT_PROMPTS + VOLUNTEER_PROMPTS
 

@@ -103,6 +103,11 @@ def simulate(plan: model.Dialplan, number: str, at: datetime, keys: str = "") ->
             whose = f"queue {node.queue}" if node.queue else f"schedule {node.schedule}"
             wall = local_time(plan.schedules[node.schedule], at).strftime("%a %H:%M %Z")
             decided = f"{whose} {'open' if opened else 'closed'} at {wall}"
+            holiday = plan.schedules[node.schedule].holiday_on(
+                local_time(plan.schedules[node.schedule], at).date()
+            )
+            if holiday is not None:
+                decided += f" ({holiday})"
             steps.append(Step(name, node.kind, lang, note=_join(note, decided)))
             name = node.open if opened else node.closed
         elif isinstance(node, model.MenuNode):
@@ -115,6 +120,10 @@ def simulate(plan: model.Dialplan, number: str, at: datetime, keys: str = "") ->
                 extra.append(f"region {dialled.region} first")
             if dialled is not None and dialled.partner:
                 extra.append(f"counted for partner {dialled.partner}")
+            if queue.max_wait is not None and queue.overflow is not None:  # the way out
+                unstaffed = queue.unstaffed_wait
+                sooner = "" if unstaffed is None else f" ({unstaffed} s with nobody on shift)"
+                extra.append(f"after {queue.max_wait} s{sooner}: {queue.overflow}")
             steps.append(
                 Step(
                     name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
@@ -38,7 +39,10 @@ class Bookkeeping:
         persistence: Persistence,
         restart_state: RestartState,
         metrics: Metrics,
+        # the shifts this node writes (pbx.takeover.ShiftWriters: with active/standby, not all)
+        writes: Callable[[list[Volunteer]], list[Volunteer]] = lambda volunteers: volunteers,
     ) -> None:
+        self.writes = writes
         self.registrar = registrar
         self.roster = roster
         self.persistence = persistence
@@ -52,7 +56,7 @@ class Bookkeeping:
         self.persistence.submit(event_op(kind, data, datetime.now(UTC)))
 
     def save_shifts(self, volunteers: list[Volunteer]) -> None:
-        for row in self.restart_state.shifts_changed(volunteers, time.time()):
+        for row in self.restart_state.shifts_changed(self.writes(volunteers), time.time()):
             self.persistence.submit(shift_save_op(row))
 
     # --- the registrar's changes ------------------------------------------------------------
@@ -77,6 +81,16 @@ class Bookkeeping:
         elif change in (Change.REMOVED, Change.EXPIRED, Change.LOST):
             self.persistence.submit(delete_op(binding.username, binding.key))
         self.record_event(f"registration.{change.value}", user=binding.username)
+
+    def binding_taken(self, change: Change, binding: Binding) -> None:
+        """A binding another node stored, taken into the registrar (pbx.takeover): the
+        roster sees it; it is already in the database."""
+        self._registration_seen_by_roster(change, binding)
+        self._bindings_dirty = True
+
+    def bindings_replaced(self) -> None:
+        """The registrar's bindings were replaced wholesale (a takeover): snapshot them."""
+        self._bindings_dirty = True
 
     def _registration_seen_by_roster(self, change: Change, binding: Binding) -> None:
         """A volunteer on shift whose last ringable handset goes (expired, unregistered, or

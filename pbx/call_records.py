@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from ivr.model import Dialplan, NumberKind
+from ivr.model import Dialplan, HoursNode, NumberKind, QueueNode, TransferNode, VoicemailNode
 from pbx.anonymity import CallerContext
 from pbx.db.ops import DataOp, Upsert
 
@@ -30,6 +30,7 @@ log = structlog.get_logger("pbx.call_records")
 
 TABLE = "call_records"
 MAX_OPEN = 10_000  # open records kept at most (live calls are bounded far below this)
+MAX_REFUSED_PER_SECOND = 50  # refused calls recorded; a flood beyond is logged, not written
 
 
 @dataclass
@@ -65,6 +66,23 @@ def record_op(record: CallRecord) -> DataOp:
     return Upsert(TABLE, record.row(), key=("id",))
 
 
+def ended_closed(plan: Dialplan, path: tuple[str, ...]) -> bool:
+    """The call ended in the IVR on a closed-hours branch (an hours node's `closed` step, and
+    nothing after it that queues, transfers or takes a message): the line was closed to it,
+    which is not an ordinary IVR hang-up."""
+    closed_from = None
+    for i, (here, nxt) in enumerate(zip(path, path[1:], strict=False)):
+        node = plan.nodes.get(here)
+        if isinstance(node, HoursNode) and nxt == node.closed and node.closed != node.open:
+            closed_from = i + 1
+    if closed_from is None:
+        return False
+    return not any(
+        isinstance(plan.nodes.get(name), QueueNode | TransferNode | VoicemailNode)
+        for name in path[closed_from:]
+    )
+
+
 def _no_submit(op: DataOp) -> None:
     pass
 
@@ -89,17 +107,13 @@ class CallRecords:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     monotonic: Callable[[], float] = time.monotonic
     _open: OrderedDict[str, _Open] = field(default_factory=OrderedDict)
+    _refused_second: tuple[int, int] = (0, 0)  # (second, calls refused in it)
 
-    def started(self, ref: str, caller: CallerContext, plan: Dialplan) -> None:
+    def started(self, ref: str, caller: CallerContext, plan: Dialplan | None) -> None:
         record = CallRecord(str(uuid.uuid4()), self.clock(), returning_today=caller.repeat_today)
-        _, number = plan.entry_for(caller.dialed)
-        if number is not None:
-            record.entry_kind = number.kind.value
-            record.entry_line = number.number
-            record.region = number.region
-            if number.kind is NumberKind.PARTNER and number.partner:
-                record.partner, record.partner_via = number.partner, "number"
-        if record.partner is None and caller.forwarded_by is not None:
+        if plan is not None:
+            self._entry(record, caller.dialed, plan)
+        if plan is not None and record.partner is None and caller.forwarded_by is not None:
             forwarder = plan.numbers.get(caller.forwarded_by)
             if forwarder is not None and forwarder.partner:
                 record.partner, record.partner_via = forwarder.partner, "forwarding"
@@ -107,6 +121,34 @@ class CallRecords:
             self._open.popitem(last=False)
             log.error("call_record_dropped", reason="too_many_open")
         self._open[ref] = _Open(record)
+        self._observe(record)
+
+    def refused(self, dialed: str, plan: Dialplan | None) -> None:
+        """A trunk call the service refused (draining, call limit, ...): a record of the entry
+        line only, written at once; nothing of the caller is read."""
+        second = int(self.monotonic())
+        seen = self._refused_second[1] if self._refused_second[0] == second else 0
+        self._refused_second = (second, seen + 1)
+        if seen >= MAX_REFUSED_PER_SECOND:  # a flood must not fill the write-behind (or the log)
+            if seen == MAX_REFUSED_PER_SECOND:
+                log.warning("call_records_dropped", reason="refused_flood")
+            return
+        record = CallRecord(str(uuid.uuid4()), self.clock(), outcome="refused")
+        if plan is not None:
+            self._entry(record, dialed, plan)
+        self._observe(record)
+        self._submit(record)
+
+    def _entry(self, record: CallRecord, dialed: str, plan: Dialplan) -> None:
+        _, number = plan.entry_for(dialed)
+        if number is not None:
+            record.entry_kind = number.kind.value
+            record.entry_line = number.number
+            record.region = number.region
+            if number.kind is NumberKind.PARTNER and number.partner:
+                record.partner, record.partner_via = number.partner, "number"
+
+    def _observe(self, record: CallRecord) -> None:
         try:
             self.on_started(record)
         except Exception as exc:
@@ -133,10 +175,10 @@ class CallRecords:
         if (o := self._get(ref)) is not None:
             o.record.ring_no_answer += 1
 
-    def answered(self, ref: str, volunteer: str, waited: float) -> None:
+    def answered(self, ref: str, volunteer: str, waited: float | None) -> None:
         if (o := self._get(ref)) is not None:
             o.record.answered_by = volunteer
-            o.record.wait_seconds = round(waited, 3)
+            o.record.wait_seconds = None if waited is None else round(waited, 3)
             o.talking_since = self.monotonic()
 
     def talk_ended(self, ref: str, time_limit: float | None) -> None:
@@ -165,15 +207,27 @@ class CallRecords:
 
     def finished(self, ref: str, outcome: str) -> CallRecord | None:
         """The call ended: its record is written behind (once), and forgotten here."""
+        self.talk_ended(ref, None)  # ended mid-talk (shutdown): the talk so far counts
         o = self._open.pop(ref, None)
         if o is None:
             return None
         o.record.outcome = outcome
+        self._submit(o.record)
+        return o.record
+
+    def finish_all(self, outcome: str) -> int:
+        """The service stops: every open record is written with `outcome` (its call's task may
+        be cancelled after the write-behind closed). A later `finished` finds nothing."""
+        refs = list(self._open)
+        for ref in refs:
+            self.finished(ref, outcome)
+        return len(refs)
+
+    def _submit(self, record: CallRecord) -> None:
         try:
-            self.submit(record_op(o.record))
+            self.submit(record_op(record))
         except Exception as exc:  # a record must never cost the call its clean ending
             log.error("call_record_not_written", error=type(exc).__name__)
-        return o.record
 
     @property
     def open_count(self) -> int:

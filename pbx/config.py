@@ -53,12 +53,22 @@ class Settings:
     digest_algorithms: list[str] = field(default_factory=lambda: ["MD5"])
     trunk_sources: list[str] = field(default_factory=lambda: ["127.0.0.1/32"])
     trunk_credentials: dict[str, str] = field(default_factory=dict)  # username -> password
+    # SIP edge proxies (Kamailio, deploy/kamailio/) in front of this node: their
+    # X-Helpline-Source header gives a request's real source (none: everyone talks to us direct)
+    edge_proxies: list[str] = field(default_factory=list)
     database_url: str | None = None  # None: embedded PostgreSQL under state_dir
     state_dir: Path = REPO_ROOT / "var"
     dialplan: Path = REPO_ROOT / "dialplan.yaml"
     recordings: Path = REPO_ROOT / "recordings"
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9160  # Prometheus /metrics; None disables
+    # Wallboard and coordinators' console (pbx/web). On by default, on loopback only: exposing
+    # it (web_host) wants HTTPS, from web_tls_cert/key or a TLS reverse proxy. None disables.
+    web_host: str = "127.0.0.1"
+    web_port: int | None = 8080
+    web_tls_cert: Path | None = None  # PEM; with web_tls_key the console is served over HTTPS
+    web_tls_key: Path | None = None
+    service_level_seconds: float = 30.0  # the wallboard's service level: answered within this
     rtp_port_min: int = 20000
     rtp_port_max: int = 29999
     media_timeout: float = 60.0  # a call leg that sends no RTP this long is hung up
@@ -66,6 +76,9 @@ class Settings:
     # "ivr": answer at once and follow the dialplan; "direct": ring volunteers at once, no menu
     call_flow: str = "ivr"
     comfort_interval: float = 20.0  # seconds of quiet between messages a waiting caller hears
+    # music a waiting caller hears between messages: a telephony WAV in `recordings` (or a full
+    # path); "" for comfort noise instead. Replace it with `helpline prompts convert`.
+    hold_music: str = "hold_music.wav"
     # a waiting caller hears ringback (425 Hz, 1 s on, 4 s off) while a volunteer's handset rings
     ringback_while_ringing: bool = True
     # keys a volunteer presses in a call to hand the caller over to the backline destination
@@ -73,6 +86,15 @@ class Settings:
     backline_destination: str = "backline_113"
     # call records older than this many months are folded into daily counts and deleted
     call_records_retention_months: int = 24
+    # "warm": the volunteer talks to the destination first, then completes or cancels with
+    # these keys (or completes by hanging up); "blind": the volunteer is gone at once
+    handover_mode: str = "warm"
+    handover_complete_keys: str = "*1"
+    handover_cancel_keys: str = "*0"
+    handover_ring_timeout: float = 30.0  # seconds the destination rings before "no answer"
+    # our account at the carrier, for a destination's trunk that challenges our calls (digest)
+    outbound_auth_user: str = ""
+    outbound_auth_password: str = ""
     max_missed_offers: int = 3  # calls a volunteer lets ring out in a row before being paused
     registration_grace: float = 120.0  # seconds a lapsed handset keeps its volunteer logged in
     registration_min_expires: int = 60
@@ -84,6 +106,14 @@ class Settings:
     drain_timeout: float = 3600.0
     drain_retry_after: int = 30
     drain_waiting: str = "keep"
+    # Active/standby (pbx/ha.py): off, one process as ever. On, the nodes sharing one external
+    # database_url take a leadership lease in it and only its holder distributes calls.
+    ha_lease: bool = False
+    node_name: str = ""  # this node in logs and pg_stat_activity ("": the host name)
+    ha_retry_interval: float = 1.0  # a standby tries the lease this often
+    ha_check_interval: float = 1.0  # the leader checks its lease connection this often,
+    ha_check_timeout: float = 1.0  # and stands down when a check takes longer than this
+    ha_refresh_interval: float = 2.0  # a standby re-reads registrations and shifts this often
     keepalive_interval: float = 25.0  # OPTIONS to every handset: keeps NAT open, shows it is there
     keepalive_max_misses: int = 3  # unanswered keepalives in a row before a binding is removed
     max_message_size: int = 65535
@@ -142,13 +172,12 @@ class Settings:
         return "127.0.0.1" if self.sip_host in ("0.0.0.0", "::", "") else self.sip_host
 
     def validate(self) -> None:
-        for net in self.trunk_sources:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"trunk_sources: {net!r} is not an address range: {exc}"
-                ) from None
+        for name in ("trunk_sources", "edge_proxies"):
+            for net in getattr(self, name):
+                try:
+                    ipaddress.ip_network(net, strict=False)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {net!r} is not an address range: {exc}") from None
         if self.call_flow not in ("ivr", "direct"):
             raise ConfigError(f"call_flow must be 'ivr' or 'direct', not {self.call_flow!r}")
         known = {"SHA-256", "MD5"}
@@ -158,6 +187,8 @@ class Settings:
             raise ConfigError(f"sip_port {self.sip_port} is not a port number")
         if self.rtp_port_min >= self.rtp_port_max:
             raise ConfigError("rtp_port_min must be below rtp_port_max")
+        if (self.web_tls_cert is None) != (self.web_tls_key is None):
+            raise ConfigError("web_tls_cert and web_tls_key must be given together")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
         self._validate_srtp()
@@ -168,10 +199,14 @@ class Settings:
             <= self.registration_max_expires
         ):
             raise ConfigError("registration expiries must satisfy 0 < min <= default <= max")
-        if not self.backline_keys or not set(self.backline_keys) <= set("0123456789*#"):
-            raise ConfigError(
-                f"backline_keys must be phone keys (0-9, *, #), not {self.backline_keys!r}"
-            )
+        for name in ("backline_keys", "handover_complete_keys", "handover_cancel_keys"):
+            keys = getattr(self, name)
+            if not keys or not set(keys) <= set("0123456789*#"):
+                raise ConfigError(f"{name} must be phone keys (0-9, *, #), not {keys!r}")
+        if self.handover_mode not in ("warm", "blind"):
+            raise ConfigError(f"handover_mode must be warm or blind, not {self.handover_mode!r}")
+        if len({self.backline_keys, self.handover_complete_keys, self.handover_cancel_keys}) < 3:
+            raise ConfigError("backline_keys and the handover keys must differ")
         if min(self.auth_source_failures, self.auth_user_failures, self.pin_failures) < 1:
             raise ConfigError("auth_*_failures and pin_failures must be at least 1")
         if self.drain_waiting not in ("keep", "overflow"):
@@ -181,6 +216,7 @@ class Settings:
         if self.max_missed_offers < 1:
             raise ConfigError("max_missed_offers must be at least 1")
         self._validate_admission()
+        self._validate_ha()
         if self.keepalive_max_misses < 1:
             raise ConfigError("keepalive_max_misses must be at least 1")
         if not 0 < self.voicemail_retention <= MAX_VOICEMAIL_RETENTION:
@@ -214,6 +250,17 @@ class Settings:
                   "AEAD_AES_256_GCM"}  # fmt: skip
         if not self.srtp_suites or not set(self.srtp_suites) <= suites:
             raise ConfigError(f"srtp_suites must be a non-empty subset of {sorted(suites)}")
+
+    def _validate_ha(self) -> None:
+        if self.ha_lease and self.database_url is None:
+            raise ConfigError(
+                "ha_lease needs database_url: the nodes must share one external PostgreSQL "
+                "(the embedded one lives on one machine and dies with it)"
+            )
+        for name in ("ha_retry_interval", "ha_check_interval", "ha_check_timeout",
+                     "ha_refresh_interval"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be above 0")
 
     def _validate_admission(self) -> None:
         for name in (

@@ -8,6 +8,7 @@ that the service can start, and volunteers log in and be rung, while the databas
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,10 +17,12 @@ from typing import Any
 import asyncpg
 import structlog
 
+from pbx.db.persistence import Persistence
 from pbx.db.volunteers import VolunteerRepository
 from pbx.private_files import write_private
 from pbx.profile import Profile
 from pbx.sip.digest import Credential
+from queues.roster import Roster, VolunteerState
 
 log = structlog.get_logger("pbx.directory")
 
@@ -78,3 +81,19 @@ class Directory:
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
+
+
+LOGOUT_NOW = (VolunteerState.AVAILABLE, VolunteerState.WRAP_UP, VolunteerState.PAUSED)
+
+
+async def refresh_directory(directory: Directory, persistence: Persistence, roster: Roster) -> None:
+    """Credentials and profiles read again (connecting to the database if it was away); a
+    volunteer an admin disabled (or removed) is logged out, one ringing or in a call finishes
+    it first and is logged out at the next refresh."""
+    db = await persistence.reconnect()
+    if db is None:
+        return
+    await directory.load(db.pool)
+    for v in list(roster.volunteers()):
+        if v.username not in directory.profiles and v.state in LOGOUT_NOW:
+            roster.logout(v.username, time.time(), reason="disabled")

@@ -39,6 +39,7 @@ class Drain:
     timeout: float
     overflow_waiting: bool
     retry_after: int
+    on_start: Callable[[], None] = lambda: None  # e.g. hand an active/standby lease over
     state: Readiness = Readiness.STARTING
 
     def refusing(self) -> int | None:
@@ -49,6 +50,7 @@ class Drain:
         """Drain until no call is left (True) or the timeout has passed (False; the calls
         left are hung up)."""
         self.state = Readiness.DRAINING
+        self.on_start()
         started = time.monotonic()
         log.info("draining", calls=len(self.legs), timeout=self.timeout,
                  waiting=len(self.dispatcher.waiting_calls()))  # fmt: skip

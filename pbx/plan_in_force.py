@@ -12,8 +12,10 @@ import structlog
 
 from ivr.loader import DialplanError, load_dialplan
 from ivr.model import Dialplan
+from ivr.problems import Problem
 from ivr.prompts import KnownPrompts
 from pbx.calls.queue_settings import engine_settings
+from pbx.calls.transfers import key_clashes
 from pbx.config import Settings
 from pbx.metrics import Metrics
 from queues.dispatcher import Dispatcher
@@ -41,12 +43,12 @@ class PlanInForce:
 
     def load(self) -> Dialplan:
         """At start; raises DialplanError (with every problem) for an invalid plan."""
-        self._swap_in(load_dialplan(self.path, prompts=self.prompts))
+        self._swap_in(self._load())
         return self.current()
 
     def reload(self) -> bool:
         try:
-            plan = load_dialplan(self.path, prompts=self.prompts)
+            plan = self._load()
         except DialplanError as exc:
             self.metrics.dialplan_reloads.labels(result="rejected").inc()
             log.error(
@@ -60,6 +62,18 @@ class PlanInForce:
         self.metrics.dialplan_reloads.labels(result="loaded").inc()
         log.info("dialplan_loaded", file=str(self.path), nodes=len(plan.nodes))
         return True
+
+    def _load(self) -> Dialplan:
+        plan = load_dialplan(self.path, prompts=self.prompts)
+        s = self.settings
+        in_call = {  # a destination's keys must not mean something else in a call
+            s.handover_complete_keys: "handover_complete_keys",
+            s.handover_cancel_keys: "handover_cancel_keys",
+            s.backline_keys: "backline_keys",
+        }
+        if clashes := key_clashes(plan, in_call):
+            raise DialplanError([Problem(str(self.path), 1, 1, c) for c in clashes])
+        return plan
 
     def _swap_in(self, plan: Dialplan) -> None:
         self.plan = plan

@@ -60,6 +60,8 @@ class Figures:
     abandoned: int = 0
     overflowed: int = 0
     voicemail: int = 0
+    closed: int = 0  # the IVR said the line is closed (outside its hours) and ended the call
+    refused: int = 0  # the service refused the call (draining, call limit)
     answered_60: int = 0
     abandoned_by_wait: dict[str, int] = field(default_factory=dict)
     average_wait: float | None = None
@@ -85,7 +87,8 @@ class Figures:
         out: dict[str, float | int | None] = {
             "calls": self.calls, "offered": self.offered, "answered": self.answered,
             "abandoned": self.abandoned, "overflowed": self.overflowed,
-            "voicemail": self.voicemail, "answered_within_60s": self.answered_60,
+            "voicemail": self.voicemail, "closed": self.closed, "refused": self.refused,
+            "answered_within_60s": self.answered_60,
             "service_level_answered": _round(self.service_level_answered),
             "service_level_offered": _round(self.service_level_offered),
             "average_wait_s": _round(self.average_wait), "p90_wait_s": _round(self.p90_wait),
@@ -109,6 +112,8 @@ def figures(rows: Iterable[Row]) -> Figures:
         f.calls += 1
         f.repeat_callers += bool(r["returning_today"])
         f.voicemail += r["outcome"] == "voicemail"
+        f.closed += r["outcome"] == "closed"
+        f.refused += r["outcome"] == "refused"
         f.overflowed += bool(r["overflowed"])
         if r["queue"] is None:
             continue
@@ -192,8 +197,16 @@ class PartnerLine:
     talk_seconds: float
 
 
-def partner_statement(rows: Iterable[Row]) -> list[PartnerLine]:
+def partner_statement(rows: Iterable[Row], counts: Iterable[Row] = ()) -> list[PartnerLine]:
+    """Per partner: calls, answered, talk time; from records and, for days past retention, from
+    the daily counts they were folded into (a day is in one or the other, never both)."""
     acc: dict[str, list[float]] = {}
+    for c in counts:
+        if c["partner"]:
+            a = acc.setdefault(c["partner"], [0, 0, 0.0])
+            a[0] += c["calls"]
+            a[1] += c["answered"]
+            a[2] += c["talk_seconds"]
     for r in rows:
         if r["partner"] is None:
             continue
@@ -214,8 +227,9 @@ def daily_service_level(rows: Iterable[Row], tz: ZoneInfo) -> dict[date, Figures
 
 # --- output -------------------------------------------------------------------------------------
 
-_MAIN = ("calls", "offered", "answered", "abandoned", "overflowed", "service_level_offered",
-         "service_level_answered", "average_wait_s", "p90_wait_s", "talk_time_s")  # fmt: skip
+_MAIN = ("calls", "offered", "answered", "abandoned", "overflowed", "closed",
+         "service_level_offered", "service_level_answered", "average_wait_s", "p90_wait_s",
+         "talk_time_s")  # fmt: skip
 
 
 def _cell(value: object) -> str:
@@ -293,12 +307,13 @@ def render_folded(counts: Sequence[Row]) -> tuple[str, list[tuple[str, str, str,
     """Days past retention, kept only as daily counts: a table and CSV rows (section "folded")."""
     days: dict[str, list[float]] = {}
     for c in counts:
-        d = days.setdefault(str(c["day"]), [0, 0, 0, 0])
+        d = days.setdefault(str(c["day"]), [0, 0, 0, 0, 0])
         d[0] += c["calls"]
-        d[1] += c["calls"] if c["outcome"] in ("answered", "handed_over") else 0
+        d[1] += c["answered"]
         d[2] += c["answered_60"]
         d[3] += c["returning_today"]
-    names = ("calls", "answered", "answered_within_60s", "repeat_callers")
+        d[4] += c["calls"] if c["outcome"] == "closed" else 0
+    names = ("calls", "answered", "answered_within_60s", "repeat_callers", "closed")
     rows = [(day, *map(int, v)) for day, v in sorted(days.items())]
     text = "\nDays kept as daily counts only (past retention)\n" + _table(("day", *names), rows)
     flat = [("folded", str(r[0]), n, r[i + 1]) for r in rows for i, n in enumerate(names)]

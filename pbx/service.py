@@ -4,6 +4,8 @@ Start-up order matters for the "live calls never depend on the database" rule: c
 registrations are loaded into memory once (from the database, or from the last snapshot when the
 database is unreachable); from then on the database is only written behind and re-read. Every
 part is built by the composition root (`pbx/app.py`) and handed in; this class only runs them.
+With active/standby (`ha`) the node starts standby and the lease decides when the leader's work
+runs (`pbx/takeover.py`); at stop the lease is given up first, so the standby takes over at once.
 """
 
 from __future__ import annotations
@@ -21,38 +23,39 @@ import structlog
 
 from ivr.model import Dialplan
 from pbx.bookkeeping import Bookkeeping
+from pbx.call_records import CallRecords
 from pbx.config import Settings
 from pbx.db.call_records import fold_every_day
 from pbx.db.database import Database
 from pbx.db.persistence import Persistence
-from pbx.db.registrations import RegistrationRepository, StoredBinding, binding_from_row
+from pbx.db.registrations import RegistrationRepository, StoredBinding
 from pbx.db.shifts import ShiftRepository, StoredShift
 from pbx.db.writebehind import WriteBehind
-from pbx.directory import Directory
+from pbx.directory import Directory, refresh_directory
 from pbx.drain import Drain, Readiness
+from pbx.ha import HighAvailability
 from pbx.health import start_health_server
 from pbx.metrics import Metrics
 from pbx.plan_in_force import PlanInForce
 from pbx.private_files import private_dir, write_private
 from pbx.profile import Profile
 from pbx.restart_state import RestartState
-from pbx.sip.admission import Admission, AdmissionConfig
-from pbx.sip.keepalive import Keepalive
+from pbx.sip.admission import Admission
 from pbx.sip.peer import TransportKind
 from pbx.sip.registrar import Registrar
 from pbx.sip.stack import SipStack
 from pbx.sip.tls import CertificateFiles, ensure_self_signed
 from pbx.sip.trunk import TrunkPolicy
 from pbx.switchboard import Switchboard
+from pbx.takeover import LeaderWork, usable_bindings, wrap_up_for
 from pbx.voicemail.desk import VoicemailDesk
+from pbx.web.server import WebServer
 from queues.dispatcher import Dispatcher
-from queues.roster import Roster, Volunteer, VolunteerState
+from queues.roster import Roster, Volunteer
 
 log = structlog.get_logger("pbx.service")
 
-LOGOUT_NOW = (VolunteerState.AVAILABLE, VolunteerState.WRAP_UP, VolunteerState.PAUSED)
 REFRESH_SECONDS = 15.0
-EXPIRY_SWEEP_SECONDS = 2.0
 
 
 @dataclass(kw_only=True)
@@ -71,9 +74,12 @@ class HelplineService:
     admission: Admission
     stack: SipStack
     switchboard: Switchboard  # the stack's transaction user
-    keepalive: Keepalive
     drain: Drain
     voicemail: VoicemailDesk  # messages kept encrypted, deleted after the retention period
+    web: WebServer | None = None  # wallboard and console (pbx/web)
+    leader_work: LeaderWork  # expiry sweep and keepalives: only while this node leads
+    ha: HighAvailability | None = None  # the active/standby lease; None: one node, it leads
+    records: CallRecords = field(default_factory=CallRecords)  # live calls' records
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -107,9 +113,9 @@ class HelplineService:
             tls_files = CertificateFiles(cert, key)  # reloaded when renewed, calls kept
         tls_ctx = None if tls_files is None else tls_files.context
         await self.stack.start(self.switchboard, s.sip_host, s.sip_port, s.tls_port, tls_ctx)
+        if self.web is not None:
+            await self.web.start()
         self._tasks = [
-            asyncio.create_task(self._sweep_expired()),
-            asyncio.create_task(self.keepalive.run()),
             asyncio.create_task(self._refresh_credentials()),
             asyncio.create_task(self.dispatcher.run()),
             asyncio.create_task(self.voicemail.keep_retention()),
@@ -119,6 +125,10 @@ class HelplineService:
         ]
         if tls_files is not None:
             self._tasks.append(asyncio.create_task(tls_files.watch(s.tls_reload_interval)))
+        if self.ha is None:
+            self.leader_work.start()
+        else:  # standby until the lease is ours (pbx/ha.py, pbx/takeover.py)
+            self._tasks.append(asyncio.create_task(self.ha.run()))
         log.info(
             "service_started",
             sip=f"{s.sip_host}:{self.stack.port(TransportKind.UDP)}",
@@ -131,9 +141,19 @@ class HelplineService:
         self.drain.state = Readiness.SERVING
 
     async def stop(self) -> None:
+        if self.ha is not None:
+            writer = self.persistence.writer
+            if writer is not None:  # the ends of calls carried here, before the lease goes
+                await writer.flush(2.0)
+            self.ha.stop()  # give the lease up first: the standby takes over at once
         for task in self._tasks:
             task.cancel()
+        if self.web is not None:
+            await self.web.stop()
+        self.leader_work.stop()
         await self.stack.close()
+        # calls still running when we stop: their records go out before the write-behind closes
+        self.records.finish_all("shutdown")
         await self.bookkeeping.close()
         await self.persistence.close()
         if self._metrics_server is not None:
@@ -145,7 +165,13 @@ class HelplineService:
 
     def readiness(self) -> tuple[bool, str]:
         """For /ready: take new calls here?"""
+        if self.drain.state is Readiness.SERVING and not self.leading():
+            return False, "standby"
         return self.drain.state is Readiness.SERVING, self.drain.state.value
+
+    def leading(self) -> bool:
+        """This node distributes calls: the only node, or the lease holder that took over."""
+        return self.ha is None or self.ha.serving
 
     @property
     def pid_file(self) -> Path:
@@ -200,19 +226,7 @@ class HelplineService:
             known = rows.get((b.aor, b.binding_key))
             if known is None or b.expires_at > known.expires_at:
                 rows[(b.aor, b.binding_key)] = b
-        for row in rows.values():
-            if row.expires_at.timestamp() <= now:
-                continue
-            try:
-                binding = binding_from_row(row)
-            except ValueError:
-                log.warning("stored_binding_unusable", aor=row.aor)
-                continue
-            if self.trunk.from_trusted_address(binding.source):
-                # stored before trunk_sources covered that address: ringing it would call the
-                # carrier, so it is dropped (a live handset there could not register now either)
-                log.warning("stored_binding_on_trunk_dropped", user=binding.username)
-                continue
+        for binding in usable_bindings(rows.values(), self.trunk, now):
             self.registrar.restore(binding)
         restored = self.restart_state.restore(
             self.roster, self.restart_state.load_shifts(shifts), self.directory.profiles,
@@ -225,31 +239,12 @@ class HelplineService:
         self.bookkeeping.save_shifts(restored)  # a ringing or talking volunteer's state changed
 
     def _wrap_up_for(self, v: Volunteer) -> float:
-        """The wrap-up a call of this volunteer's would have ended in (the longest of the
-        queues they serve: their call's queue died with the process)."""
-        queues = self.dispatcher.queues.values()
-        return max((q.wrap_up for q in queues if v.serves(q.language, q.skill)), default=0.0)
+        return wrap_up_for(self.dispatcher, v)
 
     async def reload_credentials(self) -> None:
-        db = await self.persistence.reconnect()
-        if db is None:
-            return
-        await self.directory.load(db.pool)
-        self._end_shifts_of_disabled()
-
-    def _end_shifts_of_disabled(self) -> None:
-        """A volunteer an admin disabled (or removed) is logged out; one ringing or in a call
-        finishes it first and is logged out at the next refresh."""
-        for v in list(self.roster.volunteers()):
-            if v.username not in self.directory.profiles and v.state in LOGOUT_NOW:
-                self.roster.logout(v.username, time.time(), reason="disabled")
+        await refresh_directory(self.directory, self.persistence, self.roster)
 
     # --- background work --------------------------------------------------------------------------
-    async def _sweep_expired(self) -> None:
-        while True:
-            await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
-            self.registrar.expire(time.time())
-
     async def _refresh_credentials(self) -> None:
         """Pick up `helpline volunteers add/disable` without a restart."""
         while True:
@@ -258,21 +253,6 @@ class HelplineService:
                 await self.reload_credentials()
             except Exception as exc:
                 log.warning("credentials_refresh_failed", error=str(exc)[:200])
-
-
-def admission_for(s: Settings) -> Admission:
-    return Admission(
-        AdmissionConfig(
-            requests_per_second=s.admission_requests_per_second,
-            request_burst=s.admission_request_burst,
-            bytes_per_second=s.admission_bytes_per_second,
-            byte_burst=s.admission_byte_burst,
-            ban_seconds=s.ban_seconds,
-            ban_max_seconds=s.ban_max_seconds,
-            max_connections_per_source=s.max_connections_per_source,
-        ),
-        exempt=s.trunk_sources,
-    )
 
 
 def raise_open_files_limit() -> None:

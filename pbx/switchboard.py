@@ -21,6 +21,7 @@ from pbx.calls.leg_table import DialogKey, LegTable
 from pbx.calls.legs import ALLOW, SDP, InboundLeg, Leg, OutboundLeg
 from pbx.sip.auth_guard import FORBIDDEN, Authenticated, Refused, Scheme, Why
 from pbx.sip.digest import Credential
+from pbx.sip.edge import EdgeProxies
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import Request, Response, make_response
 from pbx.sip.parser import KNOWN_METHODS
@@ -60,6 +61,11 @@ class Switchboard:
     on_refused: Callable[[str], None] = lambda reason: None  # CallEvents.invite_refused
     # Retry-After seconds while the service takes no new calls (draining); None: take them
     refusing: Callable[[], int | None] = lambda: None
+    # Retry-After seconds while another node holds the leadership lease (pbx.ha); None: leading
+    standby: Callable[[], int | None] = lambda: None
+    edge: EdgeProxies | None = None  # trusted edge proxies: requests' real sources (edge.py)
+    # a trunk call refused (draining, call limit, ...): its record, by the number dialled (ours)
+    on_refused_call: Callable[[str], None] = lambda dialed: None
     table: LegTable = field(kw_only=True)  # the live call legs, shared with the call flows
 
     @property
@@ -69,6 +75,8 @@ class Switchboard:
 
     # --- dispatch --------------------------------------------------------------------------------
     def on_request(self, incoming: IncomingRequest) -> None:
+        if self.edge is not None and not self.edge.resolve(incoming):
+            return  # answered: its real source is over the admission limits
         request = incoming.request
         method = request.method
         try:
@@ -107,6 +115,8 @@ class Switchboard:
             incoming.respond(501, headers=[("Allow", ALLOW)])
 
     def _options(self, incoming: IncomingRequest) -> None:
+        if self._standing_by(incoming, "OPTIONS"):  # a proxy's probe: send calls elsewhere
+            return
         incoming.respond(
             200,
             headers=[
@@ -155,12 +165,13 @@ class Switchboard:
     def _invite(self, incoming: IncomingRequest) -> None:
         request = incoming.request
         limit = self.max_dialogs
-        if not self.trunk.from_trusted_address(incoming.source):
+        if not self.trunk.from_trusted_address(incoming.real_source):
             limit -= self.trunk_reserved_dialogs
         if len(self.table) >= limit:
             incoming.respond(
                 503, "Service Unavailable - Call limit", headers=[("Retry-After", "5")]
             )
+            self._refused_call(incoming, trunk=None)
             return
         retry_after = self.refusing()
         if retry_after is not None:  # a planned stop: the carrier or proxy tries elsewhere
@@ -168,26 +179,34 @@ class Switchboard:
                 503, "Service Unavailable - Draining", headers=[("Retry-After", str(retry_after))]
             )
             self.on_refused("draining")
+            self._refused_call(incoming, trunk=None)
+            return
+        if self._standing_by(incoming, "INVITE"):
             return
         now = self.wall_clock()
         volunteer = self._volunteer_identity(incoming)
         if volunteer is None:
-            return  # answered (challenge or refusal)
+            return  # answered (challenge or refusal): no call yet, no record
         if request.body and request.content_type != SDP:
             incoming.respond(415, headers=[("Accept", SDP)])
+            self._refused_call(incoming, trunk=volunteer == "")
             return
         accept = [a.split(";")[0].strip().lower() for a in request.headers.values("Accept")]
         if accept and SDP not in accept and "application/*" not in accept and "*/*" not in accept:
             incoming.respond(406, "Not Acceptable - We answer with application/sdp")
+            self._refused_call(incoming, trunk=volunteer == "")
             return
         if self.app is None:
             incoming.respond(480, "Temporarily Unavailable - Not accepting calls")
+            self._refused_call(incoming, trunk=volunteer == "")
             return
         leg = self.table.accept_inbound(incoming)
         if volunteer:
             self.app.volunteer_call(leg, volunteer, dialed_number(request))
         else:
-            ctx = caller_context(request, self.hasher, now, trunk=incoming.source.transport.value)
+            ctx = caller_context(
+                request, self.hasher, now, trunk=incoming.real_source.transport.value
+            )
             leg.ref = ctx.call_ref
             if ctx.dialed.replace("%2A", "*").startswith("*") or request.headers.get(
                 "Proxy-Authorization"
@@ -195,11 +214,31 @@ class Switchboard:
                 # a feature code or credentials from a trunk address: a handset sharing it
                 log.warning(
                     "trunk_call_looks_like_handset", call=ctx.call_ref,
-                    source=incoming.source.host, dialed=ctx.dialed,
+                    source=incoming.real_source.host, dialed=ctx.dialed,
                     hint="a handset cannot register from trunk_sources: give it another address",
                 )  # fmt: skip
             log.info("inbound_call", call=ctx.call_ref, dialed=ctx.dialed)
             self.app.inbound_call(leg, ctx)
+
+    def _standing_by(self, incoming: IncomingRequest, method: str) -> bool:
+        """503 while another node leads (its proxy or carrier tries that one); True if so."""
+        retry_after = self.standby()
+        if retry_after is None:
+            return False
+        incoming.respond(
+            503, "Service Unavailable - Standby", headers=[("Retry-After", str(retry_after))]
+        )
+        if method == "INVITE":
+            self.on_refused("standby")
+        return True
+
+    def _refused_call(self, incoming: IncomingRequest, trunk: bool | None) -> None:
+        """A caller's call refused: recorded (entry line only). `trunk` None: known only by the
+        source address (before authentication); volunteers' own calls are not recorded."""
+        if trunk is None:
+            trunk = self.trunk.from_trusted_address(incoming.real_source)
+        if trunk:
+            self.on_refused_call(dialed_number(incoming.request))
 
     def _volunteer_identity(self, incoming: IncomingRequest) -> str | None:
         """'' for a trunk call, a username for an authenticated volunteer, None if answered.
@@ -208,13 +247,13 @@ class Switchboard:
         there (its REGISTER is refused), so credentials never turn a carrier call into a
         challenged one."""
         request = incoming.request
-        if self.trunk.from_trusted_address(incoming.source):
+        if self.trunk.from_trusted_address(incoming.real_source):
             return ""
         from_uri = request.from_.uri
         claimed = from_uri.user_unescaped if isinstance(from_uri, SipUri) else None
         now = self.wall_clock()
         verdict = self.registrar.guard.check(
-            request, incoming.source.host, Scheme.PROXY, self._account, now, claimed,
+            request, incoming.real_source.host, Scheme.PROXY, self._account, now, claimed,
             known_source=lambda user, host: self.registrar.has_binding_from(user, host, now),
         )  # fmt: skip
         if isinstance(verdict, Refused):
@@ -227,7 +266,7 @@ class Switchboard:
         return self.trunk.credentials.get(username) or self.registrar.credentials.get(username)
 
     def _register(self, incoming: IncomingRequest) -> None:
-        request, source = incoming.request, incoming.source
+        request, source = incoming.request, incoming.real_source
         if self.trunk.from_trusted_address(source):
             # a handset bound on the carrier's address would capture the carrier's calls
             log.warning("register_from_trunk_refused", source=source.host)
@@ -244,10 +283,12 @@ class Switchboard:
     def _refuse(self, incoming: IncomingRequest, refused: Refused) -> None:
         """Challenges and authentication failures go out once, statelessly."""
         if refused.locked_now is not None:
-            log.warning("auth_locked_out", key=refused.locked_now, source=incoming.source.host)
+            log.warning(
+                "auth_locked_out", key=refused.locked_now, source=incoming.real_source.host
+            )
         if refused.why is Why.FAILED:  # a locked-out source is logged once, when it locks
             log.info(
-                "auth_refused", method=incoming.request.method, source=incoming.source.host,
+                "auth_refused", method=incoming.request.method, source=incoming.real_source.host,
                 why=refused.why.value,
             )  # fmt: skip
         if incoming.request.method == "INVITE":

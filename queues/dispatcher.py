@@ -49,11 +49,13 @@ class Dispatcher:
         now: Callable[[], float] = time.time,
         interval: float = 0.5,
         on_change: Callable[[], None] = lambda: None,  # roster events to drain (DB, metrics)
+        offering: Callable[[], bool] = lambda: True,  # False: another node leads (pbx.ha)
     ) -> None:
         self._engine = QueueEngine({}, roster)
         self.now = now
         self.interval = interval
         self.on_change = on_change
+        self.offering = offering
         self._inboxes: dict[str, asyncio.Queue[QueueEvent]] = {}
         self._kick = asyncio.Event()
         self._overflow_all = False  # draining with drain_waiting = overflow
@@ -170,7 +172,7 @@ class Dispatcher:
         now = self.now()
         for call_ref, queue in self._engine.overflowed(now, everyone=self._overflow_all):
             self._deliver(call_ref, Overflowed(queue))
-        for offer in self._engine.dispatch(now):
+        for offer in self._engine.dispatch(now) if self.offering() else ():
             if not self._deliver(offer.call_ref, offer):  # nobody to ring for: give it back
                 self._engine.remove(offer.call_ref, now)
         self.on_change()

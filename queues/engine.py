@@ -25,7 +25,8 @@ Dispatch rules
 * Regional preference: while a caller from a local number has waited less than the queue's
   `local_wait` (and `prefer_local` is set), only volunteers of that region may take the call,
   provided at least one volunteer of that region who serves the queue is on shift (logged in,
-  registered, not paused). Otherwise, and afterwards, the whole country.
+  registered, not paused). Otherwise, and afterwards, the whole country. Regions compare
+  case-insensitively ("utrecht" on a volunteer is the plan's "Utrecht").
 
 Known simplification: the matching is greedy (a volunteer who speaks a rare language may be
 given a Dutch caller while a Dutch-only colleague is also free); integration may refine this.
@@ -65,6 +66,8 @@ class QueueConfig:
     skill: str | None = None
     priority: int = 0
     max_wait: float | None = None  # seconds; None = wait on
+    # seconds a caller waits while nobody who serves the queue is on shift (None: max_wait)
+    unstaffed_wait: float | None = None
     ring_timeout: float = 20.0  # seconds an offer rings before it counts as missed
     wrap_up: float = 30.0  # seconds after a call before the volunteer is offered another
     prefer_local: bool = True
@@ -153,6 +156,7 @@ class QueueEngine:
         if front:
             rank_since = min([now, *(w.rank_since for w in self._in_queue(queue))])
             seq = next(self._front_seq)
+        region = _region_key(region)
         self._waiting[call_ref] = _Waiting(call_ref, queue, region, now, rank_since, seq)
 
     def abandon(self, call_ref: str, now: float) -> float:
@@ -165,16 +169,25 @@ class QueueEngine:
         self._take(call_ref, now)
 
     def overflowed(self, now: float, everyone: bool = False) -> list[tuple[str, str]]:
-        """Callers past their queue's max_wait (or all, when `everyone`: the service is
+        """Callers past their queue's max_wait, or its unstaffed_wait while nobody who serves
+        it is on shift (or all, when `everyone`: the service is
         draining), removed from the queue, as (call_ref, queue). A caller whose offer is
         ringing is left to ring; they overflow after a miss."""
         out: list[tuple[str, str]] = []
+        staffed = {name for name, regions in self._regions_on_shift().items() if regions}
         for w in sorted(self._waiting.values(), key=_Waiting.order):
-            limit = 0.0 if everyone else self.queues[w.queue].max_wait
+            limit = 0.0 if everyone else self._limit(self.queues[w.queue], staffed)
             if limit is not None and w.ringing is None and now - w.joined_at >= limit:
                 del self._waiting[w.call_ref]
                 out.append((w.call_ref, w.queue))
         return out
+
+    @staticmethod
+    def _limit(q: QueueConfig, staffed: set[str]) -> float | None:
+        """How long a caller may wait now: max_wait, or less while nobody serves the queue."""
+        if q.unstaffed_wait is None or q.name in staffed:
+            return q.max_wait
+        return q.unstaffed_wait if q.max_wait is None else min(q.max_wait, q.unstaffed_wait)
 
     # --- offers ----------------------------------------------------------------------
 
@@ -316,7 +329,7 @@ class QueueEngine:
         paused) who serves it."""
         on_shift = [v for v in self.roster.volunteers() if v.on_shift]
         return {
-            name: {v.region for v in on_shift if self._serves(v, q)}
+            name: {_region_key(v.region) for v in on_shift if self._serves(v, q)}
             for name, q in self.queues.items()
         }
 
@@ -340,7 +353,8 @@ class QueueEngine:
             if not self._serves(v, q):
                 continue
             for w in lines[name]:
-                if self._local_only(w, q, now, regions[name]) and v.region != w.region:
+                local_only = self._local_only(w, q, now, regions[name])
+                if local_only and _region_key(v.region) != w.region:
                     continue
                 waited = now - w.rank_since
                 key = (-waited * priority_weight(q.priority), -q.priority, *w.order())
@@ -348,3 +362,10 @@ class QueueEngine:
                     best, best_key = w, key
                 break  # only the first caller this volunteer may take counts per queue
         return best
+
+
+def _region_key(region: str | None) -> str | None:
+    """Regions compare case-insensitively: a volunteer's "utrecht" is the plan's "Utrecht"."""
+    if region is None:
+        return None
+    return " ".join(region.split()).casefold() or None

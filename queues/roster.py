@@ -172,6 +172,14 @@ class Roster:
             raise RosterError(f"{volunteer.username!r} is already on shift ({known.state})")
         self._volunteers[volunteer.username] = volunteer
 
+    def forget(self, username: str) -> None:
+        """Drop a volunteer without an event (a standby node taking over reads everyone's
+        shift afresh from the shared database). One ringing or in a call here is kept."""
+        v = self._volunteers.get(username)
+        if v is not None and v.state in (VolunteerState.RINGING, VolunteerState.IN_CALL):
+            raise RosterError(f"{username!r} cannot be forgotten {v.state}")
+        self._volunteers.pop(username, None)
+
     def logout(self, username: str, now: float, reason: str | None = None) -> RosterEvent:
         v = self._require(username, _CAN_LOGOUT, "log out")
         v.wrap_up_until = None

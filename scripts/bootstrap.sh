@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the service and its tests need on a fresh Debian machine:
-# Debian tools (sipp, espeak-ng, sox, ffmpeg, graphviz, promtool, baresip, linphone-cli, cc) and a virtualenv in .venv.
+# Debian tools (sipp, espeak-ng, sox, ffmpeg, graphviz, promtool, baresip, linphone-cli, cc,
+# chromium, kamailio) and a virtualenv in .venv.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,8 @@ command -v promtool >/dev/null  || need_deb+=(prometheus)  # promtool validates 
 command -v baresip >/dev/null   || need_deb+=(baresip)     # softphones as test handsets
 command -v linphonecsh >/dev/null || need_deb+=(linphone-cli)
 command -v cc >/dev/null        || need_deb+=(gcc libc6-dev)  # tests/peers/one_address.c
+command -v chromedriver >/dev/null || need_deb+=(chromium chromium-driver)  # browser tests (pbx/web)
+[ -x /usr/sbin/kamailio ]       || need_deb+=(kamailio)  # the SIP edge (deploy/kamailio/)
 # Debian's own Python first: the service drops root to a system user (README "Running as
 # root"), who must be able to read the interpreter (a pyenv build under /root is 0700).
 PY=${PYTHON:-}

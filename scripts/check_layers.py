@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     )),
     ("root", (
         "pbx.service", "pbx.app", "pbx.health", "pbx.commands", "pbx.cli", "pbx.__main__",
-        "pbx.demo",
+        "pbx.demo", "pbx.web",
     )),
 ]  # fmt: skip
 PACKAGE_INITS_LAYER = "root"  # pbx/__init__.py and the like: the module `pbx` itself only

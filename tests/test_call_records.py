@@ -142,10 +142,11 @@ async def test_a_scripted_day_through_a_database_outage(tmp_path: Path) -> None:
                     await vera.answer(200)
                     await vera.play_tone(400)  # a talking volunteer: their media flows
                     await asyncio.sleep(0.5)
-                    await vera.send_dtmf("*9")
-                    assert await vera.wait_disconnected(timeout=10) == 200
+                    await vera.send_dtmf("*9")  # a warm hand-over: she talks to 113 first
                     await backline.wait_incoming(timeout=20)
                     await backline.answer(200)
+                    await asyncio.sleep(0.5)
+                    await vera.hangup()  # and completes it by hanging up: caller meets 113
                     await asyncio.sleep(0.5)
                     await b.hangup()
                     assert await backline.wait_disconnected(timeout=10) == 200

@@ -173,3 +173,55 @@ def test_cli_alone_starts_and_stops_its_server() -> None:
             assert not (state / "pg" / "postmaster.pid").exists()
         finally:
             EmbeddedPostgres((state / "pg").resolve(), "", None).stop(force=True)
+
+
+def test_set_changes_languages_skills_and_region_as_the_plan_spells_it(
+    server: EmbeddedPostgres, state_dir: Path
+) -> None:
+    added = helpline(
+        state_dir, "add", "rosa", "--password-stdin", "--region", "utrecht",
+        stdin="correct horse battery\n",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    changed = helpline(
+        state_dir, "set", "rosa", "--languages", "nl,TR", "--skills", "113", "--region",
+        " rotterdam ",
+    )  # fmt: skip
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.strip() == "rosa: languages nl,tr, skills 113, region Rotterdam"
+    listed = helpline(state_dir, "list", "--json").stdout.splitlines()
+    [rosa] = [v for v in map(json.loads, listed) if v["username"] == "rosa"]
+    assert (rosa["languages"], rosa["skills"]) == (["nl", "tr"], ["113"])
+    assert rosa["region"] == "Rotterdam"
+    cleared = helpline(state_dir, "set", "rosa", "--no-region", "--skills", "")
+    assert cleared.stdout.strip() == "rosa: languages nl,tr, skills -, region -"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--region", "Utrech"), "region 'Utrech' is not a region of the dialplan (did you mean "
+         "'Utrecht'?); its regions: Amsterdam, Groningen, Rotterdam, Utrecht"),
+        (("--languages", "nl,de"), "language de is not spoken in any queue of the dialplan; its "
+         "languages: nl, ar, fa, tr"),
+        (("--skills", "114"), "skill 114 is asked for by no queue of the dialplan; skills its "
+         "queues ask for: 113"),
+    ],
+)  # fmt: skip
+def test_a_profile_the_plan_does_not_have_is_refused_with_what_it_has(
+    server: EmbeddedPostgres, state_dir: Path, args: tuple[str, str], message: str
+) -> None:
+    for command in (["add", "lars", "--password-stdin"], ["set", "anna"]):
+        refused = helpline(state_dir, *command, *args, stdin="correct horse battery\n")
+        assert refused.returncode == 5, refused.stderr
+        assert refused.stderr.strip() == f"helpline volunteers: {message}"
+    assert "lars" not in helpline(state_dir, "list").stdout
+
+
+def test_set_needs_something_to_change_and_a_known_volunteer(
+    server: EmbeddedPostgres, state_dir: Path
+) -> None:
+    nothing = helpline(state_dir, "set", "anna")
+    assert nothing.returncode == 2 and "nothing to change" in nothing.stderr
+    unknown = helpline(state_dir, "set", "nobody-here", "--languages", "nl")
+    assert unknown.returncode == 4 and "no volunteer 'nobody-here'" in unknown.stderr

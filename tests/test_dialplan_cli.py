@@ -28,7 +28,7 @@ def test_check_default_plan_is_ok() -> None:
     result = helpline("check")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("0 warning(s)")
-    assert ": OK: 17 steps, 9 numbers" in result.stdout
+    assert ": OK: 19 steps, 9 numbers" in result.stdout
 
 
 def test_check_lists_every_problem_with_position(tmp_path: Path) -> None:
@@ -71,3 +71,14 @@ def test_render_svg_names_every_step(tmp_path: Path) -> None:
         assert f">{name}</text>" in svg, name
     dot = to_dot(plan)
     assert '"step:language_menu" -> "step:arabic" [label="key 2"]' in dot
+
+
+def test_simulate_takes_the_holiday_path_on_christmas_and_kings_day_2027() -> None:
+    """No date of 2027 is in the plan: the holidays come from the `holidays` library."""
+    assert "2027-" not in DEFAULT_PLAN.read_text()
+    for at, holiday in (("2027-12-25 11:00", "Christmas Day"), ("2027-04-27 11:00", "King's Day")):
+        result = helpline("simulate", "--number", "0900-1234567", "--at", at)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert "schedule info_line closed at" in lines[0] and lines[0].endswith(f"({holiday})")
+        assert lines[-1].endswith("=> voicemail info_line")

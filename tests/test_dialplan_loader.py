@@ -28,9 +28,13 @@ queues:
   dutch:
     language: nl
     schedule: always
+    max_wait: 900
+    overflow: full
   arabic:
     language: ar
     schedule: evenings
+    max_wait: 600
+    overflow: dutch
 numbers:
   - number: "0900-0767"
     type: national
@@ -72,6 +76,9 @@ flow:
       1: dutch
     retries: 0
     default: dutch
+  full:
+    type: hangup
+    prompts: max_wait_message
 """
 
 
@@ -268,7 +275,7 @@ def test_default_dialplan_is_valid_and_models_the_helpline() -> None:
             '  - number: "090-00767"\n    type: local\n    region: Noord\n'
             "    start: welcome\nunknown_number:",
             '"090-00767"',
-            "number 090-00767 is listed twice (also on line 18)",
+            "number 090-00767 is listed twice (also on line 22)",
         ),
         (
             "    type: national",
@@ -369,8 +376,8 @@ def test_unknown_prompt_is_an_error() -> None:
 def thin_recordings(tmp_path: Path) -> Path:
     """nl has every prompt the base plan uses; ar lacks `closed`."""
     for lang, names in {
-        "nl": ("welcome", "language_menu", "invalid_key", "no_input", "closed"),
-        "ar": ("welcome", "language_menu", "invalid_key", "no_input"),
+        "nl": ("welcome", "language_menu", "invalid_key", "no_input", "closed", "max_wait_message"),
+        "ar": ("welcome", "language_menu", "invalid_key", "no_input", "max_wait_message"),
     }.items():
         (tmp_path / lang).mkdir()
         for name in names:
@@ -428,3 +435,28 @@ def test_missing_required_sections() -> None:
     messages = [p.message for p in found]
     for section in ("schedules", "queues", "numbers", "unknown_number", "flow"):
         assert f"the dialplan needs a `{section}:` setting" in messages
+
+
+@pytest.mark.parametrize("missing", ["max_wait", "overflow"])
+def test_every_queue_needs_a_way_out(missing: str) -> None:
+    """A queue without max_wait or overflow would let a caller wait forever: refused, at the
+    queue's line, saying why."""
+    lines = {"max_wait": "    max_wait: 600\n", "overflow": "    overflow: dutch\n"}
+    text = edit(lines[missing], "")
+    problem = only_error(text)
+    assert (problem.line, problem.column) == where(text, "arabic:")
+    assert problem.message.startswith(f"queue 'arabic' needs `{missing}:`: every queue needs")
+
+
+def test_the_default_plan_gives_every_queue_a_way_out() -> None:
+    plan = load_dialplan(DEFAULT_PLAN, prompts=RECORDINGS)
+    assert all(q.max_wait and q.overflow for q in plan.queues.values())
+    for name in ("arabic", "farsi", "turkish"):  # to a Dutch volunteer, told so in their language
+        overflow = plan.nodes[plan.queues[name].overflow or ""]
+        assert overflow.prompts == ("overflow_to_dutch",)
+        assert plan.nodes[overflow.next].queue == "dutch"  # type: ignore[attr-defined]
+    backline = plan.nodes[plan.queues["night_113"].overflow or ""]
+    assert isinstance(backline, TransferNode) and backline.destination == "backline_113"
+    night = plan.queues["night_113"]  # nobody trained on shift: to 113 sooner than max_wait
+    assert night.unstaffed_wait is not None and night.max_wait is not None
+    assert night.unstaffed_wait < night.max_wait

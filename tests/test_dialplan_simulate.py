@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ivr.loader import DEFAULT_PLAN, load_dialplan, load_dialplan_text
+from ivr.loader import DEFAULT_PLAN, DialplanError, load_dialplan, load_dialplan_text
 from ivr.model import DayHours, Dialplan, Schedule, TimeRange
 from ivr.schedule import is_open
 from ivr.simulate import Ending, Heard, simulate
@@ -163,3 +163,95 @@ def test_partner_local_and_unknown_numbers(plan: Dialplan) -> None:
     assert "region Amsterdam first" in local[-1].note
     unknown = simulate(plan, "0612345678", datetime(2026, 5, 1, 19, 0))
     assert unknown[0].node == "welcome" and "unknown number" in unknown[0].note
+
+
+# --- public holidays by name (the `holidays` library) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("at", "holiday"),
+    [
+        (datetime(2027, 12, 25, 11, 0), "Christmas Day"),  # a Saturday
+        (datetime(2027, 4, 27, 11, 0), "King's Day"),  # a Tuesday: open on other Tuesdays
+        (datetime(2030, 4, 19, 11, 0), "Good Friday"),  # Easter moves: no date in the plan
+    ],
+)
+def test_holidays_of_any_year_take_the_holiday_path_unedited(
+    plan: Dialplan, at: datetime, holiday: str
+) -> None:
+    steps = simulate(plan, "0900-1234567", at)
+    assert ends(steps, Ending.VOICEMAIL, "info_line")
+    assert steps[0].note.endswith(f"closed at {at:%a} 11:00 {'CET' if at.month == 12 else 'CEST'} "
+                                  f"({holiday})")  # fmt: skip
+    # the same weekday a week later is an ordinary day: open on weekdays, closed on Saturday
+    later = simulate(plan, "0900-1234567", at.replace(day=at.day - 7))
+    assert ends(later, Ending.VOICEMAIL if at.weekday() == 5 else Ending.TRANSFER, "info_line")
+    assert "(" not in later[0].note
+
+
+HOLIDAY_PLAN = """\
+public_holidays: NL
+schedules:
+  office:
+    weekly:
+      weekdays: "09:00-17:00"
+    exceptions:
+      king's day: "09:00-12:00"     # case does not matter
+      Public Holidays: closed
+      2027-12-27: "10:00-11:00"     # a literal date still works, and wins
+queues:
+  q: {language: nl, schedule: office, max_wait: 60, overflow: bye}
+numbers:
+  - {number: "0900-0767", type: national, start: hours}
+unknown_number: hours
+flow:
+  hours: {type: hours, schedule: office, open: wait, closed: bye}
+  wait: {type: queue, queue: q}
+  bye: {type: hangup, prompts: goodbye}
+"""
+
+
+def test_named_holidays_any_holiday_and_dates_in_one_schedule() -> None:
+    office = load_dialplan_text(HOLIDAY_PLAN, "plan.yaml", prompts=PromptLibrary()).schedules[
+        "office"
+    ]
+    assert is_open(office, datetime(2027, 4, 27, 11, 0, tzinfo=AMS))  # King's Day: mornings
+    assert not is_open(office, datetime(2027, 4, 27, 13, 0, tzinfo=AMS))
+    assert not is_open(office, datetime(2027, 5, 6, 11, 0, tzinfo=AMS))  # Ascension: any holiday
+    assert is_open(office, datetime(2027, 5, 7, 11, 0, tzinfo=AMS))  # the Friday after
+    assert is_open(office, datetime(2027, 12, 27, 10, 30, tzinfo=AMS))  # the dated exception
+    assert not is_open(office, datetime(2027, 12, 27, 11, 30, tzinfo=AMS))
+    assert office.holiday_on(date(2027, 4, 27)) == "King's Day"
+
+
+def test_a_misspelt_holiday_is_named_with_its_line_and_the_right_name() -> None:
+    text = HOLIDAY_PLAN.replace("king's day:", "Kings Day:")
+    with pytest.raises(DialplanError) as info:
+        load_dialplan_text(text, "plan.yaml", prompts=PromptLibrary())
+    (problem,) = info.value.problems
+    assert (problem.line, problem.column) == (7, 7)
+    assert problem.message.startswith(
+        "'Kings Day' in the exceptions of schedule 'office' is neither a date (YYYY-MM-DD) nor "
+        "a public holiday (did you mean \"King's Day\"?)"
+    )
+    assert "Christmas Day" in problem.message
+
+
+def test_an_unknown_holiday_country_is_an_error() -> None:
+    with pytest.raises(DialplanError) as info:
+        load_dialplan_text(
+            HOLIDAY_PLAN.replace("public_holidays: NL", "public_holidays: XX"),
+            "plan.yaml",
+            prompts=PromptLibrary(),
+        )
+    assert [p.message for p in info.value.problems] == [
+        "no public holidays known for 'XX'; use a country code like NL"
+    ]
+
+
+def test_a_queue_step_says_its_way_out(plan: Dialplan) -> None:
+    farsi = simulate(plan, "0900-0767", datetime(2026, 11, 24, 19, 0), keys="3")
+    assert ends(farsi, Ending.QUEUE, "farsi")
+    assert farsi[-1].note.endswith("after 600 s: to_dutch")
+    night = simulate(plan, "0800-0113001", datetime(2026, 11, 25, 3, 0))
+    assert night[-1].note.endswith("after 120 s (20 s with nobody on shift): night_113_backline")

@@ -435,8 +435,8 @@ schedules:
     weekly:
       every day: "09:00-17:00"
 queues:
-  dutch: {language: nl, schedule: day}
-  turkish: {language: tr, schedule: day}
+  dutch: {language: nl, schedule: day, max_wait: 900, overflow: closed}
+  turkish: {language: tr, schedule: day, max_wait: 600, overflow: dutch}
 destinations:
   info_line: {uri: "sip:info@127.0.0.1"}
 numbers:

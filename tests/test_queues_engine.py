@@ -161,6 +161,17 @@ def test_local_caller_goes_to_own_region_first_even_if_others_are_idler() -> Non
     assert pairs(e.dispatch(11.0)) == {("local", "utrecht1"), ("plain", "national")}
 
 
+def test_regions_match_whatever_their_case() -> None:
+    """A volunteer set up as "utrecht" takes the calls of the plan's "Utrecht" number first."""
+    e = make(vol("national"), vol("u", region="utrecht"))
+    e.enqueue("local", "dutch", "Utrecht", 10.0)
+    assert pairs(e.dispatch(10.0)) == {("local", "u")}
+    e2 = make(vol("national"), vol("u", region=" UTRECHT "))
+    e2.enqueue("local", "dutch", "utrecht", 10.0)
+    e2.enqueue("other", "dutch", None, 11.0)
+    assert pairs(e2.dispatch(11.0)) == {("local", "u"), ("other", "national")}
+
+
 def test_no_volunteer_of_that_region_on_shift_means_national_at_once() -> None:
     e = make(vol("national"), vol("zwolle", region="zwolle"))
     e.roster.pause("zwolle", 1.0)  # paused volunteers do not hold calls for their region
@@ -280,6 +291,24 @@ def test_overflow_after_max_wait() -> None:
     assert e.overflowed(600.0) == []
     assert e.overflowed(10_000.0) == [("c2", "dutch")]
     assert e.waiting("dutch") == 0 and e.waiting("arabic") == 1
+
+
+def test_with_nobody_trained_on_shift_a_caller_overflows_after_unstaffed_wait() -> None:
+    """The 113 night line at 03:00: an untrained volunteer on shift does not count; once
+    someone trained is on shift, the caller waits the full max_wait for them."""
+    night = QueueConfig(name="night113", language="nl", skill="113", max_wait=120.0,
+                        unstaffed_wait=20.0)  # fmt: skip
+    e = QueueEngine({"night113": night}, Roster())
+    e.roster.login(vol("untrained"), 0.0)
+    e.enqueue("c1", "night113", None, 0.0)
+    assert e.overflowed(19.9) == []
+    assert e.overflowed(20.0) == [("c1", "night113")]
+    e.roster.login(vol("trained", skills=("113",)), 30.0)
+    e.enqueue("c2", "night113", None, 30.0)
+    e.dispatch(30.0)  # offered to the trained volunteer, who lets it ring out
+    e.ring_no_answer("c2", "trained", 50.0)
+    assert e.overflowed(60.0) == []  # someone trained is on shift: max_wait holds
+    assert e.overflowed(150.0) == [("c2", "night113")]
 
 
 def test_a_ringing_caller_overflows_only_after_the_ring_ends() -> None:

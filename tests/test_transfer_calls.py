@@ -106,7 +106,10 @@ async def test_volunteer_hands_the_caller_over_to_113_with_one_key(
             '"sip:0800-0113@sip-trunk.example.nl"', f'"sip:0800-0113@127.0.0.1:{port}"'
         )
     )
-    async with captured_logs() as logs, ivr_helpline(make_helpline, plan) as helpline:
+    async with (
+        captured_logs() as logs,
+        ivr_helpline(make_helpline, plan, handover_mode="blind") as helpline,
+    ):
         async with (
             AsyncPjsuaPhone("backline") as backline,
             AsyncPjsuaPhone("vera") as volunteer,

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import structlog
 
 from pbx.calls.legs import InboundLeg, LegState, OutboundLeg
 from pbx.calls.media_session import AnchoredMedia
 from pbx.media.bridge import Bridge
+from pbx.sip.stack import IncomingRequest
 
 log = structlog.get_logger("pbx.calls.bridging")
 
@@ -37,18 +39,19 @@ async def bridge_until_end(
     *,
     keep_caller_if_lost: bool = False,
     notice: tuple[float, bytes] | None = None,
-    handover_keys: str = "",
+    handover: HandoverRequest | None = None,
 ) -> CallEnd:
     """Relay media between the caller and the other leg until either hangs up or goes silent
     (media timeout), then end both; with `keep_caller_if_lost` a caller whose other side
     vanished stays on the line (to be told and requeued). `notice` = (after seconds, PCM):
     a tone only the other side hears once the call has lasted that long (the time limit).
-    `handover_keys` pressed on the other side end only that side (HANDOVER): the caller stays
-    on the line to be connected elsewhere."""
+    A `handover` asked for on the other side (keys, or a REFER from its handset) ends the
+    bridge (HANDOVER) with both legs up: the hand-over decides what becomes of them (a warm one
+    consults first, a blind one hangs the other side up)."""
     bridge = Bridge(caller_media.leg, other_media.leg).start()
-    handover = _KeySequence(handover_keys)
-    if handover_keys:
-        other_media.add_dtmf_listener(handover.press)
+    handover = handover or HandoverRequest({})
+    other_media.add_dtmf_listener(handover.press)
+    out.on_refer = handover.refer
     timer = None
     if notice is not None:
         after, pcm = notice
@@ -58,7 +61,8 @@ async def bridge_until_end(
     waits: set[asyncio.Future[Any]] = {
         asyncio.create_task(leg.wait_ended()),
         asyncio.create_task(out.wait_ended()),
-        asyncio.ensure_future(bridge.done),
+        asyncio.shield(bridge.done),  # cancelling the wait must not cancel the bridge's end:
+        # a cancelled `done` would make `stop` a no-op and leave the relay running
         asyncio.create_task(caller_media.wait_dead()),
         asyncio.create_task(other_media.wait_dead()),
         asyncio.create_task(handover.done.wait()),
@@ -68,8 +72,8 @@ async def bridge_until_end(
         task.cancel()
     if timer is not None:
         timer.cancel()
-    if handover_keys:
-        other_media.remove_dtmf_listener(handover.press)
+    other_media.remove_dtmf_listener(handover.press)
+    out.on_refer = None
     bridge.stop()
     if caller_media.is_dead or other_media.is_dead:
         log.warning("media_timeout", call=leg.ref, caller_dead=caller_media.is_dead)
@@ -81,7 +85,7 @@ async def bridge_until_end(
         end = CallEnd.HANDOVER
     else:
         end = CallEnd.OTHER_LEFT
-    if out.state is not LegState.ENDED:
+    if out.state is not LegState.ENDED and end is not CallEnd.HANDOVER:
         await out.hangup(_OTHER_HANGUP_REASON[end])
     keep_caller = end is CallEnd.HANDOVER or (end is CallEnd.OTHER_LOST and keep_caller_if_lost)
     if leg.state is not LegState.ENDED and not keep_caller:
@@ -90,26 +94,90 @@ async def bridge_until_end(
     return end
 
 
-_OTHER_HANGUP_REASON = {
+_OTHER_HANGUP_REASON: dict[CallEnd, str] = {
     CallEnd.CALLER_LEFT: "caller_hangup",
     CallEnd.OTHER_LOST: "media_timeout",
-    CallEnd.HANDOVER: "handover",
     CallEnd.OTHER_LEFT: "other_side_hangup",
 }
 
 
-class _KeySequence:
-    """Watches key presses for one sequence (e.g. "*9"); `done` is set once it was pressed."""
+class KeySequence:
+    """Watches key presses for one sequence (e.g. "*9"); `done` is set (and `on_done` called)
+    each time it was pressed."""
 
-    def __init__(self, keys: str) -> None:
+    def __init__(self, keys: str, on_done: Callable[[], None] | None = None) -> None:
         self.keys = keys
         self.pressed = ""
         self.done = asyncio.Event()
+        self.on_done = on_done
 
     def press(self, digit: str) -> None:
         self.pressed = (self.pressed + digit)[-len(self.keys) :]
         if self.keys and self.pressed == self.keys:
+            self.pressed = ""
             self.done.set()
+            if self.on_done is not None:
+                self.on_done()
+
+
+class Replaceable(Protocol):
+    """A call a REFER with Replaces names (a volunteer's own call to a destination)."""
+
+    def take(self) -> tuple[OutboundLeg, AnchoredMedia] | None: ...
+
+
+class HandoverRequest:
+    """How the other side asks to hand the caller over: one of `keys` (keys -> destination)
+    pressed, or a REFER from its handset naming a destination `refer_target` allows (any
+    other REFER gets 403). `done` is set once asked; `destination` says where to."""
+
+    def __init__(
+        self,
+        keys: Mapping[str, str],
+        refer_target: Callable[[str], str | None] = lambda refer_to: None,
+        replaced: Callable[[str], Replaceable | None] = lambda refer_to: None,
+    ) -> None:
+        self.replaced = replaced
+        self.replaces: Replaceable | None = None  # an attended transfer: the call it names
+        self.sequences = [KeySequence(k, self._chose(name)) for k, name in keys.items()]
+        self.refer_target = refer_target
+        self.destination: str | None = None
+        self.by_refer = False  # asked by REFER: its sender is told how it went (NOTIFY)
+        self.done = asyncio.Event()
+
+    def _chose(self, name: str) -> Callable[[], None]:
+        def chose() -> None:
+            if not self.done.is_set():
+                self.destination = name
+                self.done.set()
+
+        return chose
+
+    def press(self, digit: str) -> None:
+        for sequence in self.sequences:
+            sequence.press(digit)
+
+    def refer(self, incoming: IncomingRequest) -> None:
+        refer_to = incoming.request.headers.get("Refer-To")
+        if refer_to is None:
+            incoming.respond(400, "Bad Request - Missing Refer-To")
+            return
+        target = None
+        if self.done.is_set():
+            pass
+        elif "replaces=" in refer_to.lower():  # attended: to the call the handset consulted
+            self.replaces = self.replaced(refer_to)
+            target = "replaces" if self.replaces is not None else None
+        else:
+            target = self.refer_target(refer_to)
+        if target is None:
+            log.info("refer_refused")  # what it named stays out of the logs
+            incoming.respond(403, "Forbidden - Not a destination for volunteers")
+            return
+        incoming.respond(202)
+        self.destination = target
+        self.by_refer = True
+        self.done.set()
 
 
 def _notify(bridge: Bridge, other_media: AnchoredMedia, pcm: bytes, ref: str) -> None:

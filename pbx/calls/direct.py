@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from ivr.model import Dialplan
 from pbx.anonymity import CallerContext
+from pbx.call_records import CallRecords
 from pbx.calls.bridging import bridge_until_end
 from pbx.calls.handsets import Handsets
 from pbx.calls.legs import InboundLeg, LegState, OutboundLeg, watch_call_task
@@ -39,6 +41,8 @@ class DirectRouter:
     last_call_end: dict[str, float] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     on_outcome: Callable[[str], None] = lambda outcome: None  # metrics: how each call ended
+    records: CallRecords = field(default_factory=CallRecords)  # one record per call
+    plan: Callable[[], Dialplan | None] = lambda: None  # names the entry line in the record
 
     def inbound_call(self, leg: InboundLeg, caller: CallerContext) -> None:
         watch_call_task(asyncio.create_task(self._run(leg, caller)), leg, self.tasks)
@@ -51,22 +55,16 @@ class DirectRouter:
         return sorted(users, key=lambda u: self.last_call_end.get(u, 0.0))  # longest idle first
 
     async def _run(self, leg: InboundLeg, caller: CallerContext) -> None:
+        self.records.started(leg.ref, caller, self.plan())
         try:
             await self._connect(leg, caller)
         except Exception as exc:  # a bug must cost one call a clean ending, never leave it hanging
             log.error("call_failed", call=leg.ref, error=type(exc).__name__, at=failure_site(exc))
             if not leg.is_ended:
                 await leg.hangup("internal_error")
-        reason = leg.end_reason
-        if reason == "caller_cancel":
-            outcome = "abandoned"
-        elif reason.startswith("rejected_480"):
-            outcome = "no_volunteer"
-        elif reason.startswith("rejected_"):
-            outcome = "rejected"
-        else:
-            outcome = "answered"
-        self.on_outcome(outcome)
+        finally:  # however the call ends (also cancelled at shutdown), its record is written
+            self.records.finished(leg.ref, _outcome(leg.end_reason) if leg.is_ended else "shutdown")
+        self.on_outcome(_outcome(leg.end_reason))
 
     async def _connect(self, leg: InboundLeg, caller: CallerContext) -> None:
         anchored = await self.media.open_for(leg)
@@ -147,8 +145,12 @@ class DirectRouter:
                 return
             caller_media.keep_continuous()
         attempt.connected = True
+        self.records.answered(leg.ref, attempt.username, None)  # no queue: no wait to count
         log.info("call_connected", call=leg.ref, volunteer=attempt.username)
-        await bridge_until_end(leg, caller_media, out, vol_media)
+        try:
+            await bridge_until_end(leg, caller_media, out, vol_media)
+        finally:
+            self.records.talk_ended(leg.ref, None)
 
 
 @dataclass
@@ -167,3 +169,14 @@ class Offer(enum.Enum):
     CONNECTED = "connected"  # a volunteer took the call (it has ended since)
     CALLER_LEFT = "caller_left"
     NO_ANSWER = "no_answer"  # nobody idle, or nobody picked up
+
+
+def _outcome(reason: str) -> str:
+    """How a direct call ended, from its leg's end reason."""
+    if reason == "caller_cancel":
+        return "abandoned"
+    if reason.startswith("rejected_480"):
+        return "no_volunteer"
+    if reason.startswith("rejected_"):
+        return "rejected"
+    return "answered"

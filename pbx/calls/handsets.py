@@ -29,6 +29,7 @@ class Handsets:
         return self.registrar.ringable(username, self.wall_clock())
 
     def target(self, binding: Binding) -> Target:
-        """A registered handset, at the address its REGISTER came from (NAT)."""
+        """A registered handset, at the address its REGISTER came from (NAT), or through the
+        edge proxy of its Path."""
         to = f"<sip:{binding.username}@{self.public_host}>"
-        return Target(binding.contact, binding.source, to)
+        return Target(binding.contact, binding.next_hop, to, tuple(binding.routes))

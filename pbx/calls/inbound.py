@@ -20,8 +20,11 @@ from ivr.collect import DigitBuffer
 from ivr.model import Destination, Dialplan
 from ivr.runtime import IvrOutcome, IvrRuntime, Mailboxes, OutcomeKind
 from pbx.anonymity import CallerContext
-from pbx.call_records import CallRecords
-from pbx.calls.bridging import bridge_until_end
+from pbx.call_records import CallRecords, ended_closed
+from pbx.calls.bridging import HandoverRequest, Replaceable, bridge_until_end
+from pbx.calls.consult_calls import ConsultCalls
+from pbx.calls.consultation import Consultation, InCall
+from pbx.calls.handover import State
 from pbx.calls.legs import InboundLeg, watch_call_task
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
 from pbx.calls.ringing import Ringer, Target
@@ -50,22 +53,31 @@ class HelplineCalls:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     on_outcome: Callable[[str], None] = lambda outcome: None  # metrics
     on_overflow: Callable[[str], None] = lambda queue: None  # metrics: a queue's max wait passed
+    on_entry: Callable[[str], None] = lambda kind: None  # wallboard: the number's kind, "other"
+    on_transfer: Callable[[str], None] = lambda dest: None  # wallboard: a destination answered
     shift_desk: ShiftDesk | None = None  # feature codes from volunteers' handsets
     backline: str = "backline_113"  # the destination a volunteer hands a caller over to
     records: CallRecords = field(default_factory=CallRecords)  # one record per call
+    consultation: Consultation | None = None  # warm hand-over; None: blind
+    consult_calls: ConsultCalls | None = None  # volunteers' own calls to allowed destinations
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def inbound_call(self, leg: InboundLeg, caller: CallerContext) -> None:
         watch_call_task(asyncio.create_task(self._run(leg, caller, self.plan())), leg, self.tasks)
 
     def volunteer_call(self, leg: InboundLeg, username: str, dialed: str) -> None:
-        if self.shift_desk is None:
+        to = None if self.consult_calls is None else self.consult_calls.destination(dialed)
+        if to is not None and self.consult_calls is not None:
+            log.info("volunteer_dials_destination", call=leg.ref, to=to)
+            self.consult_calls.start(leg, to)
+        elif self.shift_desk is None:
             leg.reject(404, "Not Found - No such feature code")
         else:
             self.shift_desk.volunteer_call(leg, username, dialed)
 
     async def _run(self, leg: InboundLeg, caller: CallerContext, plan: Dialplan) -> None:
         self.records.started(leg.ref, caller, plan)
+        outcome = "shutdown"  # the record's outcome if the task is cancelled (the service stops)
         try:
             outcome = await self._handle(leg, caller, plan)
         except Exception as exc:  # a bug must cost one call a clean ending, never leave it hanging
@@ -73,8 +85,9 @@ class HelplineCalls:
             outcome = "failed"
             if not leg.is_ended:
                 await leg.hangup("internal_error")
+        finally:
+            self.records.finished(leg.ref, outcome)  # however the call ends: never lost
         log.info("call_finished", call=leg.ref, outcome=outcome)
-        self.records.finished(leg.ref, outcome)
         self.on_outcome(outcome)
 
     async def _handle(self, leg: InboundLeg, caller: CallerContext, plan: Dialplan) -> str:
@@ -105,6 +118,7 @@ class HelplineCalls:
         keys: DigitBuffer,
     ) -> str:
         node, number = plan.entry_for(caller.dialed)
+        self.on_entry(number.kind.value if number else "other")
         language = plan.default_language
         for _ in range(MAX_CONTINUATIONS):
             outcome = await IvrRuntime(
@@ -136,7 +150,7 @@ class HelplineCalls:
         """Carry out where the IVR ended; a node name to continue there, or the call's end."""
         match outcome.kind:
             case OutcomeKind.ABANDONED:
-                return _Done("abandoned")
+                return _Done("closed" if ended_closed(plan, outcome.path) else "abandoned")
             case OutcomeKind.QUEUE:
                 assert outcome.queue is not None
                 queue = plan.queues[outcome.queue]
@@ -159,29 +173,58 @@ class HelplineCalls:
                 await leg.hangup("voicemail_done")
                 return _Done("voicemail")
         await leg.hangup("ivr_end")
-        return _Done("ivr_hangup" if outcome.kind is OutcomeKind.HANGUP else "failed")
+        if outcome.kind is not OutcomeKind.HANGUP:
+            return _Done("failed")
+        return _Done("closed" if ended_closed(plan, outcome.path) else "ivr_hangup")
 
-    async def hand_over(self, leg: InboundLeg, media: AnchoredMedia, language: str) -> bool:
-        """A volunteer pressed the hand-over keys: connect the caller to the backline (113).
-        True when it answered; otherwise the caller has been told and stays on the line."""
-        dest = self.plan().destinations.get(self.backline)
+    async def hand_over(
+        self,
+        call: InCall,
+        request: HandoverRequest,
+        language: str,
+        volunteer_free: Callable[[], None],
+    ) -> State:
+        """A volunteer pressed a destination's keys (or their handset sent a REFER): connect
+        the caller there, after consulting it (warm), at once (blind), or as the REFER asked.
+        COMPLETED once the caller's call there has ended; RETURNED: the volunteer is back with
+        the caller; FAILED: the volunteer is gone and so is the destination (the caller has
+        been told and waits on the line)."""
+        if request.replaces is not None:
+            return await _replace(call, request.replaces, volunteer_free)
+        destination, refer = request.destination or "", request.by_refer
+        dest = self.plan().destinations.get(destination)
         if dest is None:
-            log.error("backline_not_configured", destination=self.backline)
-        else:
+            log.error("handover_destination_not_configured", destination=destination)
+            await play(call.other.leg, [self.prompts.get(language, "handover_refused")],
+                       barge_in=False)  # fmt: skip
+            return State.RETURNED
+        if self.consultation is not None:
+            uri = parse_sip_uri(dest.uri)
+            target = Target(uri, await resolve_destination(uri), f"<{uri}>")
+            state = await self.consultation.run(
+                call, target, dest.name, language, volunteer_free, refer=refer
+            )
+            self.records.transferred(call.leg.ref, destination, state is State.COMPLETED)
+            return state
+        await call.out.hangup("handover")
+        volunteer_free()
+        leg, media = call.leg, call.media
+        if destination == self.backline:
             await play(media.leg, [self.prompts.get(language, "transfer_113")], barge_in=False)
-            ok = not leg.is_ended and await self._transfer(leg, media, dest)
-            self.records.transferred(leg.ref, self.backline, ok)
-            if ok:
-                return True
-        if not leg.is_ended:
-            await play(media.leg, [self.prompts.get(language, "transfer_failed")], barge_in=False)
-        return False
+        ok = not leg.is_ended and await self._transfer(leg, media, dest)
+        self.records.transferred(leg.ref, destination, ok)
+        if ok:
+            return State.COMPLETED
+        if leg.is_ended:
+            return State.CALLER_LEFT
+        await play(media.leg, [self.prompts.get(language, "transfer_failed")], barge_in=False)
+        return State.FAILED
 
     async def _transfer(self, leg: InboundLeg, media: AnchoredMedia, dest: Destination) -> bool:
         """Connect the caller to a configured destination (only those: no number a caller
         supplies is ever dialled). True when it answered."""
         uri = parse_sip_uri(dest.uri)
-        peer = await _resolve(uri)
+        peer = await resolve_destination(uri)
         try:
             other = await self.media.open([peer.host])
         except MediaError:
@@ -193,10 +236,32 @@ class HelplineCalls:
                 log.info("transfer_failed", call=leg.ref, to=dest.name)
                 return False
             log.info("transferred", call=leg.ref, to=dest.name)
+            self.on_transfer(dest.name)
             await bridge_until_end(leg, media, out, other)
             return True
         finally:
             other.close()
+
+
+async def _replace(
+    call: InCall, consulted: Replaceable, volunteer_free: Callable[[], None]
+) -> State:
+    """An attended transfer (REFER with Replaces): the destination the volunteer consulted on
+    their own call talks to the caller from now on; both of the volunteer's calls end."""
+    taken = consulted.take()
+    if taken is None:  # it ended meanwhile
+        call.out.notify_refer("SIP/2.0 481 Call/Transaction Does Not Exist", final=True)
+        return State.RETURNED
+    out, media = taken
+    try:
+        call.out.notify_refer("SIP/2.0 200 OK", final=True)
+        await call.out.hangup("transferred")
+        volunteer_free()
+        log.info("handed_over", call=call.leg.ref, attended=True)
+        await bridge_until_end(call.leg, call.media, out, media)
+        return State.COMPLETED
+    finally:
+        media.close()
 
 
 async def _close_when_ended(leg: InboundLeg, media: AnchoredMedia) -> None:
@@ -220,7 +285,8 @@ class _Done:
     outcome: str  # for metrics: answered, abandoned, voicemail, transferred, ...
 
 
-async def _resolve(uri: SipUri) -> Peer:
+async def resolve_destination(uri: SipUri) -> Peer:
+    """Where to send a request for a destination's URI (its host looked up once)."""
     transport = TransportKind.from_name(uri.transport)
     port = uri.port or (5061 if transport is TransportKind.TLS else 5060)
     host = uri.host_bare

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from pbx.sip.address import Address
+from pbx.sip.client_auth import ClientCredentials, authorize
 from pbx.sip.dialog import Dialog, DialogState, new_call_id, new_tag
 from pbx.sip.headers import Headers
 from pbx.sip.message import Request, Response
@@ -25,7 +26,7 @@ from pbx.sip.uri import SipUri
 
 log = structlog.get_logger("pbx.calls")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER, REFER"
 SDP = "application/sdp"
 INVITE_CSEQ = 1  # of the one INVITE an outbound leg sends (its ACK carries the same number)
 
@@ -56,6 +57,7 @@ class Leg:
     on_reinvite: OfferHandler | None = None
     on_info: Callable[[Request], None] | None = None
     on_end: Callable[[Leg], None] | None = None
+    on_refer: Callable[[IncomingRequest], None] | None = None  # a transfer request, while allowed
     remote_sdp: bytes = b""
 
     @property
@@ -118,8 +120,30 @@ class Leg:
             incoming.respond(200, headers=[("Allow", ALLOW), ("Accept", SDP)])
         elif method == "ACK":
             self.on_ack(request)
+        elif method == "REFER":
+            if self.on_refer is None:  # no transfer from here, now (e.g. before the bridge)
+                incoming.respond(403, "Forbidden - No transfer from this call")
+            else:
+                self.on_refer(incoming)
         else:
             incoming.respond(405, headers=[("Allow", ALLOW)])
+
+    def notify_refer(self, sipfrag: str, final: bool) -> None:
+        """Tell the handset that sent a REFER how the transfer goes (RFC 3515 section 2.4.4):
+        a NOTIFY with the destination's status line as message/sipfrag; the implicit
+        subscription ends with the final one. Sent in the background, never waited for."""
+        if self.dialog is None or self.state is LegState.ENDED:
+            return
+        notify = self.dialog.request(
+            "NOTIFY", body=f"{sipfrag}\r\n".encode(), content_type="message/sipfrag;version=2.0"
+        )
+        notify.headers.add("Event", "refer")
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        notify.headers.add("Subscription-State", state)
+        notify.headers.add("Contact", f"<{self.contact}>")
+        task = asyncio.create_task(self.stack.request(notify, self.dialog.peer))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
     def on_ack(self, request: Request) -> None:
         if self.state is LegState.ANSWERED:
@@ -166,8 +190,9 @@ class InboundLeg(Leg):
 
     @property
     def caller_host(self) -> str | None:
-        """The address the caller's INVITE came from (where their media is expected from)."""
-        return None if self.incoming is None else self.incoming.source.host
+        """The address the caller's INVITE came from (where their media is expected from),
+        behind an edge proxy the real sender's (pbx/sip/edge.py)."""
+        return None if self.incoming is None else self.incoming.real_source.host
 
     def _respond(self, status: int, reason: str | None = None, body: bytes = b"") -> Response:
         assert self.incoming is not None and self.dialog is not None
@@ -257,7 +282,9 @@ class OutboundLeg(Leg):
     """The volunteer's side: a call we place to a registered handset (we are the UAC)."""
 
     transaction: TransactionId | None = None
+    auth: ClientCredentials | None = None  # answers a carrier's digest challenge (once)
     _cancel_requested: bool = False
+    _invite_cseq: int = INVITE_CSEQ
 
     async def call(
         self,
@@ -283,7 +310,7 @@ class OutboundLeg(Leg):
         headers.add("From", str(from_addr))
         headers.add("To", to)
         headers.add("Call-ID", call_id)
-        headers.add("CSeq", f"{INVITE_CSEQ} INVITE")
+        headers.add("CSeq", f"{INVITE_CSEQ} INVITE")  # the answer to a challenge: the next one
         headers.add("Contact", f"<{self.contact}>")
         headers.add("Allow", ALLOW)
         headers.add("Content-Type", SDP)
@@ -296,6 +323,16 @@ class OutboundLeg(Leg):
             self.transaction = txn
 
         response = await self.stack.request(invite, peer, on_transaction=got_txn)
+        answer = None
+        if response.status in (401, 407) and self.auth is not None and not self._cancel_requested:
+            answer = authorize(response, "INVITE", str(target), self.auth)
+        if answer is not None:  # RFC 3261 22.2: the same call, CSeq + 1, with credentials
+            self._invite_cseq = INVITE_CSEQ + 1
+            invite.headers.remove("Via")  # the stack stamps a fresh one (a new transaction)
+            invite.headers.set("CSeq", f"{self._invite_cseq} INVITE")
+            invite.headers.add(*answer)
+            log.info("outbound_challenged", call=self.ref, status=response.status)
+            response = await self.stack.request(invite, peer, on_transaction=got_txn)
         if 200 <= response.status < 300:
             self.dialog = Dialog.as_uac(invite, response, peer)
             self.remote_sdp = response.body
@@ -309,7 +346,7 @@ class OutboundLeg(Leg):
 
     def send_ack(self) -> None:
         assert self.dialog is not None
-        ack = self.dialog.ack(INVITE_CSEQ)
+        ack = self.dialog.ack(self._invite_cseq)
         self.stack.send_stateless(ack, self.dialog.peer)
 
     def cancel(self) -> None:

@@ -19,6 +19,7 @@ def queue_config(queue: Queue) -> QueueConfig:
         skill=queue.skill,
         priority=queue.priority,
         max_wait=queue.max_wait,
+        unstaffed_wait=queue.unstaffed_wait,
         ring_timeout=float(queue.ring_timeout),
         wrap_up=float(queue.wrap_up),
         prefer_local=queue.regional.prefer_local,

@@ -19,6 +19,7 @@ from pbx.calls.leg_table import LegTable
 from pbx.calls.legs import InboundLeg, OutboundLeg
 from pbx.calls.media_session import AnchoredMedia, MediaError, reinvite_handler
 from pbx.media.player import play
+from pbx.sip.client_auth import ClientCredentials
 from pbx.sip.message import Response
 from pbx.sip.peer import Peer, TransportKind
 from pbx.sip.uri import SipUri
@@ -33,12 +34,22 @@ class Target:
     uri: SipUri
     peer: Peer
     to: str
+    routes: tuple[tuple[str, str], ...] = ()  # Route headers (a handset's Path)
+
+
+@dataclass(frozen=True)
+class Dialled:
+    """What ringing came to: the answered leg, or None and the final status (0: none)."""
+
+    leg: OutboundLeg | None
+    status: int
 
 
 @dataclass
 class Ringer:
     legs: LegTable  # where the outbound legs are tracked for in-dialog requests
     display_name: str = "Hulplijn"  # what a rung handset shows, unless the queue says otherwise
+    auth: ClientCredentials | None = None  # our account, should a destination's trunk challenge
     tasks: set[asyncio.Task[None]] = field(default_factory=set)  # branches still settling
 
     async def ring(
@@ -50,12 +61,26 @@ class Ringer:
         timeout: float,
         display: str | None = None,
     ) -> OutboundLeg | None:
+        """See `dial`: the answered leg, or None."""
+        return (await self.dial(leg, media, target, ref, timeout, display)).leg
+
+    async def dial(
+        self,
+        leg: InboundLeg,
+        media: AnchoredMedia,
+        target: Target | list[Target],
+        ref: str,
+        timeout: float,
+        display: str | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> Dialled:
         """Call a handset or a configured destination showing `display` (default: the
         helpline's name; never anything of the caller) for at most `timeout` s; the answered
         leg with its media negotiated, or None (no answer, refused, or the caller left
         meanwhile: then that leg is ended). Several targets (a volunteer's desk phone and
         softphone) ring at once: the first to answer takes the call, the others are CANCELled
-        (or BYEd if they answered too)."""
+        (or BYEd if they answered too). `stop` set: given up like a timeout. The final status
+        says why there is no leg (0: none came, the time ran out or `stop` was set)."""
         targets = target if isinstance(target, list) else [target]
         shown = self.display_name if display is None else display
         invites: dict[asyncio.Task[Response], OutboundLeg] = {}
@@ -70,15 +95,16 @@ class Ringer:
             out, call_id, tag = self.legs.new_outbound(t.peer, ref)
             out.on_reinvite = reinvite_handler(media)
             out.on_info = media.on_info
+            out.auth = self.auth
             call = out.call(
                 t.uri, t.peer, from_user="hulplijn", from_display=shown, to=t.to,
-                sdp=sdp, call_id=call_id, local_tag=tag,
+                sdp=sdp, call_id=call_id, local_tag=tag, extra_headers=list(t.routes),
             )  # fmt: skip
             invites[asyncio.create_task(call)] = out
             secure[id(out)] = tls
         if not invites:
-            return None
-        winner = await _first_answer(leg, invites, timeout)
+            return Dialled(None, 0)  # no handset could be rung (e.g. SRTP required, no TLS)
+        winner = await _first_answer(leg, invites, timeout, stop)
         for task, out in invites.items():
             if out is not winner:
                 # The other branches stop ringing without delaying the winner: CANCEL now, or
@@ -89,16 +115,16 @@ class Ringer:
         if winner is None:
             statuses = [t.result().status for t in invites if t.done()]
             log.info("not_answering", call=ref, statuses=statuses)
-            return None
+            return Dialled(None, max(statuses, default=0))
         if leg.is_ended:
             await winner.hangup("caller_gone")
-            return None
+            return Dialled(None, 0)
         try:
             media.accept_answer(winner.remote_sdp, secure=secure[id(winner)])
         except MediaError:
             await winner.hangup("bad_sdp")
-            return None
-        return winner
+            return Dialled(None, 488)
+        return Dialled(winner, 200)
 
     def _reap(self, task: asyncio.Task[Response], out: OutboundLeg) -> None:
         """Let a cancelled branch finish on its own (487, a late 2xx BYEd, or Timer B)."""
@@ -141,24 +167,29 @@ class Whisper:
 
 
 async def _first_answer(
-    leg: InboundLeg, invites: dict[asyncio.Task[Response], OutboundLeg], timeout: float
+    leg: InboundLeg,
+    invites: dict[asyncio.Task[Response], OutboundLeg],
+    timeout: float,
+    stop: asyncio.Event | None = None,
 ) -> OutboundLeg | None:
     """The branch answered first with a 2xx, waiting until one is, all have failed, the
-    caller left or `timeout` passed."""
+    caller left, `stop` was set or `timeout` passed."""
     deadline = asyncio.get_running_loop().time() + timeout
     caller_gone = asyncio.create_task(leg.wait_ended())
-    pending: set[asyncio.Future[Any]] = {caller_gone, *invites}
+    stopped = asyncio.create_task((stop or asyncio.Event()).wait())
+    pending: set[asyncio.Future[Any]] = {caller_gone, stopped, *invites}
     try:
-        while not leg.is_ended:
+        while not leg.is_ended and not stopped.done():
             left = deadline - asyncio.get_running_loop().time()
-            if left <= 0 or pending == {caller_gone}:
+            if left <= 0 or pending <= {caller_gone, stopped}:
                 return None
             done, pending = await asyncio.wait(
                 pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
             )
             for task in done:
-                if task is not caller_gone and 200 <= task.result().status < 300:
-                    return invites[task]  # type: ignore[index]
+                if task in invites and 200 <= task.result().status < 300:
+                    return invites[task]
         return None
     finally:
         caller_gone.cancel()
+        stopped.cancel()

@@ -1,8 +1,10 @@
 """A caller in a language queue: from joining the line to the end of the conversation.
 
 While waiting the caller hears their place in line and an honest estimated wait (every
-`announce_every` seconds of the queue) with comfort messages between. The dispatcher's offers
-ring one volunteer at a time; the caller keeps hearing the waiting messages meanwhile. Once a
+`announce_every` seconds of the queue) with comfort messages between, and music on hold in
+the pauses (a message claims the line, so the music pauses while it plays; without music, the
+line filler's comfort noise). The dispatcher's offers ring one volunteer at a time; the caller
+keeps hearing the waiting messages meanwhile (with ringback, if set, instead of the music). Once a
 volunteer answers they hear the whisper, then both are bridged; at the queue's time limit the
 volunteer alone hears a short tone. If the volunteer's handset vanishes mid-call the caller is
 told, then is first in line again (or hears goodbye, as the queue is configured).
@@ -22,11 +24,15 @@ import structlog
 
 from ivr.model import Queue, VolunteerLost
 from pbx.call_records import CallRecords
-from pbx.calls.bridging import CallEnd, bridge_until_end
+from pbx.calls.bridging import CallEnd, HandoverRequest, Replaceable, bridge_until_end
+from pbx.calls.consultation import InCall
+from pbx.calls.handover import State
 from pbx.calls.handsets import Handsets
-from pbx.calls.legs import InboundLeg
+from pbx.calls.legs import InboundLeg, OutboundLeg
 from pbx.calls.media_session import AnchoredMedia, MediaError, MediaFactory
 from pbx.calls.ringing import Ringer, Whisper
+from pbx.calls.transfers import VolunteerTransfers
+from pbx.media.moh import MusicOnHold
 from pbx.media.player import play
 from pbx.media.prompts import PromptLibrary
 from pbx.media.tones import silence, sine
@@ -41,7 +47,9 @@ MAX_SPOKEN = 20  # digit prompts go up to 20; beyond, no number is spoken
 TIME_LIMIT_TONE = b"".join([sine(1400, 150, 0.25), silence(150)] * 3)
 
 
-HandOver = Callable[[InboundLeg, AnchoredMedia, str], Awaitable[bool]]
+# (the call, what the volunteer asked for, the caller's language, called once the volunteer
+# is free) -> how it ended
+HandOver = Callable[[InCall, HandoverRequest, str, Callable[[], None]], Awaitable[State]]
 
 
 class _Next(enum.Enum):
@@ -62,11 +70,14 @@ class WaitingRoom:
     time_limit_tone: bytes = TIME_LIMIT_TONE
     on_abandon: Callable[[str, float], None] = lambda queue, waited: None  # metrics
     on_answer: Callable[[str, float], None] = lambda queue, waited: None  # metrics
-    # The volunteer's keys that hand the caller over (to 113); `hand_over` connects the caller
-    # there and says whether it answered.
-    handover_keys: str = "*9"
+    # Where volunteers may hand a caller over, and with which keys (or their handset's REFER);
+    # `hand_over` connects the caller there and says how it went.
+    transfers: VolunteerTransfers | None = None
     hand_over: HandOver | None = None
     records: CallRecords = field(default_factory=CallRecords)  # what the call record notes
+    # the volunteer's own call a REFER with Replaces names (attended transfer), if any
+    replaced: Callable[[str], Replaceable | None] = lambda refer_to: None
+    music: MusicOnHold | None = None  # heard between the waiting messages (None: comfort noise)
 
     async def wait(
         self,
@@ -97,6 +108,7 @@ class WaitingRoom:
         inbox: asyncio.Queue[QueueEvent],
     ) -> str | None | _Next:
         hold = asyncio.create_task(self._hold(leg, media, queue, language))
+        self._music(media, True)
         try:
             while True:
                 event = await _next_event(inbox, leg)
@@ -120,6 +132,7 @@ class WaitingRoom:
                     return step
         finally:
             hold.cancel()
+            self._music(media, False)
 
     async def _offer(
         self,
@@ -148,12 +161,15 @@ class WaitingRoom:
             timeout = max(1.0, offer.ring_until - self.dispatcher.now())
             targets = [self.handsets.target(b) for b in bindings]  # every handset
             media.ringback(self.ringback)
+            self._music(media, not self.ringback)  # ringback, if heard, takes the music's place
+            out: OutboundLeg | None = None
             try:
                 out = await self.ringer.ring(
                     leg, vol_media, targets, leg.ref, timeout, queue.shown_as
                 )
             finally:
                 media.ringback(False)
+                self._music(media, out is None)  # nobody answered: music again while waiting
             if out is None:
                 if not leg.is_ended:  # the caller is still there: the volunteer missed it
                     self.dispatcher.missed(leg.ref, offer.username)
@@ -175,21 +191,29 @@ class WaitingRoom:
             notice = None if queue.time_limit is None else (
                 float(queue.time_limit), self.time_limit_tone
             )  # fmt: skip
-            end = await bridge_until_end(
-                leg, media, out, vol_media, keep_caller_if_lost=True, notice=notice,
-                handover_keys=self.handover_keys if self.hand_over is not None else "",
-            )  # fmt: skip
-            self.records.talk_ended(leg.ref, queue.time_limit)
-            if end is CallEnd.HANDOVER:
-                self.dispatcher.call_ended(leg.ref)  # the volunteer's part is done: wrap-up
-                log.info("handed_over", call=leg.ref, volunteer=offer.username)
-                assert self.hand_over is not None
-                if await self.hand_over(leg, media, language):
-                    return "handed_over"
-                if leg.is_ended:
-                    return "answered"
-                self.dispatcher.requeue_first(leg.ref, queue.name)
-                return _Next.REQUEUE  # the hand-over failed: first in line for a volunteer
+            while True:
+                request = None
+                if self.transfers is not None and self.hand_over is not None:
+                    request = HandoverRequest(
+                        self.transfers.by_keys(), self.transfers.for_refer, self.replaced
+                    )
+                end = await bridge_until_end(
+                    leg, media, out, vol_media, keep_caller_if_lost=True, notice=notice,
+                    handover=request,
+                )  # fmt: skip
+                if end is not CallEnd.HANDOVER:
+                    self.records.talk_ended(leg.ref, queue.time_limit)
+                    break
+                assert request is not None and request.destination is not None
+                log.info("handing_over", call=leg.ref, volunteer=offer.username,
+                         to=request.destination, refer=request.by_refer)  # fmt: skip
+                call = InCall(leg, media, out, vol_media)
+                handed = await self._hand_over(call, request, language)
+                if handed is not None:
+                    self.records.talk_ended(leg.ref, queue.time_limit)
+                    if handed is _Next.REQUEUE:
+                        self.dispatcher.requeue_first(leg.ref, queue.name)
+                    return handed  # else the volunteer is back with the caller
             if end is not CallEnd.OTHER_LOST:
                 self.dispatcher.call_ended(leg.ref)
                 return "answered"
@@ -201,9 +225,42 @@ class WaitingRoom:
             self.dispatcher.remove(leg.ref)
             await self._say(media, language, "volunteer_lost_goodbye")
             await leg.hangup("volunteer_lost")
-            return "volunteer_lost"
+            return "handset_lost"
         finally:
             vol_media.close()
+
+    async def _hand_over(
+        self, call: InCall, request: HandoverRequest, language: str
+    ) -> str | _Next | None:
+        """The volunteer's hand-over; None when the volunteer is back with the caller."""
+        assert self.hand_over is not None
+        freed = False
+
+        def volunteer_free() -> None:  # the volunteer's part is done: wrap-up
+            nonlocal freed
+            if not freed:
+                freed = True
+                self.records.talk_ended(call.leg.ref, None)  # the volunteer's talk ends here
+                self.dispatcher.call_ended(call.leg.ref)
+
+        state = await self.hand_over(call, request, language, volunteer_free)
+        if state is State.RETURNED and not call.leg.is_ended and not call.out.is_ended:
+            return None
+        if state is State.RETURNED and not call.out.is_ended:  # the caller left meanwhile
+            await call.out.hangup("caller_hangup")
+        volunteer_free()
+        if state is State.COMPLETED:
+            return "handed_over"
+        if call.leg.is_ended:
+            return "answered"
+        return _Next.REQUEUE  # the hand-over failed: first in line for a volunteer
+
+    def _music(self, media: AnchoredMedia, on: bool) -> None:
+        if self.music is not None:
+            if on:
+                self.music.subscribe(media.leg)
+            else:
+                self.music.unsubscribe(media.leg)
 
     async def _say(self, media: AnchoredMedia, language: str, prompt: str) -> None:
         await play(media.leg, [self.prompts.get(language, prompt)], barge_in=False)

@@ -63,9 +63,8 @@ def demo_settings(args: argparse.Namespace) -> Settings:
 
 def wallboard_address(settings: Settings) -> str:
     """The web wallboard's address when the service has one, else the metrics endpoint."""
-    web_port = getattr(settings, "web_port", None)
-    if web_port:
-        return f"http://{getattr(settings, 'web_host', '127.0.0.1')}:{web_port}/"
+    if settings.web_port:
+        return f"http://{settings.web_host}:{settings.web_port}/wallboard"
     if settings.metrics_port:
         return f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
     return "(no web or metrics address configured)"

@@ -109,7 +109,10 @@ async def _run(args: argparse.Namespace) -> int:
         if args.what == "partners":
             first = datetime.strptime(args.month, "%Y-%m").date()
             first, last = period("month", first)
-            lines = partner_statement(await fetch_records(db.pool, *bounds(first, last, tz)))
+            lines = partner_statement(
+                await fetch_records(db.pool, *bounds(first, last, tz)),
+                await daily_counts(db.pool, first, last),  # days past retention
+            )
             if args.csv:
                 _write(args.csv, render_partners_csv(args.month, lines))
             if args.csv != "-":

@@ -67,7 +67,11 @@ async def _serve(settings: Settings) -> int:
     from pbx.app import build_service
 
     os.umask(0o077)  # whatever else gets written (logs of child processes, ...) stays private
-    service = build_service(settings)
+    try:
+        service = build_service(settings)
+    except (ValueError, FileNotFoundError) as exc:  # a bad recording, a missing hold music file
+        print(f"helpline: cannot start: {exc}", file=sys.stderr)
+        return 1
     try:
         await service.start()
     except DialplanError as exc:

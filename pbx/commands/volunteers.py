@@ -1,4 +1,9 @@
-"""`helpline volunteers`: manage volunteer accounts (SIP credentials, PIN, languages, skills)."""
+"""`helpline volunteers`: manage volunteer accounts (SIP credentials, PIN, languages, skills).
+
+Languages, skills and regions given to `add` and `set` are checked against the dialplan (a
+region in any case is stored as the plan spells it): a volunteer whose profile fits no queue
+would silently get no calls.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,9 @@ from typing import TextIO
 
 import structlog
 
+from ivr.loader import DialplanError, load_dialplan
+from ivr.volunteer_fit import PlanVocabulary, ProfileMismatch
+from pbx.config import Settings
 from pbx.db.database import open_database
 from pbx.db.volunteers import (
     DuplicateUser,
@@ -44,7 +52,10 @@ database: --database-url or $HELPLINE_DATABASE_URL; otherwise the embedded Postg
 with it. With --password-stdin and --pin-stdin together, the password is the first line of
 standard input and the PIN the second.
 exit codes: 0 ok, 1 other error, 2 usage, 3 volunteer exists, 4 no such volunteer,
-5 invalid value (weak password, bad PIN, language), 6 database unavailable."""
+5 invalid value (weak password, bad PIN, a language, skill or region the dialplan does not
+have), 6 database unavailable. Languages, skills and regions are checked against --dialplan
+or $HELPLINE_DIALPLAN (default ./dialplan.yaml); a changed profile counts from the
+volunteer's next log-in (*1)."""
 
 
 class UsageError(Exception):
@@ -57,6 +68,26 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument("--state-dir", type=Path, help="state directory (default ./var)")
     common.add_argument("--realm", help='SIP digest realm (default "helpline")')
     return common
+
+
+def _add_profile_options(parser: argparse.ArgumentParser, *, adding: bool) -> None:
+    parser.add_argument(
+        "--languages",
+        default="nl" if adding else None,
+        help="comma-separated codes, e.g. nl,ar" + (" (default nl)" if adding else ""),
+    )
+    region = parser.add_mutually_exclusive_group()
+    region.add_argument("--region", help="home region, one of the dialplan's (any case)")
+    if not adding:
+        region.add_argument("--no-region", action="store_true", help="no home region")
+    parser.add_argument(
+        "--skills",
+        default="" if adding else None,
+        help="comma-separated skills, e.g. 113" + ("" if adding else " ('' for none)"),
+    )
+    parser.add_argument(
+        "--dialplan", type=Path, help="the plan to check against (default: the service's)"
+    )
 
 
 def _add_password_options(parser: argparse.ArgumentParser) -> None:
@@ -85,13 +116,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add.add_argument("username")
     _add_password_options(add)
     add.add_argument("--name", default="", help="display name")
-    add.add_argument(
-        "--languages", default="nl", help="comma-separated codes, e.g. nl,ar (default nl)"
-    )
-    add.add_argument("--region", help="home region/branch")
-    add.add_argument("--skills", default="", help="comma-separated skills, e.g. 113")
+    _add_profile_options(add, adding=True)
     add.add_argument("--pin-stdin", action="store_true", help="read a handset PIN from stdin")
     add.set_defaults(func=_handler(_add))
+
+    change = sub.add_parser(
+        "set",
+        parents=[common],
+        help="change a volunteer's name, languages, skills or region",
+        description="Change what is given; the rest stays. Languages, skills and the region "
+        "must be the dialplan's. Example: helpline volunteers set anna --languages nl,tr "
+        "--region utrecht",
+    )
+    change.add_argument("username")
+    change.add_argument("--name", help="display name")
+    _add_profile_options(change, adding=False)
+    change.set_defaults(func=_handler(_set))
 
     lst = sub.add_parser("list", parents=[common], help="list volunteer accounts")
     lst.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -230,6 +270,47 @@ def _precheck(args: argparse.Namespace) -> None:
         check_username(args.username)
     if getattr(args, "pin_stdin", False):
         check_pin(str(_pin(args)))
+    changes = ("name", "languages", "skills", "region", "no_region")
+    if args.action == "set" and all(getattr(args, k) in (None, False) for k in changes):
+        raise UsageError("nothing to change: give --name, --languages, --skills or --region")
+    if args.action in ("add", "set"):
+        _fit_the_plan(args)
+
+
+def _fit_the_plan(args: argparse.Namespace) -> None:
+    """Check languages, skills and region against the dialplan; the region as it spells it."""
+    given = (args.languages, args.skills, args.region)
+    if all(v is None for v in given):
+        return
+    path = args.dialplan or Path(os.environ.get("HELPLINE_DIALPLAN") or Settings().dialplan)
+    try:
+        plan = load_dialplan(path, prompts=_AnyPrompts())
+    except DialplanError as exc:
+        raise InvalidValue(
+            f"cannot check the profile against {path}: the dialplan is invalid "
+            f"(see `helpline check`): {exc.problems[0]}"
+        ) from None
+    vocabulary = PlanVocabulary.of(plan)
+    try:
+        if args.languages is not None:
+            vocabulary.check_languages(_languages_of(args.languages))
+        if args.skills is not None:
+            vocabulary.check_skills(_split(args.skills))
+        if args.region is not None:
+            args.region = vocabulary.region(args.region)
+    except ProfileMismatch as exc:
+        raise InvalidValue(str(exc)) from None
+
+
+class _AnyPrompts:
+    """Prompts are not what a volunteer's profile is checked for: take every one as there."""
+
+    def has(self, lang: str, name: str, *, fallback: bool = True) -> bool:
+        return True
+
+
+def _languages_of(value: str) -> list[str]:
+    return [v.lower() for v in _split(value)]
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -267,6 +348,26 @@ async def _add(args: argparse.Namespace, repo: VolunteerRepository, out: TextIO)
         pin=_pin(args),
     )
     print(f"added {volunteer.username}", file=out)
+
+
+async def _set(args: argparse.Namespace, repo: VolunteerRepository, out: TextIO) -> None:
+    await repo.get(args.username)  # an unknown volunteer is said before anything changes
+    if args.name is not None:
+        await repo.set_display_name(args.username, args.name)
+    if args.languages is not None:
+        if not _split(args.languages):
+            raise InvalidValue("a volunteer needs at least one language")
+        await repo.set_languages(args.username, _split(args.languages))
+    if args.skills is not None:
+        await repo.set_skills(args.username, _split(args.skills))
+    if args.region is not None or args.no_region:
+        await repo.set_region(args.username, None if args.no_region else args.region)
+    v = await repo.get(args.username)
+    print(
+        f"{v.username}: languages {','.join(v.languages) or '-'}, skills "
+        f"{','.join(v.skills) or '-'}, region {v.region or '-'}",
+        file=out,
+    )
 
 
 def _handsets(found: list[tuple[str, str | None]]) -> str:

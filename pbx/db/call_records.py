@@ -58,9 +58,11 @@ async def fold_old_records(conn: asyncpg.Connection, before: datetime) -> int:
         await conn.execute(
             """
             INSERT INTO call_daily_counts AS d (day, entry_kind, partner, language, queue,
-                outcome, calls, answered_60, wait_seconds, talk_seconds, returning_today)
+                outcome, calls, answered, answered_60, wait_seconds, talk_seconds,
+                returning_today)
             SELECT (started_at AT TIME ZONE 'UTC')::date, entry_kind, coalesce(partner, ''),
                    coalesce(language, ''), coalesce(queue, ''), outcome, count(*),
+                   count(*) FILTER (WHERE answered_by IS NOT NULL),
                    count(*) FILTER (WHERE answered_by IS NOT NULL AND wait_seconds <= $2),
                    coalesce(sum(wait_seconds), 0), coalesce(sum(talk_seconds), 0),
                    count(*) FILTER (WHERE returning_today)
@@ -68,6 +70,7 @@ async def fold_old_records(conn: asyncpg.Connection, before: datetime) -> int:
             GROUP BY 1, 2, 3, 4, 5, 6
             ON CONFLICT (day, entry_kind, partner, language, queue, outcome) DO UPDATE SET
                 calls = d.calls + EXCLUDED.calls,
+                answered = d.answered + EXCLUDED.answered,
                 answered_60 = d.answered_60 + EXCLUDED.answered_60,
                 wait_seconds = d.wait_seconds + EXCLUDED.wait_seconds,
                 talk_seconds = d.talk_seconds + EXCLUDED.talk_seconds,

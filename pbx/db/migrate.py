@@ -15,8 +15,10 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (2, "digest_algorithms.sql"),
     (3, "shifts.sql"),
     (4, "registrations_columns.sql"),
-    # 5, 6, 7 are other branches' (fixed numbers; see the merge notes)
+    (5, "registration_path.sql"),
     (8, "call_records.sql"),
+    (12, "console_accounts.sql"),
+    (13, "call_daily_answered.sql"),
 )
 
 # Serialises concurrent migrators (service and CLI starting at once); any constant will do.
@@ -49,17 +51,21 @@ async def migrate(conn: asyncpg.Connection) -> int:
                    applied_at timestamptz NOT NULL DEFAULT now()
                )"""
         )
-    version = await current_version(conn)
+    # Every listed version not applied yet, in order: not just those above the newest applied,
+    # so a migration merged in from a branch after a later one was applied is never skipped.
     for number, name in MIGRATIONS:
-        if number <= version:
+        if number in await _applied(conn):
             continue
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
             # Another process may have applied it while we waited for the lock.
-            if await current_version(conn) >= number:
+            if number in await _applied(conn):
                 continue
             await conn.execute(_sql(name))
             await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
         log.info("db.migrated", version=number)
-        version = number
-    return max(version, await current_version(conn))
+    return await current_version(conn)
+
+
+async def _applied(conn: asyncpg.Connection) -> set[int]:
+    return {int(r["version"]) for r in await conn.fetch("SELECT version FROM schema_version")}

@@ -34,6 +34,7 @@ class StoredBinding:
     reg_id: int | None = None
     user_agent: str | None = None
     auth_algorithm: str | None = None  # digest algorithm the REGISTER authenticated with
+    path: str | None = None  # RFC 3327 Path entries, one per line (None: registered directly)
 
 
 def save_op(binding: StoredBinding) -> Upsert:
@@ -51,7 +52,7 @@ def delete_aor_op(aor: str) -> Delete:
 
 _COLUMNS = (
     "aor, binding_key, received_host, received_port, transport, expires_at, call_id, cseq,"
-    " contact, reg_id, user_agent, auth_algorithm"
+    " contact, reg_id, user_agent, auth_algorithm, path"
 )
 
 
@@ -102,6 +103,7 @@ def binding_to_row(b: Binding) -> StoredBinding:
         contact=db_text(str(b.contact)),
         user_agent=None if b.user_agent is None else db_text(b.user_agent),
         auth_algorithm=b.algorithm,
+        path="\n".join(db_text(p) for p in b.path) or None,
     )
 
 
@@ -119,4 +121,5 @@ def binding_from_row(row: StoredBinding) -> Binding:
         instance=instance if instance and not instance.startswith("sip") else None,
         user_agent=row.user_agent,
         algorithm=row.auth_algorithm,
+        path=tuple(row.path.split("\n")) if row.path else (),
     )

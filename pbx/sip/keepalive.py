@@ -66,13 +66,15 @@ class Keepalive:
 
     async def _probe(self, binding: Binding) -> None:
         headers = Headers()
+        for name, value in binding.routes:  # through the edge proxy of its Path, if any
+            headers.add(name, value)
         headers.add("Max-Forwards", "70")
         headers.add("From", f"<sip:keepalive@{self.stack.public_host}>;tag={new_tag()}")
         headers.add("To", f"<{binding.contact}>")
         headers.add("Call-ID", new_call_id(self.stack.public_host))
         headers.add("CSeq", "1 OPTIONS")
         request = Request("OPTIONS", binding.contact, headers)
-        response = await self.stack.request(request, binding.source)
+        response = await self.stack.request(request, binding.next_hop)
         now = self.clock()
         if response.status == NO_RESPONSE:
             self.registrar.keepalive_missed(binding, now)

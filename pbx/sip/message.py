@@ -220,6 +220,11 @@ def make_response(
         to = request.headers.get("To") or ""
         if ";tag=" not in to.replace(" ", "").lower():
             headers.set("To", f"{to};tag={to_tag}")
+    if request.method == "INVITE" and 100 < status < 300:
+        # a dialog-creating response carries the Record-Route set (RFC 3261 12.1.1), so the
+        # caller's in-dialog requests pass the proxies that asked to stay in the path
+        for value in request.headers.fields("Record-Route"):
+            headers.add("Record-Route", value)
     if status == 100 and "Timestamp" in request.headers:
         headers.add("Timestamp", request.headers.get("Timestamp") or "")
     if content_type:

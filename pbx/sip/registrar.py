@@ -23,6 +23,7 @@ from pbx.sip.digest import Credential
 from pbx.sip.errors import SipParseError
 from pbx.sip.grammar import parse_uint
 from pbx.sip.message import Request, Response, make_response
+from pbx.sip.path import first_hop, request_path
 from pbx.sip.peer import Peer
 from pbx.sip.uri import SipUri
 
@@ -45,6 +46,17 @@ class Binding:
     misses: int = 0  # keepalives unanswered in a row; any answer (or a refresh) resets it
     unreachable_since: float | None = None  # wall clock of the first of those misses
     algorithm: str | None = None  # the digest algorithm its REGISTER authenticated with
+    path: tuple[str, ...] = ()  # RFC 3327 Path of its REGISTER: the edge proxy that reaches it
+
+    @property
+    def next_hop(self) -> Peer:
+        """Where requests to this handset are sent: the proxy of its Path, else its source."""
+        return first_hop(self.path) if self.path else self.source
+
+    @property
+    def routes(self) -> list[tuple[str, str]]:
+        """The Route headers every request to this handset carries (its Path)."""
+        return [("Route", entry) for entry in self.path]
 
     @property
     def reachable(self) -> bool:
@@ -213,6 +225,7 @@ class Registrar:
             for b in list(self.bindings.get(username, {}).values()):
                 self._remove(b, Change.REMOVED)
             return self._ok(request, username, now)
+        path = request_path(request)
         planned: list[tuple[Address, int]] = []
         for contact in contacts:
             if not isinstance(contact.uri, SipUri):
@@ -254,11 +267,15 @@ class Registrar:
                 instance=_instance(contact),
                 user_agent=request.headers.get("User-Agent"),
                 algorithm=verdict.algorithm.value,
+                path=path,
             )
             change = Change.REFRESHED if key in existing else Change.ADDED
             self._store(binding)
             self.on_change(change, binding)
-        return self._ok(request, username, now)
+        response = self._ok(request, username, now)
+        for entry in path:  # RFC 3327 5.3: the stored Path is returned to the handset
+            response.headers.add("Path", entry)
+        return response
 
     def _remove(self, binding: Binding, change: Change) -> None:
         self._drop(binding)

@@ -82,6 +82,13 @@ class IncomingRequest:
     transaction: TransactionId | None  # None for an ACK to a 2xx (no transaction)
     stack: SipStack
     cancelled_invite: TransactionId | None = None  # for a CANCEL: the INVITE it matched
+    origin: Peer | None = None  # who really sent it, when a trusted edge proxy relayed it
+
+    @property
+    def real_source(self) -> Peer:
+        """The sender: `source`, or behind an edge proxy the address it was received from
+        there (pbx/sip/edge.py). Replies still go to `source`, the proxy."""
+        return self.origin or self.source
 
     def respond(
         self,

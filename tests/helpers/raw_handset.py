@@ -46,15 +46,17 @@ class RawHandset:
         contact_port: int,
         expires: int = 300,
         realm: str = "helpline",
+        extra: str = "",
     ) -> str:
-        """REGISTER (MD5 digest) with a Contact that names `contact_port`; final response."""
+        """REGISTER (MD5 digest) with a Contact that names `contact_port`; final response.
+        `extra`: more header lines ("Name: value\\n")."""
         call_id = secrets.token_hex(8)
         base = (
             f"REGISTER sip:{target[0]}:{target[1]} SIP/2.0\n"
             f"Via: SIP/2.0/UDP {self.host}:{contact_port};branch=z9hG4bK{{branch}};rport\n"
             f"From: <sip:{user}@{target[0]}>;tag=raw1\nTo: <sip:{user}@{target[0]}>\n"
             f"Call-ID: {call_id}\nCSeq: {{cseq}} REGISTER\n"
-            f"Contact: <sip:{user}@{self.host}:{contact_port}>\nExpires: {expires}\n"
+            f"Contact: <sip:{user}@{self.host}:{contact_port}>\nExpires: {expires}\n{extra}"
             "Max-Forwards: 70\n{auth}Content-Length: 0\n\n"
         )
         self.send(base.format(branch=secrets.token_hex(6), cseq=1, auth=""), target)

@@ -41,13 +41,14 @@ class Served:
     sip_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)  # extra HELPLINE_* settings
+    host: str = "127.0.0.1"  # SIP address (two nodes: one loopback address each)
     proc: subprocess.Popen[bytes] | None = None
     runs: int = 0
     _log: IO[bytes] | None = None
 
     @property
     def target(self) -> str:
-        return f"127.0.0.1:{self.sip_port}"
+        return f"{self.host}:{self.sip_port}"
 
     def log_path(self, run: int | None = None) -> Path:
         return self.state_dir.parent / f"serve-{self.runs if run is None else run}.log"
@@ -59,12 +60,13 @@ class Served:
         # below the kernel's ephemeral ports, as tests/helpers/service.py does
         env["HELPLINE_RTP_PORT_MIN"] = str(20000 + (self.sip_port % 120) * 100)
         env["HELPLINE_RTP_PORT_MAX"] = str(20000 + (self.sip_port % 120) * 100 + 98)
+        env["HELPLINE_WEB_PORT"] = "none"  # the wallboard's own tests give it a free port
         env["HELPLINE_RUN_AS_USER"] = ""  # stays root: dropping it is tests/test_privileges.py's
         env.update(self.env)
         self._log = self.log_path().open("wb")
         self.proc = subprocess.Popen(
             [
-                HELPLINE, "serve", "--sip-host", "127.0.0.1", "--sip-port", str(self.sip_port),
+                HELPLINE, "serve", "--sip-host", self.host, "--sip-port", str(self.sip_port),
                 "--tls-port", "0", "--metrics-port", str(self.metrics_port),
                 "--state-dir", str(self.state_dir), "--dialplan", str(self.dialplan),
             ],

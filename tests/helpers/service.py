@@ -91,6 +91,7 @@ async def running_service(
         sip_port=free_port(),
         tls_port=free_port(),
         metrics_port=None,
+        web_port=None,  # the wallboard's tests give it a free port
         database_url=database_url,
         state_dir=state_dir,
         rtp_port_min=base,
@@ -115,7 +116,7 @@ async def clean_database(url: str) -> None:
         if exists:
             await conn.execute(
                 "truncate volunteers, registrations, events, shifts, call_records,"
-                " call_daily_counts restart identity cascade"
+                " call_daily_counts, console_accounts restart identity cascade"
             )
     finally:
         await conn.close()

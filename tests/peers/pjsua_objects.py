@@ -93,6 +93,11 @@ class WorkerCall(pj.Call):  # type: ignore[misc]
         self.media_active = active
         event("media_state", call=self.handle, active=active)
 
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:  # noqa: N802
+        # how a transfer we asked for (REFER) goes: the REFER's answer, then each NOTIFY
+        event("xfer_status", call=self.handle, status=int(prm.statusCode),
+              final=bool(prm.finalNotify))  # fmt: skip
+
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # noqa: N802
         method = "rfc4733" if prm.method == pj.PJSUA_DTMF_METHOD_RFC2833 else "sip_info"
         self.digits.append(prm.digit)

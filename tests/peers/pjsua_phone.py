@@ -432,6 +432,23 @@ class PjsuaPhone:
             for e in self._events
         )
 
+    def call_handle(self) -> int:
+        """The handle of the call the test last got (made or received)."""
+        assert self._current is not None
+        return self._current
+
+    def xfer(self, uri: str, *, call: int | None = None, timeout: float = 5.0) -> None:
+        """The handset's transfer key: REFER the peer of the live call (or ``call``) to
+        ``uri``; how it goes arrives as ``xfer_status`` events (status, final)."""
+        self._request("xfer", timeout, uri=uri, call=call)
+
+    def xfer_replaces(
+        self, dest_call: int, *, call: int | None = None, timeout: float = 5.0
+    ) -> None:
+        """Attended transfer: REFER the peer of ``call`` to the peer of ``dest_call``
+        (Refer-To with Replaces naming ``dest_call``'s dialog)."""
+        self._request("xfer_replaces", timeout, dest_call=dest_call, call=call)
+
     def answer(self, code: int = 200, *, call: int | None = None, timeout: float = 5.0) -> str:
         """Answers the newest live call (or ``call``) with ``code``; returns the call state."""
         return str(self._request("answer", timeout, code=code, call=call, timeout=timeout)["state"])

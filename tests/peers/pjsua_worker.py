@@ -265,6 +265,19 @@ class Worker:
             self.pump_until(lambda: call.media_active, 5.0, "call media")
         return {"call": handle, "status": call.last_status, "state": call.state}
 
+    def cmd_xfer(self, uri: str, call: int | None = None) -> dict[str, Any]:
+        """Blind transfer: REFER the call's peer to `uri` (RFC 3515)."""
+        c = self.call(call)
+        c.xfer(uri, pj.CallOpParam(True))
+        return {"call": c.handle}
+
+    def cmd_xfer_replaces(self, dest_call: int, call: int | None = None) -> dict[str, Any]:
+        """Attended transfer: REFER the call's peer to `dest_call`'s peer, with Replaces
+        naming `dest_call`'s dialog (RFC 3891)."""
+        c = self.call(call)
+        c.xferReplaces(self.call(dest_call), pj.CallOpParam(True))
+        return {"call": c.handle}
+
     def cmd_answer(
         self, code: int = 200, call: int | None = None, timeout: float = 5.0
     ) -> dict[str, Any]:
