@@ -26,7 +26,7 @@ from tests.helpers.ivr_helpline import without_wrap_up
 from tests.helpers.polling import until
 from tests.helpers.served import Served, fresh_volunteers
 from tests.helpers.service import HANDSET_HOST
-from tests.helpers.volunteers import PASSWORD
+from tests.helpers.volunteers import PASSWORD, on_shift_in_database
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port, run_sipp_async, start_sipp
 
@@ -64,16 +64,6 @@ def options_status(served: Served) -> tuple[int, str]:
         answer = sock.recv(65535).decode(errors="replace")
     return int(answer.split()[1]), answer
 
-
-async def stored(pg_url: str) -> bool:
-    """vera's shift and her handset's binding are in the shared database (written behind)."""
-    conn = await asyncpg.connect(pg_url)
-    try:
-        state = await conn.fetchval("select state from shifts where username = 'vera'")
-        bindings = await conn.fetchval("select count(*) from registrations where aor = 'vera'")
-    finally:
-        await conn.close()
-    return bool(state == "available" and bindings == 1)
 
 
 def logged(served: Served, event: str, run: int | None = None) -> list[dict[str, object]]:
@@ -158,7 +148,7 @@ async def test_the_standby_takes_over_when_the_leader_is_killed(
         assert (await asyncio.to_thread(options_status, a))[0] == 200
         await on_shift_at(phone, a)
         logged_in = time.monotonic()
-        while not await stored(pg_url):
+        while not await on_shift_in_database(pg_url):
             assert time.monotonic() - logged_in < 5, "not written behind within 5 s"
             await asyncio.sleep(0.02)
         written = time.monotonic() - logged_in

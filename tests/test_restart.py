@@ -13,7 +13,6 @@ import signal
 import time
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from ivr.loader import DEFAULT_PLAN
@@ -21,7 +20,7 @@ from tests.helpers.ivr_helpline import without_wrap_up
 from tests.helpers.polling import until
 from tests.helpers.served import Served, fresh_volunteers
 from tests.helpers.service import HANDSET_HOST, free_port
-from tests.helpers.volunteers import PASSWORD
+from tests.helpers.volunteers import PASSWORD, on_shift_in_database
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.sipp import find_free_port, run_sipp_async
 
@@ -44,16 +43,6 @@ async def become_ready(served: Served, timeout: float) -> float:
     return time.monotonic() - started
 
 
-async def stored_in_database(pg_url: str) -> bool:
-    """vera's shift and her handset's binding are in the database (written behind)."""
-    conn = await asyncpg.connect(pg_url)
-    try:
-        state = await conn.fetchval("select state from shifts where username = 'vera'")
-        bindings = await conn.fetchval("select count(*) from registrations where aor = 'vera'")
-    finally:
-        await conn.close()
-    return bool(state == "available" and bindings == 1)
-
 
 # "up": both copies there; "up-without-snapshots": another machine with the same database;
 # "unreachable": the database is away at the restart, the local snapshots carry it.
@@ -74,7 +63,7 @@ async def test_a_killed_service_comes_back_with_the_volunteer_on_shift(
             assert await phone.wait_disconnected(timeout=20) == 200
             await until(lambda: shift_state(served.state_dir, "vera") == "available")
             for _ in range(100):
-                if await stored_in_database(pg_url):
+                if await on_shift_in_database(pg_url):
                     break
                 await asyncio.sleep(0.1)
             else:

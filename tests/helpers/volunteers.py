@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncpg
+
 from queues.roster import VolunteerState
 from tests.helpers.service import HANDSET_HOST, Running
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
@@ -27,3 +29,15 @@ async def dial_feature_code(helpline: Running, phone: AsyncPjsuaPhone, code: str
 
 def state(helpline: Running, user: str) -> VolunteerState:
     return helpline.service.roster.get(user).state
+
+
+async def on_shift_in_database(pg_url: str, username: str = "vera") -> bool:
+    """The volunteer's shift (available) and their one handset's binding are in the database
+    (written behind)."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        state = await conn.fetchval("select state from shifts where username = $1", username)
+        bindings = await conn.fetchval("select count(*) from registrations where aor = $1", username)
+    finally:
+        await conn.close()
+    return bool(state == "available" and bindings == 1)
