@@ -37,7 +37,9 @@ async def on_shift_in_database(pg_url: str, username: str = "vera") -> bool:
     conn = await asyncpg.connect(pg_url)
     try:
         state = await conn.fetchval("select state from shifts where username = $1", username)
-        bindings = await conn.fetchval("select count(*) from registrations where aor = $1", username)
+        bindings = await conn.fetchval(
+            "select count(*) from registrations where aor = $1", username
+        )
     finally:
         await conn.close()
     return bool(state == "available" and bindings == 1)
