@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pbx.config import REPO_ROOT, ConfigError, Settings, load_settings
 from pbx.demo.traffic import (
+    BACKLINE_HOST,
     DEMO_PASSWORD,
     Summary,
     Traffic,
@@ -36,10 +37,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "with simulated callers and volunteers that place and answer real calls over loopback.",
     )
     p.add_argument("--minutes", type=float, help="stop after N minutes (default: until Ctrl-C)")
-    p.add_argument("--callers-per-minute", type=float, default=4.0)
-    p.add_argument("--volunteers", type=int, default=6)
-    p.add_argument("--talk-seconds", type=float, default=40.0, help="mean conversation length")
-    p.add_argument("--patience-seconds", type=float, default=90.0, help="mean time callers wait")
+    p.add_argument("--callers-per-minute", type=float, help="default 4")
+    p.add_argument("--volunteers", type=int, help="default 6")
+    p.add_argument("--talk-seconds", type=float, help="mean conversation length (default 40)")
+    p.add_argument("--patience-seconds", type=float,
+                   help="mean time callers wait before hanging up (default 90)")  # fmt: skip
     p.add_argument("--state-dir", type=Path, default=REPO_ROOT / "var" / "demo",
                    help="the demo's own data directory (never the real one)")  # fmt: skip
     p.add_argument("--sip-port", type=int, default=5070)
@@ -47,7 +49,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--handover-share", type=float, default=0.05,
                    help="share of answered calls handed over to the simulated 113")  # fmt: skip
     p.add_argument("--seed", type=int)
+    p.add_argument("--peak", action="store_true",
+                   help="the busiest hour at the helpline's scale (bench/SOAK.md): 36 volunteers,"
+                   " 60 callers an hour, 48-minute conversations, every volunteer busy from the"
+                   " start; the flags above, when given, override it")  # fmt: skip
+    p.add_argument("--role", choices=["all", "service", "traffic"], default="all",
+                   help="run both in one process (default), or only the service (with the demo"
+                   " accounts and plan) or only the simulated phones, in two processes, so that"
+                   " the service's own memory and CPU can be measured (bench/soak.py)")  # fmt: skip
+    p.add_argument("--backline-port", type=int, default=0,
+                   help="port of the simulated 113 on 127.0.0.3 (split roles: both must agree;"
+                   f" default {SPLIT_BACKLINE_PORT} then)")  # fmt: skip
     p.set_defaults(func=run)
+
+
+SPLIT_BACKLINE_PORT = 5079
+DEFAULTS = {"volunteers": 6, "callers_per_minute": 4.0, "talk_seconds": 40.0,
+            "patience_seconds": 90.0, "first_callers": 0}  # fmt: skip
+# The busiest hour (bench/SOAK.md has the derivation from HELPLINE.md): overrides of the defaults
+PEAK = {"volunteers": 36, "callers_per_minute": 1.0, "talk_seconds": 48 * 60.0,
+        "patience_seconds": 240.0, "first_callers": 36}  # fmt: skip
 
 
 def demo_settings(args: argparse.Namespace) -> Settings:
@@ -77,15 +98,96 @@ def run(args: argparse.Namespace) -> int:
         print(f"helpline: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    config = TrafficConfig(
-        callers_per_minute=args.callers_per_minute, volunteers=args.volunteers,
-        talk_seconds=args.talk_seconds, patience_seconds=args.patience_seconds, seed=args.seed,
-        handover_share=args.handover_share,
-    )  # fmt: skip
+    config = traffic_config(args)
     seconds = args.minutes * 60 if args.minutes is not None else None
-    summary = asyncio.run(run_demo(settings, config, seconds))
+    if args.role == "service":
+        asyncio.run(run_service(settings, config, seconds))
+        return 0
+    if args.role == "traffic":
+        summary = asyncio.run(run_traffic((settings.sip_host, settings.sip_port), config, seconds))
+    else:
+        summary = asyncio.run(run_demo(settings, config, seconds))
     print(summary.render(), flush=True)
     return 0
+
+
+def traffic_config(args: argparse.Namespace) -> TrafficConfig:
+    """The flags given, over the peak preset (with --peak), over the defaults."""
+    values = {**DEFAULTS, **(PEAK if args.peak else {})}
+    for name in ("callers_per_minute", "volunteers", "talk_seconds", "patience_seconds"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    backline = args.backline_port or (SPLIT_BACKLINE_PORT if args.role != "all" else 0)
+    return TrafficConfig(
+        callers_per_minute=float(values["callers_per_minute"]),
+        volunteers=int(values["volunteers"]),
+        talk_seconds=float(values["talk_seconds"]),
+        patience_seconds=float(values["patience_seconds"]),
+        first_callers=int(values.get("first_callers", 0)), seed=args.seed,
+        handover_share=args.handover_share, backline_port=backline,
+    )  # fmt: skip
+
+
+async def run_service(settings: Settings, config: TrafficConfig, seconds: float | None) -> None:
+    """Only the service, with the demo's plan (113 at the simulated 113's fixed address) and
+    accounts, until stopped or for `seconds`; `--role traffic` brings the phones."""
+    from pbx.app import build_service
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    settings.dialplan = demo_plan(settings.dialplan, settings.state_dir / "dialplan.yaml",
+                                  (BACKLINE_HOST, config.backline_port))  # fmt: skip
+    service = build_service(settings)
+    try:
+        await service.start()
+        await add_demo_volunteers(service, settings, config.volunteers)
+        port = service.stack.port(TransportKind.UDP)
+        print(f"helpline demo: service ready on sip:{settings.sip_host}:{port}", flush=True)
+        await _until_stopped(seconds)
+    finally:
+        await service.stop()
+
+
+async def run_traffic(
+    server: tuple[str, int], config: TrafficConfig, seconds: float | None
+) -> Summary:
+    """Only the simulated phones, against a service started with `--role service`."""
+    traffic = Traffic(config)
+    await traffic.start_backline()
+    try:
+        await traffic.start_volunteers(server)
+        print(f"helpline demo: {config.volunteers} volunteers on shift, callers arriving at "
+              f"{config.callers_per_minute:g}/minute on sip:{server[0]}:{server[1]}",
+              flush=True)  # fmt: skip
+        await _callers_until_stopped(traffic, seconds)
+        print("helpline demo: no new callers; letting the calls in progress end", flush=True)
+        await traffic.finish(grace=60.0)
+    finally:
+        await traffic.backline.close()
+    return traffic.summary
+
+
+async def _until_stopped(seconds: float | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def _callers_until_stopped(traffic: Traffic, seconds: float | None) -> None:
+    callers = asyncio.ensure_future(traffic.run_callers(seconds if seconds else 10**9))
+    stopper = asyncio.ensure_future(_until_stopped(None))
+    await asyncio.wait({callers, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    callers.cancel()
+    stopper.cancel()
+    await asyncio.gather(stopper, return_exceptions=True)
 
 
 async def add_demo_volunteers(service: HelplineService, settings: Settings, count: int) -> None:
@@ -142,19 +244,7 @@ async def drive(
               f"{rate} on sip:{server[0]}:{server[1]}")  # fmt: skip
         print(f"helpline demo: open the wallboard at {wallboard_address(settings)}")
         print("helpline demo: Ctrl-C stops it and prints a summary", flush=True)
-    callers = asyncio.ensure_future(traffic.run_callers(seconds if seconds else 10**9))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-    stopper = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({callers, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    callers.cancel()
-    stopper.cancel()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.remove_signal_handler(signal.SIGINT)
-        loop.remove_signal_handler(signal.SIGTERM)
+    await _callers_until_stopped(traffic, seconds)
     if not quiet:
         print("helpline demo: no new callers; letting the calls in progress end", flush=True)
     await traffic.finish(grace=grace if grace is not None else 60.0)

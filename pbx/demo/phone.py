@@ -25,7 +25,12 @@ from pbx.sip.uri import parse_uri
 PCMU = 0
 EVENT_PT = 101
 SILENCE = b"\xff" * 160  # 20 ms of PCMU silence
-VOICE = b"\x2a" * 160  # what a simulated volunteer "says": callers know they were answered by it
+# What each kind of simulated phone "says" (a constant frame no prompt or tone contains), so that
+# whoever hears it knows who they are connected to: a caller hearing VOICE was answered by a
+# volunteer, a volunteer hearing CALLER is connected to its caller, BACKLINE is 113 speaking.
+VOICE = b"\x2a" * 160
+BACKLINE = b"\x3b" * 160
+CALLER = b"\x4c" * 160
 _PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^\s,]+))')
 
 
@@ -52,14 +57,19 @@ class _Rtp(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.received = 0
         self.voice = 0  # packets carrying a simulated volunteer's voice
-        self.heard_voice = asyncio.Event()
+        self.heard_voice = asyncio.Event()  # a volunteer (only ever relayed once bridged)
+        self.heard_backline = asyncio.Event()  # the simulated 113
+        self.heard_caller = asyncio.Event()  # a caller (a volunteer's call is bridged)
+        self._heard = {VOICE: self.heard_voice, BACKLINE: self.heard_backline,
+                       CALLER: self.heard_caller}  # fmt: skip
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.received += 1
-        if len(data) >= 12 + 160 and data[-160:] == VOICE:
-            self.voice += 1
-            if self.voice >= 5:
-                self.heard_voice.set()
+        heard = self._heard.get(data[-160:]) if len(data) >= 12 + 160 else None
+        if heard is not None:
+            if heard is self.heard_voice:
+                self.voice += 1
+            heard.set()
 
 
 @dataclass
@@ -158,6 +168,8 @@ class SimPhone:
         user: str = "demo",
         password: str = "",
         on_incoming: IncomingHandler | None = None,
+        voice: bytes = VOICE,
+        port: int = 0,
     ) -> None:
         if not host.startswith("127."):
             raise ValueError("the demo's phones talk over loopback only")
@@ -166,11 +178,13 @@ class SimPhone:
         self.user = user
         self.password = password
         self.on_incoming = on_incoming
+        self.voice = voice  # what this phone sends once it answers a call
+        self.bind_port = port  # 0: any free port
         self.stack = SipStack(SipTransports(), public_host=host)
         self.calls: dict[str, Call] = {}  # by Call-ID
 
     async def start(self) -> None:
-        await self.stack.start(RequestHandlers(self._on_request), self.host, 0)
+        await self.stack.start(RequestHandlers(self._on_request), self.host, self.bind_port)
 
     async def close(self) -> None:
         for call in list(self.calls.values()):
@@ -220,10 +234,13 @@ class SimPhone:
         response = await self._send(Request("REGISTER", parse_uri(f"sip:{server}"), headers))
         return response.status
 
-    async def dial(self, number: str, ringing: Callable[[], None] | None = None) -> Call | None:
-        """INVITE `number`; the established call, or None when refused."""
+    async def dial(
+        self, number: str, ringing: Callable[[], None] | None = None, payload: bytes = SILENCE
+    ) -> Call | None:
+        """INVITE `number` (then send `payload` frames); the established call, or None when
+        refused."""
         server = f"{self.server.host}:{self.server.port}"
-        media = await Media.open(self.host)
+        media = await Media.open(self.host, payload)
         headers = Headers()
         headers.add("Max-Forwards", "70")
         headers.add("From", f"<sip:{self.user}@{self.host}>;tag={new_tag()}")
@@ -309,7 +326,7 @@ class SimPhone:
             incoming.respond(405)
 
     async def _incoming(self, incoming: IncomingRequest) -> None:
-        media = await Media.open(self.host, VOICE)
+        media = await Media.open(self.host, self.voice)
         dialog = Dialog.as_uas(incoming.request, new_tag(), incoming.source)
         call = Call(dialog, media, invite=incoming)
         self.calls[dialog.call_id] = call

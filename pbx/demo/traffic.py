@@ -6,6 +6,7 @@ simulated phone on another loopback address. Everything they do goes over real S
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import time
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pbx.demo.phone import Call, SimPhone
+from pbx.demo.phone import BACKLINE, CALLER, Call, SimPhone
 
 # HELPLINE.md: mostly Dutch, a few percent Arabic, Farsi, Turkish (the language menu's keys)
 LANGUAGES: list[tuple[str, str, float]] = [("nl", "1", 0.91), ("ar", "2", 0.03),
@@ -41,6 +42,8 @@ class TrafficConfig:
     trunk_host: str = "127.0.0.1"
     handset_host: str = "127.0.0.2"
     seed: int | None = None
+    backline_port: int = 0  # where the simulated 113 listens (0: any free port)
+    first_callers: int = 0  # callers arriving in the first minute on top of the rate (warm start)
 
 
 @dataclass
@@ -48,7 +51,8 @@ class Summary:
     offered: int = 0  # calls the service took (200 to the INVITE)
     refused: int = 0
     answered: int = 0  # a volunteer was heard
-    abandoned: int = 0  # hung up while waiting
+    abandoned: int = 0  # hung up while waiting (including `cut_waiting`)
+    cut_waiting: int = 0  # still waiting when the run closed: they hung up then
     other: int = 0  # ended by the service without a volunteer (closed line, voicemail, ...)
     waits: list[float] = field(default_factory=list)
     by_language: Counter[str] = field(default_factory=Counter)
@@ -81,7 +85,9 @@ class Summary:
         avg = self.average_wait
         lines = [
             f"offered {self.offered}, answered {self.answered}, abandoned {self.abandoned}, "
-            f"other {self.other}, refused {self.refused}, cut off at the end {self.unfinished}",
+            f"other {self.other}, refused {self.refused}, cut off at the end {self.unfinished}"
+            + (f" (of the abandoned, {self.cut_waiting} were waiting at the close)"
+               if self.cut_waiting else ""),
             "service level ("
             f"{SERVICE_LEVEL_SECONDS:.0f} s): " + ("-" if level is None else f"{level:.0%}"),
             "average wait of answered calls: " + ("-" if avg is None else f"{avg:.1f} s"),
@@ -126,6 +132,35 @@ def demo_plan(plan: Path, into: Path, backline: tuple[str, int]) -> Path:
     return into
 
 
+class PickUps:
+    """Volunteers' answers not yet heard by any caller: calls the service may already count
+    as answered (it does at the volunteer's 200, before the whisper) while their caller still
+    hears only the waiting line. Callers and volunteers are not paired (the service tells a
+    volunteer nothing of the caller), so this is a count over all of them.
+
+    A caller whose patience ran out gives up only while the count is zero, checked and hung up
+    in one step of the event loop (no await between): then no volunteer has sent a 200 that
+    could be for this caller, any later 200 reaches the service's socket after the caller's
+    BYE, and the service sees a caller who left while waiting or ringing: abandoned, as the
+    caller counts it. A count above zero drops when a caller first hears a volunteer or when an
+    answered volunteer's call ends without a caller (the caller left during the whisper, or
+    the 200 crossed the service's CANCEL at the ring timeout)."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.clear = asyncio.Event()
+        self.clear.set()
+
+    def answered(self) -> None:
+        self.pending += 1
+        self.clear.clear()
+
+    def resolved(self) -> None:
+        self.pending = max(0, self.pending - 1)
+        if self.pending == 0:
+            self.clear.set()
+
+
 class Traffic:
     def __init__(self, config: TrafficConfig) -> None:
         self.server: tuple[str, int] = ("127.0.0.1", 0)  # set by start_volunteers
@@ -137,7 +172,10 @@ class Traffic:
         self.summary = Summary()
         self._tasks: set[asyncio.Task[None]] = set()
         self._volunteers: list[SimPhone] = []
-        self.backline = SimPhone(BACKLINE_HOST, self.server, user="113", on_incoming=self._at_113)
+        self.pickups = PickUps()
+        self.closing = asyncio.Event()  # the run ends: waiting callers and talkers hang up
+        self.backline = SimPhone(BACKLINE_HOST, self.server, user="113", on_incoming=self._at_113,
+                                 voice=BACKLINE, port=config.backline_port)  # fmt: skip
 
     async def start_backline(self) -> tuple[str, int]:
         """The simulated 113 listens first: the plan the service loads names its address."""
@@ -146,6 +184,15 @@ class Traffic:
 
     def _at_113(self, phone: SimPhone, call: Call) -> None:
         self._spawn(self._backline_call(phone, call))
+
+    async def _ended_within(self, call: Call, seconds: float) -> bool:
+        """Wait up to `seconds` (less once the run closes); True if the call ended meanwhile."""
+        ended = asyncio.ensure_future(call.ended.wait())
+        closing = asyncio.ensure_future(self.closing.wait())
+        await asyncio.wait({ended, closing}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        ended.cancel()
+        closing.cancel()
+        return call.ended.is_set()
 
     async def _backline_call(self, phone: SimPhone, call: Call) -> None:
         phone.ring(call)
@@ -156,9 +203,7 @@ class Traffic:
             pass
         phone.answer(call)
         self.summary.backline_answered += 1
-        try:
-            await asyncio.wait_for(call.ended.wait(), max(3.0, self.rng.expovariate(1 / 20)))
-        except TimeoutError:
+        if not await self._ended_within(call, max(3.0, self.rng.expovariate(1 / 20))):
             await phone.hang_up(call)
 
     # --- volunteers -------------------------------------------------------------------------
@@ -190,22 +235,45 @@ class Traffic:
             return
         try:
             await asyncio.wait_for(call.ended.wait(), self.rng.uniform(1.0, 4.0))
-            return  # the caller gave up while it rang
+            return  # the caller gave up while it rang, or the service tried someone else
         except TimeoutError:
             pass
+        if call.invite is None or not call.invite.unanswered:
+            return
+        self.pickups.answered()  # counted in the same step as the 200 goes out
         phone.answer(call)
+        try:
+            await self._talk(phone, call)
+        finally:
+            if not call.media.protocol.heard_caller.is_set():
+                self.pickups.resolved()  # no caller was connected to this answer
+
+    async def _talk(self, phone: SimPhone, call: Call) -> None:
+        """An answered call: the whisper, then the conversation (or a hand-over to 113)."""
+        heard = asyncio.ensure_future(call.media.protocol.heard_caller.wait())
+        ended = asyncio.ensure_future(call.ended.wait())
+        await asyncio.wait({heard, ended}, return_when=asyncio.FIRST_COMPLETED)
+        heard.cancel()
+        ended.cancel()
+        if call.ended.is_set():
+            return  # the caller left during the whisper (or our 200 crossed a CANCEL)
         self.summary.volunteer_answers += 1
         talk = max(3.0, self.rng.expovariate(1 / self.config.talk_seconds))
         if self.rng.random() < self.config.handover_share:
-            try:  # talk a while, then hand the caller over to 113 with the keys
-                await asyncio.wait_for(call.ended.wait(), talk / 2)
+            # talk a while, then hand the caller over to 113 with the keys
+            if await self._ended_within(call, talk / 2) or self.closing.is_set():
                 return
-            except TimeoutError:
-                self.summary.handed_over += 1
-                call.media.press("*9")
-        try:
-            await asyncio.wait_for(call.ended.wait(), talk)
-        except TimeoutError:
+            self.summary.handed_over += 1
+            call.media.press("*9")
+            # warm: once 113 speaks, a word with them, then hang up (the caller goes over)
+            backline = asyncio.ensure_future(call.media.protocol.heard_backline.wait())
+            ended = asyncio.ensure_future(call.ended.wait())
+            await asyncio.wait({backline, ended}, timeout=60,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            backline.cancel()
+            ended.cancel()
+            talk = 1.0
+        if not await self._ended_within(call, talk):
             await phone.hang_up(call)
 
     # --- callers ----------------------------------------------------------------------------
@@ -213,6 +281,8 @@ class Traffic:
         """Callers arrive as a Poisson process for `seconds`; then the calls in progress end."""
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
+        for _ in range(self.config.first_callers):  # already calling as the run starts
+            self._spawn(self._caller(delay=self.arrivals.uniform(0.0, 60.0)))
         while True:
             gap = self.arrivals.expovariate(self.config.callers_per_minute / 60.0)
             if loop.time() + gap >= end:
@@ -221,10 +291,15 @@ class Traffic:
             await asyncio.sleep(gap)
             self._spawn(self._caller())
 
-    async def finish(self, grace: float = 30.0) -> None:
-        """Let calls in progress end (callers hang up), then close every phone."""
+    async def finish(self, grace: float = 30.0, close: float = 30.0) -> None:
+        """Let calls in progress end for `grace` seconds; then the run closes (callers still
+        waiting give up, as patience running out would have them do, and conversations end),
+        for at most `close` seconds; then every phone is closed."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
+        self.closing.set()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=close)
         for task in list(self._tasks):
             task.cancel()
         for phone in self._volunteers:
@@ -255,12 +330,13 @@ class Traffic:
             return "local", self.arrivals.choice(LOCAL), lang, key
         return "partner", self.arrivals.choice(PARTNER), "nl", ""  # partners start in Dutch
 
-    async def _caller(self) -> None:
+    async def _caller(self, delay: float = 0.0) -> None:
         kind, number, lang, keys = self._pick_call()
+        await asyncio.sleep(delay)
         phone = SimPhone(self.config.trunk_host, self.server, user="caller")
         await phone.start()
         try:
-            call = await phone.dial(number)
+            call = await phone.dial(number, payload=CALLER)
             if call is None:
                 self.summary.refused += 1
                 return
@@ -277,20 +353,47 @@ class Traffic:
             call.media.press(keys)
         waiting_since = time.monotonic()
         patience = self.rng.expovariate(1 / self.config.patience_seconds) + 5
-        heard = asyncio.ensure_future(call.media.protocol.heard_voice.wait())
+        rtp = call.media.protocol
+        events = [rtp.heard_voice, rtp.heard_backline, call.ended, self.closing]
+        gave_up = False  # patience ran out (or the run closed): hang up once it is safe
+        while True:
+            if rtp.heard_voice.is_set():  # bridged to a volunteer: the service's "answered"
+                self.pickups.resolved()
+                self.summary.answered += 1
+                self.summary.answered_by_language[lang] += 1
+                self.summary.waits.append(time.monotonic() - waiting_since)
+                await self._to_the_end(phone, call)
+                return
+            if call.ended.is_set() or rtp.heard_backline.is_set():
+                self.summary.other += 1  # ended or sent on by the service (closed, 113, ...)
+                await self._to_the_end(phone, call)
+                return
+            gave_up = gave_up or self.closing.is_set()
+            if gave_up and self.pickups.clear.is_set():
+                # no volunteer's answer is in flight: hanging up now, the service sees a
+                # caller who left while waiting (see PickUps)
+                self.summary.abandoned += 1
+                self.summary.cut_waiting += self.closing.is_set()
+                await phone.hang_up(call)
+                return
+            waits = [asyncio.ensure_future(e.wait()) for e in events]
+            if gave_up:
+                waits.append(asyncio.ensure_future(self.pickups.clear.wait()))
+            left = None if gave_up else patience - (time.monotonic() - waiting_since)
+            done, _ = await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            gave_up = gave_up or not done
+
+    async def _to_the_end(self, phone: SimPhone, call: Call) -> None:
+        """Connected (or sent on): the other side ends the call; the caller only once the run
+        closes and they are still there."""
+        closing = asyncio.ensure_future(self.closing.wait())
         ended = asyncio.ensure_future(call.ended.wait())
-        done, _ = await asyncio.wait({heard, ended}, timeout=patience,
-                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-        if heard in done:
-            self.summary.answered += 1
-            self.summary.answered_by_language[lang] += 1
-            self.summary.waits.append(time.monotonic() - waiting_since)
-            await ended  # the volunteer ends the conversation
-        elif ended in done:
-            heard.cancel()
-            self.summary.other += 1
-        else:
-            heard.cancel()
-            ended.cancel()
-            self.summary.abandoned += 1
+        await asyncio.wait({closing, ended}, return_when=asyncio.FIRST_COMPLETED)
+        closing.cancel()
+        ended.cancel()
+        if not call.ended.is_set():  # volunteers and 113 are told to stop too; else we do
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(call.ended.wait(), 10)
             await phone.hang_up(call)
