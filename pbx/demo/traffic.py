@@ -323,6 +323,12 @@ class Traffic:
             if pick < acc:
                 lang, key = code, k
                 break
+        if lang != "nl":
+            # "closed now; press 1 for a Dutch volunteer": typed ahead, so that whatever the
+            # hour every caller who stays reaches a queue (hanging up in the closed menu would
+            # be the service's "closed", which the caller cannot tell from waiting); in an
+            # open queue the extra key is ignored
+            key += "1"
         entry = self.arrivals.random()
         if entry < 0.6:
             return "national", NATIONAL, lang, key
