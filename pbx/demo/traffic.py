@@ -261,18 +261,20 @@ class Traffic:
         talk = max(3.0, self.rng.expovariate(1 / self.config.talk_seconds))
         if self.rng.random() < self.config.handover_share:
             # talk a while, then hand the caller over to 113 with the keys
-            if await self._ended_within(call, talk / 2) or self.closing.is_set():
+            if await self._ended_within(call, talk / 2):
                 return
-            self.summary.handed_over += 1
-            call.media.press("*9")
-            # warm: once 113 speaks, a word with them, then hang up (the caller goes over)
-            backline = asyncio.ensure_future(call.media.protocol.heard_backline.wait())
-            ended = asyncio.ensure_future(call.ended.wait())
-            await asyncio.wait({backline, ended}, timeout=60,
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-            backline.cancel()
-            ended.cancel()
-            talk = 1.0
+            if not self.closing.is_set():  # (at the close: hang up, below)
+                self.summary.handed_over += 1
+                call.media.press("*9")
+                # warm: once 113 speaks, a word with them, then hang up (the caller goes over;
+                # hanging up before 113 answers would still hand over, blind)
+                backline = asyncio.ensure_future(call.media.protocol.heard_backline.wait())
+                ended = asyncio.ensure_future(call.ended.wait())
+                await asyncio.wait({backline, ended}, timeout=60,
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                backline.cancel()
+                ended.cancel()
+                talk = 1.0
         if not await self._ended_within(call, talk):
             await phone.hang_up(call)
 
