@@ -17,7 +17,7 @@ import asyncpg
 
 from ivr.loader import DEFAULT_PLAN
 from pbx.cli import build_parser
-from pbx.commands.demo import drive
+from pbx.commands.demo import SPLIT_BACKLINE_PORT, drive, traffic_config
 from pbx.demo.traffic import Traffic, TrafficConfig, demo_plan
 from tests.helpers.ivr_helpline import ivr_helpline
 from tests.helpers.polling import until
@@ -100,3 +100,16 @@ def test_demo_command_takes_its_scale_flags() -> None:
     )
     assert (args.minutes, args.callers_per_minute, args.volunteers) == (3, 12, 9)
     assert args.state_dir.name == "demo"  # never the real state directory
+
+
+def test_peak_preset_with_overrides_and_split_roles() -> None:
+    args = build_parser().parse_args(["demo", "--peak", "--volunteers", "40", "--role", "traffic"])
+    config = traffic_config(args)
+    # the busiest hour (bench/SOAK.md), with the flag given winning over the preset
+    assert (config.volunteers, config.callers_per_minute, config.first_callers) == (40, 1.0, 36)
+    assert config.talk_seconds == 48 * 60
+    # split into two processes, the service's plan and the phones agree on where 113 is
+    assert config.backline_port == SPLIT_BACKLINE_PORT
+    plain = traffic_config(build_parser().parse_args(["demo"]))
+    assert (plain.volunteers, plain.callers_per_minute, plain.first_callers) == (6, 4.0, 0)
+    assert plain.backline_port == 0
