@@ -144,7 +144,13 @@ class PickUps:
     BYE, and the service sees a caller who left while waiting or ringing: abandoned, as the
     caller counts it. A count above zero drops when a caller first hears a volunteer or when an
     answered volunteer's call ends without a caller (the caller left during the whisper, or
-    the 200 crossed the service's CANCEL at the ring timeout)."""
+    the 200 crossed the service's CANCEL at the ring timeout). The other way round, a volunteer
+    hangs up or hands over only once the count is zero: its caller has heard it, so it counts
+    itself answered as the service does (not cut off as the call ends at the run's close).
+
+    (Not covered: a caller connected a second time, after a volunteer's handset was lost or a
+    hand-over failed, would keep the count above zero; simulated volunteers and 113 do
+    neither.)"""
 
     def __init__(self) -> None:
         self.pending = 0
@@ -261,7 +267,7 @@ class Traffic:
         talk = max(3.0, self.rng.expovariate(1 / self.config.talk_seconds))
         if self.rng.random() < self.config.handover_share:
             # talk a while, then hand the caller over to 113 with the keys
-            if await self._ended_within(call, talk / 2):
+            if await self._ended_within(call, talk / 2) or not await self._heard(call):
                 return
             if not self.closing.is_set():  # (at the close: hang up, below)
                 self.summary.handed_over += 1
@@ -275,8 +281,21 @@ class Traffic:
                 backline.cancel()
                 ended.cancel()
                 talk = 1.0
-        if not await self._ended_within(call, talk):
+        if not await self._ended_within(call, talk) and await self._heard(call):
             await phone.hang_up(call)
+
+    async def _heard(self, call: Call) -> bool:
+        """Wait until our caller has heard us, before hanging up or handing over (else the
+        caller, who counts itself answered on hearing a volunteer, could see the call end or go
+        on hold first, while the service counts it answered). Callers and volunteers are not
+        paired: no answer left unheard by its caller (PickUps clear) includes ours. False if
+        the call ended meanwhile."""
+        clear = asyncio.ensure_future(self.pickups.clear.wait())
+        ended = asyncio.ensure_future(call.ended.wait())
+        await asyncio.wait({clear, ended}, return_when=asyncio.FIRST_COMPLETED)
+        clear.cancel()
+        ended.cancel()
+        return not call.ended.is_set()
 
     # --- callers ----------------------------------------------------------------------------
     async def run_callers(self, seconds: float) -> None:
