@@ -209,6 +209,14 @@ class Traffic:
             pass
         phone.answer(call)
         self.summary.backline_answered += 1
+        # a volunteer's hand-over starts with the volunteer (consultation): stay on the line
+        # until the caller is put through (hanging up first would send the caller back to the
+        # volunteer: not handed over after all), then talk with the caller
+        caller = asyncio.ensure_future(call.media.protocol.heard_caller.wait())
+        ended = asyncio.ensure_future(call.ended.wait())
+        await asyncio.wait({caller, ended}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+        caller.cancel()
+        ended.cancel()
         if not await self._ended_within(call, max(3.0, self.rng.expovariate(1 / 20))):
             await phone.hang_up(call)
 
@@ -265,6 +273,7 @@ class Traffic:
             return  # the caller left during the whisper (or our 200 crossed a CANCEL)
         self.summary.volunteer_answers += 1
         talk = max(3.0, self.rng.expovariate(1 / self.config.talk_seconds))
+        handing_over = False
         if self.rng.random() < self.config.handover_share:
             # talk a while, then hand the caller over to 113 with the keys
             if await self._ended_within(call, talk / 2) or not await self._heard(call):
@@ -280,9 +289,9 @@ class Traffic:
                                    return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
                 backline.cancel()
                 ended.cancel()
-                talk = 1.0
-        if not await self._ended_within(call, talk) and await self._heard(call):
-            await phone.hang_up(call)
+                talk, handing_over = 1.0, True
+        if not await self._ended_within(call, talk) and (handing_over or await self._heard(call)):
+            await phone.hang_up(call)  # (handing over: the caller heard us before the keys)
 
     async def _heard(self, call: Call) -> bool:
         """Wait until our caller has heard us, before hanging up or handing over (else the
