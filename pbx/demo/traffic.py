@@ -29,6 +29,7 @@ LINE_113 = "0800-0113001"
 REGIONS = ["Amsterdam", "Rotterdam", "Utrecht", "Groningen"]
 SERVICE_LEVEL_SECONDS = 30.0  # answered within this wait counts towards the service level
 DEMO_PASSWORD = "demo-volunteer-password"
+REGISTER_EXPIRES = 600  # seconds; handsets register again at half of it, as real ones do
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ class Traffic:
         self.summary = Summary()
         self._tasks: set[asyncio.Task[None]] = set()
         self._volunteers: list[SimPhone] = []
+        self._refreshers: list[asyncio.Task[None]] = []
         self.pickups = PickUps()
         self.closing = asyncio.Event()  # the run ends: waiting callers and talkers hang up
         self.backline = SimPhone(BACKLINE_HOST, self.server, user="113", on_incoming=self._at_113,
@@ -229,7 +231,7 @@ class Traffic:
                 on_incoming=self._offered,
             )  # fmt: skip
             await phone.start()
-            status = await phone.register()
+            status = await phone.register(REGISTER_EXPIRES)
             if status != 200:
                 raise RuntimeError(f"volunteer {name}: REGISTER answered {status}")
             login = await phone.dial("*1")
@@ -237,6 +239,14 @@ class Traffic:
                 raise RuntimeError(f"volunteer {name}: the *1 login was refused")
             await asyncio.wait_for(login.ended.wait(), 30)  # the service confirms and hangs up
             self._volunteers.append(phone)
+            self._refreshers.append(asyncio.ensure_future(self._keep_registered(phone)))
+
+    async def _keep_registered(self, phone: SimPhone) -> None:
+        """Refresh the handset's binding before it lapses (else, past REGISTER_EXPIRES, the
+        service has nowhere to ring the volunteer and a long run loses its volunteers)."""
+        while True:
+            await asyncio.sleep(REGISTER_EXPIRES / 2)
+            await phone.register(REGISTER_EXPIRES)
 
     def _offered(self, phone: SimPhone, call: Call) -> None:
         self._spawn(self._volunteer_call(phone, call))
@@ -330,7 +340,7 @@ class Traffic:
         self.closing.set()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=close)
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._refreshers]:
             task.cancel()
         for phone in self._volunteers:
             await phone.close()
