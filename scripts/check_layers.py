@@ -39,8 +39,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "pbx.switchboard", "pbx.drain", "pbx.plan_in_force", "pbx.bookkeeping",
         "pbx.takeover", "pbx.ha",
     )),
-    ("root", ("pbx.service", "pbx.app", "pbx.health", "pbx.commands", "pbx.cli", "pbx.__main__",
-              "pbx.web")),  # fmt: skip
+    ("root", (
+        "pbx.service", "pbx.app", "pbx.health", "pbx.commands", "pbx.cli", "pbx.__main__",
+        "pbx.demo", "pbx.web",
+    )),
 ]  # fmt: skip
 PACKAGE_INITS_LAYER = "root"  # pbx/__init__.py and the like: the module `pbx` itself only
 

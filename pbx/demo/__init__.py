@@ -1,0 +1,1 @@
+"""Demo traffic: simulated callers and volunteers that talk real SIP and RTP to the service."""
