@@ -294,6 +294,7 @@ def main() -> int:
     p.add_argument("--keep", action="store_true",
                    help="keep the state directory (logs: var/soak-last-*)")  # fmt: skip
     args = p.parse_args()
+    (REPO / "var").mkdir(exist_ok=True)  # not in a fresh clone
     work = Path(tempfile.mkdtemp(prefix="soak-", dir=REPO / "var"))
     svc_log, traffic_log = work / "service.log", work / "traffic.log"
     common = ["--peak", "--sip-port", str(args.sip_port), "--seed", str(args.seed)]
