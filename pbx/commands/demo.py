@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pbx import collector, event_loop
 from pbx.config import REPO_ROOT, ConfigError, Settings, load_settings
 from pbx.demo.traffic import (
     BACKLINE_HOST,
@@ -100,13 +101,17 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     config = traffic_config(args)
     seconds = args.minutes * 60 if args.minutes is not None else None
+    # The service runs as `helpline serve` runs it: its event loop, its collector thresholds.
+    collector.tune()
+    loop = settings.event_loop
     if args.role == "service":
-        asyncio.run(run_service(settings, config, seconds))
+        event_loop.run(run_service(settings, config, seconds), choice=loop)
         return 0
     if args.role == "traffic":
-        summary = asyncio.run(run_traffic((settings.sip_host, settings.sip_port), config, seconds))
+        address = (settings.sip_host, settings.sip_port)
+        summary = event_loop.run(run_traffic(address, config, seconds), choice=loop)
     else:
-        summary = asyncio.run(run_demo(settings, config, seconds))
+        summary = event_loop.run(run_demo(settings, config, seconds), choice=loop)
     print(summary.render(), flush=True)
     return 0
 
