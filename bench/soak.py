@@ -152,6 +152,10 @@ def warning_lines(log: Path) -> list[str]:
             if re.search(r"\[warning\s*\]", line)]  # fmt: skip
 
 
+def _loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def render(run: Run, args: argparse.Namespace, commands: list[str], started: datetime,
            summary: str, log: Path) -> str:  # fmt: skip
     s = run.samples
@@ -161,9 +165,9 @@ def render(run: Run, args: argparse.Namespace, commands: list[str], started: dat
         f"- Date: {started:%Y-%m-%d %H:%M} UTC; {s[-1].at / 60:.1f} minutes from the first "
         "caller to the last sample (the hour, then the drain).",
         f"- Machine: {machine()}.",
-        "- **The machine was shared**: up to seven other helpers ran tests and benchmarks on the "
-        "same 2 cores during this run, so wall-clock timings mean little; the CPU figures are "
-        "CPU time of the service process (utime + stime from /proc), per call.",
+        f"- Load average at the end (1/5/15 min): {_loadavg()}: anything else running on the "
+        "machine shows here; the CPU figures are CPU time of the service process (utime + "
+        "stime from /proc), per call, so other work changes them little.",
         "- Commands (run by `bench/soak.py`; the service and the simulated phones are two "
         "processes, so the figures below are the service's alone):",
         "",
@@ -241,8 +245,8 @@ def render(run: Run, args: argparse.Namespace, commands: list[str], started: dat
         "",
         f"- Offered (arrived at the service): **{last.arrived}**; ended: answered "
         f"{o['answered']}, handed over to 113 {o['handed_over']}, abandoned {o['abandoned']}, "
-        "other " + ", ".join(f"{k} {v}" for k, v in sorted(o.items())
-                             if k not in ("answered", "handed_over", "abandoned"))
+        "other " + (", ".join(f"{k} {v}" for k, v in sorted(o.items())
+                              if k not in ("answered", "handed_over", "abandoned")) or "none")
         + f"; still in progress at the last sample: {last.in_progress}.",
         f"- Answered by a volunteer (incl. handed over): {answered}; average wait of answered "
         f"calls {waits[1] / waits[0]:.1f} s" if waits[0] else "- Answered: none",
