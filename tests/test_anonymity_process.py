@@ -63,6 +63,7 @@ async def test_the_serving_process_never_prints_the_callers_number(
         "HELPLINE_LOG_LEVEL": "debug",
         "HELPLINE_RTP_PORT_MIN": str(rtp),
         "HELPLINE_RTP_PORT_MAX": str(rtp + 98),
+        "HELPLINE_WEB_PORT": "none",  # 8080 may be taken on this machine; not under test here
     }
     env.pop("HELPLINE_CALL_FLOW", None)  # the default flow: the IVR
     with out.open("wb") as stdout, err.open("wb") as stderr:

@@ -20,6 +20,7 @@ def _serve(tmp_path: Path, plan: Path, pg_url: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELPLINE_")}
     env["HELPLINE_DATABASE_URL"] = pg_url
     env["HELPLINE_RUN_AS_USER"] = ""  # stays root: dropping it is tests/test_privileges.py's
+    env["HELPLINE_WEB_PORT"] = "none"  # 8080 may be taken on this machine; not under test here
     return subprocess.Popen(
         [
             HELPLINE, "serve", "--sip-host", "127.0.0.1", "--sip-port", str(free_port()),

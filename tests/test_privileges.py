@@ -57,6 +57,7 @@ def _env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELPLINE_")}
     env["PYTHONPATH"] = f"{sysconfig.get_paths()['purelib']}:{REPO}"
     env["XDG_RUNTIME_DIR"] = "/tmp"
+    env["HELPLINE_WEB_PORT"] = "none"  # 8080 may be taken on this machine; not under test here
     env.update({f"HELPLINE_{k.upper()}": v for k, v in settings.items()})
     return env
 
