@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.peers.kamailio import KAMAILIO, Kamailio
+from tests.peers.kamailio import Kamailio
 
 CONFIG = Path(__file__).with_name("challenging_proxy.cfg")
 
@@ -31,11 +31,4 @@ class ChallengingProxy(Kamailio):
             "AUTH_USER": f'"{self.user}"',
             "AUTH_PASS": f'"{self.password}"',
         }
-        args = [
-            "timeout", "-k", "5", str(int(self.max_life)),
-            KAMAILIO, "-f", str(CONFIG), "-DD", "-E", "-Y", str(self.dir), "-w", str(self.dir),
-            "-P", str(self.dir / "kamailio.pid"), "-m", "32", "-M", "8", "-n", "1",
-        ]  # fmt: skip
-        for name, value in defines.items():
-            args += ["-A", f"{name}={value}"]
-        return args
+        return self.kamailio_args(CONFIG, defines, shared_mb=32, children=1)

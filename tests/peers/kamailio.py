@@ -81,10 +81,17 @@ class Kamailio:
             "DISPATCHER_LIST": f'"{ds_list}"',
             "TRUNK_NETS": f'"{",".join(self.trunk_nets)}"',
         }
+        return self.kamailio_args(CONFIG, defines, shared_mb=64, children=2)
+
+    def kamailio_args(
+        self, config: Path, defines: dict[str, str], *, shared_mb: int, children: int
+    ) -> list[str]:
+        """Kamailio in the foreground on `config`, its files in our directory, bounded in life."""
         args = [
             "timeout", "-k", "5", str(int(self.max_life)),
-            KAMAILIO, "-f", str(CONFIG), "-DD", "-E", "-Y", str(self.dir), "-w", str(self.dir),
-            "-P", str(self.dir / "kamailio.pid"), "-m", "64", "-M", "8", "-n", "2",
+            KAMAILIO, "-f", str(config), "-DD", "-E", "-Y", str(self.dir), "-w", str(self.dir),
+            "-P", str(self.dir / "kamailio.pid"), "-m", str(shared_mb), "-M", "8",
+            "-n", str(children),
         ]  # fmt: skip
         for name, value in defines.items():
             args += ["-A", f"{name}={value}"]
