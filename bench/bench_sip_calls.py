@@ -65,6 +65,7 @@ from sip_call_service import (  # noqa: E402
     SERVICE_NUMBER,
     SIPP,
     TRUNK_IP,
+    TRUNK_SCENARIO,
     VOLUNTEER_SCENARIO,
     Processes,
     _create_volunteers,
@@ -82,7 +83,6 @@ from sip_call_service import (  # noqa: E402
 
 from pbx.db.embedded import EmbeddedPostgres, start_embedded  # noqa: E402
 from pbx.logs import configure_logging  # noqa: E402
-from tests.peers.sipp import scenario_path  # noqa: E402
 
 
 # --- sipp -----------------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def run_level(
     run_dir.mkdir(parents=True)
     # Calls still open 15 s after the last should have ended are counted as unfinished.
     timeout_s = calls / rate + hold_ms / 1000 + whisper + 15
-    uac = scenario or scenario_path("uac_call")
+    uac = scenario or TRUNK_SCENARIO
     cmd = sipp_base(uac, TRUNK_IP, free_port(TRUNK_IP), timeout_s, run_dir, calls)
     cmd += ["-m", str(calls), "-r", f"{rate:g}", "-d", str(hold_ms), "-s", SERVICE_NUMBER]
     cmd += ["-l", str(calls)]  # sipp's own default (3 x rate x hold) would cap concurrency

@@ -30,6 +30,8 @@ CALLER = "0201234567"  # a made-up caller number, as a carrier would send one
 PASSWORD = "bench-pass-word-7"
 REALM = "helpline"
 VOLUNTEER_SCENARIO = Path(__file__).with_name("sipp_volunteer_answer.xml")
+# The trunk's call: its SDP names the media port sipp itself holds open, as a carrier's does.
+TRUNK_SCENARIO = Path(__file__).with_name("sipp_trunk_call.xml")
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 HZ = os.sysconf("SC_CLK_TCK")
 
