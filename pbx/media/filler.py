@@ -138,6 +138,7 @@ class LineFiller:
 
     def _tick(self, tick: int) -> None:
         holdoff = self.relay_holdoff
+        now = self.ticker.loop.time()
         for leg, line in self._lines.items():
             sent = leg.sent
             if sent != line.seen:  # another source fed the leg since the previous round
@@ -160,7 +161,7 @@ class LineFiller:
                     self._ringback, self._ringback_pcm, codec
                 )
                 frame = frames[(tick - line.ringback_at) % len(frames)]
-            if leg.send_fill(frame):  # (its timestamp catches up after a wait: the leg's job)
+            if leg.send_fill(frame, tick, now):  # (its timestamp catches up after a wait)
                 self.frames += 1
             line.idle = 0
             line.seen = leg.sent

@@ -343,12 +343,35 @@ class MediaLeg:
             self.sender.skip(missed * FRAME_SAMPLES)
         self._last_tick = tick
 
-    def send_fill(self, frame: bytes) -> bool:
-        """One frame of the line filler (encoded, 20 ms) when no other source owns the leg."""
+    def send_fill(self, frame: bytes, tick: int | None = None, now: float | None = None) -> bool:
+        """One frame of the line filler (encoded, 20 ms) when no other source owns the leg.
+
+        The rules of ``send_audio`` for an unclaimed leg, without its branches for other
+        sources: the filler runs this for every quiet kept leg in every round. ``tick`` and
+        ``now`` are the round's (the filler reads them once for all legs)."""
         if self._claimant is not None or self._dtmf_out:
             return False
-        sent = self.send_audio(frame, encoded=True, samples=len(frame))
-        self._filled = sent
+        codec = self.codec
+        if not self._sending or codec is None or self._closed:
+            self._filled = False
+            return False
+        marker = self._need_marker
+        if self._continuous:
+            if now is None:
+                now = self.ticker.loop.time()
+            if tick is None:
+                tick = self.ticker.tick
+            marker = marker or now - self._last_tx > _REAL_GAP
+            if self._last_tick != tick - 1:  # not straight after the previous round's packet
+                self._catch_up(now)
+            self._last_tick = tick
+            self._last_tx = now
+        self._need_marker = False
+        self._relayed = False
+        self.sent += 1
+        sent = self._filled = self.endpoint.send(
+            self.sender.packet_bytes(frame, codec, len(frame), marker)
+        )
         return sent
 
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> asyncio.Future[bool]:
