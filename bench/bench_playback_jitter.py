@@ -11,7 +11,11 @@ the receiver's own scheduling; ``udev99`` is the p99 with the receiver's user-sp
 read after each recv, as this bench measured before.
 
     .venv/bin/python bench/bench_playback_jitter.py [--streams 100 300 500] [--seconds 4]
-        [--mode prompt prompt+filler filler]
+        [--mode prompt prompt+filler filler] [--realtime PRIORITY]
+
+``--realtime`` (default: the service's ``realtime_priority``, 10) runs this process's event loop
+thread at SCHED_RR as ``helpline serve`` does (``pbx/realtime.py``); ``--realtime 0`` at normal
+priority. The receiver process always runs at normal priority.
 
 Modes: ``prompt`` plays the prompt on every leg; ``prompt+filler`` also keeps every leg
 continuous with the line filler (what a caller's leg costs now: the filler looks at each
@@ -35,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pbx import event_loop  # noqa: E402
+from pbx.config import Settings  # noqa: E402
 from pbx.media import tones  # noqa: E402
 from pbx.media.filler import LineFiller  # noqa: E402
 from pbx.media.g711 import Codec  # noqa: E402
@@ -44,6 +49,7 @@ from pbx.media.player import Player  # noqa: E402
 from pbx.media.ports import PortPool  # noqa: E402
 from pbx.media.sdp import Direction  # noqa: E402
 from pbx.media.ticker import ticker_for  # noqa: E402
+from pbx.realtime import request_realtime  # noqa: E402
 
 HOST = "127.0.0.1"
 HEADER = struct.Struct("!BBHII")
@@ -152,12 +158,20 @@ async def main() -> None:
     parser.add_argument(
         "--mode", nargs="+", default=["prompt"], choices=["prompt", "prompt+filler", "filler"]
     )
+    parser.add_argument(
+        "--realtime", type=int, default=Settings().realtime_priority, metavar="PRIORITY",
+        help="SCHED_RR priority of this (the service's) side, as `helpline serve` sets it "
+        "(default: the setting's default; 0: normal priority)",
+    )  # fmt: skip
     args = parser.parse_args()
+    realtime = request_realtime(args.realtime)  # before the receiver process starts
     pool = PortPool(HOST, 30000, 39999)
     print(
         f"playback jitter bench: {event_loop.loop_name()}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.2f}, {args.seconds:.0f} s prompt per stream (PCMA)"
-    )
+        f"{os.getloadavg()[0]:.2f}, {args.seconds:.0f} s prompt per stream (PCMA), "
+        + (f"SCHED_RR priority {realtime.priority}" if realtime.granted
+           else f"normal priority ({realtime.reason})")
+    )  # fmt: skip
     print("interval deviation = |inter-arrival - 20 ms|; jitter = RFC 3550 estimate per stream")
     print(
         f"{'mode':>13} {'streams':>7} {'packets/expected':>17} {'dev50':>6} {'dev99':>6} "

@@ -165,6 +165,10 @@ class Settings:
     log_level: str = "info"
     log_format: str = "json"  # json or console
     event_loop: str = "auto"  # auto (uvloop where installed), uvloop or asyncio (pbx/event_loop.py)
+    # SCHED_RR priority of `helpline serve`'s event loop thread, so media keeps its 20 ms pace on
+    # a busy machine (pbx/realtime.py); 0: normal priority. Needs root, CAP_SYS_NICE or
+    # RLIMIT_RTPRIO; refused, the service runs at normal priority and logs why.
+    realtime_priority: int = 10
 
     @property
     def public_host(self) -> str:
@@ -179,6 +183,8 @@ class Settings:
                     ipaddress.ip_network(net, strict=False)
                 except ValueError as exc:
                     raise ConfigError(f"{name}: {net!r} is not an address range: {exc}") from None
+        if not 0 <= self.realtime_priority <= 99:
+            raise ConfigError(f"realtime_priority must be 0 (off) to 99: {self.realtime_priority}")
         if self.event_loop not in ("auto", "uvloop", "asyncio"):
             raise ConfigError(f"event_loop must be auto, uvloop or asyncio: {self.event_loop!r}")
         if self.call_flow not in ("ivr", "direct"):

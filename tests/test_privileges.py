@@ -83,6 +83,13 @@ def _ids(pid: int) -> dict[str, list[int]]:
     return found
 
 
+def _scheduling(tid: int) -> tuple[int, int]:
+    """A thread's (or process's) scheduling policy, without the reset-on-fork flag, and its
+    real-time priority."""
+    policy = os.sched_getscheduler(tid) & ~getattr(os, "SCHED_RESET_ON_FORK", 0)
+    return policy, os.sched_getparam(tid).sched_priority
+
+
 @pytest.fixture
 def state() -> Iterator[Path]:
     with pg_state_dir() as base:  # reachable by other users, as a real install's would be
@@ -111,12 +118,19 @@ def test_serve_as_root_drops_to_the_service_user_and_still_answers(state: Path) 
             time.sleep(0.05)
         ids = _ids(pid)
         assert ids["Uid"] == [user.uid] * 4  # real, effective, saved and filesystem uid
+        # The event loop's thread keeps its real-time priority (realtime_priority, default 10)
+        # after the drop; nothing it started runs at real-time priority.
+        assert _scheduling(pid) == (os.SCHED_RR, 10)
+        others = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+        assert all(_scheduling(t) == (os.SCHED_OTHER, 0) for t in others), others
         assert ids["Gid"] == [user.gid] * 4
         assert 0 not in ids["Groups"]
         # it keeps the embedded database's group: new connections reach the server's socket
         pgdata = state / "pg"
         assert pgdata.stat().st_gid in ids["Groups"]
         assert stat.S_IMODE(pgdata.stat().st_mode) == 0o750
+        postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+        assert _scheduling(postmaster) == (os.SCHED_OTHER, 0)  # the database: normal priority
 
         target = f"127.0.0.1:{port}"
         run_sipp("uac_options", target, timeout_s=10).assert_ok()  # answered as before
@@ -129,6 +143,7 @@ def test_serve_as_root_drops_to_the_service_user_and_still_answers(state: Path) 
     assert not (state / "helpline.pid").exists()  # the user could write its state dir
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert any(e["event"] == "privileges_dropped" for e in events)
+    assert any(e["event"] == "realtime_priority" and e["priority"] == 10 for e in events)
     assert not [e for e in events if e.get("level") in ("error", "critical")], events
     owners = {p.name: p.stat().st_uid for p in state.iterdir() if p.name != "pg"}
     assert owners and set(owners.values()) == {user.uid}, owners

@@ -16,6 +16,7 @@ from pbx import collector, event_loop
 from pbx.config import ConfigError, Settings, load_settings
 from pbx.logs import configure_logging
 from pbx.privileges import PrivilegeError, drop_root
+from pbx.realtime import request_realtime
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,7 +76,14 @@ async def _serve(settings: Settings) -> int:
     from pbx.app import build_service
 
     os.umask(0o077)  # whatever else gets written (logs of child processes, ...) stays private
-    structlog.get_logger("pbx.serve").info("event_loop", loop=event_loop.loop_name())
+    log = structlog.get_logger("pbx.serve")
+    log.info("event_loop", loop=event_loop.loop_name())
+    # Before anything starts a thread or a process: they get normal priority (reset on fork).
+    realtime = request_realtime(settings.realtime_priority)
+    if realtime.granted:
+        log.info("realtime_priority", priority=realtime.priority, policy="SCHED_RR")
+    elif settings.realtime_priority:
+        log.warning("realtime_priority_refused", priority=realtime.priority, why=realtime.reason)
     try:
         service = build_service(settings)
     except (ValueError, FileNotFoundError) as exc:  # a bad recording, a missing hold music file
