@@ -17,7 +17,9 @@ meanwhile, which is part of its cost per call).
   from its own virtualenv (``bench/.peers-venv``), never the project's.
 
 With two cores or more, the system measured is pinned to core 0 and everything else (sipp,
-PostgreSQL, this script) to the others, for both systems alike. Per rate and system: calls,
+PostgreSQL, this script) to the others, for both systems alike; both main threads run at
+``helpline serve``'s real-time priority (``realtime_priority``, SCHED_RR 10, threads they start
+at normal priority) where that is allowed. Per rate and system: calls,
 achieved setups/s, failures, setup time p50/p95 (INVITE to 200, sipp's -trace_rtt), CPU ms per
 call of the system's process (from /proc: user + system, all threads, rtp.io's included), the
 setups per CPU-second that gives, and how long the system waited for its core (other processes
@@ -60,6 +62,9 @@ from sip_call_service import (  # noqa: E402
     start_service,
     wait_ready,
 )
+
+from pbx.config import Settings  # noqa: E402
+from pbx.realtime import request_realtime  # noqa: E402
 
 PEERS_VENV = BENCH / ".peers-venv"
 B2BUA = PEERS_VENV / "bin" / "b2bua"
@@ -172,10 +177,9 @@ def run_sippy(
         "-u", "-A", "0", "-c", str(work / "b2bua.sock"), "-P", str(work / "b2bua.pid"),
         "-L", str(work / "b2bua.log"), "-r", f"rtp.io:{rtp}",
     ]  # fmt: skip
-    kwargs: dict[str, object] = {"cwd": work}
-    if cpus is not None:
-        kwargs["preexec_fn"] = _pinner(cpus)
-    b2bua = procs.start(cmd, work / "b2bua.out", **kwargs)
+    # Run as this service runs: pinned, and its main thread at `helpline serve`'s default
+    # real-time priority (threads it starts at normal priority: reset on fork), if allowed.
+    b2bua = procs.start(cmd, work / "b2bua.out", cwd=work, preexec_fn=_as_the_service(cpus))
     try:
         _wait_bound(b2bua, port, work / "b2bua.out")
         time.sleep(1.0)  # its RTPproxy thread starts after the SIP socket
@@ -186,8 +190,13 @@ def run_sippy(
     return run
 
 
-def _pinner(cpus: set[int]) -> Callable[[], None]:
-    return lambda: os.sched_setaffinity(0, cpus)
+def _as_the_service(cpus: set[int] | None) -> Callable[[], None]:
+    def setup() -> None:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+        request_realtime(Settings().realtime_priority)
+
+    return setup
 
 
 def _wait_bound(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
@@ -243,6 +252,11 @@ def run(*, quick: bool = False) -> list[Table]:
         else:
             shutil.rmtree(work, ignore_errors=True)
     pinning = "system pinned to core 0, sipp and the rest to the others" if cpus else "unpinned"
+    pinning += (
+        f"; both systems' main threads at SCHED_RR {Settings().realtime_priority}"
+        if os.geteuid() == 0
+        else "; both at normal priority (not root)"
+    )
     return _tables(runs, rates, seconds, said, pinning)
 
 
