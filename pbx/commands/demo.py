@@ -28,6 +28,7 @@ from pbx.sip.peer import TransportKind
 
 if TYPE_CHECKING:
     from pbx.service import HelplineService
+    from pbx.web.server import WebServer
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,13 +84,18 @@ def demo_settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def wallboard_address(settings: Settings) -> str:
-    """The web wallboard's address when the service has one, else the metrics endpoint."""
-    if settings.web_port:
-        return f"http://{settings.web_host}:{settings.web_port}/wallboard"
+def wallboard_address(settings: Settings, web: WebServer | None) -> str:
+    """Where to watch the demo: the wallboard if it is listening, else the metrics endpoint."""
+    if web is not None and web.serving:
+        return f"open the wallboard at {web.url}/wallboard"
+    why = (
+        f"no wallboard (port {settings.web_port} could not be bound, see the log)"
+        if settings.web_port is not None
+        else "no wallboard configured"
+    )
     if settings.metrics_port:
-        return f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
-    return "(no web or metrics address configured)"
+        return f"{why}; metrics at http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+    return f"{why}, no metrics address either"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -247,7 +253,7 @@ async def drive(
         rate = f"{config.callers_per_minute:g}/minute"
         print(f"helpline demo: {config.volunteers} volunteers on shift, callers arriving at "
               f"{rate} on sip:{server[0]}:{server[1]}")  # fmt: skip
-        print(f"helpline demo: open the wallboard at {wallboard_address(settings)}")
+        print(f"helpline demo: {wallboard_address(settings, service.web)}")
         print("helpline demo: Ctrl-C stops it and prints a summary", flush=True)
     await _callers_until_stopped(traffic, seconds)
     if not quiet:

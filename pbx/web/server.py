@@ -64,6 +64,11 @@ class WebServer:
         self._closing = False  # streams end at their next look, so that stop does not wait
 
     @property
+    def serving(self) -> bool:
+        """Started and listening (a port that could not be bound leaves it off)."""
+        return self._runner is not None
+
+    @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
