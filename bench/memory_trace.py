@@ -86,7 +86,8 @@ def serve(argv: list[str]) -> None:
 
 def _traceback_key(stat: tracemalloc.StatisticDiff) -> str:
     # tracemalloc lists the oldest frame first: show the innermost project frames first
-    frames = [f for f in reversed(stat.traceback) if "/pbx/" in f.filename or "/queues/" in f.filename]
+    frames = [f for f in reversed(stat.traceback)
+              if "/pbx/" in f.filename or "/queues/" in f.filename]  # fmt: skip
     shown = frames[:5] or list(reversed(stat.traceback))[:2]
     return " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in shown)
 
@@ -117,14 +118,16 @@ def report(out: Path, first: int, last: int, calls: int, top: int) -> str:
                   tracemalloc.Filter(False, linecache.__file__)]  # fmt: skip
         s1, s2 = s1.filter_traces(ignore), s2.filter_traces(ignore)
         total = sum(s.size for s in s2.statistics("filename")) - sum(
-            s.size for s in s1.statistics("filename"))
+            s.size for s in s1.statistics("filename")
+        )
         lines.append(f"\ntraced memory growth in all: {total / 1024:+.1f} KiB "
                      f"({total / per:+.0f} B/call)")  # fmt: skip
         lines.append("\nallocation sites (line), largest growth:")
         for st in s2.compare_to(s1, "lineno")[:top]:
             f = st.traceback[0]
+            where = f"{f.filename.replace(str(REPO) + '/', '')}:{f.lineno}"
             lines.append(f"  {st.size_diff / 1024:+9.1f} KiB {st.count_diff:+7d} blocks "
-                         f"{st.size_diff / per:+7.0f} B/call  {f.filename.replace(str(REPO) + '/', '')}:{f.lineno}")  # fmt: skip
+                         f"{st.size_diff / per:+7.0f} B/call  {where}")  # fmt: skip
         lines.append("\nby traceback (project frames), largest growth:")
         for st in s2.compare_to(s1, "traceback")[:top]:
             lines.append(f"  {st.size_diff / 1024:+9.1f} KiB {st.count_diff:+7d} blocks  "
@@ -132,8 +135,10 @@ def report(out: Path, first: int, last: int, calls: int, top: int) -> str:
     lines.append("\nthe project's lru caches at the last dump (hits, misses, size/max):")
     for name, c in sorted(b["lru_caches"].items()):
         rate = c["hits"] / max(1, c["hits"] + c["misses"])
-        lines.append(f"  {name}: {c['hits']} hits, {c['misses']} misses ({rate:.0%} hits), "
-                     f"{c['currsize']}/{c['maxsize']}")
+        lines.append(
+            f"  {name}: {c['hits']} hits, {c['misses']} misses ({rate:.0%} hits), "
+            f"{c['currsize']}/{c['maxsize']}"
+        )
     return "\n".join(lines)
 
 
@@ -153,7 +158,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=14.0)
     p.add_argument("--interval", type=float, default=120.0)
-    p.add_argument("--warmup", type=float, default=4.0, help="minutes before the first compared dump")
+    p.add_argument("--warmup", type=float, default=4.0,
+                   help="minutes before the first compared dump")  # fmt: skip
     p.add_argument("--frames", type=int, default=25)
     p.add_argument("--peak", action="store_true", help="the soak's load instead of fast turnover")
     p.add_argument("--no-tracemalloc", action="store_true", help="object counts and RSS only")
@@ -172,8 +178,19 @@ def main() -> int:
     svc_cmd = [sys.executable, *trace, __file__, "--serve", "demo", "--role", "service",
                "--state-dir", str(work / "state"), "--metrics-port", str(args.metrics_port),
                *common]  # fmt: skip
-    traffic_cmd = [str(HELPLINE), "demo", "--role", "traffic", "--minutes", f"{args.minutes:g}",
-                   "--state-dir", str(work / "traffic"), "--metrics-port", "0", *common]
+    traffic_cmd = [
+        str(HELPLINE),
+        "demo",
+        "--role",
+        "traffic",
+        "--minutes",
+        f"{args.minutes:g}",
+        "--state-dir",
+        str(work / "traffic"),
+        "--metrics-port",
+        "0",
+        *common,
+    ]
     env = {**os.environ, "MEMTRACE_DIR": str(work), "PYTHONUNBUFFERED": "1"}
     ended: dict[int, int] = {}
     with (work / "service.log").open("wb") as slog, (work / "traffic.log").open("wb") as tlog:
