@@ -337,7 +337,8 @@ def main() -> int:
                 for c in (svc_cmd, traffic_cmd)]  # fmt: skip
     started = datetime.now(UTC)
     run = Run()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # the wallboard on a port of its own: another service on the machine may hold the default
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HELPLINE_WEB_PORT": str(args.metrics_port + 1)}
     with svc_log.open("wb") as slog, traffic_log.open("wb") as tlog:
         service = subprocess.Popen(svc_cmd, stdout=slog, stderr=subprocess.STDOUT, env=env)
         traffic: subprocess.Popen[bytes] | None = None
