@@ -165,6 +165,8 @@ def main() -> int:
     p.add_argument("--no-tracemalloc", action="store_true", help="object counts and RSS only")
     p.add_argument("--sip-port", type=int, default=5280)
     p.add_argument("--metrics-port", type=int, default=9280)
+    p.add_argument("--backline-port", type=int, default=5089,
+                   help="the simulated 113 (not the soak's 5079: both can run)")  # fmt: skip
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--keep", action="store_true")
     args = p.parse_args()
@@ -173,7 +175,8 @@ def main() -> int:
     load = (["--peak"] if args.peak else
             ["--callers-per-minute", "30", "--volunteers", "12", "--talk-seconds", "15",
              "--patience-seconds", "60"])  # fmt: skip
-    common = [*load, "--sip-port", str(args.sip_port), "--seed", "14"]
+    common = [*load, "--sip-port", str(args.sip_port), "--seed", "14",
+              "--backline-port", str(args.backline_port)]  # fmt: skip
     trace = [] if args.no_tracemalloc else ["-X", f"tracemalloc={args.frames}"]
     svc_cmd = [sys.executable, *trace, __file__, "--serve", "demo", "--role", "service",
                "--state-dir", str(work / "state"), "--metrics-port", str(args.metrics_port),
@@ -191,7 +194,8 @@ def main() -> int:
         "0",
         *common,
     ]
-    env = {**os.environ, "MEMTRACE_DIR": str(work), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MEMTRACE_DIR": str(work), "PYTHONUNBUFFERED": "1",
+           "HELPLINE_WEB_PORT": str(args.metrics_port + 1)}  # fmt: skip
     ended: dict[int, int] = {}
     with (work / "service.log").open("wb") as slog, (work / "traffic.log").open("wb") as tlog:
         service = subprocess.Popen(svc_cmd, stdout=slog, stderr=subprocess.STDOUT, env=env)
