@@ -221,15 +221,7 @@ def render(run: Run, args: argparse.Namespace, commands: list[str], started: dat
     # call-minutes: calls in progress integrated over the samples (trapezoids)
     call_minutes = sum((a.in_progress + b.in_progress) / 2 * (b.at - a.at) / 60
                        for a, b in zip(s, s[1:], strict=False))  # fmt: skip
-    hour = [x for x in s if x.at >= 10 * 60]  # after the first ten minutes: steady
-    slope = "-"
-    if len(hour) >= 3:
-        n = len(hour)
-        mx = sum(x.at for x in hour) / n
-        my = sum(x.rss_kb for x in hour) / n
-        var = sum((x.at - mx) ** 2 for x in hour)
-        cov = sum((x.at - mx) * (x.rss_kb - my) for x in hour)
-        slope = f"{cov / var * 60:+.1f} kB/minute" if var else "-"
+    trend = steady_trend(s, args.steady_from, args.minutes)
     peak_calls = max(x.in_progress for x in s)
     at_peak = max(s, key=lambda x: x.in_progress)
     per_call_kb = ((at_peak.rss_kb - run.baseline_rss_kb) / at_peak.in_progress
@@ -260,7 +252,9 @@ def render(run: Run, args: argparse.Namespace, commands: list[str], started: dat
         f"- Memory: RSS {run.baseline_rss_kb / 1024:.1f} MiB with the volunteers registered "
         f"before the first caller; {s[0].rss_kb / 1024:.1f} MiB after the first minute; "
         f"max {max(x.rss_kb for x in s) / 1024:.1f} MiB; {last.rss_kb / 1024:.1f} MiB at the "
-        f"end. Trend from minute 10 on (least squares): {slope}.",
+        "end.",
+        f"- Steady state (minute {args.steady_from:g} to the end of the traffic, before the "
+        f"drain): {trend}.",
         f"- Memory per call: {per_call_kb:.0f} kB of RSS over the baseline per call in progress "
         f"at the busiest sample ({at_peak.in_progress} calls, minute {at_peak.at / 60:.0f}); "
         "per minute, RSS over the baseline divided by the calls in progress: "
@@ -283,6 +277,36 @@ def render(run: Run, args: argparse.Namespace, commands: list[str], started: dat
     return "\n".join(lines) + "\n"
 
 
+def _fit(points: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """Least squares y = a + b x: (a, b, standard deviation of the residuals)."""
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    var = sum((x - mx) ** 2 for x, _ in points)
+    b = sum((x - mx) * (y - my) for x, y in points) / var
+    a = my - b * mx
+    sd = (sum((y - a - b * x) ** 2 for x, y in points) / max(1, n - 2)) ** 0.5
+    return a, b, sd
+
+
+def steady_trend(s: list[Sample], start: float, minutes: float) -> str:
+    """RSS over the steady part of the hour as a measured statement: the least-squares slope
+    per minute, what it adds up to over the window and per call offered in it, and the
+    residual noise; "flat" then means a growth no bigger than that noise."""
+    window = [x for x in s if start * 60 - 5 <= x.at <= minutes * 60 + 5]
+    if len(window) < 3:
+        return "too few samples"
+    _, b, sd = _fit([(x.at / 60, x.rss_kb) for x in window])  # kB against minutes
+    span = (window[-1].at - window[0].at) / 60
+    calls = window[-1].arrived - window[0].arrived
+    at = {round(x.at / 60): x.rss_kb / 1024 for x in window}
+    marks = ", ".join(f"minute {m} {at[m]:.1f}" for m in (10, 30, 60) if m in at)
+    per_call = f", {b * span / calls:+.1f} kB per call offered in it ({calls})" if calls else ""
+    return (f"RSS MiB {marks or '-'}; least-squares slope {b:+.1f} kB/minute, "
+            f"{b * span / 1024:+.2f} MiB over the {span:.0f} minutes{per_call}; residuals "
+            f"{sd:.0f} kB (sd)")  # fmt: skip
+
+
 def summary_line(summary: str, start: str) -> str | None:
     return next((line for line in summary.splitlines() if line.startswith(start)), None)
 
@@ -294,6 +318,8 @@ def main() -> int:
     p.add_argument("--sip-port", type=int, default=5270)
     p.add_argument("--metrics-port", type=int, default=9270)
     p.add_argument("--seed", type=int, default=14)
+    p.add_argument("--steady-from", type=float, default=10.0,
+                   help="minute from which RSS is taken as steady (warm-up over)")  # fmt: skip
     p.add_argument("--out", type=Path, default=REPO / "bench" / "SOAK.md")
     p.add_argument("--keep", action="store_true",
                    help="keep the state directory (logs: var/soak-last-*)")  # fmt: skip
@@ -311,7 +337,8 @@ def main() -> int:
                 for c in (svc_cmd, traffic_cmd)]  # fmt: skip
     started = datetime.now(UTC)
     run = Run()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # the wallboard on a port of its own: another service on the machine may hold the default
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HELPLINE_WEB_PORT": str(args.metrics_port + 1)}
     with svc_log.open("wb") as slog, traffic_log.open("wb") as tlog:
         service = subprocess.Popen(svc_cmd, stdout=slog, stderr=subprocess.STDOUT, env=env)
         traffic: subprocess.Popen[bytes] | None = None

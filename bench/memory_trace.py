@@ -1,0 +1,246 @@
+"""What grows in the service's memory under steady load: `helpline demo --role service` run
+under tracemalloc, with the simulated phones (`--role traffic`) in a second process; every
+--interval seconds the service writes a tracemalloc snapshot, its live objects counted by type
+(after a full collection, so garbage in reference cycles is not counted as live) and its RSS.
+At the end the first snapshot after --warmup is compared with the last: the allocation sites
+that grew most, the types whose live count grew, and the growth per call that ended between
+them. Bench-only: the hook is this script's own wrapper around the CLI, not in `pbx/`.
+
+    .venv/bin/python bench/memory_trace.py                       # 14 minutes, fast turnover
+    .venv/bin/python bench/memory_trace.py --minutes 30 --peak   # the soak's load
+
+tracemalloc makes the service several times slower and bigger; its figures are allocation
+sites and counts, not RSS. A site that grows in step with the calls that ended, without bound,
+is a leak; one that stops growing once full (a bounded cache, a pool) is fill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import json
+import linecache
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HELPLINE = REPO / ".venv" / "bin" / "helpline"
+sys.path.insert(0, str(REPO))
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _dump(out: Path, n: int) -> None:
+    """Snapshot n: live object counts by type after a full collection, and tracemalloc's."""
+    before = gc.get_count()
+    collected = gc.collect()
+    objects = gc.get_objects()
+    types = Counter(type(o).__qualname__ for o in objects)
+    caches = {f"{f.__module__}.{f.__qualname__}": f.cache_info()._asdict() for f in objects
+              if isinstance(f, functools._lru_cache_wrapper)
+              and f.__module__.startswith(("pbx.", "queues."))}  # fmt: skip
+    (out / f"types-{n}.json").write_text(json.dumps({
+        "at": time.time(), "rss_kb": _rss_kb(), "gc_count_before": before,
+        "cyclic_garbage_collected": collected, "objects": len(gc.get_objects()),
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "types": dict(types), "lru_caches": caches,
+    }))  # fmt: skip
+    if tracemalloc.is_tracing():
+        tracemalloc.take_snapshot().dump(str(out / f"snap-{n}.pickle"))
+    (out / f"done-{n}").touch()
+
+
+def serve(argv: list[str]) -> None:
+    """The child: the service as `helpline demo --role service` runs it, dumping on SIGUSR1 (in a
+    thread, so the event loop is only paused for the dump)."""
+    out = Path(os.environ["MEMTRACE_DIR"])
+    count = [0]
+    requests = threading.Semaphore(0)
+
+    def worker() -> None:
+        while True:
+            requests.acquire()
+            _dump(out, count[0])
+            count[0] += 1
+
+    threading.Thread(target=worker, daemon=True).start()
+    signal.signal(signal.SIGUSR1, lambda *_: requests.release())
+    from pbx.cli import main
+
+    main(argv)
+
+
+def _traceback_key(stat: tracemalloc.StatisticDiff) -> str:
+    # tracemalloc lists the oldest frame first: show the innermost project frames first
+    frames = [f for f in reversed(stat.traceback)
+              if "/pbx/" in f.filename or "/queues/" in f.filename]  # fmt: skip
+    shown = frames[:5] or list(reversed(stat.traceback))[:2]
+    return " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in shown)
+
+
+def report(out: Path, first: int, last: int, calls: int, top: int) -> str:
+    a = json.loads((out / f"types-{first}.json").read_text())
+    b = json.loads((out / f"types-{last}.json").read_text())
+    minutes = (b["at"] - a["at"]) / 60
+    lines = [f"between dump {first} and {last}: {minutes:.1f} minutes, {calls} calls ended; "
+             f"RSS {a['rss_kb'] / 1024:.1f} -> {b['rss_kb'] / 1024:.1f} MiB (under tracemalloc); "
+             f"live objects {a['objects']} -> {b['objects']}; cyclic garbage found by the "
+             f"dumps' full collections: {a['cyclic_garbage_collected']}, "
+             f"{b['cyclic_garbage_collected']}"]  # fmt: skip
+    per = max(calls, 1)
+    lines.append("\nlive objects by type, largest growth (after a full collection):")
+    ta, tb = Counter(a["types"]), Counter(b["types"])
+    grown = sorted(((tb[k] - ta[k], k) for k in tb.keys() | ta.keys()), reverse=True)
+    for d, k in grown[:top]:
+        if d <= 0:
+            break
+        lines.append(f"  {d:+8d}  {d / per:+8.2f}/call  {k} ({ta[k]} -> {tb[k]})")
+    sa, sb = out / f"snap-{first}.pickle", out / f"snap-{last}.pickle"
+    if sa.exists() and sb.exists():
+        s1 = tracemalloc.Snapshot.load(str(sa))
+        s2 = tracemalloc.Snapshot.load(str(sb))
+        ignore = [tracemalloc.Filter(False, tracemalloc.__file__),
+                  tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
+                  tracemalloc.Filter(False, linecache.__file__)]  # fmt: skip
+        s1, s2 = s1.filter_traces(ignore), s2.filter_traces(ignore)
+        total = sum(s.size for s in s2.statistics("filename")) - sum(
+            s.size for s in s1.statistics("filename")
+        )
+        lines.append(f"\ntraced memory growth in all: {total / 1024:+.1f} KiB "
+                     f"({total / per:+.0f} B/call)")  # fmt: skip
+        lines.append("\nallocation sites (line), largest growth:")
+        for st in s2.compare_to(s1, "lineno")[:top]:
+            f = st.traceback[0]
+            where = f"{f.filename.replace(str(REPO) + '/', '')}:{f.lineno}"
+            lines.append(f"  {st.size_diff / 1024:+9.1f} KiB {st.count_diff:+7d} blocks "
+                         f"{st.size_diff / per:+7.0f} B/call  {where}")  # fmt: skip
+        lines.append("\nby traceback (project frames), largest growth:")
+        for st in s2.compare_to(s1, "traceback")[:top]:
+            lines.append(f"  {st.size_diff / 1024:+9.1f} KiB {st.count_diff:+7d} blocks  "
+                         f"{_traceback_key(st)}")  # fmt: skip
+    lines.append("\nthe project's lru caches at the last dump (hits, misses, size/max):")
+    for name, c in sorted(b["lru_caches"].items()):
+        rate = c["hits"] / max(1, c["hits"] + c["misses"])
+        lines.append(
+            f"  {name}: {c['hits']} hits, {c['misses']} misses ({rate:.0%} hits), "
+            f"{c['currsize']}/{c['maxsize']}"
+        )
+    return "\n".join(lines)
+
+
+def _calls_ended(port: int) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("helpline_calls_total{")))  # fmt: skip
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
+        serve(sys.argv[2:])
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=14.0)
+    p.add_argument("--interval", type=float, default=120.0)
+    p.add_argument("--warmup", type=float, default=4.0,
+                   help="minutes before the first compared dump")  # fmt: skip
+    p.add_argument("--frames", type=int, default=25)
+    p.add_argument("--peak", action="store_true", help="the soak's load instead of fast turnover")
+    p.add_argument("--no-tracemalloc", action="store_true", help="object counts and RSS only")
+    p.add_argument("--sip-port", type=int, default=5280)
+    p.add_argument("--metrics-port", type=int, default=9280)
+    p.add_argument("--backline-port", type=int, default=5089,
+                   help="the simulated 113 (not the soak's 5079: both can run)")  # fmt: skip
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--keep", action="store_true")
+    args = p.parse_args()
+    (REPO / "var").mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="memtrace-", dir=REPO / "var"))
+    load = (["--peak"] if args.peak else
+            ["--callers-per-minute", "30", "--volunteers", "12", "--talk-seconds", "15",
+             "--patience-seconds", "60"])  # fmt: skip
+    common = [*load, "--sip-port", str(args.sip_port), "--seed", "14",
+              "--backline-port", str(args.backline_port)]  # fmt: skip
+    trace = [] if args.no_tracemalloc else ["-X", f"tracemalloc={args.frames}"]
+    svc_cmd = [sys.executable, *trace, __file__, "--serve", "demo", "--role", "service",
+               "--state-dir", str(work / "state"), "--metrics-port", str(args.metrics_port),
+               *common]  # fmt: skip
+    traffic_cmd = [
+        str(HELPLINE),
+        "demo",
+        "--role",
+        "traffic",
+        "--minutes",
+        f"{args.minutes:g}",
+        "--state-dir",
+        str(work / "traffic"),
+        "--metrics-port",
+        "0",
+        *common,
+    ]
+    env = {**os.environ, "MEMTRACE_DIR": str(work), "PYTHONUNBUFFERED": "1",
+           "HELPLINE_WEB_PORT": str(args.metrics_port + 1)}  # fmt: skip
+    ended: dict[int, int] = {}
+    with (work / "service.log").open("wb") as slog, (work / "traffic.log").open("wb") as tlog:
+        service = subprocess.Popen(svc_cmd, stdout=slog, stderr=subprocess.STDOUT, env=env)
+        traffic = None
+        try:
+            while "service ready" not in (work / "service.log").read_text(errors="replace"):
+                if service.poll() is not None:
+                    raise SystemExit(f"service exited: see {work / 'service.log'}")
+                time.sleep(0.5)
+            traffic = subprocess.Popen(traffic_cmd, stdout=tlog, stderr=subprocess.STDOUT, env=env)
+            t0 = time.monotonic()
+            n = 0
+            at = args.warmup * 60
+            while at <= args.minutes * 60 + 1:
+                time.sleep(max(0.0, t0 + at - time.monotonic()))
+                ended[n] = _calls_ended(args.metrics_port)
+                service.send_signal(signal.SIGUSR1)
+                while not (work / f"done-{n}").exists():
+                    time.sleep(0.2)
+                print(f"memtrace: dump {n} at {at / 60:.1f} min, {ended[n]} calls ended, "
+                      f"{json.loads((work / f'types-{n}.json').read_text())['rss_kb'] / 1024:.1f}"
+                      " MiB", flush=True)  # fmt: skip
+                n += 1
+                at += args.interval
+        finally:
+            for proc in (traffic, service):
+                if proc is not None and proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+    last = max(ended)
+    if last > 0:
+        print(report(work, 0, last, ended[last] - ended[0], args.top))
+        if last > 1:
+            print("\n--- second half only ---")
+            mid = last // 2
+            print(report(work, mid, last, ended[last] - ended[mid], args.top))
+    if args.keep:
+        print(f"memtrace: dumps in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
