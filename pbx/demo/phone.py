@@ -4,8 +4,6 @@ answers calls, and streams G.711 silence and RFC 4733 key presses over RTP. Loop
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +12,7 @@ from pbx.media.dtmf import dtmf_packets
 from pbx.media.rtp import RtpSender
 from pbx.media.sdp import SessionDescription
 from pbx.sip.address import parse_address
+from pbx.sip.client_auth import ClientCredentials, authorize
 from pbx.sip.dialog import Dialog, new_call_id, new_tag
 from pbx.sip.headers import Headers
 from pbx.sip.message import Request, Response
@@ -31,26 +30,6 @@ SILENCE = b"\xff" * 160  # 20 ms of PCMU silence
 VOICE = b"\x2a" * 160
 BACKLINE = b"\x3b" * 160
 CALLER = b"\x4c" * 160
-_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^\s,]+))')
-
-
-def _digest(challenge: str, method: str, uri: str, user: str, realm_pw: str) -> str:
-    params = {m[0].lower(): m[1] or m[2] for m in _PARAM.findall(challenge)}
-    realm, nonce = params.get("realm", ""), params.get("nonce", "")
-    ha1 = hashlib.md5(f"{user}:{realm}:{realm_pw}".encode()).hexdigest()
-    ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
-    cnonce, nc = secrets.token_hex(8), "00000001"
-    if "auth" in params.get("qop", "").split(","):
-        resp = hashlib.md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}".encode()).hexdigest()
-        extra = f', qop=auth, nc={nc}, cnonce="{cnonce}"'
-    else:
-        resp = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
-        extra = ""
-    opaque = f', opaque="{params["opaque"]}"' if "opaque" in params else ""
-    return (
-        f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
-        f'response="{resp}", algorithm=MD5{opaque}{extra}'
-    )
 
 
 class _Rtp(asyncio.DatagramProtocol):
@@ -202,22 +181,16 @@ class SimPhone:
         """Send, answering one digest challenge with this phone's credentials."""
         response = await self.stack.request(request, self.server)
         if response.status in (401, 407) and self.password:
-            name = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-            challenge = next(
-                (c for c in response.headers.fields(name) if "md5" in c.lower() or
-                 "algorithm" not in c.lower()), None,
-            )  # fmt: skip
-            if challenge is None:
+            credentials = ClientCredentials(self.user, self.password)
+            answer = authorize(response, request.method, str(request.uri), credentials)
+            if answer is None:
                 return response
             request.headers.remove("Via")
             request.headers.remove("Authorization")
             request.headers.remove("Proxy-Authorization")
             cseq = request.cseq
             request.headers.set("CSeq", f"{cseq.number + 1} {cseq.method}")
-            auth = "Authorization" if response.status == 401 else "Proxy-Authorization"
-            request.headers.add(
-                auth, _digest(challenge, request.method, str(request.uri), self.user, self.password)
-            )
+            request.headers.add(*answer)
             response = await self.stack.request(request, self.server)
         return response
 
