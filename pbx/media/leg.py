@@ -343,7 +343,7 @@ class MediaLeg:
             self.sender.skip(missed * FRAME_SAMPLES)
         self._last_tick = tick
 
-    def send_fill(self, frame: bytes, tick: int | None = None, now: float | None = None) -> bool:
+    def send_fill(self, frame: bytes, tick: int, now: float) -> bool:
         """One frame of the line filler (encoded, 20 ms) when no other source owns the leg.
 
         The rules of ``send_audio`` for an unclaimed leg, without its branches for other
@@ -357,10 +357,6 @@ class MediaLeg:
             return False
         marker = self._need_marker
         if self._continuous:
-            if now is None:
-                now = self.ticker.loop.time()
-            if tick is None:
-                tick = self.ticker.tick
             marker = marker or now - self._last_tx > _REAL_GAP
             if self._last_tick != tick - 1:  # not straight after the previous round's packet
                 self._catch_up(now)
