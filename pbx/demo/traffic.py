@@ -168,6 +168,17 @@ class PickUps:
             self.clear.set()
 
 
+async def _first_of(*events: asyncio.Event, timeout: float | None = None) -> bool:
+    """Wait until one of `events` is set, at most `timeout` seconds; False if none was."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    return bool(done)
+
+
 class Traffic:
     def __init__(self, config: TrafficConfig) -> None:
         self.server: tuple[str, int] = ("127.0.0.1", 0)  # set by start_volunteers
@@ -195,11 +206,7 @@ class Traffic:
 
     async def _ended_within(self, call: Call, seconds: float) -> bool:
         """Wait up to `seconds` (less once the run closes); True if the call ended meanwhile."""
-        ended = asyncio.ensure_future(call.ended.wait())
-        closing = asyncio.ensure_future(self.closing.wait())
-        await asyncio.wait({ended, closing}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        ended.cancel()
-        closing.cancel()
+        await _first_of(call.ended, self.closing, timeout=seconds)
         return call.ended.is_set()
 
     async def _backline_call(self, phone: SimPhone, call: Call) -> None:
@@ -214,11 +221,7 @@ class Traffic:
         # a volunteer's hand-over starts with the volunteer (consultation): stay on the line
         # until the caller is put through (hanging up first would send the caller back to the
         # volunteer: not handed over after all), then talk with the caller
-        caller = asyncio.ensure_future(call.media.protocol.heard_caller.wait())
-        ended = asyncio.ensure_future(call.ended.wait())
-        await asyncio.wait({caller, ended}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
-        caller.cancel()
-        ended.cancel()
+        await _first_of(call.media.protocol.heard_caller, call.ended, timeout=120)
         if not await self._ended_within(call, max(3.0, self.rng.expovariate(1 / 20))):
             await phone.hang_up(call)
 
@@ -274,11 +277,7 @@ class Traffic:
 
     async def _talk(self, phone: SimPhone, call: Call) -> None:
         """An answered call: the whisper, then the conversation (or a hand-over to 113)."""
-        heard = asyncio.ensure_future(call.media.protocol.heard_caller.wait())
-        ended = asyncio.ensure_future(call.ended.wait())
-        await asyncio.wait({heard, ended}, return_when=asyncio.FIRST_COMPLETED)
-        heard.cancel()
-        ended.cancel()
+        await _first_of(call.media.protocol.heard_caller, call.ended)
         if call.ended.is_set():
             return  # the caller left during the whisper (or our 200 crossed a CANCEL)
         self.summary.volunteer_answers += 1
@@ -293,12 +292,7 @@ class Traffic:
                 call.media.press("*9")
                 # warm: once 113 speaks, a word with them, then hang up (the caller goes over;
                 # hanging up before 113 answers would still hand over, blind)
-                backline = asyncio.ensure_future(call.media.protocol.heard_backline.wait())
-                ended = asyncio.ensure_future(call.ended.wait())
-                await asyncio.wait({backline, ended}, timeout=60,
-                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-                backline.cancel()
-                ended.cancel()
+                await _first_of(call.media.protocol.heard_backline, call.ended, timeout=60)
                 talk, handing_over = 1.0, True
         if not await self._ended_within(call, talk) and (handing_over or await self._heard(call)):
             await phone.hang_up(call)  # (handing over: the caller heard us before the keys)
@@ -309,11 +303,7 @@ class Traffic:
         on hold first, while the service counts it answered). Callers and volunteers are not
         paired: no answer left unheard by its caller (PickUps clear) includes ours. False if
         the call ended meanwhile."""
-        clear = asyncio.ensure_future(self.pickups.clear.wait())
-        ended = asyncio.ensure_future(call.ended.wait())
-        await asyncio.wait({clear, ended}, return_when=asyncio.FIRST_COMPLETED)
-        clear.cancel()
-        ended.cancel()
+        await _first_of(self.pickups.clear, call.ended)
         return not call.ended.is_set()
 
     # --- callers ----------------------------------------------------------------------------
@@ -400,7 +390,7 @@ class Traffic:
         waiting_since = time.monotonic()
         patience = self.rng.expovariate(1 / self.config.patience_seconds) + 5
         rtp = call.media.protocol
-        events = [rtp.heard_voice, rtp.heard_backline, call.ended, self.closing]
+        outcomes = [rtp.heard_voice, rtp.heard_backline, call.ended]
         gave_up = False  # patience ran out (or the run closed): hang up once it is safe
         while True:
             if rtp.heard_voice.is_set():  # bridged to a volunteer: the service's "answered"
@@ -422,23 +412,16 @@ class Traffic:
                 self.summary.cut_waiting += self.closing.is_set()
                 await phone.hang_up(call)
                 return
-            waits = [asyncio.ensure_future(e.wait()) for e in events]
-            if gave_up:
-                waits.append(asyncio.ensure_future(self.pickups.clear.wait()))
-            left = None if gave_up else patience - (time.monotonic() - waiting_since)
-            done, _ = await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            for w in waits:
-                w.cancel()
-            gave_up = gave_up or not done
+            if gave_up:  # until no answer is in flight (or the call is answered or ends)
+                await _first_of(*outcomes, self.pickups.clear)
+            else:  # until patience runs out or the run closes
+                left = patience - (time.monotonic() - waiting_since)
+                gave_up = not await _first_of(*outcomes, self.closing, timeout=left)
 
     async def _to_the_end(self, phone: SimPhone, call: Call) -> None:
         """Connected (or sent on): the other side ends the call; the caller only once the run
         closes and they are still there."""
-        closing = asyncio.ensure_future(self.closing.wait())
-        ended = asyncio.ensure_future(call.ended.wait())
-        await asyncio.wait({closing, ended}, return_when=asyncio.FIRST_COMPLETED)
-        closing.cancel()
-        ended.cancel()
+        await _first_of(self.closing, call.ended)
         if not call.ended.is_set():  # volunteers and 113 are told to stop too; else we do
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(call.ended.wait(), 10)
