@@ -15,12 +15,33 @@ from pbx.db.embedded import start_embedded
 from pbx.logs import configure_logging
 from tests.helpers.pg_state import pg_state_dir
 from tests.helpers.service import MakeHelpline, Running, clean_database, running_service
+from tests.peers.sipp import KEPT_RUN_DIRS, discard_kept_run_dirs
 
 configure_logging("warning", "console")
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 # A `helpline serve` subprocess started by a test stays root (the test runner's Python may live
 # where the service user cannot read it); tests/test_privileges.py tests dropping root.
 os.environ.setdefault("HELPLINE_RUN_AS_USER", "")
+
+
+_TEST_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[pytest.TestReport]:
+    """A sipp run that did not succeed keeps its directory for the report; once the test has
+    passed (it expected that failure) the directory goes, so passing runs leave nothing."""
+    report: pytest.TestReport = yield
+    if report.failed:
+        item.stash[_TEST_FAILED] = True
+    if report.when == "teardown":
+        if item.stash.get(_TEST_FAILED, False):
+            KEPT_RUN_DIRS.clear()
+        else:
+            discard_kept_run_dirs()
+    return report
 
 
 def pytest_asyncio_loop_factories(

@@ -56,6 +56,10 @@ SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 Transport = Literal["u1", "un", "t1", "tn"]
 _KILL_MARGIN_S = 10.0  # beyond sipp's own -timeout, before we kill it
 KEEP_LOGS_ENV = "HELPLINE_KEEP_PEER_LOGS"  # set to keep every run directory
+# Directories of runs that did not succeed, kept for the test's failure report. Many tests
+# expect a run to fail (a refused registration, a peer stopped early); tests/conftest.py
+# removes these when the test itself passes, so only a failed test leaves its traces in /tmp.
+KEPT_RUN_DIRS: list[Path] = []
 
 
 def find_free_port(host: str = "127.0.0.1", proto: str = "udp") -> int:
@@ -444,8 +448,11 @@ class SippProcess:
             self._result.returncode = self.proc.returncode
         # A clean run's traces are already in the result; keep the directory only when
         # something failed (describe() names it) or when asked to.
-        if self.cleanup and self._result.ok and not os.environ.get(KEEP_LOGS_ENV):
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self.cleanup and not os.environ.get(KEEP_LOGS_ENV):
+            if self._result.ok:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            else:
+                KEPT_RUN_DIRS.append(self.run_dir)
         return self._result
 
     def __enter__(self) -> SippProcess:
@@ -594,3 +601,9 @@ __all__ = [
     "start_sipp",
     "write_inf",
 ]
+
+
+def discard_kept_run_dirs() -> None:
+    """Removes the directories of failed runs kept so far (their test passed)."""
+    while KEPT_RUN_DIRS:
+        shutil.rmtree(KEPT_RUN_DIRS.pop(), ignore_errors=True)
