@@ -203,14 +203,14 @@ async def _callers_until_stopped(traffic: Traffic, seconds: float | None) -> Non
 
 async def add_demo_volunteers(service: HelplineService, settings: Settings, count: int) -> None:
     """Demo accounts in the demo's own database (kept when they exist from an earlier run)."""
-    from pbx.db.volunteers import VolunteerRepository
+    from pbx.db.volunteers import DuplicateUser, VolunteerRepository
 
     db = service.db
     if db is None:
         raise RuntimeError("the demo needs the service's database for its volunteer accounts")
     repo = VolunteerRepository(db.pool)
     for index, name in enumerate(volunteer_names(count)):
-        with contextlib.suppress(Exception):  # already there from an earlier demo run
+        with contextlib.suppress(DuplicateUser):  # already there from an earlier demo run
             await repo.create(name, DEMO_PASSWORD, settings.realm, **volunteer_profile(index))  # type: ignore[arg-type]
     await service.reload_credentials()
 
