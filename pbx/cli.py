@@ -30,3 +30,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     code = args.func(args)
     sys.exit(int(code or 0))
+
+
+if __name__ == "__main__":  # python -m pbx.cli, for a checkout whose venv has no `helpline` script
+    main()
