@@ -9,6 +9,7 @@ service while the CLI runs, or the other way round) still uses it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -184,6 +185,10 @@ def start_embedded(state_dir: Path) -> EmbeddedPostgres:
         pgserver.PostgresServer._instances.pop(pgdata, None)
         try:
             server = pgserver.get_server(pgdata, cleanup_mode=None)
+            # stop() keeps pgserver's handle list. pgserver's own exit hook would do the same
+            # under a lock file made by whoever started first, and a service that dropped root
+            # cannot open it: a PermissionError traceback on every stop.
+            atexit.unregister(server._cleanup)
             url = str(server.get_uri())
             log.info("db.embedded.ready", pgdata=str(pgdata))
             return EmbeddedPostgres(pgdata=pgdata, url=url, system_user=server.system_user)
