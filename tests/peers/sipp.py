@@ -588,10 +588,18 @@ def write_inf(path: Path, rows: Sequence[Sequence[str]], mode: str = "SEQUENTIAL
     return path
 
 
+def discard_kept_run_dirs() -> None:
+    """Removes the directories of failed runs kept so far (their test passed)."""
+    while KEPT_RUN_DIRS:
+        shutil.rmtree(KEPT_RUN_DIRS.pop(), ignore_errors=True)
+
+
 __all__ = [
+    "KEPT_RUN_DIRS",
     "SCENARIOS",
     "SippProcess",
     "SippResult",
+    "discard_kept_run_dirs",
     "find_free_media_ports",
     "find_free_port",
     "render_scenario",
@@ -602,8 +610,3 @@ __all__ = [
     "write_inf",
 ]
 
-
-def discard_kept_run_dirs() -> None:
-    """Removes the directories of failed runs kept so far (their test passed)."""
-    while KEPT_RUN_DIRS:
-        shutil.rmtree(KEPT_RUN_DIRS.pop(), ignore_errors=True)
