@@ -160,10 +160,10 @@ def render(run: Run, args: argparse.Namespace, commands: list[str], started: dat
            summary: str, log: Path) -> str:  # fmt: skip
     s = run.samples
     lines = [
-        "# Soak: one hour at the busiest hour (`helpline demo --peak`)",
+        f"# Soak: {args.minutes:g} minutes at the busiest hour's load (`helpline demo --peak`)",
         "",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC; {s[-1].at / 60:.1f} minutes from the first "
-        "caller to the last sample (the hour, then the drain).",
+        f"caller to the last sample ({args.minutes:g} minutes of callers, then the drain).",
         f"- Machine: {machine()}.",
         f"- Load average at the end (1/5/15 min): {_loadavg()}: anything else running on the "
         "machine shows here; the CPU figures are CPU time of the service process (utime + "
