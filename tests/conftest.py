@@ -15,7 +15,7 @@ from pbx.db.embedded import start_embedded
 from pbx.logs import configure_logging
 from tests.helpers.pg_state import pg_state_dir
 from tests.helpers.service import MakeHelpline, Running, clean_database, running_service
-from tests.peers.sipp import KEPT_RUN_DIRS, discard_kept_run_dirs
+from tests.peers.sipp import settle_kept_run_dirs
 
 configure_logging("warning", "console")
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
@@ -37,10 +37,7 @@ def pytest_runtest_makereport(
     if report.failed:
         item.stash[_TEST_FAILED] = True
     if report.when == "teardown":
-        if item.stash.get(_TEST_FAILED, False):
-            KEPT_RUN_DIRS.clear()
-        else:
-            discard_kept_run_dirs()
+        settle_kept_run_dirs(test_passed=not item.stash.get(_TEST_FAILED, False))
     return report
 
 

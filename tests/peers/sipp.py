@@ -59,7 +59,7 @@ KEEP_LOGS_ENV = "HELPLINE_KEEP_PEER_LOGS"  # set to keep every run directory
 # Directories of runs that did not succeed, kept for the test's failure report. Many tests
 # expect a run to fail (a refused registration, a peer stopped early); tests/conftest.py
 # removes these when the test itself passes, so only a failed test leaves its traces in /tmp.
-KEPT_RUN_DIRS: list[Path] = []
+_kept_run_dirs: list[Path] = []
 
 
 def find_free_port(host: str = "127.0.0.1", proto: str = "udp") -> int:
@@ -452,7 +452,7 @@ class SippProcess:
             if self._result.ok:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             else:
-                KEPT_RUN_DIRS.append(self.run_dir)
+                _kept_run_dirs.append(self.run_dir)
         return self._result
 
     def __enter__(self) -> SippProcess:
@@ -588,25 +588,26 @@ def write_inf(path: Path, rows: Sequence[Sequence[str]], mode: str = "SEQUENTIAL
     return path
 
 
-def discard_kept_run_dirs() -> None:
-    """Removes the directories of failed runs kept so far (their test passed)."""
-    while KEPT_RUN_DIRS:
-        shutil.rmtree(KEPT_RUN_DIRS.pop(), ignore_errors=True)
+def settle_kept_run_dirs(test_passed: bool) -> None:
+    """At a test's end: the failed runs' directories it kept go if the test passed (it expected
+    those failures), and stay for its report if it failed."""
+    while _kept_run_dirs:
+        run_dir = _kept_run_dirs.pop()
+        if test_passed:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 __all__ = [
-    "KEPT_RUN_DIRS",
     "SCENARIOS",
     "SippProcess",
     "SippResult",
-    "discard_kept_run_dirs",
     "find_free_media_ports",
     "find_free_port",
     "render_scenario",
     "run_sipp",
     "run_sipp_async",
     "scenario_path",
+    "settle_kept_run_dirs",
     "start_sipp",
     "write_inf",
 ]
-
