@@ -72,6 +72,7 @@ from sip_call_service import (  # noqa: E402
     children_cpu,
     cpu_seconds,
     free_port,
+    loop_wakeups,
     media_port,
     pin,
     register_all,
@@ -154,6 +155,7 @@ class Level:
     service_cpu: float = math.nan  # seconds
     service_peak: float = math.nan  # highest share of one core over any 1 s
     service_wait: float = math.nan  # seconds its event loop was runnable but not running
+    service_wakeups: int = -1  # times its event loop slept and was woken (-1: not read)
     wall: float = math.nan
     peak_calls: int = 0
     sipp_cpu: float = math.nan  # both sipp processes, seconds
@@ -167,6 +169,12 @@ class Level:
     @property
     def cpu_ms_per_call(self) -> float:
         return 1000 * self.service_cpu / self.attempted if self.attempted else math.nan
+
+    @property
+    def wakeups_per_call(self) -> float:
+        if not self.attempted or self.service_wakeups < 0:
+            return math.nan
+        return self.service_wakeups / self.attempted
 
     @property
     def ok(self) -> bool:
@@ -219,7 +227,7 @@ def run_level(
     cmd += ["-key", "caller", CALLER, "-key", "caller_display", CALLER]
     cmd += ["-trace_rtt", "-rtt_freq", "1", target]
     cpu0, uas0, kids0 = cpu_seconds(service), cpu_seconds(uas), children_cpu()
-    wait0 = runqueue_wait(service)
+    wait0, wakeups0 = runqueue_wait(service), loop_wakeups(service)
     start = time.monotonic()
     proc = procs.start(cmd, run_dir / "sipp.log", cwd=run_dir)
     code, peak = wait_sampling(proc, timeout_s + 10, service)
@@ -228,6 +236,8 @@ def run_level(
     level = Level(rate=rate, wall=time.monotonic() - start, exit_code=code, service_peak=peak)
     level.service_cpu = cpu_seconds(service) - cpu0
     level.service_wait = runqueue_wait(service) - wait0
+    wakeups = loop_wakeups(service)
+    level.service_wakeups = wakeups - wakeups0 if min(wakeups, wakeups0) >= 0 else -1
     level.sipp_cpu = (children_cpu() - kids0) + (cpu_seconds(uas) - uas0)
     rows = stats_rows(run_dir / "stats.csv")
     if rows:
@@ -261,7 +271,8 @@ def run_level(
 HEADER = (
     f"{'rate':>5} {'calls':>5} {'ok':>5} {'fail':>4} {'retr':>4} "
     f"{'setup p50':>9} {'p95':>7} {'max':>7} {'setups/s':>8} {'CPU ms/call':>11} "
-    f"{'svc CPU avg':>11} {'peak':>4} {'waited':>6} {'calls up':>8} {'sipp CPU':>8}"
+    f"{'svc CPU avg':>11} {'peak':>4} {'waited':>6} {'wakeups/call':>12} {'calls up':>8} "
+    f"{'sipp CPU':>8}"
 )
 
 
@@ -273,7 +284,8 @@ def line(lv: Level) -> str:
         f"{lv.rate:>5g} {lv.attempted:>5} {lv.succeeded:>5} {lv.failed:>4} "
         f"{lv.retransmissions:>4} {p50:>7.0f}ms {p95:>5.0f}ms {top:>5.0f}ms "
         f"{lv.achieved_cps:>8.1f} {lv.cpu_ms_per_call:>11.2f} {busy:>10.0f}% "
-        f"{100 * lv.service_peak:>3.0f}% {waited:>5.0f}% {lv.peak_calls:>8} {lv.sipp_cpu:>7.1f}s"
+        f"{100 * lv.service_peak:>3.0f}% {waited:>5.0f}% {lv.wakeups_per_call:>12.1f} "
+        f"{lv.peak_calls:>8} {lv.sipp_cpu:>7.1f}s"
     )
     if lv.failures:
         text += f"  failures: {', '.join(lv.failures)}"

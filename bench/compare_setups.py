@@ -265,12 +265,12 @@ def _tables(
 ) -> list[Table]:
     columns = (
         "system", "rate/s", "calls", "achieved/s", "failures", "setup p50", "setup p95",
-        "CPU ms/call", "setups per CPU-s", "waited",
+        "CPU ms/call", "setups per CPU-s", "waited", "loop wakeups/call",
     )  # fmt: skip
     rows: list[tuple[str, ...]] = []
     for r in runs:
         if r.error:
-            rows.append((r.name, "-", "-", "-", r.error, "-", "-", "-", "-", "-"))
+            rows.append((r.name, "-", "-", "-", r.error, "-", "-", "-", "-", "-", "-"))
         for lv in r.levels:
             p50, p95, _ = lv.setup_ms
             fails = lv.attempted - lv.succeeded
@@ -280,6 +280,7 @@ def _tables(
                 f"{p50:.0f} ms", f"{p95:.0f} ms", f"{lv.cpu_ms_per_call:.2f}",
                 f"{1000 / lv.cpu_ms_per_call:.0f}" if lv.cpu_ms_per_call > 0 else "-",
                 f"{100 * lv.service_wait / lv.wall:.0f}%" if lv.wall else "-",
+                f"{lv.wakeups_per_call:.1f}",
             ))  # fmt: skip
     setups = Table(
         "Call setups: this service and the sippy B2BUA with rtp.io",
@@ -290,7 +291,8 @@ def _tables(
             f"sipp trunk (bench/sipp_trunk_call.xml), {seconds:g} s of calls per rate, hold "
             f"{HOLD_MS} ms, no RTP sent; far side a sipp UAS answering at once",
             "CPU ms/call: the system's process CPU (user + system, all threads) over the rate's "
-            "calls; waited: share of the time its event loop waited for its core",
+            "calls; waited: share of the time its event loop waited for its core; loop "
+            "wakeups/call: voluntary context switches of its main thread over the rate's calls",
             "a system stops at its first rate with failures or below 90% of the offered rate",
         ],
     )

@@ -12,6 +12,14 @@ them. Bench-only: the hook is this script's own wrapper around the CLI, not in `
 tracemalloc makes the service several times slower and bigger; its figures are allocation
 sites and counts, not RSS. A site that grows in step with the calls that ended, without bound,
 is a leak; one that stops growing once full (a bounded cache, a pool) is fill.
+
+With ``--rounds N`` the phones come in N separate runs of ``--round-minutes`` each instead, and
+the service dumps at the quiet point after each run: no call, no live transaction and the same
+handsets registered. Nothing a call owns is alive then, so the dumps compare like with like: what
+still grows from one quiet point to the next, round after round, is a leak or a fill, and the
+rounds tell them apart (a fill stops). A dump during load cannot: it may fall on more calls.
+
+    .venv/bin/python bench/memory_trace.py --rounds 6              # ~30 minutes
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import time
 import tracemalloc
 from collections import Counter
 from pathlib import Path
+from typing import Any, cast
 
 REPO = Path(__file__).resolve().parent.parent
 HELPLINE = REPO / ".venv" / "bin" / "helpline"
@@ -57,6 +66,7 @@ def _dump(out: Path, n: int) -> None:
         "at": time.time(), "rss_kb": _rss_kb(), "gc_count_before": before,
         "cyclic_garbage_collected": collected, "objects": len(gc.get_objects()),
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "traced_kb": tracemalloc.get_traced_memory()[0] // 1024 if tracemalloc.is_tracing() else 0,
         "types": dict(types), "lru_caches": caches,
     }))  # fmt: skip
     if tracemalloc.is_tracing():
@@ -96,8 +106,9 @@ def report(out: Path, first: int, last: int, calls: int, top: int) -> str:
     a = json.loads((out / f"types-{first}.json").read_text())
     b = json.loads((out / f"types-{last}.json").read_text())
     minutes = (b["at"] - a["at"]) / 60
+    traced = " (under tracemalloc)" if b.get("traced_kb") else ""
     lines = [f"between dump {first} and {last}: {minutes:.1f} minutes, {calls} calls ended; "
-             f"RSS {a['rss_kb'] / 1024:.1f} -> {b['rss_kb'] / 1024:.1f} MiB (under tracemalloc); "
+             f"RSS {a['rss_kb'] / 1024:.1f} -> {b['rss_kb'] / 1024:.1f} MiB{traced}; "
              f"live objects {a['objects']} -> {b['objects']}; cyclic garbage found by the "
              f"dumps' full collections: {a['cyclic_garbage_collected']}, "
              f"{b['cyclic_garbage_collected']}"]  # fmt: skip
@@ -142,13 +153,62 @@ def report(out: Path, first: int, last: int, calls: int, top: int) -> str:
     return "\n".join(lines)
 
 
-def _calls_ended(port: int) -> int:
+LIVE = {  # gauges of what a call holds, read with each dump
+    "legs": "helpline_sip_dialog_legs",
+    "transactions": "helpline_sip_transactions",
+    "media": "helpline_media_legs",
+    "handsets": "helpline_registered_handsets",
+}
+
+
+def _metrics(port: int) -> dict[str, int]:
+    """Calls ended (all outcomes) and the LIVE gauges, summed over their series."""
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         text = r.read().decode()
-    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("helpline_calls_total{")))  # fmt: skip
+    names = {"ended": "helpline_calls_total", **LIVE}
+    values = dict.fromkeys(names, 0.0)
+    for line in text.splitlines():
+        metric = line.split("{", 1)[0].split(" ", 1)[0]
+        for key, name in names.items():
+            if metric == name:
+                values[key] += float(line.rsplit(" ", 1)[1])
+    return {key: int(v) for key, v in values.items()}
+
+
+def _live_text(m: dict[str, int]) -> str:
+    return ", ".join(f"{m[k]} {k}" for k in LIVE)
+
+
+def _dump_service(service: subprocess.Popen[bytes], work: Path, n: int) -> dict[str, Any]:
+    service.send_signal(signal.SIGUSR1)
+    while not (work / f"done-{n}").exists():
+        if service.poll() is not None:
+            raise SystemExit(f"service exited: see {work / 'service.log'}")
+        time.sleep(0.2)
+    return cast("dict[str, Any]", json.loads((work / f"types-{n}.json").read_text()))
+
+
+def _quiet(port: int, timeout: float) -> dict[str, int]:
+    """Wait until no call leg and no transaction is alive (UDP transactions linger 32 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = _metrics(port)
+        if (m["legs"] == 0 and m["transactions"] == 0) or time.monotonic() > deadline:
+            return m
+        time.sleep(2.0)
+
+
+def rounds_table(work: Path, marks: list[dict[str, int]]) -> str:
+    head = " round  calls ended   RSS MiB  traced KiB  live objects  " + "  ".join(LIVE)
+    lines = ["\nat each quiet point (after a full collection):", head]
+    for n, m in enumerate(marks):
+        d = json.loads((work / f"types-{n}.json").read_text())
+        lines.append(f" {n + 1:5d}  {m['ended']:11d}  {d['rss_kb'] / 1024:8.1f}  "
+                     f"{d['traced_kb']:10d}  {d['objects']:12d}  "
+                     + "  ".join(f"{m[k]:{len(k)}d}" for k in LIVE))  # fmt: skip
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -162,6 +222,8 @@ def main() -> int:
                    help="minutes before the first compared dump")  # fmt: skip
     p.add_argument("--frames", type=int, default=25)
     p.add_argument("--peak", action="store_true", help="the soak's load instead of fast turnover")
+    p.add_argument("--callers-per-minute", type=float, default=30.0,
+                   help="fast turnover arrivals (0.001: handsets on shift, no calls)")  # fmt: skip
     p.add_argument("--no-tracemalloc", action="store_true", help="object counts and RSS only")
     p.add_argument("--sip-port", type=int, default=5280)
     p.add_argument("--metrics-port", type=int, default=9280)
@@ -169,12 +231,17 @@ def main() -> int:
                    help="the simulated 113 (not the soak's 5079: both can run)")  # fmt: skip
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--rounds", type=int, default=0,
+                   help="phones in N runs, a dump at the quiet point after each")  # fmt: skip
+    p.add_argument("--round-minutes", type=float, default=3.0)
+    p.add_argument("--settle", type=float, default=120.0,
+                   help="at most N s for the calls and transactions to end")  # fmt: skip
     args = p.parse_args()
     (REPO / "var").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="memtrace-", dir=REPO / "var"))
     load = (["--peak"] if args.peak else
-            ["--callers-per-minute", "30", "--volunteers", "12", "--talk-seconds", "15",
-             "--patience-seconds", "60"])  # fmt: skip
+            ["--callers-per-minute", f"{args.callers_per_minute:g}", "--volunteers", "12",
+             "--talk-seconds", "15", "--patience-seconds", "60"])  # fmt: skip
     common = [*load, "--sip-port", str(args.sip_port), "--seed", "14",
               "--backline-port", str(args.backline_port)]  # fmt: skip
     trace = [] if args.no_tracemalloc else ["-X", f"tracemalloc={args.frames}"]
@@ -187,7 +254,7 @@ def main() -> int:
         "--role",
         "traffic",
         "--minutes",
-        f"{args.minutes:g}",
+        f"{args.round_minutes if args.rounds else args.minutes:g}",
         "--state-dir",
         str(work / "traffic"),
         "--metrics-port",
@@ -196,8 +263,8 @@ def main() -> int:
     ]
     env = {**os.environ, "MEMTRACE_DIR": str(work), "PYTHONUNBUFFERED": "1",
            "HELPLINE_WEB_PORT": str(args.metrics_port + 1)}  # fmt: skip
-    ended: dict[int, int] = {}
-    with (work / "service.log").open("wb") as slog, (work / "traffic.log").open("wb") as tlog:
+    marks: list[dict[str, int]] = []  # the metrics at each dump
+    with (work / "service.log").open("wb") as slog, (work / "traffic.log").open("ab") as tlog:
         service = subprocess.Popen(svc_cmd, stdout=slog, stderr=subprocess.STDOUT, env=env)
         traffic = None
         try:
@@ -205,21 +272,29 @@ def main() -> int:
                 if service.poll() is not None:
                     raise SystemExit(f"service exited: see {work / 'service.log'}")
                 time.sleep(0.5)
-            traffic = subprocess.Popen(traffic_cmd, stdout=tlog, stderr=subprocess.STDOUT, env=env)
-            t0 = time.monotonic()
-            n = 0
-            at = args.warmup * 60
-            while at <= args.minutes * 60 + 1:
-                time.sleep(max(0.0, t0 + at - time.monotonic()))
-                ended[n] = _calls_ended(args.metrics_port)
-                service.send_signal(signal.SIGUSR1)
-                while not (work / f"done-{n}").exists():
-                    time.sleep(0.2)
-                print(f"memtrace: dump {n} at {at / 60:.1f} min, {ended[n]} calls ended, "
-                      f"{json.loads((work / f'types-{n}.json').read_text())['rss_kb'] / 1024:.1f}"
-                      " MiB", flush=True)  # fmt: skip
-                n += 1
-                at += args.interval
+            if args.rounds:
+                for n in range(args.rounds):
+                    traffic = subprocess.Popen(traffic_cmd, stdout=tlog, stderr=subprocess.STDOUT,
+                                               env=env)  # fmt: skip
+                    traffic.wait()
+                    marks.append(_quiet(args.metrics_port, args.settle))
+                    d = _dump_service(service, work, n)
+                    print(f"memtrace: round {n + 1} quiet, {marks[n]['ended']} calls ended, "
+                          f"{_live_text(marks[n])}, {d['rss_kb'] / 1024:.1f} MiB, "
+                          f"{d['traced_kb']} KiB traced", flush=True)  # fmt: skip
+            else:
+                traffic = subprocess.Popen(traffic_cmd, stdout=tlog, stderr=subprocess.STDOUT,
+                                           env=env)  # fmt: skip
+                t0 = time.monotonic()
+                at = args.warmup * 60
+                while at <= args.minutes * 60 + 1:
+                    time.sleep(max(0.0, t0 + at - time.monotonic()))
+                    marks.append(_metrics(args.metrics_port))
+                    d = _dump_service(service, work, len(marks) - 1)
+                    print(f"memtrace: dump {len(marks) - 1} at {at / 60:.1f} min, "
+                          f"{marks[-1]['ended']} calls ended, {_live_text(marks[-1])}, "
+                          f"{d['rss_kb'] / 1024:.1f} MiB", flush=True)  # fmt: skip
+                    at += args.interval
         finally:
             for proc in (traffic, service):
                 if proc is not None and proc.poll() is None:
@@ -228,13 +303,15 @@ def main() -> int:
                         proc.wait(30)
                     except subprocess.TimeoutExpired:
                         proc.kill()
-    last = max(ended)
+    last = len(marks) - 1
     if last > 0:
-        print(report(work, 0, last, ended[last] - ended[0], args.top))
+        if args.rounds:
+            print(rounds_table(work, marks))
+        print(report(work, 0, last, marks[last]["ended"] - marks[0]["ended"], args.top))
         if last > 1:
             print("\n--- second half only ---")
             mid = last // 2
-            print(report(work, mid, last, ended[last] - ended[mid], args.top))
+            print(report(work, mid, last, marks[last]["ended"] - marks[mid]["ended"], args.top))
     if args.keep:
         print(f"memtrace: dumps in {work}")
     else:

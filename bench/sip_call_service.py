@@ -85,6 +85,18 @@ def runqueue_wait(pid: int) -> float:
         return math.nan
 
 
+def loop_wakeups(pid: int) -> int:
+    """Times the process's main thread (the event loop) went to sleep and was woken: its
+    voluntary context switches. Each costs CPU beyond the work it wakes for (on this VM
+    tens of microseconds, more after a longer sleep: ``bench/bench_wakeups.py``), so at a low
+    rate, where every message wakes the loop alone, a call costs more than at a high one."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(status.split("\nvoluntary_ctxt_switches:", 1)[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
