@@ -2,11 +2,12 @@
 run with a sleep before each piece, as an event loop does when messages arrive one at a time.
 
 The piece is one SIP INVITE parsed and its 100 Trying built and serialised (the INVITE of
-``bench_parser.py``), repeated ``--size`` times. With a gap, the process sleeps between pieces
-(``time.sleep``: the same futex/epoll sleep and wake-up as an idle event loop's). The CPU is the
-process's own (``time.process_time``), pinned to one core. The extra CPU per piece over the
-back-to-back run is what one wake-up costs: the sleep and wake system calls, the scheduler, and
-on a virtual machine the caches and TLB the core lost to others while this process slept.
+``bench_parser.py``), repeated 1, 5 or 20 times (``--sizes``). With a gap, the process sleeps
+before each piece (``time.sleep``: it leaves the CPU and is woken by the kernel, as an idle
+event loop is from ``epoll_wait``). The CPU is the process's own (``time.process_time``),
+pinned to one core. The extra CPU per piece over the back-to-back run is what one wake-up
+costs: the sleep and wake system calls, the scheduler, and on a virtual machine the caches and
+TLB the core lost to others while this process slept.
 
 This is why ``bench_sip_calls.py`` and ``compare_setups.py`` print the event loop's wake-ups per
 call: at 100 setups/s every message wakes the loop alone (about five times a call), at 400/s

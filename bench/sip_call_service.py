@@ -87,7 +87,8 @@ def runqueue_wait(pid: int) -> float:
 
 def loop_wakeups(pid: int) -> int:
     """Times the process's main thread (the event loop) went to sleep and was woken: its
-    voluntary context switches. Each costs CPU beyond the work it wakes for (on this VM
+    voluntary context switches (the loop's waits, and any other call that blocked). Each costs
+    CPU beyond the work it wakes for (on this VM
     tens of microseconds, more after a longer sleep: ``bench/bench_wakeups.py``), so at a low
     rate, where every message wakes the loop alone, a call costs more than at a high one."""
     try:
