@@ -47,6 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 HELPLINE = REPO / ".venv" / "bin" / "helpline"
 sys.path.insert(0, str(REPO))
 
+from soak import scrape, total  # noqa: E402  (bench/ is on the path: the script's own directory)
+
 
 def _rss_kb() -> int:
     with open("/proc/self/statm") as f:
@@ -163,18 +165,9 @@ LIVE = {  # gauges of what a call holds, read with each dump
 
 def _metrics(port: int) -> dict[str, int]:
     """Calls ended (all outcomes) and the LIVE gauges, summed over their series."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
+    metrics = scrape(port)
     names = {"ended": "helpline_calls_total", **LIVE}
-    values = dict.fromkeys(names, 0.0)
-    for line in text.splitlines():
-        metric = line.split("{", 1)[0].split(" ", 1)[0]
-        for key, name in names.items():
-            if metric == name:
-                values[key] += float(line.rsplit(" ", 1)[1])
-    return {key: int(v) for key, v in values.items()}
+    return {key: int(total(metrics, name)) for key, name in names.items()}
 
 
 def _live_text(m: dict[str, int]) -> str:
@@ -200,11 +193,10 @@ def _quiet(port: int, timeout: float) -> dict[str, int]:
         time.sleep(2.0)
 
 
-def rounds_table(work: Path, marks: list[dict[str, int]]) -> str:
+def rounds_table(marks: list[dict[str, int]], dumps: list[dict[str, Any]]) -> str:
     head = " round  calls ended   RSS MiB  traced KiB  live objects  " + "  ".join(LIVE)
     lines = ["\nat each quiet point (after a full collection):", head]
-    for n, m in enumerate(marks):
-        d = json.loads((work / f"types-{n}.json").read_text())
+    for n, (m, d) in enumerate(zip(marks, dumps, strict=True)):
         lines.append(f" {n + 1:5d}  {m['ended']:11d}  {d['rss_kb'] / 1024:8.1f}  "
                      f"{d['traced_kb']:10d}  {d['objects']:12d}  "
                      + "  ".join(f"{m[k]:{len(k)}d}" for k in LIVE))  # fmt: skip
@@ -264,6 +256,7 @@ def main() -> int:
     env = {**os.environ, "MEMTRACE_DIR": str(work), "PYTHONUNBUFFERED": "1",
            "HELPLINE_WEB_PORT": str(args.metrics_port + 1)}  # fmt: skip
     marks: list[dict[str, int]] = []  # the metrics at each dump
+    dumps: list[dict[str, Any]] = []  # and what the service wrote at it
     with (work / "service.log").open("wb") as slog, (work / "traffic.log").open("ab") as tlog:
         service = subprocess.Popen(svc_cmd, stdout=slog, stderr=subprocess.STDOUT, env=env)
         traffic = None
@@ -279,6 +272,7 @@ def main() -> int:
                     traffic.wait()
                     marks.append(_quiet(args.metrics_port, args.settle))
                     d = _dump_service(service, work, n)
+                    dumps.append(d)
                     print(f"memtrace: round {n + 1} quiet, {marks[n]['ended']} calls ended, "
                           f"{_live_text(marks[n])}, {d['rss_kb'] / 1024:.1f} MiB, "
                           f"{d['traced_kb']} KiB traced", flush=True)  # fmt: skip
@@ -306,7 +300,7 @@ def main() -> int:
     last = len(marks) - 1
     if last > 0:
         if args.rounds:
-            print(rounds_table(work, marks))
+            print(rounds_table(marks, dumps))
         print(report(work, 0, last, marks[last]["ended"] - marks[0]["ended"], args.top))
         if last > 1:
             print("\n--- second half only ---")
