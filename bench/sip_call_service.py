@@ -88,9 +88,9 @@ def runqueue_wait(pid: int) -> float:
 def loop_wakeups(pid: int) -> int:
     """Times the process's main thread (the event loop) went to sleep and was woken: its
     voluntary context switches (the loop's waits, and any other call that blocked). Each costs
-    CPU beyond the work it wakes for (on this VM
-    tens of microseconds, more after a longer sleep: ``bench/bench_wakeups.py``), so at a low
-    rate, where every message wakes the loop alone, a call costs more than at a high one."""
+    CPU beyond the work it wakes for (on this VM tens of microseconds, more after a longer
+    sleep: ``bench/bench_wakeups.py``), so at a low rate, where every message wakes the loop
+    alone, a call costs more than at a high one."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         return int(status.split("\nvoluntary_ctxt_switches:", 1)[1].split()[0])
