@@ -7,7 +7,9 @@ so every test checks what actually goes over the wire.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 
 import pytest
 
@@ -81,6 +83,30 @@ async def test_bridge_keeps_dtmf_to_itself_by_default(pool: PortPool, peers: lis
         leg_a.close()
         leg_b.close()
     assert await bridge.done is BridgeEnd.STOPPED
+
+
+async def test_ended_bridge_and_its_legs_are_freed_without_the_cycle_collector(
+    pool: PortPool, peers: list[Peer]
+) -> None:
+    # A call's media objects must go the moment the call ends: left in reference cycles they
+    # pile up for the cyclic collector, whose passes cost CPU per call and pause the loop.
+    leg_a, peer_a = await leg_and_peer(pool, peers)
+    leg_b, peer_b = await leg_and_peer(pool, peers)
+    bridge = Bridge(leg_a, leg_b).start()
+    await stream(peer_a, leg_a.local_address, tones.sine(400, 100), Codec.PCMU, RtpSender())
+    await wait_until(lambda: len(peer_b.packets) == 5)
+    gc.collect()
+    gc.disable()
+    try:
+        leg_a.close()
+        leg_b.close()
+        assert await bridge.done is BridgeEnd.LEG_CLOSED
+        await asyncio.sleep(0)  # the done future's callbacks
+        kept = [weakref.ref(o) for o in (bridge, leg_a, leg_b, leg_a.endpoint, leg_b.endpoint)]
+        del bridge, leg_a, leg_b
+        assert [ref() for ref in kept] == [None] * len(kept)
+    finally:
+        gc.enable()
 
 
 async def test_injected_tone_is_heard_by_one_side_only(pool: PortPool, peers: list[Peer]) -> None:

@@ -87,6 +87,35 @@ def _mix(tone: bytes, other: bytes) -> bytes:
     return out.tobytes()
 
 
+def _relay(
+    tones: dict[Side, _Tone],
+    src: MediaLeg,
+    dst: MediaLeg,
+    dst_side: Side,
+    stats: DirectionStats,
+    payload: bytes,
+    codec: Codec,
+) -> None:
+    """One received packet of ``src`` to ``dst``: replaced by a tone towards ``dst_side``,
+    transcoded when the legs' codecs differ, or relayed as it is."""
+    stats.packets += 1
+    if tones:
+        tone = tones.get(dst_side)
+        if tone is not None:
+            stats.replaced += 1
+            if tone.mix:
+                tone.pending.append((payload, codec))
+            return
+    dst_codec = dst.codec
+    if dst_codec is not None and dst_codec != codec:
+        payload = payload.translate(_TABLES[codec, dst_codec])
+        stats.transcoded += 1
+    if dst.relay_audio(payload, src.rx_samples, src.rx_marker):
+        stats.relayed += 1
+    else:
+        stats.dropped += 1
+
+
 class Bridge:
     """Relays media between legs ``a`` and ``b`` until stopped or either leg closes."""
 
@@ -110,8 +139,10 @@ class Bridge:
         self._tones: dict[Side, _Tone] = {}
         self._started = False
         # The audio listeners, one per direction: the leg calls _relay with no hop between.
-        self._from_a = partial(self._relay, self.a, self.b, Side.B, self.a_to_b)
-        self._from_b = partial(self._relay, self.b, self.a, Side.A, self.b_to_a)
+        # They hold the tones, not the bridge, so a bridge is no cycle of its own and goes by
+        # reference counting once its legs drop it.
+        self._from_a = partial(_relay, self._tones, self.a, self.b, Side.B, self.a_to_b)
+        self._from_b = partial(_relay, self._tones, self.b, self.a, Side.A, self.b_to_a)
 
     # ------------------------------------------------------------------ control
     def start(self) -> Bridge:
@@ -171,32 +202,6 @@ class Bridge:
         raise ValueError("leg is not part of this bridge")
 
     # -------------------------------------------------------------------- relay
-    def _relay(
-        self,
-        src: MediaLeg,
-        dst: MediaLeg,
-        dst_side: Side,
-        stats: DirectionStats,
-        payload: bytes,
-        codec: Codec,
-    ) -> None:
-        stats.packets += 1
-        if self._tones:
-            tone = self._tones.get(dst_side)
-            if tone is not None:
-                stats.replaced += 1
-                if tone.mix:
-                    tone.pending.append((payload, codec))
-                return
-        dst_codec = dst.codec
-        if dst_codec is not None and dst_codec != codec:
-            payload = payload.translate(_TABLES[codec, dst_codec])
-            stats.transcoded += 1
-        if dst.relay_audio(payload, src.rx_samples, src.rx_marker):
-            stats.relayed += 1
-        else:
-            stats.dropped += 1
-
     def _tone_tick(self, tick: int) -> None:
         for side, tone in tuple(self._tones.items()):
             if tone.future.done():  # replaced by a newer tone or abandoned
