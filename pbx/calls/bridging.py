@@ -16,6 +16,7 @@ import structlog
 
 from pbx.calls.legs import InboundLeg, LegState, OutboundLeg
 from pbx.calls.media_session import AnchoredMedia
+from pbx.calls.signal import Signal
 from pbx.media.bridge import Bridge
 from pbx.sip.stack import IncomingRequest
 
@@ -59,13 +60,13 @@ async def bridge_until_end(
             after, lambda: _notify(bridge, other_media, pcm, leg.ref)
         )
     waits: set[asyncio.Future[Any]] = {
-        asyncio.create_task(leg.wait_ended()),
-        asyncio.create_task(out.wait_ended()),
+        leg.ended.waiter(),
+        out.ended.waiter(),
         asyncio.shield(bridge.done),  # cancelling the wait must not cancel the bridge's end:
         # a cancelled `done` would make `stop` a no-op and leave the relay running
-        asyncio.create_task(caller_media.wait_dead()),
-        asyncio.create_task(other_media.wait_dead()),
-        asyncio.create_task(handover.done.wait()),
+        caller_media.dead.waiter(),
+        other_media.dead.waiter(),
+        handover.done.waiter(),
     }
     _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
@@ -108,7 +109,7 @@ class KeySequence:
     def __init__(self, keys: str, on_done: Callable[[], None] | None = None) -> None:
         self.keys = keys
         self.pressed = ""
-        self.done = asyncio.Event()
+        self.done = Signal()
         self.on_done = on_done
 
     def press(self, digit: str) -> None:
@@ -143,7 +144,7 @@ class HandoverRequest:
         self.refer_target = refer_target
         self.destination: str | None = None
         self.by_refer = False  # asked by REFER: its sender is told how it went (NOTIFY)
-        self.done = asyncio.Event()
+        self.done = Signal()
 
     def _chose(self, name: str) -> Callable[[], None]:
         def chose() -> None:

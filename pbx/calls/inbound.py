@@ -303,8 +303,8 @@ async def _replace(
 async def _close_when_ended(leg: InboundLeg, media: AnchoredMedia) -> None:
     """The caller hanging up, or their media going silent for media_timeout (a caller who
     vanished without a BYE), ends whatever plays, listens or records on the call."""
-    ended = asyncio.ensure_future(leg.wait_ended())
-    dead = asyncio.ensure_future(media.wait_dead())
+    ended = leg.ended.waiter()
+    dead = media.dead.waiter()
     try:
         await asyncio.wait({ended, dead}, return_when=asyncio.FIRST_COMPLETED)
     finally:

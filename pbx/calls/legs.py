@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from pbx.calls.signal import Signal
 from pbx.sip.address import Address
 from pbx.sip.client_auth import ClientCredentials, authorize
 from pbx.sip.dialog import Dialog, DialogState, new_call_id, new_tag
@@ -53,7 +54,7 @@ class Leg:
     state: LegState = LegState.NEW
     dialog: Dialog | None = None
     end_reason: str = ""
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: Signal = field(default_factory=Signal)
     on_reinvite: OfferHandler | None = None
     on_info: Callable[[Request], None] | None = None
     on_end: Callable[[Leg], None] | None = None

@@ -10,7 +10,6 @@ and anything not signalled over TLS.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from pbx.calls.legs import InboundLeg, OfferHandler
+from pbx.calls.signal import Signal
 from pbx.media.dtmf import parse_info_body
 from pbx.media.filler import LineFiller
 from pbx.media.leg import MediaLeg
@@ -48,7 +48,7 @@ class MediaError(Exception):
 class AnchoredMedia:
     leg: MediaLeg
     host: str
-    dead: asyncio.Event = field(default_factory=asyncio.Event)  # no RTP for media_timeout
+    dead: Signal = field(default_factory=Signal)  # no RTP for media_timeout
     session_id: int = field(default_factory=lambda: next(_session_ids))
     version: int = 0
     our_offer: SessionDescription | None = None
@@ -201,7 +201,7 @@ class MediaFactory:
         """Media for a leg whose signalling comes from ``peer_hosts`` (IP addresses): besides
         the address its SDP names, only those may send it RTP (from any port: NAT). ``srtp``
         and ``secure_signalling`` (TLS) decide whether it is SRTP (see AnchoredMedia)."""
-        dead = asyncio.Event()
+        dead = Signal()
         try:
             leg = await MediaLeg.open(
                 self.pool, media_timeout=self.media_timeout, on_timeout=lambda _: dead.set(),

@@ -153,8 +153,9 @@ class Whisper:
         if not self.pcm:
             return True
         playing = asyncio.create_task(play(media.leg, [self.pcm], barge_in=False))
-        gone = {asyncio.create_task(leg.wait_ended()), asyncio.create_task(out.wait_ended())}
-        await asyncio.wait({playing, *gone}, return_when=asyncio.FIRST_COMPLETED)
+        gone = {leg.ended.waiter(), out.ended.waiter()}
+        waits: set[asyncio.Future[Any]] = {playing, *gone}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for task in gone:
             task.cancel()
         if not playing.done():
@@ -176,7 +177,7 @@ async def _first_answer(
     caller left, `stop` was set or `timeout` passed."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    caller_gone = asyncio.create_task(leg.wait_ended())
+    caller_gone = leg.ended.waiter()
     # Without `stop` nothing can set it: a bare future, not a task per call waiting for nothing.
     stopped: asyncio.Future[Any] = (
         asyncio.create_task(stop.wait()) if stop is not None else loop.create_future()

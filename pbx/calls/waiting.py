@@ -19,6 +19,7 @@ import itertools
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -331,8 +332,9 @@ async def _next_event(inbox: asyncio.Queue[QueueEvent], leg: InboundLeg) -> Queu
     if leg.is_ended:
         return None
     get = asyncio.ensure_future(inbox.get())
-    gone = asyncio.ensure_future(leg.wait_ended())
-    await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
+    gone = leg.ended.waiter()
+    waits: set[asyncio.Future[Any]] = {get, gone}
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     gone.cancel()
     if get.done():
         event = get.result()
