@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -64,30 +65,45 @@ def valid_op(op: DataOp) -> bool:
 
 def op_sql(op: DataOp) -> tuple[str, list[Any]]:
     """The statement and arguments for one data op (identifiers validated at submit)."""
-    table = _quote(op.table)
     if isinstance(op, Delete):
-        conds, args = [], []
-        for name, value in op.where.items():
-            if value is None:
-                conds.append(f"{_quote(name)} IS NULL")
-            else:
-                args.append(value)
-                conds.append(f"{_quote(name)} = ${len(args)}")
-        return f"DELETE FROM {table} WHERE {' AND '.join(conds)}", args
-    cols = list(op.values)
+        nulls = tuple(value is None for value in op.where.values())
+        sql = _delete_sql(op.table, tuple(op.where), nulls)
+        return sql, [value for value in op.where.values() if value is not None]
+    cols = tuple(op.values)
+    key = op.key if isinstance(op, Upsert) else None
+    return _insert_sql(op.table, cols, key), [op.values[c] for c in cols]
+
+
+# The same few statements come back for every call (a call record, a shift row): their text is
+# built once per shape. Bounded: the shapes are the service's own (tables and column sets).
+@lru_cache(maxsize=256)
+def _delete_sql(table: str, names: tuple[str, ...], nulls: tuple[bool, ...]) -> str:
+    conds: list[str] = []
+    args = 0
+    for name, null in zip(names, nulls, strict=True):
+        if null:
+            conds.append(f"{_quote(name)} IS NULL")
+        else:
+            args += 1
+            conds.append(f"{_quote(name)} = ${args}")
+    return f"DELETE FROM {_quote(table)} WHERE {' AND '.join(conds)}"
+
+
+@lru_cache(maxsize=256)
+def _insert_sql(table: str, cols: tuple[str, ...], key: tuple[str, ...] | None) -> str:
     sql = (
-        f"INSERT INTO {table} ({', '.join(map(_quote, cols))}) "
+        f"INSERT INTO {_quote(table)} ({', '.join(map(_quote, cols))}) "
         f"VALUES ({', '.join(f'${i}' for i in range(1, len(cols) + 1))})"
     )
-    if isinstance(op, Upsert):
-        rest = [c for c in cols if c not in op.key]
-        target = ", ".join(map(_quote, op.key))
+    if key is not None:
+        rest = [c for c in cols if c not in key]
+        target = ", ".join(map(_quote, key))
         if rest:
             sets = ", ".join(f"{_quote(c)} = EXCLUDED.{_quote(c)}" for c in rest)
             sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
         else:
             sql += f" ON CONFLICT ({target}) DO NOTHING"
-    return sql, [op.values[c] for c in cols]
+    return sql
 
 
 def op_name(op: Op) -> str:

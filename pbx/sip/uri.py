@@ -102,7 +102,7 @@ def parse_uri(text: str) -> Uri:
         or not rest
         or not scheme
         or scheme[0] not in _SCHEME_FIRST
-        or not all(c in _SCHEME_CHARS for c in scheme)
+        or not _SCHEME_CHARS.issuperset(scheme)
     ):
         raise SipParseError("Bad Request - Malformed URI")
     low = scheme.lower()
