@@ -125,6 +125,7 @@ async def _serve(settings: Settings) -> int:
     loop.add_signal_handler(signal.SIGTERM, drain)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, service.reload_dialplan)
+    collector.settle()
     await stop.wait()
     for task in draining:
         task.cancel()
