@@ -1,10 +1,11 @@
 """Call setups side by side: this service and the sippy B2BUA with its embedded RTP proxy.
 
-A section of ``bench/compare.py`` (see ``compare_table.py``). The same sipp load goes to each
-system in turn, on the same machine: a sipp UAC on 127.0.0.1 as the carrier's trunk
-(``sipp_trunk_call.xml``: INVITE with a G.711 offer, 200, ACK, hold, BYE) at rising rates for a
-fixed number of seconds each, and a sipp UAS on 127.0.0.2 (``sipp_volunteer_answer.xml``: 180
-and 200 at once) as the far side. No RTP is sent: neither system needs it to set a call up
+A section of ``bench/compare.py`` (see ``compare_table.py``). The same sipp load goes to both
+systems on the same machine, one rate at a time: this service, then sippy, then the next rate
+(both are up all along, each with its own far side; the one not under load is idle). A sipp UAC
+on 127.0.0.1 is the carrier's trunk (``sipp_trunk_call.xml``: INVITE with a G.711 offer, 200,
+ACK, hold, BYE) at rising rates for a fixed number of seconds each, and a sipp UAS on 127.0.0.2
+(``sipp_volunteer_answer.xml``: 180 and 200 at once) is the far side. No RTP is sent: neither system needs it to set a call up
 (both anchor the media, and this service's line filler sends its comfort noise on the legs
 meanwhile, which is part of its cost per call).
 
@@ -42,7 +43,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,31 +109,29 @@ class SystemRun:
     error: str = ""  # why it could not run at all
 
 
-def _rates(
-    procs: Processes,
-    work: Path,
-    port: int,
-    pid: int,
-    uas: int,
-    rates: tuple[int, ...],
-    seconds: float,
-) -> list[Level]:
-    levels: list[Level] = []
-    for rate in rates:
-        calls = max(1, round(rate * seconds))
-        for attempt in range(2):  # sipp may lose a race for its media port and place no call
-            level = run_level(
-                procs, work / f"rate{rate}-{attempt}", f"{TRUNK_IP}:{port}", rate, calls,
-                HOLD_MS, 0.0, pid, uas, SCENARIO,
-            )  # fmt: skip
-            if level.attempted:
-                break
-        levels.append(level)
-        print(f"  {rate}/s: {_summary(level)}", flush=True)
-        if not level.ok or level.achieved_cps < 0.9 * rate:
+@dataclass(frozen=True)
+class System:
+    """A system up and ready for load: where sipp sends the trunk's calls, and the processes
+    whose CPU is measured (the system) and which answers as the volunteers (a sipp UAS)."""
+
+    port: int
+    pid: int
+    uas: int
+    work: Path
+
+
+def _level(procs: Processes, system: System, rate: int, seconds: float) -> Level:
+    calls = max(1, round(rate * seconds))
+    level = None
+    for attempt in range(2):  # sipp may lose a race for its media port and place no call
+        level = run_level(
+            procs, system.work / f"rate{rate}-{attempt}", f"{TRUNK_IP}:{system.port}", rate,
+            calls, HOLD_MS, 0.0, system.pid, system.uas, SCENARIO,
+        )  # fmt: skip
+        if level.attempted:
             break
-        time.sleep(1.0)  # the last calls' teardown, before the next CPU window
-    return levels
+    assert level is not None
+    return level
 
 
 def _volunteers(rates: tuple[int, ...]) -> int:
@@ -139,10 +139,10 @@ def _volunteers(rates: tuple[int, ...]) -> int:
     return max(20, math.ceil(max(rates) * (HOLD_MS / 1000 + 1.5)))
 
 
-def run_service(
-    work: Path, procs: Processes, rates: tuple[int, ...], seconds: float, cpus: set[int] | None
-) -> SystemRun:
-    run = SystemRun(SERVICE)
+@contextmanager
+def service_up(
+    work: Path, procs: Processes, rates: tuple[int, ...], budget: float, cpus: set[int] | None
+) -> Iterator[System]:
     users = [f"vol{i:04d}" for i in range(_volunteers(rates))]
     with database(work) as db:
         asyncio.run(_create_volunteers(db.url, work, users))
@@ -154,21 +154,22 @@ def run_service(
             wait_ready(service, (TRUNK_IP, port), state / "service.log")
             uas_port = free_port(HANDSET_IP)
             register_all(users, (TRUNK_IP, port), uas_port)
-            uas = start_volunteers(procs, work / "uas", uas_port, _budget(rates, seconds))
-            time.sleep(1.0)  # the registrations' database writes settle
-            run.levels = _rates(procs, work, port, service.pid, uas.pid, rates, seconds)
-            procs.end(uas, signal.SIGUSR1)
+            uas = start_volunteers(procs, work / "uas", uas_port, budget)
+            try:
+                time.sleep(1.0)  # the registrations' database writes settle
+                yield System(port, service.pid, uas.pid, work)
+            finally:
+                procs.end(uas, signal.SIGUSR1)
         finally:
             procs.end(service)  # SIGTERM: it stops before its database does
-    return run
 
 
-def run_sippy(
-    work: Path, procs: Processes, rates: tuple[int, ...], seconds: float, cpus: set[int] | None
-) -> SystemRun:
-    run = SystemRun(SIPPY)
+@contextmanager
+def sippy_up(
+    work: Path, procs: Processes, rates: tuple[int, ...], budget: float, cpus: set[int] | None
+) -> Iterator[System]:
     uas_port = free_port(HANDSET_IP)
-    uas = start_volunteers(procs, work / "uas", uas_port, _budget(rates, seconds))
+    uas = start_volunteers(procs, work / "uas", uas_port, budget)
     port = free_port(TRUNK_IP)
     rtp_low = random.randrange(20000, 50000) // 2 * 2  # two ports per leg, two legs per call
     rtp = f"-l;{TRUNK_IP};-m;{rtp_low};-M;{rtp_low + 12000};-F"  # -F: root is fine here
@@ -183,11 +184,10 @@ def run_sippy(
     try:
         _wait_bound(b2bua, port, work / "b2bua.out")
         time.sleep(1.0)  # its RTPproxy thread starts after the SIP socket
-        run.levels = _rates(procs, work, port, b2bua.pid, uas.pid, rates, seconds)
+        yield System(port, b2bua.pid, uas.pid, work)
     finally:
         procs.end(b2bua)
         procs.end(uas, signal.SIGUSR1)
-    return run
 
 
 def _as_the_service(cpus: set[int] | None) -> Callable[[], None]:
@@ -214,7 +214,8 @@ def _wait_bound(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
 
 
 def _budget(rates: tuple[int, ...], seconds: float) -> float:
-    return len(rates) * (seconds + HOLD_MS / 1000 + 30) + 60
+    # Each system's volunteers wait through the other's levels too (they take turns).
+    return 2 * len(rates) * (seconds + HOLD_MS / 1000 + 30) + 60
 
 
 # --- the section ---------------------------------------------------------------------------------
@@ -229,21 +230,44 @@ def run(*, quick: bool = False) -> list[Table]:
     work = Path(tempfile.mkdtemp(prefix="helpline-compare-setups-"))
     work.chmod(0o755)  # as root pgserver runs PostgreSQL as its own user, which must enter
     procs = Processes()
-    runs: list[SystemRun] = []
+    runs = {name: SystemRun(name) for name in (SERVICE, SIPPY)}
     keep = False
+    budget = _budget(rates, seconds)
     try:
-        for name, runner in ((SERVICE, run_service), (SIPPY, run_sippy)):
-            print(f"{name}: rates {', '.join(map(str, rates))}/s, {seconds:g} s each", flush=True)
-            sub = work / ("service" if name == SERVICE else "sippy")
-            sub.mkdir()
-            sub.chmod(0o755)
-            try:
-                runs.append(runner(sub, procs, rates, seconds, cpus))
-            except (OSError, RuntimeError, TimeoutError) as exc:
-                runs.append(SystemRun(name, error=f"{type(exc).__name__}: {exc}"[:300]))
-                keep = True
-            if any(not lv.ok for lv in runs[-1].levels):
-                keep = True
+        with ExitStack() as stack:
+            up: dict[str, System] = {}
+            for name, start in ((SERVICE, service_up), (SIPPY, sippy_up)):
+                sub = work / ("service" if name == SERVICE else "sippy")
+                sub.mkdir()
+                sub.chmod(0o755)
+                try:
+                    up[name] = stack.enter_context(start(sub, procs, rates, budget, cpus))
+                except (OSError, RuntimeError, TimeoutError) as exc:
+                    runs[name].error = f"{type(exc).__name__}: {exc}"[:300]
+                    keep = True
+            # One rate at a time, this service then sippy: both measured within a minute of
+            # each other, so this machine's drift (its speed changes by the hour) cancels out.
+            print(f"rates {', '.join(map(str, rates))}/s, {seconds:g} s each", flush=True)
+            for rate in rates:
+                for name in [n for n in up if n in runs]:
+                    print(f"  {name}, {rate}/s:", end=" ", flush=True)
+                    try:
+                        level = _level(procs, up[name], rate, seconds)
+                    except (OSError, RuntimeError, TimeoutError) as exc:
+                        runs[name].error = f"{type(exc).__name__}: {exc}"[:300]
+                        print(runs[name].error, flush=True)
+                        del up[name]
+                        keep = True
+                        continue
+                    runs[name].levels.append(level)
+                    print(_summary(level), flush=True)
+                    if not level.ok:
+                        keep = True
+                    if not level.ok or level.achieved_cps < 0.9 * rate:
+                        del up[name]  # it stops here; it stays up until the end
+                    time.sleep(1.0)  # the last calls' teardown, before the next CPU window
+                if not up:
+                    break
     finally:
         procs.end_all()
         os.sched_setaffinity(0, before)
@@ -257,7 +281,7 @@ def run(*, quick: bool = False) -> list[Table]:
         if os.geteuid() == 0
         else "; both at normal priority (not root)"
     )
-    return _tables(runs, rates, seconds, said, pinning)
+    return _tables(list(runs.values()), rates, seconds, said, pinning)
 
 
 def _tables(
