@@ -5,9 +5,9 @@ systems on the same machine, one rate at a time: this service, then sippy, then 
 (both are up all along, each with its own far side; the one not under load is idle). A sipp UAC
 on 127.0.0.1 is the carrier's trunk (``sipp_trunk_call.xml``: INVITE with a G.711 offer, 200,
 ACK, hold, BYE) at rising rates for a fixed number of seconds each, and a sipp UAS on 127.0.0.2
-(``sipp_volunteer_answer.xml``: 180 and 200 at once) is the far side. No RTP is sent: neither system needs it to set a call up
-(both anchor the media, and this service's line filler sends its comfort noise on the legs
-meanwhile, which is part of its cost per call).
+(``sipp_volunteer_answer.xml``: 180 and 200 at once) is the far side. No RTP is sent: neither
+system needs it to set a call up (both anchor the media, and this service's line filler sends
+its comfort noise on the legs meanwhile, which is part of its cost per call).
 
 - **this service**: ``helpline serve`` with the direct call flow and no whisper, exactly as
   ``bench_sip_calls.py --no-whisper`` runs it (embedded PostgreSQL, volunteers registered with
@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import math
 import os
-import random
 import shutil
 import signal
 import socket
@@ -85,6 +84,11 @@ TARGET_RATE = 500  # setups/s on one core
 TARGET_RATIO = 2.0  # times the sippy B2BUA's setups per CPU-second
 SERVICE = "this service"
 SIPPY = "sippy B2BUA + rtp.io"
+# RTP port ranges that never overlap: both systems are up at once, and rtp.io may hold its
+# sessions' ports for a while after the calls ended; a port taken is one the other cannot use
+# (this service skips it, and ran out of ports at 500/s when the ranges met).
+SERVICE_RTP = (20000, 29999)
+SIPPY_RTP = (30000, 41999)
 
 
 def missing() -> list[str]:
@@ -149,7 +153,11 @@ def service_up(
         port = free_port(TRUNK_IP)
         state = work / "service"
         state.mkdir()
-        service = start_service(procs, state, db.url, port, False, len(users), cpus)
+        # start_service's range: 4 ports per volunteer and 400 more, from SERVICE_RTP's start
+        assert SERVICE_RTP[0] + 4 * len(users) + 400 <= SERVICE_RTP[1] + 1, "RTP ranges meet"
+        service = start_service(
+            procs, state, db.url, port, False, len(users), cpus, rtp_low=SERVICE_RTP[0]
+        )
         try:
             wait_ready(service, (TRUNK_IP, port), state / "service.log")
             uas_port = free_port(HANDSET_IP)
@@ -171,8 +179,8 @@ def sippy_up(
     uas_port = free_port(HANDSET_IP)
     uas = start_volunteers(procs, work / "uas", uas_port, budget)
     port = free_port(TRUNK_IP)
-    rtp_low = random.randrange(20000, 50000) // 2 * 2  # two ports per leg, two legs per call
-    rtp = f"-l;{TRUNK_IP};-m;{rtp_low};-M;{rtp_low + 12000};-F"  # -F: root is fine here
+    low, high = SIPPY_RTP  # two ports per leg, two legs per call
+    rtp = f"-l;{TRUNK_IP};-m;{low};-M;{high};-F"  # -F: root is fine here
     cmd = [
         str(B2BUA), "-f", "-l", TRUNK_IP, "-p", str(port), "-s", f"{HANDSET_IP}:{uas_port}",
         "-u", "-A", "0", "-c", str(work / "b2bua.sock"), "-P", str(work / "b2bua.pid"),

@@ -190,14 +190,16 @@ def start_service(
     whisper: bool,
     volunteers: int,
     cpus: set[int] | None = None,
+    rtp_low: int | None = None,
 ) -> subprocess.Popen[bytes]:
+    """``rtp_low``: the first RTP port of the service's range (default: a random one)."""
     helpline = Path(sys.executable).with_name("helpline")
     cmd = [str(helpline)] if helpline.exists() else [sys.executable, "-m", "pbx.cli"]
     cmd += ["serve", "--sip-host", TRUNK_IP, "--sip-port", str(port), "--tls-port", "0"]
     cmd += ["--metrics-port", "0", "--state-dir", str(state), "--database-url", db_url]
     # Two RTP/RTCP pairs per call, at most one call per volunteer; ports taken are skipped.
     span = min(40000, max(2000, 4 * volunteers + 400))
-    rtp = random.randrange(20000, 65000 - span) // 2 * 2
+    rtp = random.randrange(20000, 65000 - span) // 2 * 2 if rtp_low is None else rtp_low
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),  # this checkout's code, whichever one the venv installed
