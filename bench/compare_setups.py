@@ -60,6 +60,7 @@ from sip_call_service import (  # noqa: E402
     _create_volunteers,
     free_port,
     register_all,
+    rtp_span,
     start_service,
     wait_ready,
 )
@@ -153,8 +154,7 @@ def service_up(
         port = free_port(TRUNK_IP)
         state = work / "service"
         state.mkdir()
-        # start_service's range: 4 ports per volunteer and 400 more, from SERVICE_RTP's start
-        assert SERVICE_RTP[0] + 4 * len(users) + 400 <= SERVICE_RTP[1] + 1, "RTP ranges meet"
+        assert SERVICE_RTP[0] + rtp_span(len(users)) <= SERVICE_RTP[1] + 1, "RTP ranges meet"
         service = start_service(
             procs, state, db.url, port, False, len(users), cpus, rtp_low=SERVICE_RTP[0]
         )

@@ -182,6 +182,12 @@ def pin(cpu: int | None) -> set[int] | None:
     return {cpu}
 
 
+def rtp_span(volunteers: int) -> int:
+    """RTP ports the bench's service gets: two RTP/RTCP pairs per call, at most one call per
+    volunteer, and 400 more (ports taken by others are skipped)."""
+    return min(40000, max(2000, 4 * volunteers + 400))
+
+
 def start_service(
     procs: Processes,
     state: Path,
@@ -197,8 +203,7 @@ def start_service(
     cmd = [str(helpline)] if helpline.exists() else [sys.executable, "-m", "pbx.cli"]
     cmd += ["serve", "--sip-host", TRUNK_IP, "--sip-port", str(port), "--tls-port", "0"]
     cmd += ["--metrics-port", "0", "--state-dir", str(state), "--database-url", db_url]
-    # Two RTP/RTCP pairs per call, at most one call per volunteer; ports taken are skipped.
-    span = min(40000, max(2000, 4 * volunteers + 400))
+    span = rtp_span(volunteers)
     rtp = random.randrange(20000, 65000 - span) // 2 * 2 if rtp_low is None else rtp_low
     env = {
         **os.environ,
