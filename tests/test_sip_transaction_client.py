@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pbx.sip.headers import Headers
-from pbx.sip.message import Request, Response, make_response
-from pbx.sip.parser import parse_message
+from pbx.sip.message import Request
 from pbx.sip.peer import Peer, TransportKind
 from pbx.sip.timers import Timers
 from pbx.sip.transactions import (
@@ -19,36 +17,12 @@ from pbx.sip.transactions import (
     TransactionId,
     TransactionLayer,
 )
-from pbx.sip.uri import parse_uri
 from pbx.sip.via import MAGIC_COOKIE
+from tests.helpers.transactions import answer, outgoing
 
 PHONE = Peer(TransportKind.UDP, "127.0.0.2", 5070)
 PHONE_TCP = Peer(TransportKind.TCP, "127.0.0.2", 5070)
 OUR_SENT_BY = ("127.0.0.1", 5060)
-
-
-def outgoing(method: str = "INVITE", transport: str = "UDP", cseq: int = 1) -> Request:
-    """A request as the TU builds it: our Via without a branch (the layer adds one)."""
-    headers = Headers(
-        [
-            ("Via", f"SIP/2.0/{transport} 127.0.0.1:5060;rport"),
-            ("Route", "<sip:127.0.0.2:5070;lr>"),
-            ("Max-Forwards", "70"),
-            ("From", "<sip:helpline@127.0.0.1>;tag=ours"),
-            ("To", "<sip:volunteer@127.0.0.2>"),
-            ("Call-ID", "out-1@127.0.0.1"),
-            ("CSeq", f"{cseq} {method}"),
-        ]
-    )
-    return Request(method, parse_uri("sip:volunteer@127.0.0.2:5070"), headers)
-
-
-def answer(sent: Request, status: int, to_tag: str | None = "theirs") -> Response:
-    """The response the phone would send, re-parsed from bytes as the transport would."""
-    response = make_response(sent, status, to_tag=to_tag)
-    parsed = parse_message(response.to_bytes())
-    assert isinstance(parsed, Response)
-    return parsed
 
 
 def start(

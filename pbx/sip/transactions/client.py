@@ -64,7 +64,10 @@ def build_cancel(invite: Request) -> Request:
 
 
 class ClientTransaction:
-    """Shared plumbing; subclasses implement the state machine of their kind."""
+    """Shared plumbing; subclasses implement the state machine of their kind.
+
+    Once a final response arrived, a transaction lingers only to absorb retransmitted finals
+    (up to 64*T1 for an INVITE): the request is dropped then (``request`` is None)."""
 
     state: ClientState
 
@@ -79,7 +82,7 @@ class ClientTransaction:
     ) -> None:
         self.id = tid
         self.key = key
-        self.request = request
+        self.request: Request | None = request  # None once a final response arrived
         self.peer = peer
         self.timers = timers
         self.queue = queue
@@ -95,6 +98,7 @@ class ClientTransaction:
         return [Terminated(self.id)]
 
     def _time_out(self) -> list[Effect]:
+        assert self.request is not None  # only before a final response
         return [TimedOut(self.id, self.request), *self._terminate()]
 
     def start(self, now: float) -> list[Effect]:
@@ -124,6 +128,7 @@ class ClientInviteTransaction(ClientTransaction):
         self.cancel_sent = False
 
     def start(self, now: float) -> list[Effect]:
+        assert self.request is not None
         interval = self.timers.a(self.reliable)
         if interval is not None:
             self.retransmit_interval = interval
@@ -142,12 +147,14 @@ class ClientInviteTransaction(ClientTransaction):
                     self.queue.cancel(self.id, "B")  # B only runs in Calling (17.1.1.2)
                 return [Deliver(response, self.id, source)]
             self.queue.cancel_all(self.id)
+            request, self.request = self.request, None
+            assert request is not None
             if status < 300:
                 self.state = ClientState.ACCEPTED
                 self._arm("M", self.timers.m, now)
                 return [Deliver(response, self.id, source)]
             self.state = ClientState.COMPLETED
-            self.ack = build_ack_for_non2xx(self.request, response)
+            self.ack = build_ack_for_non2xx(request, response)
             effects: list[Effect] = [Send(self.ack, self.peer), Deliver(response, self.id, source)]
             linger = self.timers.d(self.reliable)
             if linger <= 0:
@@ -170,7 +177,7 @@ class ClientInviteTransaction(ClientTransaction):
         self._arm("B", self.timers.b, now)
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
-        if name == "A" and self.state is ClientState.CALLING:
+        if name == "A" and self.state is ClientState.CALLING and self.request is not None:
             self.retransmit_interval *= 2  # INVITE retransmissions double without a cap
             self._arm("A", self.retransmit_interval, now)
             return [Send(self.request, self.peer)]
@@ -195,6 +202,7 @@ class ClientNonInviteTransaction(ClientTransaction):
         self.state = ClientState.TRYING
 
     def start(self, now: float) -> list[Effect]:
+        assert self.request is not None
         interval = self.timers.e(self.reliable)
         if interval is not None:
             self.retransmit_interval = interval
@@ -210,6 +218,7 @@ class ClientNonInviteTransaction(ClientTransaction):
             return [Deliver(response, self.id, source)]
         self.queue.cancel_all(self.id)
         self.state = ClientState.COMPLETED
+        self.request = None  # Completed only absorbs retransmitted finals
         effects: list[Effect] = [Deliver(response, self.id, source)]
         linger = self.timers.k(self.reliable)
         if linger <= 0:
@@ -219,6 +228,7 @@ class ClientNonInviteTransaction(ClientTransaction):
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
         if name == "E" and self.state in (ClientState.TRYING, ClientState.PROCEEDING):
+            assert self.request is not None
             if self.state is ClientState.TRYING:
                 self.retransmit_interval = min(2 * self.retransmit_interval, self.timers.t2)
             else:

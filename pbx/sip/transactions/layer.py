@@ -357,6 +357,8 @@ class TransactionLayer:
         return []
 
     def _send_cancel(self, invite: ClientInviteTransaction, now: float) -> list[Effect]:
+        if invite.request is None:  # a final response arrived: nothing left to cancel
+            return []
         cancel = build_cancel(invite.request)
         key = client_key(invite.key[0], "CANCEL")
         if key in self._client:
@@ -408,7 +410,8 @@ class TransactionLayer:
         return txn.state if isinstance(txn, ClientTransaction) else ClientState.TERMINATED
 
     def request_of(self, transaction: TransactionId) -> Request | None:
-        """The request a live transaction was created for (server side: as stamped)."""
+        """The request a transaction was created for (server side: as stamped), while it waits
+        for its final response; None after that (a lingering transaction drops it)."""
         txn = self._by_id.get(transaction)
         return None if txn is None else txn.request
 

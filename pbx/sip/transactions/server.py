@@ -36,6 +36,13 @@ ABANDONED_REASON = "Server Internal Error - No answer in time"
 
 
 class ServerTransaction:
+    """Shared plumbing; subclasses implement the state machine of their kind.
+
+    Once a final response is sent, a transaction lingers (up to 64*T1, 32 s) only to absorb
+    retransmissions. It then keeps no more than that needs: the request goes (``request`` is
+    None), and so does the response unless a retransmitted request must get it again. At a few
+    hundred calls a second, the lingering transactions are most of the live objects."""
+
     state: ServerState
     invite = False
 
@@ -51,12 +58,13 @@ class ServerTransaction:
         self.id = tid
         self.key = key
         self.ack_key: ServerKey | None = None  # RFC 2543 INVITEs are also found by their ACK
-        self.request = request
+        self.request: Request | None = request  # None once a final response was sent
         self.peer = peer  # where responses go (response_peer of the latest copy of the request)
         self.timers = timers
         self.queue = queue
         self.reliable = peer.reliable
-        self.last_response: Response | None = None
+        self.last_response: Response | None = None  # what a retransmitted request gets again
+        self.answered = False  # a final response has been sent (by the TU, or the answer limit)
 
     def _arm(self, name: str, delay: float, now: float) -> None:
         self.queue.arm(self.id, name, now + delay)
@@ -69,13 +77,15 @@ class ServerTransaction:
     def _send(self, response: Response) -> Send:
         self.last_response = response
         if response.status >= 200:
+            self.answered = True
             self.queue.cancel(self.id, SAFETY)
         return Send(response, self.peer)
 
-    @property
-    def answered(self) -> bool:
-        """A final response has been sent (by the TU, or by the answer limit)."""
-        return self.last_response is not None and self.last_response.status >= 200
+    def _linger(self, *, keep_response: bool) -> None:
+        """Final response sent: drop what absorbing retransmissions does not need."""
+        self.request = None
+        if not keep_response:
+            self.last_response = None
 
     def start(self, now: float) -> list[Effect]:
         self._arm(SAFETY, self.timers.answer_limit(self.invite), now)
@@ -94,10 +104,11 @@ class ServerTransaction:
 
     def _abandon(self, now: float) -> list[Effect]:
         """The TU never answered: answer 500 ourselves, then end as any answered transaction."""
-        if self.answered or self.state is ServerState.TERMINATED:
+        request = self.request
+        if self.answered or self.state is ServerState.TERMINATED or request is None:
             return []
-        response = make_response(self.request, 500, ABANDONED_REASON, to_tag=secrets.token_hex(6))
-        return [Abandoned(self.id, self.request), *self.send_response(response, now)]
+        response = make_response(request, 500, ABANDONED_REASON, to_tag=secrets.token_hex(6))
+        return [Abandoned(self.id, request), *self.send_response(response, now)]
 
     def on_retransmission(self, peer: Peer, now: float) -> list[Effect]:
         raise NotImplementedError
@@ -129,6 +140,7 @@ class ServerInviteTransaction(ServerTransaction):
     def start(self, now: float) -> list[Effect]:
         # 17.2.1 asks for 100 Trying only if the TU will take over 200 ms; sending it at once
         # always stops the caller's INVITE retransmissions without guessing about the TU.
+        assert self.request is not None
         return [*super().start(now), self._send(make_response(self.request, 100))]
 
     def on_retransmission(self, peer: Peer, now: float) -> list[Effect]:
@@ -141,8 +153,9 @@ class ServerInviteTransaction(ServerTransaction):
     def send_response(self, response: Response, now: float) -> list[Effect]:
         status = response.status
         if self.state is ServerState.ACCEPTED:
-            # retransmissions of the 2xx (or further 2xx) from the TU go out (RFC 6026 8.7)
-            return [self._send(response)] if 200 <= status < 300 else []
+            # retransmissions of the 2xx (or further 2xx) from the TU go out (RFC 6026 8.7);
+            # the TU keeps its 2xx (Uas2xxRetransmitter), so the transaction need not
+            return [Send(response, self.peer)] if 200 <= status < 300 else []
         if self.state is not ServerState.PROCEEDING:
             return []
         if status < 200:
@@ -154,7 +167,9 @@ class ServerInviteTransaction(ServerTransaction):
         if status < 300:
             self.state = ServerState.ACCEPTED
             self._arm("L", self.timers.l, now)
-            return [self._send(response)]
+            send = self._send(response)
+            self._linger(keep_response=False)  # Accepted absorbs the INVITE, sends nothing
+            return [send]
         self.state = ServerState.COMPLETED
         interval = self.timers.g(self.reliable)
         if interval is not None:
@@ -167,6 +182,7 @@ class ServerInviteTransaction(ServerTransaction):
         if self.state is ServerState.COMPLETED:
             self.queue.cancel_all(self.id)
             self.state = ServerState.CONFIRMED
+            self._linger(keep_response=False)  # Confirmed absorbs ACKs, sends nothing
             linger = self.timers.i(self.reliable)
             if linger <= 0:
                 return self._terminate()
@@ -183,6 +199,7 @@ class ServerInviteTransaction(ServerTransaction):
             self._arm("G", self.retransmit_interval, now)
             return [Send(self.last_response, self.peer)]
         if name == "H" and self.state is ServerState.COMPLETED:
+            assert self.request is not None  # Completed keeps it for this
             return [TimedOut(self.id, self.request), *self._terminate()]
         if name in ("I", "L"):
             return self._terminate()
@@ -218,6 +235,7 @@ class ServerNonInviteTransaction(ServerTransaction):
             return [self._send(response)]
         self.state = ServerState.COMPLETED
         effects: list[Effect] = [self._send(response)]
+        self._linger(keep_response=True)  # a retransmitted request gets the final again
         linger = self.timers.j(self.reliable)
         if linger <= 0:
             return effects + self._terminate()
