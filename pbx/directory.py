@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ class Directory:
     # Replaced in place, never rebound: the registrar is built holding this very dict.
     credentials: dict[str, Credential] = field(default_factory=dict)
     profiles: dict[str, Profile] = field(default_factory=dict)
+    # what each snapshot file holds, as written: a refresh that changed nothing writes nothing
+    _written: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict, repr=False)
 
     def current_profiles(self) -> dict[str, Profile]:
         return self.profiles
@@ -71,9 +73,17 @@ class Directory:
         self.credentials.update(creds)
         self.profiles = profiles
 
-    def _write_snapshot(self, name: str, records: Mapping[str, Any]) -> None:
-        doc = json.dumps({u: asdict(r) for u, r in records.items()})
-        write_private(self.state_dir / name, doc)  # created 0600: holds digest hashes
+    def _write_snapshot(self, name: str, records: Mapping[str, Credential | Profile]) -> None:
+        """Written (and fsynced) only when it differs from what this process wrote last: the
+        refresh runs every 15 s, and an unchanged file rewritten each time costs a blocking
+        fsync of the event loop for nothing. The fields are strings, flags and tuples of
+        strings, so a shallow copy of each record is its snapshot."""
+        rows = {u: dict(vars(r)) for u, r in records.items()}
+        path = self.state_dir / name
+        if self._written.get(name) == rows and path.exists():
+            return
+        write_private(path, json.dumps(rows))  # created 0600: holds digest hashes
+        self._written[name] = rows
 
     def _read_snapshot(self, name: str) -> dict[str, dict[str, Any]]:
         try:
