@@ -177,7 +177,8 @@ class ClientInviteTransaction(ClientTransaction):
         self._arm("B", self.timers.b, now)
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
-        if name == "A" and self.state is ClientState.CALLING and self.request is not None:
+        if name == "A" and self.state is ClientState.CALLING:
+            assert self.request is not None  # only before a final response
             self.retransmit_interval *= 2  # INVITE retransmissions double without a cap
             self._arm("A", self.retransmit_interval, now)
             return [Send(self.request, self.peer)]
@@ -228,7 +229,7 @@ class ClientNonInviteTransaction(ClientTransaction):
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
         if name == "E" and self.state in (ClientState.TRYING, ClientState.PROCEEDING):
-            assert self.request is not None
+            assert self.request is not None  # only before a final response
             if self.state is ClientState.TRYING:
                 self.retransmit_interval = min(2 * self.retransmit_interval, self.timers.t2)
             else:
