@@ -95,58 +95,52 @@ def test_completed_non_invite_server_keeps_only_its_final_for_retransmissions() 
     assert resend.message is ok() and resend.peer == UDP  # the same final, not the TU's business
 
 
-def _client(layer: TransactionLayer, method: str) -> tuple[TransactionId, bytes]:
+def _client(
+    layer: TransactionLayer, method: str
+) -> tuple[TransactionId, weakref.ref[Request], Request]:
+    """A client transaction: its id, a weak reference to the request it holds, and a copy of
+    what went on the wire (for the phone's answers, which must not keep the request alive)."""
     tid, effects = layer.send_request(outgoing(method), UDP, 0.0)
     (send,) = effects
     assert isinstance(send, Send) and isinstance(send.message, Request)
-    return tid, send.message.to_bytes()
+    wire = parse_message(send.message.to_bytes())
+    assert isinstance(wire, Request)
+    return tid, weakref.ref(send.message), wire
 
 
-def _as_sent(wire: bytes) -> Request:
-    sent = parse_message(wire)
-    assert isinstance(sent, Request)
-    return sent
-
-
-def _held_request(layer: TransactionLayer, tid: TransactionId) -> weakref.ref[Request]:
-    held = layer.request_of(tid)
-    assert held is not None
-    return weakref.ref(held)
+def _final(layer: TransactionLayer, tid: TransactionId, sent: Request, status: int) -> None:
+    final = answer(sent, status)
+    assert layer.receive(final, UDP, 1.0) == [Deliver(final, tid, UDP)]
 
 
 def test_accepted_invite_client_lets_go_of_its_invite_and_still_passes_2xx_up() -> None:
     layer = TransactionLayer()
-    tid, wire = _client(layer, "INVITE")
-    invite = _held_request(layer, tid)
-    ok = answer(_as_sent(wire), 200)
-    assert layer.receive(ok, UDP, 1.0) == [Deliver(ok, tid, UDP)]
+    tid, invite, sent = _client(layer, "INVITE")
+    _final(layer, tid, sent, 200)
     assert layer.client_transaction_state(tid) is ClientState.ACCEPTED
     assert invite() is None and layer.request_of(tid) is None
-    again = answer(_as_sent(wire), 200)
+    again = answer(sent, 200)
     assert layer.receive(again, UDP, 1.5) == [Deliver(again, tid, UDP)]  # the TU re-ACKs
     assert layer.cancel(tid, 2.0) == []  # answered: nothing left to cancel
 
 
 def test_completed_invite_client_keeps_only_its_ack() -> None:
     layer = TransactionLayer()
-    tid, wire = _client(layer, "INVITE")
-    invite = _held_request(layer, tid)
-    effects = layer.receive(answer(_as_sent(wire), 486), UDP, 1.0)
+    tid, invite, sent = _client(layer, "INVITE")
+    effects = layer.receive(answer(sent, 486), UDP, 1.0)
     ack = sends(effects)[0].message
     assert isinstance(ack, Request) and ack.method == "ACK"
     del effects
     assert layer.client_transaction_state(tid) is ClientState.COMPLETED
     assert invite() is None
     # a retransmitted 486 still gets the same ACK again (RFC 3261 17.1.1.2)
-    assert layer.receive(answer(_as_sent(wire), 486), UDP, 2.0) == [Send(ack, UDP)]
+    assert layer.receive(answer(sent, 486), UDP, 2.0) == [Send(ack, UDP)]
 
 
 def test_completed_non_invite_client_lets_go_of_its_request() -> None:
     layer = TransactionLayer()
-    tid, wire = _client(layer, "BYE")
-    bye = _held_request(layer, tid)
-    ok = answer(_as_sent(wire), 200)
-    assert layer.receive(ok, UDP, 1.0) == [Deliver(ok, tid, UDP)]
+    tid, bye, sent = _client(layer, "BYE")
+    _final(layer, tid, sent, 200)
     assert layer.client_transaction_state(tid) is ClientState.COMPLETED
     assert bye() is None
-    assert layer.receive(answer(_as_sent(wire), 200), UDP, 1.5) == []  # absorbed
+    assert layer.receive(answer(sent, 200), UDP, 1.5) == []  # absorbed
