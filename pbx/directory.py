@@ -36,7 +36,9 @@ class Directory:
     # Replaced in place, never rebound: the registrar is built holding this very dict.
     credentials: dict[str, Credential] = field(default_factory=dict)
     profiles: dict[str, Profile] = field(default_factory=dict)
-    # what each snapshot file holds, as written: a refresh that changed nothing writes nothing
+    # What each snapshot file holds, as written: a refresh that changed nothing writes nothing.
+    # Not derived from `credentials`/`profiles`: those are swapped in before the write, so a
+    # write that failed would otherwise never be retried.
     _written: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict, repr=False)
 
     def current_profiles(self) -> dict[str, Profile]:
