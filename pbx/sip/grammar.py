@@ -43,8 +43,10 @@ def parse_uint(value: str, limit: int) -> int | None:
 
 def split_outside_quotes(value: str, sep: str) -> list[str]:
     """Split on `sep`, ignoring separators inside quoted strings and <...> brackets."""
+    if sep not in value:
+        return [value]  # most fields hold one element: nothing to split, quoted or not
     if '"' not in value and "<" not in value:
-        return value.split(sep)  # the common case, without a per-character loop
+        return value.split(sep)  # no quotes or brackets: no per-character loop
     parts: list[str] = []
     start = 0
     i = 0

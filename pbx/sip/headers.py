@@ -135,12 +135,18 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(low, name)
 
 
+@lru_cache(maxsize=1024)
+def _named(name: str) -> tuple[str, str]:
+    """(lookup key, canonical name): the key is the canonical name in lower case."""
+    canon = canonical_name(name)
+    return canon.lower(), canon
+
+
 def _checked(name: str, value: str) -> tuple[str, str, str]:
     """(lookup key, canonical name, value); CR/LF would let a value forge header lines."""
     if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name or not name:
         raise ValueError(f"invalid header field {name!r}")
-    canon = canonical_name(name)
-    return canon.lower(), canon, value
+    return (*_named(name), value)
 
 
 def split_list(fields: Sequence[str]) -> list[str]:
@@ -186,7 +192,7 @@ class Headers:
         return f"Headers({list(self)!r})"
 
     def __contains__(self, name: str) -> bool:
-        key = canonical_name(name).lower()
+        key = _named(name)[0]
         return any(k == key for k, _, _ in self._items)
 
     def copy(self) -> Headers:
@@ -199,8 +205,7 @@ class Headers:
 
     def _add_parsed(self, name: str, value: str) -> None:
         """add() for the parser, whose names are tokens and values have no CR/LF already."""
-        canon = canonical_name(name)
-        self._items.append((canon.lower(), canon, value))
+        self._items.append((*_named(name), value))
 
     def prepend(self, name: str, value: str) -> None:
         self._items.insert(0, _checked(name, value))
@@ -220,12 +225,12 @@ class Headers:
         self._items.append(item)
 
     def remove(self, name: str) -> None:
-        key = canonical_name(name).lower()
+        key = _named(name)[0]
         self._items = [item for item in self._items if item[0] != key]
 
     def get(self, name: str) -> str | None:
         """The first field's raw value (not split at commas)."""
-        key = canonical_name(name).lower()
+        key = _named(name)[0]
         for k, _, v in self._items:
             if k == key:
                 return v
@@ -233,12 +238,12 @@ class Headers:
 
     def fields(self, name: str) -> list[str]:
         """Every field's raw value, in order."""
-        key = canonical_name(name).lower()
+        key = _named(name)[0]
         return [v for k, _, v in self._items if k == key]
 
     def values(self, name: str) -> list[str]:
         """All values; list headers are split at top-level commas (empty elements dropped)."""
-        key = canonical_name(name).lower()
+        key = _named(name)[0]
         raw = [v for k, _, v in self._items if k == key]
         return split_list(raw) if key in LIST_HEADERS else raw
 
