@@ -78,7 +78,7 @@ def adopt(
     for v in list(roster.volunteers()):
         if v.username not in here:
             roster.forget(v.username)
-    registrar.bindings.clear()
+    registrar.clear()
     for binding in bindings:
         registrar.restore(binding)
     rows = {s.username: s for s in shifts if s.username not in here}

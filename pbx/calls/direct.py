@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 
 import structlog
 
@@ -43,6 +44,8 @@ class DirectRouter:
     on_outcome: Callable[[str], None] = lambda outcome: None  # metrics: how each call ended
     records: CallRecords = field(default_factory=CallRecords)  # one record per call
     plan: Callable[[], Dialplan | None] = lambda: None  # names the entry line in the record
+    _never: dict[str, None] = field(default_factory=dict, init=False)  # see _never_called
+    _roster_seen: int = field(default=-1, init=False)
 
     def inbound_call(self, leg: InboundLeg, caller: CallerContext) -> None:
         watch_call_task(asyncio.create_task(self._run(leg, caller)), leg, self.tasks)
@@ -50,13 +53,43 @@ class DirectRouter:
     def volunteer_call(self, leg: InboundLeg, username: str, dialed: str) -> None:
         leg.reject(404, "Not Found - No such feature code")
 
-    def _candidates(self) -> list[str]:
-        """Longest idle first: volunteers never called yet, then by their last call's end
-        (``last_call_end`` is kept in that order). Whether each is idle and registered is
-        checked as it comes up (``busy``, ``ringable``): usually the first one takes the call,
-        so nothing here checks every volunteer's bindings for every call."""
-        ended = self.last_call_end
-        return [*(self.handsets.known_users() - ended.keys()), *ended]
+    def candidates(self) -> Iterator[str]:
+        """Longest idle first: volunteers never called yet (in the order they registered), then
+        by their last call's end (``last_call_end`` is kept in that order).
+
+        One at a time, each the first in that order not busy and not yet offered this call:
+        the order changes while a volunteer rings (other calls end), and a call costs the
+        volunteers it passes over, not a copy of every one registered. Whether a handset is
+        ringable is checked as each comes up: usually the first one takes the call."""
+        offered: set[str] = set()
+        while True:
+            order = chain(self._never_called(), self.last_call_end)
+            username = next((u for u in order if u not in offered and u not in self.busy), None)
+            if username is None:
+                return
+            offered.add(username)
+            yield username
+
+    def _never_called(self) -> dict[str, None]:
+        """Registered volunteers not in ``last_call_end`` (each leaves when first rung),
+        rederived only when the registered users change. Then a volunteer no longer registered
+        leaves ``last_call_end`` too, so a call passes over those on shift, not everyone who
+        ever was; on registering again they count as never called, the longest idle."""
+        roster = self.handsets.roster()
+        if self._roster_seen != roster:
+            self._roster_seen = roster
+            known = self.handsets.known_users()
+            ended = self.last_call_end
+            for gone in [u for u in ended if u not in known]:
+                del ended[gone]
+            self._never = dict.fromkeys(u for u in known if u not in ended)
+        return self._never
+
+    def rung(self, username: str) -> None:
+        """To the end of the idle order, whether they answered or not."""
+        self._never.pop(username, None)
+        self.last_call_end.pop(username, None)
+        self.last_call_end[username] = time.time()
 
     async def _run(self, leg: InboundLeg, caller: CallerContext) -> None:
         self.records.started(leg.ref, caller, self.plan())
@@ -100,9 +133,7 @@ class DirectRouter:
 
         Works for a caller still ringing and for one already answered (after the IVR).
         """
-        for username in self._candidates():
-            if username in self.busy:
-                continue
+        for username in self.candidates():
             bindings = self.handsets.ringable(username)
             if not bindings:
                 continue
@@ -114,8 +145,7 @@ class DirectRouter:
                 await self._try(attempt, ref)
             finally:
                 self.busy.discard(username)
-                self.last_call_end.pop(username, None)  # to the end: the order is idle order
-                self.last_call_end[username] = time.time()
+                self.rung(username)
             if attempt.connected:
                 return Offer.CONNECTED
             if leg.is_ended:

@@ -93,6 +93,9 @@ class Registrar:
     guard: AuthGuard  # challenge, verification and lockout, shared with calls
     on_change: Callable[[Change, Binding], None] = lambda change, binding: None
     bindings: dict[str, dict[str, Binding]] = field(default_factory=dict)
+    # Counts changes to the set of users with bindings (one added or gone), so routing can
+    # keep what it derives from that set until it changes instead of rederiving it per call.
+    roster: int = 0
 
     # --- lookups -------------------------------------------------------------------------------
     def contacts(self, username: str, now: float) -> list[Binding]:
@@ -148,18 +151,27 @@ class Registrar:
     def _current(self, binding: Binding) -> bool:
         return self.bindings.get(binding.username, {}).get(binding.key) is binding
 
+    def clear(self) -> None:
+        """Forget every binding (before reloading all of them, as a takeover does)."""
+        self.bindings.clear()
+        self.roster += 1
+
     def restore(self, binding: Binding) -> None:
         """Reload a persisted binding at start-up."""
         self._store(binding)
 
     def _store(self, binding: Binding) -> None:
-        self.bindings.setdefault(binding.username, {})[binding.key] = binding
+        bucket = self.bindings.get(binding.username)
+        if bucket is None:
+            bucket = self.bindings[binding.username] = {}
+            self.roster += 1
+        bucket[binding.key] = binding
 
     def _drop(self, binding: Binding) -> None:
         bucket = self.bindings.get(binding.username, {})
         bucket.pop(binding.key, None)
-        if not bucket:
-            self.bindings.pop(binding.username, None)
+        if not bucket and self.bindings.pop(binding.username, None) is not None:
+            self.roster += 1
 
     def expire(self, now: float) -> list[Binding]:
         gone: list[Binding] = []
