@@ -47,3 +47,33 @@ async def test_abandoned_waits_do_not_pile_up_on_a_long_call() -> None:
     last = signal.waiter()
     signal.set()
     assert last.done()
+
+
+async def test_wait_for_says_whether_the_signal_came_before_the_time_was_up() -> None:
+    acked = Signal()
+    asyncio.get_running_loop().call_later(0.01, acked.set)
+    assert await acked.wait_for(5) is True
+    assert await acked.wait_for(0) is True  # already set: at once
+
+    never = Signal()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    assert await never.wait_for(0.05) is False
+    assert loop.time() - began > 0.04  # the timer, not at once (the loop clock is coarse)
+    never.set()  # setting it after the time was up disturbs nothing
+    assert await never.wait_for(0) is True
+
+
+async def test_a_cancelled_wait_for_leaves_no_timer_and_no_error_behind() -> None:
+    signal = Signal()
+    errors: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    waiting = asyncio.create_task(signal.wait_for(0.02))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert waiting.cancelled()
+    await asyncio.sleep(0.05)  # past the timer it had armed
+    signal.set()
+    assert errors == []

@@ -175,7 +175,7 @@ class InboundLeg(Leg):
     """The caller's side: an INVITE that reached us from a trunk (we are the UAS)."""
 
     incoming: IncomingRequest | None = None
-    _acked: asyncio.Event = field(default_factory=asyncio.Event)
+    _acked: Signal = field(default_factory=Signal)
 
     @classmethod
     def accept(cls, incoming: IncomingRequest, ref: str, contact: SipUri) -> InboundLeg:
@@ -243,13 +243,11 @@ class InboundLeg(Leg):
         caller = self.incoming.source
         retransmitter = Uas2xxRetransmitter(response, caller, self.stack.now, self.stack.timers)
         while (deadline := retransmitter.next_deadline()) is not None:
-            try:
-                await asyncio.wait_for(self._acked.wait(), max(0.0, deadline - self.stack.now))
+            if await self._acked.wait_for(max(0.0, deadline - self.stack.now)):
                 retransmitter.ack_received()
                 return True
-            except TimeoutError:
-                if self.state is LegState.ENDED:
-                    return False
+            if self.state is LegState.ENDED:
+                return False
             for effect in retransmitter.on_timer(self.stack.now):
                 if isinstance(effect, NoAck):
                     log.warning("no_ack", call=self.ref)

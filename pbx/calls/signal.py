@@ -32,6 +32,19 @@ class Signal(asyncio.Event):
         self._futures.append(future)
         return future
 
+    async def wait_for(self, timeout: float) -> bool:
+        """True once the signal is set, False if ``timeout`` seconds pass first: a future and a
+        timer, not the task ``asyncio.wait_for`` wraps around ``wait()``."""
+        if self.is_set():
+            return True
+        waiter = self.waiter()
+        timer = asyncio.get_running_loop().call_later(timeout, _time_up, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+        return self.is_set()
+
     def set(self) -> None:
         if self.is_set():
             return
@@ -40,3 +53,8 @@ class Signal(asyncio.Event):
         for future in futures:
             if not future.done():
                 future.set_result(None)
+
+
+def _time_up(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
