@@ -221,6 +221,7 @@ def _parse_ptime(value: str) -> int:
     return ms
 
 
+@functools.lru_cache(maxsize=256)  # a few distinct maps, each read at parse and at negotiation
 def _parse_rtpmap(value: str) -> RtpMap:
     match = _RTPMAP.fullmatch(value)
     if match is None:
