@@ -71,6 +71,22 @@ def test_busy_volunteers_are_passed_over() -> None:
     assert list(r.candidates()) == []
 
 
+def test_a_volunteer_in_a_call_waits_at_the_back_and_returns_there_when_it_ends() -> None:
+    r, registrar = router()
+    register(registrar, "anna", "bram", "cem")
+    for user in ("anna", "bram", "cem"):
+        r.rung(user)
+    r.take("anna")  # rung for a call now
+    assert list(r.candidates()) == ["bram", "cem"]
+    assert list(r.last_call_end) == ["bram", "cem", "anna"]  # the scan meets the idle first
+    r.take("cem")
+    r.rung("cem")  # cem's call ended before anna's
+    assert list(r.candidates()) == ["bram", "cem"]
+    r.rung("anna")
+    assert list(r.candidates()) == ["bram", "cem", "anna"]
+    assert not r.busy
+
+
 def test_a_call_offers_each_volunteer_once_while_the_order_changes_under_it() -> None:
     """While one volunteer rings, other calls end and move theirs to the back: the call in
     progress goes on with the next longest idle, and never offers anyone twice."""

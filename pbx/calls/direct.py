@@ -55,7 +55,8 @@ class DirectRouter:
 
     def candidates(self) -> Iterator[str]:
         """Longest idle first: volunteers never called yet (in the order they registered), then
-        by their last call's end (``last_call_end`` is kept in that order).
+        by their last call's end (``last_call_end`` is kept in that order, with those being rung
+        or in a call at its back, so the scan from the front meets the idle first).
 
         One at a time, each the first in that order not busy and not yet offered this call:
         the order changes while a volunteer rings (other calls end), and a call costs the
@@ -85,8 +86,15 @@ class DirectRouter:
             self._never = dict.fromkeys(u for u in known if u not in ended)
         return self._never
 
+    def take(self, username: str) -> None:
+        """Busy from now: rung, then perhaps in the call."""
+        self.busy.add(username)
+        self._never.pop(username, None)
+        self.last_call_end[username] = self.last_call_end.pop(username, 0.0)  # to the back
+
     def rung(self, username: str) -> None:
-        """To the end of the idle order, whether they answered or not."""
+        """Free again, at the end of the idle order, whether they answered or not."""
+        self.busy.discard(username)
         self._never.pop(username, None)
         self.last_call_end.pop(username, None)
         self.last_call_end[username] = time.time()
@@ -140,11 +148,10 @@ class DirectRouter:
             if leg.is_ended:
                 return Offer.CALLER_LEFT
             attempt = _Attempt(leg, caller_media, caller_sdp, username, bindings)
-            self.busy.add(username)
+            self.take(username)
             try:
                 await self._try(attempt, ref)
             finally:
-                self.busy.discard(username)
                 self.rung(username)
             if attempt.connected:
                 return Offer.CONNECTED
