@@ -144,6 +144,7 @@ def test_multiple_media_and_port_count() -> None:
         ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 70000 RTP/AVP 0\r\n", "port out of range"),
         ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio -1 RTP/AVP 0\r\n", "port"),
         ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio ² RTP/AVP 0\r\n", "port"),
+        ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio \u0663 RTP/AVP 0\r\n", "port"),  # Arabic 3
         ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 1 RTP/AVP 128\r\n", "payload type"),
         ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 1 RTP/AVP x\r\n", "payload type"),
         ("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 1 RTP/AVP 0\r\ns=-\r\n", "media level"),

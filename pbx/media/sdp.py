@@ -29,7 +29,6 @@ __all__ = [
 MAX_SDP_SIZE = 65536  # far above any real audio SDP; bounds work done on hostile input
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
-_DIGITS = re.compile(r"[0-9]{1,20}")
 _PTIME = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?")
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
@@ -204,7 +203,7 @@ def _attribute_line(name: str, value: str | None) -> str:
 
 
 def _parse_int(text: str, what: str, maximum: int) -> int:
-    if not _DIGITS.fullmatch(text):
+    if not (0 < len(text) <= 20 and text.isascii() and text.isdigit()):  # 1*20 of 0-9
         raise SdpError(f"invalid {what}: {text!r}")
     value = int(text)
     if value > maximum:
@@ -362,7 +361,7 @@ class _Parser:
                 continue  # tolerate blank lines and a missing final CRLF
             if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
                 raise SdpError(f"malformed SDP line: {line[:80]!r}")
-            if any(ch in line for ch in "\r\x00"):
+            if "\r" in line or "\x00" in line:
                 raise SdpError(f"control character in SDP line: {line[:80]!r}")
             kind, value = line[0], line[2:]
             if first:
