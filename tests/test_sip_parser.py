@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import re
+
 import pytest
 
 from pbx.sip.address import Address, parse_address
@@ -13,6 +16,7 @@ from pbx.sip.parser import (
     MAX_MESSAGE_SIZE,
     ParseFailure,
     StreamFramer,
+    _head_end,
     is_keepalive,
     parse_message,
 )
@@ -562,3 +566,17 @@ def test_crlf_keepalives_between_messages() -> None:
     assert len(out) == 1 and not framer.keepalive_pending()
     assert framer.feed(b"\r\n") == [] and framer.keepalive_pending()  # split ping
     assert framer.feed(invite()) and not framer.broken
+
+
+def test_the_end_of_the_header_section_is_the_first_empty_line_whatever_the_line_ends() -> None:
+    """CRLF, bare LF (tolerated) and mixtures: every string of CR, LF and "a" up to 8 bytes, from
+    every start, agrees with the grammar's CR? LF CR? LF as a regex finds it leftmost."""
+    oracle = re.compile(rb"\r?\n\r?\n")
+    for size in range(9):
+        for chars in itertools.product(b"\r\na", repeat=size):
+            data = bytes(chars)
+            for start in range(size + 1):
+                found = oracle.search(data, start)
+                expected = None if found is None else (found.start(), found.end())
+                assert _head_end(data, start) == expected, (data, start)
+                assert _head_end(bytearray(data), start) == expected  # the stream framer's

@@ -24,7 +24,6 @@ MAX_HEADERS = 200
 MANDATORY_REQUEST_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 _MAX_CONTENT_LENGTH = 2**31 - 1
 # The empty line ending the header section; bare LF is tolerated wherever CRLF is expected.
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
 # field-name HCOLON: a token, optional SP/HTAB, then the colon (RFC 3261 section 25.1)
 _HEADER_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:")
 # Headers whose values the core reads through typed accessors, so they are checked here once.
@@ -64,6 +63,18 @@ def is_keepalive(data: bytes) -> bool:
     return not data.strip(b"\r\n")
 
 
+def _head_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
+    """Where the empty line that ends the header section starts and ends: the leftmost match of
+    CR? LF CR? LF from ``start``. Two bytes.find calls instead of a regex search, which costs
+    ten times as much on a whole message."""
+    crlf = data.find(b"\n\r\n", start)
+    lf = data.find(b"\n\n", start)
+    if crlf < 0 and lf < 0:
+        return None
+    at, end = (crlf, crlf + 3) if lf < 0 or 0 <= crlf < lf else (lf, lf + 2)
+    return (at - 1 if at > start and data[at - 1] == 13 else at), end  # 13: CR
+
+
 def parse_message(data: bytes, *, datagram: bool = True) -> Message:
     """Parse one complete message. With datagram=True a missing Content-Length means 'the rest'."""
     if len(data) > MAX_MESSAGE_SIZE:
@@ -72,9 +83,9 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
     is_request = not data.startswith(b"SIP/")
     headers: Headers | None = None
     try:
-        end = _HEAD_END.search(data)
+        end = _head_end(data)
         if end is not None:
-            head, rest = data[: end.start()], data[end.end() :]
+            head, rest = data[: end[0]], data[end[1] :]
         elif datagram and data.endswith(b"\n"):
             # the datagram's end also ends the header section (tolerated: RFC 4475 3.1.2.15's
             # archived copy lacks the final empty line, and nothing else could follow anyway)
@@ -262,7 +273,7 @@ class StreamFramer:
                         pos = self._scan_from = self._skip_keepalives(pos)
                         if pos >= len(buf):
                             break
-                    end = _HEAD_END.search(buf, self._scan_from)
+                    end = _head_end(buf, self._scan_from)
                     if end is None:
                         self._scan_from = max(pos, len(buf) - 3)
                         if len(buf) - pos > self.max_size:
@@ -270,14 +281,14 @@ class StreamFramer:
                             out.append(ParseFailure("Message Too Large", 513, is_request, None))
                             self.broken = True
                         break
-                    head = bytes(buf[pos : end.start()])
+                    head = bytes(buf[pos : end[0]])
                     length, problem = _stream_content_length(head)
-                    if length is None or end.end() + length - pos > self.max_size:
+                    if length is None or end[1] + length - pos > self.max_size:
                         out.append(self._framing_failure(head, length, problem))
                         self.broken = True
                         break
                     # remembered, so a body arriving in small pieces costs no re-parsing
-                    total = self._frame_end = end.end() + length
+                    total = self._frame_end = end[1] + length
                 if len(buf) < total:
                     break
                 chunk = bytes(buf[pos:total])
