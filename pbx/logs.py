@@ -9,26 +9,54 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
 _PHONE_LIKE = re.compile(r"(?<![\w.])\+?\d(?:[\d\- ]?\d){5,}(?![\w.])")
-_SAFE_KEYS = frozenset({"timestamp", "level", "event", "port", "pid", "count", "seconds"})
+EventDict = MutableMapping[str, Any]
+_UNSCRUBBED = frozenset({"timestamp", "level", "port", "pid", "count", "seconds"})
 
 
 def scrub(text: str) -> str:
     return _PHONE_LIKE.sub("[redacted]", text)
 
 
-def _scrub_numbers(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _scrub_numbers(_: Any, __: str, event: EventDict) -> EventDict:
+    texts = [v for k, v in event.items() if k not in _UNSCRUBBED and isinstance(v, str)]
+    # One search over them all first: almost no line holds anything to scrub. NUL matches none
+    # of the pattern's characters, so a match never spans two texts.
+    if _PHONE_LIKE.search("\x00".join(texts)) is None:
+        return event
     for key, value in list(event.items()):
-        if key not in _SAFE_KEYS and isinstance(value, str):
+        if key not in _UNSCRUBBED and isinstance(value, str):
             event[key] = scrub(value)
-    if isinstance(event.get("event"), str):
-        event["event"] = scrub(event["event"])
     return event
+
+
+class _UtcTimestamp:
+    """structlog's ``TimeStamper(fmt="iso", utc=True)``, with the date and time of day formatted
+    once a second (per line only the microseconds: ~1 us instead of ~5). Always six digits of
+    microseconds, where ``isoformat`` leaves them out in the one case they are all zero."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._second: tuple[int, str] = (-1, "")  # one tuple: threads read a matching pair
+
+    def __call__(self, _: Any, __: str, event: EventDict) -> EventDict:
+        now = self._clock()
+        second = int(now)
+        micro = round((now - second) * 1_000_000)  # as datetime rounds it: the nearest
+        if micro == 1_000_000:
+            second, micro = second + 1, 0
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
+        event["timestamp"] = f"{cached[1]}.{micro:06d}Z"
+        return event
 
 
 def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
@@ -44,7 +72,7 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _UtcTimestamp(),
     ]
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, _scrub_numbers, renderer],

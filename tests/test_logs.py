@@ -1,0 +1,84 @@
+"""The service's log lines (pbx/logs.py): what the number scrubber redacts, and the timestamp."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import random
+from typing import Any
+
+import structlog
+
+from pbx.logs import _UtcTimestamp, configure_logging
+
+
+def logged(**fields: Any) -> dict[str, Any]:
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    try:
+        structlog.get_logger("test").info("event_name", **fields)
+    finally:
+        configure_logging("warning", "console")
+    line: dict[str, Any] = json.loads(out.getvalue())
+    return line
+
+
+def test_a_phone_number_in_any_field_is_redacted_and_the_rest_of_the_line_kept() -> None:
+    line = logged(call="c1", note="from +31 6 12345678 today", dialed="0612345678", n=3)
+    assert line["note"] == "from [redacted] today"
+    assert line["dialed"] == "[redacted]"
+    assert line["call"] == "c1" and line["n"] == 3
+
+
+def test_a_line_without_a_number_is_left_as_it_is() -> None:
+    line = logged(call="d7d94bc5a5984828", reason="remote_bye", port="5060")
+    assert line["call"] == "d7d94bc5a5984828" and line["reason"] == "remote_bye"
+
+
+def test_digits_in_separate_fields_are_not_joined_into_a_number() -> None:
+    line = logged(a="call 0612", b="34567 x", c="12345")  # six digits make a number
+    assert (line["a"], line["b"], line["c"]) == ("call 0612", "34567 x", "12345")
+
+
+def test_the_event_name_is_scrubbed_too() -> None:
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    try:
+        structlog.get_logger("test").info("called 0612345678")
+    finally:
+        configure_logging("warning", "console")
+    assert json.loads(out.getvalue())["event"] == "called [redacted]"
+
+
+def test_the_timestamp_is_iso_utc_with_microseconds_across_second_boundaries() -> None:
+    times = iter([1_700_000_000.999999, 1_700_000_001.000001, 1_700_000_001.5, 1_700_000_060.25])
+    # (each as datetime.fromtimestamp rounds it: to the nearest microsecond)
+    stamp = _UtcTimestamp(clock=lambda: next(times))
+    for expected in (
+        "2023-11-14T22:13:20.999999Z",
+        "2023-11-14T22:13:21.000001Z",
+        "2023-11-14T22:13:21.500000Z",
+        "2023-11-14T22:14:20.250000Z",
+    ):
+        assert stamp(None, "info", {})["timestamp"] == expected
+
+
+def test_a_logged_line_carries_the_time_it_was_written() -> None:
+    before = datetime.datetime.now(datetime.UTC)
+    line = logged(call="c1")
+    after = datetime.datetime.now(datetime.UTC)
+    written = datetime.datetime.fromisoformat(line["timestamp"])
+    assert before - datetime.timedelta(microseconds=1) <= written <= after
+
+
+def test_the_timestamp_is_the_text_datetime_gives_for_the_same_instant() -> None:
+    rng = random.Random(7)
+    for _ in range(20_000):
+        now = rng.uniform(1.6e9, 2.0e9)
+        if rng.random() < 0.1:
+            now = int(now) + 0.9999996  # rounds up into the next second
+        expected = datetime.datetime.fromtimestamp(now, datetime.UTC)
+        assert _UtcTimestamp(clock=lambda t=now: t)(None, "info", {})["timestamp"] == (
+            expected.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        )
