@@ -495,6 +495,31 @@ def test_make_response_copies_and_tags() -> None:
     assert isinstance(again, Response) and again.status == 180 and again.from_.tag == "f1"
 
 
+def test_a_response_copies_via_from_to_call_id_cseq_in_that_order_whatever_the_request_s() -> None:
+    m = req(
+        b"BYE sip:helpline@127.0.0.1 SIP/2.0\r\n"
+        b"i: abc@127.0.0.2\r\n"  # compact forms, and an order of its own
+        b"CSeq: 2 BYE\r\n"
+        b"v: SIP/2.0/UDP 127.0.0.3;branch=z9hG4bKproxy\r\n"
+        b"t: <sip:helpline@127.0.0.1>;tag=t9\r\n"
+        b"Subject: kept out\r\n"
+        b"VIA: SIP/2.0/UDP 127.0.0.2:5062;branch=z9hG4bKphone\r\n"
+        b"f: <sip:caller@127.0.0.2>;tag=f1\r\n"
+        b"Max-Forwards: 69\r\nContent-Length: 0\r\n\r\n"
+    )
+    ok = make_response(m, 200)
+    assert list(ok.headers) == [
+        ("Via", "SIP/2.0/UDP 127.0.0.3;branch=z9hG4bKproxy"),
+        ("Via", "SIP/2.0/UDP 127.0.0.2:5062;branch=z9hG4bKphone"),
+        ("From", "<sip:caller@127.0.0.2>;tag=f1"),
+        ("To", "<sip:helpline@127.0.0.1>;tag=t9"),
+        ("Call-ID", "abc@127.0.0.2"),
+        ("CSeq", "2 BYE"),
+    ]
+    ok.headers.add("Subject", "its own")  # a copy: the request's fields are untouched
+    assert m.headers.fields("Subject") == ["kept out"] and len(list(m.headers)) == 9
+
+
 # --- stream framing -----------------------------------------------------------------------------
 
 

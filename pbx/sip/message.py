@@ -204,6 +204,9 @@ class Response(_Message):
 Message = Request | Response
 
 
+_COPIED_TO_RESPONSES = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
 def make_response(
     request: Request,
     status: int,
@@ -214,10 +217,7 @@ def make_response(
     content_type: str | None = None,
 ) -> Response:
     """A response to `request` per RFC 3261 section 8.2.6: Via, From, To, Call-ID, CSeq copied."""
-    headers = Headers()
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        for value in request.headers.fields(name):
-            headers.add(name, value)
+    headers = request.headers.subset(_COPIED_TO_RESPONSES)
     if to_tag is not None and status != 100:
         to = request.headers.get("To") or ""
         if ";tag=" not in to.replace(" ", "").lower():

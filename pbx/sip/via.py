@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from pbx.sip.errors import SipParseError
@@ -38,7 +38,9 @@ class Via:
         return self.host, self.port
 
     def with_params(self, **params: str | None) -> Via:
-        return replace(self, params={**self.params, **params})
+        # the constructor, not dataclasses.replace: this runs for most requests received
+        merged = {**self.params, **params}
+        return Via(self.transport, self.host, self.port, merged, self.protocol)
 
     def __str__(self) -> str:
         port = f":{self.port}" if self.port is not None else ""
