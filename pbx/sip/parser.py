@@ -92,10 +92,13 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
             head, rest = data[:-2] if data.endswith(b"\r\n") else data[:-1], b""
         else:
             raise SipParseError("Bad Request - Incomplete header section")
-        lines = head.decode("utf-8", "surrogateescape").split("\n")
-        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        text = head.decode("utf-8", "surrogateescape")
+        if text.count("\n") == text.count("\r\n") and not text.endswith("\r"):
+            lines = text.split("\r\n")  # CRLF throughout: the same lines, in one C call
+        else:
+            lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
         # headers first, so that a 400 for a bad start line can still be answered
-        headers, header_error = _parse_headers(lines[1:])
+        headers, header_error = _parse_headers(lines[1:], "\n " in text or "\n\t" in text)
         if is_request:
             method, raw_uri, version = _request_line(lines[0])
         else:
@@ -139,26 +142,17 @@ def _check_version(version: str) -> None:
         raise SipParseError("Version Not Supported", status=505)
 
 
-def _parse_headers(lines: list[str]) -> tuple[Headers, SipParseError | None]:
+def _parse_headers(lines: list[str], folded: bool) -> tuple[Headers, SipParseError | None]:
     """All well-formed header fields, and the first problem met (reading goes on past it, so a
-    400 can still be built from the fields that were fine)."""
+    400 can still be built from the fields that were fine). ``folded``: some line continues
+    the one before (starts with SP or HTAB)."""
     headers = Headers()
     error: SipParseError | None = None
-    fields: list[list[str]] = []
-    for line in lines:
-        if line[:1] in (" ", "\t"):
-            if not fields:
-                error = error or SipParseError("Bad Request - Continuation line without header")
-                continue
-            fields[-1].append(line.strip(WS))  # folding: the line break becomes one space
-        elif line:
-            fields.append([line])
-        else:
-            error = error or SipParseError("Bad Request - Empty line in header section")
-    if len(fields) > MAX_HEADERS:
+    if folded or "" in lines:
+        error, lines = _unfold(lines)
+    if len(lines) > MAX_HEADERS:
         return headers, SipParseError("Bad Request - Too many header fields")
-    for parts in fields:
-        line = parts[0] if len(parts) == 1 else " ".join(parts)
+    for line in lines:
         match = _HEADER_LINE.match(line)
         if match is None:
             error = error or SipParseError("Bad Request - Malformed header field")
@@ -168,6 +162,24 @@ def _parse_headers(lines: list[str]) -> tuple[Headers, SipParseError | None]:
             continue
         headers._add_parsed(match[1], line[match.end() :].strip(WS))
     return headers, error
+
+
+def _unfold(lines: list[str]) -> tuple[SipParseError | None, list[str]]:
+    """The header fields with their continuation lines joined (the line break becomes one
+    space), and the first problem met: a continuation with nothing before it, an empty line."""
+    error: SipParseError | None = None
+    fields: list[list[str]] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if not fields:
+                error = error or SipParseError("Bad Request - Continuation line without header")
+                continue
+            fields[-1].append(line.strip(WS))
+        elif line:
+            fields.append([line])
+        else:
+            error = error or SipParseError("Bad Request - Empty line in header section")
+    return error, [" ".join(parts) for parts in fields]
 
 
 def _body(headers: Headers, rest: bytes, datagram: bool) -> bytes:
