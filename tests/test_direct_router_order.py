@@ -15,11 +15,10 @@ from pbx.calls.ringing import Ringer
 from pbx.media.ports import PortPool
 from pbx.sip.auth_guard import AuthGuard
 from pbx.sip.digest import NonceManager
-from pbx.sip.peer import Peer, TransportKind
 from pbx.sip.registrar import Binding, Registrar, RegistrarConfig
 from pbx.sip.stack import SipStack
 from pbx.sip.transport import SipTransports
-from pbx.sip.uri import SipUri
+from tests.helpers.bindings import binding
 
 NOW = 1_000_000.0
 
@@ -35,17 +34,11 @@ def router() -> tuple[DirectRouter, Registrar]:
 
 
 def register(registrar: Registrar, *users: str) -> dict[str, Binding]:
-    made = {}
-    for port, user in enumerate(users, start=5001):
-        made[user] = Binding(
-            username=user,
-            contact=SipUri(host="127.0.0.2", port=port, user=user),
-            source=Peer(TransportKind.UDP, "127.0.0.2", port),
-            expires_at=NOW + 600,
-            call_id=f"c-{user}",
-            cseq=1,
-        )
-        registrar.restore(made[user])
+    made = {
+        user: binding(user, port, NOW + 600, "127.0.0.2") for port, user in enumerate(users, 5001)
+    }
+    for handset in made.values():
+        registrar.restore(handset)
     return made
 
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from pbx.sip.auth_guard import AuthGuard
 from pbx.sip.digest import NonceManager
-from pbx.sip.peer import Peer, TransportKind
 from pbx.sip.registrar import Binding, Change, Registrar, RegistrarConfig
-from pbx.sip.uri import SipUri
+from tests.helpers.bindings import binding as handset
 
 NOW = 1_000_000.0
 
@@ -26,14 +25,7 @@ def registrar(max_misses: int = 3) -> tuple[Registrar, list[tuple[Change, str]]]
 
 
 def binding(port: int, user: str = "anna") -> Binding:
-    return Binding(
-        username=user,
-        contact=SipUri(host="127.0.0.1", port=port, user=user),
-        source=Peer(TransportKind.UDP, "127.0.0.1", port),
-        expires_at=NOW + 600,
-        call_id=f"c{port}",
-        cseq=1,
-    )
+    return handset(user, port, NOW + 600)
 
 
 def test_a_miss_makes_a_binding_unreachable_and_it_is_not_rung() -> None:
