@@ -69,11 +69,14 @@ async def test_a_cancelled_wait_for_leaves_no_timer_and_no_error_behind() -> Non
     errors: list[dict[str, object]] = []
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _, context: errors.append(context))
-    waiting = asyncio.create_task(signal.wait_for(0.02))
-    await asyncio.sleep(0)
-    waiting.cancel()
-    await asyncio.gather(waiting, return_exceptions=True)
-    assert waiting.cancelled()
-    await asyncio.sleep(0.05)  # past the timer it had armed
-    signal.set()
+    try:
+        waiting = asyncio.create_task(signal.wait_for(0.02))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert waiting.cancelled()
+        await asyncio.sleep(0.05)  # past the timer it had armed
+        signal.set()
+    finally:
+        loop.set_exception_handler(None)
     assert errors == []
