@@ -45,7 +45,7 @@ class DirectRouter:
     records: CallRecords = field(default_factory=CallRecords)  # one record per call
     plan: Callable[[], Dialplan | None] = lambda: None  # names the entry line in the record
     _never: dict[str, None] = field(default_factory=dict, init=False)  # see _never_called
-    _roster_seen: int = field(default=-1, init=False)
+    _users_seen: int = field(default=-1, init=False)
 
     def inbound_call(self, leg: InboundLeg, caller: CallerContext) -> None:
         watch_call_task(asyncio.create_task(self._run(leg, caller)), leg, self.tasks)
@@ -76,9 +76,9 @@ class DirectRouter:
         rederived only when the registered users change. Then a volunteer no longer registered
         leaves ``last_call_end`` too, so a call passes over those on shift, not everyone who
         ever was; on registering again they count as never called, the longest idle."""
-        roster = self.handsets.roster()
-        if self._roster_seen != roster:
-            self._roster_seen = roster
+        version = self.handsets.users_version()
+        if self._users_seen != version:
+            self._users_seen = version
             known = self.handsets.known_users()
             ended = self.last_call_end
             for gone in [u for u in ended if u not in known]:

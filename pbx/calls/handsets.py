@@ -28,9 +28,9 @@ class Handsets:
         """Every volunteer the registrar holds bindings for, live or not (cheap: no clock)."""
         return self.registrar.bindings.keys()
 
-    def roster(self) -> int:
+    def users_version(self) -> int:
         """Changes so far to ``known_users()``: equal numbers, the same users."""
-        return self.registrar.roster
+        return self.registrar.users_version
 
     def ringable(self, username: str) -> list[Binding]:
         """A volunteer's handsets to ring: live and answering their keepalive."""

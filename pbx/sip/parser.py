@@ -23,7 +23,6 @@ MAX_MESSAGE_SIZE = 64 * 1024  # bytes; larger UDP datagrams or stream messages a
 MAX_HEADERS = 200
 MANDATORY_REQUEST_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 _MAX_CONTENT_LENGTH = 2**31 - 1
-# The empty line ending the header section; bare LF is tolerated wherever CRLF is expected.
 # field-name HCOLON: a token, optional SP/HTAB, then the colon (RFC 3261 section 25.1)
 _HEADER_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:")
 # Headers whose values the core reads through typed accessors, so they are checked here once.
@@ -65,8 +64,8 @@ def is_keepalive(data: bytes) -> bool:
 
 def _head_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
     """Where the empty line that ends the header section starts and ends: the leftmost match of
-    CR? LF CR? LF from ``start``. Two bytes.find calls instead of a regex search, which costs
-    ten times as much on a whole message."""
+    CR? LF CR? LF from ``start`` (bare LF is tolerated wherever CRLF is expected). Two
+    bytes.find calls instead of a regex search, which costs ten times as much on a message."""
     crlf = data.find(b"\n\r\n", start)
     lf = data.find(b"\n\n", start)
     if crlf < 0 and lf < 0:

@@ -95,7 +95,7 @@ class Registrar:
     bindings: dict[str, dict[str, Binding]] = field(default_factory=dict)
     # Counts changes to the set of users with bindings (one added or gone), so routing can
     # keep what it derives from that set until it changes instead of rederiving it per call.
-    roster: int = 0
+    users_version: int = 0
 
     # --- lookups -------------------------------------------------------------------------------
     def contacts(self, username: str, now: float) -> list[Binding]:
@@ -154,7 +154,7 @@ class Registrar:
     def clear(self) -> None:
         """Forget every binding (before reloading all of them, as a takeover does)."""
         self.bindings.clear()
-        self.roster += 1
+        self.users_version += 1
 
     def restore(self, binding: Binding) -> None:
         """Reload a persisted binding at start-up."""
@@ -164,14 +164,14 @@ class Registrar:
         bucket = self.bindings.get(binding.username)
         if bucket is None:
             bucket = self.bindings[binding.username] = {}
-            self.roster += 1
+            self.users_version += 1
         bucket[binding.key] = binding
 
     def _drop(self, binding: Binding) -> None:
         bucket = self.bindings.get(binding.username, {})
         bucket.pop(binding.key, None)
         if not bucket and self.bindings.pop(binding.username, None) is not None:
-            self.roster += 1
+            self.users_version += 1
 
     def expire(self, now: float) -> list[Binding]:
         gone: list[Binding] = []
