@@ -25,13 +25,11 @@ def scrub(text: str) -> str:
 
 
 def _scrub_numbers(_: Any, __: str, event: EventDict) -> EventDict:
-    texts = [v for k, v in event.items() if k not in _UNSCRUBBED and isinstance(v, str)]
+    texts = {k: v for k, v in event.items() if k not in _UNSCRUBBED and isinstance(v, str)}
     # One search over them all first: almost no line holds anything to scrub. NUL matches none
     # of the pattern's characters, so a match never spans two texts.
-    if _PHONE_LIKE.search("\x00".join(texts)) is None:
-        return event
-    for key, value in list(event.items()):
-        if key not in _UNSCRUBBED and isinstance(value, str):
+    if _PHONE_LIKE.search("\x00".join(texts.values())) is not None:
+        for key, value in texts.items():
             event[key] = scrub(value)
     return event
 

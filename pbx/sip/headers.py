@@ -127,8 +127,9 @@ LIST_HEADERS = frozenset(
 )
 
 
-@lru_cache(maxsize=1024)
 def canonical_name(name: str) -> str:
+    """The field name as RFC 3261 spells it (compact forms expanded); unknown names as given.
+    Uncached: the header code reads it through ``_named``'s cache."""
     low = name.lower()
     if low in COMPACT:
         return COMPACT[low]
