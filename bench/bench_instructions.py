@@ -21,6 +21,8 @@ Pieces (``--pieces``, all by default):
 - ``pick``: the direct call flow picking the longest-idle volunteer, 1,500 registered and 100
   in calls;
 - ``ack_wait``: an answered leg's wait for its ACK (a signal set at once), on uvloop.
+- ``relay``: one RTP packet relayed by a bridge, same codec (``bench_relay_cpu.py``'s loop: 10
+  bridged calls on uvloop, a packet into each of their 20 ports per round, N in all).
 
 Needs valgrind (``apt-get install valgrind``). Two to four minutes. Prints figures; asserts nothing.
 
@@ -41,7 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-PIECES = ("parse", "transactions", "sdp", "log", "pick", "ack_wait")
+PIECES = ("parse", "transactions", "sdp", "log", "pick", "ack_wait", "relay")
 
 VOLUNTEER_OK = (
     b"SIP/2.0 200 OK\r\n"
@@ -138,6 +140,17 @@ def pick(n: int) -> None:
             router.rung(in_calls.pop(0))
 
 
+def relay(n: int) -> None:
+    from bench_relay_cpu import CODECS, measure
+
+    from pbx.event_loop import run
+    from pbx.media.ports import PortPool
+
+    pool = PortPool("127.0.0.1", 30000, 39999)
+    # 10 bridged calls, one packet into each of their 20 ports per round: n relayed packets
+    run(measure(pool, 10, n // 20, CODECS["same"], 20), choice="auto")
+
+
 def ack_wait(n: int) -> None:
     from pbx.calls.signal import Signal
     from pbx.event_loop import run
@@ -154,7 +167,7 @@ def ack_wait(n: int) -> None:
 
 RUNNERS: dict[str, Callable[[int], None]] = {
     "parse": parse, "transactions": transactions, "sdp": sdp, "log": log, "pick": pick,
-    "ack_wait": ack_wait,
+    "ack_wait": ack_wait, "relay": relay,
 }  # fmt: skip
 
 

@@ -9,9 +9,14 @@ Sections (each its own module, in the shape of ``compare_table.py``):
 
 Installs nothing: when a peer or tool is missing it says what and how to install it, and stops
 (``--skip-missing`` runs the sections that can run and names the others). The output is Markdown
-with the date, the machine and the exact command, ready for ``bench/RESULTS.md``:
+with the date, the machine and the exact command, ready for ``bench/RESULTS.md``.
 
-    .venv/bin/python bench/compare.py [--quick] [--only setups|media] [--out bench/RESULTS.md]
+``--native``: this service with its compiled modules (``pbx/native.py``; build them first with
+``scripts/build_native.py``), in this process's relay and in the service it starts alike;
+without it, plain Python. The report's header says which.
+
+    .venv/bin/python bench/compare.py [--quick] [--native] [--only setups|media]
+                                      [--out bench/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -37,6 +42,14 @@ SECTIONS = {
     "setups": ("compare_setups", "Call setups: this service and the sippy B2BUA (rtp.io)"),
     "media": ("compare_media", "Media relay: this service and rtpengine (userspace)"),
 }
+
+
+def this_service() -> str:
+    from pbx import native
+
+    if native.STATUS.active:
+        return f"- This service: native, {native.STATUS.reason} (`--native`, pbx/native.py)"
+    return "- This service: plain Python"
 
 
 def machine() -> list[str]:
@@ -81,10 +94,20 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a short smoke run of each section")
     parser.add_argument("--only", choices=sorted(SECTIONS), action="append")
     parser.add_argument("--skip-missing", action="store_true")
+    parser.add_argument("--native", action="store_true", help="this service's compiled modules")
     parser.add_argument("--out", type=Path, help="also write the Markdown report to this file")
     args = parser.parse_args()
     names = args.only or list(SECTIONS)
+    if args.native:  # before the sections import pbx, which activates the build (and the
+        os.environ["HELPLINE_NATIVE"] = "1"  # service started by compare_setups inherits it)
     modules = {name: load(name) for name in names}
+    if args.native:
+        from pbx import native
+
+        if not native.STATUS.active:
+            print(f"--native: the compiled modules cannot be used: {native.STATUS.reason}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
 
     missing = {name: module.missing() for name, module in modules.items()}
     absent = {name: lines for name, lines in missing.items() if lines}
@@ -95,7 +118,7 @@ def main() -> int:
     if absent and not args.skip_missing:
         return 2
 
-    report = ["# Side by side", "", *machine(), ""]
+    report = ["# Side by side", "", *machine(), this_service(), ""]
     print("\n".join(report), flush=True)
     for name, module in modules.items():
         title = SECTIONS[name][1]

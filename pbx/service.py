@@ -22,6 +22,7 @@ from wsgiref.simple_server import WSGIServer
 import structlog
 
 from ivr.model import Dialplan
+from pbx import native
 from pbx.bookkeeping import Bookkeeping
 from pbx.call_records import CallRecords
 from pbx.config import Settings
@@ -137,7 +138,10 @@ class HelplineService:
             database="embedded" if s.database_url is None else "external",
             volunteers=len(self.directory.credentials),
             bindings=sum(len(b) for b in self.registrar.bindings.values()),
+            native=native.STATUS.active,  # the compiled modules (pbx/native.py)
         )
+        if native.asked_for() and not native.STATUS.active:
+            log.warning("native_modules_unused", reason=native.STATUS.reason)
         self.drain.state = Readiness.SERVING
 
     async def stop(self) -> None:

@@ -25,6 +25,10 @@ if [ -z "$PY" ]; then
     for PY in /usr/bin/python3.11 python3.11 python3; do command -v "$PY" >/dev/null && break; done
 fi
 "$PY" -c "import ensurepip, venv" 2>/dev/null || need_deb+=(python3-venv)
+# Python's headers: scripts/build_native.py compiles the hot modules with them (pbx/native.py)
+"$PY" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    || need_deb+=(python3-dev)
 if ((${#need_deb[@]})); then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     echo "bootstrap: installing Debian packages: ${need_deb[*]}" >&2

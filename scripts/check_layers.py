@@ -24,7 +24,7 @@ PACKAGES = ("pbx", "ivr", "queues")
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", (
         "pbx.private_files", "pbx.logs", "pbx.config", "pbx.privileges", "pbx.event_loop",
-        "pbx.collector", "pbx.realtime",
+        "pbx.collector", "pbx.realtime", "pbx.native",
     )),
     # the protocol cores: sans-IO state machines with their asyncio adapters
     ("protocol", ("pbx.sip", "pbx.media", "queues", "pbx.leadership")),

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pbx import event_loop
+from pbx import event_loop, native
 from pbx.db.embedded import start_embedded
 from pbx.logs import configure_logging
 from tests.helpers.pg_state import pg_state_dir
@@ -25,6 +25,13 @@ os.environ.setdefault("HELPLINE_RUN_AS_USER", "")
 
 
 _TEST_FAILED = pytest.StashKey[bool]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """HELPLINE_NATIVE=1 (scripts/test.sh's second pass) runs on the compiled modules or not at
+    all: a missing or stale build must not pass as a compiled run."""
+    if native.asked_for() and not native.STATUS.active:
+        raise pytest.UsageError(f"{native.ENV} is set but {native.STATUS.reason}")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-import weakref
 
 import pytest
 
@@ -19,6 +18,7 @@ from pbx.media.g711 import Codec
 from pbx.media.ports import PortPool
 from pbx.media.rtp import RtpSender
 from pbx.media.ticker import Ticker, ticker_for
+from tests.helpers.freed import ref
 from tests.helpers.media_runtime import leg_and_peer, port_pool, rtp_peers, tone_of
 from tests.helpers.rtp_peer import (
     Peer,
@@ -102,7 +102,7 @@ async def test_ended_bridge_and_its_legs_are_freed_without_the_cycle_collector(
         leg_b.close()
         assert await bridge.done is BridgeEnd.LEG_CLOSED
         await asyncio.sleep(0)  # the done future's callbacks
-        kept = [weakref.ref(o) for o in (bridge, leg_a, leg_b, leg_a.endpoint, leg_b.endpoint)]
+        kept = [ref(o) for o in (bridge, leg_a, leg_b, leg_a.endpoint, leg_b.endpoint)]
         del bridge, leg_a, leg_b
         assert [ref() for ref in kept] == [None] * len(kept)
     finally:

@@ -3,14 +3,14 @@
 A finished call's transactions stay up to 64*T1 (32 s) to absorb retransmissions. At a few
 hundred calls a second that is some 16,000 calls' worth, so a lingering transaction must not
 keep the call's parsed messages alive: the request goes, and the response too unless a
-retransmitted request must get it again. These tests hold weak references to the messages and
-check both halves: the message is freed (by reference counting, no collector run), and the
-transaction still absorbs and answers retransmissions as the RFC asks.
+retransmitted request must get it again. These tests hold weak references to the messages
+(``tests/helpers/freed.py``) and check both halves: the message is freed (by reference counting,
+no collector run), and the transaction still absorbs and answers retransmissions as the RFC asks.
 """
 
 from __future__ import annotations
 
-import weakref
+from collections.abc import Callable
 
 from pbx.sip.message import Request, Response, make_response
 from pbx.sip.parser import parse_message
@@ -22,6 +22,7 @@ from pbx.sip.transactions import (
     TransactionId,
     TransactionLayer,
 )
+from tests.helpers.freed import ref
 from tests.helpers.transactions import (
     UDP,
     ack_for,
@@ -34,21 +35,23 @@ from tests.helpers.transactions import (
 )
 
 
-def _server(layer: TransactionLayer, method: str) -> tuple[TransactionId, weakref.ref[Request]]:
+def _server(
+    layer: TransactionLayer, method: str
+) -> tuple[TransactionId, Callable[[], Request | None]]:
     req = request(method)
     (deliver,) = delivered(layer.receive(req, UDP, 0.0))
     assert deliver.transaction is not None
-    return deliver.transaction, weakref.ref(req)
+    return deliver.transaction, ref(req)
 
 
 def _answer(
-    layer: TransactionLayer, tid: TransactionId, req: weakref.ref[Request], status: int
-) -> weakref.ref[Response]:
+    layer: TransactionLayer, tid: TransactionId, req: Callable[[], Request | None], status: int
+) -> Callable[[], Response | None]:
     sent = req()
     assert sent is not None
     response = make_response(sent, status, to_tag="t1")
     assert statuses(layer.send_response(tid, response, 1.0)) == [status]
-    return weakref.ref(response)
+    return ref(response)
 
 
 def test_accepted_invite_server_keeps_neither_the_invite_nor_its_2xx() -> None:
@@ -64,7 +67,7 @@ def test_accepted_invite_server_keeps_neither_the_invite_nor_its_2xx() -> None:
     # the TU's own 2xx retransmissions still go out, and are not kept either
     again = make_response(request("INVITE"), 200, to_tag="t1")
     assert statuses(layer.send_response(tid, again, 2.5)) == [200]
-    held = weakref.ref(again)
+    held = ref(again)
     del again
     assert held() is None
 
@@ -97,7 +100,7 @@ def test_completed_non_invite_server_keeps_only_its_final_for_retransmissions() 
 
 def _client(
     layer: TransactionLayer, method: str
-) -> tuple[TransactionId, weakref.ref[Request], Request]:
+) -> tuple[TransactionId, Callable[[], Request | None], Request]:
     """A client transaction: its id, a weak reference to the request it holds, and a copy of
     what went on the wire (for the phone's answers, which must not keep the request alive)."""
     tid, effects = layer.send_request(outgoing(method), UDP, 0.0)
@@ -105,7 +108,7 @@ def _client(
     assert isinstance(send, Send) and isinstance(send.message, Request)
     wire = parse_message(send.message.to_bytes())
     assert isinstance(wire, Request)
-    return tid, weakref.ref(send.message), wire
+    return tid, ref(send.message), wire
 
 
 def _final(layer: TransactionLayer, tid: TransactionId, sent: Request, status: int) -> None:

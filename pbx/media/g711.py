@@ -103,6 +103,10 @@ def _alaw_to_linear(code: int) -> int:
     return t if code & 0x80 else -t
 
 
+# What the encoders take: any buffer of 16-bit samples (the compiled module checks types).
+PcmBuffer = bytes | bytearray | memoryview
+
+
 def _decode_tables(to_linear: list[int]) -> tuple[bytes, bytes]:
     lo = bytes(v & 0xFF for v in to_linear)
     hi = bytes((v >> 8) & 0xFF for v in to_linear)
@@ -144,7 +148,7 @@ def _decode(data: bytes, lo_table: bytes, hi_table: bytes) -> bytes:
     return bytes(out)
 
 
-def _encode(pcm: bytes, table: list[int]) -> bytes:
+def _encode(pcm: PcmBuffer, table: list[int]) -> bytes:
     if len(pcm) % 2:
         raise ValueError(f"PCM length must be even (16-bit samples), got {len(pcm)} bytes")
     if _LITTLE_ENDIAN:
@@ -155,7 +159,7 @@ def _encode(pcm: bytes, table: list[int]) -> bytes:
     return bytes(map(table.__getitem__, samples))
 
 
-def ulaw_encode(pcm: bytes) -> bytes:
+def ulaw_encode(pcm: PcmBuffer) -> bytes:
     """16-bit LE linear PCM -> mu-law bytes (one byte per sample)."""
     return _encode(pcm, _ULAW_ENC)
 
@@ -165,7 +169,7 @@ def ulaw_decode(data: bytes) -> bytes:
     return _decode(data, _ULAW_DEC_LO, _ULAW_DEC_HI)
 
 
-def alaw_encode(pcm: bytes) -> bytes:
+def alaw_encode(pcm: PcmBuffer) -> bytes:
     """16-bit LE linear PCM -> A-law bytes (one byte per sample)."""
     return _encode(pcm, _ALAW_ENC)
 
@@ -175,7 +179,7 @@ def alaw_decode(data: bytes) -> bytes:
     return _decode(data, _ALAW_DEC_LO, _ALAW_DEC_HI)
 
 
-def encode(codec: Codec, pcm: bytes) -> bytes:
+def encode(codec: Codec, pcm: PcmBuffer) -> bytes:
     if codec is Codec.PCMU:
         return ulaw_encode(pcm)
     if codec is Codec.PCMA:

@@ -264,10 +264,16 @@ class StreamFramer:
     max_size: int = MAX_MESSAGE_SIZE
     _buffer: bytearray = field(default_factory=bytearray)
     broken: bool = False
-    _scan_from: int = field(default=0, init=False, repr=False)  # empty-line search resumes here
-    _newlines: int = field(default=0, init=False, repr=False)  # LFs between messages (pings)
-    _pings: int = field(default=0, init=False, repr=False)
-    _frame_end: int | None = field(default=None, init=False, repr=False)  # of the awaited message
+    # Set by __post_init__, not by field defaults: mypyc's dataclasses (pbx/native.py) leave
+    # a default of an init=False field unset.
+    _scan_from: int = field(init=False, repr=False)  # empty-line search resumes here
+    _newlines: int = field(init=False, repr=False)  # LFs between messages (pings)
+    _pings: int = field(init=False, repr=False)
+    _frame_end: int | None = field(init=False, repr=False)  # of the awaited message
+
+    def __post_init__(self) -> None:
+        self._scan_from = self._newlines = self._pings = 0
+        self._frame_end = None
 
     def feed(self, data: bytes) -> list[Message | ParseFailure]:
         if self.broken:

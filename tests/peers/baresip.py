@@ -46,7 +46,10 @@ class Baresip(Softphone):
     async def start(self) -> None:
         self.snd.mkdir()
         rtp = find_free_port(self.bind)
-        self.rtp_ports = range(rtp, rtp + 21)  # where its RTP comes from (a capture filters on it)
+        # Where its RTP comes from (a capture filters on it). Its RTP port is even, RTCP the odd
+        # one above: with an odd start it took the port below it (seen: RTP 42878 and RTCP
+        # 42879 for rtp_ports 42879-42899).
+        self.rtp_ports = range(rtp & ~1, rtp + 21)
         lines = {
             "sip_listen": f"{self.bind}:0",  # every transport on a port of its own choosing
             "net_interface": self.bind,  # SIP Via/Contact, SDP and RTP on this address alone
