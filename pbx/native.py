@@ -32,7 +32,14 @@ from pathlib import Path
 from types import ModuleType
 
 __all__ = [
-    "BUILD_DIR", "ENV", "MODULES", "STATUS", "NativeStatus", "activate", "asked_for", "check_build",
+    "BUILD_DIR",
+    "ENV",
+    "MODULES",
+    "STATUS",
+    "NativeStatus",
+    "activate",
+    "asked_for",
+    "check_build",
     "source_digest",
 ]
 
@@ -96,17 +103,21 @@ def check_build(build: Path) -> tuple[dict[str, Path], str]:
         return {}, f"no build in {build} (run scripts/build_native.py)"
     except (OSError, ValueError) as exc:
         return {}, f"unreadable {build / MANIFEST}: {exc}"
-    if manifest.get("cache_tag") != sys.implementation.cache_tag:
-        return {}, f"built for {manifest.get('cache_tag')}, this is {sys.implementation.cache_tag}"
-    compiled = manifest.get("modules", {})
-    if sorted(compiled) != sorted(MODULES):
-        return {}, "built for another list of modules (run scripts/build_native.py)"
-    stale = [m for m in MODULES if compiled[m]["sha256"] != source_digest(m)]
-    if stale:
-        changed = ", ".join(stale)
-        return {}, f"stale: {changed} changed since the build (run scripts/build_native.py)"
-    files = {m: build / compiled[m]["file"] for m in MODULES}
-    files[manifest["runtime"]["name"]] = build / manifest["runtime"]["file"]
+    try:
+        if manifest["cache_tag"] != sys.implementation.cache_tag:
+            tag = manifest["cache_tag"]
+            return {}, f"built for {tag}, this is {sys.implementation.cache_tag}"
+        compiled = manifest["modules"]
+        if sorted(compiled) != sorted(MODULES):
+            return {}, "built for another list of modules (run scripts/build_native.py)"
+        stale = [m for m in MODULES if compiled[m]["sha256"] != source_digest(m)]
+        if stale:
+            changed = ", ".join(stale)
+            return {}, f"stale: {changed} changed since the build (run scripts/build_native.py)"
+        files = {m: build / compiled[m]["file"] for m in MODULES}
+        files[manifest["runtime"]["name"]] = build / manifest["runtime"]["file"]
+    except (KeyError, TypeError) as exc:  # a manifest of another shape: never a failed start
+        return {}, f"unreadable {build / MANIFEST}: no {exc}"
     missing = [str(f) for f in files.values() if not f.is_file()]
     if missing:
         return {}, f"missing: {', '.join(missing)}"

@@ -40,21 +40,9 @@ def missing_tools() -> list[str]:
     return missing
 
 
-def wanted_manifest_modules() -> dict[str, str]:
-    return {m: native.source_digest(m) for m in native.MODULES}
-
-
 def up_to_date(build: Path) -> bool:
-    try:
-        manifest = json.loads((build / native.MANIFEST).read_text())
-    except (OSError, ValueError):
-        return False
-    have = {m: entry["sha256"] for m, entry in manifest.get("modules", {}).items()}
-    return (
-        manifest.get("cache_tag") == sys.implementation.cache_tag
-        and have == wanted_manifest_modules()
-        and all((build / e["file"]).is_file() for e in manifest["modules"].values())
-    )
+    files, _ = native.check_build(build)
+    return bool(files)
 
 
 def build(out: Path) -> None:
@@ -70,7 +58,7 @@ def build(out: Path) -> None:
         done = subprocess.run([mypyc, *files], cwd=src, capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"mypyc failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-        runtime = [p for p in src.glob(f"*__mypyc{suffix}")]
+        runtime = list(src.glob(f"*__mypyc{suffix}"))
         if len(runtime) != 1:
             sys.exit(f"expected one mypyc runtime library in {src}, found {runtime}")
         staging = out.with_name(out.name + ".new")
@@ -94,8 +82,8 @@ def build(out: Path) -> None:
             "modules": entries,
         }
         (staging / native.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        shutil.rmtree(out, ignore_errors=True)
-        staging.rename(out)  # a process starting meanwhile sees the old build or the new one
+        shutil.rmtree(out, ignore_errors=True)  # (a service started just now runs plain Python)
+        staging.rename(out)
 
 
 def main() -> None:

@@ -84,6 +84,15 @@ def test_an_unreadable_manifest_is_named(tmp_path: Path) -> None:
     assert files == {} and "unreadable" in why and native.MANIFEST in why
 
 
+def test_a_manifest_of_another_shape_is_named(tmp_path: Path) -> None:
+    build = fake_build(tmp_path)
+    manifest = json.loads((build / native.MANIFEST).read_text())
+    del manifest["modules"]["pbx.sip.via"]["sha256"]
+    (build / native.MANIFEST).write_text(json.dumps(manifest))
+    files, why = native.check_build(build)
+    assert files == {} and why.startswith("unreadable") and "sha256" in why
+
+
 def test_a_build_for_another_python_is_not_used(tmp_path: Path) -> None:
     files, why = native.check_build(fake_build(tmp_path, cache_tag="cpython-39"))
     assert files == {} and "cpython-39" in why
