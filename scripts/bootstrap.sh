@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the service and its tests need on a fresh Debian machine:
 # Debian tools (sipp, espeak-ng, sox, ffmpeg, graphviz, promtool, baresip, linphone-cli, cc,
-# chromium, kamailio) and a virtualenv in .venv.
+# Python's headers, chromium, kamailio) and a virtualenv in .venv.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
