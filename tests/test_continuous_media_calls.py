@@ -6,8 +6,9 @@ the welcome and the menu, the menu waiting for a key, the Dutch queue's announce
 music on hold after it, the volunteer's handset ringing, the bridged conversation. Carriers and
 NAT boxes drop a leg that carries no RTP for a while, so the caller must receive a packet
 every 20 ms all along: the acceptance bound is no gap over 100 ms. On a loaded test machine
-the OS may not run the service for a while; such time (measured, see `CpuWait`) is not the
-service's, so only the rest of a gap counts against the bound.
+the OS may not run the service for a while, nor the hypervisor the machine; such time
+(measured, see `CpuWait`) is not the service's, so only the rest of a gap counts against the
+bound.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ async def test_the_caller_gets_rtp_every_20_ms_from_answer_to_hang_up(
         for i in range(1, len(call))
         if (gap := call[i].at - call[i - 1].at) >= 0.1
     ]
-    print(f"gaps of 100 ms or more (ms, of which waiting for a CPU): {long_gaps}")
+    print(f"gaps of 100 ms or more (ms, of which not run: CPU wait and steal): {long_gaps}")
     assert all(gap - waited < 100 for gap, waited in long_gaps), long_gaps
     # 50 a second; frames the service could not send while the machine did not run it are not
     # made up afterwards (timestamps move on instead), so that time is not counted either
