@@ -71,12 +71,12 @@ class NativeStatus:
 STATUS = NativeStatus(False, f"not asked for ({ENV} is not set)")
 
 
-def source_path(module: str) -> Path:
-    return ROOT.joinpath(*module.split(".")).with_suffix(".py")
+def source_path(module: str, root: Path = ROOT) -> Path:
+    return root.joinpath(*module.split(".")).with_suffix(".py")
 
 
-def source_digest(module: str) -> str:
-    return hashlib.sha256(source_path(module).read_bytes()).hexdigest()
+def source_digest(module: str, root: Path = ROOT) -> str:
+    return hashlib.sha256(source_path(module, root).read_bytes()).hexdigest()
 
 
 class _NativeFinder(importlib.abc.MetaPathFinder):

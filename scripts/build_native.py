@@ -73,7 +73,7 @@ def build(out: Path) -> None:
             shutil.copy2(compiled, target)
             entries[module] = {
                 "file": str(target.relative_to(staging)),
-                "sha256": native.source_digest(module),
+                "sha256": native.source_digest(module, src),  # the copy compiled, as compiled
             }
         shutil.copy2(runtime[0], staging / runtime[0].name)
         manifest = {
