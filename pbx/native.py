@@ -3,8 +3,9 @@
 Most of a call setup's CPU goes to the SIP syntax and transaction layers, and most of a relayed
 packet's to the media relay path (``bench/README.md``). mypyc compiles those same modules, typed
 as they are, to C extensions: the same code with about a third fewer instructions per parsed
-message, per transaction and per relayed packet (``bench/bench_instructions.py``). The plain
-Python modules stay the default and the reference; this changes how fast, never what.
+message, per transaction and per relayed packet (``bench/bench_instructions.py``). One small
+module is written in C beside its plain twin (``C_MODULES``: the relay's datagram I/O). The
+plain Python modules stay the default and the reference; this changes how fast, never what.
 
 - ``scripts/build_native.py`` compiles ``MODULES`` into ``build/native/`` (not next to the
   sources, where an old ``.so`` would shadow an edited ``.py``) and writes ``manifest.json``
@@ -33,8 +34,10 @@ from types import ModuleType
 
 __all__ = [
     "BUILD_DIR",
+    "C_MODULES",
     "ENV",
     "MODULES",
+    "MYPYC_MODULES",
     "STATUS",
     "NativeStatus",
     "activate",
@@ -48,17 +51,21 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = ROOT / "build" / "native"
 MANIFEST = "manifest.json"
 
-# What is compiled: the SIP syntax and transaction layers, and the media relay path.
-MODULES: tuple[str, ...] = (
+# What is compiled with mypyc: the SIP syntax and transaction layers, and the media relay path.
+MYPYC_MODULES: tuple[str, ...] = (
     "pbx.sip.address", "pbx.sip.errors", "pbx.sip.grammar", "pbx.sip.headers",
     "pbx.sip.message", "pbx.sip.parser", "pbx.sip.timers", "pbx.sip.uri", "pbx.sip.via",
     "pbx.sip.transactions.client", "pbx.sip.transactions.effects",
     "pbx.sip.transactions.layer", "pbx.sip.transactions.matching",
     "pbx.sip.transactions.server", "pbx.sip.transactions.timer_queue",
     "pbx.sip.transactions.uas_2xx",
-    "pbx.media.dtmf", "pbx.media.endpoint", "pbx.media.filler", "pbx.media.g711",
-    "pbx.media.leg", "pbx.media.poller", "pbx.media.rtp", "pbx.media.ticker",
+    "pbx.media.bridge", "pbx.media.dtmf", "pbx.media.endpoint", "pbx.media.filler",
+    "pbx.media.g711", "pbx.media.leg", "pbx.media.poller", "pbx.media.rtp", "pbx.media.ticker",
 )  # fmt: skip
+# Written in C beside their plain twin (``<module>.c`` next to ``<module>.py``, same functions):
+# what mypyc cannot make cheaper, the calls into the socket module for every relayed packet.
+C_MODULES: tuple[str, ...] = ("pbx.media.udp",)
+MODULES = MYPYC_MODULES + C_MODULES
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +79,8 @@ STATUS = NativeStatus(False, f"not asked for ({ENV} is not set)")
 
 
 def source_path(module: str, root: Path = ROOT) -> Path:
-    return root.joinpath(*module.split(".")).with_suffix(".py")
+    """What is compiled for ``module``: its ``.py``, or its ``.c`` for ``C_MODULES``."""
+    return root.joinpath(*module.split(".")).with_suffix(".c" if module in C_MODULES else ".py")
 
 
 def source_digest(module: str, root: Path = ROOT) -> str:
@@ -136,7 +144,8 @@ def activate(build: Path = BUILD_DIR) -> NativeStatus:
         STATUS = NativeStatus(False, why)
         return STATUS
     sys.meta_path.insert(0, _NativeFinder(files))
-    STATUS = NativeStatus(True, f"{len(MODULES)} modules compiled with mypyc", MODULES)
+    what = f"{len(MYPYC_MODULES)} modules compiled with mypyc, {len(C_MODULES)} in C"
+    STATUS = NativeStatus(True, what, MODULES)
     return STATUS
 
 

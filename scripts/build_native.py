@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Compiles the modules of ``pbx.native.MODULES`` with mypyc into build/native/ (see pbx/native.py).
+"""Compiles the modules of ``pbx.native.MODULES`` into build/native/ (see pbx/native.py).
 
 The sources are copied to a scratch directory and compiled there, so nothing is written next
-to them; the extension files and ``manifest.json`` (each source's SHA-256, this interpreter's
-tag) go to build/native/. Up to date: nothing is done. Needs a C compiler and Python's headers
+to them: ``MYPYC_MODULES`` with mypyc, ``C_MODULES`` (``<module>.c``) with the C compiler. The
+extension files and ``manifest.json`` (each source's SHA-256, this interpreter's tag) go to
+build/native/. Up to date: nothing is done. Needs a C compiler and Python's headers
 (Debian: ``apt-get install gcc python3-dev``) and mypy from the project's virtualenv; says
 which is missing. About a minute on a 2-core machine.
 
@@ -45,6 +46,18 @@ def up_to_date(build: Path) -> bool:
     return bool(files)
 
 
+def compile_c(source: Path, suffix: str) -> None:
+    """``source`` (a module written in C) into ``<name><suffix>`` beside it."""
+    cc = shutil.which("cc") or shutil.which("gcc") or "cc"
+    include = sysconfig.get_paths()["include"]
+    target = source.with_name(source.stem + suffix)
+    cmd = [cc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
+           f"-I{include}", str(source), "-o", str(target)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"compiling {source.name} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+
+
 def build(out: Path) -> None:
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     with tempfile.TemporaryDirectory(prefix="helpline-native-") as scratch:
@@ -53,11 +66,13 @@ def build(out: Path) -> None:
             shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns(
                 "__pycache__", "*.so"))  # fmt: skip
         shutil.copy2(ROOT / "pyproject.toml", src / "pyproject.toml")
-        files = [str(native.source_path(m).relative_to(ROOT)) for m in native.MODULES]
+        files = [str(native.source_path(m).relative_to(ROOT)) for m in native.MYPYC_MODULES]
         mypyc = str(Path(sys.executable).parent / "mypyc")
         done = subprocess.run([mypyc, *files], cwd=src, capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"mypyc failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+        for module in native.C_MODULES:
+            compile_c(native.source_path(module, src), suffix)
         runtime = list(src.glob(f"*__mypyc{suffix}"))
         if len(runtime) != 1:
             sys.exit(f"expected one mypyc runtime library in {src}, found {runtime}")
@@ -97,7 +112,8 @@ def main() -> None:
     missing = missing_tools()
     if missing:
         sys.exit("cannot build the native modules; missing: " + "; ".join(missing))
-    print(f"native modules: compiling {len(native.MODULES)} modules with mypyc ...", flush=True)
+    counts = f"{len(native.MYPYC_MODULES)} modules with mypyc, {len(native.C_MODULES)} in C"
+    print(f"native modules: compiling {counts} ...", flush=True)
     build(out)
     print(f"native modules: built in {out.relative_to(ROOT)}")
 

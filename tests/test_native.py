@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import textwrap
 from pathlib import Path
 
 from ivr.loader import DEFAULT_PLAN
@@ -116,6 +117,17 @@ def test_an_edited_source_makes_the_build_stale_and_is_named(tmp_path: Path) -> 
     assert files == {} and why.startswith("stale: pbx.media.leg changed")
 
 
+def test_an_edited_c_source_makes_the_build_stale_and_is_named(tmp_path: Path) -> None:
+    # A module written in C is checked against its .c, the file compiled, not its plain twin.
+    assert native.source_path("pbx.media.udp").name == "udp.c"
+    build = fake_build(tmp_path)
+    manifest = json.loads((build / native.MANIFEST).read_text())
+    manifest["modules"]["pbx.media.udp"]["sha256"] = "0" * 64
+    (build / native.MANIFEST).write_text(json.dumps(manifest))
+    files, why = native.check_build(build)
+    assert files == {} and why.startswith("stale: pbx.media.udp changed")
+
+
 def test_a_missing_compiled_file_is_named(tmp_path: Path) -> None:
     build = fake_build(tmp_path)
     (build / "pbx" / "sip" / f"via{SUFFIX}").unlink()
@@ -180,6 +192,50 @@ def test_the_compiled_parser_answers_exactly_as_the_plain_one() -> None:
     assert len(plain) > 4000 and any(line.startswith("refused") for line in plain)
     diverging = [(p, c) for p, c in zip(plain[1:], compiled[1:], strict=True) if p != c]
     assert diverging == []
+
+
+def test_the_compiled_datagram_io_behaves_as_the_plain_one() -> None:
+    # pbx.media.udp in C against its plain twin (tests/helpers/udp_outcomes.py): real datagrams
+    # between 127.0.0.1 and 127.0.0.2, their sources, peers from good and bad addresses, and
+    # the errors of an empty and of a closed socket, line by line.
+    require_build()
+    code = "from tests.helpers.udp_outcomes import main; main()"
+    plain = python(code, asked=False).splitlines()
+    compiled = python(code, asked=True).splitlines()
+    assert plain[0] == "native=False" and compiled[0] == "native=True"
+    assert "send on a closed socket ! OSError EBADF" in plain
+    assert plain[1:] == compiled[1:]
+
+
+def test_an_endpoint_whose_socket_was_closed_behind_it_sends_nowhere() -> None:
+    # The compiled sender reads the socket's descriptor at every send: once the socket is
+    # closed, a new socket given the same number must not receive the call's RTP.
+    require_build()
+    code = textwrap.dedent(
+        """
+        import asyncio, socket
+        import pbx
+        from pbx.media.endpoint import RtpEndpoint
+        from pbx.media.ports import PortPool
+
+        async def main():
+            pool = PortPool("127.0.0.1", 41000, 41999)
+            endpoint = await RtpEndpoint.open(pool, media_timeout=None)
+            endpoint.set_remote("127.0.0.2", 9, None)
+            number = endpoint.port.rtp_socket.fileno()
+            endpoint.port.rtp_socket.close()
+            other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            while other.fileno() != number:  # take the number the closed socket had
+                other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            other.bind(("127.0.0.1", 0))
+            sent = endpoint.send(bytes(172))
+            print(sent, endpoint.stats.send_errors, endpoint.stats.tx_packets)
+
+        asyncio.run(main())
+        """
+    )
+    for asked in (False, True):
+        assert python(code, asked=asked).split() == ["False", "1", "0"]
 
 
 async def test_a_call_through_the_compiled_service(tmp_path: Path, pg_url: str) -> None:

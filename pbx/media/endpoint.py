@@ -27,14 +27,18 @@ import functools
 import ipaddress
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from pbx.media import udp
 from pbx.media.poller import MediaPoller, poller_for
 from pbx.media.ports import AllocatedPort, PortPool
 from pbx.media.rtp import RtpError, RtpPacket
 from pbx.media.srtp import SrtpSession
+
+if TYPE_CHECKING:  # a type only: the compiled twin of pbx.media.udp has the functions alone
+    from pbx.media.udp import Peer
 
 __all__ = ["Address", "EndpointStats", "RtpEndpoint"]
 
@@ -98,6 +102,11 @@ class RtpEndpoint:
         self.last_rx: float | None = None  # loop.time() of the last accepted packet
         self._media_timeout = media_timeout
         self._sock = port.rtp_socket
+        self._family = int(port.rtp_socket.family)
+        # Datagram I/O through pbx.media.udp: sources and destinations are its peers (the
+        # address tuples in plain Python, socket address bytes when compiled).
+        self._recvfrom = udp.receiver(port.rtp_socket)
+        self._sendto = udp.sender(port.rtp_socket)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: MediaPoller | None = None
         # Seconds per packet the peer sends (SDP ptime; set by the leg): after a longer gap
@@ -109,8 +118,8 @@ class RtpEndpoint:
         self._sdp_address: Address | None = None
         self._negotiated = False  # set_remote was called: there is a peer to latch to
         self._payload_types: frozenset[int] | None = None
-        self._latched: Address | None = None
-        self._send_to: Address | None = None
+        self._latched: Peer | None = None
+        self._send_to: Peer | None = None
         self._timeout_handle: asyncio.TimerHandle | None = None
         self._timeout_since = 0.0
         self._timed_out = False
@@ -145,29 +154,29 @@ class RtpEndpoint:
 
     def _read_ready(self) -> None:
         try:
-            data, addr = self._sock.recvfrom(_MAX_DATAGRAM)
+            data, source = self._recvfrom(_MAX_DATAGRAM)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self.error_received(exc)
             return
-        self.datagram_received(data, addr)
+        self._received(data, source)
         poller = self._poller
         if poller is not None and poller.gap > self.packet_time and not self._closed:
             self._drain()
 
     def _drain(self) -> None:
         """The rest of a backlog, bounded: the loop was held up and packets piled up."""
-        recvfrom = self._sock.recvfrom
+        recvfrom = self._recvfrom
         for _ in range(_READ_BATCH - 1):
             try:
-                data, addr = recvfrom(_MAX_DATAGRAM)
+                data, source = recvfrom(_MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 self.error_received(exc)
                 return
-            self.datagram_received(data, addr)
+            self._received(data, source)
             if self._closed:  # a handler closed us
                 return
 
@@ -206,12 +215,12 @@ class RtpEndpoint:
     @property
     def latched(self) -> Address | None:
         """The source we accepted RTP from in this negotiation, if any."""
-        return self._latched
+        return None if self._latched is None else udp.address(self._latched)
 
     @property
     def remote_address(self) -> Address | None:
         """Where ``send`` goes: the latched source, else the SDP address."""
-        return self._send_to
+        return None if self._send_to is None else udp.address(self._send_to)
 
     def set_remote(
         self, host: str, port: int, payload_types: Collection[int] | None = None
@@ -228,7 +237,9 @@ class RtpEndpoint:
         self._negotiated = True
         self._payload_types = None if payload_types is None else frozenset(payload_types)
         self._latched = None
-        self._send_to = self._sdp_address  # None: stream disabled (port 0) or held
+        # None: stream disabled (port 0) or held, or not an address of the socket's family
+        sdp = self._sdp_address
+        self._send_to = None if sdp is None else udp.peer(self._family, sdp)
 
     @property
     def protection(self) -> SrtpSession | None:
@@ -245,10 +256,18 @@ class RtpEndpoint:
 
     # ------------------------------------------------------------------- receive
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        """``data`` arrived from ``addr`` (as ``socket.recvfrom`` gives a source)."""
+        source = udp.peer(self._family, addr)
+        if source is None:  # not an address a socket of this family receives from
+            self.stats.foreign += 1
+            return
+        self._received(data, source)
+
+    def _received(self, data: bytes, source: Peer) -> None:
         stats = self.stats
         # Source first: a stray costs no parsing, and can never latch or relatch.
-        latch = addr != self._latched
-        if latch and not self._may_latch(addr):
+        latch = source != self._latched
+        if latch and not self._may_latch(source):
             stats.foreign += 1
             if self.on_foreign is not None:
                 self.on_foreign()
@@ -274,7 +293,7 @@ class RtpEndpoint:
             stats.unexpected_pt += 1
             return
         if latch:  # the signalled peer's first valid RTP in this negotiation
-            self._latched = self._send_to = addr
+            self._latched = self._send_to = source
             stats.latches += 1
         stats.rx_packets += 1
         stats.rx_bytes += len(data)
@@ -286,10 +305,11 @@ class RtpEndpoint:
         if self.on_packet is not None:
             self.on_packet(packet)
 
-    def _may_latch(self, addr: Address) -> bool:
-        """Nothing latched yet in this negotiation, and ``addr`` is the signalled peer."""
+    def _may_latch(self, source: Peer) -> bool:
+        """Nothing latched yet in this negotiation, and ``source`` is the signalled peer."""
         if self._latched is not None or not self._negotiated:
             return False  # latched to somebody else, or not negotiated (yet): a stray
+        addr = udp.address(source)
         host = _normal_ip(str(addr[0]))
         return (host, addr[1]) == self._sdp_address or host in self.signalling_hosts
 
@@ -308,7 +328,7 @@ class RtpEndpoint:
         if self._srtp is not None:
             data = self._srtp.protect(data)
         try:
-            self._sock.sendto(data, addr)
+            self._sendto(data, addr)
         except (BlockingIOError, InterruptedError):
             self.stats.tx_dropped += 1
             return False
