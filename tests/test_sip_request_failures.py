@@ -84,6 +84,25 @@ async def test_a_handler_that_raises_gets_500_and_a_log_line_without_request_dat
     assert MARKER not in text
 
 
+class BrokenStream(io.StringIO):
+    """A log destination that fails on every write (a full disk, a closed pipe)."""
+
+    def write(self, text: str) -> int:
+        raise OSError("no space left on the log's device")
+
+
+async def test_a_failing_log_does_not_cost_the_failed_request_its_answer() -> None:
+    configure_logging("debug", "json", stream=BrokenStream())
+    try:
+        async with stack_with(leaky_handler) as stack:
+            assert await exchange(stack, "OPTIONS", "o2", "500") == [
+                "SIP/2.0 500 Server Internal Error"
+            ]
+            assert stack.request_failures == 1 and stack.unanswered_failures == 1
+    finally:
+        configure_logging("warning", "console")
+
+
 async def test_a_header_that_is_not_valid_sip_when_read_gets_400() -> None:
     def reads_a_bad_header(incoming: IncomingRequest) -> None:
         incoming.request.headers.set("Contact", "<sip:broken")  # as a peer could have sent it

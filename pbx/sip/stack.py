@@ -285,16 +285,17 @@ class SipStack:
             self._user.on_request(incoming)
         except SipParseError as exc:  # a header read lazily was not valid SIP: the peer's fault
             self.requests_malformed += 1
+            if incoming.unanswered:  # the answer first: nothing below may leave it unsent
+                incoming.respond(400, exc.reason, to_tag=secrets.token_hex(6))
             method = incoming.request.method
             log.info(
                 "request_malformed",
                 method=method if method in KNOWN_METHODS else "other",
                 reason=exc.reason,  # generic ("Malformed parameter in Contact"), never a value
             )
-            if incoming.unanswered:
-                incoming.respond(400, exc.reason, to_tag=secrets.token_hex(6))
         except Exception as exc:
             self.request_failures += 1
+            incoming.fail()  # the answer first: nothing below may leave it unsent
             method = incoming.request.method
             log.error(
                 "request_failed",
@@ -302,7 +303,6 @@ class SipStack:
                 error=type(exc).__name__,
                 at=failure_site(exc),
             )
-            incoming.fail()
 
     def _apply_one(self, effect: Effect) -> None:
         if isinstance(effect, Send):
