@@ -181,16 +181,23 @@ def test_asked_for_every_listed_module_loads_from_the_build() -> None:
     assert all(f.startswith(str(native.BUILD_DIR)) and f.endswith(SUFFIX) for f in files)
 
 
-def test_the_compiled_parser_answers_exactly_as_the_plain_one() -> None:
-    # The RFC 4475 torture messages, the fuzz seeds and 40 mutations of each, as datagrams and
-    # on a stream (tests/helpers/parse_outcomes.py): every parse, accessor and refusal alike.
+def plain_and_compiled(helper: str) -> tuple[list[str], list[str]]:
+    """The lines ``tests/helpers/<helper>.py``'s ``main()`` prints, plain and then compiled,
+    without the first line (which says which one ran, and is checked here)."""
     require_build()
-    code = "from tests.helpers.parse_outcomes import main; main()"
+    code = f"from tests.helpers.{helper} import main; main()"
     plain = python(code, asked=False).splitlines()
     compiled = python(code, asked=True).splitlines()
     assert plain[0] == "native=False" and compiled[0] == "native=True"
+    return plain[1:], compiled[1:]
+
+
+def test_the_compiled_parser_answers_exactly_as_the_plain_one() -> None:
+    # The RFC 4475 torture messages, the fuzz seeds and 40 mutations of each, as datagrams and
+    # on a stream (tests/helpers/parse_outcomes.py): every parse, accessor and refusal alike.
+    plain, compiled = plain_and_compiled("parse_outcomes")
     assert len(plain) > 4000 and any(line.startswith("refused") for line in plain)
-    diverging = [(p, c) for p, c in zip(plain[1:], compiled[1:], strict=True) if p != c]
+    diverging = [(p, c) for p, c in zip(plain, compiled, strict=True) if p != c]
     assert diverging == []
 
 
@@ -198,13 +205,9 @@ def test_the_compiled_datagram_io_behaves_as_the_plain_one() -> None:
     # pbx.media.udp in C against its plain twin (tests/helpers/udp_outcomes.py): real datagrams
     # between 127.0.0.1 and 127.0.0.2, their sources, peers from good and bad addresses, and
     # the errors of an empty and of a closed socket, line by line.
-    require_build()
-    code = "from tests.helpers.udp_outcomes import main; main()"
-    plain = python(code, asked=False).splitlines()
-    compiled = python(code, asked=True).splitlines()
-    assert plain[0] == "native=False" and compiled[0] == "native=True"
+    plain, compiled = plain_and_compiled("udp_outcomes")
     assert "send on a closed socket ! OSError EBADF" in plain
-    assert plain[1:] == compiled[1:]
+    assert plain == compiled
 
 
 def test_an_endpoint_whose_socket_was_closed_behind_it_sends_nowhere() -> None:
