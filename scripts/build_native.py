@@ -51,11 +51,14 @@ def compile_c(source: Path, suffix: str) -> None:
     cc = shutil.which("cc") or shutil.which("gcc") or "cc"
     include = sysconfig.get_paths()["include"]
     target = source.with_name(source.stem + suffix)
-    cmd = [cc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
+    # Warnings shown, not fatal: another compiler's new warning must not stop a test run.
+    cmd = [cc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
            f"-I{include}", str(source), "-o", str(target)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"compiling {source.name} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    if done.stderr.strip():
+        print(done.stderr[-4000:], file=sys.stderr)
 
 
 def build(out: Path) -> None:

@@ -258,8 +258,10 @@ class RtpEndpoint:
     def datagram_received(self, data: bytes, addr: Address) -> None:
         """``data`` arrived from ``addr`` (as ``socket.recvfrom`` gives a source)."""
         source = udp.peer(self._family, addr)
-        if source is None:  # not an address a socket of this family receives from
+        if source is None:  # not an address a socket of this family receives from: a stray
             self.stats.foreign += 1
+            if self.on_foreign is not None:
+                self.on_foreign()
             return
         self._received(data, source)
 

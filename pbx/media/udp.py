@@ -42,6 +42,8 @@ def sender(sock: socket.socket) -> Send:
 def peer(family: int, address: Address) -> Peer | None:
     """The peer for ``address`` (an IP literal and a port; for IPv6 optionally the flow label
     and scope) on a socket of ``family``, as a source from it would be received."""
+    if not isinstance(address, tuple) or len(address) < 2:
+        return None
     host, port = address[0], address[1]
     if not isinstance(host, str) or not isinstance(port, int) or not 0 <= port <= 65535:
         return None
