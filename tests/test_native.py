@@ -17,6 +17,8 @@ import sysconfig
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from ivr.loader import DEFAULT_PLAN
 from pbx import native
 from tests.helpers.ivr_helpline import without_wrap_up
@@ -108,24 +110,17 @@ def test_a_build_of_another_module_list_is_not_used(tmp_path: Path) -> None:
     assert files == {} and "another list of modules" in why
 
 
-def test_an_edited_source_makes_the_build_stale_and_is_named(tmp_path: Path) -> None:
-    build = fake_build(tmp_path)
-    manifest = json.loads((build / native.MANIFEST).read_text())
-    manifest["modules"]["pbx.media.leg"]["sha256"] = "0" * 64
-    (build / native.MANIFEST).write_text(json.dumps(manifest))
-    files, why = native.check_build(build)
-    assert files == {} and why.startswith("stale: pbx.media.leg changed")
-
-
-def test_an_edited_c_source_makes_the_build_stale_and_is_named(tmp_path: Path) -> None:
-    # A module written in C is checked against its .c, the file compiled, not its plain twin.
+@pytest.mark.parametrize("module", ["pbx.media.leg", "pbx.media.udp"])
+def test_an_edited_source_makes_the_build_stale_and_is_named(tmp_path: Path, module: str) -> None:
+    # A module written in C (pbx.media.udp) is checked against its .c, the file compiled, not
+    # against its plain twin.
     assert native.source_path("pbx.media.udp").name == "udp.c"
     build = fake_build(tmp_path)
     manifest = json.loads((build / native.MANIFEST).read_text())
-    manifest["modules"]["pbx.media.udp"]["sha256"] = "0" * 64
+    manifest["modules"][module]["sha256"] = "0" * 64
     (build / native.MANIFEST).write_text(json.dumps(manifest))
     files, why = native.check_build(build)
-    assert files == {} and why.startswith("stale: pbx.media.udp changed")
+    assert files == {} and why.startswith(f"stale: {module} changed")
 
 
 def test_a_missing_compiled_file_is_named(tmp_path: Path) -> None:
