@@ -6,7 +6,6 @@ blocking peer talks to it.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pbx.config import Settings
 from pbx.db.volunteers import VolunteerRepository
 from pbx.service import HelplineService
 from pbx.sip.peer import TransportKind
+from tests.helpers.ports import free_port
 
 # The service under test trusts 127.0.0.1 as its carrier trunk (the default trunk_sources); the
 # volunteers' handsets register from another address, as in real life: a REGISTER from a trunk
@@ -34,21 +34,6 @@ UNLIMITED_SOURCE: dict[str, Any] = {
     "admission_bytes_per_second": 1e12, "admission_byte_burst": 1e12,
     "auth_source_failures": 10**9, "auth_user_failures": 10**9,
 }  # fmt: skip
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP (SIP listens on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((host, 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind((host, port))
-                except OSError:
-                    continue
-            return int(port)
-    raise RuntimeError("no free port")
 
 
 @dataclass

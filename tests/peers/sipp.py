@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from tests.helpers.ports import free_port
+
 SCENARIOS = Path(__file__).with_name("scenarios")
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 Transport = Literal["u1", "un", "t1", "tn"]
@@ -63,20 +65,9 @@ _kept_run_dirs: list[Path] = []
 
 
 def find_free_port(host: str = "127.0.0.1", proto: str = "udp") -> int:
-    """A port the OS says is free on ``host`` now (UDP and TCP both checked: SIP uses both)."""
-    for _ in range(50):
-        first = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
-        with socket.socket(socket.AF_INET, first) as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
-        other = socket.SOCK_STREAM if proto == "udp" else socket.SOCK_DGRAM
-        try:
-            with socket.socket(socket.AF_INET, other) as s2:
-                s2.bind((host, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port found")
+    """A port free now on ``host`` for UDP and TCP both (SIP uses both): ``proto`` is kept for
+    the callers that name theirs (tests/helpers/ports.py)."""
+    return free_port(host)
 
 
 def find_free_media_ports(host: str = "127.0.0.1", count: int = 4) -> int:
