@@ -21,6 +21,7 @@ __all__ = ["free_port"]
 
 _RECENT: deque[int] = deque(maxlen=2000)  # handed out lately: the range holds more than this
 _RANDOM = random.SystemRandom()
+_HEADROOM = 64
 
 
 def _range() -> range:
@@ -28,9 +29,11 @@ def _range() -> range:
         low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     except (OSError, ValueError):
         low, high = 32768, 60999
+    # The top _HEADROOM ports of a range are never picked: peers take RTP ranges that start at
+    # a free port (baresip and pyVoIP up to +20, sipp's media +3), which must stay below 65536.
     if high <= 65535 - 4000:
-        return range(high + 1, 65536)
-    return range(4000, min(low, 10000))  # below the sipp media and RTP ranges
+        return range(high + 1, 65536 - _HEADROOM)
+    return range(4000, min(low, 10000) - _HEADROOM)  # below the sipp media and RTP ranges
 
 
 def free_port(host: str = "127.0.0.1") -> int:
