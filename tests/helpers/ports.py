@@ -36,9 +36,12 @@ def _range() -> range:
     return range(4000, min(low, 10000) - _HEADROOM)  # below the sipp media and RTP ranges
 
 
+_PORTS = _range()  # the machine's ephemeral range does not change during a test run
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free now for both UDP and TCP on ``host``, and not given out lately."""
-    ports = _range()
+    ports = _PORTS
     for _ in range(200):
         port = _RANDOM.choice(ports)
         if port in _RECENT:
