@@ -21,7 +21,6 @@ from pbx import event_loop
 from pbx.config import Settings
 from pbx.db.call_records import daily_counts, fetch_records, fold_old_records, months_before
 from pbx.db.database import open_database
-from pbx.report_charts import draw_charts
 from pbx.reports import (
     build_report,
     daily_service_level,
@@ -129,6 +128,10 @@ async def _run(args: argparse.Namespace) -> int:
             extra = "".join(f"{s},{k},{n},{v}\n" for s, k, n, v in folded_csv)
             _write(args.csv, render_csv(report) + extra)
         if args.charts:
+            # matplotlib takes a second to import: only the command that draws pays for it,
+            # never `helpline serve` starting (or restarting) the line.
+            from pbx.report_charts import draw_charts
+
             for path in draw_charts(report, daily_service_level(rows, tz), args.charts):
                 print(f"chart: {path}", file=sys.stderr)
         if args.csv != "-":
