@@ -51,7 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = ROOT / "build" / "native"
 MANIFEST = "manifest.json"
 
-# What is compiled with mypyc: the SIP syntax and transaction layers, and the media relay path.
+# What is compiled with mypyc: the SIP syntax and transaction layers, SDP and offer/answer, and
+# the media relay path.
 MYPYC_MODULES: tuple[str, ...] = (
     "pbx.sip.address", "pbx.sip.errors", "pbx.sip.grammar", "pbx.sip.headers",
     "pbx.sip.message", "pbx.sip.parser", "pbx.sip.timers", "pbx.sip.uri", "pbx.sip.via",
@@ -60,7 +61,8 @@ MYPYC_MODULES: tuple[str, ...] = (
     "pbx.sip.transactions.server", "pbx.sip.transactions.timer_queue",
     "pbx.sip.transactions.uas_2xx",
     "pbx.media.bridge", "pbx.media.dtmf", "pbx.media.endpoint", "pbx.media.filler",
-    "pbx.media.g711", "pbx.media.leg", "pbx.media.poller", "pbx.media.rtp", "pbx.media.ticker",
+    "pbx.media.g711", "pbx.media.leg", "pbx.media.offer_answer", "pbx.media.poller",
+    "pbx.media.rtp", "pbx.media.sdp", "pbx.media.ticker",
 )  # fmt: skip
 # Written in C beside their plain twin (``<module>.c`` next to ``<module>.py``, same functions):
 # what mypyc cannot make cheaper, the calls into the socket module for every relayed packet.

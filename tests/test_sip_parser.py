@@ -605,3 +605,20 @@ def test_the_end_of_the_header_section_is_the_first_empty_line_whatever_the_line
                 expected = None if found is None else (found.start(), found.end())
                 assert _head_end(data, start) == expected, (data, start)
                 assert _head_end(bytearray(data), start) == expected  # the stream framer's
+
+
+def test_invented_header_names_leave_the_name_caches_bounded() -> None:
+    """A source sending a new header name in every message (a flood, a fuzzer) cannot grow
+    what the parser remembers about names; past the bound names are still read right."""
+    from pbx.sip import headers as headers_module
+    from pbx.sip import parser as parser_module
+
+    for i in range(3000):
+        message = parse_message(invite(f"X-Invented-{i} : value {i}\r\nx-INVENTED-{i}: again\r\n"))
+        assert message.headers.fields(f"X-Invented-{i}") == [f"value {i}", "again"]
+    assert len(headers_module._NAMES) <= headers_module._MAX_NAMES
+    assert len(parser_module._FIELD_NAMES) <= parser_module._MAX_FIELD_NAMES
+    # still checked past the bound: a name that is no token is refused, a token one is read
+    with pytest.raises(ParseFailure, match="Malformed header field"):
+        parse_message(invite("X Spaced-Name: value\r\n"))
+    assert parse_message(invite("l: 0\r\n")).headers.get("Content-Length") == "0"

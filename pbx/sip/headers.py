@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from functools import lru_cache
 
 from pbx.sip.grammar import WS, split_outside_quotes
 
@@ -136,18 +135,31 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(low, name)
 
 
-@lru_cache(maxsize=1024)
 def _named(name: str) -> tuple[str, str]:
-    """(lookup key, canonical name): the key is the canonical name in lower case."""
-    canon = canonical_name(name)
-    return canon.lower(), canon
+    """(lookup key, canonical name): the key is the canonical name in lower case. Looked up in
+    a plain dict, which compiled code reads without the generic call an lru_cache costs; it is
+    bounded, and the names every call has are in it from the start."""
+    found = _NAMES.get(name)
+    if found is None:
+        canon = canonical_name(name)
+        found = (canon.lower(), canon)
+        if len(_NAMES) < _MAX_NAMES:  # a source inventing names cannot grow it further
+            _NAMES[name] = found
+    return found
+
+
+_MAX_NAMES = 1024
+_NAMES: dict[str, tuple[str, str]] = {}
+for _name in (*_CANONICAL.values(), *COMPACT, *(n.upper() for n in COMPACT)):
+    _named(_name)
 
 
 def _checked(name: str, value: str) -> tuple[str, str, str]:
     """(lookup key, canonical name, value); CR/LF would let a value forge header lines."""
     if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name or not name:
         raise ValueError(f"invalid header field {name!r}")
-    return (*_named(name), value)
+    key, canon = _named(name)
+    return key, canon, value
 
 
 def split_list(fields: Sequence[str]) -> list[str]:
@@ -219,7 +231,8 @@ class Headers:
 
     def _add_parsed(self, name: str, value: str) -> None:
         """add() for the parser, whose names are tokens and values have no CR/LF already."""
-        self._items.append((*_named(name), value))
+        key, canon = _named(name)
+        self._items.append((key, canon, value))
 
     def prepend(self, name: str, value: str) -> None:
         self._items.insert(0, _checked(name, value))
