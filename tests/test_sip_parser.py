@@ -622,3 +622,37 @@ def test_invented_header_names_leave_the_name_caches_bounded() -> None:
     with pytest.raises(ParseFailure, match="Malformed header field"):
         parse_message(invite("X Spaced-Name: value\r\n"))
     assert parse_message(invite("l: 0\r\n")).headers.get("Content-Length") == "0"
+
+
+def test_the_usual_via_form_is_read_as_the_full_grammar_reads_it() -> None:
+    """`_plain_via` skips the Via regex for the usual form; wherever it answers, it must find
+    exactly the parts the regex finds (and where the regex finds none, must leave it to it)."""
+    import random
+
+    from pbx.sip.via import _VIA, _plain_via
+
+    rng = random.Random(4475)
+    pieces = ["SIP", "2.0", "UDP", "TLS", "/", " ", "\t", ";", ":", "[", "]", "=", '"', "\n",
+              "host", "127.0.0.1", "5060", "branch", "z9hG4bK1", "rport", "[::1]", "a", "1",
+              ]  # fmt: skip
+    usual = ["SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1;rport", "SIP/2.0/TCP host",
+             "SIP/2.0/UDP h:;x", "SIP/2.0/UDP h:1:2", "sip/2.0/udp h", "SIP/2.0/UDP ho]st",
+             ]  # fmt: skip
+
+    def some(most: int) -> str:
+        return "".join(rng.choices(pieces, k=rng.randint(0, most)))
+
+    # Via-shaped texts (protocol, a space, sent-by, parameters) built from awkward pieces
+    texts = usual + [f"{some(2)}/{some(2)}/{some(2)} {some(3)}{some(4)}" for _ in range(40000)]
+    answered = 0
+    for text in texts:
+        fields = _plain_via(text)
+        if fields is None:
+            continue
+        answered += 1
+        match = _VIA.fullmatch(text)
+        assert match is not None, text
+        name, version, transport, host, port, params = match.groups()
+        assert fields == (name, version, transport, host if port is None else f"{host}:{port}",
+                          params), text  # fmt: skip
+    assert answered > 1000  # the shortcut was exercised, not only the fallback
