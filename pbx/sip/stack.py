@@ -236,7 +236,10 @@ class SipStack:
 
     @property
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        # the loop it started on (asyncio.get_running_loop() makes a getpid() system call on
+        # every read, and the clock is read for every message)
+        loop = self._loop
+        return (loop if loop is not None else asyncio.get_running_loop()).time()
 
     # --- effects ----------------------------------------------------------------------------------
     def _on_message(self, message: Message, peer: Peer) -> None:
