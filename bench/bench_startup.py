@@ -104,7 +104,8 @@ def invite(port: int, local_port: int) -> bytes:
 def one_run(url: str, state: Path, work: Path, run: int) -> dict[str, float]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELPLINE_")}
-    env.update(HELPLINE_DATABASE_URL=url, HELPLINE_KEEPALIVE_INTERVAL="3600")
+    # PYTHONPATH: this checkout's code, whichever checkout the venv's `helpline` was installed from
+    env.update(HELPLINE_DATABASE_URL=url, HELPLINE_KEEPALIVE_INTERVAL="3600", PYTHONPATH=str(REPO))
     log = work / f"serve-{run}.log"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client, log.open("wb") as out:
         client.bind(("127.0.0.1", 0))
@@ -175,7 +176,10 @@ def main() -> None:
         state.mkdir()
         event_loop.run(populate(url, state, args.volunteers))
         t = time.monotonic()
-        subprocess.run([sys.executable, "-c", "import pbx.app, pbx.commands.serve"], check=True)
+        # what `helpline serve` loads: the command line with every subcommand, then the service
+        serve_imports = "from pbx.cli import build_parser; build_parser(); import pbx.app"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        subprocess.run([sys.executable, "-c", serve_imports], check=True, env=env)
         imports = time.monotonic() - t
         load = os.getloadavg()
         print(f"machine: nproc={os.cpu_count()} load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
