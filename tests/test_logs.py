@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from pbx.logs import _UtcTimestamp, configure_logging
+from pbx.logs import _LevelAndTimestamp, configure_logging
 
 
 def logged(event: str = "event_name", **fields: Any) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def test_the_event_name_is_scrubbed_too() -> None:
 def test_the_timestamp_is_iso_utc_with_microseconds_across_second_boundaries() -> None:
     times = iter([1_700_000_000.999999, 1_700_000_001.000001, 1_700_000_001.5, 1_700_000_060.25])
     # (each as datetime.fromtimestamp rounds it: to the nearest microsecond)
-    stamp = _UtcTimestamp(clock=lambda: next(times))
+    stamp = _LevelAndTimestamp(clock=lambda: next(times))
     for expected in (
         "2023-11-14T22:13:20.999999Z",
         "2023-11-14T22:13:21.000001Z",
@@ -74,6 +74,6 @@ def test_the_timestamp_is_the_text_datetime_gives_for_the_same_instant() -> None
         if rng.random() < 0.1:
             now = int(now) + 0.9999996  # rounds up into the next second
         expected = datetime.datetime.fromtimestamp(now, datetime.UTC)
-        assert _UtcTimestamp(clock=lambda t=now: t)(None, "info", {})["timestamp"] == (
+        assert _LevelAndTimestamp(clock=lambda t=now: t)(None, "info", {})["timestamp"] == (
             expected.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         )
