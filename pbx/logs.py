@@ -6,6 +6,7 @@ looks like a phone number (6+ digits, optionally with +, spaces or dashes) befor
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -60,6 +61,24 @@ class _LevelAndTimestamp:
         return event
 
 
+def _not_json(value: Any) -> Any:
+    """A value JSON has no type for, as structlog's JSONRenderer writes it: its __structlog__(),
+    else its repr."""
+    try:
+        return value.__structlog__()
+    except AttributeError:
+        return repr(value)
+
+
+# json.dumps with a `default` builds a new JSONEncoder for every line; this one is made once.
+_ENCODER = json.JSONEncoder(default=_not_json)
+
+
+def _json_line(event: EventDict, **_: Any) -> str:
+    """JSONRenderer's serializer: the line as json.dumps would write it."""
+    return _ENCODER.encode(event)
+
+
 _LEVEL_NAMES = {"warn": "warning", "exception": "error"}  # as structlog's add_log_level names them
 
 
@@ -68,7 +87,7 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
     (asyncio, asyncpg, ...) rendered by the same chain, scrubber included, to the same stream."""
     out = stream or sys.stdout
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
