@@ -63,6 +63,10 @@ def test_port_pool_allocates_even_pairs_skips_busy_and_exhausts() -> None:
         assert len(ports) == len(set(ports)) >= 1
         for allocated in got:  # the RTCP neighbour is ours too
             assert allocated.rtcp_socket.getsockname()[1] == allocated.port + 1
+            for sock in (allocated.rtp_socket, allocated.rtcp_socket):  # never blocks the loop
+                assert sock.type == socket.SOCK_DGRAM and not sock.getblocking()
+                with pytest.raises(BlockingIOError):
+                    sock.recv(2048)
         got[0].close()
         again = pool.allocate()
         assert again.port == got[0].port

@@ -22,6 +22,8 @@ __all__ = ["AllocatedPort", "PortPool", "PortsExhausted"]
 _MAX_TRIES = 32  # binds per allocation: a range mostly taken by others costs bounded work
 _COOL_MAX = 64  # recently released pairs held back from reuse
 _OUT_OF_SOCKETS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Created non-blocking where the kernel can (Linux): no ioctl afterwards, four times a call.
+_NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
 
 
 class PortsExhausted(RuntimeError):
@@ -126,9 +128,10 @@ class PortPool:
         socks: list[socket.socket] = []
         try:
             for p in (port, port + 1):
-                sock = socket.socket(family, socket.SOCK_DGRAM)
+                sock = socket.socket(family, socket.SOCK_DGRAM | _NONBLOCK)
                 socks.append(sock)
-                sock.setblocking(False)
+                if not _NONBLOCK:
+                    sock.setblocking(False)
                 sock.bind((self.host, p))
         except OSError as exc:
             for sock in socks:

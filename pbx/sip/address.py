@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from pbx.sip.errors import SipParseError
@@ -22,7 +22,8 @@ class Address:
         return self.params.get("tag")
 
     def with_tag(self, tag: str) -> Address:
-        return replace(self, params={**self.params, "tag": tag})
+        # the constructor, not dataclasses.replace: twice a call (our From, the dialog's To)
+        return Address(self.uri, self.display, {**self.params, "tag": tag}, self.wildcard)
 
     def __str__(self) -> str:
         if self.wildcard:
