@@ -22,7 +22,6 @@ MAX_MESSAGE_SIZE = 64 * 1024  # bytes; larger UDP datagrams or stream messages a
 MAX_HEADERS = 200
 MANDATORY_REQUEST_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 _MAX_CONTENT_LENGTH = 2**31 - 1
-# field-name HCOLON: a token, optional SP/HTAB, then the colon (RFC 3261 section 25.1)
 _MANDATORY_KEYS = tuple((name, name.lower()) for name in MANDATORY_REQUEST_HEADERS)
 _FIELD_NAMES: set[str] = set()  # header field names known to be tokens (_is_field_name)
 _MAX_FIELD_NAMES = 1024
@@ -153,7 +152,8 @@ def _parse_headers(lines: list[str], folded: bool) -> tuple[Headers, SipParseErr
     if len(lines) > MAX_HEADERS:
         return headers, SipParseError("Bad Request - Too many header fields")
     for line in lines:
-        # field-name (a token) HCOLON value; the name ends at the first colon, which no token has
+        # field-name HCOLON value (RFC 3261 section 25.1): a token, optional SP/HTAB, the colon;
+        # the name ends at the first colon, which no token has
         name, colon, value = line.partition(":")
         name = name.rstrip(WS)
         if not colon or not _is_field_name(name):
