@@ -1,7 +1,10 @@
 """Structured JSON logging (structlog), with a last line of defence for anonymity.
 
 Code never logs a caller's number; as defence in depth every log value is scrubbed of anything that
-looks like a phone number (6+ digits, optionally with +, spaces or dashes) before it is written.
+looks like a phone number (6+ digits, optionally with +, spaces or dashes) before it is written:
+text values, the text inside lists, tuples, sets and dicts (keys too), and in the JSON format the
+text written for any other object. Numbers logged as integers are left alone: byte counts and
+durations are integers, and code never holds a caller's number as one.
 """
 
 from __future__ import annotations
@@ -26,13 +29,49 @@ def scrub(text: str) -> str:
 
 
 def _scrub_numbers(_: Any, __: str, event: EventDict) -> EventDict:
-    texts = {k: v for k, v in event.items() if k not in _UNSCRUBBED and isinstance(v, str)}
+    texts: dict[str, str] = {}
+    nested: list[str] = []
+    for key, value in event.items():
+        if key in _UNSCRUBBED:
+            continue
+        if isinstance(value, str):
+            texts[key] = value
+        elif isinstance(value, _CONTAINERS):
+            nested.append(key)
     # One search over them all first: almost no line holds anything to scrub. NUL matches none
     # of the pattern's characters, so a match never spans two texts.
     if _PHONE_LIKE.search("\x00".join(texts.values())) is not None:
         for key, value in texts.items():
             event[key] = scrub(value)
+    for key in nested:  # rare: a few lines log a list (statuses)
+        event[key] = _scrub_within(event[key])
     return event
+
+
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+_MAX_DEPTH = 8  # nothing the service logs nests deeper; beyond it a value is not written
+
+
+def _scrub_within(value: Any, depth: int = 0) -> Any:
+    """``value`` with every text inside it scrubbed (containers keep their base type)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if not isinstance(value, _CONTAINERS):
+        return value
+    if depth >= _MAX_DEPTH:
+        return "[too deep]"
+    if isinstance(value, dict):
+        return {_scrub_within(k, depth + 1): _scrub_within(v, depth + 1) for k, v in value.items()}
+    items = [_scrub_within(v, depth + 1) for v in value]
+    # the base types, never a subclass's constructor (a named tuple takes its fields one by one);
+    # a frozen set stays frozen, since it may be a dict key
+    if isinstance(value, tuple):
+        return tuple(items)
+    if isinstance(value, frozenset):
+        return frozenset(items)
+    if isinstance(value, set):
+        return set(items)
+    return items
 
 
 class _LevelAndTimestamp:
@@ -62,12 +101,12 @@ class _LevelAndTimestamp:
 
 
 def _not_json(value: Any) -> Any:
-    """A value JSON has no type for, as structlog's JSONRenderer writes it: its __structlog__(),
-    else its repr."""
+    """A value JSON has no type for, as structlog's JSONRenderer writes it (its __structlog__(),
+    else its repr), scrubbed: the processors saw the object, not this text."""
     try:
-        return value.__structlog__()
+        return _scrub_within(value.__structlog__())
     except AttributeError:
-        return repr(value)
+        return scrub(repr(value))
 
 
 # json.dumps with a `default` builds a new JSONEncoder for every line; this one is made once.

@@ -77,3 +77,41 @@ def test_the_timestamp_is_the_text_datetime_gives_for_the_same_instant() -> None
         assert _LevelAndTimestamp(clock=lambda t=now: t)(None, "info", {})["timestamp"] == (
             expected.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         )
+
+
+def test_a_number_inside_a_list_tuple_set_or_dict_value_is_redacted_too() -> None:
+    from collections import namedtuple
+
+    pair = namedtuple("pair", "a b")
+    line = logged(
+        statuses=[486, "from 0612345678"], route=("a", "+31 6 12345678"), tags={"0612345678"},
+        extra={"0201234567": {"deep": ["x 0612345678"]}, "ok": 5}, p=pair("0612345678", 1),
+    )  # fmt: skip
+    assert line["statuses"] == [486, "from [redacted]"]
+    assert line["route"] == ["a", "[redacted]"]
+    assert line["tags"] == "{'[redacted]'}"  # a set is no JSON type: its repr, scrubbed
+    assert line["extra"] == {"[redacted]": {"deep": ["x [redacted]"]}, "ok": 5}
+    assert line["p"] == ["[redacted]", 1]
+    assert "0612345678" not in json.dumps(line) and "0201234567" not in json.dumps(line)
+
+
+def test_an_object_json_has_no_type_for_is_written_scrubbed() -> None:
+    class Holder:
+        def __repr__(self) -> str:
+            return "Holder(number=0612345678)"
+
+    class Custom:
+        def __structlog__(self) -> dict[str, object]:
+            return {"n": "tel 0612345678", "k": 1}
+
+    line = logged(held=Holder(), custom=Custom(), size=1234567)
+    assert line["held"] == "Holder(number=[redacted])"
+    assert line["custom"] == {"n": "tel [redacted]", "k": 1}
+    assert line["size"] == 1234567  # integers are left alone: byte counts, durations
+
+
+def test_a_value_nested_past_the_bound_is_not_written() -> None:
+    value: list[object] = ["0612345678"]
+    for _ in range(20):
+        value = [value]
+    assert "0612345678" not in json.dumps(logged(deep=value))
