@@ -23,9 +23,10 @@ from pbx import event_loop  # noqa: E402
 from pbx.db.embedded import start_embedded  # noqa: E402
 from pbx.sip.transport import SipTransports  # noqa: E402
 from tests.helpers.pg_state import pg_state_dir  # noqa: E402
+from tests.helpers.ports import free_port  # noqa: E402
 from tests.helpers.service import running_service  # noqa: E402
 from tests.peers.pjsua_phone import AsyncPjsuaPhone  # noqa: E402
-from tests.peers.sipp import find_free_port, run_sipp_async  # noqa: E402
+from tests.peers.sipp import run_sipp_async  # noqa: E402
 
 PASSWORD = "seed-pass-word1"
 
@@ -98,12 +99,12 @@ async def drive_ivr(host: str, port: int, target: str, rec: Recorder) -> None:
     (await run_sipp_async("uac_call", target, service="09000767", pause_ms=1500)).assert_ok()
     rec.peer = "pjsip"
     async with AsyncPjsuaPhone("seedivr") as volunteer, AsyncPjsuaPhone("caller") as caller:
-        await volunteer.start(find_free_port())
+        await volunteer.start(free_port())
         assert await volunteer.register(host, port, "seedivr", PASSWORD) == 200
         for code in ("*1", "*2", "*0"):
             assert await volunteer.make_call(f"sip:{code}@{host}:{port}") == 200
             await volunteer.wait_disconnected(timeout=20)
-        await caller.start(find_free_port())
+        await caller.start(free_port())
         assert await caller.make_call(f"sip:09000767@{host}:{port}") == 200
         await caller.send_dtmf("1", "sip_info")
         await caller.sleep(0.5)
@@ -115,7 +116,7 @@ async def drive_direct(host: str, port: int, target: str, rec: Recorder) -> None
     """Ringing a volunteer's handset: a trunk caller who CANCELs while it rings."""
     rec.peer = "pjsip"
     async with AsyncPjsuaPhone("seeddirect") as volunteer:
-        await volunteer.start(find_free_port())
+        await volunteer.start(free_port())
         assert await volunteer.register(host, port, "seeddirect", PASSWORD) == 200
         rec.peer = "sipp"
         cancel = run_sipp_async("uac_cancel", target, service="09000767", keys={"ring_ms": "500"})

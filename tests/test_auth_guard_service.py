@@ -18,10 +18,11 @@ from pbx.calls.inbound import HelplineCalls
 from tests.helpers.ivr_helpline import ivr_helpline
 from tests.helpers.logs import captured_logs, log_events
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.raw_handset import RawHandset
 from tests.helpers.service import HANDSET_HOST, TRUNK_HOST, MakeHelpline, Running
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port, run_sipp_async
+from tests.peers.sipp import run_sipp_async
 
 PASSWORD = "correct-horse-battery"
 OTHER_HOST = "127.0.0.3"
@@ -115,7 +116,7 @@ async def test_failures_lock_a_source_out_until_the_backoff_passes(
     ):
         await helpline.add_volunteer("piet", PASSWORD)
         async with AsyncPjsuaPhone("piet") as phone:
-            await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             for _ in range(3):
                 assert (
                     await phone.register(helpline.host, helpline.port, "piet", "guess-1234") == 403
@@ -195,11 +196,11 @@ async def test_register_from_the_trunk_address_is_refused_and_the_carrier_still_
         await helpline.add_volunteer("rik", PASSWORD)
         async with AsyncPjsuaPhone("intruder") as intruder, AsyncPjsuaPhone("rik") as handset:
             # valid credentials, but sent from the carrier's address: refused, nothing bound
-            await intruder.start(find_free_port(TRUNK_HOST), bind=TRUNK_HOST)
+            await intruder.start(free_port(TRUNK_HOST), bind=TRUNK_HOST)
             assert await intruder.register(helpline.host, helpline.port, "rik", PASSWORD) == 403
             assert helpline.service.registrar.bindings == {}
             # the volunteer's real handset registers from its own address
-            await handset.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await handset.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await handset.register(helpline.host, helpline.port, "rik", PASSWORD) == 200
             # the carrier's next INVITE is a carrier call (not challenged) and reaches rik
             call = asyncio.create_task(
@@ -228,7 +229,7 @@ async def test_wrong_pins_are_counted_across_calls(make_helpline: MakeHelpline) 
         roster = helpline.service.roster
         target = f"sip:*1@{helpline.host}:{helpline.port}"
         async with AsyncPjsuaPhone("sam") as phone:
-            await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await phone.register(helpline.host, helpline.port, "sam", PASSWORD) == 200
             # first call: one wrong PIN, then the caller hangs up (to try again afresh)
             assert await phone.make_call(target) == 200

@@ -27,10 +27,10 @@ from tests.helpers.caller_number import DIGITS
 from tests.helpers.callers import CALLER_NUMBER, call_queue
 from tests.helpers.ivr_helpline import ivr_helpline
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running
 from tests.helpers.volunteers import PASSWORD, on_shift
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 
 AMS = ZoneInfo("Europe/Amsterdam")
 HELPLINE = [sys.executable, "-c", "from pbx.cli import main; main()"]
@@ -137,7 +137,7 @@ async def test_calls_the_service_refuses_are_recorded_refused(
     async with ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
         async with AsyncPjsuaPhone("vol") as vol, AsyncPjsuaPhone("caller") as caller:
             await on_shift(helpline, vol, "vol")  # challenged with 407 first, then logs in
-            await caller.start(find_free_port())
+            await caller.start(free_port())
             pai = {"P-Asserted-Identity": f"<sip:{CALLER_NUMBER}@127.0.0.1>"}
             uri = f"sip:0881234500@{helpline.host}:{helpline.port}"  # a partner's line
             helpline.service.switchboard.max_dialogs = 0  # full: every new call over the limit
@@ -195,9 +195,9 @@ async def test_direct_calls_are_recorded(make_helpline: MakeHelpline, pg_url: st
     async with make_helpline(call_flow="direct", volunteer_whisper="") as helpline:
         await helpline.add_volunteer("kees", PASSWORD)
         async with AsyncPjsuaPhone("kees") as kees, AsyncPjsuaPhone("caller") as caller:
-            await kees.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await kees.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await kees.register(helpline.host, helpline.port, "kees", PASSWORD) == 200
-            await caller.start(find_free_port())
+            await caller.start(free_port())
             pai = {"P-Asserted-Identity": f"<sip:{CALLER_NUMBER}@127.0.0.1>"}
             uri = f"sip:020-6250000@{helpline.host}:{helpline.port}"  # Amsterdam's local line
             dialing = asyncio.create_task(caller.make_call(uri, headers=pai))

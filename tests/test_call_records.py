@@ -37,10 +37,10 @@ from tests.helpers.ivr_helpline import ivr_helpline
 from tests.helpers.logs import captured_logs, log_events
 from tests.helpers.pg_state import pg_state_dir
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.service import Running, running_service
 from tests.helpers.volunteers import dial_feature_code, on_shift
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 
 AMS = ZoneInfo("Europe/Amsterdam")
 # the scripted day: when each call starts (Amsterdam time), in the order they are placed
@@ -73,7 +73,7 @@ async def day_service(url: str, state: Path, plan: Path) -> AsyncIterator[Runnin
 
 async def call(helpline: Running, phone: AsyncPjsuaPhone, number: str, **headers: str) -> None:
     """A caller on the national number picks Dutch (key 1)."""
-    await phone.start(find_free_port())
+    await phone.start(free_port())
     uri = f"sip:09000767@{helpline.host}:{helpline.port}"
     pai = {"P-Asserted-Identity": f"<sip:{number}@127.0.0.1>"}
     assert await phone.make_call(uri, headers={**pai, **headers}) == 200
@@ -105,7 +105,7 @@ def csv_figures(text: str) -> dict[tuple[str, str, str], str]:
 
 
 async def test_a_scripted_day_through_a_database_outage(tmp_path: Path) -> None:
-    backline_port = find_free_port()
+    backline_port = free_port()
     plan = tmp_path / "dialplan.yaml"
     plan.write_text(
         DEFAULT_PLAN.read_text()

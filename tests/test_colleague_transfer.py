@@ -14,10 +14,10 @@ from tests.helpers.audio import loud_part, tone_share
 from tests.helpers.handover_call import CALLER_NUMBER, Call, pcm, volunteer_talking
 from tests.helpers.logs import log_events
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.service import MakeHelpline
 from tests.helpers.volunteers import on_shift, state
 from tests.peers.pjsua_phone import AsyncPjsuaPhone, PhoneEvent
-from tests.peers.sipp import find_free_port
 
 COLLEAGUE_HZ = 700
 
@@ -43,7 +43,7 @@ async def test_warm_transfer_to_a_colleagues_queue_completed(
     make_helpline: MakeHelpline, tmp_path: Path
 ) -> None:
     async with (
-        volunteer_talking(make_helpline, tmp_path, find_free_port(), wrap_up=True) as call,
+        volunteer_talking(make_helpline, tmp_path, free_port(), wrap_up=True) as call,
         AsyncPjsuaPhone("amal") as amal,
     ):  # with the queues' wrap-up times: the caller became amal's call, not vera's
         await amal_on_shift(call, amal)
@@ -83,7 +83,7 @@ async def test_warm_transfer_to_a_colleagues_queue_cancelled(
     make_helpline: MakeHelpline, tmp_path: Path
 ) -> None:
     async with (
-        volunteer_talking(make_helpline, tmp_path, find_free_port(), wrap_up=True) as call,
+        volunteer_talking(make_helpline, tmp_path, free_port(), wrap_up=True) as call,
         AsyncPjsuaPhone("amal") as amal,
     ):  # with the queues' wrap-up times: only consulted, amal has none
         await amal_on_shift(call, amal)
@@ -112,7 +112,7 @@ async def test_nobody_available_in_the_queue_returns_the_volunteer(
 ) -> None:
     """vera presses the Dutch queue's keys (#1): she serves it herself but is never her own
     colleague, and nobody else is on shift, so she hears why and stays with the caller."""
-    async with volunteer_talking(make_helpline, tmp_path, find_free_port()) as call:
+    async with volunteer_talking(make_helpline, tmp_path, free_port()) as call:
         await call.volunteer.record(tmp_path / "reason.wav")
         await call.volunteer.send_dtmf("#1")
         await until(lambda: bool(log_events(call.logs, "colleague_nobody_free")), 10)
@@ -139,7 +139,7 @@ async def test_blind_refer_to_a_colleagues_queue(
     caller is told and waits first in line of the Arabic queue, amal is offered the call."""
     async with (
         volunteer_talking(
-            make_helpline, tmp_path, find_free_port(), volunteer_whisper=""
+            make_helpline, tmp_path, free_port(), volunteer_whisper=""
         ) as call,
         AsyncPjsuaPhone("amal") as amal,
     ):  # fmt: skip
@@ -173,7 +173,7 @@ async def test_refer_to_a_queue_not_open_to_transfers_gets_403(
 ) -> None:
     """The 113 night queue has no `volunteer_keys`: a REFER to it is refused like any
     other target the plan does not allow, and the call goes on."""
-    async with volunteer_talking(make_helpline, tmp_path, find_free_port()) as call:
+    async with volunteer_talking(make_helpline, tmp_path, free_port()) as call:
         await call.volunteer.xfer(f"sip:queue-night_113@{call.service_uri}")
         refused = await call.volunteer.wait_event("xfer_status", timeout=10, pred=final)
         await call.caller.play_tone(1000)

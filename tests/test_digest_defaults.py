@@ -12,11 +12,11 @@ import subprocess
 import time
 
 from pbx.db.volunteers import VolunteerRepository
+from tests.helpers.ports import free_port
 from tests.helpers.served import HELPLINE
 from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running
 from tests.peers.baresip import Baresip
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 from tests.peers.softphone import SipAccount
 
 PASSWORD = "correct-horse-battery"
@@ -67,7 +67,7 @@ async def test_a_volunteer_set_to_sha256_is_challenged_with_it_alone(
         await helpline.service.reload_credentials()
         async with AsyncPjsuaPhone("pia") as pia, AsyncPjsuaPhone("mo") as mo:
             for phone, user in ((pia, "pia"), (mo, "mo")):
-                await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+                await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
                 assert await phone.register(helpline.host, helpline.port, user, PASSWORD) == 200
             now = time.time()
             registrar = helpline.service.registrar

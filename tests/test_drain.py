@@ -19,22 +19,23 @@ from tests.helpers.audio import active_part, read_wav, tone_share
 from tests.helpers.ivr_helpline import ivr_helpline, ivr_paths, without_wrap_up
 from tests.helpers.logs import captured_logs
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.served import HELPLINE, Served, fresh_volunteers
 from tests.helpers.service import HANDSET_HOST, MakeHelpline
 from tests.helpers.volunteers import PASSWORD
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port, run_sipp_async
+from tests.peers.sipp import run_sipp_async
 
 
 async def log_in(served: Served, phone: AsyncPjsuaPhone, name: str) -> None:
-    await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+    await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
     assert await phone.register("127.0.0.1", served.sip_port, name, PASSWORD) == 200
     assert await phone.make_call(f"sip:*1@{served.target}") == 200
     assert await phone.wait_disconnected(timeout=20) == 200
 
 
 async def call_dutch(served: Served, caller: AsyncPjsuaPhone) -> None:
-    await caller.start(find_free_port())
+    await caller.start(free_port())
     assert await caller.make_call(f"sip:09000767@{served.target}") == 200
     await caller.send_dtmf("1")
 
@@ -135,7 +136,7 @@ async def test_with_drain_waiting_overflow_a_waiting_caller_goes_to_the_overflow
         ivr_helpline(make_helpline, DEFAULT_PLAN, drain_waiting="overflow") as helpline,
     ):
         async with AsyncPjsuaPhone("caller") as caller:
-            await caller.start(find_free_port())
+            await caller.start(free_port())
             assert await caller.make_call(f"sip:09000767@{helpline.target}") == 200
             await caller.send_dtmf("1")
             engine = helpline.service.dispatcher
@@ -162,7 +163,7 @@ async def test_calls_left_at_the_drain_timeout_are_hung_up(make_helpline: MakeHe
     """A stop always ends: a call still going at `drain_timeout` gets a BYE."""
     async with ivr_helpline(make_helpline, DEFAULT_PLAN, drain_timeout=1.0) as helpline:
         async with AsyncPjsuaPhone("caller") as caller:
-            await caller.start(find_free_port())
+            await caller.start(free_port())
             assert await caller.make_call(f"sip:09000767@{helpline.target}") == 200
             await caller.send_dtmf("1")
             engine = helpline.service.dispatcher

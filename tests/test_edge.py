@@ -25,7 +25,7 @@ from tests.helpers.volunteers import PASSWORD
 from tests.peers.kamailio import Kamailio
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.rtp_pcap import media_pcap, pcap_duration_ms
-from tests.peers.sipp import find_free_port, start_sipp
+from tests.peers.sipp import start_sipp
 
 EDGE_HOST = "127.0.0.1"
 NODE_HOST = "127.0.0.11"
@@ -51,7 +51,7 @@ async def test_a_trunk_call_through_kamailio_reaches_a_volunteer_registered_thro
             await asyncio.to_thread(edge.start)
             await helpline.add_volunteer("yara", PASSWORD, languages=["nl"])
             async with AsyncPjsuaPhone("yara") as volunteer:
-                await volunteer.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+                await volunteer.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
                 assert await volunteer.register(EDGE_HOST, edge.port, "yara", PASSWORD) == 200
                 # the node knows the handset's real address, and the way back to it
                 (binding,) = service.registrar.contacts("yara", service.switchboard.wall_clock())

@@ -20,11 +20,11 @@ from tests.helpers.callers import call_queue
 from tests.helpers.ivr_helpline import ivr_helpline
 from tests.helpers.logs import captured_logs, log_events
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.raw_handset import RawHandset
 from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running
 from tests.helpers.volunteers import PASSWORD, on_shift, state
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 
 CONNECTED_WITHIN = 5.0  # generous: the old behaviour took 32 s (Timer B of the dead branch)
 
@@ -131,9 +131,9 @@ async def test_the_direct_flow_rings_all_handsets_of_a_volunteer_at_once(
         async with AsyncPjsuaPhone("live") as live, AsyncPjsuaPhone("caller") as caller:
             stale = await stale_binding(helpline, "duo")
             try:
-                await live.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+                await live.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
                 assert await live.register(helpline.host, helpline.port, "duo", PASSWORD) == 200
-                await caller.start(find_free_port())
+                await caller.start(free_port())
                 uri = f"sip:09000767@{helpline.host}:{helpline.port}"
                 calling = asyncio.create_task(caller.make_call(uri, timeout=20))
                 await asyncio.to_thread(stale.recv_until, "INVITE", 5)

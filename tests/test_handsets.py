@@ -19,12 +19,12 @@ from queues.roster import VolunteerState
 from tests.helpers.audio import active_part, read_wav, tone_share
 from tests.helpers.logs import captured_logs, log_events
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.service import HANDSET_HOST, MakeHelpline
 from tests.helpers.volunteers import PASSWORD
 from tests.peers.baresip import Baresip
 from tests.peers.linphone import Linphone
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 from tests.peers.softphone import SipAccount, Softphone, Transport
 
 PHONES: dict[str, type[Softphone]] = {"baresip": Baresip, "linphone": Linphone}
@@ -57,7 +57,7 @@ async def test_a_softphone_volunteer_logs_in_and_takes_a_trunk_call(
             assert roster.get("vera").state is VolunteerState.AVAILABLE
             confirmation = read_wav(phone.heard())  # before close() deletes it
 
-            await caller.start(find_free_port(), user=CALLER_NUMBER)
+            await caller.start(free_port(), user=CALLER_NUMBER)
             ring = phone.mark()
             number = f"sip:09000767@{helpline.host}:{helpline.port}"
             pai = {"P-Asserted-Identity": f"<sip:{CALLER_NUMBER}@127.0.0.1>"}

@@ -14,17 +14,17 @@ from ivr.loader import DEFAULT_PLAN
 from tests.helpers.audio import active_part, read_wav, tone_share
 from tests.helpers.ivr_helpline import ivr_helpline, ivr_paths, without_wrap_up
 from tests.helpers.logs import captured_logs
+from tests.helpers.ports import free_port
 from tests.helpers.service import MakeHelpline
 from tests.helpers.volunteers import on_shift
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 
 
 async def test_key_1_reaches_a_dutch_volunteer(make_helpline: MakeHelpline, tmp_path: Path) -> None:
     async with captured_logs() as logs, ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
         async with AsyncPjsuaPhone("vera") as volunteer, AsyncPjsuaPhone("caller") as caller:
             await on_shift(helpline, volunteer, "vera")
-            await caller.start(find_free_port())
+            await caller.start(free_port())
             # the caller is answered at once: the IVR greets them
             assert await caller.make_call(f"sip:0900-0767@{helpline.host}:{helpline.port}") == 200
             await caller.send_dtmf("1")  # RFC 4733, during the welcome: kept for the menu
@@ -44,7 +44,7 @@ async def test_closed_language_offers_dutch(make_helpline: MakeHelpline) -> None
     async with captured_logs() as logs, ivr_helpline(make_helpline, DEFAULT_PLAN) as helpline:
         async with AsyncPjsuaPhone("wim") as volunteer, AsyncPjsuaPhone("caller") as caller:
             await on_shift(helpline, volunteer, "wim")
-            await caller.start(find_free_port())
+            await caller.start(free_port())
             assert await caller.make_call(f"sip:09000767@{helpline.host}:{helpline.port}") == 200
             await caller.send_dtmf("2")  # Arabic: closed at 15:00
             await asyncio.sleep(1.0)
@@ -62,7 +62,7 @@ async def test_reload_during_a_call_drops_nothing(
     async with captured_logs() as logs, ivr_helpline(make_helpline, plan, wrap_up=True) as helpline:
         async with AsyncPjsuaPhone("xena") as volunteer, AsyncPjsuaPhone("caller") as caller:
             await on_shift(helpline, volunteer, "xena")
-            await caller.start(find_free_port())
+            await caller.start(free_port())
             assert await caller.make_call(f"sip:09000767@{helpline.host}:{helpline.port}") == 200
             await caller.send_dtmf("1")
             await volunteer.wait_incoming(timeout=15)
@@ -128,7 +128,7 @@ async def test_queue_overflow_after_max_wait(make_helpline: MakeHelpline, tmp_pa
     plan.write_text(DEFAULT_PLAN.read_text().replace("max_wait: 900", "max_wait: 2", 1))
     async with captured_logs() as logs, ivr_helpline(make_helpline, plan) as helpline:
         async with AsyncPjsuaPhone("caller") as caller:
-            await caller.start(find_free_port())
+            await caller.start(free_port())
             assert await caller.make_call(f"sip:09000767@{helpline.host}:{helpline.port}") == 200
             await caller.send_dtmf("1")
             registry = helpline.service.metrics.registry

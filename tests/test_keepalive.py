@@ -17,11 +17,11 @@ from queues.roster import VolunteerState
 from tests.helpers.ivr_helpline import ivr_helpline
 from tests.helpers.logs import captured_logs, log_events
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.raw_handset import RawHandset
 from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running
 from tests.helpers.volunteers import PASSWORD, state
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 
 FAST = {"keepalive_interval": 0.5, "keepalive_max_misses": 3, "sip_t1": 0.05}
 
@@ -77,9 +77,9 @@ async def test_an_unanswered_udp_keepalive_skips_the_handset_until_it_answers_th
     async with captured_logs() as logs, make_helpline(call_flow="direct", **settings) as helpline:
         await helpline.add_volunteer("duo", PASSWORD)
         async with AsyncPjsuaPhone("live") as live, AsyncPjsuaPhone("caller") as caller:
-            await live.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await live.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await live.register(helpline.host, helpline.port, "duo", PASSWORD) == 200
-            await caller.start(find_free_port())
+            await caller.start(free_port())
             raw = RawHandset(HANDSET_HOST)
             try:
                 await register(helpline, raw, "duo")
@@ -126,7 +126,7 @@ async def test_tcp_handsets_are_kept_alive_and_lost_when_gone(make_helpline: Mak
     async with ivr_helpline(make_helpline, DEFAULT_PLAN, **settings) as helpline:
         await helpline.add_volunteer("tina", PASSWORD)
         async with AsyncPjsuaPhone("tcp") as phone:
-            await phone.start(find_free_port(HANDSET_HOST), transport="tcp", bind=HANDSET_HOST)
+            await phone.start(free_port(HANDSET_HOST), transport="tcp", bind=HANDSET_HOST)
             assert await phone.register(helpline.host, helpline.port, "tina", PASSWORD) == 200
             assert await phone.make_call(f"sip:*1@{helpline.host}:{helpline.port}") == 200
             assert await phone.wait_disconnected(timeout=20) == 200

@@ -24,11 +24,12 @@ import asyncpg
 from ivr.loader import DEFAULT_PLAN
 from tests.helpers.ivr_helpline import without_wrap_up
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.served import Served, fresh_volunteers
 from tests.helpers.service import HANDSET_HOST
 from tests.helpers.volunteers import PASSWORD, on_shift_in_database
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port, run_sipp_async, start_sipp
+from tests.peers.sipp import run_sipp_async, start_sipp
 
 NODE_A, NODE_B = "127.0.0.11", "127.0.0.12"
 TAKEOVER_LIMIT = 5.0  # seconds from killing the leader to the standby taking calls
@@ -63,7 +64,6 @@ def options_status(served: Served) -> tuple[int, str]:
         sock.sendto(probe.encode(), (served.host, served.sip_port))
         answer = sock.recv(65535).decode(errors="replace")
     return int(answer.split()[1]), answer
-
 
 
 def logged(served: Served, event: str, run: int | None = None) -> list[dict[str, object]]:
@@ -111,7 +111,7 @@ async def two_nodes(
 
 async def on_shift_at(phone: AsyncPjsuaPhone, node: Served) -> None:
     """The handset registers at `node` and its volunteer logs in there with *1."""
-    await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+    await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
     assert await phone.register(node.host, node.sip_port, "vera", PASSWORD) == 200
     assert await phone.make_call(f"sip:*1@{node.target}") == 200
     assert await phone.wait_disconnected(timeout=20) == 200
@@ -340,7 +340,7 @@ async def test_a_handset_that_registers_at_the_standby_is_rung_by_the_leader(
     shared database, and the leader takes the binding from there and rings that handset."""
     plan = without_wrap_up(DEFAULT_PLAN, tmp_path / "dialplan.yaml")
     async with two_nodes(tmp_path, pg_url, plan) as (a, b), AsyncPjsuaPhone("vera") as phone:
-        await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+        await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
         assert await phone.register(b.host, b.sip_port, "vera", PASSWORD) == 200
         await until(lambda: bool(logged(a, "registration_taken")), timeout=10)
         assert await phone.make_call(f"sip:*1@{a.target}") == 200  # the leader takes calls

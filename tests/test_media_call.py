@@ -11,11 +11,11 @@ from pbx.media.ports import PortPool
 from pbx.media.prompts import PromptLibrary
 from pbx.media.rtp import RtpPacket
 from tests.helpers.audio import active_part, read_wav, tone_share
+from tests.helpers.ports import free_port
 from tests.helpers.raw_call import body_length, connect, sdp
 from tests.helpers.raw_handset import RawHandset
 from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 
 
 async def test_audio_flows_both_ways_through_the_anchored_bridge(
@@ -23,11 +23,11 @@ async def test_audio_flows_both_ways_through_the_anchored_bridge(
 ) -> None:
     await helpline.add_volunteer("kees", "pass-word-pqr")
     async with AsyncPjsuaPhone("kees") as volunteer, AsyncPjsuaPhone("caller") as caller:
-        await volunteer.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+        await volunteer.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
         assert (
             await volunteer.register(helpline.host, helpline.port, "kees", "pass-word-pqr") == 200
         )
-        await caller.start(find_free_port())  # not registered: it calls in over the trunk
+        await caller.start(free_port())  # not registered: it calls in over the trunk
         dialing = asyncio.create_task(
             caller.make_call(f"sip:09000767@{helpline.host}:{helpline.port}")
         )
@@ -155,7 +155,7 @@ async def _sipp_caller_audio(helpline: Running, tmp_path: Path) -> None:
     pcap = media_pcap(tmp_path / "caller.pcap", tone_hz=1000, tone_ms=2500)
     await helpline.add_volunteer("sara", "pass-word-rtp")
     async with AsyncPjsuaPhone("sara") as volunteer:
-        await volunteer.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+        await volunteer.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
         assert (
             await volunteer.register(helpline.host, helpline.port, "sara", "pass-word-rtp") == 200
         )

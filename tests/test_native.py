@@ -23,11 +23,12 @@ from ivr.loader import DEFAULT_PLAN
 from pbx import native
 from tests.helpers.ivr_helpline import without_wrap_up
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.served import Served, fresh_volunteers
 from tests.helpers.service import HANDSET_HOST
 from tests.helpers.volunteers import PASSWORD
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port, run_sipp_async
+from tests.peers.sipp import run_sipp_async
 
 REPO = native.ROOT
 SUFFIX = sysconfig.get_config_var("EXT_SUFFIX")
@@ -250,7 +251,7 @@ async def test_a_call_through_the_compiled_service(tmp_path: Path, pg_url: str) 
         started = [e for e in served.events() if e["event"] == "service_started"]
         assert [e["native"] for e in started] == [True], served.describe()
         async with AsyncPjsuaPhone("vera") as phone:
-            await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await phone.register("127.0.0.1", served.sip_port, "vera", PASSWORD) == 200
             assert await phone.make_call(f"sip:*1@{served.target}") == 200
             assert await phone.wait_disconnected(timeout=20) == 200

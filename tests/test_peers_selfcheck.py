@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.audio import active_part, dominant_frequency, read_wav, tone_share
+from tests.helpers.ports import free_port
 from tests.peers.pjsua_phone import PjsuaPhone
 from tests.peers.pyvoip_phone import PyVoipPhone
 from tests.peers.rtp_pcap import media_pcap, pcap_duration_ms, tone_samples, write_ulaw
-from tests.peers.sipp import find_free_port, run_sipp, start_sipp
+from tests.peers.sipp import run_sipp, start_sipp
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(60)]
 
@@ -114,8 +115,8 @@ def test_sipp_digest_registration_against_sipp_registrar() -> None:
 
 def test_pjsua_phones_call_each_other_and_hear_each_others_tone(tmp_path: Path) -> None:
     with PjsuaPhone("alice") as a, PjsuaPhone("bob") as b:
-        a.start(find_free_port())
-        b.start(find_free_port())
+        a.start(free_port())
+        b.start(free_port())
         assert a.make_call(b.uri, wait=False) == 0
         incoming = b.wait_incoming(timeout=5)
         assert incoming.request_uri.startswith(f"sip:bob@127.0.0.1:{b.port}")
@@ -138,8 +139,8 @@ def test_pjsua_phones_call_each_other_and_hear_each_others_tone(tmp_path: Path) 
 
 def test_pjsua_rfc4733_digits_reach_the_other_phone() -> None:
     with PjsuaPhone("alice") as a, PjsuaPhone("bob") as b:
-        a.start(find_free_port())
-        b.start(find_free_port())
+        a.start(free_port())
+        b.start(free_port())
         a.make_call(b.uri, wait=False)
         b.wait_incoming(timeout=5)
         b.answer()
@@ -156,7 +157,7 @@ def test_pjsua_registers_with_digest_and_a_wrong_password_is_refused() -> None:
     )
     host, port = registrar.address.split(":")
     with PjsuaPhone("handset") as phone:
-        phone.start(find_free_port())
+        phone.start(free_port())
         assert phone.register(host, int(port), "2001", "pw-2001") == 200
         assert phone.unregister() == 200
     registrar.wait().assert_ok()
@@ -164,14 +165,14 @@ def test_pjsua_registers_with_digest_and_a_wrong_password_is_refused() -> None:
     registrar = start_sipp("uas_registrar", keys={"user": "2001", "password": "pw-2001"})
     host, port = registrar.address.split(":")
     with PjsuaPhone("handset") as phone:
-        phone.start(find_free_port())
+        phone.start(free_port())
         assert phone.register(host, int(port), "2001", "not-the-password") == 403
     registrar.stop()
 
 
 def test_sipp_caller_cancels_while_pjsua_rings() -> None:
     with PjsuaPhone("volunteer") as phone:
-        phone.start(find_free_port())
+        phone.start(free_port())
         result = run_sipp(
             "uac_cancel", f"127.0.0.1:{phone.port}", keys={"ring_ms": "300"}, timeout_s=10
         )
@@ -190,7 +191,7 @@ def test_sipp_caller_cancels_while_pjsua_rings() -> None:
 def test_sipp_caller_plays_tone_and_digits_to_pjsua(tmp_path: Path) -> None:
     pcap = media_pcap(tmp_path / "media.pcap", tone_hz=1000, tone_ms=1000, digits="12#")
     with PjsuaPhone("volunteer") as phone:
-        phone.start(find_free_port())
+        phone.start(free_port())
         caller = start_sipp(
             "uac_call_rtp",
             f"127.0.0.1:{phone.port}",
@@ -215,7 +216,7 @@ def test_sipp_caller_plays_tone_and_digits_to_pjsua(tmp_path: Path) -> None:
 def test_sipp_rtpstream_caller_plays_audio_without_raw_sockets(tmp_path: Path) -> None:
     audio = write_ulaw(tmp_path / "audio.ulaw", tone_samples(700, 1000))
     with PjsuaPhone("volunteer") as phone:
-        phone.start(find_free_port())
+        phone.start(free_port())
         caller = start_sipp(
             "uac_call_rtpstream",
             f"127.0.0.1:{phone.port}",
@@ -233,7 +234,7 @@ def test_sipp_rtpstream_caller_plays_audio_without_raw_sockets(tmp_path: Path) -
 
 def test_sipp_over_tcp_calls_pjsua_over_tcp() -> None:
     with PjsuaPhone("volunteer") as phone:
-        phone.start(find_free_port(proto="tcp"), "tcp")
+        phone.start(free_port(), "tcp")
         assert phone.uri.endswith(";transport=tcp")
         caller = start_sipp(
             "uac_call", f"127.0.0.1:{phone.port}", transport="t1", pause_ms=200, timeout_s=10
@@ -249,7 +250,7 @@ def test_sipp_over_tcp_calls_pjsua_over_tcp() -> None:
 def test_pjsua_answers_options_and_its_worker_process_ends_on_close() -> None:
     phone = PjsuaPhone("probe")
     with phone:
-        phone.start(find_free_port())
+        phone.start(free_port())
         run_sipp("uac_options", f"127.0.0.1:{phone.port}", timeout_s=5).assert_ok()
         pid = phone.pid
         assert pid is not None

@@ -17,10 +17,10 @@ from tests.helpers.callers import CALLER_NUMBER, call_queue
 from tests.helpers.ivr_helpline import ivr_helpline
 from tests.helpers.logs import captured_logs, log_events
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.service import HANDSET_HOST, MakeHelpline
 from tests.helpers.volunteers import PASSWORD, on_shift, state
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 
 
 async def test_two_volunteers_three_callers_in_turn(
@@ -295,7 +295,7 @@ async def test_both_handsets_of_a_volunteer_ring_and_the_first_to_answer_takes_i
             AsyncPjsuaPhone("caller") as caller,
         ):
             await on_shift(helpline, desk, "duo")
-            await soft.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await soft.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await soft.register(helpline.host, helpline.port, "duo", PASSWORD) == 200
             await call_queue(helpline, caller)
             await desk.wait_incoming(timeout=15)
@@ -325,7 +325,7 @@ async def test_a_local_number_prefers_a_volunteer_of_its_region(
         ):
             await on_shift(helpline, amsterdam, "ada", region="Amsterdam")  # idle longest
             await on_shift(helpline, utrecht, "ute", region="Utrecht")
-            await caller.start(find_free_port())
+            await caller.start(free_port())
             assert await caller.make_call(f"sip:030-2333444@{helpline.host}:{helpline.port}") == 200
             await caller.send_dtmf("1")
             await utrecht.wait_incoming(timeout=15)

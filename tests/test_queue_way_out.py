@@ -17,10 +17,11 @@ from tests.helpers.callers import CALLER_NUMBER, call_queue
 from tests.helpers.ivr_helpline import ivr_helpline, ivr_paths
 from tests.helpers.logs import captured_logs
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.service import MakeHelpline, Running
 from tests.helpers.volunteers import on_shift
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port, start_sipp
+from tests.peers.sipp import start_sipp
 
 AMS = ZoneInfo("Europe/Amsterdam")
 TUESDAY_1900 = datetime(2026, 11, 24, 19, 0, tzinfo=AMS)  # the Farsi queue is open
@@ -92,7 +93,7 @@ async def test_a_farsi_caller_with_no_farsi_volunteer_reaches_the_dutch_queue(
 async def test_a_113_caller_with_nobody_trained_reaches_the_113_backline(
     make_helpline: MakeHelpline, tmp_path: Path
 ) -> None:
-    port = find_free_port()
+    port = free_port()
     plan = _plan(
         tmp_path,
         ('"sip:0800-0113@sip-trunk.example.nl"', f'"sip:0800-0113@127.0.0.1:{port}"'),
@@ -104,7 +105,7 @@ async def test_a_113_caller_with_nobody_trained_reaches_the_113_backline(
             _at(helpline, WEDNESDAY_0300)
             async with AsyncPjsuaPhone("otto") as otto, AsyncPjsuaPhone("caller") as caller:
                 await on_shift(helpline, otto, "otto")  # on shift, but not trained by 113
-                await caller.start(find_free_port())
+                await caller.start(free_port())
                 headers = {"P-Asserted-Identity": f"<sip:{CALLER_NUMBER}@127.0.0.1>"}
                 uri = f"sip:0800-0113001@{helpline.host}:{helpline.port}"
                 assert await caller.make_call(uri, headers=headers) == 200

@@ -18,9 +18,9 @@ from tests.helpers.handover_call import (
     volunteer_talking,
 )
 from tests.helpers.logs import log_events
+from tests.helpers.ports import free_port
 from tests.helpers.service import MakeHelpline
 from tests.peers.pjsua_phone import PhoneEvent
-from tests.peers.sipp import find_free_port
 
 
 def final(e: PhoneEvent) -> bool:
@@ -28,7 +28,7 @@ def final(e: PhoneEvent) -> bool:
 
 
 async def test_blind_refer_to_the_info_line(make_helpline: MakeHelpline, tmp_path: Path) -> None:
-    port = find_free_port()
+    port = free_port()
     with answering(port, tmp_path) as sipp:
         async with volunteer_talking(make_helpline, tmp_path, port, at=INFO_LINE_URI) as call:
             await call.volunteer.xfer(f"sip:info-line@{call.service_uri}")
@@ -52,7 +52,7 @@ async def test_blind_refer_to_the_info_line(make_helpline: MakeHelpline, tmp_pat
 async def test_refer_to_a_number_not_allowed_gets_403(
     make_helpline: MakeHelpline, tmp_path: Path
 ) -> None:
-    port = find_free_port()  # nothing listens: nothing may be dialled anyway
+    port = free_port()  # nothing listens: nothing may be dialled anyway
     async with volunteer_talking(make_helpline, tmp_path, port, at=INFO_LINE_URI) as call:
         await call.volunteer.xfer(f"sip:0612345678@{call.service_uri}")
         refused = await call.volunteer.wait_event("xfer_status", timeout=10, pred=final)
@@ -73,7 +73,7 @@ async def test_attended_refer_with_replaces_to_the_info_line(
     """The handset's attended transfer: the volunteer calls the info line through the service
     (their own call), talks to it, then REFERs the caller there with Replaces naming that
     call: caller and info line talk, both of the volunteer's calls end."""
-    port = find_free_port()
+    port = free_port()
     with answering(port, tmp_path) as sipp:
         async with volunteer_talking(make_helpline, tmp_path, port, at=INFO_LINE_URI) as call:
             first = call.volunteer_call
@@ -98,7 +98,7 @@ async def test_attended_refer_with_replaces_to_the_info_line(
 
 
 async def test_info_line_keys_hand_over_warm(make_helpline: MakeHelpline, tmp_path: Path) -> None:
-    port = find_free_port()
+    port = free_port()
     with answering(port, tmp_path) as sipp:
         async with volunteer_talking(make_helpline, tmp_path, port, at=INFO_LINE_URI) as call:
             await call.volunteer.send_dtmf("*7")

@@ -18,10 +18,10 @@ from tests.helpers.callers import call_queue
 from tests.helpers.ivr_helpline import ivr_helpline
 from tests.helpers.logs import captured_logs, log_events
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running, running_service
 from tests.helpers.volunteers import PASSWORD, dial_feature_code, on_shift, state
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 
 GRACE = 1.0  # registration_grace in these tests
 
@@ -128,7 +128,7 @@ async def test_after_the_registration_expired_past_the_grace(make_helpline: Make
     ):
         async with AsyncPjsuaPhone("handset") as phone:
             await helpline.add_volunteer("erik", PASSWORD)
-            await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await phone.register(helpline.host, helpline.port, "erik", PASSWORD,
                                         expires=2) == 200  # fmt: skip
             await dial_feature_code(helpline, phone, "*1")
@@ -136,7 +136,7 @@ async def test_after_the_registration_expired_past_the_grace(make_helpline: Make
             await logged_out_after_grace(helpline, "erik")
             assert helpline.service.registrar.bindings.get("erik") is None  # expired
         async with AsyncPjsuaPhone("rebooted") as rebooted:
-            await rebooted.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await rebooted.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             await back_on_shift_and_called(helpline, rebooted, "erik")
             helpline.service.drain_roster_events()
     logged_out_for_the_lapse(logs, "erik")
@@ -163,7 +163,7 @@ async def test_after_the_keepalive_lost_the_handset_past_the_grace(
             await logged_out_after_grace(helpline, "kees")
             await until(lambda: helpline.service.registrar.bindings.get("kees") is None)
         async with AsyncPjsuaPhone("back") as back:
-            await back.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await back.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             await back_on_shift_and_called(helpline, back, "kees")
             helpline.service.drain_roster_events()
     logged_out_for_the_lapse(logs, "kees")

@@ -22,7 +22,7 @@ from tests.helpers.served import Served, fresh_volunteers
 from tests.helpers.service import HANDSET_HOST, free_port
 from tests.helpers.volunteers import PASSWORD, on_shift_in_database
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port, run_sipp_async
+from tests.peers.sipp import run_sipp_async
 
 RESTART_LIMIT = 5.0  # seconds from the restart to taking calls (issue 10)
 
@@ -43,7 +43,6 @@ async def become_ready(served: Served, timeout: float) -> float:
     return time.monotonic() - started
 
 
-
 # "up": both copies there; "up-without-snapshots": another machine with the same database;
 # "unreachable": the database is away at the restart, the local snapshots carry it.
 @pytest.mark.parametrize("database_at_restart", ["up", "up-without-snapshots", "unreachable"])
@@ -57,7 +56,7 @@ async def test_a_killed_service_comes_back_with_the_volunteer_on_shift(
         served.start()
         await become_ready(served, 60)
         async with AsyncPjsuaPhone("vera") as phone:
-            await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await phone.register("127.0.0.1", served.sip_port, "vera", PASSWORD) == 200
             assert await phone.make_call(f"sip:*1@{served.target}") == 200
             assert await phone.wait_disconnected(timeout=20) == 200

@@ -13,10 +13,10 @@ from queues.roster import VolunteerState
 from tests.helpers.ivr_helpline import ivr_helpline, ivr_paths
 from tests.helpers.logs import captured_logs
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.service import HANDSET_HOST, MakeHelpline
 from tests.helpers.volunteers import dial_feature_code
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 
 PASSWORD = "correct-horse-battery"
 
@@ -26,7 +26,7 @@ async def test_login_pause_resume_logout_from_the_handset(make_helpline: MakeHel
         await helpline.add_volunteer("zora", PASSWORD)
         roster = helpline.service.roster
         async with AsyncPjsuaPhone("zora") as phone:
-            await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await phone.register(helpline.host, helpline.port, "zora", PASSWORD) == 200
             await dial_feature_code(helpline, phone, "*1")
             assert roster.get("zora").state is VolunteerState.AVAILABLE
@@ -65,7 +65,7 @@ async def test_pin_guards_the_login(make_helpline: MakeHelpline) -> None:
         await helpline.add_volunteer("abel", PASSWORD, pin="4711")
         roster = helpline.service.roster
         async with AsyncPjsuaPhone("abel") as phone:
-            await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await phone.register(helpline.host, helpline.port, "abel", PASSWORD) == 200
             assert await phone.make_call(f"sip:*1@{helpline.host}:{helpline.port}") == 200
             # a wrong PIN first (RFC 4733, over "enter your PIN"): asked again
@@ -89,13 +89,13 @@ async def test_only_logged_in_volunteers_of_the_callers_language_ring(
         ):
             # a Turkish-only volunteer logged in, a Dutch one registered but not logged in
             await helpline.add_volunteer("tarik", PASSWORD, languages=["tr"])
-            await turkish.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await turkish.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await turkish.register(helpline.host, helpline.port, "tarik", PASSWORD) == 200
             await dial_feature_code(helpline, turkish, "*1")
             await helpline.add_volunteer("daan", PASSWORD)
-            await dutch.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await dutch.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await dutch.register(helpline.host, helpline.port, "daan", PASSWORD) == 200
-            await caller.start(find_free_port())
+            await caller.start(free_port())
             assert await caller.make_call(f"sip:09000767@{helpline.host}:{helpline.port}") == 200
             await caller.send_dtmf("1")  # Dutch
             await asyncio.sleep(3.0)

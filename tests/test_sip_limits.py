@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+from tests.helpers.ports import free_port
 from tests.helpers.raw_handset import RawHandset
 from tests.helpers.service import HANDSET_HOST, MakeHelpline, running_service
 from tests.helpers.sip_texts import INVITE, SDP
-from tests.peers.sipp import find_free_port, run_sipp_async, start_sipp
+from tests.peers.sipp import run_sipp_async, start_sipp
 
 
 async def test_bindings_survive_a_restart(make_helpline: MakeHelpline, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -82,7 +83,7 @@ async def test_volunteer_cannot_dial_out(make_helpline: MakeHelpline) -> None:
         uas = start_sipp("uas_answer", None, timeout_s=20)  # an "outside number" that would answer
         try:
             async with AsyncPjsuaPhone("ivo") as phone:
-                await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+                await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
                 assert (
                     await phone.register(helpline.host, helpline.port, "ivo", "pass-word-jkl")
                     == 200

@@ -10,10 +10,11 @@ import time
 import asyncpg
 
 from pbx.sip.peer import TransportKind
+from tests.helpers.ports import free_port
 from tests.helpers.raw_handset import RawHandset
 from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port, run_sipp_async, start_sipp
+from tests.peers.sipp import run_sipp_async, start_sipp
 
 CALLER_NUMBER = "0612345678"  # a caller's number: it must never reach a volunteer
 
@@ -109,7 +110,7 @@ async def test_invite_from_untrusted_address_is_challenged_and_places_no_call(
 ) -> None:
     await helpline.add_volunteer("carla", "pass-word-123")
     async with AsyncPjsuaPhone("carla") as phone:
-        await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+        await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
         assert await phone.register(helpline.host, helpline.port, "carla", "pass-word-123") == 200
         result = await run_sipp_async(
             "uac_expect_status",
@@ -141,7 +142,7 @@ async def test_trunk_call_with_no_volunteer_gets_480(helpline: Running) -> None:
 async def test_trunk_call_reaches_registered_handset_anonymously(helpline: Running) -> None:
     await helpline.add_volunteer("dirk", "pass-word-456")
     async with AsyncPjsuaPhone("dirk") as phone:
-        phone_port = find_free_port()
+        phone_port = free_port()
         await phone.start(phone_port, bind=HANDSET_HOST)
         assert await phone.register(helpline.host, helpline.port, "dirk", "pass-word-456") == 200
         call = asyncio.create_task(
@@ -173,7 +174,7 @@ async def test_trunk_call_reaches_registered_handset_anonymously(helpline: Runni
 async def test_caller_cancel_stops_the_ringing_handset(helpline: Running) -> None:
     await helpline.add_volunteer("eva", "pass-word-789")
     async with AsyncPjsuaPhone("eva") as phone:
-        await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+        await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
         assert await phone.register(helpline.host, helpline.port, "eva", "pass-word-789") == 200
         call = asyncio.create_task(
             run_sipp_async(
@@ -255,7 +256,7 @@ async def test_sipp_uas_as_volunteer_handset(make_helpline: MakeHelpline) -> Non
     """sipp plays the volunteer's handset (UAS): registered from its port, it is called there."""
     async with make_helpline(digest_algorithms=["MD5"], volunteer_whisper="") as helpline:
         await helpline.add_volunteer("tess", "pass-word-uas")
-        port = find_free_port(HANDSET_HOST)
+        port = free_port(HANDSET_HOST)
         registrar = RawHandset(HANDSET_HOST, port=port)
         try:
             final = await asyncio.to_thread(
@@ -283,7 +284,7 @@ async def test_tcp_handset_is_called_on_its_own_connection(helpline: Running) ->
     a home NAT for TCP), while the caller comes in over UDP."""
     await helpline.add_volunteer("umar", "pass-word-tcp")
     async with AsyncPjsuaPhone("umar") as phone:
-        await phone.start(find_free_port(HANDSET_HOST), transport="tcp", bind=HANDSET_HOST)
+        await phone.start(free_port(HANDSET_HOST), transport="tcp", bind=HANDSET_HOST)
         assert await phone.register(helpline.host, helpline.port, "umar", "pass-word-tcp") == 200
         binding = helpline.service.registrar.contacts("umar", time.time())[0]
         assert binding.source.transport is TransportKind.TCP

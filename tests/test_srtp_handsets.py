@@ -23,11 +23,11 @@ from tests.helpers.audio import active_part, read_wav, tone_share
 from tests.helpers.logs import captured_logs, log_events
 from tests.helpers.loopback_sniffer import Datagram, LoopbackSniffer, send_spoofed
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.service import HANDSET_HOST, MakeHelpline, Running
 from tests.helpers.volunteers import PASSWORD
 from tests.peers.baresip import Baresip
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 from tests.peers.softphone import SipAccount
 
 CALLER_TONE, HANDSET_TONE = 1000, 400
@@ -54,8 +54,8 @@ def g711_share(datagrams: list[Datagram], tone: int) -> float:
 
 async def trunk_call(helpline: Running, caller: AsyncPjsuaPhone) -> range:
     """A carrier's call, plain RTP over UDP, for the Dutch queue; the caller's RTP ports."""
-    rtp = find_free_port()
-    await caller.start(find_free_port(), user="0612345678", rtp_port=rtp)
+    rtp = free_port()
+    await caller.start(free_port(), user="0612345678", rtp_port=rtp)
     assert await caller.make_call(f"sip:09000767@{helpline.host}:{helpline.port}") == 200
     await caller.send_dtmf("1")  # Dutch, during the welcome
     await caller.play_tone(CALLER_TONE)
@@ -65,7 +65,7 @@ async def trunk_call(helpline: Running, caller: AsyncPjsuaPhone) -> range:
 async def test_baresip_over_tls_with_srtp_takes_a_trunk_call(
     make_helpline: MakeHelpline, tmp_path: Path
 ) -> None:
-    metrics = find_free_port()
+    metrics = free_port()
     async with (
         captured_logs() as logs,
         make_helpline(call_flow="ivr", srtp="require", metrics_port=metrics) as helpline,
@@ -168,11 +168,11 @@ async def test_pjsip_over_tls_with_srtp_takes_a_trunk_call(
     async with captured_logs() as logs, make_helpline(call_flow="ivr", srtp="require") as helpline:
         await helpline.add_volunteer("vera", PASSWORD, pin="4711")
         tls = helpline.service.stack.port(TransportKind.TLS)
-        handset_rtp = find_free_port(HANDSET_HOST)
+        handset_rtp = free_port(HANDSET_HOST)
         with LoopbackSniffer() as sniffer:
             async with AsyncPjsuaPhone("vera") as phone, AsyncPjsuaPhone("caller") as caller:
                 await phone.start(
-                    find_free_port(HANDSET_HOST), "tls", bind=HANDSET_HOST, srtp=2,
+                    free_port(HANDSET_HOST), "tls", bind=HANDSET_HOST, srtp=2,
                     rtp_port=handset_rtp,
                 )  # fmt: skip
                 assert await phone.register(helpline.host, tls, "vera", PASSWORD) == 200
@@ -213,21 +213,21 @@ async def test_require_refuses_plain_rtp_with_488_and_a_shift_over_udp(
         await helpline.add_volunteer("otto", PASSWORD)
         tls = helpline.service.stack.port(TransportKind.TLS)
         async with AsyncPjsuaPhone("vera") as plain_tls, AsyncPjsuaPhone("vera-udp") as on_udp:
-            await plain_tls.start(find_free_port(HANDSET_HOST), "tls", bind=HANDSET_HOST)
+            await plain_tls.start(free_port(HANDSET_HOST), "tls", bind=HANDSET_HOST)
             assert await plain_tls.register(helpline.host, tls, "vera", PASSWORD) == 200
             await plain_tls.make_call(f"sip:*1@{helpline.host}:{tls};transport=tls")
             assert await plain_tls.wait_disconnected(timeout=10) == 488
             await until(lambda: bool(log_events(logs, "srtp_required_refused")))
             assert log_events(logs, "srtp_required_refused")[0]["reason"] == "plain_rtp_offered"
 
-            await on_udp.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await on_udp.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await on_udp.register(helpline.host, helpline.port, "vera", PASSWORD) == 200
             await on_udp.make_call(f"sip:*1@{helpline.host}:{helpline.port}")
             assert await on_udp.wait_disconnected(timeout=10) == 403
             assert log_events(logs, "shift_refused_unencrypted_transport")
         assert "vera" not in helpline.service.roster
         async with AsyncPjsuaPhone("otto") as otto:  # no override: plain RTP over UDP is fine
-            await otto.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+            await otto.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
             assert await otto.register(helpline.host, helpline.port, "otto", PASSWORD) == 200
             assert await otto.make_call(f"sip:*1@{helpline.host}:{helpline.port}") == 200
             assert await otto.wait_disconnected(timeout=30) == 200

@@ -14,10 +14,10 @@ from pbx.calls.inbound import HelplineCalls
 from tests.helpers.audio import active_part, read_wav, tone_share
 from tests.helpers.ivr_helpline import ivr_helpline, ivr_paths
 from tests.helpers.logs import captured_logs, log_events
+from tests.helpers.ports import free_port
 from tests.helpers.service import MakeHelpline
 from tests.helpers.volunteers import on_shift
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 
 TUESDAY_1100 = datetime(2026, 11, 24, 11, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))  # info line open
 CALLER_NUMBER = "0612345678"
@@ -36,7 +36,7 @@ def plan_with_info_line_at(port: int, tmp_path: Path) -> Path:
 async def test_transfer_to_the_info_line_connects_both_ways(
     make_helpline: MakeHelpline, tmp_path: Path
 ) -> None:
-    port = find_free_port()
+    port = free_port()
     async with (
         captured_logs() as logs,
         ivr_helpline(make_helpline, plan_with_info_line_at(port, tmp_path)) as helpline,
@@ -46,7 +46,7 @@ async def test_transfer_to_the_info_line_connects_both_ways(
         app.clock = lambda: TUESDAY_1100
         async with AsyncPjsuaPhone("info") as info, AsyncPjsuaPhone("caller") as caller:
             await info.start(port)
-            await caller.start(find_free_port())
+            await caller.start(free_port())
             headers = {"P-Asserted-Identity": f"<sip:{CALLER_NUMBER}@127.0.0.1>"}
             uri = f"sip:0900-1234567@{helpline.host}:{helpline.port}"
             assert await caller.make_call(uri, headers=headers) == 200
@@ -70,7 +70,7 @@ async def test_transfer_to_the_info_line_connects_both_ways(
 async def test_a_refused_transfer_goes_to_on_failure(
     make_helpline: MakeHelpline, tmp_path: Path
 ) -> None:
-    port = find_free_port()
+    port = free_port()
     async with (
         captured_logs() as logs,
         ivr_helpline(make_helpline, plan_with_info_line_at(port, tmp_path)) as helpline,
@@ -80,7 +80,7 @@ async def test_a_refused_transfer_goes_to_on_failure(
         app.clock = lambda: TUESDAY_1100
         async with AsyncPjsuaPhone("info") as info, AsyncPjsuaPhone("caller") as caller:
             await info.start(port)
-            await caller.start(find_free_port())
+            await caller.start(free_port())
             uri = f"sip:0900-1234567@{helpline.host}:{helpline.port}"
             assert await caller.make_call(uri) == 200
             await info.wait_incoming(timeout=20)
@@ -99,7 +99,7 @@ async def test_volunteer_hands_the_caller_over_to_113_with_one_key(
 ) -> None:
     """In a call, the volunteer presses *9 (one programmable key on a desk phone): the caller
     is told and connected to the 113 backline, the volunteer's handset is free again."""
-    port = find_free_port()
+    port = free_port()
     plan = tmp_path / "dialplan.yaml"
     plan.write_text(
         DEFAULT_PLAN.read_text().replace(
@@ -117,7 +117,7 @@ async def test_volunteer_hands_the_caller_over_to_113_with_one_key(
         ):
             await backline.start(port)
             await on_shift(helpline, volunteer, "vera")
-            await caller.start(find_free_port())
+            await caller.start(free_port())
             headers = {"P-Asserted-Identity": f"<sip:{CALLER_NUMBER}@127.0.0.1>"}
             uri = f"sip:0900-0767@{helpline.host}:{helpline.port}"
             assert await caller.make_call(uri, headers=headers) == 200

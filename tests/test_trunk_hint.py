@@ -5,9 +5,9 @@ the call's origin beyond the trunk address."""
 from __future__ import annotations
 
 from tests.helpers.logs import captured_logs, log_events
+from tests.helpers.ports import free_port
 from tests.helpers.service import MakeHelpline
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 
 
 async def test_a_feature_code_from_a_trunk_address_is_logged_as_a_likely_handset(
@@ -15,7 +15,7 @@ async def test_a_feature_code_from_a_trunk_address_is_logged_as_a_likely_handset
 ) -> None:
     async with captured_logs() as logs, make_helpline(call_flow="direct") as helpline:
         async with AsyncPjsuaPhone("unregistered") as phone:
-            await phone.start(find_free_port())  # on 127.0.0.1: the default trunk source
+            await phone.start(free_port())  # on 127.0.0.1: the default trunk source
             status = await phone.make_call(f"sip:*1@{helpline.host}:{helpline.port}")
             assert status == 480  # a trunk call with no volunteer registered
             plain = await phone.make_call(f"sip:09000767@{helpline.host}:{helpline.port}")

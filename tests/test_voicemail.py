@@ -33,9 +33,9 @@ from tests.helpers.caller_number import DIGITS
 from tests.helpers.ivr_helpline import ivr_helpline, ivr_paths
 from tests.helpers.logs import captured_logs, log_events
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.service import MakeHelpline, running_service
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 
 HELPLINE = [str(Path(sys.executable).parent / "helpline")]  # the installed command
 SPOKEN_HZ = 700  # what the caller "says" (a tone stands in for a voice)
@@ -95,7 +95,7 @@ async def test_a_trunk_callers_message_is_kept_encrypted_told_and_deleted_after_
         store = helpline.service.voicemail.store
         intro = intro_seconds(PromptLibrary(helpline.settings.recordings))
         async with AsyncPjsuaPhone("caller") as caller:
-            await caller.start(find_free_port(), user=f"0{DIGITS}")  # the carrier's From
+            await caller.start(free_port(), user=f"0{DIGITS}")  # the carrier's From
             target = f"sip:0900-1234567@{helpline.host}:{helpline.port}"
             assert await caller.make_call(target) == 200
             await caller.play_tone(SPOKEN_HZ)

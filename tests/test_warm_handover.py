@@ -27,9 +27,10 @@ from tests.helpers.handover_call import (
     volunteer_talking,
 )
 from tests.helpers.logs import log_events
+from tests.helpers.ports import free_port
 from tests.helpers.service import MakeHelpline
 from tests.peers.challenging_proxy import ChallengingProxy
-from tests.peers.sipp import find_free_port, start_sipp
+from tests.peers.sipp import start_sipp
 
 FRAME = 320  # 20 ms of 16-bit PCM at 8 kHz
 
@@ -63,7 +64,7 @@ def assert_held(held: bytes) -> None:
 
 
 async def test_warm_handover_completed(make_helpline: MakeHelpline, tmp_path: Path) -> None:
-    port = find_free_port()
+    port = free_port()
     with answering(port, tmp_path) as sipp:
         async with volunteer_talking(make_helpline, tmp_path, port) as call:
             await call.caller.record(tmp_path / "hold.wav")
@@ -94,7 +95,7 @@ async def test_warm_handover_completed(make_helpline: MakeHelpline, tmp_path: Pa
 
 
 async def test_warm_handover_cancelled(make_helpline: MakeHelpline, tmp_path: Path) -> None:
-    port = find_free_port()
+    port = free_port()
     with answering(port, tmp_path) as sipp:
         async with volunteer_talking(make_helpline, tmp_path, port) as call:
             await call.volunteer.send_dtmf("*9")
@@ -165,7 +166,7 @@ async def _returned_with_reason(call: Call, reason_prompt: str) -> Returned:
 
 
 async def test_113_busy_returns_the_volunteer(make_helpline: MakeHelpline, tmp_path: Path) -> None:
-    port = find_free_port()
+    port = free_port()
     busy = start_sipp("uas_reject.xml", local_ip="127.0.0.1", local_port=port, timeout_s=60,
                       keys={"status": "486", "reason": "Busy Here"})  # fmt: skip
     with busy:
@@ -179,14 +180,14 @@ async def test_113_busy_returns_the_volunteer(make_helpline: MakeHelpline, tmp_p
 async def test_113_unreachable_returns_the_volunteer(
     make_helpline: MakeHelpline, tmp_path: Path
 ) -> None:
-    port = find_free_port()  # nobody listens there: the INVITE times out (Timer B = 64*T1)
+    port = free_port()  # nobody listens there: the INVITE times out (Timer B = 64*T1)
     async with volunteer_talking(make_helpline, tmp_path, port, sip_t1=0.05) as call:
         returned = await _returned_with_reason(call, "handover_unreachable")
     returned.check("unreachable")
 
 
 async def test_113_challenging_with_digest(make_helpline: MakeHelpline, tmp_path: Path) -> None:
-    port = find_free_port()
+    port = free_port()
     account = {"user": "helpline-trunk", "password": "carrier-secret-1"}
     sipp = answering(port, tmp_path, "uas_digest_answer.xml", keys=account)
     with sipp:
@@ -213,7 +214,7 @@ async def test_113_challenging_with_digest(make_helpline: MakeHelpline, tmp_path
 async def test_113_not_answering_returns_the_volunteer(
     make_helpline: MakeHelpline, tmp_path: Path
 ) -> None:
-    port = find_free_port()
+    port = free_port()
     ringing = start_sipp("uas_ring_no_answer.xml", local_ip="127.0.0.1", local_port=port,
                          timeout_s=60)  # fmt: skip
     ring_timeout = 7.0  # the hold message (~4.4 s), then music until 113 is given up
@@ -232,7 +233,7 @@ async def test_113_not_answering_returns_the_volunteer(
 async def test_113_refusing_returns_the_volunteer(
     make_helpline: MakeHelpline, tmp_path: Path, status: int, reason: str
 ) -> None:
-    port = find_free_port()
+    port = free_port()
     refusing = start_sipp("uas_reject.xml", local_ip="127.0.0.1", local_port=port, timeout_s=60,
                           keys={"status": str(status), "reason": reason})  # fmt: skip
     with refusing:
@@ -248,7 +249,7 @@ async def test_113_behind_a_proxy_challenging_with_407(
 ) -> None:
     """The carrier's proxy (Kamailio) challenges the INVITE with 407 Proxy-Authenticate and
     checks the Proxy-Authorization we send again; only then does 113 (sipp) ring."""
-    port = find_free_port()
+    port = free_port()
     user, password = "helpline-trunk", "carrier-secret-2"
     proxy = ChallengingProxy(("127.0.0.1", port), realm="carrier.test", user=user,
                              password=password)  # fmt: skip

@@ -17,7 +17,7 @@ from tests.helpers.service import HANDSET_HOST, free_port
 from tests.helpers.volunteers import PASSWORD
 from tests.peers.kamailio import Kamailio
 from tests.peers.pjsua_phone import AsyncPjsuaPhone, PhoneEvent
-from tests.peers.sipp import SippProcess, find_free_port, start_sipp
+from tests.peers.sipp import SippProcess, start_sipp
 
 EDGE_HOST = "127.0.0.1"
 NODE_A, NODE_B = "127.0.0.11", "127.0.0.12"
@@ -79,7 +79,7 @@ class Cluster:
 
     async def on_shift(self, phone: AsyncPjsuaPhone, user: str) -> None:
         """The handset registers through Kamailio and the volunteer dials *1 there."""
-        await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+        await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
         assert await phone.register(EDGE_HOST, self.edge.port, user, PASSWORD) == 200
         assert await phone.make_call(f"sip:*1@{self.edge.target}") == 200
         assert await phone.wait_disconnected(timeout=20) == 200

@@ -20,11 +20,12 @@ from tests.helpers.audio import read_wav, write_tone_wav
 from tests.helpers.ivr_helpline import ivr_helpline
 from tests.helpers.logs import captured_logs, log_events
 from tests.helpers.polling import until
+from tests.helpers.ports import free_port
 from tests.helpers.service import MakeHelpline, Running
 from tests.helpers.volunteers import on_shift
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
 from tests.peers.rtp_pcap import media_pcap
-from tests.peers.sipp import SippProcess, find_free_port, start_sipp
+from tests.peers.sipp import SippProcess, start_sipp
 
 CALLER_NUMBER = "0612345678"
 PROFESSIONAL_HZ = 700  # what the destination says, as a tone
@@ -91,7 +92,7 @@ async def volunteer_talking(
         AsyncPjsuaPhone("caller") as caller,
     ):
         await on_shift(helpline, volunteer, "vera")
-        await caller.start(find_free_port())
+        await caller.start(free_port())
         headers = {"P-Asserted-Identity": f"<sip:{CALLER_NUMBER}@127.0.0.1>"}
         uri = f"sip:0900-0767@{helpline.host}:{helpline.port}"
         assert await caller.make_call(uri, headers=headers) == 200

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncpg
 
 from queues.roster import VolunteerState
+from tests.helpers.ports import free_port
 from tests.helpers.service import HANDSET_HOST, Running
 from tests.peers.pjsua_phone import AsyncPjsuaPhone
-from tests.peers.sipp import find_free_port
 
 PASSWORD = "correct-horse-battery"  # every test volunteer's SIP password
 
@@ -15,7 +15,7 @@ PASSWORD = "correct-horse-battery"  # every test volunteer's SIP password
 async def on_shift(helpline: Running, phone: AsyncPjsuaPhone, name: str, **profile: object) -> None:
     """A volunteer's handset registers and the volunteer logs in to a shift with *1."""
     await helpline.add_volunteer(name, PASSWORD, **profile)
-    await phone.start(find_free_port(HANDSET_HOST), bind=HANDSET_HOST)
+    await phone.start(free_port(HANDSET_HOST), bind=HANDSET_HOST)
     assert await phone.register(helpline.host, helpline.port, name, PASSWORD) == 200
     await dial_feature_code(helpline, phone, "*1")
 

@@ -18,7 +18,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.peers.sipp import find_free_port
+from tests.helpers.ports import free_port
 from tests.peers.softphone import SipAccount, Softphone, SoftphoneError
 
 MODULES = Path("/usr/lib/baresip/modules")
@@ -38,14 +38,14 @@ class Baresip(Softphone):
     ) -> None:
         super().__init__(account, bind=bind, tone_hz=tone_hz, max_life=max_life)
         self.mediaenc = mediaenc  # e.g. "srtp-mand": SRTP (SDES) or no call, module srtp
-        self.cons_port = find_free_port()
+        self.cons_port = free_port()
         self.stdout = self.dir / "stdout.log"
         self.snd = self.dir / "snd"
         self.rtp_ports = range(0)
 
     async def start(self) -> None:
         self.snd.mkdir()
-        rtp = find_free_port(self.bind)
+        rtp = free_port(self.bind)
         # Where its RTP comes from (a capture filters on it). Its RTP port is even, RTCP the odd
         # one above: with an odd start it took the port below it (seen: RTP 42878 and RTCP
         # 42879 for rtp_ports 42879-42899).

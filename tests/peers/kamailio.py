@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tests.peers.sipp import find_free_port
+from tests.helpers.ports import free_port
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "kamailio" / "kamailio.cfg"
 KAMAILIO = "/usr/sbin/kamailio"
@@ -60,7 +60,7 @@ class Kamailio:
         self.nodes = list(nodes)
         self.trunk_nets = list(trunk_nets)
         self.host = host
-        self.port = port or find_free_port(host)
+        self.port = port or free_port(host)
         self.max_life = max_life
         self.dir = Path(tempfile.mkdtemp(prefix="kamailio-"))
         self.proc: subprocess.Popen[bytes] | None = None

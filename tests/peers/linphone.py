@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 
 from tests.helpers.audio import write_tone_wav
-from tests.peers.sipp import find_free_port
+from tests.helpers.ports import free_port
 from tests.peers.softphone import SipAccount, Softphone, SoftphoneError
 
 TONE_SECONDS = 60  # longer than any test call: what the phone sends
@@ -44,7 +44,7 @@ class Linphone(Softphone):
 
     def _rc(self) -> str:
         a = self.account
-        sip_port = find_free_port(self.bind, "tcp" if a.transport != "udp" else "udp")
+        sip_port = free_port(self.bind)
         ports = {"udp": 0, "tcp": 0, "tls": 0} | {a.transport: sip_port}
         return f"""[sip]
 sip_port={ports["udp"]}
@@ -58,7 +58,7 @@ register_only_when_network_is_up=0
 bind_address={self.bind}
 
 [rtp]
-audio_rtp_port={find_free_port(self.bind)}
+audio_rtp_port={free_port(self.bind)}
 bind_address={self.bind}
 
 [video]

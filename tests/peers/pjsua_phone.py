@@ -16,7 +16,7 @@ whose SIP service runs in the same event loop, use :class:`AsyncPjsuaPhone` (or
 Typical use::
 
     with PjsuaPhone("volunteer") as phone:
-        phone.start(find_free_port())
+        phone.start(free_port())
         assert phone.register("127.0.0.1", pbx_port, "1001", "secret") == 200
         inc = phone.wait_incoming(timeout=10)
         assert inc.display == "Hulplijn"          # what the volunteer's handset shows

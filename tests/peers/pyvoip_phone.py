@@ -49,7 +49,7 @@ with warnings.catch_warnings():
     import pyVoIP
     from pyVoIP.VoIP import CallState, PhoneStatus, VoIPCall, VoIPPhone
 
-from tests.peers.sipp import find_free_port
+from tests.helpers.ports import free_port
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,8 @@ class PyVoipPhone:
         rtp_ports: int = 20,
         register_timeout: float = 5.0,
     ) -> None:
-        self.sip_port = sip_port or find_free_port(local_ip)
-        low = rtp_port_low or find_free_port(local_ip)
+        self.sip_port = sip_port or free_port(local_ip)
+        low = rtp_port_low or free_port(local_ip)
         self.phone = VoIPPhone(
             registrar_host,
             registrar_port,

@@ -64,12 +64,6 @@ KEEP_LOGS_ENV = "HELPLINE_KEEP_PEER_LOGS"  # set to keep every run directory
 _kept_run_dirs: list[Path] = []
 
 
-def find_free_port(host: str = "127.0.0.1", proto: str = "udp") -> int:
-    """A port free now on ``host`` for UDP and TCP both (SIP uses both): ``proto`` is kept for
-    the callers that name theirs (tests/helpers/ports.py)."""
-    return free_port(host)
-
-
 def find_free_media_ports(host: str = "127.0.0.1", count: int = 4) -> int:
     """An even port P with P..P+count-1 free for UDP (sipp binds audio RTP/RTCP and video
     RTP/RTCP there), below the kernel's ephemeral range and the services' RTP ranges
@@ -211,7 +205,7 @@ def _build_command(
         local_ip,
         "-bind_local",
         "-p",
-        str(local_port if local_port is not None else find_free_port(local_ip)),
+        str(local_port if local_port is not None else free_port(local_ip)),
         "-t",
         transport,
         "-m",
@@ -229,7 +223,7 @@ def _build_command(
         "-ci",
         local_ip,
         "-cp",
-        str(find_free_port(local_ip)),
+        str(free_port(local_ip)),
         "-trace_stat",
         "-stf",
         str(run_dir / "stats.csv"),
@@ -488,7 +482,7 @@ def start_sipp(
     """Starts sipp in the background (a UAS, or a UAC to drive concurrently with other peers).
     Returns once its SIP socket is bound (``wait_listening``)."""
     sc, rd, all_keys = _prepare(scenario, files, run_dir, keys)
-    port = local_port if local_port is not None else find_free_port(local_ip)
+    port = local_port if local_port is not None else free_port(local_ip)
     cmd = _build_command(
         sc,
         target,
@@ -593,7 +587,6 @@ __all__ = [
     "SippProcess",
     "SippResult",
     "find_free_media_ports",
-    "find_free_port",
     "render_scenario",
     "run_sipp",
     "run_sipp_async",
