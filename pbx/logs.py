@@ -2,9 +2,10 @@
 
 Code never logs a caller's number; as defence in depth every log value is scrubbed of anything that
 looks like a phone number (6+ digits, optionally with +, spaces or dashes) before it is written:
-text values, the text inside lists, tuples, sets and dicts (keys too), and in the JSON format the
-text written for any other object. Numbers logged as integers are left alone: byte counts and
-durations are integers, and code never holds a caller's number as one.
+text values, the text inside lists, tuples, sets and dicts (keys too), and the text written for any
+other object (its repr, or what its ``__structlog__`` gives), in either format. Numbers logged as
+integers are left alone: byte counts and durations are integers, and code never holds a caller's
+number as one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def scrub(text: str) -> str:
     return _PHONE_LIKE.sub("[redacted]", text)
 
 
-def _scrub_numbers(_: Any, __: str, event: EventDict) -> EventDict:
+def _scrub_numbers(_: Any, __: str, event: EventDict, *, objects: bool = False) -> EventDict:
+    """Every text of the line scrubbed; with ``objects`` (the console format, which writes an
+    object's repr itself, after the processors) also every object turned into its scrubbed text.
+    The JSON format needs no such step: its encoder asks `_as_text` for each object it meets."""
     texts: dict[str, str] = {}
     nested: list[str] = []
     for key, value in event.items():
@@ -36,7 +40,7 @@ def _scrub_numbers(_: Any, __: str, event: EventDict) -> EventDict:
             continue
         if isinstance(value, str):
             texts[key] = value
-        elif isinstance(value, _CONTAINERS):
+        elif isinstance(value, _CONTAINERS) or (objects and not isinstance(value, _SCALARS)):
             nested.append(key)
     # One search over them all first: almost no line holds anything to scrub. NUL matches none
     # of the pattern's characters, so a match never spans two texts.
@@ -44,25 +48,37 @@ def _scrub_numbers(_: Any, __: str, event: EventDict) -> EventDict:
         for key, value in texts.items():
             event[key] = scrub(value)
     for key in nested:  # rare: a few lines log a list (statuses)
-        event[key] = _scrub_within(event[key])
+        event[key] = _scrub_within(event[key], objects=objects)
     return event
 
 
+def _scrub_numbers_and_objects(logger: Any, name: str, event: EventDict) -> EventDict:
+    return _scrub_numbers(logger, name, event, objects=True)
+
+
 _CONTAINERS = (list, tuple, set, frozenset, dict)
+_SCALARS = (str, int, float, bool, type(None))  # what either format writes as it is
 _MAX_DEPTH = 8  # nothing the service logs nests deeper; beyond it a value is not written
 
 
-def _scrub_within(value: Any, depth: int = 0) -> Any:
-    """``value`` with every text inside it scrubbed (containers keep their base type)."""
+def _scrub_within(value: Any, depth: int = 0, *, objects: bool = False) -> Any:
+    """``value`` with every text inside it scrubbed (containers keep their base type); with
+    ``objects``, every other object inside it becomes its scrubbed text (`_as_text`)."""
     if isinstance(value, str):
         return scrub(value)
     if not isinstance(value, _CONTAINERS):
+        if objects and not isinstance(value, _SCALARS):
+            return _as_text(value, objects=True)
         return value
     if depth >= _MAX_DEPTH:
         return "[too deep]"
     if isinstance(value, dict):
-        return {_scrub_within(k, depth + 1): _scrub_within(v, depth + 1) for k, v in value.items()}
-    items = [_scrub_within(v, depth + 1) for v in value]
+        depth += 1
+        return {
+            _scrub_within(k, depth, objects=objects): _scrub_within(v, depth, objects=objects)
+            for k, v in value.items()
+        }
+    items = [_scrub_within(v, depth + 1, objects=objects) for v in value]
     # the base types, never a subclass's constructor (a named tuple takes its fields one by one);
     # a frozen set stays frozen, since it may be a dict key
     if isinstance(value, tuple):
@@ -100,17 +116,19 @@ class _LevelAndTimestamp:
         return event
 
 
-def _not_json(value: Any) -> Any:
-    """A value JSON has no type for, as structlog's JSONRenderer writes it (its __structlog__(),
-    else its repr), scrubbed: the processors saw the object, not this text."""
+def _as_text(value: Any, *, objects: bool = False) -> Any:
+    """An object as structlog's renderers write it (its __structlog__(), else its repr),
+    scrubbed: the processors saw the object, not this text. The JSON encoder calls this for each
+    value JSON has no type for (and again for any inside what it returns)."""
     try:
-        return _scrub_within(value.__structlog__())
+        structured = value.__structlog__()
     except AttributeError:
         return scrub(repr(value))
+    return _scrub_within(structured, objects=objects)
 
 
 # json.dumps with a `default` builds a new JSONEncoder for every line; this one is made once.
-_ENCODER = json.JSONEncoder(default=_not_json)
+_ENCODER = json.JSONEncoder(default=_as_text)
 
 
 def _json_line(event: EventDict, **_: Any) -> str:
@@ -130,13 +148,14 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    scrubber = _scrub_numbers if fmt == "json" else _scrub_numbers_and_objects
     threshold = logging.getLevelNamesMapping()[level.upper()]
     # No context variables are merged: nothing binds any (a line names its call: call=ref).
     shared: list[Any] = [_LevelAndTimestamp()]
     # One writer for every line until the next configuration, not one made per log call.
     writer = structlog.WriteLogger(out)
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, _scrub_numbers, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, scrubber, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=lambda *_: writer,
         cache_logger_on_first_use=False,
@@ -148,7 +167,7 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
-                _scrub_numbers,
+                scrubber,
                 renderer,
             ],
         )

@@ -115,3 +115,25 @@ def test_a_value_nested_past_the_bound_is_not_written() -> None:
     for _ in range(20):
         value = [value]
     assert "0612345678" not in json.dumps(logged(deep=value))
+
+
+def test_the_console_format_writes_no_number_from_an_object_either() -> None:
+    """ConsoleRenderer writes an object's repr after the processors ran, so the scrubber turns
+    objects into their scrubbed text first, nested ones too."""
+
+    class Uri:
+        def __repr__(self) -> str:
+            return "<sip:0612345678@carrier.example>"
+
+    out = io.StringIO()
+    configure_logging("info", "console", stream=out)
+    try:
+        structlog.get_logger("test").info(
+            "routed", who=Uri(), hops=[Uri()], by={"k": (Uri(),)}, raw=b"0201234567", n=3
+        )
+    finally:
+        configure_logging("warning", "console")
+    line = out.getvalue()
+    assert "0612345678" not in line and "0201234567" not in line
+    assert "who=<sip:[redacted]@carrier.example>" in line
+    assert "hops=['<sip:[redacted]@carrier.example>']" in line and "n=3" in line
