@@ -28,7 +28,11 @@ async def run(count: int, repeat: int) -> int:
         server = start_embedded(pg_dir)
         try:
             async with running_service(
-                pg_dir / "state", server.url, call_flow="ivr", volunteer_whisper="", sip_t1=0.1,
+                pg_dir / "state",
+                server.url,
+                call_flow="ivr",
+                volunteer_whisper="",
+                sip_t1=0.1,
                 **UNLIMITED_SOURCE,
             ) as helpline:
                 for round_ in range(repeat):

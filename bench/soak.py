@@ -237,11 +237,20 @@ def render(run: Run, args: argparse.Namespace, commands: list[str], started: dat
         "",
         f"- Offered (arrived at the service): **{last.arrived}**; ended: answered "
         f"{o['answered']}, handed over to 113 {o['handed_over']}, abandoned {o['abandoned']}, "
-        "other " + (", ".join(f"{k} {v}" for k, v in sorted(o.items())
-                              if k not in ("answered", "handed_over", "abandoned")) or "none")
+        "other "
+        + (
+            ", ".join(
+                f"{k} {v}"
+                for k, v in sorted(o.items())
+                if k not in ("answered", "handed_over", "abandoned")
+            )
+            or "none"
+        )
         + f"; still in progress at the last sample: {last.in_progress}.",
         f"- Answered by a volunteer (incl. handed over): {answered}; average wait of answered "
-        f"calls {waits[1] / waits[0]:.1f} s" if waits[0] else "- Answered: none",
+        f"calls {waits[1] / waits[0]:.1f} s"
+        if waits[0]
+        else "- Answered: none",
         f"- Service level (answered within 30 s, of answered + abandoned, as the simulator "
         f"counts it): {level}.",
         "- The simulator's own summary (callers' side; it agrees with the service's counts by "
@@ -258,13 +267,18 @@ def render(run: Run, args: argparse.Namespace, commands: list[str], started: dat
         f"- Memory per call: {per_call_kb:.0f} kB of RSS over the baseline per call in progress "
         f"at the busiest sample ({at_peak.in_progress} calls, minute {at_peak.at / 60:.0f}); "
         "per minute, RSS over the baseline divided by the calls in progress: "
-        + ", ".join(f"{(x.rss_kb - run.baseline_rss_kb) / x.in_progress:.0f}"
-                    for x in s if x.in_progress >= 5) + " kB (samples with 5 calls or more).",
+        + ", ".join(
+            f"{(x.rss_kb - run.baseline_rss_kb) / x.in_progress:.0f}"
+            for x in s
+            if x.in_progress >= 5
+        )
+        + " kB (samples with 5 calls or more).",
         f"- CPU: {cpu:.1f} s of service CPU in all; {cpu / last.arrived * 1000:.0f} ms per "
         f"call offered; {cpu / call_minutes * 1000:.1f} ms per call-minute in progress "
         f"({call_minutes:.0f} call-minutes; up to {peak_calls} calls at once, each relaying "
         "or playing 50 RTP packets a second both ways). The simulator's process used "
-        f"{last.traffic_cpu_s:.0f} s (not the service's)." if last.arrived and call_minutes
+        f"{last.traffic_cpu_s:.0f} s (not the service's)."
+        if last.arrived and call_minutes
         else f"- CPU: {cpu:.1f} s",
         f"- Errors in the service's log: {len(errors)} (warnings: {len(warnings)})"
         + (":" if errors else "."),

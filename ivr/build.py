@@ -395,4 +395,3 @@ class PlanBuilder:
             return ""
         self.keys_taken[keys] = owner
         return keys
-

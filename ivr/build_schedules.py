@@ -214,15 +214,16 @@ def _yearly(r: Reader, key: str, pos: Pos, where: str) -> tuple[int, int] | None
                      f"{suggest(month_name, _MONTHS)}; {example}")  # fmt: skip
         return None
     if not 1 <= day <= _DAYS_IN_MONTH[month - 1]:
-        r.error(pos, f"{key!r} in the exceptions of {where} is not a day of the year: "
-                     f"{model.MONTH_NAMES[month - 1]} has {_DAYS_IN_MONTH[month - 1]} days")
+        r.error(
+            pos,
+            f"{key!r} in the exceptions of {where} is not a day of the year: "
+            f"{model.MONTH_NAMES[month - 1]} has {_DAYS_IN_MONTH[month - 1]} days",
+        )
         return None
     return month, day
 
 
-def _holiday(
-    r: Reader, name: str, pos: Pos, where: str, known: KnownNames | None
-) -> str | None:
+def _holiday(r: Reader, name: str, pos: Pos, where: str, known: KnownNames | None) -> str | None:
     """The holiday's English name case-folded (a Dutch name stands for its English one), or
     None (reported) when the calendar has no such name."""
     folded = " ".join(name.split()).casefold()

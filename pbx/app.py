@@ -285,7 +285,7 @@ def hold_music(s: Settings) -> MusicOnHold | None:
     try:
         return MusicOnHold("hold", read_telephony_wav(path))
     except FileNotFoundError as exc:
-        raise ValueError(f"hold_music: {path} not found (set hold_music = \"\" for none)") from exc
+        raise ValueError(f'hold_music: {path} not found (set hold_music = "" for none)') from exc
 
 
 def _lockout_policy(s: Settings) -> LockoutPolicy:

@@ -52,8 +52,12 @@ def request_realtime(priority: int) -> Realtime:
         os.sched_setscheduler(0, policy, os.sched_param(min(priority, MAX_PRIORITY)))
     except PermissionError:
         if os.geteuid() == 0:  # e.g. a container, or a cgroup without a real-time budget
-            return Realtime(priority, False, "refused for root here (a container or a cgroup "
-                            "without a real-time budget?); set realtime_priority = 0 to silence")
+            return Realtime(
+                priority,
+                False,
+                "refused for root here (a container or a cgroup "
+                "without a real-time budget?); set realtime_priority = 0 to silence",
+            )
         soft, _ = resource.getrlimit(resource.RLIMIT_RTPRIO)
         return Realtime(
             priority, False,

@@ -283,9 +283,7 @@ class Switchboard:
     def _refuse(self, incoming: IncomingRequest, refused: Refused) -> None:
         """Challenges and authentication failures go out once, statelessly."""
         if refused.locked_now is not None:
-            log.warning(
-                "auth_locked_out", key=refused.locked_now, source=incoming.real_source.host
-            )
+            log.warning("auth_locked_out", key=refused.locked_now, source=incoming.real_source.host)
         if refused.why is Why.FAILED:  # a locked-out source is logged once, when it locks
             log.info(
                 "auth_refused", method=incoming.request.method, source=incoming.real_source.host,
@@ -294,4 +292,3 @@ class Switchboard:
         if incoming.request.method == "INVITE":
             self.on_refused(refused.why.value)
         incoming.stack.respond_once(incoming, refused.response)
-

@@ -232,7 +232,7 @@ def test_a_misspelt_holiday_is_named_with_its_line_and_the_right_name() -> None:
     assert (problem.line, problem.column) == (7, 7)
     assert problem.message.startswith(
         "'Kings Day' in the exceptions of schedule 'office' is neither a date (YYYY-MM-DD, or "
-        "24 December for every year) nor a public holiday (did you mean \"King's Day\"?)"
+        '24 December for every year) nor a public holiday (did you mean "King\'s Day"?)'
     )
     assert "Christmas Day (Eerste kerstdag)" in problem.message  # both languages listed
 
@@ -304,7 +304,7 @@ def test_christmas_eve_and_new_years_eve_every_year(plan: Dialplan, year: int) -
 YEARLY_PLAN = HOLIDAY_PLAN.replace(
     '      2027-12-27: "10:00-11:00"     # a literal date still works, and wins',
     '      24 december: "09:00-12:00"    # every year, month in Dutch or English\n'
-    '      2027-12-24: closed            # a literal date wins over a day every year\n'
+    "      2027-12-24: closed            # a literal date wins over a day every year\n"
     '      1 May: "09:00-10:00"',
 )
 

@@ -123,9 +123,7 @@ async def test_a_trunk_callers_message_is_kept_encrypted_told_and_deleted_after_
         await until(lambda: not any(p.exists() for p in files), timeout=RETENTION + 3)
         assert store.messages() == []
         gone_after = datetime.now(UTC) - message.received
-        listed = helpline_cli(
-            "voicemail", "list", "--state-dir", str(helpline.settings.state_dir)
-        )
+        listed = helpline_cli("voicemail", "list", "--state-dir", str(helpline.settings.state_dir))
     assert ivr_paths(logs) == [["info_line", "info_line_voicemail"]]
     assert_no_audio_inside(sealed)
     assert modes == {0o600} and folders == {0o700}
@@ -187,9 +185,12 @@ def test_staff_list_export_and_delete_messages_with_the_cli(tmp_path: Path) -> N
     # a public key is no identity
     wrong = tmp_path / "public.txt"
     wrong.write_text(public + "\n")
-    assert helpline_cli(
-        "voicemail", "export", first, "--identity", str(wrong), "--state-dir", str(state)
-    ).returncode == 1
+    assert (
+        helpline_cli(
+            "voicemail", "export", first, "--identity", str(wrong), "--state-dir", str(state)
+        ).returncode
+        == 1
+    )
 
     exported = helpline_cli(
         "voicemail", "export", first, "--identity", str(identity), "--state-dir", str(state),

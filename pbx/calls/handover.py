@@ -27,9 +27,7 @@ class State(enum.Enum):
     QUEUED = "queued"  # a blind transfer to a colleague's queue: the caller waits there
 
 
-FINAL = frozenset(
-    {State.COMPLETED, State.RETURNED, State.FAILED, State.CALLER_LEFT, State.QUEUED}
-)
+FINAL = frozenset({State.COMPLETED, State.RETURNED, State.FAILED, State.CALLER_LEFT, State.QUEUED})
 
 
 class Event(enum.Enum):

@@ -134,9 +134,7 @@ def _delete(args: argparse.Namespace) -> int:
 def _keygen(args: argparse.Namespace) -> int:
     identity = x25519.Identity.generate()
     public = identity.to_public()
-    text = (
-        f"# created: {_utc(datetime.now(UTC))}\n# public key: {public}\n{identity}\n"
-    )
+    text = f"# created: {_utc(datetime.now(UTC))}\n# public key: {public}\n{identity}\n"
     try:  # never overwrite a key: messages encrypted to it would be lost
         fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except OSError as exc:
