@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
 export PYTHONDONTWRITEBYTECODE=1
-echo "== ruff" && .venv/bin/ruff check .
+echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy" && .venv/bin/mypy
 echo "== layers" && .venv/bin/python scripts/check_layers.py
 echo "== native build" && .venv/bin/python scripts/build_native.py  # for tests/test_native.py
