@@ -38,6 +38,7 @@ from tests.helpers.fuzz_mutations import (
     load_seeds,
     mutate,
 )
+from tests.helpers.ivr_helpline import STAFF_KEY
 from tests.helpers.service import UNLIMITED_SOURCE
 
 # --- the peer -------------------------------------------------------------------------------------
@@ -440,5 +441,8 @@ FUZZ_SETTINGS = {
     "digest_algorithms": ["MD5", "SHA-256"],  # the seeds' handsets answer MD5 challenges
     "media_timeout": 2.0,
     "volunteer_whisper": "",
+    # voicemail as in production, so that a fuzzed caller who reaches it leaves a message
+    # (without a recipient key the service logs an error for each such caller)
+    "voicemail_recipients": [str(STAFF_KEY.to_public())],
     **UNLIMITED_SOURCE,
 }
