@@ -8,9 +8,13 @@ echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy" && .venv/bin/mypy
 echo "== layers" && .venv/bin/python scripts/check_layers.py
 echo "== native build" && .venv/bin/python scripts/build_native.py  # for tests/test_native.py
-echo "== pytest"
+# Two test processes (pytest-xdist): the tests with real peers mostly wait on timers and the
+# peers, so two run side by side in about half the time on a 2-core machine. Each worker has its
+# own embedded PostgreSQL; ports are picked at random and checked free (tests/helpers/ports.py).
+workers="${HELPLINE_TEST_WORKERS:-2}"
+echo "== pytest ($workers workers)"
 set +e
-.venv/bin/pytest -q -p no:cacheprovider "$@"
+.venv/bin/pytest -q -p no:cacheprovider -n "$workers" "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi
