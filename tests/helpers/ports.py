@@ -8,16 +8,21 @@ port here is picked at random above the ephemeral range when there is room (Linu
 range ends at 60999), else below it, checked free for UDP and TCP both, and never handed out
 twice within a while in this process: the tests of one run pick ports one after another.
 The ranges below 32768 belong to RTP (services 20000-31999, sipp's media 10000-19999).
+
+Under pytest-xdist (scripts/test.sh runs two workers) each worker picks from its own share of
+a range (`worker_share`): two processes picking at random from the same ports would sooner or
+later hand out the same one between one's check and its bind (seen once in 1,354 tests).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from collections import deque
 from pathlib import Path
 
-__all__ = ["free_port"]
+__all__ = ["free_port", "worker_share"]
 
 _RECENT: deque[int] = deque(maxlen=2000)  # handed out lately: the range holds more than this
 _RANDOM = random.SystemRandom()
@@ -36,7 +41,20 @@ def _range() -> range:
     return range(4000, min(low, 10000) - _HEADROOM)  # below the sipp media and RTP ranges
 
 
-_PORTS = _range()  # the machine's ephemeral range does not change during a test run
+def worker_share(ports: range, headroom: int = _HEADROOM) -> range:
+    """This pytest-xdist worker's slice of ``ports`` (all of them outside xdist), without its
+    top ``headroom`` ports: a peer's RTP range starting at a picked port stays in the slice."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    if count <= 1 or not worker.isdigit():
+        return ports
+    size = len(ports) // count
+    index = int(worker) % count
+    share = ports[index * size : (index + 1) * size]  # a range, with the same step
+    return range(share.start, share.stop - headroom, share.step)
+
+
+_PORTS = worker_share(_range())  # the machine's ephemeral range does not change during a run
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from tests.helpers.ports import free_port
+from tests.helpers.ports import free_port, worker_share
 
 SCENARIOS = Path(__file__).with_name("scenarios")
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
@@ -69,8 +69,9 @@ def find_free_media_ports(host: str = "127.0.0.1", count: int = 4) -> int:
     RTP/RTCP there), below the kernel's ephemeral range and the services' RTP ranges
     (tests/helpers/service.py) so no socket bound to port 0 can take one of them meanwhile."""
     rng = random.SystemRandom()
+    bases = worker_share(range(10000, 20000 - count, 2), headroom=count)  # this xdist worker's
     for _ in range(200):
-        base = rng.randrange(10000, 20000 - count, 2)
+        base = rng.choice(bases)
         socks: list[socket.socket] = []
         try:
             for port in range(base, base + count):
