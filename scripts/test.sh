@@ -10,7 +10,7 @@ echo "== layers" && .venv/bin/python scripts/check_layers.py
 echo "== native build" && .venv/bin/python scripts/build_native.py  # for tests/test_native.py
 # Two test processes (pytest-xdist): the tests with real peers mostly wait on timers and the
 # peers, so two run side by side in about half the time on a 2-core machine. Each worker has its
-# own embedded PostgreSQL; ports are picked at random and checked free (tests/helpers/ports.py).
+# own embedded PostgreSQL and picks ports from its own share of the range (tests/helpers/ports.py).
 workers="${HELPLINE_TEST_WORKERS:-2}"
 echo "== pytest ($workers workers)"
 set +e
