@@ -67,9 +67,10 @@ _kept_run_dirs: list[Path] = []
 def find_free_media_ports(host: str = "127.0.0.1", count: int = 4) -> int:
     """An even port P with P..P+count-1 free for UDP (sipp binds audio RTP/RTCP and video
     RTP/RTCP there), below the kernel's ephemeral range and the services' RTP ranges
-    (tests/helpers/service.py) so no socket bound to port 0 can take one of them meanwhile."""
+    (tests/helpers/service.py) so no socket bound to port 0 can take one of them meanwhile.
+    Under pytest-xdist, from this worker's share of the range (tests/helpers/ports.py)."""
     rng = random.SystemRandom()
-    bases = worker_share(range(10000, 20000 - count, 2), headroom=count)  # this xdist worker's
+    bases = worker_share(range(10000, 20000 - count, 2), headroom=count)
     for _ in range(200):
         base = rng.choice(bases)
         socks: list[socket.socket] = []
