@@ -127,7 +127,11 @@ def one_run(url: str, state: Path, work: Path, run: int) -> dict[str, float]:
                         answered = time.monotonic() - t0
             # The stack answers before the start is over (the web server, then service_started):
             # stopping at once would cut the line this run times.
-            while b'"service_started"' not in log.read_bytes() and time.monotonic() - t0 < 60:
+            while (
+                proc.poll() is None
+                and b'"service_started"' not in log.read_bytes()
+                and time.monotonic() - t0 < 60
+            ):
                 time.sleep(0.02)
         finally:
             proc.send_signal(signal.SIGINT)
