@@ -3,12 +3,12 @@
 The service runs as its own process (`helpline serve`, on an embedded PostgreSQL this script
 starts), so its CPU is read alone from /proc/<pid>/stat. N volunteer accounts register with MD5
 digest from one UDP port on 127.0.0.2 (a small client here); one sipp UAS
-(bench/sipp_volunteer_answer.xml: 180 and 200 at once) then listens on that port and answers
-every call the service rings there. The trunk is a sipp UAC on 127.0.0.1 (uac_call.xml:
-INVITE 09000767, hold -d ms, BYE) at a fixed rate for a bounded number of calls, for each rate
-in turn, stopping at the first rate with failures, at one where the service no longer keeps up
-(fewer than 90% of the offered setups/s), or when the time budget is spent. The service
-answers the caller only once a volunteer answered and anchors the media of both legs, so a
+(bench/sipp_volunteer_answer.xml: 180 and 200 at once) then listens on that port and answers every
+call the service rings there. The trunk is a sipp UAC on 127.0.0.1 (sipp_trunk_call.xml: INVITE
+09000767, hold --hold-ms, BYE; a 180 after the 200 is ignored) at a fixed rate for a bounded number
+of calls, for each rate in turn, stopping at the first rate with failures, at one where the service
+no longer keeps up (fewer than 90% of the offered setups/s), or when the time budget is spent. The
+service answers the caller only once a volunteer answered and anchors the media of both legs, so a
 setup is: INVITE in, INVITE out, 180/200 back, 200 to the caller.
 
 Per rate it prints: calls attempted/succeeded/failed and the trunk's retransmissions (INVITE or
@@ -78,6 +78,7 @@ from sip_call_service import (  # noqa: E402
     register_all,
     runqueue_wait,
     start_service,
+    trunk_scenario,
     wait_ready,
     whisper_seconds,
 )
@@ -220,7 +221,7 @@ def run_level(
     run_dir.mkdir(parents=True)
     # Calls still open 15 s after the last should have ended are counted as unfinished.
     timeout_s = calls / rate + hold_ms / 1000 + whisper + 15
-    uac = scenario or TRUNK_SCENARIO
+    uac = trunk_scenario(run_dir, hold_ms, scenario or TRUNK_SCENARIO)
     cmd = sipp_base(uac, TRUNK_IP, free_port(TRUNK_IP), timeout_s, run_dir, calls)
     cmd += ["-m", str(calls), "-r", f"{rate:g}", "-d", str(hold_ms), "-s", SERVICE_NUMBER]
     cmd += ["-l", str(calls)]  # sipp's own default (3 x rate x hold) would cap concurrency

@@ -1,13 +1,14 @@
 """Call setups side by side: this service and the sippy B2BUA with its embedded RTP proxy.
 
 A section of ``bench/compare.py`` (see ``compare_table.py``). The same sipp load goes to both
-systems on the same machine, one rate at a time: this service, then sippy, then the next rate
-(both are up all along, each with its own far side; the one not under load is idle). A sipp UAC
-on 127.0.0.1 is the carrier's trunk (``sipp_trunk_call.xml``: INVITE with a G.711 offer, 200,
-ACK, hold, BYE) at rising rates for a fixed number of seconds each, and a sipp UAS on 127.0.0.2
-(``sipp_volunteer_answer.xml``: 180 and 200 at once) is the far side. No RTP is sent: neither
-system needs it to set a call up (both anchor the media, and this service's line filler sends
-its comfort noise on the legs meanwhile, which is part of its cost per call).
+systems on the same machine, one rate at a time: this service, then sippy, then the next rate (both
+are up all along, each with its own far side; the one not under load is idle). A sipp UAC on
+127.0.0.1 is the carrier's trunk (``sipp_trunk_call.xml``: INVITE with a G.711 offer, 200, ACK,
+hold, BYE; a 180 after the 200 is ignored, as a carrier ignores it) at rising rates for a fixed
+number of seconds each, and a sipp UAS on 127.0.0.2 (``sipp_volunteer_answer.xml``: 180 and 200 at
+once) is the far side. No RTP is sent: neither system needs it to set a call up (both anchor the
+media, and this service's line filler sends its comfort noise on the legs meanwhile, which is part
+of its cost per call).
 
 - **this service**: ``helpline serve`` with the direct call flow and no whisper, exactly as
   ``bench_sip_calls.py --no-whisper`` runs it (embedded PostgreSQL, volunteers registered with

@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.peers.sipp import render_scenario, scenario_defaults  # noqa: E402
 
 TRUNK_IP = "127.0.0.1"  # the trusted trunk (the service's default trunk_sources)
 HANDSET_IP = "127.0.0.2"  # the volunteers' handsets
@@ -34,6 +35,16 @@ VOLUNTEER_SCENARIO = Path(__file__).with_name("sipp_volunteer_answer.xml")
 TRUNK_SCENARIO = Path(__file__).with_name("sipp_trunk_call.xml")
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 HZ = os.sysconf("SC_CLK_TCK")
+
+
+def trunk_scenario(run_dir: Path, hold_ms: int, template: Path = TRUNK_SCENARIO) -> Path:
+    """``template`` with its ``{{hold_ms}}`` (and any other key, at its default) filled in,
+    written into ``run_dir``: sipp reads a recv's timeout as it loads the scenario, where its
+    ``-d`` does not apply."""
+    text = template.read_text()
+    path = run_dir / template.name
+    path.write_text(render_scenario(text, {**scenario_defaults(text), "hold_ms": str(hold_ms)}))
+    return path
 
 
 # --- processes ------------------------------------------------------------------------------------
