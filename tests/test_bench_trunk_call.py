@@ -63,7 +63,7 @@ class LateRingingUas:
                 self._invites[call_id] = text
                 self.sock.sendto(_response(text, "180 Ringing"), peer)
                 self.sock.sendto(_response(text, "200 OK", SDP), peer)
-            elif method == "ACK" and call_id not in self.acked:  # (sipp resends it, see below)
+            elif method == "ACK" and call_id not in self.acked:  # sipp acks the late 180 again
                 self.acked[call_id] = time.monotonic()
                 if self.late_ringing:
                     self.sock.sendto(_response(self._invites[call_id], "180 Ringing"), peer)
