@@ -60,6 +60,7 @@ from compare_table import Table  # noqa: E402
 from sip_call_service import (  # noqa: E402
     HANDSET_IP,
     TRUNK_IP,
+    TRUNK_SCENARIO,
     Processes,
     _create_volunteers,
     free_port,
@@ -79,7 +80,6 @@ INSTALL_SIPPY = (
     "python3 -m venv bench/.peers-venv && "
     "bench/.peers-venv/bin/pip install sippy==2.5.0 rtp.io==1.1.1"
 )
-SCENARIO = BENCH / "sipp_trunk_call.xml"
 HOLD_MS = 1000
 # From 50/s: on a slow hour of a slow machine sippy cannot keep up with 100/s, and a ratio
 # against a saturated system measures its backlog (retransmissions), not its cost per call.
@@ -137,7 +137,7 @@ def _level(procs: Processes, system: System, rate: int, seconds: float) -> Level
     for attempt in range(2):  # sipp may lose a race for its media port and place no call
         level = run_level(
             procs, system.work / f"rate{rate}-{attempt}", f"{TRUNK_IP}:{system.port}", rate,
-            calls, HOLD_MS, 0.0, system.pid, system.uas, SCENARIO,
+            calls, HOLD_MS, 0.0, system.pid, system.uas, TRUNK_SCENARIO,
         )  # fmt: skip
         if level.attempted:
             break
